@@ -1,0 +1,9 @@
+{
+  "targets": [
+    {
+      "target_name": "tidemark_fs",
+      "sources": ["native/tidemark_fs.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"]
+    }
+  ]
+}

@@ -1,0 +1,115 @@
+/*
+ * File-system calls Node does not expose: hole punching, zero ranges and SEEK_DATA/SEEK_HOLE.
+ * Each call runs on the libuv thread pool and returns a Promise, like fs/promises.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <string.h>
+#include <stdlib.h>
+#include <unistd.h>
+#include <node_api.h>
+
+enum op_kind { OP_PUNCH_HOLE, OP_ZERO_RANGE, OP_SEEK_DATA, OP_SEEK_HOLE };
+
+struct op {
+  napi_async_work work;
+  napi_deferred deferred;
+  enum op_kind kind;
+  int fd;
+  int64_t offset;
+  int64_t length;
+  int64_t result;
+  int err;
+};
+
+static void execute(napi_env env, void *data) {
+  (void)env;
+  struct op *op = data;
+  op->err = 0;
+  switch (op->kind) {
+    case OP_PUNCH_HOLE:
+      if (fallocate(op->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, op->offset, op->length) != 0) op->err = errno;
+      break;
+    case OP_ZERO_RANGE:
+      if (fallocate(op->fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, op->offset, op->length) != 0) op->err = errno;
+      break;
+    case OP_SEEK_DATA:
+    case OP_SEEK_HOLE: {
+      off_t r = lseek(op->fd, op->offset, op->kind == OP_SEEK_DATA ? SEEK_DATA : SEEK_HOLE);
+      if (r < 0) {
+        if (errno == ENXIO) op->result = -1; /* no data/hole at or after offset */
+        else op->err = errno;
+      } else {
+        op->result = r;
+      }
+      break;
+    }
+  }
+}
+
+static void complete(napi_env env, napi_status status, void *data) {
+  struct op *op = data;
+  if (status == napi_ok && op->err == 0) {
+    napi_value value;
+    napi_create_int64(env, op->result, &value);
+    napi_resolve_deferred(env, op->deferred, value);
+  } else {
+    int err = op->err ? op->err : EIO;
+    napi_value code, msg, error, errnum;
+    const char *name = err == EOPNOTSUPP ? "EOPNOTSUPP" : err == EBADF ? "EBADF" : err == EINVAL ? "EINVAL"
+                     : err == ENOSPC ? "ENOSPC" : err == EIO ? "EIO" : "EUNKNOWN";
+    napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &code);
+    napi_create_string_utf8(env, strerror(err), NAPI_AUTO_LENGTH, &msg);
+    napi_create_error(env, code, msg, &error);
+    napi_create_int32(env, -err, &errnum);
+    napi_set_named_property(env, error, "errno", errnum);
+    napi_reject_deferred(env, op->deferred, error);
+  }
+  napi_delete_async_work(env, op->work);
+  free(op);
+}
+
+static napi_value start(napi_env env, napi_callback_info info, enum op_kind kind, size_t argc_needed) {
+  size_t argc = 3;
+  napi_value argv[3];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < argc_needed) {
+    napi_throw_type_error(env, NULL, "missing arguments");
+    return NULL;
+  }
+  struct op *op = calloc(1, sizeof *op);
+  if (!op) {
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
+  op->kind = kind;
+  napi_get_value_int32(env, argv[0], &op->fd);
+  napi_get_value_int64(env, argv[1], &op->offset);
+  if (argc_needed > 2) napi_get_value_int64(env, argv[2], &op->length);
+  napi_value promise, name;
+  napi_create_promise(env, &op->deferred, &promise);
+  napi_create_string_utf8(env, "tidemark_fs", NAPI_AUTO_LENGTH, &name);
+  napi_create_async_work(env, NULL, name, execute, complete, op, &op->work);
+  napi_queue_async_work(env, op->work);
+  return promise;
+}
+
+static napi_value punch_hole(napi_env env, napi_callback_info info) { return start(env, info, OP_PUNCH_HOLE, 3); }
+static napi_value zero_range(napi_env env, napi_callback_info info) { return start(env, info, OP_ZERO_RANGE, 3); }
+static napi_value seek_data(napi_env env, napi_callback_info info) { return start(env, info, OP_SEEK_DATA, 2); }
+static napi_value seek_hole(napi_env env, napi_callback_info info) { return start(env, info, OP_SEEK_HOLE, 2); }
+
+static napi_value init(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+    {"punchHole", NULL, punch_hole, NULL, NULL, NULL, napi_default, NULL},
+    {"zeroRange", NULL, zero_range, NULL, NULL, NULL, napi_default, NULL},
+    {"seekData", NULL, seek_data, NULL, NULL, NULL, napi_default, NULL},
+    {"seekHole", NULL, seek_hole, NULL, NULL, NULL, napi_default, NULL},
+  };
+  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

@@ -1,0 +1,29 @@
+// Loads the small native addon (native/tidemark_fs.c) that exposes fallocate and SEEK_DATA/SEEK_HOLE,
+// which node:fs lacks. npm builds it with node-gyp during `npm ci`.
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { dirname, join } from 'node:path';
+
+export interface NativeFs {
+  punchHole(fd: number, offset: number, length: number): Promise<number>;
+  zeroRange(fd: number, offset: number, length: number): Promise<number>;
+  /** Offset of the first data byte at or after `offset`, or -1 when only a hole follows. */
+  seekData(fd: number, offset: number): Promise<number>;
+  /** Offset of the first hole byte at or after `offset` (end of file counts as a hole), or -1. */
+  seekHole(fd: number, offset: number): Promise<number>;
+}
+
+function findRoot(start: string): string {
+  let dir = start;
+  for (;;) {
+    if (existsSync(join(dir, 'package.json')) && existsSync(join(dir, 'binding.gyp'))) return dir;
+    const parent = dirname(dir);
+    if (parent === dir) throw new Error('cannot find the tidemark package root (binding.gyp)');
+    dir = parent;
+  }
+}
+
+const root = findRoot(dirname(fileURLToPath(import.meta.url)));
+const require = createRequire(import.meta.url);
+export const nativeFs: NativeFs = require(join(root, 'build', 'Release', 'tidemark_fs.node')) as NativeFs;

@@ -1,0 +1,189 @@
+// The array: its volumes, their durable definitions, and who is using them. The HTTP API, the
+// NBD front end and the CLI all reach volumes through this service.
+import { randomUUID } from 'node:crypto';
+import { ErrorCode, TidemarkError, invalidArgument, notFound } from '../core/errors.js';
+import { decodeJson, encodeJson } from '../core/lib/checksummed-record.js';
+import { DEFAULT_TRACK_BYTES, makeGeometry } from '../core/volume/geometry.js';
+import {
+  VOLUME_NAME_RULE, isValidVolumeName, parseVolumeRecord, type VolumeRecord,
+} from '../core/volume/volume-record.js';
+import type { VolumeState } from '../core/volume/state.js';
+import type { BlockStoreFactory } from '../ports/block-store.js';
+import type { MetaStore, SlotJournalFactory } from '../ports/meta-store.js';
+import type { ActivityLogConfig } from '../core/bitmap/activity-log.js';
+import { CHANGES_POSITION, Volume, bitmapsKey, volumeKey, type OpKind, type RecoveryReport } from './volume/volume.js';
+import { DEFAULT_ACTIVITY_LOG } from '../core/bitmap/activity-log.js';
+
+export interface ArrayDeps {
+  readonly name: string;
+  readonly meta: MetaStore;
+  readonly stores: BlockStoreFactory;
+  readonly journals: SlotJournalFactory;
+  readonly nowMs: () => number;
+  readonly activityLog?: Omit<ActivityLogConfig, 'extentTracks'>;
+  readonly onOp?: (volume: string, kind: OpKind, bytes: number, startedAtMs: number) => void;
+}
+
+export interface VolumeSummary {
+  readonly name: string;
+  readonly uuid: string;
+  readonly sizeBytes: number;
+  readonly trackBytes: number;
+  readonly recordBytes: number;
+  readonly trackCount: number;
+  readonly state: VolumeState;
+  readonly createdAt: string;
+  readonly exports: number;
+  readonly changedTracks: number;
+  readonly hotExtents: number;
+  readonly lastRecovery: RecoveryReport;
+}
+
+const AL_SLOTS = DEFAULT_ACTIVITY_LOG.slotCount;
+const AL_SLOT_BYTES = DEFAULT_ACTIVITY_LOG.slotBytes;
+
+export class ArrayService {
+  private readonly volumes = new Map<string, Volume>();
+  private readonly exportCounts = new Map<string, number>();
+  /** Names with a create or delete in progress: a second command on the same name is refused. */
+  private readonly busyNames = new Set<string>();
+
+  private constructor(readonly deps: ArrayDeps) {}
+
+  /** Opens every volume found in the metadata store, recovering bitmaps after a crash. */
+  static async open(deps: ArrayDeps): Promise<ArrayService> {
+    const service = new ArrayService(deps);
+    for (const key of await deps.meta.list('volume/')) {
+      const bytes = await deps.meta.read(key);
+      if (!bytes) continue;
+      const record = parseVolumeRecord(decodeJson(bytes, key), key);
+      service.volumes.set(record.name, await service.openVolume(record));
+    }
+    return service;
+  }
+
+  private async openVolume(record: VolumeRecord): Promise<Volume> {
+    const { deps } = this;
+    const geometry = makeGeometry(record.sizeBytes, record.trackBytes);
+    const store = await deps.stores.open(record.name, record.sizeBytes);
+    const journal = await deps.journals.open(record.name, AL_SLOTS, AL_SLOT_BYTES);
+    return Volume.open(record, {
+      store, meta: deps.meta, journal, nowMs: deps.nowMs,
+      activityLog: {
+        ...DEFAULT_ACTIVITY_LOG, ...deps.activityLog,
+        extentTracks: Math.max(1, Math.floor((4 * 1024 * 1024) / geometry.trackBytes)),
+      },
+      onOp: deps.onOp ? (kind, bytes, started) => deps.onOp!(record.name, kind, bytes, started) : undefined,
+    });
+  }
+
+  volumeNames(): string[] {
+    return [...this.volumes.keys()].sort();
+  }
+
+  /** The volume, or TM_ERR_NOT_FOUND. */
+  volume(name: string): Volume {
+    const v = this.volumes.get(name);
+    if (!v) throw notFound(`no volume named ${JSON.stringify(name)}`, { volume: name });
+    return v;
+  }
+
+  findVolume(name: string): Volume | undefined {
+    return this.volumes.get(name);
+  }
+
+  summary(name: string): VolumeSummary {
+    const v = this.volume(name);
+    const g = v.geometry;
+    return {
+      name: v.name,
+      uuid: v.definition.uuid,
+      sizeBytes: g.sizeBytes,
+      trackBytes: g.trackBytes,
+      recordBytes: g.recordBytes,
+      trackCount: g.trackCount,
+      state: v.state,
+      createdAt: new Date(v.definition.createdAtMs).toISOString(),
+      exports: this.exportCounts.get(name) ?? 0,
+      changedTracks: v.position(CHANGES_POSITION).invalid.count(),
+      hotExtents: v.hotExtents,
+      lastRecovery: v.recovery,
+    };
+  }
+
+  async createVolume(name: string, sizeBytes: number, trackBytes = DEFAULT_TRACK_BYTES): Promise<VolumeSummary> {
+    if (!isValidVolumeName(name)) throw invalidArgument(`invalid volume name ${JSON.stringify(name)}: ${VOLUME_NAME_RULE}`);
+    makeGeometry(sizeBytes, trackBytes);
+    if (this.volumes.has(name) || this.busyNames.has(name)) {
+      throw new TidemarkError(ErrorCode.AlreadyExists, `volume ${name} already exists`, { volume: name });
+    }
+    this.busyNames.add(name);
+    try {
+      const record: VolumeRecord = {
+        name, uuid: randomUUID(), sizeBytes, trackBytes, state: 'ready', createdAtMs: this.deps.nowMs(),
+      };
+      // The file first, then the record: a crash in between leaves an orphan file, never a record without data.
+      await this.deps.stores.remove(name);
+      const store = await this.deps.stores.create(name, sizeBytes);
+      await store.close();
+      await this.deps.journals.remove(name);
+      await this.deps.meta.delete(bitmapsKey(name));
+      await this.deps.meta.write(volumeKey(name), encodeJson(record));
+      this.volumes.set(name, await this.openVolume(record));
+    } finally {
+      this.busyNames.delete(name);
+    }
+    return this.summary(name);
+  }
+
+  async deleteVolume(name: string): Promise<void> {
+    const v = this.volume(name);
+    const uses = this.exportCounts.get(name) ?? 0;
+    if (uses > 0) {
+      throw new TidemarkError(ErrorCode.VolumeBusy, `volume ${name} is exported to ${uses} NBD connection(s)`, { volume: name, exports: uses });
+    }
+    if (this.busyNames.has(name)) throw new TidemarkError(ErrorCode.VolumeBusy, `volume ${name} is busy`, { volume: name });
+    this.busyNames.add(name);
+    try {
+      this.volumes.delete(name);
+      await v.close();
+      // The record goes first: a crash after it leaves only an orphan file, never a record without data.
+      await this.deps.meta.delete(volumeKey(name));
+      await this.deps.meta.delete(bitmapsKey(name));
+      await this.deps.journals.remove(name);
+      await this.deps.stores.remove(name);
+    } finally {
+      this.busyNames.delete(name);
+    }
+  }
+
+  async setVolumeState(name: string, state: VolumeState): Promise<VolumeSummary> {
+    await this.volume(name).setState(state);
+    return this.summary(name);
+  }
+
+  /** An NBD connection starts using the volume; the returned function ends that use. */
+  acquireExport(name: string): { volume: Volume; release: () => void } {
+    const volume = this.volume(name);
+    if (this.busyNames.has(name)) throw new TidemarkError(ErrorCode.VolumeBusy, `volume ${name} is busy`, { volume: name });
+    this.exportCounts.set(name, (this.exportCounts.get(name) ?? 0) + 1);
+    let released = false;
+    return {
+      volume,
+      release: () => {
+        if (released) return;
+        released = true;
+        const n = (this.exportCounts.get(name) ?? 1) - 1;
+        if (n <= 0) this.exportCounts.delete(name);
+        else this.exportCounts.set(name, n);
+      },
+    };
+  }
+
+  /** Clean shutdown: every volume flushed, bitmaps persisted, activity logs emptied. */
+  async close(): Promise<void> {
+    const all = [...this.volumes.values()];
+    this.volumes.clear();
+    await Promise.all(all.map((v) => v.close()));
+  }
+}

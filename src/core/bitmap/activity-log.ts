@@ -1,0 +1,197 @@
+// The activity log (after DRBD): the set of "hot" extents a volume may be writing to, persisted
+// before the first write to an extent that is not yet hot. Change bitmaps are persisted only when
+// an extent leaves the hot set or at a clean shutdown, so the common write — to an extent that is
+// already hot — costs no metadata I/O. After a crash, recovery marks every track of every hot
+// extent as changed: conservative (it may mark tracks that were not written), never the reverse.
+//
+// This module is the pure decision logic and the on-disk slot codec; the caller performs I/O.
+import { assert } from '../lib/assert.js';
+import { crc32c } from '../lib/crc32c.js';
+
+const SLOT_MAGIC = 0x544d414c; // "TMAL"
+const SLOT_HEADER_BYTES = 24; // magic u32, extentTracks u32, seq f64, count u32, crc u32
+
+export interface ActivityLogConfig {
+  /** Tracks per extent; an extent is the unit the log tracks. */
+  readonly extentTracks: number;
+  /** Most extents hot at once (bounded by what one slot can hold). */
+  readonly maxActiveExtents: number;
+  readonly slotCount: number;
+  readonly slotBytes: number;
+}
+
+export const DEFAULT_ACTIVITY_LOG: ActivityLogConfig = {
+  extentTracks: 64, // 4 MiB with 64 KiB tracks
+  maxActiveExtents: 1000,
+  slotCount: 8,
+  slotBytes: 4096,
+};
+
+export const maxExtentsPerSlot = (slotBytes: number): number => Math.floor((slotBytes - SLOT_HEADER_BYTES) / 4);
+
+export interface Transaction {
+  readonly seq: number;
+  readonly slotIndex: number;
+  /** The full hot set once this transaction is durable. */
+  readonly extents: readonly number[];
+  /** Extents dropped from the hot set: their bitmap bits must be durable before this transaction is written. */
+  readonly evicted: readonly number[];
+  readonly bytes: Uint8Array;
+}
+
+export interface RecoveredLog {
+  readonly seq: number;
+  readonly extentTracks: number;
+  readonly extents: readonly number[];
+}
+
+export function encodeSlot(seq: number, extentTracks: number, extents: readonly number[], slotBytes: number): Uint8Array {
+  assert(extents.length <= maxExtentsPerSlot(slotBytes), `${extents.length} extents do not fit a ${slotBytes}-byte slot`);
+  const out = new Uint8Array(slotBytes);
+  const view = new DataView(out.buffer);
+  view.setUint32(0, SLOT_MAGIC);
+  view.setUint32(4, extentTracks);
+  view.setFloat64(8, seq);
+  view.setUint32(16, extents.length);
+  for (let i = 0; i < extents.length; i++) view.setUint32(SLOT_HEADER_BYTES + i * 4, extents[i]!);
+  view.setUint32(20, crc32c(out.subarray(0, 20)) ^ crc32c(out.subarray(SLOT_HEADER_BYTES)));
+  return out;
+}
+
+/** Decodes one slot; undefined for an empty, torn or foreign slot. */
+export function decodeSlot(bytes: Uint8Array): RecoveredLog | undefined {
+  if (bytes.length < SLOT_HEADER_BYTES) return undefined;
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (view.getUint32(0) !== SLOT_MAGIC) return undefined;
+  if ((crc32c(bytes.subarray(0, 20)) ^ crc32c(bytes.subarray(SLOT_HEADER_BYTES))) >>> 0 !== view.getUint32(20)) return undefined;
+  const count = view.getUint32(16);
+  if (count > maxExtentsPerSlot(bytes.length)) return undefined;
+  const extents: number[] = [];
+  for (let i = 0; i < count; i++) extents.push(view.getUint32(SLOT_HEADER_BYTES + i * 4));
+  return { seq: view.getFloat64(8), extentTracks: view.getUint32(4), extents };
+}
+
+/** The newest valid slot, or an empty log when no slot was ever written. */
+export function recoverLog(slots: readonly Uint8Array[]): RecoveredLog | undefined {
+  let best: RecoveredLog | undefined;
+  for (const slot of slots) {
+    const decoded = decodeSlot(slot);
+    if (decoded && (!best || decoded.seq > best.seq)) best = decoded;
+  }
+  return best;
+}
+
+export class ActivityLog {
+  /** Durably hot extents → last use tick (for least-recently-used eviction). */
+  private readonly hot = new Map<number, number>();
+  /** Extents waiting writes need, not yet in a transaction. */
+  private readonly wanted = new Set<number>();
+  /** Extents being dropped by the transaction in flight: writes to them wait for the next one. */
+  private readonly leaving = new Set<number>();
+  private inFlight: Transaction | undefined;
+  private seq: number;
+  private tick = 0;
+
+  constructor(readonly config: ActivityLogConfig, recovered?: RecoveredLog) {
+    assert(config.maxActiveExtents >= 16, 'activity log needs at least 16 extents');
+    assert(config.maxActiveExtents <= maxExtentsPerSlot(config.slotBytes), 'activity log larger than a slot');
+    assert(config.slotCount >= 2, 'activity log needs at least two slots');
+    this.seq = recovered?.seq ?? 0;
+    for (const extent of recovered?.extents ?? []) this.hot.set(extent, 0);
+  }
+
+  extentOf(track: number): number {
+    return Math.floor(track / this.config.extentTracks);
+  }
+
+  /** True when every extent of tracks first..last is durably hot, and marks them used. */
+  admit(firstTrack: number, lastTrack: number): boolean {
+    const first = this.extentOf(firstTrack);
+    const last = this.extentOf(lastTrack);
+    for (let e = first; e <= last; e++) {
+      if (!this.hot.has(e) || this.leaving.has(e)) return false;
+    }
+    this.tick++;
+    for (let e = first; e <= last; e++) this.hot.set(e, this.tick);
+    return true;
+  }
+
+  /** Registers the extents a waiting write needs. */
+  request(firstTrack: number, lastTrack: number): void {
+    for (let e = this.extentOf(firstTrack); e <= this.extentOf(lastTrack); e++) {
+      if (!this.hot.has(e) || this.leaving.has(e)) this.wanted.add(e);
+    }
+  }
+
+  get hasWork(): boolean {
+    return this.inFlight === undefined && this.wanted.size > 0;
+  }
+
+  get busy(): boolean {
+    return this.inFlight !== undefined;
+  }
+
+  /** Builds the next transaction (at most one in flight). The caller persists it, then calls durable(). */
+  nextTransaction(): Transaction | undefined {
+    if (this.inFlight || this.wanted.size === 0) return undefined;
+    const max = this.config.maxActiveExtents;
+    const adds = [...this.wanted].slice(0, max);
+    const keep = [...this.hot.entries()].filter(([e]) => !this.wanted.has(e));
+    const room = max - adds.length;
+    const evicted: number[] = [];
+    if (keep.length > room) {
+      keep.sort((a, b) => a[1] - b[1]);
+      for (const [e] of keep.splice(0, keep.length - room)) evicted.push(e);
+    }
+    for (const e of evicted) this.leaving.add(e);
+    for (const e of adds) this.wanted.delete(e);
+    const extents = [...keep.map(([e]) => e), ...adds].sort((a, b) => a - b);
+    return this.begin(extents, evicted);
+  }
+
+  /** The transaction that empties the hot set: written at a clean point, after all bitmaps are durable. */
+  cleanTransaction(): Transaction {
+    assert(!this.inFlight, 'clean transaction while another is in flight');
+    const evicted = [...this.hot.keys()];
+    for (const e of evicted) this.leaving.add(e);
+    return this.begin([], evicted);
+  }
+
+  private begin(extents: number[], evicted: number[]): Transaction {
+    this.seq++;
+    const txn: Transaction = {
+      seq: this.seq,
+      slotIndex: this.seq % this.config.slotCount,
+      extents,
+      evicted,
+      bytes: encodeSlot(this.seq, this.config.extentTracks, extents, this.config.slotBytes),
+    };
+    this.inFlight = txn;
+    return txn;
+  }
+
+  /** The transaction is on stable storage: its set becomes the hot set. */
+  durable(seq: number): void {
+    const txn = this.inFlight;
+    assert(txn && txn.seq === seq, `durable(${seq}) without that transaction in flight`);
+    this.inFlight = undefined;
+    for (const e of txn.evicted) {
+      this.hot.delete(e);
+      this.leaving.delete(e);
+    }
+    for (const e of txn.extents) if (!this.hot.has(e)) this.hot.set(e, this.tick);
+  }
+
+  /** Writing the transaction failed: forget it; its extents are wanted again. */
+  failed(seq: number): void {
+    const txn = this.inFlight;
+    assert(txn && txn.seq === seq, `failed(${seq}) without that transaction in flight`);
+    this.inFlight = undefined;
+    for (const e of txn.evicted) this.leaving.delete(e);
+    for (const e of txn.extents) if (!this.hot.has(e)) this.wanted.add(e);
+  }
+
+  hotExtents(): number[] {
+    return [...this.hot.keys()].sort((a, b) => a - b);
+  }
+}

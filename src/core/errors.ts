@@ -1,0 +1,48 @@
+// One error hierarchy with stable codes, shared by the NBD front end, the HTTP API, the CLI and logs.
+
+export const ErrorCode = {
+  InvalidArgument: 'TM_ERR_INVALID_ARGUMENT',
+  NotFound: 'TM_ERR_NOT_FOUND',
+  AlreadyExists: 'TM_ERR_ALREADY_EXISTS',
+  VolumeBusy: 'TM_ERR_VOLUME_BUSY',
+  VolumeWriteDisabled: 'TM_ERR_VOLUME_WRITE_DISABLED',
+  VolumeNotReady: 'TM_ERR_VOLUME_NOT_READY',
+  OutOfRange: 'TM_ERR_OUT_OF_RANGE',
+  LimitExceeded: 'TM_ERR_LIMIT_EXCEEDED',
+  InvalidState: 'TM_ERR_INVALID_STATE',
+  MetadataCorrupt: 'TM_ERR_METADATA_CORRUPT',
+  Io: 'TM_ERR_IO',
+  NoSpace: 'TM_ERR_NO_SPACE',
+  ShuttingDown: 'TM_ERR_SHUTTING_DOWN',
+  Unsupported: 'TM_ERR_UNSUPPORTED',
+  Protocol: 'TM_ERR_PROTOCOL',
+  Unavailable: 'TM_ERR_UNAVAILABLE',
+  Internal: 'TM_ERR_INTERNAL',
+} as const;
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+export class TidemarkError extends Error {
+  override name = 'TidemarkError';
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    readonly details: Readonly<Record<string, unknown>> = {},
+  ) {
+    super(message);
+  }
+
+  toJSON(): { code: ErrorCode; message: string; details: Readonly<Record<string, unknown>> } {
+    return { code: this.code, message: this.message, details: this.details };
+  }
+}
+
+export function isTidemarkError(error: unknown, code?: ErrorCode): error is TidemarkError {
+  return error instanceof TidemarkError && (code === undefined || error.code === code);
+}
+
+export const invalidArgument = (message: string, details?: Record<string, unknown>): TidemarkError =>
+  new TidemarkError(ErrorCode.InvalidArgument, message, details);
+export const notFound = (message: string, details?: Record<string, unknown>): TidemarkError =>
+  new TidemarkError(ErrorCode.NotFound, message, details);
+export const invalidState = (message: string, details?: Record<string, unknown>): TidemarkError =>
+  new TidemarkError(ErrorCode.InvalidState, message, details);
