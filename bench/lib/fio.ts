@@ -1,0 +1,44 @@
+// Runs one fio job against an NBD URI and extracts the figures benchmarks compare.
+import { run } from './processes.js';
+
+export interface FioJob {
+  readonly name: string;
+  readonly rw: 'randwrite' | 'write' | 'randread' | 'read';
+  readonly blockSize: string;
+  readonly iodepth: number;
+  readonly runtimeSeconds: number;
+  readonly sizeBytes: number;
+}
+
+export interface FioResult {
+  readonly iops: number;
+  readonly bandwidthBytesPerSecond: number;
+  readonly meanLatencyUs: number;
+  readonly p99LatencyUs: number;
+}
+
+interface FioJson {
+  jobs: Array<{ write: FioSide; read: FioSide }>;
+}
+interface FioSide {
+  iops: number;
+  bw_bytes: number;
+  clat_ns: { mean: number; percentile?: Record<string, number> };
+}
+
+export async function runFio(uri: string, job: FioJob): Promise<FioResult> {
+  const output = await run('fio', [
+    `--name=${job.name}`, '--ioengine=nbd', `--uri=${uri}`, `--rw=${job.rw}`, `--bs=${job.blockSize}`,
+    `--iodepth=${job.iodepth}`, `--size=${job.sizeBytes}`, '--time_based', `--runtime=${job.runtimeSeconds}`,
+    '--ramp_time=2', '--output-format=json', '--randrepeat=1', '--norandommap',
+  ]);
+  const parsed = JSON.parse(output.slice(output.indexOf('{'))) as FioJson;
+  const job0 = parsed.jobs[0]!;
+  const side = job.rw.includes('write') ? job0.write : job0.read;
+  return {
+    iops: side.iops,
+    bandwidthBytesPerSecond: side.bw_bytes,
+    meanLatencyUs: side.clat_ns.mean / 1000,
+    p99LatencyUs: (side.clat_ns.percentile?.['99.000000'] ?? 0) / 1000,
+  };
+}

@@ -1,0 +1,53 @@
+// bench/nbd: fio against a tidemark volume and against nbdkit's file plugin on the same filesystem,
+// in one run, with the same jobs. Prints tidemark/nbdkit ratios (higher is better for tidemark).
+import { mkdtemp, rm, open } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { runFio, type FioJob, type FioResult } from './lib/fio.js';
+import { freePort, startProcess, stopProcess, tidemarkBin, waitForPort } from './lib/processes.js';
+
+const GiB = 1024 * 1024 * 1024;
+
+export async function benchNbd(args: { seconds: number; sizeBytes: number }): Promise<void> {
+  const dir = await mkdtemp(join(process.env.TIDEMARK_BENCH_DIR ?? tmpdir(), 'tidemark-bench-nbd-'));
+  const jobs: FioJob[] = [
+    { name: 'randwrite-4k-qd32', rw: 'randwrite', blockSize: '4k', iodepth: 32, runtimeSeconds: args.seconds, sizeBytes: args.sizeBytes },
+    { name: 'write-256k-qd8', rw: 'write', blockSize: '256k', iodepth: 8, runtimeSeconds: args.seconds, sizeBytes: args.sizeBytes },
+    { name: 'randread-4k-qd32', rw: 'randread', blockSize: '4k', iodepth: 32, runtimeSeconds: args.seconds, sizeBytes: args.sizeBytes },
+  ];
+  const [apiPort, tmPort, kitPort] = [await freePort(), await freePort(), await freePort()];
+  const tidemark = startProcess(tidemarkBin, ['array', 'start', '--data', join(dir, 'array'),
+    '--api', `127.0.0.1:${apiPort}`, '--nbd', `127.0.0.1:${tmPort}`], 'tidemark');
+  const imagePath = join(dir, 'nbdkit.img');
+  const image = await open(imagePath, 'w');
+  await image.truncate(args.sizeBytes);
+  await image.close();
+  const nbdkit = startProcess('nbdkit', ['--foreground', '--ipaddr', '127.0.0.1', '--port', String(kitPort), 'file', imagePath], 'nbdkit');
+  try {
+    await waitForPort(apiPort);
+    await waitForPort(kitPort);
+    const created = await fetch(`http://127.0.0.1:${apiPort}/v1/volumes`, {
+      method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ name: 'bench', sizeBytes: args.sizeBytes }),
+    });
+    if (!created.ok) throw new Error(`volume create failed: ${await created.text()}`);
+    const rows: Array<{ job: string; tidemark: FioResult; nbdkit: FioResult }> = [];
+    for (const job of jobs) {
+      // Alternate which server goes first so page-cache warm-up does not favour one side.
+      const tm = await runFio(`nbd://127.0.0.1:${tmPort}/bench`, job);
+      const kit = await runFio(`nbd://127.0.0.1:${kitPort}/`, job);
+      rows.push({ job: job.name, tidemark: tm, nbdkit: kit });
+    }
+    console.log(`bench/nbd: fio ${args.seconds}s per job, ${(args.sizeBytes / GiB).toFixed(1)} GiB volume, same filesystem`);
+    console.log('job                  tidemark IOPS   nbdkit IOPS   ratio   tidemark p99 µs   nbdkit p99 µs');
+    for (const r of rows) {
+      console.log(`${r.job.padEnd(20)} ${r.tidemark.iops.toFixed(0).padStart(13)} ${r.nbdkit.iops.toFixed(0).padStart(13)}` +
+        ` ${(r.tidemark.iops / r.nbdkit.iops).toFixed(2).padStart(6)}x ${r.tidemark.p99LatencyUs.toFixed(0).padStart(17)}` +
+        ` ${r.nbdkit.p99LatencyUs.toFixed(0).padStart(15)}`);
+    }
+  } finally {
+    await stopProcess(tidemark);
+    await stopProcess(nbdkit);
+    await rm(dir, { recursive: true, force: true });
+  }
+}

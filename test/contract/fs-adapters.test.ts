@@ -1,0 +1,63 @@
+// Runs the port contracts against the real file-backed adapters.
+import { mkdtemp, rm, readFile, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { FileBlockStoreFactory } from '../../src/adapters/fs/file-block-store.js';
+import { FileMetaStore, FileSlotJournal } from '../../src/adapters/fs/file-meta-store.js';
+import { blockStoreContract } from './block-store-contract.js';
+import { metaStoreContract, slotJournalContract } from './meta-store-contract.js';
+import { isTidemarkError } from '../../src/core/errors.js';
+
+const tempDir = (): Promise<string> => mkdtemp(join(tmpdir(), 'tidemark-contract-'));
+
+blockStoreContract('FileBlockStore', async () => {
+  const dir = await tempDir();
+  const factory = new FileBlockStoreFactory(dir);
+  let n = 0;
+  return {
+    create: (size) => factory.create(`v${n++}`, size),
+    cleanup: () => rm(dir, { recursive: true, force: true }),
+  };
+});
+
+metaStoreContract('FileMetaStore', async () => {
+  const dir = await tempDir();
+  return { store: await FileMetaStore.open(dir), cleanup: () => rm(dir, { recursive: true, force: true }) };
+});
+
+slotJournalContract('FileSlotJournal', async () => {
+  const dir = await tempDir();
+  const journal = await FileSlotJournal.open(join(dir, 'x.al'), 4, 512);
+  return { journal, cleanup: () => rm(dir, { recursive: true, force: true }) };
+});
+
+test('FileMetaStore reports a damaged record as corrupt instead of returning it', async () => {
+  const dir = await tempDir();
+  try {
+    const store = await FileMetaStore.open(dir);
+    await store.write('volume/x', new TextEncoder().encode('{"ok":true}'));
+    const path = join(dir, 'volume%2Fx.rec');
+    const bytes = await readFile(path);
+    bytes[bytes.length - 2] = bytes[bytes.length - 2]! ^ 0x20;
+    await writeFile(path, bytes);
+    await assert.rejects(store.read('volume/x'), (e) => isTidemarkError(e, 'TM_ERR_METADATA_CORRUPT'));
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('FileMetaStore drops temporaries left by an interrupted write and keeps the old record', async () => {
+  const dir = await tempDir();
+  try {
+    const store = await FileMetaStore.open(dir);
+    await store.write('volume/x', new Uint8Array([1]));
+    await writeFile(join(dir, 'volume%2Fx.rec.tmp'), 'half-written');
+    const reopened = await FileMetaStore.open(dir);
+    assert.deepEqual(new Uint8Array((await reopened.read('volume/x'))!), new Uint8Array([1]));
+    assert.deepEqual(await reopened.list(''), ['volume/x']);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});

@@ -1,0 +1,48 @@
+// The MetaStore and SlotJournal contracts: every implementation must pass these suites.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { MetaStore, SlotJournal } from '../../src/ports/meta-store.js';
+
+/** Plain Uint8Array copy, so Buffer-returning implementations compare equal. */
+const plain = (b: Uint8Array | undefined): Uint8Array | undefined => (b === undefined ? b : new Uint8Array(b));
+
+export function metaStoreContract(name: string, make: () => Promise<{ store: MetaStore; cleanup(): Promise<void> }>): void {
+  test(`${name}: records round-trip, replace atomically, list by prefix and delete`, async () => {
+    const { store, cleanup } = await make();
+    try {
+      assert.equal(await store.read('volume/a'), undefined);
+      await store.write('volume/a', new Uint8Array([1, 2, 3]));
+      await store.write('volume/b', new Uint8Array([4]));
+      await store.write('bitmaps/a', new Uint8Array(0));
+      await store.write('volume/a', new Uint8Array([9]));
+      assert.deepEqual(plain(await store.read('volume/a')), new Uint8Array([9]));
+      assert.deepEqual(plain(await store.read('bitmaps/a')), new Uint8Array(0));
+      assert.deepEqual(await store.list('volume/'), ['volume/a', 'volume/b']);
+      await store.delete('volume/a');
+      await store.delete('volume/never-existed');
+      assert.deepEqual(await store.list('volume/'), ['volume/b']);
+    } finally {
+      await cleanup();
+    }
+  });
+}
+
+export function slotJournalContract(name: string, make: () => Promise<{ journal: SlotJournal; cleanup(): Promise<void> }>): void {
+  test(`${name}: slots start zeroed, are written in place and read back`, async () => {
+    const { journal, cleanup } = await make();
+    try {
+      const initial = await journal.readAll();
+      assert.equal(initial.length, journal.slotCount);
+      for (const slot of initial) assert.ok(slot.every((b) => b === 0));
+      const data = new Uint8Array(journal.slotBytes).fill(0xab);
+      await journal.writeSlot(1, data);
+      const after = await journal.readAll();
+      assert.deepEqual(plain(after[1]), data);
+      assert.ok(after[0]!.every((b) => b === 0));
+      await assert.rejects(journal.writeSlot(journal.slotCount, data));
+      await journal.close();
+    } finally {
+      await cleanup();
+    }
+  });
+}
