@@ -1,0 +1,112 @@
+// Encoders for everything the server sends. Each returns one complete frame, so the adapter never
+// interleaves a partial frame with another reply.
+import {
+  Chunk, Errno, IHAVEOPT, NBDMAGIC, OPTION_REPLY_MAGIC, ReplyFlag, SIMPLE_REPLY_MAGIC,
+  STRUCTURED_REPLY_MAGIC, HandshakeFlag, MAX_ERROR_MESSAGE_BYTES,
+} from './constants.js';
+
+const encoder = new TextEncoder();
+
+export function greeting(): Uint8Array {
+  const out = new Uint8Array(18);
+  const view = new DataView(out.buffer);
+  view.setBigUint64(0, NBDMAGIC);
+  view.setBigUint64(8, IHAVEOPT);
+  view.setUint16(16, HandshakeFlag.FixedNewstyle | HandshakeFlag.NoZeroes);
+  return out;
+}
+
+export function optionReply(option: number, type: number, payload: Uint8Array = new Uint8Array(0)): Uint8Array {
+  const out = new Uint8Array(20 + payload.length);
+  const view = new DataView(out.buffer);
+  view.setBigUint64(0, OPTION_REPLY_MAGIC);
+  view.setUint32(8, option);
+  view.setUint32(12, type >>> 0);
+  view.setUint32(16, payload.length);
+  out.set(payload, 20);
+  return out;
+}
+
+export function optionError(option: number, type: number, message: string): Uint8Array {
+  return optionReply(option, type, encoder.encode(message.slice(0, MAX_ERROR_MESSAGE_BYTES)));
+}
+
+export const SIMPLE_HEADER_BYTES = 16;
+export const STRUCTURED_HEADER_BYTES = 20;
+/** Bytes before the data in a successful READ reply: simple header, or chunk header plus offset. */
+export const readReplyHeaderBytes = (structured: boolean): number => (structured ? STRUCTURED_HEADER_BYTES + 8 : SIMPLE_HEADER_BYTES);
+
+function writeSimpleHeader(view: DataView, at: number, cookie: Uint8Array, error: number): void {
+  view.setUint32(at, SIMPLE_REPLY_MAGIC);
+  view.setUint32(at + 4, error);
+  new Uint8Array(view.buffer, view.byteOffset + at + 8, 8).set(cookie);
+}
+
+function writeChunkHeader(view: DataView, at: number, flags: number, type: number, cookie: Uint8Array, length: number): void {
+  view.setUint32(at, STRUCTURED_REPLY_MAGIC);
+  view.setUint16(at + 4, flags);
+  view.setUint16(at + 6, type);
+  new Uint8Array(view.buffer, view.byteOffset + at + 8, 8).set(cookie);
+  view.setUint32(at + 16, length);
+}
+
+/**
+ * Fills the header in front of read data already placed at `frame[readReplyHeaderBytes(structured):]`,
+ * making `frame` a complete successful READ reply.
+ */
+export function fillReadReplyHeader(frame: Uint8Array, structured: boolean, cookie: Uint8Array, offset: number): void {
+  const view = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
+  if (structured) {
+    const dataLength = frame.length - STRUCTURED_HEADER_BYTES - 8;
+    writeChunkHeader(view, 0, ReplyFlag.Done, Chunk.OffsetData, cookie, 8 + dataLength);
+    view.setBigUint64(STRUCTURED_HEADER_BYTES, BigInt(offset));
+  } else {
+    writeSimpleHeader(view, 0, cookie, 0);
+  }
+}
+
+/** Success without data (or a zero-length read). */
+export function successReply(structured: boolean, cookie: Uint8Array): Uint8Array {
+  if (structured) {
+    const out = new Uint8Array(STRUCTURED_HEADER_BYTES);
+    writeChunkHeader(new DataView(out.buffer), 0, ReplyFlag.Done, Chunk.None, cookie, 0);
+    return out;
+  }
+  const out = new Uint8Array(SIMPLE_HEADER_BYTES);
+  writeSimpleHeader(new DataView(out.buffer), 0, cookie, 0);
+  return out;
+}
+
+export function errorReply(structured: boolean, cookie: Uint8Array, errno: Errno, message: string): Uint8Array {
+  if (structured) {
+    const text = encoder.encode(message).subarray(0, MAX_ERROR_MESSAGE_BYTES);
+    const out = new Uint8Array(STRUCTURED_HEADER_BYTES + 6 + text.length);
+    const view = new DataView(out.buffer);
+    writeChunkHeader(view, 0, ReplyFlag.Done, Chunk.Error, cookie, 6 + text.length);
+    view.setUint32(STRUCTURED_HEADER_BYTES, errno);
+    view.setUint16(STRUCTURED_HEADER_BYTES + 4, text.length);
+    out.set(text, STRUCTURED_HEADER_BYTES + 6);
+    return out;
+  }
+  const out = new Uint8Array(SIMPLE_HEADER_BYTES);
+  writeSimpleHeader(new DataView(out.buffer), 0, cookie, errno);
+  return out;
+}
+
+export interface StatusExtent {
+  readonly length: number;
+  readonly status: number;
+}
+
+export function blockStatusReply(cookie: Uint8Array, contextId: number, extents: readonly StatusExtent[]): Uint8Array {
+  const payload = 4 + 8 * extents.length;
+  const out = new Uint8Array(STRUCTURED_HEADER_BYTES + payload);
+  const view = new DataView(out.buffer);
+  writeChunkHeader(view, 0, ReplyFlag.Done, Chunk.BlockStatus, cookie, payload);
+  view.setUint32(STRUCTURED_HEADER_BYTES, contextId);
+  extents.forEach((e, i) => {
+    view.setUint32(STRUCTURED_HEADER_BYTES + 4 + i * 8, e.length);
+    view.setUint32(STRUCTURED_HEADER_BYTES + 8 + i * 8, e.status);
+  });
+  return out;
+}
