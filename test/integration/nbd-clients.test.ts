@@ -1,0 +1,124 @@
+// Real NBD clients against the real NBD server and volumes (in-process array, child-process clients).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { mustRun, runCommand, startTestArray, type TestArray } from '../helpers/in-process-array.js';
+
+const MiB = 1024 * 1024;
+let array: TestArray;
+
+before(async () => {
+  array = await startTestArray();
+  await array.service.createVolume('disk0', 64 * MiB);
+  await array.service.createVolume('disk1', 64 * MiB);
+  await array.service.createVolume('fio', 64 * MiB);
+});
+after(async () => {
+  await array.close();
+});
+
+const sha256 = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
+
+test('qemu-io: pattern writes, FUA, write-zeroes, discard and aio read back through TCP and the Unix socket', async () => {
+  for (const uri of [array.uri('disk0'), array.unixUri('disk0')]) {
+    await mustRun('qemu-io', ['-f', 'raw',
+      '-c', 'write -P 0xa5 0 1M', '-c', 'read -P 0xa5 0 1M',
+      '-c', 'write -f -P 0x11 1M 64k', '-c', 'read -P 0x11 1M 64k',
+      '-c', 'write -P 0x22 2M 1M', '-c', 'write -z 2M 1M', '-c', 'read -P 0 2M 1M',
+      '-c', 'write -P 0x33 3M 1M', '-c', 'write -z -u 3M 1M', '-c', 'read -P 0 3M 1M',
+      '-c', 'write -P 0x44 4M 1M', '-c', 'discard 4M 1M',
+      '-c', 'aio_write -P 7 5M 64k', '-c', 'aio_flush', '-c', 'read -P 7 5M 64k',
+      '-c', 'write -P 0x55 100 5000', '-c', 'read -P 0x55 100 5000',
+      '-c', 'flush', uri]);
+  }
+});
+
+test('qemu-io detects a pattern mismatch (the verification can fail)', async () => {
+  await mustRun('qemu-io', ['-f', 'raw', '-c', 'write -P 0x01 8M 64k', array.uri('disk0')]);
+  const result = await runCommand('qemu-io', ['-f', 'raw', '-c', 'read -P 0x02 8M 64k', array.uri('disk0')]);
+  assert.match(result.stdout + result.stderr, /Pattern verification failed/);
+});
+
+test('qemu-img info, convert to and from an export, and compare', async () => {
+  const info = JSON.parse(await mustRun('qemu-img', ['info', '--output=json', '-f', 'raw', array.uri('disk1')])) as { 'virtual-size': number };
+  assert.equal(info['virtual-size'], 64 * MiB);
+  const source = join(array.dir, 'source.img');
+  const image = Buffer.alloc(64 * MiB);
+  for (let i = 0; i < 64; i += 3) image.fill(i + 1, i * MiB, i * MiB + 300 * 1024);
+  await writeFile(source, image);
+  await mustRun('qemu-img', ['convert', '-n', '-f', 'raw', '-O', 'raw', source, array.uri('disk1')]);
+  await mustRun('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', source, array.uri('disk1')]);
+  const back = join(array.dir, 'back.img');
+  await mustRun('qemu-img', ['convert', '-f', 'raw', '-O', 'raw', array.uri('disk1'), back]);
+  assert.equal(sha256(await readFile(back)), sha256(image));
+  const map = JSON.parse(await mustRun('qemu-img', ['map', '--output=json', '-f', 'raw', array.uri('disk1')])) as Array<{ start: number; length: number; data: boolean; zero: boolean }>;
+  assert.ok(map.some((e) => e.data), 'written ranges are data');
+  assert.ok(map.some((e) => !e.data && e.zero), 'unwritten ranges are holes that read as zero');
+});
+
+test('nbdinfo: info, --json, --list and --map with holes after trim', async () => {
+  const json = JSON.parse(await mustRun('nbdinfo', ['--json', array.uri('disk0')])) as {
+    exports: Array<{ 'export-name': string; 'export-size': number; can_multi_conn: boolean; is_read_only: boolean; can_fua: boolean }>;
+  };
+  const disk = json.exports[0]!;
+  assert.equal(disk['export-name'], 'disk0');
+  assert.equal(disk['export-size'], 64 * MiB);
+  assert.equal(disk.can_multi_conn, true);
+  assert.equal(disk.is_read_only, false);
+  const list = await mustRun('nbdinfo', ['--list', `nbd://127.0.0.1:${array.nbd.tcpAddress!.port}`]);
+  for (const name of ['disk0', 'disk1', 'fio']) assert.match(list, new RegExp(`export="${name}"`));
+  await mustRun('qemu-io', ['-f', 'raw', '-c', 'write -P 9 16M 4M', '-c', 'discard 17M 1M', array.uri('disk0')]);
+  const map = await mustRun('nbdinfo', ['--map', array.uri('disk0')]);
+  const rows = map.trim().split('\n').map((line) => line.trim().split(/\s+/)).map(([off, len, type]) => ({ off: Number(off), len: Number(len), type: Number(type) }));
+  const at = (offset: number) => rows.find((r) => r.off <= offset && offset < r.off + r.len)!;
+  assert.equal(at(16 * MiB).type, 0, 'written data');
+  assert.equal(at(17 * MiB).type, 3, 'trimmed range is a hole that reads as zero');
+  assert.equal(at(18 * MiB).type, 0);
+  assert.equal(at(40 * MiB).type, 3, 'never-written range is a hole');
+});
+
+test('nbdcopy round trip keeps the bytes identical (multi-conn)', async () => {
+  const source = join(array.dir, 'copy-src.img');
+  const image = Buffer.alloc(32 * MiB);
+  for (let i = 0; i < image.length; i += 4096) image.writeUInt32LE((i * 2654435761) >>> 0, i);
+  await writeFile(source, image);
+  await mustRun('nbdcopy', ['--flush', source, array.uri('disk1')]);
+  const out = join(array.dir, 'copy-out.img');
+  await mustRun('nbdcopy', [array.uri('disk1'), out]);
+  const copied = await readFile(out);
+  assert.equal(copied.length, 64 * MiB);
+  assert.equal(sha256(copied.subarray(0, 32 * MiB)), sha256(image));
+});
+
+test('fio nbd engine: random writes verified with crc32c, with flushes, over TCP and Unix socket', async () => {
+  for (const uri of [array.uri('fio'), array.unixUri('fio')]) {
+    const output = await mustRun('fio', ['--name=verify', '--ioengine=nbd', `--uri=${uri}`, '--rw=randwrite', '--bs=4k',
+      '--iodepth=16', '--size=16m', '--verify=crc32c', '--do_verify=1', '--fsync=32', '--output-format=json'], 120_000);
+    const report = JSON.parse(output.slice(output.indexOf('{'))) as { jobs: Array<{ error: number; write: { io_bytes: number }; read: { io_bytes: number } }> };
+    assert.equal(report.jobs[0]!.error, 0);
+    assert.equal(report.jobs[0]!.write.io_bytes, 16 * MiB);
+    assert.equal(report.jobs[0]!.read.io_bytes, 16 * MiB, 'every block was read back and verified');
+  }
+});
+
+test('a write-disabled volume serves reads and refuses writes with EPERM; a not-ready volume refuses connections', async () => {
+  await mustRun('qemu-io', ['-f', 'raw', '-c', 'write -P 0x77 0 64k', array.uri('disk1')]);
+  await array.service.setVolumeState('disk1', 'write-disabled');
+  try {
+    await mustRun('qemu-io', ['-r', '-f', 'raw', '-c', 'read -P 0x77 0 64k', array.uri('disk1')]);
+    assert.equal(JSON.parse(await mustRun('nbdinfo', ['--json', array.uri('disk1')])).exports[0].is_read_only, true);
+    const write = await runCommand('qemu-io', ['-f', 'raw', '-c', 'write -P 1 0 4k', array.uri('disk1')]);
+    assert.notEqual(write.code, 0, 'qemu-io cannot write a read-only export');
+    await mustRun('qemu-io', ['-r', '-f', 'raw', '-c', 'read -P 0x77 0 64k', array.uri('disk1')]);
+    await array.service.setVolumeState('disk1', 'not-ready');
+    const refused = await runCommand('qemu-io', ['-f', 'raw', '-c', 'read 0 4k', array.uri('disk1')]);
+    assert.notEqual(refused.code, 0);
+    assert.match(refused.stderr, /not ready/);
+    const list = await mustRun('nbdinfo', ['--list', `nbd://127.0.0.1:${array.nbd.tcpAddress!.port}`]);
+    assert.doesNotMatch(list, /export="disk1"/, 'a not-ready volume is not listed');
+  } finally {
+    await array.service.setVolumeState('disk1', 'ready');
+  }
+});
