@@ -6,12 +6,20 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/falloc.h>
+#include <stdint.h>
 #include <string.h>
 #include <stdlib.h>
 #include <unistd.h>
 #include <node_api.h>
 
-enum op_kind { OP_PUNCH_HOLE, OP_ZERO_RANGE, OP_SEEK_DATA, OP_SEEK_HOLE };
+enum op_kind { OP_PUNCH_HOLE, OP_ZERO_RANGE, OP_SEEK_DATA, OP_SEEK_HOLE, OP_WRITE_BATCH, OP_READ_BATCH };
+
+/* One positional transfer of a batch. */
+struct batch_item {
+  uint8_t *data;
+  size_t length;
+  int64_t offset;
+};
 
 struct op {
   napi_async_work work;
@@ -22,7 +30,34 @@ struct op {
   int64_t length;
   int64_t result;
   int err;
+  struct batch_item *items;
+  uint32_t count;
+  napi_ref keep_alive; /* the JS array of buffers, so their memory outlives the work */
 };
+
+/* pwrite/pread every item fully, retrying short transfers and EINTR; stops at the first error. */
+static int run_batch(struct op *op) {
+  for (uint32_t i = 0; i < op->count; i++) {
+    struct batch_item *item = &op->items[i];
+    size_t done = 0;
+    while (done < item->length) {
+      ssize_t n = op->kind == OP_WRITE_BATCH
+        ? pwrite(op->fd, item->data + done, item->length - done, item->offset + (off_t)done)
+        : pread(op->fd, item->data + done, item->length - done, item->offset + (off_t)done);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return errno;
+      }
+      if (n == 0) {
+        if (op->kind == OP_WRITE_BATCH) return EIO;
+        memset(item->data + done, 0, item->length - done); /* past end of file reads as zeros */
+        break;
+      }
+      done += (size_t)n;
+    }
+  }
+  return 0;
+}
 
 static void execute(napi_env env, void *data) {
   (void)env;
@@ -34,6 +69,11 @@ static void execute(napi_env env, void *data) {
       break;
     case OP_ZERO_RANGE:
       if (fallocate(op->fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, op->offset, op->length) != 0) op->err = errno;
+      break;
+    case OP_WRITE_BATCH:
+    case OP_READ_BATCH:
+      op->err = run_batch(op);
+      op->result = op->count;
       break;
     case OP_SEEK_DATA:
     case OP_SEEK_HOLE: {
@@ -68,6 +108,8 @@ static void complete(napi_env env, napi_status status, void *data) {
     napi_reject_deferred(env, op->deferred, error);
   }
   napi_delete_async_work(env, op->work);
+  if (op->keep_alive) napi_delete_reference(env, op->keep_alive);
+  free(op->items);
   free(op);
 }
 
@@ -96,6 +138,58 @@ static napi_value start(napi_env env, napi_callback_info info, enum op_kind kind
   return promise;
 }
 
+/* (fd, buffers: Uint8Array[], offsets: number[]) → Promise<count> */
+static napi_value start_batch(napi_env env, napi_callback_info info, enum op_kind kind) {
+  size_t argc = 3;
+  napi_value argv[3];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  uint32_t count = 0, offsets_count = 0;
+  if (argc < 3 || napi_get_array_length(env, argv[1], &count) != napi_ok ||
+      napi_get_array_length(env, argv[2], &offsets_count) != napi_ok || count != offsets_count) {
+    napi_throw_type_error(env, NULL, "expected (fd, buffers[], offsets[]) of equal length");
+    return NULL;
+  }
+  struct op *op = calloc(1, sizeof *op);
+  struct batch_item *items = calloc(count ? count : 1, sizeof *items);
+  if (!op || !items) {
+    free(op);
+    free(items);
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
+  op->kind = kind;
+  op->items = items;
+  op->count = count;
+  napi_get_value_int32(env, argv[0], &op->fd);
+  for (uint32_t i = 0; i < count; i++) {
+    napi_value buffer, offset;
+    napi_typedarray_type type;
+    size_t length;
+    void *data;
+    napi_get_element(env, argv[1], i, &buffer);
+    napi_get_element(env, argv[2], i, &offset);
+    if (napi_get_typedarray_info(env, buffer, &type, &length, &data, NULL, NULL) != napi_ok || type != napi_uint8_array) {
+      free(items);
+      free(op);
+      napi_throw_type_error(env, NULL, "buffers must be Uint8Arrays");
+      return NULL;
+    }
+    items[i].data = data;
+    items[i].length = length;
+    napi_get_value_int64(env, offset, &items[i].offset);
+  }
+  napi_create_reference(env, argv[1], 1, &op->keep_alive);
+  napi_value promise, name;
+  napi_create_promise(env, &op->deferred, &promise);
+  napi_create_string_utf8(env, "tidemark_fs_batch", NAPI_AUTO_LENGTH, &name);
+  napi_create_async_work(env, NULL, name, execute, complete, op, &op->work);
+  napi_queue_async_work(env, op->work);
+  return promise;
+}
+
+static napi_value write_batch(napi_env env, napi_callback_info info) { return start_batch(env, info, OP_WRITE_BATCH); }
+static napi_value read_batch(napi_env env, napi_callback_info info) { return start_batch(env, info, OP_READ_BATCH); }
+
 static napi_value punch_hole(napi_env env, napi_callback_info info) { return start(env, info, OP_PUNCH_HOLE, 3); }
 static napi_value zero_range(napi_env env, napi_callback_info info) { return start(env, info, OP_ZERO_RANGE, 3); }
 static napi_value seek_data(napi_env env, napi_callback_info info) { return start(env, info, OP_SEEK_DATA, 2); }
@@ -107,6 +201,8 @@ static napi_value init(napi_env env, napi_value exports) {
     {"zeroRange", NULL, zero_range, NULL, NULL, NULL, napi_default, NULL},
     {"seekData", NULL, seek_data, NULL, NULL, NULL, napi_default, NULL},
     {"seekHole", NULL, seek_hole, NULL, NULL, NULL, napi_default, NULL},
+    {"writeBatch", NULL, write_batch, NULL, NULL, NULL, napi_default, NULL},
+    {"readBatch", NULL, read_batch, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

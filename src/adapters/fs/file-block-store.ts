@@ -4,14 +4,20 @@ import { join } from 'node:path';
 import type { AllocationExtent, BlockStore, BlockStoreFactory } from '../../ports/block-store.js';
 import { nativeFs } from './native.js';
 import { fsyncDirectory } from './fsync-directory.js';
+import { IoBatcher } from './io-batcher.js';
 
 /** Zero buffer shared by every fallback zero write; never written to. */
 const ZEROES = Buffer.alloc(1024 * 1024);
 
 export class FileBlockStore implements BlockStore {
   private punchSupported = true;
+  private readonly reads: IoBatcher;
+  private readonly writes: IoBatcher;
 
-  private constructor(private readonly handle: FileHandle, readonly sizeBytes: number, readonly path: string) {}
+  private constructor(private readonly handle: FileHandle, readonly sizeBytes: number, readonly path: string) {
+    this.reads = new IoBatcher(handle.fd, 'read');
+    this.writes = new IoBatcher(handle.fd, 'write');
+  }
 
   get canPunchHoles(): boolean {
     return this.punchSupported;
@@ -34,25 +40,12 @@ export class FileBlockStore implements BlockStore {
     }
   }
 
-  async readInto(offset: number, length: number, target: Uint8Array, targetOffset = 0): Promise<void> {
-    let done = 0;
-    while (done < length) {
-      const { bytesRead } = await this.handle.read(target, targetOffset + done, length - done, offset + done);
-      if (bytesRead === 0) {
-        // Past the end of the file cannot happen for a validated range; zero-fill defensively.
-        target.fill(0, targetOffset + done, targetOffset + length);
-        return;
-      }
-      done += bytesRead;
-    }
+  readInto(offset: number, length: number, target: Uint8Array, targetOffset = 0): Promise<void> {
+    return this.reads.submit(target.subarray(targetOffset, targetOffset + length), offset);
   }
 
-  async write(offset: number, data: Uint8Array): Promise<void> {
-    let done = 0;
-    while (done < data.length) {
-      const { bytesWritten } = await this.handle.write(data, done, data.length - done, offset + done);
-      done += bytesWritten;
-    }
+  write(offset: number, data: Uint8Array): Promise<void> {
+    return this.writes.submit(data, offset);
   }
 
   async writeZeroes(offset: number, length: number, allocate: boolean): Promise<void> {

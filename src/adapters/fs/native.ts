@@ -12,6 +12,10 @@ export interface NativeFs {
   seekData(fd: number, offset: number): Promise<number>;
   /** Offset of the first hole byte at or after `offset` (end of file counts as a hole), or -1. */
   seekHole(fd: number, offset: number): Promise<number>;
+  /** pwrite every buffer fully at its offset, in one thread-pool job; rejects on the first error. */
+  writeBatch(fd: number, buffers: Uint8Array[], offsets: number[]): Promise<number>;
+  /** pread every buffer fully from its offset (zeros past end of file), in one thread-pool job. */
+  readBatch(fd: number, buffers: Uint8Array[], offsets: number[]): Promise<number>;
 }
 
 function findRoot(start: string): string {

@@ -26,6 +26,7 @@ export class NbdSession {
   private closed = false;
   private readPaused = false;
   private waitingForDrain = false;
+  private corked = false;
   private readonly idleWaiters: Array<() => void> = [];
 
   constructor(
@@ -109,6 +110,16 @@ export class NbdSession {
 
   private send(bytes: Uint8Array): void {
     if (this.closed || this.socket.destroyed) return;
+    // Replies completing in the same event-loop turn (all disk completions libuv delivers at once)
+    // leave in one syscall: cork now, uncork in the check phase after this turn's I/O callbacks.
+    if (!this.corked) {
+      this.corked = true;
+      this.socket.cork();
+      setImmediate(() => {
+        this.corked = false;
+        this.socket.uncork();
+      });
+    }
     if (!this.socket.write(bytes)) {
       this.waitingForDrain = true;
       this.updateReading();
