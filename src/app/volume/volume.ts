@@ -7,7 +7,7 @@ import { ErrorCode, TidemarkError } from '../../core/errors.js';
 import { assert } from '../../core/lib/assert.js';
 import { makeGeometry, rangeInside, tracksOf, type Geometry } from '../../core/volume/geometry.js';
 import {
-  applyHostWrite, decodePositions, encodePositions, markRecovered, type MirrorPosition,
+  applyWrite, decodePositions, encodePositions, markRecovered, type MirrorPosition, type WriteSource,
 } from '../../core/volume/mirror-positions.js';
 import { checkHostAccess, type HostAccess, type VolumeState } from '../../core/volume/state.js';
 import type { VolumeRecord } from '../../core/volume/volume-record.js';
@@ -41,6 +41,19 @@ interface AlWaiter {
 
 export const CHANGES_POSITION = 'changes';
 
+/**
+ * Features layered on a volume (clone sessions today) take part in its I/O through these hooks.
+ * They run before the operation enters the volume's write ordering, so they may do I/O of their
+ * own on the volume (e.g. copy a track from a clone before a host write or read lands on it).
+ */
+export interface VolumeHooks {
+  beforeHostWrite?(first: number, last: number): Promise<void> | undefined;
+  beforeHostRead?(first: number, last: number): Promise<void> | undefined;
+}
+
+/** Persisted with the bitmaps, atomically: state of features that own some of the positions. */
+export type ExtensionProvider = () => unknown;
+
 export const bitmapsKey = (volume: string): string => `bitmaps/${volume}`;
 export const volumeKey = (volume: string): string => `volume/${volume}`;
 
@@ -63,6 +76,11 @@ export class Volume {
   private bitmapsDirty = false;
   private closed = false;
   private failure: TidemarkError | undefined;
+  /** While set, new writes wait here (a write window: split, restore start). */
+  private gate: Promise<void> | undefined;
+  private openGate: (() => void) | undefined;
+  readonly hooks: VolumeHooks[] = [];
+  private readonly extensionProviders = new Map<string, ExtensionProvider>();
 
   private constructor(
     private record: VolumeRecord,
@@ -70,6 +88,8 @@ export class Volume {
     private readonly log: ActivityLog,
     readonly positions: MirrorPosition[],
     readonly recovery: RecoveryReport,
+    /** Extension state as last persisted (read once by the feature that owns it at start-up). */
+    readonly loadedExtensions: Readonly<Record<string, unknown>>,
   ) {
     this.geometry = makeGeometry(record.sizeBytes, record.trackBytes);
   }
@@ -85,12 +105,14 @@ export class Volume {
     }
     const stored = await deps.meta.read(bitmapsKey(record.name));
     let positions: MirrorPosition[];
+    let extensions: Record<string, unknown> = {};
     if (stored === undefined) {
-      positions = [{ id: CHANGES_POSITION, kind: 'change-tracker', invalid: new TrackBitmap(geometry.trackCount) }];
+      positions = [{ id: CHANGES_POSITION, kind: 'change-tracker', marksOn: 'all', invalid: new TrackBitmap(geometry.trackCount) }];
     } else {
       const decoded = decodePositions(stored, geometry.trackCount);
       if (!decoded) throw new TidemarkError(ErrorCode.MetadataCorrupt, `bitmaps of volume ${record.name} do not decode`);
-      positions = decoded;
+      positions = decoded.positions;
+      extensions = decoded.extensions;
     }
     const hot = recovered?.extents ?? [];
     const runs = hot.map((e) => ({
@@ -101,7 +123,7 @@ export class Volume {
     markRecovered(positions, runs);
     const tracksMarked = positions.reduce((n, p, i) => Math.max(n, p.invalid.count() - before[i]!), 0);
     const log = new ActivityLog(config, recovered);
-    const volume = new Volume(record, deps, log, positions, { crashed: hot.length > 0, tracksMarked });
+    const volume = new Volume(record, deps, log, positions, { crashed: hot.length > 0, tracksMarked }, extensions);
     if (hot.length > 0) {
       // Make the recovered bitmaps the new clean state, so a second crash does not depend on the old log.
       await volume.persistBitmaps();
@@ -156,22 +178,74 @@ export class Volume {
     this.checkAccess('read');
     this.checkRange(offset, length, ErrorCode.OutOfRange);
     const buffer = target ?? new Uint8Array(length);
-    if (length > 0) await this.deps.store.readInto(offset, length, buffer, 0);
+    if (length > 0) {
+      if (this.hooks.length > 0) {
+        const { first, last } = tracksOf(this.geometry, offset, length);
+        for (const h of this.hooks) await h.beforeHostRead?.(first, last);
+      }
+      await this.deps.store.readInto(offset, length, buffer, 0);
+    }
     this.deps.onOp?.('read', length, started);
     return buffer;
   }
 
   write(offset: number, data: Uint8Array, fua = false): Promise<void> {
-    return this.mutate('write', offset, data.length, fua, () => this.deps.store.write(offset, data));
+    return this.mutate('write', 'host', offset, data.length, fua, () => this.deps.store.write(offset, data));
   }
 
   /** Zeroes a range; `allocate` false allows punching a hole. */
   writeZeroes(offset: number, length: number, allocate: boolean, fua = false): Promise<void> {
-    return this.mutate('zero', offset, length, fua, () => this.deps.store.writeZeroes(offset, length, allocate));
+    return this.mutate('zero', 'host', offset, length, fua, () => this.deps.store.writeZeroes(offset, length, allocate));
   }
 
   trim(offset: number, length: number, fua = false): Promise<void> {
-    return this.mutate('trim', offset, length, fua, () => this.deps.store.trim(offset, length));
+    return this.mutate('trim', 'host', offset, length, fua, () => this.deps.store.trim(offset, length));
+  }
+
+  /** Reads for internal copies: no host-access check, no hooks. */
+  async internalRead(offset: number, length: number, target?: Uint8Array): Promise<Uint8Array> {
+    this.checkRange(offset, length, ErrorCode.OutOfRange);
+    const buffer = target ?? new Uint8Array(length);
+    if (length > 0) await this.deps.store.readInto(offset, length, buffer, 0);
+    return buffer;
+  }
+
+  /** Writes for internal copies: ordered and logged like host writes, but no host-access check or hooks. */
+  internalWrite(offset: number, data: Uint8Array): Promise<void> {
+    return this.mutate('write', 'copy', offset, data.length, false, () => this.deps.store.write(offset, data));
+  }
+
+  /**
+   * Excludes writes to a byte range until the returned function is called (an internal copy reads a
+   * track consistently). Waits for overlapping writes in flight, like a write would.
+   */
+  async lockRange(offset: number, length: number): Promise<() => void> {
+    const earlier: Promise<void>[] = [];
+    for (const w of this.inFlight) if (w.start < offset + length && offset < w.end) earlier.push(w.done);
+    let finish!: () => void;
+    const entry: InFlightWrite = { start: offset, end: offset + length, done: new Promise<void>((r) => { finish = r; }) };
+    this.inFlight.add(entry);
+    if (earlier.length > 0) await Promise.all(earlier);
+    return () => {
+      this.inFlight.delete(entry);
+      finish();
+    };
+  }
+
+  /**
+   * Opens a write window: new writes wait until the returned function is called; resolves once every
+   * write already in flight has completed. Used to make a state change atomic with respect to writes.
+   */
+  async holdWrites(): Promise<() => void> {
+    while (this.gate) await this.gate;
+    this.gate = new Promise<void>((resolve) => { this.openGate = resolve; });
+    while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight].map((w) => w.done));
+    return () => {
+      const open = this.openGate;
+      this.gate = undefined;
+      this.openGate = undefined;
+      open?.();
+    };
   }
 
   /** Every write completed before this call is durable when it resolves. */
@@ -192,12 +266,19 @@ export class Volume {
     return this.deps.store.canPunchHoles;
   }
 
-  private async mutate(kind: OpKind, offset: number, length: number, fua: boolean, apply: () => Promise<void>): Promise<void> {
+  private async mutate(
+    kind: OpKind, source: WriteSource, offset: number, length: number, fua: boolean, apply: () => Promise<void>,
+  ): Promise<void> {
     const started = this.deps.nowMs();
-    this.checkAccess('write');
+    const host = source === 'host';
+    if (host) this.checkAccess('write');
     this.checkRange(offset, length, ErrorCode.NoSpace);
     if (length === 0) return;
     const { first, last } = tracksOf(this.geometry, offset, length);
+    if (host) {
+      while (this.gate) await this.gate;
+      for (const h of this.hooks) await h.beforeHostWrite?.(first, last);
+    }
 
     // Overlapping writes apply in arrival order: wait for every earlier one that overlaps.
     const earlier: Promise<void>[] = [];
@@ -208,8 +289,8 @@ export class Volume {
     try {
       if (earlier.length > 0) await Promise.all(earlier);
       if (!this.log.admit(first, last)) await this.waitForActivityLog(first, last);
-      this.checkAccess('write');
-      applyHostWrite(this.positions, first, last);
+      if (host) this.checkAccess('write');
+      applyWrite(this.positions, first, last, source);
       this.bitmapsDirty = true;
       await apply();
       if (fua) await this.deps.store.flush();
@@ -217,7 +298,7 @@ export class Volume {
       this.inFlight.delete(entry);
       finish();
     }
-    this.deps.onOp?.(kind, length, started);
+    if (host) this.deps.onOp?.(kind, length, started);
   }
 
   private waitForActivityLog(first: number, last: number): Promise<void> {
@@ -269,7 +350,32 @@ export class Volume {
   /** Persists every position's bitmap as the new durable baseline. */
   async persistBitmaps(): Promise<void> {
     this.bitmapsDirty = false;
-    await this.deps.meta.write(bitmapsKey(this.name), encodePositions(this.positions));
+    const extensions: Record<string, unknown> = {};
+    for (const [key, provide] of this.extensionProviders) extensions[key] = provide();
+    await this.deps.meta.write(bitmapsKey(this.name), encodePositions(this.positions, extensions));
+  }
+
+  /** Registers state persisted atomically with this volume's bitmaps under `key`. */
+  setExtension(key: string, provider: ExtensionProvider | undefined): void {
+    if (provider) this.extensionProviders.set(key, provider);
+    else this.extensionProviders.delete(key);
+  }
+
+  addPosition(position: MirrorPosition): void {
+    assert(position.invalid.size === this.geometry.trackCount, 'position bitmap size');
+    if (this.positions.some((p) => p.id === position.id)) {
+      throw new TidemarkError(ErrorCode.AlreadyExists, `volume ${this.name} already has position ${position.id}`);
+    }
+    this.positions.push(position);
+  }
+
+  removePosition(id: string): void {
+    const i = this.positions.findIndex((p) => p.id === id);
+    if (i >= 0) this.positions.splice(i, 1);
+  }
+
+  findPosition(id: string): MirrorPosition | undefined {
+    return this.positions.find((p) => p.id === id);
   }
 
   private async writeCleanLog(): Promise<void> {

@@ -1,49 +1,72 @@
 // Mirror positions (ARCHITECTURE.md): every place a volume's data must also be — its own storage,
-// a change tracker, and later each clone, remote mirror, cascade session and migration target —
-// is a position with an invalid-track bitmap. A host write becomes one decision per position.
+// a change tracker, each clone session's bitmaps, later each remote mirror, cascade session and
+// migration target — is a position with a track bitmap. A write marks the positions that track it;
+// copy, resync and restore decisions are bitmap arithmetic over them.
 import { TrackBitmap } from '../bitmap/track-bitmap.js';
 import { assert } from '../lib/assert.js';
 
 export type PositionKind =
-  /** Records tracks written since the tracker was last reset (incremental backup, resync basis). */
-  | 'change-tracker';
+  /** Tracks written since the tracker was last reset (incremental backup, resync basis). */
+  | 'change-tracker'
+  /** A clone session's protection bits: tracks STD changed since the session last split. */
+  | 'clone-protection'
+  /** Tracks an attached clone lacks (copy STD → clone). */
+  | 'clone-to-clone'
+  /** Tracks STD still needs from the clone during a restore (copy clone → STD). */
+  | 'clone-to-std'
+  /** On a clone volume: tracks its own hosts changed since the split. */
+  | 'clone-own';
+
+/** Which writes mark a position: host writes only, host writes and internal copies, or none. */
+export type MarksOn = 'host' | 'all' | 'never';
 
 export interface MirrorPosition {
   readonly id: string;
   readonly kind: PositionKind;
-  /** Tracks this position does not yet hold (for a change tracker: tracks changed since reset). */
+  marksOn: MarksOn;
+  /** The track bitmap (for a clone-own or change tracker: tracks changed; for copy positions: tracks to copy). */
   readonly invalid: TrackBitmap;
 }
 
-export type WriteDecision = { readonly position: string; readonly action: 'mark-invalid' };
+export type WriteSource = 'host' | 'copy';
 
-/** Decides, per position, what a host write to tracks first..last requires, and records bitmap effects. */
-export function applyHostWrite(positions: readonly MirrorPosition[], first: number, last: number): WriteDecision[] {
-  const decisions: WriteDecision[] = [];
+/** Records a write to tracks first..last on every position that tracks such writes. */
+export function applyWrite(positions: readonly MirrorPosition[], first: number, last: number, source: WriteSource): void {
   for (const p of positions) {
-    switch (p.kind) {
-      case 'change-tracker':
-        p.invalid.setRange(first, last);
-        decisions.push({ position: p.id, action: 'mark-invalid' });
-        break;
-    }
+    if (p.marksOn === 'all' || (p.marksOn === 'host' && source === 'host')) p.invalid.setRange(first, last);
   }
-  return decisions;
 }
 
-/** Marks every track of the given runs invalid on every position: crash recovery from the activity log. */
+/**
+ * Crash recovery from the activity log: every track of the given runs may have been written, so it
+ * is marked on every position that writes mark.
+ */
 export function markRecovered(positions: readonly MirrorPosition[], runs: ReadonlyArray<{ first: number; last: number }>): void {
-  for (const p of positions) for (const r of runs) p.invalid.setRange(r.first, r.last);
+  for (const p of positions) {
+    if (p.marksOn === 'never') continue;
+    for (const r of runs) p.invalid.setRange(r.first, r.last);
+  }
 }
 
-// Bitmaps record: u32 count, then per position: u16 id length, id (utf-8), u8 kind, u32 size, words.
-const KINDS: readonly PositionKind[] = ['change-tracker'];
+// Record layout: u32 count; per position: u16 id length, id (utf-8), u8 kind, u8 marksOn, u32 size,
+// words; then u32 length and a UTF-8 JSON object of extensions (state owned by features that use
+// these positions, e.g. clone sessions), so bitmaps and that state are persisted atomically together.
+const KINDS: readonly PositionKind[] = ['change-tracker', 'clone-protection', 'clone-to-clone', 'clone-to-std', 'clone-own'];
+const MARKS: readonly MarksOn[] = ['host', 'all', 'never'];
 const enc = new TextEncoder();
-const dec = new TextDecoder();
+const dec = new TextDecoder('utf-8', { fatal: true });
 
-export function encodePositions(positions: readonly MirrorPosition[]): Uint8Array {
-  const parts = positions.map((p) => ({ id: enc.encode(p.id), kind: KINDS.indexOf(p.kind), bytes: p.invalid.toBytes(), size: p.invalid.size }));
-  const total = 4 + parts.reduce((n, p) => n + 2 + p.id.length + 1 + 4 + p.bytes.length, 0);
+export interface PositionsRecord {
+  readonly positions: MirrorPosition[];
+  readonly extensions: Record<string, unknown>;
+}
+
+export function encodePositions(positions: readonly MirrorPosition[], extensions: Record<string, unknown> = {}): Uint8Array {
+  const parts = positions.map((p) => ({
+    id: enc.encode(p.id), kind: KINDS.indexOf(p.kind), marks: MARKS.indexOf(p.marksOn), bytes: p.invalid.toBytes(), size: p.invalid.size,
+  }));
+  const json = enc.encode(JSON.stringify(extensions));
+  const total = 4 + parts.reduce((n, p) => n + 2 + p.id.length + 2 + 4 + p.bytes.length, 0) + 4 + json.length;
   const out = new Uint8Array(total);
   const view = new DataView(out.buffer);
   view.setUint32(0, parts.length);
@@ -52,17 +75,20 @@ export function encodePositions(positions: readonly MirrorPosition[]): Uint8Arra
     view.setUint16(at, p.id.length); at += 2;
     out.set(p.id, at); at += p.id.length;
     view.setUint8(at, p.kind); at += 1;
+    view.setUint8(at, p.marks); at += 1;
     view.setUint32(at, p.size); at += 4;
     out.set(p.bytes, at); at += p.bytes.length;
   }
+  view.setUint32(at, json.length); at += 4;
+  out.set(json, at); at += json.length;
   assert(at === total, 'position encoding length');
   return out;
 }
 
-/** Decodes positions; returns undefined when the bytes do not parse (the caller reports corruption). */
-export function decodePositions(bytes: Uint8Array, trackCount: number): MirrorPosition[] | undefined {
+/** Decodes a positions record; undefined when the bytes do not parse (the caller reports corruption). */
+export function decodePositions(bytes: Uint8Array, trackCount: number): PositionsRecord | undefined {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const out: MirrorPosition[] = [];
+  const positions: MirrorPosition[] = [];
   let at = 0;
   const need = (n: number): boolean => at + n <= bytes.length;
   if (!need(4)) return undefined;
@@ -70,14 +96,30 @@ export function decodePositions(bytes: Uint8Array, trackCount: number): MirrorPo
   for (let i = 0; i < count; i++) {
     if (!need(2)) return undefined;
     const idLength = view.getUint16(at); at += 2;
-    if (!need(idLength + 5)) return undefined;
-    const id = dec.decode(bytes.subarray(at, at + idLength)); at += idLength;
+    if (!need(idLength + 6)) return undefined;
+    let id: string;
+    try {
+      id = dec.decode(bytes.subarray(at, at + idLength));
+    } catch {
+      return undefined;
+    }
+    at += idLength;
     const kind = KINDS[view.getUint8(at)]; at += 1;
+    const marksOn = MARKS[view.getUint8(at)]; at += 1;
     const size = view.getUint32(at); at += 4;
     const wordBytes = Math.ceil(size / 32) * 4;
-    if (kind === undefined || size !== trackCount || !need(wordBytes)) return undefined;
-    out.push({ id, kind, invalid: TrackBitmap.fromBytes(size, bytes.slice(at, at + wordBytes)) });
+    if (kind === undefined || marksOn === undefined || size !== trackCount || !need(wordBytes)) return undefined;
+    positions.push({ id, kind, marksOn, invalid: TrackBitmap.fromBytes(size, bytes.slice(at, at + wordBytes)) });
     at += wordBytes;
   }
-  return at === bytes.length ? out : undefined;
+  if (!need(4)) return undefined;
+  const jsonLength = view.getUint32(at); at += 4;
+  if (at + jsonLength !== bytes.length) return undefined;
+  try {
+    const extensions = JSON.parse(dec.decode(bytes.subarray(at))) as unknown;
+    if (extensions === null || typeof extensions !== 'object' || Array.isArray(extensions)) return undefined;
+    return { positions, extensions: extensions as Record<string, unknown> };
+  } catch {
+    return undefined;
+  }
 }

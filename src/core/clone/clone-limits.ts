@@ -1,0 +1,2 @@
+// Bounds of the clone feature.
+export const MAX_SESSIONS_PER_VOLUME = 16;
