@@ -13,6 +13,7 @@ import type { MetaStore, SlotJournalFactory } from '../ports/meta-store.js';
 import type { ActivityLogConfig } from '../core/bitmap/activity-log.js';
 import { CHANGES_POSITION, Volume, bitmapsKey, volumeKey, type OpKind, type RecoveryReport } from './volume/volume.js';
 import { DEFAULT_ACTIVITY_LOG } from '../core/bitmap/activity-log.js';
+import { CloneManager } from './clone/clone-manager.js';
 
 export interface ArrayDeps {
   readonly name: string;
@@ -22,6 +23,8 @@ export interface ArrayDeps {
   readonly nowMs: () => number;
   readonly activityLog?: Omit<ActivityLogConfig, 'extentTracks'>;
   readonly onOp?: (volume: string, kind: OpKind, bytes: number, startedAtMs: number) => void;
+  /** Errors of background work (clone copies) that no request is waiting for. */
+  readonly onBackgroundError?: (error: unknown, context: Record<string, unknown>) => void;
 }
 
 export interface VolumeSummary {
@@ -47,8 +50,17 @@ export class ArrayService {
   private readonly exportCounts = new Map<string, number>();
   /** Names with a create or delete in progress: a second command on the same name is refused. */
   private readonly busyNames = new Set<string>();
+  readonly clones: CloneManager;
 
-  private constructor(readonly deps: ArrayDeps) {}
+  private constructor(readonly deps: ArrayDeps) {
+    this.clones = new CloneManager({
+      volume: (name) => this.volume(name),
+      findVolume: (name) => this.findVolume(name),
+      exportCount: (name) => this.exportCounts.get(name) ?? 0,
+      nowMs: deps.nowMs,
+      onError: (error, context) => deps.onBackgroundError?.(error, context),
+    });
+  }
 
   /** Opens every volume found in the metadata store, recovering bitmaps after a crash. */
   static async open(deps: ArrayDeps): Promise<ArrayService> {
@@ -59,6 +71,7 @@ export class ArrayService {
       const record = parseVolumeRecord(decodeJson(bytes, key), key);
       service.volumes.set(record.name, await service.openVolume(record));
     }
+    await service.clones.load(service.volumeNames());
     return service;
   }
 
@@ -138,6 +151,7 @@ export class ArrayService {
 
   async deleteVolume(name: string): Promise<void> {
     const v = this.volume(name);
+    this.clones.checkDeletable(name);
     const uses = this.exportCounts.get(name) ?? 0;
     if (uses > 0) {
       throw new TidemarkError(ErrorCode.VolumeBusy, `volume ${name} is exported to ${uses} NBD connection(s)`, { volume: name, exports: uses });
@@ -158,7 +172,9 @@ export class ArrayService {
   }
 
   async setVolumeState(name: string, state: VolumeState): Promise<VolumeSummary> {
-    await this.volume(name).setState(state);
+    const volume = this.volume(name);
+    this.clones.checkDeletable(name);
+    await volume.setState(state);
     return this.summary(name);
   }
 
@@ -181,7 +197,12 @@ export class ArrayService {
   }
 
   /** Clean shutdown: every volume flushed, bitmaps persisted, activity logs emptied. */
+  exportCount(name: string): number {
+    return this.exportCounts.get(name) ?? 0;
+  }
+
   async close(): Promise<void> {
+    await this.clones.close();
     const all = [...this.volumes.values()];
     this.volumes.clear();
     await Promise.all(all.map((v) => v.close()));
