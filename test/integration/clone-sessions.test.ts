@@ -29,8 +29,14 @@ async function image(array: TestArray, volume: string): Promise<Buffer> {
   return readFile(out);
 }
 
+/** Writes a pattern with qemu-io and waits until the server has seen the connection close. */
 async function qemuWrite(array: TestArray, volume: string, pattern: number, offset: number, length: number): Promise<void> {
   await mustRun('qemu-io', ['-f', 'raw', '-c', `write -P ${pattern} ${offset} ${length}`, array.uri(volume)]);
+  const deadline = Date.now() + 5000;
+  while (array.service.summary(volume).exports > 0) {
+    if (Date.now() > deadline) throw new Error(`${volume} still exported after qemu-io exited`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
 }
 
 test('two sessions on one volume: each clone holds the image of its own split instant, refreshed in swapped order', async () => {

@@ -214,19 +214,19 @@ export class CloneManager {
     if (session.state === 'split') throw new TidemarkError(ErrorCode.InvalidState, `${stdName}→${cloneName} is already split`);
     // The write window: no STD write starts until the split is recorded; in-flight ones finish first.
     const release = await std.holdWrites();
-    let changed: TrackBitmap;
+    let differentialTracks = 0;
     try {
       await Promise.all(entry.copying.values());
       for (let t = session.toClone.nextSet(0); t !== -1; t = session.toClone.nextSet(t)) await this.copyTrack(entry, t, 'to-clone');
       session.settle();
-      changed = session.split(this.host.nowMs());
+      const changed = session.split(this.host.nowMs());
       this.applyMarking(entry);
       if (differential) {
         // The clone's own mirrors learn what changed (seed: BFM bits): its sessions as a standard
         // volume (cascade) and, later, its remote mirrors.
-        for (const p of clone.positions) {
-          if (p.kind === 'clone-protection' || (p.kind === 'clone-to-clone' && p.marksOn !== 'never')) p.invalid.or(changed);
-        }
+        const mirrors = clone.positions.filter((p) => p.kind === 'clone-protection' || (p.kind === 'clone-to-clone' && p.marksOn !== 'never'));
+        for (const p of mirrors) p.invalid.or(changed);
+        if (mirrors.length > 0) differentialTracks = changed.count();
       }
       await this.persist(clone);
       await this.persist(std);
@@ -234,7 +234,7 @@ export class CloneManager {
     } finally {
       release();
     }
-    return { ...this.status(entry), differentialTracks: differential ? changed.count() : 0 };
+    return { ...this.status(entry), differentialTracks };
   }
 
   async reestablish(stdName: string, cloneName: string): Promise<CloneStatus> {

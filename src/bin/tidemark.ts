@@ -1,0 +1,45 @@
+// The tidemark command: one CLI for the daemon and every management command.
+import { Command, CommanderError } from 'commander';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { dirname, join } from 'node:path';
+import { ApiClient, DEFAULT_ARRAY_URL } from '../cli/api-client.js';
+import { reportError, type GlobalOptions } from '../cli/output.js';
+import { registerVolumeCommands } from '../cli/volume-commands.js';
+import { registerArrayCommands } from '../cli/array-commands.js';
+import { registerCloneCommands } from '../cli/clone-commands.js';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+const version = (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string }).version;
+
+const program = new Command('tidemark')
+  .description('tidemark storage array: NBD volumes, change bitmaps, clones and replication')
+  .version(version)
+  .option('--array <url>', `array API URL (env TIDEMARK_ARRAY, default ${DEFAULT_ARRAY_URL})`)
+  .option('--json', 'machine-readable JSON output')
+  .showHelpAfterError()
+  .exitOverride();
+
+async function run(action: (client: ApiClient, globals: GlobalOptions) => Promise<void>): Promise<void> {
+  const globals = program.opts<GlobalOptions>();
+  const client = new ApiClient(globals.array ?? process.env.TIDEMARK_ARRAY ?? DEFAULT_ARRAY_URL);
+  try {
+    await action(client, globals);
+  } catch (error) {
+    process.exitCode = reportError(error, globals.json ?? false);
+  }
+}
+
+registerArrayCommands(program, run, version);
+registerVolumeCommands(program, run);
+registerCloneCommands(program, run);
+
+try {
+  await program.parseAsync(process.argv);
+} catch (error) {
+  if (error instanceof CommanderError) {
+    process.exitCode = error.exitCode === 0 ? 0 : 2;
+  } else {
+    process.exitCode = reportError(error, program.opts<GlobalOptions>().json ?? false);
+  }
+}

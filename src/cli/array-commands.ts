@@ -1,0 +1,93 @@
+// tidemark array …: start (run an array in the foreground), show.
+import type { Command } from 'commander';
+import { ApiClient } from './api-client.js';
+import { printFields, printJson, type GlobalOptions } from './output.js';
+import { startArray, hostPort, type HostPort } from '../app/daemon.js';
+import { createLogger } from '../app/logger.js';
+import { invalidArgument } from '../core/errors.js';
+import { maxExtentsPerSlot, DEFAULT_ACTIVITY_LOG } from '../core/bitmap/activity-log.js';
+
+export function parseHostPort(text: string, what: string): HostPort {
+  const match = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(text);
+  const port = match ? Number(match[3]) : NaN;
+  if (!match || !Number.isInteger(port) || port < 0 || port > 65535) {
+    throw invalidArgument(`invalid ${what} address ${JSON.stringify(text)}: use HOST:PORT, e.g. 127.0.0.1:7480`);
+  }
+  return { host: match[1] ?? match[2]!, port };
+}
+
+interface StartOptions {
+  data: string; name?: string; api: string; nbd: string; nbdSocket?: string; noNbdTcp?: boolean; alExtents: string;
+}
+
+type Run = (client: ApiClient, globals: GlobalOptions) => Promise<void>;
+
+interface ArrayInfoJson {
+  name: string; version: string; startedAt: string; uptimeSeconds: number; api: HostPort;
+  nbd: { tcp: HostPort | null; socket: string | null }; volumeCount: number;
+}
+
+export function registerArrayCommands(program: Command, run: (action: Run) => Promise<void>, version: string): void {
+  const array = program.command('array').description('run an array or show one');
+
+  array.command('start')
+    .description('run one array in the foreground (stop with SIGTERM or Ctrl-C)')
+    .requiredOption('--data <dir>', 'data directory (created if missing): volumes, metadata, activity logs')
+    .option('--name <name>', 'array name (default: the data directory name)')
+    .option('--api <host:port>', 'HTTP API address', '127.0.0.1:7480')
+    .option('--nbd <host:port>', 'NBD TCP address', '127.0.0.1:10809')
+    .option('--nbd-socket <path>', 'also serve NBD on this Unix socket')
+    .option('--al-extents <n>', 'activity-log size: hot 4 MiB extents before bitmaps are persisted (16-1000)', '1000')
+    .action(async (opts: StartOptions) => {
+      const alExtents = Number(opts.alExtents);
+      const max = maxExtentsPerSlot(DEFAULT_ACTIVITY_LOG.slotBytes);
+      const logger = createLogger(opts.name ?? 'array');
+      try {
+        if (!Number.isInteger(alExtents) || alExtents < 16 || alExtents > max) {
+          throw invalidArgument(`--al-extents must be a whole number from 16 to ${max}`);
+        }
+        const name = opts.name ?? (opts.data.replace(/\/+$/, '').split('/').pop() || 'array');
+        const running = await startArray({
+          dataDir: opts.data, name, api: parseHostPort(opts.api, 'API'), nbd: parseHostPort(opts.nbd, 'NBD'),
+          nbdSocket: opts.nbdSocket, alExtents, version, logger: logger.child({ array: name }),
+        });
+        logger.info({
+          api: hostPort(running.api), nbd: running.nbd ? hostPort(running.nbd) : null, nbdSocket: running.nbdSocket ?? null,
+          data: opts.data, pid: process.pid,
+        }, 'array started');
+        let stopping = false;
+        const stop = (signal: string): void => {
+          if (stopping) return;
+          stopping = true;
+          logger.info({ signal }, 'array stopping');
+          running.stop().then(() => {
+            logger.info({}, 'array stopped cleanly');
+            process.exit(0);
+          }, (error: unknown) => {
+            logger.error({ err: (error as Error).message }, 'array stop failed');
+            process.exit(1);
+          });
+        };
+        process.on('SIGTERM', () => stop('SIGTERM'));
+        process.on('SIGINT', () => stop('SIGINT'));
+      } catch (error) {
+        const e = error as Error & { code?: string };
+        logger.fatal({ err: e.message, code: e.code }, 'array failed to start');
+        process.stderr.write(`tidemark: array failed to start: ${e.message}${e.code ? ` [${e.code}]` : ''}\n`);
+        process.exit(1);
+      }
+    });
+
+  array.command('show')
+    .description('describe the array the CLI talks to')
+    .action(() => run(async (client, globals) => {
+      const info = await client.request<ArrayInfoJson>('GET', '/v1/array');
+      if (globals.json) return printJson(info);
+      const address = (a: { host: string; port: number } | null): string => (a ? hostPort(a) : '-');
+      printFields([
+        ['name', info.name], ['version', info.version], ['started', info.startedAt],
+        ['uptime', `${Math.round(info.uptimeSeconds)} s`], ['api', address(info.api)],
+        ['nbd', address(info.nbd.tcp)], ['nbd socket', info.nbd.socket ?? '-'], ['volumes', info.volumeCount],
+      ]);
+    }));
+}
