@@ -1,8 +1,10 @@
 // Benchmark entry point: `npm run bench -- <name> [--seconds N] [--size BYTES]`.
 import { benchNbd } from './nbd.js';
+import { benchClone } from './clone.js';
 
 const benches: Record<string, (args: { seconds: number; sizeBytes: number }) => Promise<void>> = {
   nbd: benchNbd,
+  clone: benchClone,
 };
 
 const argv = process.argv.slice(2);

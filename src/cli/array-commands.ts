@@ -42,12 +42,32 @@ export function registerArrayCommands(program: Command, run: (action: Run) => Pr
       const alExtents = Number(opts.alExtents);
       const max = maxExtentsPerSlot(DEFAULT_ACTIVITY_LOG.slotBytes);
       const logger = createLogger(opts.name ?? 'array');
+      // Signals are handled from the first moment: one that arrives while the array is starting
+      // stops it as soon as start-up completes, with the same clean shutdown.
+      let running: Awaited<ReturnType<typeof startArray>> | undefined;
+      let stopRequested: string | undefined;
+      let stopping = false;
+      const stop = (signal: string): void => {
+        stopRequested = signal;
+        if (!running || stopping) return;
+        stopping = true;
+        logger.info({ signal }, 'array stopping');
+        running.stop().then(() => {
+          logger.info({}, 'array stopped cleanly');
+          process.exit(0);
+        }, (error: unknown) => {
+          logger.error({ err: (error as Error).message }, 'array stop failed');
+          process.exit(1);
+        });
+      };
+      process.on('SIGTERM', () => stop('SIGTERM'));
+      process.on('SIGINT', () => stop('SIGINT'));
       try {
         if (!Number.isInteger(alExtents) || alExtents < 16 || alExtents > max) {
           throw invalidArgument(`--al-extents must be a whole number from 16 to ${max}`);
         }
         const name = opts.name ?? (opts.data.replace(/\/+$/, '').split('/').pop() || 'array');
-        const running = await startArray({
+        running = await startArray({
           dataDir: opts.data, name, api: parseHostPort(opts.api, 'API'), nbd: parseHostPort(opts.nbd, 'NBD'),
           nbdSocket: opts.nbdSocket, alExtents, version, logger: logger.child({ array: name }),
         });
@@ -55,21 +75,7 @@ export function registerArrayCommands(program: Command, run: (action: Run) => Pr
           api: hostPort(running.api), nbd: running.nbd ? hostPort(running.nbd) : null, nbdSocket: running.nbdSocket ?? null,
           data: opts.data, pid: process.pid,
         }, 'array started');
-        let stopping = false;
-        const stop = (signal: string): void => {
-          if (stopping) return;
-          stopping = true;
-          logger.info({ signal }, 'array stopping');
-          running.stop().then(() => {
-            logger.info({}, 'array stopped cleanly');
-            process.exit(0);
-          }, (error: unknown) => {
-            logger.error({ err: (error as Error).message }, 'array stop failed');
-            process.exit(1);
-          });
-        };
-        process.on('SIGTERM', () => stop('SIGTERM'));
-        process.on('SIGINT', () => stop('SIGINT'));
+        if (stopRequested) stop(stopRequested);
       } catch (error) {
         const e = error as Error & { code?: string };
         logger.fatal({ err: e.message, code: e.code }, 'array failed to start');

@@ -11,7 +11,7 @@ import type { Volume } from '../volume/volume.js';
 
 const EXTENSION_KEY = 'clones';
 /** Tracks one session copies at once: enough to keep the disk busy, few enough to leave room for hosts. */
-const COPY_CONCURRENCY = 4;
+const COPY_CONCURRENCY = 16;
 
 export interface CloneHost {
   volume(name: string): Volume;

@@ -35,6 +35,8 @@ interface InFlightWrite {
 interface AlWaiter {
   readonly first: number;
   readonly last: number;
+  /** Marks the write's bitmap bits: called at admission, before anything can evict its extents. */
+  readonly mark: () => void;
   readonly resolve: () => void;
   readonly reject: (error: unknown) => void;
 }
@@ -195,11 +197,29 @@ export class Volume {
 
   /** Zeroes a range; `allocate` false allows punching a hole. */
   writeZeroes(offset: number, length: number, allocate: boolean, fua = false): Promise<void> {
-    return this.mutate('zero', 'host', offset, length, fua, () => this.deps.store.writeZeroes(offset, length, allocate));
+    return this.inPieces(offset, length, (o, l) =>
+      this.mutate('zero', 'host', o, l, fua, () => this.deps.store.writeZeroes(o, l, allocate)));
   }
 
   trim(offset: number, length: number, fua = false): Promise<void> {
-    return this.mutate('trim', 'host', offset, length, fua, () => this.deps.store.trim(offset, length));
+    return this.inPieces(offset, length, (o, l) => this.mutate('trim', 'host', o, l, fua, () => this.deps.store.trim(o, l)));
+  }
+
+  /**
+   * Zeroes and trims may cover gigabytes (a whole-disk discard); the activity log can hold only so
+   * many extents hot at once, so such a range is applied in extent-aligned pieces, one after another.
+   */
+  private async inPieces(offset: number, length: number, apply: (offset: number, length: number) => Promise<void>): Promise<void> {
+    const extentBytes = this.log.config.extentTracks * this.geometry.trackBytes;
+    const pieceBytes = extentBytes * Math.max(1, Math.floor(this.log.config.maxActiveExtents / 2));
+    if (length <= pieceBytes || !Number.isSafeInteger(offset) || !Number.isSafeInteger(length)) return apply(offset, length);
+    let at = offset;
+    const end = offset + length;
+    while (at < end) {
+      const next = Math.min(end, (Math.floor(at / extentBytes) * extentBytes) + pieceBytes);
+      await apply(at, next - at);
+      at = next;
+    }
   }
 
   /** Reads for internal copies: no host-access check, no hooks. */
@@ -275,6 +295,13 @@ export class Volume {
     this.checkRange(offset, length, ErrorCode.NoSpace);
     if (length === 0) return;
     const { first, last } = tracksOf(this.geometry, offset, length);
+    // A write needing more extents than the activity log can hold hot would never be admitted
+    // (the log would rewrite its slots forever): refuse it instead.
+    if (this.log.extentOf(last) - this.log.extentOf(first) + 1 > this.log.config.maxActiveExtents) {
+      throw new TidemarkError(ErrorCode.LimitExceeded,
+        `a ${length}-byte write spans more than the activity log's ${this.log.config.maxActiveExtents} extents`,
+        { volume: this.name, offset, length });
+    }
     if (host) {
       while (this.gate) await this.gate;
       for (const h of this.hooks) await h.beforeHostWrite?.(first, last);
@@ -288,10 +315,15 @@ export class Volume {
     this.inFlight.add(entry);
     try {
       if (earlier.length > 0) await Promise.all(earlier);
-      if (!this.log.admit(first, last)) await this.waitForActivityLog(first, last);
+      // Mark the bitmaps in the same step as admission: a transaction built right after may evict
+      // these extents, and the bitmaps it persists first must already hold this write's bits.
+      const mark = (): void => {
+        applyWrite(this.positions, first, last, source);
+        this.bitmapsDirty = true;
+      };
+      if (this.log.admit(first, last)) mark();
+      else await this.waitForActivityLog(first, last, mark);
       if (host) this.checkAccess('write');
-      applyWrite(this.positions, first, last, source);
-      this.bitmapsDirty = true;
       await apply();
       if (fua) await this.deps.store.flush();
     } finally {
@@ -301,10 +333,10 @@ export class Volume {
     if (host) this.deps.onOp?.(kind, length, started);
   }
 
-  private waitForActivityLog(first: number, last: number): Promise<void> {
+  private waitForActivityLog(first: number, last: number, mark: () => void): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       this.log.request(first, last);
-      this.alWaiters.push({ first, last, resolve, reject });
+      this.alWaiters.push({ first, last, mark, resolve, reject });
       this.pumpActivityLog();
     });
   }
@@ -327,8 +359,10 @@ export class Volume {
           this.log.durable(txn.seq);
           const waiting = this.alWaiters.splice(0);
           for (const w of waiting) {
-            if (this.log.admit(w.first, w.last)) w.resolve();
-            else {
+            if (this.log.admit(w.first, w.last)) {
+              w.mark();
+              w.resolve();
+            } else {
               this.log.request(w.first, w.last);
               this.alWaiters.push(w);
             }

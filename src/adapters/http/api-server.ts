@@ -1,0 +1,88 @@
+// The HTTP API server: fastify with the route table, TypeBox validation, one error shape.
+import Fastify, { type FastifyInstance } from 'fastify';
+import { ErrorCode, TidemarkError } from '../../core/errors.js';
+import { errorBody, httpStatusOf, toTidemarkError } from './error-status.js';
+import { renderOpenApi } from './openapi.js';
+import type { RouteSpec } from './routes.js';
+import { API_ROUTES, API_SCHEMAS } from './all-routes.js';
+import type { ApiBackend, ApiLogger } from './types.js';
+import { compileValidator, type RequestPart, type Validator } from './validation.js';
+
+export interface ApiServerOptions {
+  readonly backend: ApiBackend;
+  readonly logger: ApiLogger;
+  readonly host: string;
+  readonly port: number;
+  readonly version: string;
+}
+
+export interface ApiServer {
+  readonly address: { host: string; port: number };
+  close(): Promise<void>;
+}
+
+/** Management requests are small; anything bigger is a mistake or an attack. */
+const BODY_LIMIT_BYTES = 64 * 1024;
+const REQUEST_TIMEOUT_MS = 60_000;
+
+function register(app: FastifyInstance, route: RouteSpec, backend: ApiBackend): void {
+  const validators: Partial<Record<RequestPart, Validator>> = {};
+  if (route.params) validators.params = compileValidator(route.params, 'params');
+  if (route.querystring) validators.querystring = compileValidator(route.querystring, 'querystring');
+  if (route.body) validators.body = compileValidator(route.body, 'body');
+  const response: Record<number, unknown> = {};
+  for (const [status, spec] of Object.entries(route.responses)) if (spec.schema) response[Number(status)] = spec.schema;
+  app.route({
+    method: route.method,
+    url: route.url,
+    schema: {
+      ...(route.params ? { params: route.params } : {}),
+      ...(route.querystring ? { querystring: route.querystring } : {}),
+      ...(route.body ? { body: route.body } : {}),
+      response,
+    },
+    validatorCompiler: ({ httpPart }) => {
+      const validator = validators[httpPart as RequestPart];
+      if (!validator) throw new Error(`no validator for ${route.url} ${httpPart}`);
+      return validator;
+    },
+    handler: async (request, reply) => {
+      const result = await route.handler({ params: request.params, query: request.query, body: request.body }, backend);
+      reply.code(result.status);
+      if (result.contentType) reply.type(result.contentType);
+      return result.body;
+    },
+  });
+}
+
+export async function startApiServer(options: ApiServerOptions): Promise<ApiServer> {
+  const { backend, logger } = options;
+  const app = Fastify({
+    logger: false,
+    bodyLimit: BODY_LIMIT_BYTES,
+    requestTimeout: REQUEST_TIMEOUT_MS,
+    return503OnClosing: true,
+  });
+  app.setErrorHandler((error, request, reply) => {
+    const tm = toTidemarkError(error);
+    const status = httpStatusOf(tm.code);
+    if (status >= 500) logger.error({ method: request.method, url: request.url, code: tm.code, err: tm.message }, 'api request failed');
+    else logger.debug({ method: request.method, url: request.url, code: tm.code }, 'api request refused');
+    void reply.code(status).type('application/json').send(errorBody(tm));
+  });
+  app.setNotFoundHandler((request, reply) => {
+    const tm = new TidemarkError(ErrorCode.NotFound, `no API route ${request.method} ${request.url.split('?')[0]}`);
+    void reply.code(404).send(errorBody(tm));
+  });
+  for (const route of API_ROUTES) register(app, route, backend);
+  const openapi = renderOpenApi(API_ROUTES, API_SCHEMAS, options.version);
+  app.get('/openapi.json', async (_request, reply) => reply.type('application/json').send(openapi));
+
+  await app.listen({ host: options.host, port: options.port });
+  const bound = app.server.address();
+  if (bound === null || typeof bound !== 'object') throw new Error('API server has no TCP address');
+  return {
+    address: { host: bound.address, port: bound.port },
+    close: () => app.close(),
+  };
+}

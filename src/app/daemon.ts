@@ -1,0 +1,166 @@
+// The composition root of one array process: the data directory and its lock, metadata, volumes,
+// the NBD listeners, the HTTP API and metrics.
+import { mkdir } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { ArrayService, type VolumeSummary } from './array-service.js';
+import { ArrayMetrics } from './metrics.js';
+import type { Logger } from './logger.js';
+import { CHANGES_POSITION } from './volume/volume.js';
+import { FileBlockStoreFactory } from '../adapters/fs/file-block-store.js';
+import { FileMetaStore, FileSlotJournalFactory } from '../adapters/fs/file-meta-store.js';
+import { startNbdServer, type NbdServer } from '../adapters/nbd-server/nbd-server.js';
+import { startApiServer, type ApiServer } from '../adapters/http/api-server.js';
+import type { ApiBackend } from '../adapters/http/types.js';
+import type { VolumeView } from '../adapters/http/schemas.js';
+import { lockDataDir } from '../adapters/lock/data-dir-lock.js';
+import { DEFAULT_ACTIVITY_LOG } from '../core/bitmap/activity-log.js';
+
+export interface HostPort {
+  readonly host: string;
+  readonly port: number;
+}
+
+export interface DaemonOptions {
+  readonly dataDir: string;
+  readonly name: string;
+  readonly api: HostPort;
+  readonly nbd: HostPort | undefined;
+  readonly nbdSocket: string | undefined;
+  readonly alExtents: number;
+  readonly version: string;
+  readonly logger: Logger;
+}
+
+export interface RunningArray {
+  readonly api: HostPort;
+  readonly nbd: HostPort | undefined;
+  readonly nbdSocket: string | undefined;
+  /** Stops listeners, flushes volumes and persists bitmaps, releases the data directory. Idempotent. */
+  stop(): Promise<void>;
+}
+
+export const hostPort = (a: HostPort): string => (a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`);
+
+// The API serializes volumes through its schema, which drops unknown fields: a field added to
+// VolumeSummary must be added to VolumeSchema too, or this stops compiling.
+type SameKeys<A, B> = [keyof A] extends [keyof B] ? ([keyof B] extends [keyof A] ? true : false) : false;
+const summaryMatchesApi: SameKeys<VolumeSummary, VolumeView> = true;
+void summaryMatchesApi;
+
+/** Wall-clock milliseconds with sub-millisecond resolution, so metrics can time 20 µs operations. */
+const nowMs = (): number => performance.timeOrigin + performance.now();
+
+function apiBackend(service: ArrayService, metrics: ArrayMetrics, logger: Logger,
+  info: () => ReturnType<ApiBackend['info']>): ApiBackend {
+  return {
+    info,
+    volumeNames: () => service.volumeNames(),
+    summary: (name) => service.summary(name),
+    async createVolume(name, sizeBytes, trackBytes) {
+      const volume = await service.createVolume(name, sizeBytes, trackBytes);
+      logger.info({ volume: name, sizeBytes, trackBytes: volume.trackBytes }, 'volume created');
+      return volume;
+    },
+    async deleteVolume(name) {
+      await service.deleteVolume(name);
+      metrics.forgetVolume(name);
+      logger.info({ volume: name }, 'volume deleted');
+    },
+    async setVolumeState(name, state) {
+      const volume = await service.setVolumeState(name, state);
+      logger.info({ volume: name, state }, 'volume state changed');
+      return volume;
+    },
+    changeTracker(name) {
+      const v = service.volume(name);
+      return { trackBytes: v.geometry.trackBytes, trackCount: v.geometry.trackCount, bitmap: v.position(CHANGES_POSITION).invalid };
+    },
+    async resetChanges(name) {
+      await service.volume(name).resetChanges();
+      logger.info({ volume: name }, 'change tracker reset');
+    },
+    metrics: () => metrics.render(),
+    clones: service.clones,
+  };
+}
+
+export async function startArray(options: DaemonOptions): Promise<RunningArray> {
+  const { logger } = options;
+  const dataDir = resolve(options.dataDir);
+  await mkdir(join(dataDir, 'volumes'), { recursive: true });
+  const lock = await lockDataDir(dataDir, { name: options.name, pid: process.pid });
+  const startedAtMs = Date.now();
+  let service: ArrayService | undefined;
+  let nbd: NbdServer | undefined;
+  let api: ApiServer | undefined;
+  try {
+    const stats = (): Array<{ name: string; changedTracks: number; exports: number }> =>
+      (service?.volumeNames() ?? []).map((name) => service!.summary(name));
+    const metrics = new ArrayMetrics(nowMs, stats);
+    service = await ArrayService.open({
+      name: options.name,
+      meta: await FileMetaStore.open(join(dataDir, 'meta')),
+      stores: new FileBlockStoreFactory(join(dataDir, 'volumes')),
+      journals: new FileSlotJournalFactory(join(dataDir, 'volumes')),
+      nowMs,
+      activityLog: { ...DEFAULT_ACTIVITY_LOG, maxActiveExtents: options.alExtents },
+      onOp: metrics.onOp,
+    });
+    for (const name of service.volumeNames()) {
+      const { lastRecovery } = service.summary(name);
+      if (lastRecovery.crashed) {
+        logger.warn({ volume: name, tracksMarked: lastRecovery.tracksMarked },
+          'volume was not shut down cleanly: tracks of hot extents marked changed');
+      }
+    }
+    nbd = await startNbdServer({
+      catalog: service,
+      logger: logger.child({ component: 'nbd' }),
+      ...(options.nbd ? { tcp: options.nbd } : {}),
+      ...(options.nbdSocket ? { socketPath: resolve(options.nbdSocket) } : {}),
+      onConnection: metrics.onConnection,
+    });
+    const svc = service;
+    const nbdServer = nbd;
+    let apiAddress: HostPort = options.api;
+    api = await startApiServer({
+      host: options.api.host,
+      port: options.api.port,
+      version: options.version,
+      logger: logger.child({ component: 'api' }),
+      backend: apiBackend(svc, metrics, logger, () => ({
+        name: options.name,
+        version: options.version,
+        startedAt: new Date(startedAtMs).toISOString(),
+        uptimeSeconds: Math.max(0, (Date.now() - startedAtMs) / 1000),
+        api: apiAddress,
+        nbd: { tcp: nbdServer.tcpAddress ?? null, socket: nbdServer.socketPath ?? null },
+        volumeCount: svc.volumeNames().length,
+      })),
+    });
+    apiAddress = api.address;
+  } catch (error) {
+    await api?.close().catch(() => undefined);
+    await nbd?.close().catch(() => undefined);
+    await service?.close().catch(() => undefined);
+    await lock.release();
+    throw error;
+  }
+  const [svc, nbdServer, apiServer] = [service, nbd, api];
+  let stopping: Promise<void> | undefined;
+  return {
+    api: apiServer.address,
+    nbd: nbdServer.tcpAddress,
+    nbdSocket: nbdServer.socketPath,
+    // NBD first so hosts stop writing, then the API, then volumes flush and persist their bitmaps.
+    stop: () => (stopping ??= (async () => {
+      try {
+        await nbdServer.close();
+        await apiServer.close();
+        await svc.close();
+      } finally {
+        await lock.release();
+      }
+    })()),
+  };
+}

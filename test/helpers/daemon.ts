@@ -1,0 +1,154 @@
+// Real daemon processes for integration tests: `bin/tidemark array start` in a temp directory on
+// ephemeral ports, its address read from the 'array started' log line. Every wait has a timeout and
+// every process started here is killed by cleanup().
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** The repository root, from dist/test/helpers. */
+export const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+export const tidemarkBin = join(repoRoot, 'bin', 'tidemark');
+
+const START_TIMEOUT_MS = 20_000;
+const STOP_TIMEOUT_MS = 20_000;
+
+export interface ExitResult {
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+}
+
+export interface DaemonProcess {
+  readonly dataDir: string;
+  readonly apiUrl: string;
+  readonly nbdPort: number;
+  readonly socketPath: string;
+  readonly pid: number;
+  uri(volume: string): string;
+  unixUri(volume: string): string;
+  /** stdout and stderr so far (JSON log lines). */
+  output(): string;
+  /** Sends a signal and waits for the exit. */
+  stop(signal?: NodeJS.Signals): Promise<ExitResult>;
+}
+
+/** A temp directory holding any number of arrays; cleanup() kills them and removes it. */
+export class DaemonFixture {
+  private readonly children = new Set<ChildProcess>();
+
+  private constructor(readonly dir: string) {}
+
+  static async create(): Promise<DaemonFixture> {
+    return new DaemonFixture(await mkdtemp(join(tmpdir(), 'tidemark-daemon-test-')));
+  }
+
+  /** Spawns a daemon without waiting for it (for tests that expect it to fail). */
+  spawnDaemon(dataDir: string, extraArgs: string[] = []):
+    { child: ChildProcess; output: () => string; done: Promise<ExitResult & { output: string }> } {
+    const child = spawn(tidemarkBin, ['array', 'start', '--data', dataDir, '--api', '127.0.0.1:0', '--nbd', '127.0.0.1:0', ...extraArgs],
+      { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.children.add(child);
+    let output = '';
+    child.stdout!.on('data', (d: Buffer) => { output += d.toString(); });
+    child.stderr!.on('data', (d: Buffer) => { output += d.toString(); });
+    const done = new Promise<ExitResult & { output: string }>((resolve) => {
+      child.once('exit', (code, signal) => {
+        this.children.delete(child);
+        // Let the pipes drain before reporting the output.
+        setImmediate(() => resolve({ code, signal, output }));
+      });
+    });
+    return { child, output: () => output, done };
+  }
+
+  /** Starts a daemon on `dataDir` (default: a fresh one) and waits for 'array started'. */
+  async start(dataDir = join(this.dir, `array-${this.children.size}-${Date.now()}`)): Promise<DaemonProcess> {
+    const socketPath = join(this.dir, `nbd-${Date.now()}-${Math.floor(Math.random() * 1e6)}.sock`);
+    const { child, output, done } = this.spawnDaemon(dataDir, ['--nbd-socket', socketPath]);
+    const started = await new Promise<Record<string, unknown>>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        child.kill('SIGKILL');
+        reject(new Error(`daemon did not start within ${START_TIMEOUT_MS} ms:\n${output()}`));
+      }, START_TIMEOUT_MS);
+      const check = (): void => {
+        for (const line of output().split('\n')) {
+          if (!line.includes('"array started"')) continue;
+          clearTimeout(timer);
+          child.stdout!.off('data', check);
+          resolve(JSON.parse(line) as Record<string, unknown>);
+          return;
+        }
+      };
+      child.stdout!.on('data', check);
+      void done.then((exit) => {
+        clearTimeout(timer);
+        reject(new Error(`daemon exited (${exit.code ?? exit.signal}) before starting:\n${exit.output}`));
+      });
+    });
+    const api = addressOf(started.api);
+    const nbd = addressOf(started.nbd);
+    return {
+      dataDir, socketPath, pid: child.pid!,
+      apiUrl: `http://${api.host}:${api.port}`,
+      nbdPort: nbd.port,
+      uri: (volume) => `nbd://127.0.0.1:${nbd.port}/${volume}`,
+      unixUri: (volume) => `nbd+unix:///${volume}?socket=${socketPath}`,
+      output,
+      stop: async (signal = 'SIGTERM') => {
+        if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+        const timer = setTimeout(() => child.kill('SIGKILL'), STOP_TIMEOUT_MS);
+        const exit = await done;
+        clearTimeout(timer);
+        return { code: exit.code, signal: exit.signal };
+      },
+    };
+  }
+
+  async cleanup(): Promise<void> {
+    for (const child of this.children) child.kill('SIGKILL');
+    await Promise.all([...this.children].map((c) => new Promise((r) => c.once('exit', r))));
+    await rm(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** 'host:port', '[v6]:port' or {host, port}, as the start line may carry either. */
+function addressOf(value: unknown): { host: string; port: number } {
+  if (typeof value === 'object' && value !== null) {
+    const v = value as { host?: unknown; port?: unknown; tcp?: unknown };
+    if (v.tcp !== undefined) return addressOf(v.tcp);
+    return { host: String(v.host), port: Number(v.port) };
+  }
+  const match = /^\[?([^\]]*)\]?:(\d+)$/.exec(String(value));
+  if (!match) throw new Error(`cannot parse address ${JSON.stringify(value)}`);
+  return { host: match[1]!, port: Number(match[2]) };
+}
+
+export interface JsonResponse<T = unknown> {
+  readonly status: number;
+  readonly body: T;
+}
+
+/** One API call with a timeout; the body parsed as JSON when it is JSON. */
+export async function api<T = Record<string, unknown>>(baseUrl: string, method: string, path: string, body?: unknown,
+  rawBody?: string): Promise<JsonResponse<T>> {
+  const payload = rawBody ?? (body === undefined ? undefined : JSON.stringify(body));
+  const response = await fetch(`${baseUrl}${path}`, {
+    method,
+    headers: payload === undefined ? {} : { 'content-type': 'application/json' },
+    body: payload,
+    signal: AbortSignal.timeout(10_000),
+  });
+  const text = await response.text();
+  const isJson = (response.headers.get('content-type') ?? '').includes('json');
+  return { status: response.status, body: (isJson ? JSON.parse(text) : text) as T };
+}
+
+/** Polls `condition` every 50 ms until it holds or `timeoutMs` passes. */
+export async function waitFor(what: string, condition: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
