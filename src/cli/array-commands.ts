@@ -2,8 +2,7 @@
 import type { Command } from 'commander';
 import { ApiClient } from './api-client.js';
 import { printFields, printJson, type GlobalOptions } from './output.js';
-import { startArray, hostPort, type HostPort } from '../app/daemon.js';
-import { createLogger } from '../app/logger.js';
+import type { HostPort, RunningArray } from '../app/daemon.js';
 import { invalidArgument } from '../core/errors.js';
 import { maxExtentsPerSlot, DEFAULT_ACTIVITY_LOG } from '../core/bitmap/activity-log.js';
 
@@ -21,6 +20,8 @@ interface StartOptions {
 }
 
 type Run = (client: ApiClient, globals: GlobalOptions) => Promise<void>;
+
+const hostPort = (a: HostPort): string => (a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`);
 
 interface ArrayInfoJson {
   name: string; version: string; startedAt: string; uptimeSeconds: number; api: HostPort;
@@ -41,10 +42,13 @@ export function registerArrayCommands(program: Command, run: (action: Run) => Pr
     .action(async (opts: StartOptions) => {
       const alExtents = Number(opts.alExtents);
       const max = maxExtentsPerSlot(DEFAULT_ACTIVITY_LOG.slotBytes);
+      // The daemon's modules (fastify, prom-client, pino) load only here, so other commands start fast.
+      const { startArray } = await import('../app/daemon.js');
+      const { createLogger } = await import('../app/logger.js');
       const logger = createLogger(opts.name ?? 'array');
       // Signals are handled from the first moment: one that arrives while the array is starting
       // stops it as soon as start-up completes, with the same clean shutdown.
-      let running: Awaited<ReturnType<typeof startArray>> | undefined;
+      let running: RunningArray | undefined;
       let stopRequested: string | undefined;
       let stopping = false;
       const stop = (signal: string): void => {
@@ -73,7 +77,7 @@ export function registerArrayCommands(program: Command, run: (action: Run) => Pr
         });
         logger.info({
           api: hostPort(running.api), nbd: running.nbd ? hostPort(running.nbd) : null, nbdSocket: running.nbdSocket ?? null,
-          data: opts.data, pid: process.pid,
+          data: opts.data,
         }, 'array started');
         if (stopRequested) stop(stopRequested);
       } catch (error) {
@@ -89,7 +93,7 @@ export function registerArrayCommands(program: Command, run: (action: Run) => Pr
     .action(() => run(async (client, globals) => {
       const info = await client.request<ArrayInfoJson>('GET', '/v1/array');
       if (globals.json) return printJson(info);
-      const address = (a: { host: string; port: number } | null): string => (a ? hostPort(a) : '-');
+      const address = (a: HostPort | null): string => (a ? hostPort(a) : '-');
       printFields([
         ['name', info.name], ['version', info.version], ['started', info.startedAt],
         ['uptime', `${Math.round(info.uptimeSeconds)} s`], ['api', address(info.api)],
