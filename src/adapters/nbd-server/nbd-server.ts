@@ -1,6 +1,6 @@
 // NBD listeners (TCP and Unix socket) serving the array's volumes as exports.
-import { createServer, type Server, type Socket } from 'node:net';
-import { unlink } from 'node:fs/promises';
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import { lstat, unlink } from 'node:fs/promises';
 import { NbdSession } from './nbd-session.js';
 import type { ExportCatalog, NbdLogger } from './types.js';
 
@@ -9,9 +9,13 @@ export type { ExportCatalog, NbdLogger, NbdVolume } from './types.js';
 export interface NbdServerOptions {
   readonly catalog: ExportCatalog;
   readonly logger: NbdLogger;
+  /** Port 0 picks an ephemeral port; see NbdServer.tcpAddress. */
   readonly tcp?: { host: string; port: number };
   readonly socketPath?: string;
+  /** Called with +1 / -1 as connections open and close (for the connections gauge). */
   readonly onConnection?: (delta: 1 | -1) => void;
+  /** A client must finish option haggling within this time (default 30 s). */
+  readonly handshakeTimeoutMs?: number;
 }
 
 export interface NbdServer {
@@ -23,18 +27,34 @@ export interface NbdServer {
 
 /** How long shutdown waits for in-flight requests before closing connections anyway. */
 const SHUTDOWN_WAIT_MS = 5000;
+const DEFAULT_HANDSHAKE_TIMEOUT_MS = 30_000;
+/** Connections per listener; more are refused by the kernel backlog rather than served. */
+const MAX_CONNECTIONS = 1024;
+/**
+ * Socket buffer thresholds. Writing: write() returns false (and the session takes no new requests
+ * until 'drain') once this much reply data is queued; large enough that a single 256 KiB READ reply
+ * does not stall the pipeline. Reading: at most this much is read ahead while the session is paused.
+ */
+const SOCKET_HIGH_WATER_BYTES = 1024 * 1024;
 
 export async function startNbdServer(options: NbdServerOptions): Promise<NbdServer> {
   const sessions = new Set<NbdSession>();
+  const limits = { handshakeTimeoutMs: options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS };
   let nextId = 1;
   const accept = (socket: Socket): void => {
-    const session = new NbdSession(socket, options.catalog, options.logger, nextId++);
+    const session = new NbdSession(socket, options.catalog, options.logger, nextId++, limits);
     sessions.add(session);
     options.onConnection?.(1);
     socket.once('close', () => {
       sessions.delete(session);
       options.onConnection?.(-1);
     });
+  };
+  const newServer = (): Server => {
+    // allowHalfOpen: a client that half-closes after DISC must still receive the outstanding replies.
+    const server = createServer({ allowHalfOpen: true, highWaterMark: SOCKET_HIGH_WATER_BYTES }, accept);
+    server.maxConnections = MAX_CONNECTIONS;
+    return server;
   };
   const listen = (server: Server, target: { port: number; host: string } | string): Promise<void> =>
     new Promise((resolve, reject) => {
@@ -52,16 +72,15 @@ export async function startNbdServer(options: NbdServerOptions): Promise<NbdServ
   let tcpAddress: { host: string; port: number } | undefined;
   try {
     if (options.tcp) {
-      const server = createServer({ allowHalfOpen: true }, accept);
+      const server = newServer();
       await listen(server, options.tcp);
       servers.push(server);
       const address = server.address();
       if (address && typeof address === 'object') tcpAddress = { host: address.address, port: address.port };
     }
     if (options.socketPath) {
-      // A socket file left by a killed daemon would make listen fail with EADDRINUSE.
-      await unlink(options.socketPath).catch(() => undefined);
-      const server = createServer({ allowHalfOpen: true }, accept);
+      await removeStaleSocket(options.socketPath);
+      const server = newServer();
       await listen(server, options.socketPath);
       servers.push(server);
     }
@@ -69,14 +88,34 @@ export async function startNbdServer(options: NbdServerOptions): Promise<NbdServ
     for (const server of servers) server.close();
     throw error;
   }
+  options.logger.info({ tcp: tcpAddress, socket: options.socketPath }, 'nbd server listening');
 
+  let closing: Promise<void> | undefined;
   return {
     tcpAddress,
     socketPath: options.socketPath,
-    async close(): Promise<void> {
-      const closing = servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve())));
-      await Promise.all([...sessions].map((s) => s.shutdown(SHUTDOWN_WAIT_MS)));
-      await Promise.all(closing);
+    close(): Promise<void> {
+      closing ??= (async () => {
+        const stopped = servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve())));
+        await Promise.all([...sessions].map((s) => s.shutdown(SHUTDOWN_WAIT_MS)));
+        await Promise.all(stopped);
+      })();
+      return closing;
     },
   };
+}
+
+/**
+ * A socket file left by a killed daemon makes listen fail with EADDRINUSE, so remove it — but only
+ * a socket nobody answers on; a live one (or a regular file) is left for listen to report.
+ */
+async function removeStaleSocket(path: string): Promise<void> {
+  const stat = await lstat(path).catch(() => undefined);
+  if (!stat?.isSocket()) return;
+  const live = await new Promise<boolean>((resolve) => {
+    const probe = connect(path);
+    probe.once('connect', () => { probe.destroy(); resolve(true); });
+    probe.once('error', () => resolve(false));
+  });
+  if (!live) await unlink(path);
 }

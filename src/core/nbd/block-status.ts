@@ -31,6 +31,8 @@ export function statusExtents(runs: readonly AllocationRun[], reqOne: boolean, r
     }
     if (out.length >= MAX_DESCRIPTORS) break;
   }
-  if (reqOne && out.length > 0) return [{ length: Math.min(out[0]!.length, requestLength), status: out[0]!.status }];
+  // A successful reply must describe at least one byte; "data" is always a safe answer.
+  if (out.length === 0) return [{ length: Math.min(requestLength, MAX_DESCRIPTOR_BYTES), status: 0 }];
+  if (reqOne) return [{ length: Math.min(out[0]!.length, requestLength), status: out[0]!.status }];
   return out.slice(0, MAX_DESCRIPTORS);
 }

@@ -38,6 +38,20 @@ export class ByteQueue {
     return out;
   }
 
+  /** Moves up to `target.length - at` queued bytes into `target` at `at`; returns how many were moved. */
+  moveInto(target: Uint8Array, at: number): number {
+    const count = Math.min(target.length - at, this.total);
+    let filled = 0;
+    while (filled < count) {
+      const chunk = this.chunks[0]!;
+      const step = Math.min(count - filled, chunk.length - this.head);
+      target.set(chunk.subarray(this.head, this.head + step), at + filled);
+      filled += step;
+      this.advance(step);
+    }
+    return count;
+  }
+
   /** Drops up to n bytes; returns how many were dropped. */
   skip(n: number): number {
     const count = Math.min(n, this.total);

@@ -26,3 +26,12 @@ export function nbdErrnoOf(error: unknown): Errno {
       return Errno.EIO;
   }
 }
+
+/**
+ * The errno to reply with for a failed command: ENOTSUP is reserved for WRITE_ZEROES with
+ * FAST_ZERO (it tells the client to fall back to a slow path); for anything else it becomes EIO.
+ */
+export function replyErrnoOf(error: unknown, fastZero: boolean): Errno {
+  const errno = nbdErrnoOf(error);
+  return errno === Errno.ENOTSUP && !fastZero ? Errno.EIO : errno;
+}

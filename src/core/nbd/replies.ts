@@ -1,11 +1,22 @@
-// Encoders for everything the server sends. Each returns one complete frame, so the adapter never
-// interleaves a partial frame with another reply.
+// Encoders for everything the server sends. Each returns one complete frame, so the adapter writes a
+// header and its payload together and never interleaves a partial frame with another reply.
 import {
-  Chunk, Errno, IHAVEOPT, NBDMAGIC, OPTION_REPLY_MAGIC, ReplyFlag, SIMPLE_REPLY_MAGIC,
-  STRUCTURED_REPLY_MAGIC, HandshakeFlag, MAX_ERROR_MESSAGE_BYTES,
+  Chunk, Errno, IHAVEOPT, Info, NBDMAGIC, OPTION_REPLY_MAGIC, ReplyFlag, SIMPLE_REPLY_MAGIC,
+  STRUCTURED_REPLY_MAGIC, HandshakeFlag, MAX_ERROR_MESSAGE_BYTES, MAX_STRING_BYTES,
 } from './constants.js';
 
 const encoder = new TextEncoder();
+
+/** UTF-8 bytes of `text`, cut to at most `max` bytes without splitting a character. */
+export function utf8Bounded(text: string, max: number): Uint8Array {
+  const bytes = encoder.encode(text);
+  if (bytes.length <= max) return bytes;
+  let cut = max;
+  while (cut > 0 && (bytes[cut]! & 0xc0) === 0x80) cut--;
+  return bytes.subarray(0, cut);
+}
+
+// ---- handshake ----
 
 export function greeting(): Uint8Array {
   const out = new Uint8Array(18);
@@ -28,8 +39,69 @@ export function optionReply(option: number, type: number, payload: Uint8Array = 
 }
 
 export function optionError(option: number, type: number, message: string): Uint8Array {
-  return optionReply(option, type, encoder.encode(message.slice(0, MAX_ERROR_MESSAGE_BYTES)));
+  return optionReply(option, type, utf8Bounded(message, MAX_ERROR_MESSAGE_BYTES));
 }
+
+/** Payload of NBD_REP_SERVER: `namelen | name | description`. */
+export function serverPayload(name: string, description: string): Uint8Array {
+  const n = utf8Bounded(name, MAX_STRING_BYTES);
+  const d = utf8Bounded(description, 256);
+  const out = new Uint8Array(4 + n.length + d.length);
+  new DataView(out.buffer).setUint32(0, n.length);
+  out.set(n, 4);
+  out.set(d, 4 + n.length);
+  return out;
+}
+
+/** Payload of NBD_REP_META_CONTEXT: `id | name`. */
+export function metaContextPayload(id: number, name: string): Uint8Array {
+  const n = encoder.encode(name);
+  const out = new Uint8Array(4 + n.length);
+  new DataView(out.buffer).setUint32(0, id);
+  out.set(n, 4);
+  return out;
+}
+
+/** NBD_INFO_EXPORT: exactly 12 bytes (QEMU and libnbd reject any other length). */
+export function infoExportPayload(sizeBytes: number, flags: number): Uint8Array {
+  const out = new Uint8Array(12);
+  const view = new DataView(out.buffer);
+  view.setUint16(0, Info.Export);
+  view.setBigUint64(2, BigInt(sizeBytes));
+  view.setUint16(10, flags);
+  return out;
+}
+
+/** NBD_INFO_BLOCK_SIZE: exactly 14 bytes. */
+export function infoBlockSizePayload(minimum: number, preferred: number, maximum: number): Uint8Array {
+  const out = new Uint8Array(14);
+  const view = new DataView(out.buffer);
+  view.setUint16(0, Info.BlockSize);
+  view.setUint32(2, minimum);
+  view.setUint32(6, preferred);
+  view.setUint32(10, maximum);
+  return out;
+}
+
+/** NBD_INFO_NAME or NBD_INFO_DESCRIPTION. */
+export function infoStringPayload(type: number, text: string): Uint8Array {
+  const bytes = utf8Bounded(text, MAX_STRING_BYTES);
+  const out = new Uint8Array(2 + bytes.length);
+  new DataView(out.buffer).setUint16(0, type);
+  out.set(bytes, 2);
+  return out;
+}
+
+/** The answer to NBD_OPT_EXPORT_NAME: size and flags, padded with 124 zeros unless NO_ZEROES. */
+export function exportNameReply(sizeBytes: number, flags: number, noZeroes: boolean): Uint8Array {
+  const out = new Uint8Array(noZeroes ? 10 : 134);
+  const view = new DataView(out.buffer);
+  view.setBigUint64(0, BigInt(sizeBytes));
+  view.setUint16(8, flags);
+  return out;
+}
+
+// ---- transmission ----
 
 export const SIMPLE_HEADER_BYTES = 16;
 export const STRUCTURED_HEADER_BYTES = 20;
@@ -52,7 +124,8 @@ function writeChunkHeader(view: DataView, at: number, flags: number, type: numbe
 
 /**
  * Fills the header in front of read data already placed at `frame[readReplyHeaderBytes(structured):]`,
- * making `frame` a complete successful READ reply.
+ * making `frame` one complete successful READ reply (a single OFFSET_DATA chunk, which also
+ * satisfies DF).
  */
 export function fillReadReplyHeader(frame: Uint8Array, structured: boolean, cookie: Uint8Array, offset: number): void {
   const view = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
@@ -65,7 +138,7 @@ export function fillReadReplyHeader(frame: Uint8Array, structured: boolean, cook
   }
 }
 
-/** Success without data (or a zero-length read). */
+/** Success without data (also a zero-length READ: a NONE chunk with DONE when structured). */
 export function successReply(structured: boolean, cookie: Uint8Array): Uint8Array {
   if (structured) {
     const out = new Uint8Array(STRUCTURED_HEADER_BYTES);
@@ -77,9 +150,10 @@ export function successReply(structured: boolean, cookie: Uint8Array): Uint8Arra
   return out;
 }
 
+/** An error: a structured ERROR chunk carrying a short message, or a bare simple reply. */
 export function errorReply(structured: boolean, cookie: Uint8Array, errno: Errno, message: string): Uint8Array {
   if (structured) {
-    const text = encoder.encode(message).subarray(0, MAX_ERROR_MESSAGE_BYTES);
+    const text = utf8Bounded(message, MAX_ERROR_MESSAGE_BYTES);
     const out = new Uint8Array(STRUCTURED_HEADER_BYTES + 6 + text.length);
     const view = new DataView(out.buffer);
     writeChunkHeader(view, 0, ReplyFlag.Done, Chunk.Error, cookie, 6 + text.length);

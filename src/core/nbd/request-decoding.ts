@@ -1,0 +1,117 @@
+// Validation of one 28-byte transmission request header, done once here so the executor trusts what
+// it gets (ARCHITECTURE rule 6). Errno choices follow the digest: §4 and §6 rule 4.
+import {
+  Cmd, CmdFlag, Errno, MAX_PAYLOAD_BYTES, REQUEST_MAGIC,
+} from './constants.js';
+
+export const REQUEST_HEADER_BYTES = 28;
+
+/** The client's opaque 8-byte handle, echoed unchanged in the reply. */
+export type Cookie = Uint8Array;
+
+export type NbdCommand =
+  | { readonly type: 'read'; readonly cookie: Cookie; readonly offset: number; readonly length: number }
+  | { readonly type: 'write'; readonly cookie: Cookie; readonly offset: number; readonly data: Uint8Array; readonly fua: boolean }
+  | { readonly type: 'flush'; readonly cookie: Cookie }
+  | { readonly type: 'trim'; readonly cookie: Cookie; readonly offset: number; readonly length: number; readonly fua: boolean }
+  | {
+    readonly type: 'write-zeroes'; readonly cookie: Cookie; readonly offset: number; readonly length: number;
+    readonly fua: boolean; readonly noHole: boolean; readonly fastZero: boolean;
+  }
+  | { readonly type: 'cache'; readonly cookie: Cookie; readonly offset: number; readonly length: number }
+  | {
+    readonly type: 'block-status'; readonly cookie: Cookie; readonly offset: number; readonly length: number;
+    readonly reqOne: boolean; readonly contextId: number;
+  }
+  /** A request that failed validation: answer with this errno (any WRITE payload has been consumed). */
+  | { readonly type: 'invalid'; readonly cookie: Cookie; readonly errno: Errno; readonly message: string };
+
+/** What the connection negotiated, as far as validating requests is concerned. */
+export interface TransmissionContext {
+  readonly sizeBytes: number;
+  readonly readOnly: boolean;
+  readonly structured: boolean;
+  readonly canFastZero: boolean;
+  /** Context id of base:allocation when SET_META_CONTEXT selected it for this export. */
+  readonly allocationContextId: number | undefined;
+}
+
+export type DecodedRequest =
+  | { readonly kind: 'command'; readonly command: NbdCommand }
+  /** A valid WRITE: `length` payload bytes follow and become the command's data. */
+  | { readonly kind: 'write'; readonly cookie: Cookie; readonly offset: number; readonly length: number; readonly fua: boolean }
+  /** A WRITE to refuse: its `length` payload bytes follow and are discarded, then the error is sent. */
+  | { readonly kind: 'refused-write'; readonly cookie: Cookie; readonly length: number; readonly errno: Errno; readonly message: string }
+  | { readonly kind: 'disconnect' }
+  /** A protocol violation: close the connection. */
+  | { readonly kind: 'fatal'; readonly reason: string };
+
+const KNOWN_FLAGS = CmdFlag.Fua | CmdFlag.NoHole | CmdFlag.Df | CmdFlag.ReqOne | CmdFlag.FastZero;
+
+/** Decodes `header` (exactly 28 bytes). */
+export function decodeRequest(header: Uint8Array, ctx: TransmissionContext): DecodedRequest {
+  const view = new DataView(header.buffer, header.byteOffset, REQUEST_HEADER_BYTES);
+  if (view.getUint32(0) !== REQUEST_MAGIC) return { kind: 'fatal', reason: 'bad request magic' };
+  const flags = view.getUint16(4);
+  const type = view.getUint16(6);
+  const cookie = Uint8Array.prototype.slice.call(header.subarray(8, 16));
+  const offset64 = view.getBigUint64(16);
+  const length = view.getUint32(24);
+  // In BigInt: offset + length can exceed 2^64, and offsets beyond 2^53 are not JS numbers.
+  const inside = offset64 + BigInt(length) <= BigInt(ctx.sizeBytes);
+  const offset = inside ? Number(offset64) : -1;
+  const fua = (flags & CmdFlag.Fua) !== 0;
+  // FUA is tolerated on every command (clients set it on reads too); the rest are per command.
+  const flagsAllowed = (allowed: number): boolean => (flags & ~(allowed | CmdFlag.Fua)) === 0 && (flags & ~KNOWN_FLAGS) === 0;
+  const invalid = (errno: Errno, message: string): DecodedRequest => ({ kind: 'command', command: { type: 'invalid', cookie, errno, message } });
+
+  switch (type) {
+    case Cmd.Write: {
+      // Too big to consume sensibly: the spec allows a hard disconnect rather than reading it.
+      if (length > MAX_PAYLOAD_BYTES) return { kind: 'fatal', reason: `write of ${length} bytes exceeds ${MAX_PAYLOAD_BYTES}` };
+      const refuse = (errno: Errno, message: string): DecodedRequest => ({ kind: 'refused-write', cookie, length, errno, message });
+      if (!flagsAllowed(0)) return refuse(Errno.EINVAL, 'invalid flags for WRITE');
+      if (ctx.readOnly) return refuse(Errno.EPERM, 'export is read-only');
+      if (!inside) return refuse(Errno.ENOSPC, 'write past the end of the export');
+      return { kind: 'write', cookie, offset, length, fua };
+    }
+    case Cmd.Read:
+      if (!flagsAllowed(ctx.structured ? CmdFlag.Df : 0)) return invalid(Errno.EINVAL, 'invalid flags for READ');
+      if (!inside) return invalid(Errno.EINVAL, 'read past the end of the export');
+      if (length > MAX_PAYLOAD_BYTES) return invalid(Errno.EINVAL, `read of ${length} bytes exceeds ${MAX_PAYLOAD_BYTES}`);
+      return { kind: 'command', command: { type: 'read', cookie, offset, length } };
+    case Cmd.Disc:
+      return { kind: 'disconnect' };
+    case Cmd.Flush:
+      if (!flagsAllowed(0)) return invalid(Errno.EINVAL, 'invalid flags for FLUSH');
+      return { kind: 'command', command: { type: 'flush', cookie } };
+    case Cmd.Trim:
+      if (!flagsAllowed(0)) return invalid(Errno.EINVAL, 'invalid flags for TRIM');
+      if (ctx.readOnly) return invalid(Errno.EPERM, 'export is read-only');
+      if (!inside) return invalid(Errno.EINVAL, 'trim past the end of the export');
+      return { kind: 'command', command: { type: 'trim', cookie, offset, length, fua } };
+    case Cmd.WriteZeroes: {
+      if (!flagsAllowed(CmdFlag.NoHole | CmdFlag.FastZero)) return invalid(Errno.EINVAL, 'invalid flags for WRITE_ZEROES');
+      const fastZero = (flags & CmdFlag.FastZero) !== 0;
+      if (fastZero && !ctx.canFastZero) return invalid(Errno.EINVAL, 'FAST_ZERO was not advertised');
+      if (ctx.readOnly) return invalid(Errno.EPERM, 'export is read-only');
+      if (!inside) return invalid(Errno.ENOSPC, 'write past the end of the export');
+      const noHole = (flags & CmdFlag.NoHole) !== 0;
+      return { kind: 'command', command: { type: 'write-zeroes', cookie, offset, length, fua, noHole, fastZero } };
+    }
+    case Cmd.Cache:
+      if (!flagsAllowed(0)) return invalid(Errno.EINVAL, 'invalid flags for CACHE');
+      if (!inside) return invalid(Errno.EINVAL, 'cache past the end of the export');
+      return { kind: 'command', command: { type: 'cache', cookie, offset, length } };
+    case Cmd.BlockStatus: {
+      if (!flagsAllowed(CmdFlag.ReqOne)) return invalid(Errno.EINVAL, 'invalid flags for BLOCK_STATUS');
+      const contextId = ctx.allocationContextId;
+      if (!ctx.structured || contextId === undefined) return invalid(Errno.EINVAL, 'no metadata context was selected');
+      if (!inside) return invalid(Errno.EINVAL, 'block status past the end of the export');
+      if (length === 0) return invalid(Errno.EINVAL, 'block status of zero bytes');
+      return { kind: 'command', command: { type: 'block-status', cookie, offset, length, reqOne: (flags & CmdFlag.ReqOne) !== 0, contextId } };
+    }
+    default:
+      return invalid(Errno.EINVAL, `unknown command ${type}`);
+  }
+}
