@@ -201,6 +201,16 @@ export class ArrayService {
     return this.exportCounts.get(name) ?? 0;
   }
 
+  /**
+   * A crash without the process dying (for tests): background work stops, nothing is flushed or
+   * persisted, files stay open. Another ArrayService may then open the same stores.
+   */
+  async abandon(): Promise<void> {
+    await this.clones.abandon();
+    for (const v of this.volumes.values()) v.abandon();
+    this.volumes.clear();
+  }
+
   async close(): Promise<void> {
     await this.clones.close();
     const all = [...this.volumes.values()];

@@ -16,7 +16,11 @@ export class FileMetaStore implements MetaStore {
     await mkdir(directory, { recursive: true });
     // Leftover temporaries are writes that never completed their rename: the old record stands.
     for (const file of await readdir(directory)) {
-      if (file.endsWith('.tmp')) await unlink(join(directory, file));
+      if (file.endsWith('.tmp')) {
+        await unlink(join(directory, file)).catch((error: NodeJS.ErrnoException) => {
+          if (error.code !== 'ENOENT') throw error;
+        });
+      }
     }
     return new FileMetaStore(directory);
   }

@@ -377,6 +377,13 @@ export class CloneManager {
       const { session, std, clone } = entry;
       const bits = direction === 'to-std' ? session.toStd : session.toClone;
       if (!bits.test(track)) return;
+      // STD's image is what its hosts read: where another session is restoring this track, that
+      // restore lands first, or this clone would get STD's old data.
+      if (direction === 'to-clone') {
+        for (const other of this.byStd.get(std.name)?.values() ?? []) {
+          if (other !== entry && other.session.toStd.test(track)) await this.copyTrack(other, track, 'to-std');
+        }
+      }
       const [source, target] = direction === 'to-std' ? [clone, std] : [std, clone];
       const { offset, length } = trackRange(std.geometry, track);
       // Lock the source track so no write lands between the read and clearing the bit.
@@ -432,6 +439,14 @@ export class CloneManager {
   /** Resumes every copy loop that has work (a safety net for writes that raced a loop's end). */
   kick(): void {
     for (const entry of this.byClone.values()) if (entry.session.nextCopy(0)) this.startCopying(entry);
+  }
+
+  /** Stops every copy loop without persisting anything (a simulated crash); resolves when copies in flight settle. */
+  async abandon(): Promise<void> {
+    clearInterval(this.kickTimer);
+    for (const entry of this.byClone.values()) entry.terminated = true;
+    await Promise.allSettled([...this.byClone.values()].flatMap((e) => [...e.copying.values()]));
+    await Promise.allSettled([...this.persisting.values()]);
   }
 
   async close(): Promise<void> {

@@ -76,6 +76,7 @@ export class Volume {
   private readonly alWaiters: AlWaiter[] = [];
   private alPump: Promise<void> | undefined;
   private bitmapsDirty = false;
+  private persisting: Promise<void> | undefined;
   private closed = false;
   private failure: TidemarkError | undefined;
   /** While set, new writes wait here (a write window: split, restore start). */
@@ -383,10 +384,21 @@ export class Volume {
 
   /** Persists every position's bitmap as the new durable baseline. */
   async persistBitmaps(): Promise<void> {
-    this.bitmapsDirty = false;
-    const extensions: Record<string, unknown> = {};
-    for (const [key, provide] of this.extensionProviders) extensions[key] = provide();
-    await this.deps.meta.write(bitmapsKey(this.name), encodePositions(this.positions, extensions));
+    // One write of the record at a time, each encoding the bitmaps when it starts: concurrent writes
+    // of one key may complete in any order, and a slow older snapshot landing last would lose bits
+    // (an eviction's bits overwritten by an earlier reset's snapshot).
+    const previous = this.persisting;
+    const run = (async () => {
+      await previous;
+      this.bitmapsDirty = false;
+      // Extension state whose owner has not registered yet (recovery persists before features load)
+      // is carried over as it was loaded, never dropped.
+      const extensions: Record<string, unknown> = { ...this.loadedExtensions };
+      for (const [key, provide] of this.extensionProviders) extensions[key] = provide();
+      await this.deps.meta.write(bitmapsKey(this.name), encodePositions(this.positions, extensions));
+    })();
+    this.persisting = run.catch(() => undefined);
+    await run;
   }
 
   /** Registers state persisted atomically with this volume's bitmaps under `key`. */
