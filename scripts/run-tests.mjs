@@ -2,7 +2,7 @@
 // Runs the compiled test files with node's built-in test runner.
 // Usage: node scripts/run-tests.mjs [substring filter ...]
 // Test files live in dist/test/**/NAME.test.js after `npm run build`.
-import { readdirSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 
@@ -17,7 +17,9 @@ function findTests(dir) {
 }
 
 const filters = process.argv.slice(2);
+// A compiled test whose source was deleted is stale output, not a test: skip it.
 const files = findTests('dist/test')
+  .filter((f) => existsSync(f.replace(/^dist\//, '').replace(/\.js$/, '.ts')))
   .filter((f) => filters.length === 0 || filters.some((s) => f.includes(s)))
   .sort();
 if (files.length === 0) {

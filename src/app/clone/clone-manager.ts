@@ -115,6 +115,13 @@ export class CloneManager {
         beforeHostWrite: (first, last) => this.beforeStdWrite(std.name, first, last),
         beforeHostRead: (first, last) => this.beforeStdRead(std.name, first, last),
       });
+      // A copy clears its bit in memory once the data is written, not yet durable. Before those
+      // cleared bits are persisted, the copied data is made durable (STD for restores, the clones
+      // for the rest), so after a power loss a clear bit always means the data is there.
+      std.beforePersist.push(async () => {
+        const clones = [...(this.byStd.get(std.name)?.values() ?? [])].map((e) => e.clone);
+        await Promise.all([std, ...clones].map((v) => v.internalFlush()));
+      });
     }
     sessions.set(clone.name, entry);
     this.byClone.set(clone.name, entry);

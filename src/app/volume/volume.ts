@@ -83,6 +83,8 @@ export class Volume {
   private gate: Promise<void> | undefined;
   private openGate: (() => void) | undefined;
   readonly hooks: VolumeHooks[] = [];
+  /** Run before every bitmap persist (e.g. make copied data durable before its cleared bits are). */
+  readonly beforePersist: Array<() => Promise<void>> = [];
   private readonly extensionProviders = new Map<string, ExtensionProvider>();
 
   private constructor(
@@ -221,6 +223,11 @@ export class Volume {
       await apply(at, next - at);
       at = next;
     }
+  }
+
+  /** fdatasync for internal work (no host-access check). */
+  internalFlush(): Promise<void> {
+    return this.deps.store.flush();
   }
 
   /** Reads for internal copies: no host-access check, no hooks. */
@@ -390,6 +397,7 @@ export class Volume {
     const previous = this.persisting;
     const run = (async () => {
       await previous;
+      for (const prepare of this.beforePersist) await prepare();
       this.bitmapsDirty = false;
       // Extension state whose owner has not registered yet (recovery persists before features load)
       // is carried over as it was loaded, never dropped.
