@@ -86,6 +86,8 @@ export class ActivityLog {
   private readonly hot = new Map<number, number>();
   /** Extents waiting writes need, not yet in a transaction. */
   private readonly wanted = new Set<number>();
+  /** Extent ranges of waiting writes since the last transaction, oldest first (with repeats). */
+  private readonly requests: (readonly [number, number])[] = [];
   /** Extents being dropped by the transaction in flight: writes to them wait for the next one. */
   private readonly leaving = new Set<number>();
   private inFlight: Transaction | undefined;
@@ -121,6 +123,7 @@ export class ActivityLog {
     for (let e = this.extentOf(firstTrack); e <= this.extentOf(lastTrack); e++) {
       if (!this.hot.has(e) || this.leaving.has(e)) this.wanted.add(e);
     }
+    this.requests.push([this.extentOf(firstTrack), this.extentOf(lastTrack)]);
   }
 
   get hasWork(): boolean {
@@ -135,12 +138,29 @@ export class ActivityLog {
   nextTransaction(): Transaction | undefined {
     if (this.inFlight || this.wanted.size === 0) return undefined;
     const max = this.config.maxActiveExtents;
-    const adds = [...this.wanted].slice(0, max);
-    const keep = [...this.hot.entries()].filter(([e]) => !this.wanted.has(e));
+    // Serve waiting writes oldest first: take whole requests while they fit together, and never
+    // evict an extent they need. (Filling the set with any wanted extents and evicting by recency
+    // alone let concurrent writes evict each other's extents forever: a livelock.)
+    const needed = new Set<number>();
+    for (const [first, requestedLast] of this.requests) {
+      let last = requestedLast;
+      let extra = 0;
+      for (let e = first; e <= last; e++) if (!needed.has(e)) extra++;
+      if (needed.size + extra > max) {
+        if (needed.size > 0) break;
+        last = first + max - 1; // one write larger than the log: admit what fits (it cannot complete)
+      }
+      for (let e = first; e <= last; e++) needed.add(e);
+    }
+    this.requests.length = 0;
+    const adds = [...this.wanted].filter((e) => needed.size === 0 || needed.has(e)).slice(0, max);
+    const adding = new Set(adds);
+    const keep = [...this.hot.entries()].filter(([e]) => !adding.has(e));
     const room = max - adds.length;
     const evicted: number[] = [];
     if (keep.length > room) {
-      keep.sort((a, b) => a[1] - b[1]);
+      // Least recently used first, extents a waiting write needs last.
+      keep.sort((a, b) => Number(needed.has(a[0])) - Number(needed.has(b[0])) || a[1] - b[1]);
       for (const [e] of keep.splice(0, keep.length - room)) evicted.push(e);
     }
     for (const e of evicted) this.leaving.add(e);
@@ -175,6 +195,7 @@ export class ActivityLog {
     const txn = this.inFlight;
     assert(txn && txn.seq === seq, `durable(${seq}) without that transaction in flight`);
     this.inFlight = undefined;
+    this.requests.length = 0; // waiters request again, oldest first
     for (const e of txn.evicted) {
       this.hot.delete(e);
       this.leaving.delete(e);

@@ -1,0 +1,61 @@
+// The seed runner: `npm run sim -- --seeds N [--start K] [--seed S] [--verbose]`.
+// Runs the volume simulation for each seed, prints every failure with a command that reproduces
+// it, then a summary line. Exits 1 when any seed fails.
+import { performance } from 'node:perf_hooks';
+import { parseArgs } from 'node:util';
+import { reproduceCommand, runSeeds, seedRange } from '../sim/seed-runner.js';
+import { describeConfig } from '../sim/volume/config.js';
+
+function parseSeed(text: string, what: string): number {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 0 || n > 0xffffffff) throw new Error(`${what} must be an integer from 0 to 4294967295, got ${text}`);
+  return n;
+}
+
+async function main(): Promise<number> {
+  const { values } = parseArgs({
+    options: {
+      seeds: { type: 'string' },
+      seed: { type: 'string' },
+      start: { type: 'string' },
+      verbose: { type: 'boolean', short: 'v', default: false },
+      trace: { type: 'boolean', default: false },
+    },
+    strict: true,
+  });
+  let seeds: Iterable<number>;
+  if (values.seed !== undefined) {
+    seeds = [parseSeed(values.seed, '--seed')];
+  } else {
+    const count = parseSeed(values.seeds ?? '100', '--seeds');
+    const start = values.start !== undefined ? parseSeed(values.start, '--start') : (Date.now() >>> 0);
+    console.log(`tidemark sim: ${count} seeds from ${start}`);
+    seeds = seedRange(start, count);
+  }
+  const single = values.seed !== undefined;
+  const summary = await runSeeds(seeds, {
+    now: () => performance.now(),
+    ...(values.trace ? { trace: (line: string) => console.log(line) } : {}),
+    onResult: (r) => {
+      if (!r.ok) {
+        console.log(`FAIL seed ${r.seed}: ${r.failure}`);
+        console.log(`  config: ${describeConfig(r.config)}`);
+        console.log(`  reproduce: ${reproduceCommand(r.seed)}`);
+      } else if (values.verbose || single) {
+        console.log(`ok   seed ${r.seed}: ${r.hostOps} ops, ${r.crashes} crashes, ${r.events} events, ` +
+          `${r.virtualMs.toFixed(1)} virtual ms (${describeConfig(r.config)})`);
+      }
+    },
+  });
+  const seconds = summary.elapsedMs / 1000;
+  console.log(`${summary.failures.length === 0 ? 'PASS' : 'FAIL'}: ${summary.seeds} seeds, ` +
+    `${summary.failures.length} failed, ${summary.hostOps} host ops, ${summary.crashes} crashes, ` +
+    `${seconds.toFixed(1)} s (${(summary.seeds / Math.max(seconds, 1e-9)).toFixed(1)} seeds/s)` +
+    (summary.failures.length > 0 ? `; failing seeds: ${summary.failures.map((f) => f.seed).join(' ')}` : ''));
+  return summary.failures.length === 0 ? 0 : 1;
+}
+
+main().then((code) => { process.exitCode = code; }, (error: unknown) => {
+  console.error(error instanceof Error ? error.message : error);
+  process.exitCode = 2;
+});

@@ -1,0 +1,35 @@
+// Pinned seeds: each one failed before the fix named in its comment (checked by running the seed
+// against the code without that fix). They must keep passing.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { reproduceCommand } from '../../src/sim/seed-runner.js';
+import { runVolumeSeed, type VolumeSeedOptions } from '../../src/sim/volume/volume-sim.js';
+
+interface Pinned {
+  readonly seed: number;
+  readonly caught: string;
+  readonly options?: VolumeSeedOptions;
+}
+
+const PINNED: readonly Pinned[] = [
+  // A single write spanning more extents than maxActiveExtents could never be admitted: the
+  // activity log rewrote its slots forever (livelock). Volume now refuses it (TM_ERR_LIMIT_EXCEEDED).
+  { seed: 209, caught: 'livelock: a write larger than the activity log' },
+  { seed: 229, caught: 'livelock: a write larger than the activity log' },
+  // Concurrent writes whose extents together exceeded maxActiveExtents evicted each other's
+  // extents forever (recency-only eviction). ActivityLog now serves waiting writes oldest first
+  // and never evicts an extent a waiting write needs.
+  { seed: 191, caught: 'livelock: concurrent writes thrashing the activity log' },
+  { seed: 275, caught: 'livelock: concurrent writes thrashing the activity log' },
+  // persistBitmaps ran concurrently; a reset's slow, older snapshot landed after an eviction's
+  // newer one, so an evicted extent's bits were lost at the next crash. Now one write at a time.
+  { seed: 1540, caught: 'recovered change tracker missed tracks: stale bitmap snapshot landed last' },
+  { seed: 2147, caught: 'recovered change tracker missed tracks: stale bitmap snapshot landed last' },
+];
+
+for (const p of PINNED) {
+  test(`seed ${p.seed} (${p.caught})`, async () => {
+    const result = await runVolumeSeed(p.seed, p.options);
+    assert.ok(result.ok, `${result.failure}\n  reproduce: ${reproduceCommand(p.seed)}`);
+  });
+}
