@@ -18,6 +18,9 @@ export const ErrorCode = {
   Protocol: 'TM_ERR_PROTOCOL',
   Unavailable: 'TM_ERR_UNAVAILABLE',
   Internal: 'TM_ERR_INTERNAL',
+  PairDiverged: 'TM_ERR_PAIR_DIVERGED',
+  LinkDown: 'TM_ERR_LINK_DOWN',
+  PairSuspended: 'TM_ERR_PAIR_SUSPENDED',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

@@ -15,6 +15,8 @@ export function httpStatusOf(code: ErrorCode): number {
     case ErrorCode.VolumeWriteDisabled:
     case ErrorCode.VolumeNotReady:
     case ErrorCode.InvalidState:
+    case ErrorCode.PairDiverged:
+    case ErrorCode.PairSuspended:
       return 409;
     case ErrorCode.LimitExceeded:
       return 422;
@@ -22,6 +24,7 @@ export function httpStatusOf(code: ErrorCode): number {
       return 501;
     case ErrorCode.ShuttingDown:
     case ErrorCode.Unavailable:
+    case ErrorCode.LinkDown:
       return 503;
     case ErrorCode.NoSpace:
       return 507;

@@ -51,6 +51,33 @@ export const CHANGES_POSITION = 'changes';
 export interface VolumeHooks {
   beforeHostWrite?(first: number, last: number): Promise<void> | undefined;
   beforeHostRead?(first: number, last: number): Promise<void> | undefined;
+  /**
+   * After a write of any source has reached the volume's store (and its FUA flush), while it still
+   * holds its place in the write ordering: a later overlapping write waits for this to finish, so a
+   * feature forwarding writes elsewhere (a remote mirror) forwards overlapping writes in order.
+   */
+  afterWrite?(write: AppliedWrite): Promise<void> | undefined;
+  /** After a host FLUSH made the volume durable; a sync mirror makes its copy durable too. */
+  afterHostFlush?(): Promise<void> | undefined;
+}
+
+export type WriteKind = 'write' | 'zero' | 'trim';
+
+export interface AppliedWrite {
+  readonly kind: WriteKind;
+  readonly source: WriteSource;
+  readonly offset: number;
+  readonly length: number;
+  /** The bytes, for kind 'write'. */
+  readonly data: Uint8Array | undefined;
+  readonly fua: boolean;
+  /** The position an internal write was told not to mark. */
+  readonly skipPosition: string | undefined;
+}
+
+export interface InternalWriteOptions {
+  /** A position this write must not mark (a replica applying its own pair's data). */
+  readonly skipPosition?: string;
 }
 
 /** Persisted with the bitmaps, atomically: state of features that own some of the positions. */
@@ -195,17 +222,18 @@ export class Volume {
   }
 
   write(offset: number, data: Uint8Array, fua = false): Promise<void> {
-    return this.mutate('write', 'host', offset, data.length, fua, () => this.deps.store.write(offset, data));
+    return this.mutate('write', 'host', offset, data.length, fua, data, undefined, () => this.deps.store.write(offset, data));
   }
 
   /** Zeroes a range; `allocate` false allows punching a hole. */
   writeZeroes(offset: number, length: number, allocate: boolean, fua = false): Promise<void> {
     return this.inPieces(offset, length, (o, l) =>
-      this.mutate('zero', 'host', o, l, fua, () => this.deps.store.writeZeroes(o, l, allocate)));
+      this.mutate('zero', 'host', o, l, fua, undefined, undefined, () => this.deps.store.writeZeroes(o, l, allocate)));
   }
 
   trim(offset: number, length: number, fua = false): Promise<void> {
-    return this.inPieces(offset, length, (o, l) => this.mutate('trim', 'host', o, l, fua, () => this.deps.store.trim(o, l)));
+    return this.inPieces(offset, length, (o, l) =>
+      this.mutate('trim', 'host', o, l, fua, undefined, undefined, () => this.deps.store.trim(o, l)));
   }
 
   /**
@@ -239,8 +267,15 @@ export class Volume {
   }
 
   /** Writes for internal copies: ordered and logged like host writes, but no host-access check or hooks. */
-  internalWrite(offset: number, data: Uint8Array): Promise<void> {
-    return this.mutate('write', 'copy', offset, data.length, false, () => this.deps.store.write(offset, data));
+  internalWrite(offset: number, data: Uint8Array, options: InternalWriteOptions = {}): Promise<void> {
+    return this.mutate('write', 'copy', offset, data.length, false, data, options.skipPosition,
+      () => this.deps.store.write(offset, data));
+  }
+
+  /** Zeroes for internal copies (a zeroed range shipped as a marker); may punch a hole. */
+  internalZero(offset: number, length: number, options: InternalWriteOptions = {}): Promise<void> {
+    return this.inPieces(offset, length, (o, l) => this.mutate('zero', 'copy', o, l, false, undefined, options.skipPosition,
+      () => this.deps.store.writeZeroes(o, l, false)));
   }
 
   /**
@@ -281,6 +316,7 @@ export class Volume {
     const started = this.deps.nowMs();
     this.checkAccess('read');
     await this.deps.store.flush();
+    for (const h of this.hooks) await h.afterHostFlush?.();
     this.deps.onOp?.('flush', 0, started);
   }
 
@@ -295,7 +331,8 @@ export class Volume {
   }
 
   private async mutate(
-    kind: OpKind, source: WriteSource, offset: number, length: number, fua: boolean, apply: () => Promise<void>,
+    kind: WriteKind, source: WriteSource, offset: number, length: number, fua: boolean,
+    data: Uint8Array | undefined, skipPosition: string | undefined, apply: () => Promise<void>,
   ): Promise<void> {
     const started = this.deps.nowMs();
     const host = source === 'host';
@@ -326,7 +363,7 @@ export class Volume {
       // Mark the bitmaps in the same step as admission: a transaction built right after may evict
       // these extents, and the bitmaps it persists first must already hold this write's bits.
       const mark = (): void => {
-        applyWrite(this.positions, first, last, source);
+        applyWrite(this.positions, first, last, source, skipPosition);
         this.bitmapsDirty = true;
       };
       if (this.log.admit(first, last)) mark();
@@ -334,6 +371,10 @@ export class Volume {
       if (host) this.checkAccess('write');
       await apply();
       if (fua) await this.deps.store.flush();
+      if (this.hooks.length > 0) {
+        const write: AppliedWrite = { kind, source, offset, length, data, fua, skipPosition };
+        for (const h of this.hooks) await h.afterWrite?.(write);
+      }
     } finally {
       this.inFlight.delete(entry);
       finish();

@@ -15,7 +15,11 @@ export type PositionKind =
   /** Tracks STD still needs from the clone during a restore (copy clone → STD). */
   | 'clone-to-std'
   /** On a clone volume: tracks its own hosts changed since the split. */
-  | 'clone-own';
+  | 'clone-own'
+  /** On a pair's R1: tracks the remote mirror (R2) may lack. */
+  | 'remote-out'
+  /** On a pair's R2: tracks R2's own hosts changed while it was writable (split, failover). */
+  | 'remote-own';
 
 /** Which writes mark a position: host writes only, host writes and internal copies, or none. */
 export type MarksOn = 'host' | 'all' | 'never';
@@ -31,8 +35,11 @@ export interface MirrorPosition {
 export type WriteSource = 'host' | 'copy';
 
 /** Records a write to tracks first..last on every position that tracks such writes. */
-export function applyWrite(positions: readonly MirrorPosition[], first: number, last: number, source: WriteSource): void {
+export function applyWrite(
+  positions: readonly MirrorPosition[], first: number, last: number, source: WriteSource, skipPosition?: string,
+): void {
   for (const p of positions) {
+    if (p.id === skipPosition) continue;
     if (p.marksOn === 'all' || (p.marksOn === 'host' && source === 'host')) p.invalid.setRange(first, last);
   }
 }
@@ -51,7 +58,9 @@ export function markRecovered(positions: readonly MirrorPosition[], runs: Readon
 // Record layout: u32 count; per position: u16 id length, id (utf-8), u8 kind, u8 marksOn, u32 size,
 // words; then u32 length and a UTF-8 JSON object of extensions (state owned by features that use
 // these positions, e.g. clone sessions), so bitmaps and that state are persisted atomically together.
-const KINDS: readonly PositionKind[] = ['change-tracker', 'clone-protection', 'clone-to-clone', 'clone-to-std', 'clone-own'];
+const KINDS: readonly PositionKind[] = [
+  'change-tracker', 'clone-protection', 'clone-to-clone', 'clone-to-std', 'clone-own', 'remote-out', 'remote-own',
+];
 const MARKS: readonly MarksOn[] = ['host', 'all', 'never'];
 const enc = new TextEncoder();
 const dec = new TextDecoder('utf-8', { fatal: true });

@@ -1,0 +1,651 @@
+// Remote pairs of one array (SPEC §4): the commands, the requests a peer array sends, and the
+// reconciliation when a link comes back. R1 drives a pair; a command given on R2's array is
+// forwarded to R1, except a failover with the link down (the disaster case), which R2 takes alone.
+// A pair half's record rides in its volume's bitmaps record, so state and bitmaps persist together.
+import { randomBytes } from 'node:crypto';
+import { TrackBitmap } from '../../core/bitmap/track-bitmap.js';
+import { ErrorCode, TidemarkError, invalidArgument, notFound } from '../../core/errors.js';
+import {
+  LINK_FAILURE_POLICIES, PAIR_INTENTS, PAIR_MODES, parsePairRecord,
+  type LinkFailurePolicy, type PairIntent, type PairMode, type PairRecord,
+} from '../../core/replication/pair-record.js';
+import { checkCommand, volumeStateFor, type PairCommand, type PairState } from '../../core/replication/pair-rules.js';
+import type { Segment } from '../../core/replication/peer-messages.js';
+import { trackRange } from '../../core/volume/geometry.js';
+import type { Volume } from '../volume/volume.js';
+import { PairRuntime, positionIds, type PairCounters, type PairTimeouts } from './pair-runtime.js';
+import type { PeerRpc, RpcReply } from './peer-rpc.js';
+import { digestEqual, isAllZero, recordDigests } from './record-digests.js';
+
+const EXTENSION_KEY = 'pairs';
+const CONTROL_TIMEOUT_MS = 15_000;
+const KICK_INTERVAL_MS = 250;
+
+export interface PairHost {
+  readonly arrayName: string;
+  volume(name: string): Volume;
+  findVolume(name: string): Volume | undefined;
+  /** The peer must be configured on this array. */
+  checkPeer(name: string): void;
+  peerLinkState(name: string): string;
+  nowMs(): number;
+  onError(error: unknown, context: Record<string, unknown>): void;
+  onEvent(message: string, fields: Record<string, unknown>): void;
+}
+
+export interface PairCreateOptions {
+  readonly volume: string;
+  readonly peer: string;
+  readonly remoteVolume: string;
+  readonly mode: PairMode;
+  readonly onLinkFailure: LinkFailurePolicy;
+}
+
+export interface PairStatus {
+  readonly pair: string;
+  readonly id: string;
+  readonly role: 'R1' | 'R2';
+  readonly mode: PairMode;
+  readonly state: PairState;
+  readonly intent: PairIntent;
+  readonly localVolume: string;
+  readonly peer: string;
+  readonly remoteVolume: string;
+  readonly onLinkFailure: LinkFailurePolicy;
+  readonly generation: number;
+  readonly diverged: boolean;
+  readonly invalidTracks: { readonly local: number; readonly remote: number | null };
+  readonly tracksOwed: number;
+  readonly tracksToPull: number;
+  readonly bytesOwed: number;
+  readonly lagSeconds: number;
+  readonly link: { readonly state: string };
+  readonly peerMissing: boolean;
+  readonly lastError: string | null;
+  readonly counters: PairCounters;
+}
+
+export class PairManager {
+  /** Local volume name → its pair half. */
+  private readonly pairs = new Map<string, PairRuntime>();
+  private readonly hooked = new Set<string>();
+  private readonly kickTimer: ReturnType<typeof setInterval>;
+  private closed = false;
+
+  constructor(
+    private readonly host: PairHost,
+    private readonly rpc: PeerRpc,
+    private readonly timeouts: PairTimeouts = { writeAckMs: 10_000, copyAckMs: 30_000 },
+  ) {
+    this.registerHandlers();
+    this.kickTimer = setInterval(() => this.kick(), KICK_INTERVAL_MS);
+    this.kickTimer.unref();
+  }
+
+  // ---- loading and persistence ----
+
+  async load(volumeNames: string[]): Promise<void> {
+    for (const name of volumeNames) {
+      const v = this.host.volume(name);
+      const stored = v.loadedExtensions[EXTENSION_KEY];
+      if (stored === undefined) continue;
+      if (!Array.isArray(stored)) throw new TidemarkError(ErrorCode.MetadataCorrupt, `pairs of ${name} are not a list`);
+      for (const value of stored) {
+        const record = parsePairRecord(value, `pair of volume ${name}`);
+        this.attach(record, v);
+        await v.setState(volumeStateFor(record.role, record.intent));
+      }
+    }
+  }
+
+  private attach(record: PairRecord, volume: Volume): PairRuntime {
+    const runtime = new PairRuntime(record, volume, this.rpc, this.timeouts, this.host.nowMs,
+      (error, context) => this.host.onError(error, { pair: record.id, ...context }));
+    this.pairs.set(volume.name, runtime);
+    volume.setExtension(EXTENSION_KEY, () => {
+      const current = this.pairs.get(volume.name);
+      return current ? [current.record] : [];
+    });
+    if (!this.hooked.has(volume.name)) {
+      this.hooked.add(volume.name);
+      // One hook per volume, finding the pair half at call time: role changes replace the runtime.
+      volume.hooks.push({
+        beforeHostWrite: () => {
+          this.pairs.get(volume.name)?.checkHostWrite();
+          return undefined;
+        },
+        afterWrite: (write) => this.pairs.get(volume.name)?.afterWrite(write),
+        afterHostFlush: () => this.pairs.get(volume.name)?.afterHostFlush(),
+      });
+      volume.beforePersist.push(async () => {
+        await this.pairs.get(volume.name)?.beforePersist();
+      });
+    }
+    return runtime;
+  }
+
+  private async save(runtime: PairRuntime, record: PairRecord): Promise<void> {
+    runtime.record = record;
+    await runtime.volume.persistBitmaps();
+  }
+
+  /** Sets the volume's host access for the pair's role and intent; a write window makes it atomic. */
+  private async applyAccess(runtime: PairRuntime): Promise<void> {
+    const wanted = volumeStateFor(runtime.record.role, runtime.record.intent);
+    if (runtime.volume.state === wanted) return;
+    const release = await runtime.volume.holdWrites();
+    try {
+      await runtime.volume.setState(wanted);
+    } finally {
+      release();
+    }
+  }
+
+  private detach(runtime: PairRuntime): void {
+    runtime.retired = true;
+    const ids = runtime.ids;
+    for (const id of [ids.out, ids.own, ids.pull]) runtime.volume.removePosition(id);
+    this.pairs.delete(runtime.volume.name);
+  }
+
+  // ---- queries ----
+
+  /** The pair half on a local volume (the PAIR argument of the CLI is the local volume's name). */
+  runtime(pair: string): PairRuntime {
+    const r = this.pairs.get(pair);
+    if (!r) throw notFound(`volume ${JSON.stringify(pair)} has no remote pair on this array`, { pair });
+    return r;
+  }
+
+  isPaired(volume: string): boolean {
+    return this.pairs.has(volume);
+  }
+
+  checkVolumeChange(volume: string, what: string): void {
+    if (this.pairs.has(volume)) {
+      throw new TidemarkError(ErrorCode.VolumeBusy, `volume ${volume} is in a remote pair; ${what} is refused (delete the pair first)`, { volume });
+    }
+  }
+
+  list(): PairStatus[] {
+    return [...this.pairs.keys()].sort().map((name) => this.status(name));
+  }
+
+  status(pair: string): PairStatus {
+    const r = this.runtime(pair);
+    const rec = r.record;
+    return {
+      pair: rec.localVolume, id: rec.id, role: rec.role, mode: rec.mode, state: r.state(), intent: rec.intent,
+      localVolume: rec.localVolume, peer: rec.peer, remoteVolume: rec.remoteVolume, onLinkFailure: rec.onLinkFailure,
+      generation: rec.generation, diverged: rec.diverged,
+      invalidTracks: { local: r.bits.count(), remote: r.remoteTracks ?? null },
+      tracksOwed: rec.role === 'R1' ? r.owed.count : 0,
+      tracksToPull: r.pull?.count() ?? 0,
+      bytesOwed: rec.role === 'R1' ? r.bytesOwed() : 0,
+      lagSeconds: rec.role === 'R1' ? r.lagSeconds() : 0,
+      link: { state: this.host.peerLinkState(rec.peer) },
+      peerMissing: r.peerMissing,
+      lastError: r.lastError ?? null,
+      counters: { ...r.counters },
+    };
+  }
+
+  /** Status with the peer's invalid-track count fetched fresh when the link is up. */
+  async show(pair: string): Promise<PairStatus> {
+    const r = this.runtime(pair);
+    if (r.linkUp) {
+      try {
+        const reply = await this.rpc.request(r.record.peer, { op: 'pair.status', pair: r.record.id }, [], 2000);
+        r.remoteTracks = typeof reply.header.invalidTracks === 'number' ? reply.header.invalidTracks : undefined;
+      } catch {
+        // Shown from the last known figures.
+      }
+    }
+    return this.status(pair);
+  }
+
+  // ---- commands ----
+
+  async create(options: PairCreateOptions): Promise<PairStatus> {
+    const { volume: name, peer, remoteVolume, mode, onLinkFailure } = options;
+    if (!PAIR_MODES.includes(mode)) throw invalidArgument(`mode must be one of ${PAIR_MODES.join(', ')}`);
+    if (!LINK_FAILURE_POLICIES.includes(onLinkFailure)) throw invalidArgument(`on-link-failure must be one of ${LINK_FAILURE_POLICIES.join(', ')}`);
+    const volume = this.host.volume(name);
+    this.host.checkPeer(peer);
+    if (this.pairs.has(name)) throw new TidemarkError(ErrorCode.AlreadyExists, `volume ${name} is already in a remote pair`, { volume: name });
+    if (volume.state !== 'ready') throw new TidemarkError(ErrorCode.InvalidState, `volume ${name} is ${volume.state}; an R1 must be ready`, { volume: name });
+    const id = `${this.host.arrayName}.${name}.${randomBytes(6).toString('hex')}`;
+    const record: PairRecord = {
+      id, role: 'R1', localVolume: name, peer, remoteVolume, mode, intent: 'replicating', onLinkFailure,
+      generation: 1, diverged: false, createdAtMs: this.host.nowMs(),
+    };
+    // R2 first: a crash after it leaves a half R1 does not know (refused later, deletable on R2),
+    // never an R1 shipping to a volume that was not made a replica.
+    await this.rpc.request(peer, {
+      op: 'pair.create', record: { ...record, role: 'R2', localVolume: remoteVolume, peer: this.host.arrayName, remoteVolume: name },
+      sizeBytes: volume.geometry.sizeBytes, trackBytes: volume.geometry.trackBytes,
+    }, [], CONTROL_TIMEOUT_MS);
+    const runtime = this.attach(record, volume);
+    await this.save(runtime, record);
+    this.host.onEvent('pair created', { pair: id, volume: name, peer, remoteVolume, mode });
+    runtime.kickPush();
+    return this.status(name);
+  }
+
+  async command(pair: string, command: PairCommand): Promise<PairStatus> {
+    const r = this.runtime(pair);
+    if (r.record.role === 'R2') return this.commandOnR2(r, command);
+    checkCommand(command, r.record);
+    switch (command) {
+      case 'establish': await this.establish(r); break;
+      case 'resume': await this.resume(r); break;
+      case 'suspend': await this.setBoth(r, 'suspended', r.record.generation, false); break;
+      case 'split': await this.setBoth(r, 'split', r.record.generation + 1, true); break;
+      case 'failover': await this.failover(r); break;
+      case 'failback': case 'restore': await this.startRestore(r); break;
+      case 'swap': await this.swap(r); break;
+    }
+    this.host.onEvent(`pair ${command}`, { pair: r.record.id, state: r.state(), generation: r.record.generation });
+    return this.status(pair);
+  }
+
+  private async commandOnR2(r: PairRuntime, command: PairCommand): Promise<PairStatus> {
+    if (r.linkUp) {
+      await this.rpc.request(r.record.peer, { op: 'pair.command', pair: r.record.id, command }, [], CONTROL_TIMEOUT_MS * 4);
+      return this.show(r.record.localVolume);
+    }
+    if (command !== 'failover') {
+      throw new TidemarkError(ErrorCode.LinkDown,
+        `the link to R1 (${r.record.peer}) is down; only 'failover' can be given on R2 alone`, { pair: r.record.id });
+    }
+    checkCommand(command, { ...r.record, role: 'R1' });
+    // The disaster case: R2 takes over alone. A newer generation tells R1 when the link returns.
+    await this.save(r, { ...r.record, intent: 'failed-over', generation: r.record.generation + 1 });
+    await this.applyAccess(r);
+    this.host.onEvent('pair failover (R1 unreachable)', { pair: r.record.id, generation: r.record.generation });
+    return this.status(r.record.localVolume);
+  }
+
+  /** Sets the intent on both halves: R2 first when it becomes less writable, R1 first otherwise. */
+  private async setBoth(r: PairRuntime, intent: PairIntent, generation: number, r2Writable: boolean): Promise<void> {
+    const tellR2 = (): Promise<RpcReply> =>
+      this.rpc.request(r.record.peer, { op: 'pair.set-intent', pair: r.record.id, intent, generation }, [], CONTROL_TIMEOUT_MS);
+    if (!r2Writable) {
+      try {
+        await tellR2();
+      } catch (error) {
+        // Suspending with the link down is still a suspend: R2 stays write-disabled.
+        if (!(intent === 'suspended' && (error as TidemarkError).code === ErrorCode.LinkDown)) throw error;
+      }
+    }
+    await this.save(r, { ...r.record, intent, generation });
+    await this.applyAccess(r);
+    if (r2Writable) await tellR2();
+  }
+
+  private async resume(r: PairRuntime): Promise<void> {
+    const reply = await this.rpc.request(r.record.peer,
+      { op: 'pair.set-intent', pair: r.record.id, intent: 'replicating', generation: r.record.generation }, [], CONTROL_TIMEOUT_MS);
+    if (typeof reply.header.ownTracks === 'number' && reply.header.ownTracks > 0) {
+      throw new TidemarkError(ErrorCode.PairDiverged,
+        `R2 (${r.record.peer}) holds host writes R1 has not got; 'pair establish' keeps R1's data, 'pair restore' keeps R2's`, { pair: r.record.id });
+    }
+    await this.save(r, { ...r.record, intent: 'replicating' });
+    await this.applyAccess(r);
+    r.kickPush();
+  }
+
+  /** R1's image wins: R2 is write-disabled and every track either side changed is shipped. */
+  private async establish(r: PairRuntime): Promise<void> {
+    const generation = r.record.intent === 'replicating' ? r.record.generation : r.record.generation + 1;
+    const reply = await this.rpc.request(r.record.peer,
+      { op: 'pair.set-intent', pair: r.record.id, intent: 'replicating', generation, returnOwn: true }, [], CONTROL_TIMEOUT_MS);
+    const own = bitmapFrom(reply, r.volume.geometry.trackCount);
+    r.bits.or(own);
+    r.owed.markWholeBitmap(own, this.host.nowMs());
+    await this.save(r, { ...r.record, intent: 'replicating', generation, diverged: false });
+    await this.rpc.request(r.record.peer, { op: 'pair.clear-own', pair: r.record.id }, [], CONTROL_TIMEOUT_MS);
+    await this.applyAccess(r);
+    r.kickPush();
+  }
+
+  private async failover(r: PairRuntime): Promise<void> {
+    if (!r.linkUp) {
+      throw new TidemarkError(ErrorCode.LinkDown,
+        `the link to R2 (${r.record.peer}) is down; give 'pair failover' on R2's array to take over there`, { pair: r.record.id });
+    }
+    // R1 stops taking writes before R2 starts: never both writable through a failover.
+    const generation = r.record.generation + 1;
+    await this.save(r, { ...r.record, intent: 'failed-over', generation });
+    await this.applyAccess(r);
+    await this.rpc.request(r.record.peer, { op: 'pair.set-intent', pair: r.record.id, intent: 'failed-over', generation }, [], CONTROL_TIMEOUT_MS);
+  }
+
+  /** R2's image wins (failback, restore): both write-disabled, R1 pulls what differs, then replication resumes. */
+  private async startRestore(r: PairRuntime): Promise<void> {
+    if (!r.linkUp) throw new TidemarkError(ErrorCode.LinkDown, `the link to ${r.record.peer} is down`, { pair: r.record.id });
+    const generation = r.record.generation + 1;
+    await this.save(r, { ...r.record, intent: 'restoring', generation, diverged: false });
+    await this.applyAccess(r);
+    const reply = await this.rpc.request(r.record.peer,
+      { op: 'pair.set-intent', pair: r.record.id, intent: 'restoring', generation, returnOwn: true }, [], CONTROL_TIMEOUT_MS);
+    const pull = bitmapFrom(reply, r.volume.geometry.trackCount).or(r.bits);
+    const existing = r.volume.findPosition(r.ids.pull);
+    if (existing) existing.invalid.or(pull);
+    else r.volume.addPosition({ id: r.ids.pull, kind: 'remote-own', marksOn: 'never', invalid: pull });
+    r.pull = r.volume.findPosition(r.ids.pull)!.invalid;
+    await r.volume.persistBitmaps();
+    await this.rpc.request(r.record.peer, { op: 'pair.clear-own', pair: r.record.id }, [], CONTROL_TIMEOUT_MS);
+    r.owed.clearAll();
+    this.kickRestore(r);
+  }
+
+  private kickRestore(r: PairRuntime): void {
+    r.kickPull(async () => {
+      await this.rpc.request(r.record.peer,
+        { op: 'pair.set-intent', pair: r.record.id, intent: 'replicating', generation: r.record.generation }, [], CONTROL_TIMEOUT_MS);
+      r.volume.removePosition(r.ids.pull);
+      r.pull = undefined;
+      await this.save(r, { ...r.record, intent: 'replicating' });
+      await this.applyAccess(r);
+      this.host.onEvent('pair restored from R2', { pair: r.record.id });
+      r.kickPush();
+    });
+  }
+
+  /** Roles exchange over the same link: R2 becomes R1 (taking what the old R1 had not shipped), then R1 becomes R2. */
+  private async swap(r: PairRuntime): Promise<void> {
+    if (!r.linkUp) throw new TidemarkError(ErrorCode.LinkDown, `the link to ${r.record.peer} is down`, { pair: r.record.id });
+    const generation = r.record.generation + 1;
+    const release = await r.volume.holdWrites();
+    try {
+      if (r.record.intent === 'replicating' && (r.owed.count > 0 || r.state() !== 'synchronized')) {
+        throw new TidemarkError(ErrorCode.InvalidState,
+          `pair ${r.record.localVolume} is ${r.state()}; swap a replicating pair only when synchronized`, { pair: r.record.id });
+      }
+      await r.volume.setState('write-disabled');
+      await this.rpc.request(r.record.peer, { op: 'pair.swap', pair: r.record.id, generation },
+        [{ kind: 'data', offset: 0, data: r.bits.toBytes() }], CONTROL_TIMEOUT_MS);
+      await this.becomeR2(r, generation);
+    } finally {
+      release();
+    }
+  }
+
+  private async becomeR2(r: PairRuntime, generation: number): Promise<void> {
+    const record: PairRecord = { ...r.record, role: 'R2', intent: 'replicating', generation, diverged: false };
+    this.detach(r);
+    const next = this.attach(record, r.volume);
+    await this.save(next, record);
+    await this.applyAccess(next);
+  }
+
+  async setMode(pair: string, mode: PairMode): Promise<PairStatus> {
+    if (!PAIR_MODES.includes(mode)) throw invalidArgument(`mode must be one of ${PAIR_MODES.join(', ')}`);
+    const r = this.runtime(pair);
+    if (r.record.role === 'R2') {
+      if (!r.linkUp) throw new TidemarkError(ErrorCode.LinkDown, `the link to R1 (${r.record.peer}) is down`);
+      await this.rpc.request(r.record.peer, { op: 'pair.set-mode', pair: r.record.id, mode }, [], CONTROL_TIMEOUT_MS);
+      return this.show(pair);
+    }
+    await this.save(r, { ...r.record, mode });
+    if (r.linkUp) await this.rpc.request(r.record.peer, { op: 'pair.set-mode', pair: r.record.id, mode }, [], CONTROL_TIMEOUT_MS).catch(() => undefined);
+    this.host.onEvent('pair mode set', { pair: r.record.id, mode });
+    return this.status(pair);
+  }
+
+  /** Deletes this half, and the peer's when the link is up; both volumes end up ready to hosts. */
+  async delete(pair: string): Promise<{ peerDeleted: boolean }> {
+    const r = this.runtime(pair);
+    let peerDeleted = false;
+    if (r.linkUp) {
+      await this.rpc.request(r.record.peer, { op: 'pair.delete', pair: r.record.id }, [], CONTROL_TIMEOUT_MS);
+      peerDeleted = true;
+    }
+    await this.deleteLocal(r);
+    this.host.onEvent('pair deleted', { pair: r.record.id, peerDeleted });
+    return { peerDeleted };
+  }
+
+  private async deleteLocal(r: PairRuntime): Promise<void> {
+    this.detach(r);
+    await r.volume.persistBitmaps();
+    const release = await r.volume.holdWrites();
+    try {
+      await r.volume.setState('ready');
+    } finally {
+      release();
+    }
+  }
+
+  // ---- background ----
+
+  private kick(): void {
+    if (this.closed) return;
+    for (const r of this.pairs.values()) {
+      if (r.record.role !== 'R1') continue;
+      if (r.record.intent === 'restoring') this.kickRestore(r);
+      else r.kickPush();
+    }
+  }
+
+  /** A link to `peer` came up: R1 halves compare notes with their R2 and pick up where they were. */
+  async peerUp(peer: string): Promise<void> {
+    for (const r of [...this.pairs.values()]) {
+      if (r.record.peer !== peer || r.record.role !== 'R1') continue;
+      try {
+        await this.reconcile(r);
+      } catch (error) {
+        r.lastError = error instanceof Error ? error.message : String(error);
+      }
+    }
+  }
+
+  private async reconcile(r: PairRuntime): Promise<void> {
+    const reply = await this.rpc.request(r.record.peer, { op: 'pair.status', pair: r.record.id }, [], CONTROL_TIMEOUT_MS);
+    const h = reply.header;
+    if (h.exists !== true) {
+      r.peerMissing = true;
+      r.lastError = `${r.record.peer} has no half of this pair`;
+      return;
+    }
+    r.peerMissing = false;
+    r.remoteTracks = typeof h.invalidTracks === 'number' ? h.invalidTracks : undefined;
+    const theirGeneration = Number(h.generation);
+    if (theirGeneration > r.record.generation) {
+      if (h.role === 'R1') {
+        // A swap finished on the peer but not here.
+        await this.becomeR2(r, theirGeneration);
+        return;
+      }
+      if (h.intent === 'failed-over') {
+        // R2 took over while this side could not hear it. Writes taken here since are a divergence.
+        const diverged = r.bits.count() > 0;
+        await this.save(r, { ...r.record, intent: 'failed-over', generation: theirGeneration, diverged });
+        await this.applyAccess(r);
+        this.host.onEvent('pair: R2 failed over while the link was down', { pair: r.record.id, diverged });
+        return;
+      }
+    }
+    if (r.record.intent === 'replicating') {
+      await this.rpc.request(r.record.peer,
+        { op: 'pair.set-intent', pair: r.record.id, intent: 'replicating', generation: r.record.generation }, [], CONTROL_TIMEOUT_MS);
+      r.kickPush();
+    } else if (r.record.intent === 'restoring') {
+      this.kickRestore(r);
+    }
+  }
+
+  /** The link session ended for good: whatever was in flight is owed again (the bits still say so). */
+  sessionReset(peer: string): void {
+    for (const r of this.pairs.values()) {
+      if (r.record.peer === peer && r.record.role === 'R1') r.owed.markWholeBitmap(r.bits, this.host.nowMs());
+    }
+  }
+
+  // ---- requests from peers ----
+
+  private halfFor(peer: string, header: Readonly<Record<string, unknown>>, role?: 'R1' | 'R2'): PairRuntime {
+    const id = header.pair;
+    for (const r of this.pairs.values()) {
+      if (r.record.id === id && r.record.peer === peer && (role === undefined || r.record.role === role)) return r;
+    }
+    throw notFound(`no pair ${String(id)} with ${peer} on ${this.host.arrayName}`, { pair: id });
+  }
+
+  private registerHandlers(): void {
+    const rpc = this.rpc;
+    rpc.handle('pair.create', async (peer, h) => {
+      const record = parsePairRecord(h.record, 'pair.create');
+      if (record.role !== 'R2' || record.peer !== peer) throw invalidArgument('pair.create must describe an R2 half paired with the sender');
+      const volume = this.host.volume(record.localVolume);
+      if (volume.geometry.sizeBytes !== h.sizeBytes || volume.geometry.trackBytes !== h.trackBytes) {
+        throw invalidArgument(`volume ${record.localVolume} on ${this.host.arrayName} is ${volume.geometry.sizeBytes} bytes with ` +
+          `${volume.geometry.trackBytes}-byte tracks; R1 has ${String(h.sizeBytes)} and ${String(h.trackBytes)}`);
+      }
+      const existing = this.pairs.get(record.localVolume);
+      if (existing) {
+        throw new TidemarkError(ErrorCode.AlreadyExists,
+          `volume ${record.localVolume} on ${this.host.arrayName} is already in a pair (${existing.record.id})`);
+      }
+      this.host.checkPeer(peer);
+      const runtime = this.attach(record, volume);
+      runtime.bits.clearAll();
+      await this.save(runtime, record);
+      await this.applyAccess(runtime);
+      this.host.onEvent('pair created (R2)', { pair: record.id, volume: record.localVolume, peer });
+      return { header: {}, segments: [] };
+    });
+    rpc.handle('pair.apply', (peer, h, segments) => {
+      const r = this.halfFor(peer, h, 'R2');
+      if (r.record.intent !== 'replicating') {
+        return Promise.reject(new TidemarkError(ErrorCode.InvalidState,
+          `R2 ${r.record.localVolume} is ${r.record.intent}; it takes no replicated writes`));
+      }
+      // Started synchronously, in link order: overlapping writes apply in the order R1 sent them.
+      const applied = segments.map((s) => (s.kind === 'data'
+        ? r.volume.internalWrite(s.offset, s.data.slice())
+        : r.volume.internalZero(s.offset, s.length)));
+      return Promise.all(applied).then(async () => {
+        if (h.fua === true) await r.volume.internalFlush();
+        return { header: {}, segments: [] };
+      });
+    });
+    rpc.handle('pair.flush', async (peer, h) => {
+      const r = this.halfFor(peer, h);
+      await r.volume.internalFlush();
+      return { header: {}, segments: [] };
+    });
+    rpc.handle('pair.digests', async (peer, h) => {
+      const r = this.halfFor(peer, h, 'R2');
+      const segments: Segment[] = [];
+      for (const t of trackList(h.tracks, r.volume.geometry.trackCount)) {
+        const range = trackRange(r.volume.geometry, t);
+        const data = await r.volume.internalRead(range.offset, range.length);
+        if (isAllZero(data)) segments.push({ kind: 'zero', offset: t, length: 0 });
+        else segments.push({ kind: 'data', offset: t, data: recordDigests(data, r.volume.geometry.recordBytes) });
+      }
+      return { header: {}, segments };
+    });
+    rpc.handle('pair.read', async (peer, h, digests) => {
+      const r = this.halfFor(peer, h, 'R2');
+      const g = r.volume.geometry;
+      const tracks = trackList(h.tracks, g.trackCount);
+      const segments: Segment[] = [];
+      for (let i = 0; i < tracks.length; i++) {
+        const range = trackRange(g, tracks[i]!);
+        const data = await r.volume.internalRead(range.offset, range.length);
+        const theirs = digests[i];
+        const ours = recordDigests(data, g.recordBytes);
+        for (let at = 0, rec = 0; at < data.length; at += g.recordBytes, rec++) {
+          if (theirs?.kind === 'data' && theirs.data.length === ours.length && digestEqual(ours, theirs.data, rec)) continue;
+          const bytes = data.subarray(at, Math.min(data.length, at + g.recordBytes));
+          segments.push(isAllZero(bytes) ? { kind: 'zero', offset: range.offset + at, length: bytes.length } : { kind: 'data', offset: range.offset + at, data: bytes });
+        }
+      }
+      return { header: {}, segments };
+    });
+    rpc.handle('pair.status', async (peer, h) => {
+      const r = [...this.pairs.values()].find((x) => x.record.id === h.pair && x.record.peer === peer);
+      if (!r) return { header: { exists: false }, segments: [] };
+      return {
+        header: { exists: true, role: r.record.role, intent: r.record.intent, generation: r.record.generation, invalidTracks: r.bits.count() },
+        segments: [],
+      };
+    });
+    rpc.handle('pair.set-intent', async (peer, h) => {
+      const r = this.halfFor(peer, h, 'R2');
+      if (!PAIR_INTENTS.includes(h.intent as PairIntent) || !Number.isSafeInteger(h.generation)) throw invalidArgument('bad pair.set-intent');
+      const generation = Math.max(r.record.generation, h.generation as number);
+      const next: PairRecord = { ...r.record, intent: h.intent as PairIntent, generation };
+      // Less writable first (before the bitmap is read), more writable after the record is durable.
+      const moreWritable = volumeStateFor('R2', next.intent) === 'ready';
+      if (!moreWritable) {
+        r.record = next;
+        await this.applyAccess(r);
+      }
+      await this.save(r, next);
+      if (moreWritable) await this.applyAccess(r);
+      const segments: Segment[] = h.returnOwn === true ? [{ kind: 'data', offset: 0, data: r.bits.toBytes() }] : [];
+      return { header: { ownTracks: r.bits.count() }, segments };
+    });
+    rpc.handle('pair.clear-own', async (peer, h) => {
+      const r = this.halfFor(peer, h, 'R2');
+      r.bits.clearAll();
+      await r.volume.persistBitmaps();
+      return { header: {}, segments: [] };
+    });
+    rpc.handle('pair.set-mode', async (peer, h) => {
+      const r = this.halfFor(peer, h);
+      if (!PAIR_MODES.includes(h.mode as PairMode)) throw invalidArgument('bad mode');
+      if (r.record.role === 'R1') await this.setMode(r.record.localVolume, h.mode as PairMode);
+      else await this.save(r, { ...r.record, mode: h.mode as PairMode });
+      return { header: {}, segments: [] };
+    });
+    rpc.handle('pair.command', async (peer, h) => {
+      const r = this.halfFor(peer, h, 'R1');
+      await this.command(r.record.localVolume, h.command as PairCommand);
+      return { header: {}, segments: [] };
+    });
+    rpc.handle('pair.swap', async (peer, h, segments) => {
+      const r = this.halfFor(peer, h, 'R2');
+      const theirs = segments[0];
+      if (theirs?.kind !== 'data' || !Number.isSafeInteger(h.generation)) throw invalidArgument('bad pair.swap');
+      const out = TrackBitmap.fromBytes(r.volume.geometry.trackCount, theirs.data.slice()).or(r.bits);
+      const record: PairRecord = { ...r.record, role: 'R1', intent: 'replicating', generation: h.generation as number, diverged: false };
+      this.detach(r);
+      r.volume.addPosition({ id: positionIds(record.id).out, kind: 'remote-out', marksOn: 'all', invalid: out });
+      const next = this.attach(record, r.volume);
+      next.owed.markWholeBitmap(out, this.host.nowMs());
+      await this.save(next, record);
+      await this.applyAccess(next);
+      this.host.onEvent('pair swapped: now R1', { pair: record.id });
+      return { header: {}, segments: [] };
+    });
+    rpc.handle('pair.delete', async (peer, h) => {
+      const r = this.halfFor(peer, h);
+      await this.deleteLocal(r);
+      this.host.onEvent('pair deleted by peer', { pair: r.record.id });
+      return { header: {}, segments: [] };
+    });
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    clearInterval(this.kickTimer);
+    for (const r of this.pairs.values()) r.retired = true;
+  }
+}
+
+function bitmapFrom(reply: RpcReply, trackCount: number): TrackBitmap {
+  const s = reply.segments[0];
+  if (s?.kind !== 'data') throw new TidemarkError(ErrorCode.Protocol, 'expected a bitmap from the peer');
+  return TrackBitmap.fromBytes(trackCount, s.data.slice());
+}
+
+function trackList(value: unknown, trackCount: number): number[] {
+  if (!Array.isArray(value) || value.length > 1024 || !value.every((t) => Number.isSafeInteger(t) && t >= 0 && t < trackCount)) {
+    throw invalidArgument('bad track list');
+  }
+  return value as number[];
+}

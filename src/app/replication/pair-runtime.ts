@@ -1,0 +1,394 @@
+// One pair half in memory: its record, its bitmaps, and on R1 the write path to the remote mirror
+// (sync/semi-sync forwarding, adaptive marking), the background push of owed tracks (establish,
+// resync, adaptive copy) and the pull of R2's image (failback, restore).
+import { TrackBitmap } from '../../core/bitmap/track-bitmap.js';
+import { ErrorCode, TidemarkError } from '../../core/errors.js';
+import { OwedTracks, type RecordSelection } from '../../core/replication/owed-tracks.js';
+import type { PairRecord } from '../../core/replication/pair-record.js';
+import { pairState, type PairState } from '../../core/replication/pair-rules.js';
+import type { Segment } from '../../core/replication/peer-messages.js';
+import { trackRange, tracksOf } from '../../core/volume/geometry.js';
+import type { AppliedWrite, Volume } from '../volume/volume.js';
+import type { PeerRpc } from './peer-rpc.js';
+import { DIGEST_BYTES, digestEqual, isAllZero, recordDigests } from './record-digests.js';
+
+export const positionIds = (pairId: string): { out: string; own: string; pull: string } => ({
+  out: `pair:${pairId}:out`, own: `pair:${pairId}:own`, pull: `pair:${pairId}:pull`,
+});
+
+/** Tracks per background batch, and batches in flight at once: ~4 MiB of 64 KiB tracks on the wire. */
+const BATCH_TRACKS = 16;
+const BATCHES_IN_FLIGHT = 4;
+
+export interface PairTimeouts {
+  /** How long a forwarded host write waits for R2 before the pair counts the link as failed. */
+  readonly writeAckMs: number;
+  readonly copyAckMs: number;
+}
+
+export interface PairCounters {
+  /** Host writes forwarded synchronously / semi-synchronously and acknowledged by R2. */
+  writesForwarded: number;
+  /** Records and bytes shipped by the background copy (establish, resync, adaptive). */
+  recordsShipped: number;
+  bytesShipped: number;
+  /** Zeroed ranges sent as markers instead of bytes. */
+  zeroMarkers: number;
+  /** Records not shipped because R2 already held identical data. */
+  recordsIdentical: number;
+  tracksCopied: number;
+  /** R2 → R1 (failback, restore). */
+  recordsPulled: number;
+  bytesPulled: number;
+}
+
+export class PairRuntime {
+  /** R1: tracks R2 may lack (persisted). R2: tracks R2's own hosts changed (persisted). */
+  readonly bits: TrackBitmap;
+  /** R1: what the background push still has to ship. */
+  readonly owed: OwedTracks;
+  /** R1 while restoring: tracks still to pull from R2 (persisted). */
+  pull: TrackBitmap | undefined;
+  private readonly syncInFlight = new Map<number, number>();
+  /** R1: tracks whose bit was cleared because R2 acknowledged, before R2 made that data durable. */
+  private readonly clearedNotDurable: TrackBitmap;
+  private semiPrevious: Promise<void> = Promise.resolve();
+  private pushing = false;
+  private pulling = false;
+  /** R2's invalid-track count as last reported (for show). */
+  remoteTracks: number | undefined;
+  peerMissing = false;
+  lastError: string | undefined;
+  readonly counters: PairCounters = {
+    writesForwarded: 0, recordsShipped: 0, bytesShipped: 0, zeroMarkers: 0, recordsIdentical: 0, tracksCopied: 0,
+    recordsPulled: 0, bytesPulled: 0,
+  };
+  /** Set when the pair is torn down or its role changes: loops and hooks stop. */
+  retired = false;
+
+  constructor(
+    public record: PairRecord,
+    readonly volume: Volume,
+    private readonly rpc: PeerRpc,
+    private readonly timeouts: PairTimeouts,
+    private readonly nowMs: () => number,
+    private readonly onError: (error: unknown, context: Record<string, unknown>) => void,
+  ) {
+    const ids = positionIds(record.id);
+    const trackCount = volume.geometry.trackCount;
+    const mine = record.role === 'R1' ? ids.out : ids.own;
+    const existing = volume.findPosition(mine);
+    if (existing) {
+      this.bits = existing.invalid;
+    } else {
+      // No bitmap for a pair the record names (first start after create, or lost): assume every track.
+      this.bits = record.role === 'R1' ? TrackBitmap.full(trackCount) : new TrackBitmap(trackCount);
+      volume.addPosition({
+        id: mine, kind: record.role === 'R1' ? 'remote-out' : 'remote-own', marksOn: record.role === 'R1' ? 'all' : 'host', invalid: this.bits,
+      });
+    }
+    const pullPosition = volume.findPosition(ids.pull);
+    if (pullPosition) this.pull = pullPosition.invalid;
+    this.owed = new OwedTracks(volume.geometry, record.role === 'R1' ? this.bits : new TrackBitmap(trackCount), nowMs());
+    this.clearedNotDurable = new TrackBitmap(trackCount);
+  }
+
+  get ids(): { out: string; own: string; pull: string } {
+    return positionIds(this.record.id);
+  }
+
+  get linkUp(): boolean {
+    return this.rpc.isUp(this.record.peer);
+  }
+
+  state(): PairState {
+    const owedTracks = this.record.intent === 'restoring' ? (this.pull?.count() ?? 0) : this.owed.count + this.syncInFlight.size;
+    return pairState(this.record, { linkUp: this.linkUp && !this.peerMissing, tracksOwed: owedTracks });
+  }
+
+  /** Bytes R1 still owes R2: known dirty records, whole tracks where which records changed is unknown. */
+  bytesOwed(): number {
+    return this.owed.count * this.volume.geometry.trackBytes;
+  }
+
+  lagSeconds(): number {
+    const oldest = this.owed.oldestAtMs();
+    return oldest === undefined ? 0 : Math.max(0, (this.nowMs() - oldest) / 1000);
+  }
+
+  private get replicatingNow(): boolean {
+    return this.record.role === 'R1' && this.record.intent === 'replicating' && this.linkUp && !this.peerMissing && !this.retired;
+  }
+
+  // ---- R1 host write path ----
+
+  /** Refuses a host write the pair cannot replicate when so configured (checked before it is applied). */
+  checkHostWrite(): void {
+    if (this.record.role !== 'R1' || this.record.intent !== 'replicating' || this.record.onLinkFailure !== 'fail-writes') return;
+    if (!this.linkUp || this.peerMissing) {
+      throw new TidemarkError(ErrorCode.LinkDown,
+        `pair ${this.record.localVolume} cannot replicate (link to ${this.record.peer} is down) and is set to fail writes`);
+    }
+  }
+
+  afterWrite(write: AppliedWrite): Promise<void> | undefined {
+    if (this.record.role !== 'R1' || this.retired) return undefined;
+    // Writes that make R1 equal to R2 (a pull during restore) owe nothing.
+    if (write.skipPosition === this.ids.out) return undefined;
+    const forward = write.source === 'host' && this.replicatingNow && this.record.mode !== 'adaptive';
+    if (!forward) {
+      this.owed.markWrite(write.offset, write.length, this.nowMs());
+      return undefined;
+    }
+    if (this.record.mode === 'sync') return this.forward(write);
+    // Semi-sync: the host's write completes now, but not before the previous one was acknowledged.
+    const previous = this.semiPrevious;
+    return previous.then(() => {
+      this.semiPrevious = this.forward(write).catch(() => undefined);
+    });
+  }
+
+  private async forward(write: AppliedWrite): Promise<void> {
+    const { first, last } = tracksOf(this.volume.geometry, write.offset, write.length);
+    for (let t = first; t <= last; t++) this.syncInFlight.set(t, (this.syncInFlight.get(t) ?? 0) + 1);
+    const segment: Segment = write.kind === 'write'
+      ? { kind: 'data', offset: write.offset, data: write.data! }
+      : { kind: 'zero', offset: write.offset, length: write.length };
+    try {
+      await this.rpc.request(this.record.peer, { op: 'pair.apply', pair: this.record.id, fua: write.fua }, [segment], this.timeouts.writeAckMs);
+      this.counters.writesForwarded++;
+    } catch (error) {
+      this.owed.markWrite(write.offset, write.length, this.nowMs());
+      this.noteFailure(error);
+      if (this.record.onLinkFailure === 'fail-writes' && write.source === 'host') throw error;
+    } finally {
+      for (let t = first; t <= last; t++) {
+        const n = (this.syncInFlight.get(t) ?? 1) - 1;
+        if (n > 0) this.syncInFlight.set(t, n);
+        else {
+          this.syncInFlight.delete(t);
+          this.clearIfShipped(t);
+        }
+      }
+    }
+  }
+
+  /** Makes R2 durable after a host FLUSH on a synchronous pair (best effort: failures keep bits set). */
+  async afterHostFlush(): Promise<void> {
+    if (!this.replicatingNow || this.record.mode === 'adaptive') return;
+    try {
+      await this.rpc.request(this.record.peer, { op: 'pair.flush', pair: this.record.id }, [], this.timeouts.writeAckMs);
+    } catch (error) {
+      this.noteFailure(error);
+    }
+  }
+
+  private clearIfShipped(track: number): void {
+    if (this.owed.owed.test(track) || this.syncInFlight.has(track) || !this.bits.test(track)) return;
+    this.bits.clear(track);
+    this.clearedNotDurable.set(track);
+  }
+
+  /**
+   * Before R1 persists its bitmaps: a cleared bit must mean R2 has the data durably. R2 is asked to
+   * flush; if it cannot, the tracks are owed again.
+   */
+  async beforePersist(): Promise<void> {
+    if (this.record.role === 'R1' && this.record.intent === 'restoring') await this.volume.internalFlush();
+    if (this.clearedNotDurable.isEmpty()) return;
+    const cleared = this.clearedNotDurable.copy();
+    this.clearedNotDurable.clearAll();
+    try {
+      await this.rpc.request(this.record.peer, { op: 'pair.flush', pair: this.record.id }, [], this.timeouts.copyAckMs);
+    } catch (error) {
+      this.bits.or(cleared);
+      this.owed.markWholeBitmap(cleared, this.nowMs());
+      this.noteFailure(error);
+    }
+  }
+
+  private noteFailure(error: unknown): void {
+    this.lastError = error instanceof Error ? error.message : String(error);
+  }
+
+  // ---- R1 background push: owed tracks → R2 ----
+
+  /** Starts the push if there is work and nothing stops it; returns at once. */
+  kickPush(): void {
+    if (this.pushing || !this.replicatingNow || this.owed.count === 0) return;
+    this.pushing = true;
+    void this.push().finally(() => { this.pushing = false; });
+  }
+
+  private async push(): Promise<void> {
+    let cursor = 0;
+    const nextBatch = (): number[] => {
+      const batch: number[] = [];
+      while (batch.length < BATCH_TRACKS) {
+        let t = this.owed.owed.nextSet(cursor);
+        if (t < 0 && cursor > 0) t = this.owed.owed.nextSet(0);
+        if (t < 0 || batch.includes(t)) break;
+        batch.push(t);
+        cursor = t + 1;
+      }
+      return batch;
+    };
+    const worker = async (): Promise<void> => {
+      while (this.replicatingNow) {
+        const batch = nextBatch();
+        if (batch.length === 0) return;
+        await this.pushBatch(batch);
+      }
+    };
+    try {
+      await Promise.all(Array.from({ length: BATCHES_IN_FLIGHT }, () => worker()));
+    } catch (error) {
+      this.noteFailure(error);
+    }
+  }
+
+  private async pushBatch(batch: number[]): Promise<void> {
+    const { geometry } = this.volume;
+    const recordsPerTrack = geometry.trackBytes / geometry.recordBytes;
+    // Which records R2 holds, for tracks whose dirty records are unknown (asked before locking).
+    const unknown = batch.filter((t) => this.owed.owed.test(t) && !this.owed.hasMask(t));
+    const remote = new Map<number, Uint8Array | 'zero'>();
+    if (unknown.length > 0) {
+      try {
+        const reply = await this.rpc.request(this.record.peer, { op: 'pair.digests', pair: this.record.id, tracks: unknown }, [],
+          this.timeouts.copyAckMs);
+        reply.segments.forEach((s, i) => {
+          const t = unknown[i];
+          if (t === undefined) return;
+          if (s.kind === 'zero') remote.set(t, 'zero');
+          else if (s.data.length === recordsPerTrack * DIGEST_BYTES) remote.set(t, s.data);
+        });
+      } catch (error) {
+        this.noteFailure(error);
+        return;
+      }
+    }
+    await Promise.all(batch.map((t) => this.pushTrack(t, remote.get(t))));
+  }
+
+  private async pushTrack(track: number, remote: Uint8Array | 'zero' | undefined): Promise<void> {
+    const { geometry } = this.volume;
+    const range = trackRange(geometry, track);
+    const unlock = await this.volume.lockRange(range.offset, range.length);
+    let selection: RecordSelection | undefined;
+    let reply: Promise<unknown> | undefined;
+    let shipped = 0;
+    let records = 0;
+    try {
+      if (!this.owed.owed.test(track) || !this.replicatingNow) return;
+      selection = this.owed.take(track);
+      const data = await this.volume.internalRead(range.offset, range.length);
+      const local = selection === 'all' && remote !== undefined && remote !== 'zero' ? recordDigests(data, geometry.recordBytes) : undefined;
+      const segments: Segment[] = [];
+      for (const r of this.owed.recordsOf(selection)) {
+        const start = r * geometry.recordBytes;
+        if (start >= data.length) break;
+        const bytes = data.subarray(start, Math.min(data.length, start + geometry.recordBytes));
+        const zero = isAllZero(bytes);
+        // Identical to what R2 holds: R2 all zeros and this record zeros, or equal digests.
+        if (selection === 'all' && ((remote === 'zero' && zero) || (local && remote instanceof Uint8Array && digestEqual(local, remote, r)))) {
+          this.counters.recordsIdentical++;
+          continue;
+        }
+        appendSegment(segments, range.offset + start, bytes, zero);
+        records++;
+        if (!zero) shipped += bytes.length;
+      }
+      if (segments.length > 0) {
+        const sent = this.rpc.send(this.record.peer, { op: 'pair.apply', pair: this.record.id, fua: false }, segments, this.timeouts.copyAckMs);
+        // Queued on the link before the lock is released: a later write to this track reaches R2 after it.
+        await sent.queued;
+        reply = sent.reply;
+        this.counters.zeroMarkers += segments.filter((s) => s.kind === 'zero').length;
+      }
+    } catch (error) {
+      if (selection !== undefined) this.owed.giveBack(track, selection, this.nowMs());
+      selection = undefined;
+      this.noteFailure(error);
+    } finally {
+      unlock();
+    }
+    if (selection === undefined) return;
+    try {
+      if (reply) await reply;
+      this.counters.recordsShipped += records;
+      this.counters.bytesShipped += shipped;
+      this.counters.tracksCopied++;
+      this.clearIfShipped(track);
+    } catch (error) {
+      this.owed.giveBack(track, selection, this.nowMs());
+      this.noteFailure(error);
+    }
+  }
+
+  // ---- R1 pull: R2's image → R1 (failback, restore) ----
+
+  kickPull(onDone: () => Promise<void>): void {
+    if (this.pulling || this.record.role !== 'R1' || this.record.intent !== 'restoring' || !this.pull || !this.linkUp || this.retired) return;
+    this.pulling = true;
+    void this.pullAll(onDone).catch((error: unknown) => this.noteFailure(error)).finally(() => { this.pulling = false; });
+  }
+
+  private async pullAll(onDone: () => Promise<void>): Promise<void> {
+    const pull = this.pull!;
+    const { geometry } = this.volume;
+    const worker = async (claimed: Set<number>): Promise<void> => {
+      for (;;) {
+        if (!this.linkUp || this.retired || this.record.intent !== 'restoring') return;
+        const batch: number[] = [];
+        for (let t = pull.nextSet(0); t >= 0 && batch.length < BATCH_TRACKS; t = pull.nextSet(t + 1)) {
+          if (!claimed.has(t)) batch.push(t);
+        }
+        if (batch.length === 0) return;
+        for (const t of batch) claimed.add(t);
+        try {
+          const digests: Segment[] = [];
+          for (const t of batch) {
+            const range = trackRange(geometry, t);
+            digests.push({ kind: 'data', offset: t, data: recordDigests(await this.volume.internalRead(range.offset, range.length), geometry.recordBytes) });
+          }
+          const reply = await this.rpc.request(this.record.peer, { op: 'pair.read', pair: this.record.id, tracks: batch }, digests,
+            this.timeouts.copyAckMs);
+          await Promise.all(reply.segments.map((s) => {
+            this.counters.recordsPulled++;
+            if (s.kind === 'zero') return this.volume.internalZero(s.offset, s.length, { skipPosition: this.ids.out });
+            this.counters.bytesPulled += s.data.length;
+            return this.volume.internalWrite(s.offset, s.data.slice(), { skipPosition: this.ids.out });
+          }));
+          for (const t of batch) {
+            pull.clear(t);
+            this.bits.clear(t);
+          }
+        } finally {
+          for (const t of batch) claimed.delete(t);
+        }
+      }
+    };
+    const claimed = new Set<number>();
+    await Promise.all(Array.from({ length: BATCHES_IN_FLIGHT }, () => worker(claimed)));
+    if (pull.isEmpty() && this.record.intent === 'restoring' && !this.retired) await onDone();
+  }
+}
+
+/** Adds a record to the segment list, merging it with the previous segment of the same kind when adjacent. */
+function appendSegment(segments: Segment[], offset: number, bytes: Uint8Array, zero: boolean): void {
+  const last = segments[segments.length - 1];
+  if (zero) {
+    if (last?.kind === 'zero' && last.offset + last.length === offset) segments[segments.length - 1] = { ...last, length: last.length + bytes.length };
+    else segments.push({ kind: 'zero', offset, length: bytes.length });
+    return;
+  }
+  if (last?.kind === 'data' && last.offset + last.data.length === offset) {
+    const merged = new Uint8Array(last.data.length + bytes.length);
+    merged.set(last.data);
+    merged.set(bytes, last.data.length);
+    segments[segments.length - 1] = { kind: 'data', offset: last.offset, data: merged };
+  } else {
+    segments.push({ kind: 'data', offset, data: bytes });
+  }
+}

@@ -1,0 +1,63 @@
+// A remote pair as each array persists its half (SPEC §4): who this side is (R1 or R2), the mode,
+// what the operator last asked for (the intent), and the generation that orders role changes.
+import { ErrorCode, TidemarkError } from '../errors.js';
+
+export const PAIR_MODES = ['sync', 'semisync', 'adaptive'] as const;
+export type PairMode = (typeof PAIR_MODES)[number];
+
+export type PairRole = 'R1' | 'R2';
+
+/**
+ * What the operator asked for. The state shown to users is derived from this plus the link and the
+ * bitmaps (see pairState): a replicating pair is synchronizing, synchronized or partitioned.
+ */
+export const PAIR_INTENTS = ['replicating', 'suspended', 'split', 'failed-over', 'restoring'] as const;
+export type PairIntent = (typeof PAIR_INTENTS)[number];
+
+export const LINK_FAILURE_POLICIES = ['continue', 'fail-writes'] as const;
+export type LinkFailurePolicy = (typeof LINK_FAILURE_POLICIES)[number];
+
+export interface PairRecord {
+  /** Chosen by R1 at create; the same on both halves. */
+  readonly id: string;
+  readonly role: PairRole;
+  readonly localVolume: string;
+  readonly peer: string;
+  readonly remoteVolume: string;
+  readonly mode: PairMode;
+  readonly intent: PairIntent;
+  readonly onLinkFailure: LinkFailurePolicy;
+  /**
+   * Grows by one at every change of which side hosts may write (failover, failback, restore, swap,
+   * establish after a split). A side that meets a peer with a newer generation adopts the peer's
+   * view; it never overrides it.
+   */
+  readonly generation: number;
+  /** R1 only: R2 failed over while R1 kept taking writes; resync needs an explicit choice of side. */
+  readonly diverged: boolean;
+  readonly createdAtMs: number;
+}
+
+const isOneOf = <T extends string>(values: readonly T[], v: unknown): v is T => typeof v === 'string' && (values as readonly string[]).includes(v);
+
+/** Validates a persisted or received pair record; anything else is corruption, reported, never used. */
+export function parsePairRecord(value: unknown, what: string): PairRecord {
+  const bad = (why: string): TidemarkError => new TidemarkError(ErrorCode.MetadataCorrupt, `${what}: ${why}`);
+  if (value === null || typeof value !== 'object') throw bad('not an object');
+  const r = value as Record<string, unknown>;
+  for (const key of ['id', 'localVolume', 'peer', 'remoteVolume'] as const) {
+    if (typeof r[key] !== 'string' || (r[key] as string).length === 0) throw bad(`${key} missing`);
+  }
+  if (r.role !== 'R1' && r.role !== 'R2') throw bad('role must be R1 or R2');
+  if (!isOneOf(PAIR_MODES, r.mode)) throw bad('unknown mode');
+  if (!isOneOf(PAIR_INTENTS, r.intent)) throw bad('unknown intent');
+  if (!isOneOf(LINK_FAILURE_POLICIES, r.onLinkFailure)) throw bad('unknown link failure policy');
+  if (!Number.isSafeInteger(r.generation) || (r.generation as number) < 1) throw bad('generation must be a positive integer');
+  if (typeof r.diverged !== 'boolean') throw bad('diverged must be a boolean');
+  if (!Number.isSafeInteger(r.createdAtMs)) throw bad('createdAtMs missing');
+  return {
+    id: r.id as string, role: r.role, localVolume: r.localVolume as string, peer: r.peer as string,
+    remoteVolume: r.remoteVolume as string, mode: r.mode, intent: r.intent, onLinkFailure: r.onLinkFailure,
+    generation: r.generation as number, diverged: r.diverged, createdAtMs: r.createdAtMs as number,
+  };
+}

@@ -1,0 +1,66 @@
+// The pair's rules as pure functions: which host access each side allows, what state users see,
+// and which commands are allowed from which intent. The app performs; these decide.
+import { ErrorCode, TidemarkError } from '../errors.js';
+import type { VolumeState } from '../volume/state.js';
+import type { PairIntent, PairRecord, PairRole } from './pair-record.js';
+
+export type PairState =
+  | 'synchronizing' | 'synchronized' | 'partitioned' | 'suspended' | 'split' | 'failed-over' | 'restoring' | 'diverged';
+
+/** R1 serves hosts unless R2 is the live side; R2 only while split or failed over. */
+export function volumeStateFor(role: PairRole, intent: PairIntent): VolumeState {
+  if (role === 'R1') return intent === 'failed-over' || intent === 'restoring' ? 'write-disabled' : 'ready';
+  return intent === 'split' || intent === 'failed-over' ? 'ready' : 'write-disabled';
+}
+
+export interface PairFacts {
+  readonly linkUp: boolean;
+  /** Tracks R1 still has to ship (R1) or R1 still has to pull (restoring). */
+  readonly tracksOwed: number;
+}
+
+export function pairState(record: PairRecord, facts: PairFacts): PairState {
+  if (record.diverged) return 'diverged';
+  switch (record.intent) {
+    case 'replicating':
+      if (!facts.linkUp) return 'partitioned';
+      return facts.tracksOwed > 0 ? 'synchronizing' : 'synchronized';
+    case 'suspended':
+    case 'split':
+    case 'failed-over':
+    case 'restoring':
+      return record.intent;
+  }
+}
+
+export type PairCommand = 'establish' | 'resume' | 'suspend' | 'split' | 'failover' | 'failback' | 'restore' | 'swap';
+
+const ALLOWED: Record<PairCommand, readonly PairIntent[]> = {
+  // Establish ships R1's image over R2's changes: the explicit choice of R1 after a split or failover.
+  establish: ['suspended', 'split', 'failed-over', 'replicating'],
+  // Resume never overwrites R2's host writes: only from intents in which R2 was write-disabled.
+  resume: ['suspended', 'replicating'],
+  suspend: ['replicating'],
+  split: ['replicating', 'suspended'],
+  failover: ['replicating', 'suspended', 'split'],
+  failback: ['failed-over'],
+  // Restore copies R2's image over R1's changes: the explicit choice of R2.
+  restore: ['suspended', 'split', 'failed-over'],
+  swap: ['replicating', 'failed-over'],
+};
+
+/** Throws TM_ERR_INVALID_STATE / TM_ERR_PAIR_DIVERGED when the command is not allowed now. */
+export function checkCommand(command: PairCommand, record: PairRecord): void {
+  const allowed = ALLOWED[command];
+  if (!allowed.includes(record.intent)) {
+    throw new TidemarkError(ErrorCode.InvalidState,
+      `pair ${record.localVolume}: '${command}' is not allowed while ${record.intent} (allowed while ${allowed.join(', ')})`,
+      { pair: record.id, intent: record.intent, command });
+  }
+  if (record.diverged && (command === 'resume' || command === 'failback' || command === 'swap')) {
+    throw new TidemarkError(ErrorCode.PairDiverged,
+      `pair ${record.localVolume}: both sides were written after they parted; choose the surviving side: ` +
+      `'pair establish' keeps R1's data, 'pair restore' keeps R2's`,
+      { pair: record.id });
+  }
+}

@@ -1,0 +1,107 @@
+// Messages between the replication halves of two arrays, carried by the link as opaque payloads.
+// A message is a small JSON header (what to do) plus binary segments (the data): block data travels
+// as bytes, zeroed ranges as markers. Decoding validates everything; a bad message is a protocol error.
+import { ErrorCode, TidemarkError } from '../errors.js';
+
+export type MessageType = 'request' | 'response';
+
+export type Segment =
+  | { readonly kind: 'data'; readonly offset: number; readonly data: Uint8Array }
+  | { readonly kind: 'zero'; readonly offset: number; readonly length: number };
+
+export interface PeerMessage {
+  readonly type: MessageType;
+  /** Request id; a response carries its request's id. */
+  readonly id: number;
+  readonly header: Readonly<Record<string, unknown>>;
+  readonly segments: readonly Segment[];
+}
+
+/** Bounds what one message may carry (the link's message limit is larger). */
+export const MAX_SEGMENTS = 4096;
+export const MAX_HEADER_BYTES = 1024 * 1024;
+
+const TYPES: readonly MessageType[] = ['request', 'response'];
+const SEGMENT_DATA = 1;
+const SEGMENT_ZERO = 2;
+const enc = new TextEncoder();
+const dec = new TextDecoder('utf-8', { fatal: true });
+
+export const segmentLength = (s: Segment): number => (s.kind === 'data' ? s.data.length : s.length);
+
+// Layout: u8 type, u32 id, u32 header length, header JSON, u32 segment count, then per segment
+// u8 kind, u64 offset, u32 length, and for data the bytes.
+export function encodeMessage(message: PeerMessage): Uint8Array {
+  const header = enc.encode(JSON.stringify(message.header));
+  let total = 1 + 4 + 4 + header.length + 4;
+  for (const s of message.segments) total += 1 + 8 + 4 + (s.kind === 'data' ? s.data.length : 0);
+  const out = new Uint8Array(total);
+  const view = new DataView(out.buffer);
+  view.setUint8(0, TYPES.indexOf(message.type));
+  view.setUint32(1, message.id);
+  view.setUint32(5, header.length);
+  out.set(header, 9);
+  let at = 9 + header.length;
+  view.setUint32(at, message.segments.length); at += 4;
+  for (const s of message.segments) {
+    view.setUint8(at, s.kind === 'data' ? SEGMENT_DATA : SEGMENT_ZERO);
+    view.setBigUint64(at + 1, BigInt(s.offset));
+    view.setUint32(at + 9, segmentLength(s));
+    at += 13;
+    if (s.kind === 'data') {
+      out.set(s.data, at);
+      at += s.data.length;
+    }
+  }
+  return out;
+}
+
+const protocolError = (why: string): TidemarkError => new TidemarkError(ErrorCode.Protocol, `bad replication message: ${why}`);
+
+/** Decodes and validates a message; data segments are views into `bytes` (no copy). */
+export function decodeMessage(bytes: Uint8Array): PeerMessage {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let at = 0;
+  const need = (n: number): void => {
+    if (at + n > bytes.length) throw protocolError('truncated');
+  };
+  need(9);
+  const type = TYPES[view.getUint8(0)];
+  if (type === undefined) throw protocolError('unknown type');
+  const id = view.getUint32(1);
+  const headerLength = view.getUint32(5);
+  at = 9;
+  if (headerLength > MAX_HEADER_BYTES) throw protocolError('header too large');
+  need(headerLength);
+  let header: unknown;
+  try {
+    header = JSON.parse(dec.decode(bytes.subarray(at, at + headerLength)));
+  } catch {
+    throw protocolError('header is not JSON');
+  }
+  if (header === null || typeof header !== 'object' || Array.isArray(header)) throw protocolError('header is not an object');
+  at += headerLength;
+  need(4);
+  const count = view.getUint32(at); at += 4;
+  if (count > MAX_SEGMENTS) throw protocolError('too many segments');
+  const segments: Segment[] = [];
+  for (let i = 0; i < count; i++) {
+    need(13);
+    const kind = view.getUint8(at);
+    const offset = view.getBigUint64(at + 1);
+    const length = view.getUint32(at + 9);
+    at += 13;
+    if (offset > BigInt(Number.MAX_SAFE_INTEGER)) throw protocolError('offset too large');
+    if (kind === SEGMENT_DATA) {
+      need(length);
+      segments.push({ kind: 'data', offset: Number(offset), data: bytes.subarray(at, at + length) });
+      at += length;
+    } else if (kind === SEGMENT_ZERO) {
+      segments.push({ kind: 'zero', offset: Number(offset), length });
+    } else {
+      throw protocolError('unknown segment kind');
+    }
+  }
+  if (at !== bytes.length) throw protocolError('trailing bytes');
+  return { type, id, header: header as Record<string, unknown>, segments };
+}
