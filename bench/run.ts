@@ -1,10 +1,12 @@
 // Benchmark entry point: `npm run bench -- <name> [--seconds N] [--size BYTES]`.
 import { benchNbd } from './nbd.js';
 import { benchClone } from './clone.js';
+import { benchReplication } from './replication.js';
 
 const benches: Record<string, (args: { seconds: number; sizeBytes: number }) => Promise<void>> = {
   nbd: benchNbd,
   clone: benchClone,
+  replication: (args) => benchReplication(args),
 };
 
 const argv = process.argv.slice(2);

@@ -1,0 +1,137 @@
+// bench/replication: what synchronous mirroring costs a host write. The same fio jobs (nbd engine),
+// in one run, against every subject: a plain qemu-storage-daemon export (baseline), the same export
+// with QEMU's active mirror (blockdev-mirror sync=full copy-mode=write-blocking to a qemu-nbd target
+// on loopback), and an unpaired tidemark volume. Prints a table, then for every subject that names a
+// baseline: added mean latency at 4 KiB QD1 and the IOPS ratio at 4 KiB QD32.
+//
+// EXTENSION POINT — the tidemark sync pair: append a ReplicationSubject to the array passed to
+// benchReplication (or to defaultReplicationSubjects below), e.g.
+//   { name: 'tidemark-sync', baseline: 'tidemark', async start({ dir, sizeBytes }) {
+//       /* start two arrays, create + pair the volume, wait until the pair is synchronized */
+//       return { nbdUri: `nbd://127.0.0.1:${port}/bench`, stop: async () => { ... } };
+//   } }
+// and it is measured with the same jobs and its ratios against `baseline` are printed.
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { runFio, type FioJob, type FioResult } from './lib/fio.js';
+import { freePort, startProcess, stopProcess, tidemarkBin, waitForPort } from './lib/processes.js';
+import { startQemuExport } from './lib/qemu-mirror.js';
+
+const MiB = 1024 * 1024;
+
+/** What a subject gets to start in: its own empty directory and the volume size. */
+export interface SubjectContext {
+  readonly dir: string;
+  readonly sizeBytes: number;
+}
+
+/** A started subject: an NBD URI fio can write to, and how to stop everything it started. */
+export interface RunningSubject {
+  readonly nbdUri: string;
+  /** One line shown under the table (e.g. the mirror job state), optional. */
+  readonly note?: string;
+  stop(): Promise<void>;
+}
+
+/** One side of the comparison. `baseline` names another subject to print ratios against. */
+export interface ReplicationSubject {
+  readonly name: string;
+  readonly baseline?: string;
+  start(context: SubjectContext): Promise<RunningSubject>;
+}
+
+export const qemuPlainSubject: ReplicationSubject = {
+  name: 'qemu',
+  start: ({ dir, sizeBytes }) => startQemuExport({ dir, sizeBytes, mirror: false }),
+};
+
+export const qemuMirrorSubject: ReplicationSubject = {
+  name: 'qemu-mirror',
+  baseline: 'qemu',
+  async start({ dir, sizeBytes }) {
+    const started = await startQemuExport({ dir, sizeBytes, mirror: true });
+    const job = started.mirror!;
+    return { ...started, note: `qemu-mirror: job ${job.jobId} ${job.status}, ${job.offset}/${job.len} bytes copied before measuring` };
+  },
+};
+
+/** An unpaired tidemark array with one volume, started as bench/nbd does. */
+export const tidemarkSubject: ReplicationSubject = {
+  name: 'tidemark',
+  async start({ dir, sizeBytes }) {
+    const [apiPort, nbdPort] = [await freePort(), await freePort()];
+    const daemon = startProcess(tidemarkBin, ['array', 'start', '--data', join(dir, 'array'),
+      '--api', `127.0.0.1:${apiPort}`, '--nbd', `127.0.0.1:${nbdPort}`], 'tidemark');
+    try {
+      await waitForPort(apiPort);
+      const created = await fetch(`http://127.0.0.1:${apiPort}/v1/volumes`, {
+        method: 'POST', headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ name: 'bench', sizeBytes }),
+      });
+      if (!created.ok) throw new Error(`volume create failed: ${await created.text()}`);
+      await waitForPort(nbdPort);
+    } catch (e) {
+      await stopProcess(daemon);
+      throw e;
+    }
+    return { nbdUri: `nbd://127.0.0.1:${nbdPort}/bench`, stop: () => stopProcess(daemon) };
+  },
+};
+
+export function defaultReplicationSubjects(): ReplicationSubject[] {
+  return [qemuPlainSubject, qemuMirrorSubject, tidemarkSubject];
+}
+
+export async function benchReplication(args: { seconds: number; sizeBytes: number },
+  subjects: readonly ReplicationSubject[] = defaultReplicationSubjects()): Promise<void> {
+  const names = new Set(subjects.map((s) => s.name));
+  if (names.size !== subjects.length) throw new Error('subject names must be unique');
+  for (const s of subjects) {
+    if (s.baseline !== undefined && !names.has(s.baseline)) throw new Error(`${s.name}: baseline ${s.baseline} is not a subject`);
+  }
+  const qd1: FioJob = { name: 'randwrite-4k-qd1', rw: 'randwrite', blockSize: '4k', iodepth: 1, runtimeSeconds: args.seconds, sizeBytes: args.sizeBytes };
+  const qd32: FioJob = { ...qd1, name: 'randwrite-4k-qd32', iodepth: 32 };
+  const dir = await mkdtemp(join(process.env.TIDEMARK_BENCH_DIR ?? tmpdir(), 'tidemark-bench-replication-'));
+  const running = new Map<string, RunningSubject>();
+  try {
+    for (const subject of subjects) {
+      const subjectDir = join(dir, subject.name);
+      await mkdir(subjectDir);
+      running.set(subject.name, await subject.start({ dir: subjectDir, sizeBytes: args.sizeBytes }));
+    }
+    const results = new Map<string, { qd1: FioResult; qd32: FioResult }>();
+    for (const s of subjects) results.set(s.name, { qd1: undefined!, qd32: undefined! });
+    // Same jobs for every subject; the order rotates between jobs so no subject always goes first.
+    for (const [index, job] of [qd1, qd32].entries()) {
+      for (let i = 0; i < subjects.length; i++) {
+        const subject = subjects[(i + index) % subjects.length]!;
+        const result = await runFio(running.get(subject.name)!.nbdUri, job);
+        results.get(subject.name)![job === qd1 ? 'qd1' : 'qd32'] = result;
+      }
+    }
+
+    console.log(`bench/replication: fio nbd engine, ${args.seconds}s per job (+2s ramp), ${(args.sizeBytes / MiB).toFixed(0)} MiB volume, all on loopback`);
+    console.log('subject          QD1 mean µs   QD1 p99 µs   QD1 IOPS   QD32 IOPS   QD32 mean µs');
+    for (const s of subjects) {
+      const r = results.get(s.name)!;
+      console.log(`${s.name.padEnd(16)} ${r.qd1.meanLatencyUs.toFixed(1).padStart(11)} ${r.qd1.p99LatencyUs.toFixed(0).padStart(12)}` +
+        ` ${r.qd1.iops.toFixed(0).padStart(10)} ${r.qd32.iops.toFixed(0).padStart(11)} ${r.qd32.meanLatencyUs.toFixed(1).padStart(14)}`);
+    }
+    for (const s of subjects) {
+      if (s.baseline === undefined) continue;
+      const r = results.get(s.name)!;
+      const b = results.get(s.baseline)!;
+      console.log(`${s.name} vs ${s.baseline}: QD1 adds ${(r.qd1.meanLatencyUs - b.qd1.meanLatencyUs).toFixed(1)} µs ` +
+        `(${r.qd1.meanLatencyUs.toFixed(1)} vs ${b.qd1.meanLatencyUs.toFixed(1)} µs, ${(r.qd1.meanLatencyUs / b.qd1.meanLatencyUs).toFixed(2)}x); ` +
+        `QD32 IOPS ratio ${(r.qd32.iops / b.qd32.iops).toFixed(2)}x (${r.qd32.iops.toFixed(0)} vs ${b.qd32.iops.toFixed(0)})`);
+    }
+    for (const s of subjects) {
+      const note = running.get(s.name)!.note;
+      if (note) console.log(note);
+    }
+  } finally {
+    for (const r of running.values()) await r.stop().catch((e: Error) => console.error(`stop failed: ${e.message}`));
+    await rm(dir, { recursive: true, force: true });
+  }
+}
