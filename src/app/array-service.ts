@@ -14,6 +14,11 @@ import type { ActivityLogConfig } from '../core/bitmap/activity-log.js';
 import { CHANGES_POSITION, Volume, bitmapsKey, volumeKey, type OpKind, type RecoveryReport } from './volume/volume.js';
 import { DEFAULT_ACTIVITY_LOG } from '../core/bitmap/activity-log.js';
 import { CloneManager } from './clone/clone-manager.js';
+import { NO_LINKS, type PeerLinks } from '../ports/peer-transport.js';
+import { PeerRegistry, type PeerRecord } from './replication/peer-registry.js';
+import { PeerRpc } from './replication/peer-rpc.js';
+import { PairManager } from './replication/pair-manager.js';
+import type { PairTimeouts } from './replication/pair-runtime.js';
 
 export interface ArrayDeps {
   readonly name: string;
@@ -25,6 +30,11 @@ export interface ArrayDeps {
   readonly onOp?: (volume: string, kind: OpKind, bytes: number, startedAtMs: number) => void;
   /** Errors of background work (clone copies) that no request is waiting for. */
   readonly onBackgroundError?: (error: unknown, context: Record<string, unknown>) => void;
+  /** Replication links to peer arrays (default: none). */
+  readonly links?: PeerLinks;
+  readonly pairTimeouts?: PairTimeouts;
+  /** Notable replication events (pair state changes), for the log. */
+  readonly onEvent?: (message: string, fields: Record<string, unknown>) => void;
 }
 
 export interface VolumeSummary {
@@ -51,8 +61,28 @@ export class ArrayService {
   /** Names with a create or delete in progress: a second command on the same name is refused. */
   private readonly busyNames = new Set<string>();
   readonly clones: CloneManager;
+  readonly peers: PeerRegistry;
+  readonly pairs: PairManager;
+  private readonly links: PeerLinks;
+  private readonly rpc: PeerRpc;
 
   private constructor(readonly deps: ArrayDeps) {
+    this.links = deps.links ?? NO_LINKS;
+    this.peers = new PeerRegistry(deps.meta);
+    const onError = (error: unknown, context: Record<string, unknown>): void => deps.onBackgroundError?.(error, context);
+    this.rpc = new PeerRpc(this.links, onError);
+    this.pairs = new PairManager({
+      arrayName: deps.name,
+      volume: (name) => this.volume(name),
+      findVolume: (name) => this.findVolume(name),
+      checkPeer: (name) => { this.peers.get(name); },
+      peerLinkState: (name) => this.links.peerState(name),
+      nowMs: deps.nowMs,
+      onError,
+      onEvent: (message, fields) => deps.onEvent?.(message, fields),
+    }, this.rpc, deps.pairTimeouts);
+    this.links.onPeerUp((peer) => { void this.pairs.peerUp(peer); });
+    this.links.onSessionReset((peer) => this.pairs.sessionReset(peer));
     this.clones = new CloneManager({
       volume: (name) => this.volume(name),
       findVolume: (name) => this.findVolume(name),
@@ -72,6 +102,9 @@ export class ArrayService {
       service.volumes.set(record.name, await service.openVolume(record));
     }
     await service.clones.load(service.volumeNames());
+    await service.peers.load();
+    for (const p of service.peers.list()) service.links.addPeer(linkPeer(p));
+    await service.pairs.load(service.volumeNames());
     return service;
   }
 
@@ -152,6 +185,7 @@ export class ArrayService {
   async deleteVolume(name: string): Promise<void> {
     const v = this.volume(name);
     this.clones.checkDeletable(name);
+    this.pairs.checkVolumeChange(name, 'deleting it');
     const uses = this.exportCounts.get(name) ?? 0;
     if (uses > 0) {
       throw new TidemarkError(ErrorCode.VolumeBusy, `volume ${name} is exported to ${uses} NBD connection(s)`, { volume: name, exports: uses });
@@ -174,6 +208,7 @@ export class ArrayService {
   async setVolumeState(name: string, state: VolumeState): Promise<VolumeSummary> {
     const volume = this.volume(name);
     this.clones.checkDeletable(name);
+    this.pairs.checkVolumeChange(name, 'setting its state by hand');
     await volume.setState(state);
     return this.summary(name);
   }
@@ -205,16 +240,43 @@ export class ArrayService {
    * A crash without the process dying (for tests): background work stops, nothing is flushed or
    * persisted, files stay open. Another ArrayService may then open the same stores.
    */
+  async addPeer(name: string, address: string, secret: Uint8Array): Promise<PeerRecord> {
+    const record = await this.peers.add(name, address, secret, this.deps.name, this.deps.nowMs());
+    this.links.addPeer(linkPeer(record));
+    return record;
+  }
+
+  async removePeer(name: string): Promise<void> {
+    const used = this.pairs.list().filter((p) => p.peer === name);
+    if (used.length > 0) {
+      throw new TidemarkError(ErrorCode.VolumeBusy, `peer ${name} has ${used.length} pair(s); delete them first`, { peer: name });
+    }
+    await this.peers.remove(name);
+    this.links.removePeer(name);
+  }
+
+  peerLinkState(name: string): string {
+    return this.links.peerState(name);
+  }
+
   async abandon(): Promise<void> {
+    await this.pairs.close();
+    this.rpc.close();
     await this.clones.abandon();
     for (const v of this.volumes.values()) v.abandon();
     this.volumes.clear();
   }
 
   async close(): Promise<void> {
+    await this.pairs.close();
+    this.rpc.close();
     await this.clones.close();
     const all = [...this.volumes.values()];
     this.volumes.clear();
     await Promise.all(all.map((v) => v.close()));
   }
+}
+
+function linkPeer(p: PeerRecord): { name: string; address: string; secret: Uint8Array } {
+  return { name: p.name, address: p.address, secret: new Uint8Array(Buffer.from(p.secretBase64, 'base64')) };
 }

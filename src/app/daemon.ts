@@ -14,6 +14,9 @@ import type { ApiBackend } from '../adapters/http/types.js';
 import type { VolumeView } from '../adapters/http/schemas.js';
 import { lockDataDir } from '../adapters/lock/data-dir-lock.js';
 import { DEFAULT_ACTIVITY_LOG } from '../core/bitmap/activity-log.js';
+import { LinkNetwork } from '../adapters/net/link-network.js';
+import { linksOver } from './replication/link-peers.js';
+import { replicationBackend } from './replication/replication-backend.js';
 
 export interface HostPort {
   readonly host: string;
@@ -26,6 +29,8 @@ export interface DaemonOptions {
   readonly api: HostPort;
   readonly nbd: HostPort | undefined;
   readonly nbdSocket: string | undefined;
+  /** Replication link listener; without it the array can still dial peers whose names sort higher. */
+  readonly link?: HostPort | undefined;
   readonly alExtents: number;
   readonly version: string;
   readonly logger: Logger;
@@ -35,6 +40,7 @@ export interface RunningArray {
   readonly api: HostPort;
   readonly nbd: HostPort | undefined;
   readonly nbdSocket: string | undefined;
+  readonly link: HostPort | undefined;
   /** Stops listeners, flushes volumes and persists bitmaps, releases the data directory. Idempotent. */
   stop(): Promise<void>;
 }
@@ -81,6 +87,7 @@ function apiBackend(service: ArrayService, metrics: ArrayMetrics, logger: Logger
     },
     metrics: () => metrics.render(),
     clones: service.clones,
+    replication: replicationBackend(service),
   };
 }
 
@@ -93,7 +100,14 @@ export async function startArray(options: DaemonOptions): Promise<RunningArray> 
   let service: ArrayService | undefined;
   let nbd: NbdServer | undefined;
   let api: ApiServer | undefined;
+  let links: LinkNetwork | undefined;
   try {
+    const linkLogger = logger.child({ component: 'link' });
+    links = await LinkNetwork.start({
+      arrayName: options.name,
+      ...(options.link ? { listen: options.link } : {}),
+      log: (level: 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>) => linkLogger[level](fields ?? {}, message),
+    });
     const stats = (): Array<{ name: string; changedTracks: number; exports: number }> =>
       (service?.volumeNames() ?? []).map((name) => service!.summary(name));
     const metrics = new ArrayMetrics(nowMs, stats);
@@ -105,6 +119,9 @@ export async function startArray(options: DaemonOptions): Promise<RunningArray> 
       nowMs,
       activityLog: { ...DEFAULT_ACTIVITY_LOG, maxActiveExtents: options.alExtents },
       onOp: metrics.onOp,
+      links: linksOver(links),
+      onEvent: (message, fields) => logger.info(fields, message),
+      onBackgroundError: (error, context) => logger.warn({ ...context, err: (error as Error).message }, 'background error'),
     });
     for (const name of service.volumeNames()) {
       const { lastRecovery } = service.summary(name);
@@ -143,21 +160,24 @@ export async function startArray(options: DaemonOptions): Promise<RunningArray> 
     await api?.close().catch(() => undefined);
     await nbd?.close().catch(() => undefined);
     await service?.close().catch(() => undefined);
+    await links?.close().catch(() => undefined);
     await lock.release();
     throw error;
   }
-  const [svc, nbdServer, apiServer] = [service, nbd, api];
+  const [svc, nbdServer, apiServer, linkNetwork] = [service, nbd, api, links];
   let stopping: Promise<void> | undefined;
   return {
     api: apiServer.address,
     nbd: nbdServer.tcpAddress,
     nbdSocket: nbdServer.socketPath,
+    link: linkNetwork.address,
     // NBD first so hosts stop writing, then the API, then volumes flush and persist their bitmaps.
     stop: () => (stopping ??= (async () => {
       try {
         await nbdServer.close();
         await apiServer.close();
         await svc.close();
+        await linkNetwork.close();
       } finally {
         await lock.release();
       }

@@ -8,6 +8,7 @@ import { reportError, type GlobalOptions } from '../cli/output.js';
 import { registerVolumeCommands } from '../cli/volume-commands.js';
 import { registerArrayCommands } from '../cli/array-commands.js';
 import { registerCloneCommands } from '../cli/clone-commands.js';
+import { registerReplicationCommands } from '../cli/replication-commands.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const version = (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string }).version;
@@ -33,6 +34,7 @@ async function run(action: (client: ApiClient, globals: GlobalOptions) => Promis
 registerArrayCommands(program, run, version);
 registerVolumeCommands(program, run);
 registerCloneCommands(program, run);
+registerReplicationCommands(program, run);
 
 try {
   await program.parseAsync(process.argv);

@@ -16,7 +16,7 @@ export function parseHostPort(text: string, what: string): HostPort {
 }
 
 interface StartOptions {
-  data: string; name?: string; api: string; nbd: string; nbdSocket?: string; noNbdTcp?: boolean; alExtents: string;
+  data: string; name?: string; api: string; nbd: string; nbdSocket?: string; noNbdTcp?: boolean; link?: string; alExtents: string;
 }
 
 type Run = (client: ApiClient, globals: GlobalOptions) => Promise<void>;
@@ -38,6 +38,7 @@ export function registerArrayCommands(program: Command, run: (action: Run) => Pr
     .option('--api <host:port>', 'HTTP API address', '127.0.0.1:7480')
     .option('--nbd <host:port>', 'NBD TCP address', '127.0.0.1:10809')
     .option('--nbd-socket <path>', 'also serve NBD on this Unix socket')
+    .option('--link <host:port>', 'replication link listener for peer arrays (default: none; needed on both arrays of a pair)')
     .option('--al-extents <n>', 'activity-log size: hot 4 MiB extents before bitmaps are persisted (16-1000)', '1000')
     .action(async (opts: StartOptions) => {
       const alExtents = Number(opts.alExtents);
@@ -73,10 +74,11 @@ export function registerArrayCommands(program: Command, run: (action: Run) => Pr
         const name = opts.name ?? (opts.data.replace(/\/+$/, '').split('/').pop() || 'array');
         running = await startArray({
           dataDir: opts.data, name, api: parseHostPort(opts.api, 'API'), nbd: parseHostPort(opts.nbd, 'NBD'),
-          nbdSocket: opts.nbdSocket, alExtents, version, logger: logger.child({ array: name }),
+          nbdSocket: opts.nbdSocket, link: opts.link ? parseHostPort(opts.link, 'link') : undefined, alExtents, version, logger: logger.child({ array: name }),
         });
         logger.info({
           api: hostPort(running.api), nbd: running.nbd ? hostPort(running.nbd) : null, nbdSocket: running.nbdSocket ?? null,
+          link: running.link ? hostPort(running.link) : null,
           data: opts.data,
         }, 'array started');
         if (stopRequested) stop(stopRequested);

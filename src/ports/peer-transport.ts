@@ -13,3 +13,24 @@ export interface PeerTransport {
   /** The peer's session ended for good (it restarted): messages not yet delivered are gone. */
   onSessionReset(handler: (peer: string) => void): void;
 }
+
+/** The transport plus the peer table it serves (the daemon's link network). */
+export interface PeerLinks extends PeerTransport {
+  addPeer(peer: { readonly name: string; readonly address: string; readonly secret: Uint8Array }): void;
+  removePeer(name: string): void;
+  /** connecting / up / down / auth-failed, or 'unknown' for a peer the links do not have. */
+  peerState(name: string): string;
+}
+
+/** Links for an array started without a link listener or peers: every peer is down. */
+export const NO_LINKS: PeerLinks = {
+  send: (peer) => Promise.reject(new Error(`no link to ${peer}: this array has no replication link`)),
+  isUp: () => false,
+  onMessage: () => undefined,
+  onPeerUp: () => undefined,
+  onPeerDown: () => undefined,
+  onSessionReset: () => undefined,
+  addPeer: () => undefined,
+  removePeer: () => undefined,
+  peerState: () => 'down',
+};

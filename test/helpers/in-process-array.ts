@@ -8,6 +8,7 @@ import { ArrayService } from '../../src/app/array-service.js';
 import { FileBlockStoreFactory } from '../../src/adapters/fs/file-block-store.js';
 import { FileMetaStore, FileSlotJournalFactory } from '../../src/adapters/fs/file-meta-store.js';
 import { startNbdServer, type NbdServer } from '../../src/adapters/nbd-server/nbd-server.js';
+import type { PeerLinks } from '../../src/ports/peer-transport.js';
 
 const quietLogger = process.env.TIDEMARK_TEST_LOG ? { info: console.log, warn: console.log, debug: console.log, error: console.log } : { info() {}, warn() {}, debug() {}, error() {} };
 
@@ -18,14 +19,24 @@ export interface TestArray {
   uri(volume: string): string;
   unixUri(volume: string): string;
   close(): Promise<void>;
+  /** Stops without flushing or persisting anything; the directory stays for a restart. */
+  crash(): Promise<void>;
 }
 
-export async function startTestArray(): Promise<TestArray> {
-  const dir = await mkdtemp(join(tmpdir(), 'tidemark-test-'));
+export interface TestArrayOptions {
+  readonly name?: string;
+  readonly links?: PeerLinks;
+  /** Reopen an array left by an earlier one (after abandon(), the simulated crash). */
+  readonly dir?: string;
+}
+
+export async function startTestArray(options: TestArrayOptions = {}): Promise<TestArray> {
+  const dir = options.dir ?? await mkdtemp(join(tmpdir(), 'tidemark-test-'));
   const volumes = join(dir, 'volumes');
-  await mkdir(volumes);
+  await mkdir(volumes, { recursive: true });
   const service = await ArrayService.open({
-    name: 'test',
+    name: options.name ?? 'test',
+    ...(options.links ? { links: options.links } : {}),
     meta: await FileMetaStore.open(join(dir, 'meta')),
     stores: new FileBlockStoreFactory(volumes),
     journals: new FileSlotJournalFactory(volumes),
@@ -41,6 +52,10 @@ export async function startTestArray(): Promise<TestArray> {
       await nbd.close();
       await service.close();
       await rm(dir, { recursive: true, force: true });
+    },
+    async crash() {
+      await nbd.close();
+      await service.abandon();
     },
   };
 }

@@ -4,7 +4,9 @@ import type { TSchema } from '@sinclair/typebox';
 import { ROUTES, type RouteSpec } from './routes.js';
 import { CLONE_ROUTES, CloneStatusSchema } from './clone-routes.js';
 import { NAMED_SCHEMAS } from './schemas.js';
+import { PairStatusSchema, PeerSchema, REPLICATION_ROUTES } from './replication-routes.js';
 
-export const API_ROUTES: readonly RouteSpec[] = [...ROUTES, ...CLONE_ROUTES];
+export const API_ROUTES: readonly RouteSpec[] = [...ROUTES, ...CLONE_ROUTES, ...REPLICATION_ROUTES];
 
-export const API_SCHEMAS: Readonly<Record<string, TSchema>> = { ...NAMED_SCHEMAS, CloneStatus: CloneStatusSchema };
+export const API_SCHEMAS: Readonly<Record<string, TSchema>> = { ...NAMED_SCHEMAS, CloneStatus: CloneStatusSchema, PairStatus: PairStatusSchema, Peer: PeerSchema,
+};

@@ -3,6 +3,7 @@
 import type { VolumeState } from '../../core/volume/state.js';
 import type { ArrayInfo, VolumeView } from './schemas.js';
 import type { CloneBackend } from './clone-routes.js';
+import type { ReplicationBackend } from './replication-routes.js';
 
 export interface ChangeBitmap {
   count(): number;
@@ -24,6 +25,7 @@ export interface ApiBackend {
   resetChanges(name: string): Promise<void>;
   metrics(): Promise<{ contentType: string; body: string }>;
   readonly clones: CloneBackend;
+  readonly replication: ReplicationBackend;
 }
 
 export interface ApiLogger {

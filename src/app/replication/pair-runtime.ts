@@ -50,6 +50,8 @@ export class PairRuntime {
   /** R1 while restoring: tracks still to pull from R2 (persisted). */
   pull: TrackBitmap | undefined;
   private readonly syncInFlight = new Map<number, number>();
+  /** Tracks taken by the background push and not yet acknowledged by R2. */
+  private readonly pushInFlight = new Set<number>();
   /** R1: tracks whose bit was cleared because R2 acknowledged, before R2 made that data durable. */
   private readonly clearedNotDurable: TrackBitmap;
   private semiPrevious: Promise<void> = Promise.resolve();
@@ -102,7 +104,7 @@ export class PairRuntime {
   }
 
   state(): PairState {
-    const owedTracks = this.record.intent === 'restoring' ? (this.pull?.count() ?? 0) : this.owed.count + this.syncInFlight.size;
+    const owedTracks = this.record.intent === 'restoring' ? (this.pull?.count() ?? 0) : this.owed.count + this.syncInFlight.size + this.pushInFlight.size;
     return pairState(this.record, { linkUp: this.linkUp && !this.peerMissing, tracksOwed: owedTracks });
   }
 
@@ -184,7 +186,7 @@ export class PairRuntime {
   }
 
   private clearIfShipped(track: number): void {
-    if (this.owed.owed.test(track) || this.syncInFlight.has(track) || !this.bits.test(track)) return;
+    if (this.owed.owed.test(track) || this.syncInFlight.has(track) || this.pushInFlight.has(track) || !this.bits.test(track)) return;
     this.bits.clear(track);
     this.clearedNotDurable.set(track);
   }
@@ -282,6 +284,7 @@ export class PairRuntime {
     try {
       if (!this.owed.owed.test(track) || !this.replicatingNow) return;
       selection = this.owed.take(track);
+      this.pushInFlight.add(track);
       const data = await this.volume.internalRead(range.offset, range.length);
       const local = selection === 'all' && remote !== undefined && remote !== 'zero' ? recordDigests(data, geometry.recordBytes) : undefined;
       const segments: Segment[] = [];
@@ -309,6 +312,7 @@ export class PairRuntime {
     } catch (error) {
       if (selection !== undefined) this.owed.giveBack(track, selection, this.nowMs());
       selection = undefined;
+      this.pushInFlight.delete(track);
       this.noteFailure(error);
     } finally {
       unlock();
@@ -319,9 +323,11 @@ export class PairRuntime {
       this.counters.recordsShipped += records;
       this.counters.bytesShipped += shipped;
       this.counters.tracksCopied++;
+      this.pushInFlight.delete(track);
       this.clearIfShipped(track);
     } catch (error) {
       this.owed.giveBack(track, selection, this.nowMs());
+      this.pushInFlight.delete(track);
       this.noteFailure(error);
     }
   }

@@ -1,0 +1,170 @@
+// The replication part of the HTTP API (SPEC §4): peers and remote pairs, in the same table form as routes.ts.
+import { Type, type Static } from '@sinclair/typebox';
+import type { RouteReply, RouteRequest, RouteSpec, ResponseSpec } from './routes.js';
+import { ErrorSchema } from './schemas.js';
+import type { ApiBackend } from './types.js';
+import { LINK_FAILURE_POLICIES, PAIR_INTENTS, PAIR_MODES } from '../../core/replication/pair-record.js';
+
+const PAIR_STATES = ['synchronizing', 'synchronized', 'partitioned', 'suspended', 'split', 'failed-over', 'restoring', 'diverged'] as const;
+export const PAIR_COMMANDS = ['establish', 'resume', 'suspend', 'split', 'failover', 'failback', 'restore', 'swap'] as const;
+type PairCommandName = (typeof PAIR_COMMANDS)[number];
+
+const literals = (values: readonly string[]) => Type.Union(values.map((v) => Type.Literal(v)));
+const Name = Type.String({ minLength: 1, maxLength: 63 });
+
+export const PeerSchema = Type.Object({
+  name: Type.String(),
+  address: Type.String({ description: 'HOST:PORT of the peer array\'s link listener.' }),
+  link: Type.String({ description: 'connecting, up, down or auth-failed.' }),
+  createdAt: Type.String({ format: 'date-time' }),
+});
+export type PeerView = Static<typeof PeerSchema>;
+
+export const PairStatusSchema = Type.Object({
+  pair: Type.String({ description: 'The pair as named on this array: its local volume.' }),
+  id: Type.String({ description: 'The pair id, the same on both arrays.' }),
+  role: literals(['R1', 'R2']),
+  mode: literals(PAIR_MODES),
+  state: literals(PAIR_STATES),
+  intent: literals(PAIR_INTENTS),
+  localVolume: Type.String(),
+  peer: Type.String(),
+  remoteVolume: Type.String(),
+  onLinkFailure: literals(LINK_FAILURE_POLICIES),
+  generation: Type.Integer({ minimum: 1, description: 'Grows at every change of the writable side.' }),
+  diverged: Type.Boolean({ description: 'Both sides were written after they parted; resync needs an explicit choice.' }),
+  invalidTracks: Type.Object({
+    local: Type.Integer({ minimum: 0, description: 'R1: tracks R2 may lack. R2: tracks its own hosts changed.' }),
+    remote: Type.Union([Type.Integer({ minimum: 0 }), Type.Null()], { description: 'The same figure on the peer, when known.' }),
+  }),
+  tracksOwed: Type.Integer({ minimum: 0 }),
+  tracksToPull: Type.Integer({ minimum: 0, description: 'During failback/restore: tracks R1 still takes from R2.' }),
+  bytesOwed: Type.Integer({ minimum: 0 }),
+  lagSeconds: Type.Number({ minimum: 0, description: 'Age of the oldest change R2 has not got.' }),
+  link: Type.Object({ state: Type.String() }),
+  peerMissing: Type.Boolean(),
+  lastError: Type.Union([Type.String(), Type.Null()]),
+  counters: Type.Object({
+    writesForwarded: Type.Integer(), recordsShipped: Type.Integer(), bytesShipped: Type.Integer(), zeroMarkers: Type.Integer(),
+    recordsIdentical: Type.Integer(), tracksCopied: Type.Integer(), recordsPulled: Type.Integer(), bytesPulled: Type.Integer(),
+  }),
+});
+export type PairStatusView = Static<typeof PairStatusSchema>;
+
+/** What the API needs from the array's replication. */
+export interface ReplicationBackend {
+  addPeer(name: string, address: string, secretFile: string): Promise<PeerView>;
+  listPeers(): PeerView[];
+  showPeer(name: string): PeerView;
+  removePeer(name: string): Promise<void>;
+  createPair(body: PairCreateBody): Promise<PairStatusView>;
+  listPairs(): PairStatusView[];
+  showPair(pair: string): Promise<PairStatusView>;
+  pairCommand(pair: string, command: PairCommandName): Promise<PairStatusView>;
+  setPairMode(pair: string, mode: (typeof PAIR_MODES)[number]): Promise<PairStatusView>;
+  deletePair(pair: string): Promise<{ peerDeleted: boolean }>;
+}
+
+const PeerBody = Type.Object({
+  name: Name,
+  address: Type.String({ minLength: 3, maxLength: 300 }),
+  secretFile: Type.String({ minLength: 1, maxLength: 4096, description: 'Path, on the array\'s machine, of a file holding the shared secret (≥ 16 bytes).' }),
+}, { additionalProperties: false });
+const PairCreateBodySchema = Type.Object({
+  volume: Name,
+  peer: Name,
+  remoteVolume: Name,
+  mode: literals(PAIR_MODES),
+  onLinkFailure: Type.Optional(literals(LINK_FAILURE_POLICIES)),
+}, { additionalProperties: false });
+export type PairCreateBody = Static<typeof PairCreateBodySchema>;
+const ModeBody = Type.Object({ mode: literals(PAIR_MODES) }, { additionalProperties: false });
+const NameParams = Type.Object({ name: Name });
+const PairParams = Type.Object({ pair: Name });
+const CommandParams = Type.Object({ pair: Name, command: literals(PAIR_COMMANDS) });
+
+const error = (description: string): ResponseSpec => ({ description, schema: ErrorSchema });
+const ok = (body: unknown, status = 200): RouteReply => ({ status, body });
+const repl = (backend: ApiBackend): ReplicationBackend => backend.replication;
+const param = (request: RouteRequest, key: string): string => (request.params as Record<string, string>)[key]!;
+const stateErrors = {
+  404: error('No such peer, volume or pair (TM_ERR_NOT_FOUND).'),
+  409: error('Not allowed now (TM_ERR_INVALID_STATE, TM_ERR_PAIR_DIVERGED, TM_ERR_VOLUME_BUSY, TM_ERR_ALREADY_EXISTS).'),
+  503: error('The link to the peer is down (TM_ERR_LINK_DOWN).'),
+};
+
+export const REPLICATION_ROUTES: readonly RouteSpec[] = [
+  {
+    method: 'POST', url: '/v1/peers', operationId: 'addPeer', tag: 'replication',
+    summary: 'Adds a peer array: its link address and the shared secret both arrays authenticate the link with.',
+    body: PeerBody,
+    responses: { 201: { description: 'The peer.', schema: PeerSchema }, 400: error('Bad name, address or secret (TM_ERR_INVALID_ARGUMENT).'), ...stateErrors },
+    handler: async (request, backend) => {
+      const b = request.body as Static<typeof PeerBody>;
+      return ok(await repl(backend).addPeer(b.name, b.address, b.secretFile), 201);
+    },
+  },
+  {
+    method: 'GET', url: '/v1/peers', operationId: 'listPeers', tag: 'replication', summary: 'Every peer and its link state.',
+    responses: { 200: { description: 'The peers.', schema: Type.Object({ peers: Type.Array(PeerSchema) }) } },
+    handler: async (_request, backend) => ok({ peers: repl(backend).listPeers() }),
+  },
+  {
+    method: 'GET', url: '/v1/peers/:name', operationId: 'getPeer', tag: 'replication', summary: 'One peer.',
+    params: NameParams,
+    responses: { 200: { description: 'The peer.', schema: PeerSchema }, 404: stateErrors[404] },
+    handler: async (request, backend) => ok(repl(backend).showPeer(param(request, 'name'))),
+  },
+  {
+    method: 'DELETE', url: '/v1/peers/:name', operationId: 'removePeer', tag: 'replication', summary: 'Removes a peer without pairs.',
+    params: NameParams,
+    responses: { 200: { description: 'Removed.', schema: Type.Object({ name: Type.String(), removed: Type.Literal(true) }) }, ...stateErrors },
+    handler: async (request, backend) => {
+      await repl(backend).removePeer(param(request, 'name'));
+      return ok({ name: param(request, 'name'), removed: true });
+    },
+  },
+  {
+    method: 'POST', url: '/v1/pairs', operationId: 'createPair', tag: 'replication',
+    summary: 'Pairs a local volume (R1) with a volume of the same size on a peer (R2): R2 becomes write-disabled and a full establish starts.',
+    body: PairCreateBodySchema,
+    responses: { 201: { description: 'The new pair.', schema: PairStatusSchema }, 400: error('Sizes differ or bad input (TM_ERR_INVALID_ARGUMENT).'), ...stateErrors },
+    handler: async (request, backend) => ok(await repl(backend).createPair(request.body as PairCreateBody), 201),
+  },
+  {
+    method: 'GET', url: '/v1/pairs', operationId: 'listPairs', tag: 'replication', summary: 'Every pair half on this array.',
+    responses: { 200: { description: 'The pairs.', schema: Type.Object({ pairs: Type.Array(PairStatusSchema) }) } },
+    handler: async (_request, backend) => ok({ pairs: repl(backend).listPairs() }),
+  },
+  {
+    method: 'GET', url: '/v1/pairs/:pair', operationId: 'getPair', tag: 'replication',
+    summary: 'One pair (named by its local volume): role, mode, state, invalid tracks on both sides, bytes owed, lag, link, generation.',
+    params: PairParams,
+    responses: { 200: { description: 'The pair.', schema: PairStatusSchema }, 404: stateErrors[404] },
+    handler: async (request, backend) => ok(await repl(backend).showPair(param(request, 'pair'))),
+  },
+  {
+    method: 'POST', url: '/v1/pairs/:pair/:command', operationId: 'pairCommand', tag: 'replication',
+    summary: 'establish | resume | suspend | split | failover | failback | restore | swap (see docs/replication.md).',
+    params: CommandParams,
+    responses: { 200: { description: 'The pair after the command.', schema: PairStatusSchema }, ...stateErrors },
+    handler: async (request, backend) => ok(await repl(backend).pairCommand(param(request, 'pair'), param(request, 'command') as PairCommandName)),
+  },
+  {
+    method: 'PUT', url: '/v1/pairs/:pair/mode', operationId: 'setPairMode', tag: 'replication', summary: 'Switches the mode while running.',
+    params: PairParams,
+    body: ModeBody,
+    responses: { 200: { description: 'The pair.', schema: PairStatusSchema }, ...stateErrors },
+    handler: async (request, backend) => ok(await repl(backend).setPairMode(param(request, 'pair'), (request.body as Static<typeof ModeBody>).mode as (typeof PAIR_MODES)[number])),
+  },
+  {
+    method: 'DELETE', url: '/v1/pairs/:pair', operationId: 'deletePair', tag: 'replication',
+    summary: 'Deletes the pair (both halves when the link is up); both volumes become ready.',
+    params: PairParams,
+    responses: { 200: { description: 'Deleted.', schema: Type.Object({ pair: Type.String(), deleted: Type.Literal(true), peerDeleted: Type.Boolean() }) }, ...stateErrors },
+    handler: async (request, backend) => {
+      const { peerDeleted } = await repl(backend).deletePair(param(request, 'pair'));
+      return ok({ pair: param(request, 'pair'), deleted: true, peerDeleted });
+    },
+  },
+];

@@ -1,0 +1,41 @@
+// The API's view of replication: peers and pairs of one array.
+import { readFile } from 'node:fs/promises';
+import { invalidArgument } from '../../core/errors.js';
+import type { ReplicationBackend } from '../../adapters/http/replication-routes.js';
+import type { ArrayService } from '../array-service.js';
+import type { PeerRecord } from './peer-registry.js';
+import type { LinkFailurePolicy, PairMode } from '../../core/replication/pair-record.js';
+
+/** A secret file's bytes, without the line ending an editor or `echo` adds. */
+async function readSecret(path: string): Promise<Uint8Array> {
+  let bytes: Buffer;
+  try {
+    bytes = await readFile(path);
+  } catch (error) {
+    throw invalidArgument(`cannot read the secret file ${path}: ${(error as Error).message}`);
+  }
+  let end = bytes.length;
+  while (end > 0 && (bytes[end - 1] === 0x0a || bytes[end - 1] === 0x0d)) end--;
+  return new Uint8Array(bytes.subarray(0, end));
+}
+
+export function replicationBackend(service: ArrayService): ReplicationBackend {
+  const view = (p: PeerRecord): ReturnType<ReplicationBackend['showPeer']> => ({
+    name: p.name, address: p.address, link: service.peerLinkState(p.name), createdAt: new Date(p.createdAtMs).toISOString(),
+  });
+  return {
+    addPeer: async (name, address, secretFile) => view(await service.addPeer(name, address, await readSecret(secretFile))),
+    listPeers: () => service.peers.list().map(view),
+    showPeer: (name) => view(service.peers.get(name)),
+    removePeer: (name) => service.removePeer(name),
+    createPair: (b) => service.pairs.create({
+      volume: b.volume, peer: b.peer, remoteVolume: b.remoteVolume, mode: b.mode as PairMode,
+      onLinkFailure: (b.onLinkFailure ?? 'continue') as LinkFailurePolicy,
+    }),
+    listPairs: () => service.pairs.list(),
+    showPair: (pair) => service.pairs.show(pair),
+    pairCommand: (pair, command) => service.pairs.command(pair, command),
+    setPairMode: (pair, mode) => service.pairs.setMode(pair, mode),
+    deletePair: (pair) => service.pairs.delete(pair),
+  };
+}

@@ -1,0 +1,169 @@
+// tidemark peer … and tidemark pair …: peer arrays and remote pairs (SPEC §4).
+import { resolve } from 'node:path';
+import type { Command } from 'commander';
+import { SingleBar } from 'cli-progress';
+import { ApiClient } from './api-client.js';
+import { formatSize } from './sizes.js';
+import { printFields, printJson, printTable, type GlobalOptions } from './output.js';
+import { ErrorCode, TidemarkError, invalidArgument } from '../core/errors.js';
+
+interface PeerJson { name: string; address: string; link: string; createdAt: string }
+interface PairJson {
+  pair: string; id: string; role: string; mode: string; state: string; intent: string; localVolume: string; peer: string;
+  remoteVolume: string; onLinkFailure: string; generation: number; diverged: boolean;
+  invalidTracks: { local: number; remote: number | null }; tracksOwed: number; tracksToPull: number; bytesOwed: number;
+  lagSeconds: number; link: { state: string }; peerMissing: boolean; lastError: string | null;
+  counters: Record<string, number>;
+}
+
+type Run = (client: ApiClient, globals: GlobalOptions) => Promise<void>;
+
+const MODES = ['sync', 'semisync', 'adaptive'];
+const POLICIES = ['continue', 'fail-writes'];
+const COMMANDS: Array<[string, string]> = [
+  ['establish', "copy R1 over R2: every track invalid on either side (after a split or failover this discards R2's changes)"],
+  ['resume', 'resume replication after a suspend: ships only the tracks R1 changed meanwhile'],
+  ['suspend', 'stop shipping; R2 stays write-disabled, R1 records what changes'],
+  ['split', 'stop replicating and make R2 writable too; both sides record their changes'],
+  ['failover', "make R2 writable and R1 write-disabled (on R2's array it works with the link down)"],
+  ['failback', "copy R2's changes back to R1, then replicate R1 → R2 again"],
+  ['restore', "copy R2's image over R1 (discarding R1's changes), then replicate R1 → R2 again"],
+  ['swap', 'exchange roles: R2 becomes the source, R1 the write-disabled target'],
+];
+const WAIT_TARGETS = ['synchronized', 'suspended', 'split', 'failed-over', 'partitioned'];
+
+const path = (pair: string): string => `/v1/pairs/${encodeURIComponent(pair)}`;
+
+function showPair(p: PairJson): void {
+  printFields([
+    ['pair', `${p.localVolume} (${p.role}) ↔ ${p.peer}:${p.remoteVolume}`], ['id', p.id], ['state', p.state],
+    ['mode', p.mode], ['link', p.link.state], ['generation', p.generation],
+    ['invalid tracks', `${p.invalidTracks.local} here, ${p.invalidTracks.remote ?? '?'} on ${p.peer}`],
+    ['owed', `${p.tracksOwed} tracks (${formatSize(p.bytesOwed)})`], ['lag', `${p.lagSeconds.toFixed(1)} s`],
+    ...(p.tracksToPull > 0 ? [['to pull from R2', `${p.tracksToPull} tracks`] as [string, string]] : []),
+    ['on link failure', p.onLinkFailure], ['shipped', `${p.counters.recordsShipped} records, ${formatSize(p.counters.bytesShipped ?? 0)}`],
+    ...(p.diverged ? [['diverged', "yes: choose 'pair establish' (keep R1) or 'pair restore' (keep R2)"] as [string, string]] : []),
+    ...(p.lastError ? [['last error', p.lastError] as [string, string]] : []),
+  ]);
+}
+
+const line = (p: PairJson, verb: string): string =>
+  `${verb} ${p.localVolume} (${p.role}) ↔ ${p.peer}:${p.remoteVolume}: ${p.state}${p.tracksOwed > 0 ? `, ${p.tracksOwed} tracks owed` : ''}\n`;
+
+async function waitFor(client: ApiClient, globals: GlobalOptions, pair: string, until: string, timeoutSeconds: number): Promise<void> {
+  const deadline = Date.now() + timeoutSeconds * 1000;
+  const bar = !globals.json && process.stderr.isTTY
+    ? new SingleBar({ format: `${pair} [{bar}] {percent}% | {owed} tracks owed | {state}`, stream: process.stderr, hideCursor: true })
+    : undefined;
+  let total = 0;
+  try {
+    for (;;) {
+      const p = await client.request<PairJson>('GET', path(pair));
+      const owed = p.tracksOwed + p.tracksToPull;
+      if (bar) {
+        if (total === 0) bar.start(Math.max(1, owed), 0, { owed, state: p.state });
+        total = Math.max(total, owed, 1);
+        bar.setTotal(total);
+        bar.update(total - owed, { owed, state: p.state });
+      }
+      if (p.state === until) {
+        bar?.stop();
+        if (globals.json) printJson(p);
+        else process.stdout.write(line(p, 'reached'));
+        return;
+      }
+      if (Date.now() > deadline) {
+        throw new TidemarkError(ErrorCode.Unavailable, `pair ${pair} is ${p.state}, not ${until}, after ${timeoutSeconds} s`, { state: p.state });
+      }
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  } finally {
+    if (total > 0) bar?.stop();
+  }
+}
+
+export function registerReplicationCommands(program: Command, run: (action: Run) => Promise<void>): void {
+  const peer = program.command('peer').description('peer arrays this array replicates with');
+  peer.command('add <name>')
+    .description('add a peer: its link address and a shared secret file (the same secret on both arrays, ≥ 16 bytes)')
+    .requiredOption('--address <host:port>', "the peer's --link address")
+    .requiredOption('--secret-file <file>', 'file holding the shared secret (read by the array, on its machine)')
+    .action((name: string, opts: { address: string; secretFile: string }) => run(async (client, globals) => {
+      const p = await client.request<PeerJson>('POST', '/v1/peers', { name, address: opts.address, secretFile: resolve(opts.secretFile) });
+      if (globals.json) printJson(p);
+      else process.stdout.write(`added peer ${p.name} at ${p.address} (link ${p.link})\n`);
+    }));
+  peer.command('list').description('list peers and their link state').action(() => run(async (client, globals) => {
+    const { peers } = await client.request<{ peers: PeerJson[] }>('GET', '/v1/peers');
+    if (globals.json) return printJson({ peers });
+    printTable(['NAME', 'ADDRESS', 'LINK'], peers.map((p) => [p.name, p.address, p.link]));
+  }));
+  peer.command('show <name>').description('one peer').action((name: string) => run(async (client, globals) => {
+    const p = await client.request<PeerJson>('GET', `/v1/peers/${encodeURIComponent(name)}`);
+    if (globals.json) printJson(p);
+    else printFields([['name', p.name], ['address', p.address], ['link', p.link], ['added', p.createdAt]]);
+  }));
+  peer.command('remove <name>').description('remove a peer that has no pairs').action((name: string) => run(async (client, globals) => {
+    const r = await client.request<unknown>('DELETE', `/v1/peers/${encodeURIComponent(name)}`);
+    if (globals.json) printJson(r);
+    else process.stdout.write(`removed peer ${name}\n`);
+  }));
+
+  const pair = program.command('pair').description('remote pairs: a local volume (R1) replicated to a volume on a peer (R2); PAIR is the local volume');
+  pair.command('create <volume>')
+    .description('pair VOLUME with a volume of the same size on a peer; R2 becomes write-disabled and a full establish starts')
+    .requiredOption('--peer <name>', 'the peer array')
+    .requiredOption('--remote-volume <name>', 'the volume on the peer that becomes R2')
+    .requiredOption('--mode <mode>', MODES.join(' | '))
+    .option('--on-link-failure <policy>', `${POLICIES.join(' | ')}: what host writes do while R2 cannot be reached`, 'continue')
+    .action((volume: string, opts: { peer: string; remoteVolume: string; mode: string; onLinkFailure: string }) => run(async (client, globals) => {
+      if (!MODES.includes(opts.mode)) throw invalidArgument(`--mode must be one of ${MODES.join(', ')}`);
+      if (!POLICIES.includes(opts.onLinkFailure)) throw invalidArgument(`--on-link-failure must be one of ${POLICIES.join(', ')}`);
+      const p = await client.request<PairJson>('POST', '/v1/pairs',
+        { volume, peer: opts.peer, remoteVolume: opts.remoteVolume, mode: opts.mode, onLinkFailure: opts.onLinkFailure });
+      if (globals.json) printJson(p);
+      else process.stdout.write(line(p, 'created'));
+    }));
+  pair.command('list').description('list pair halves on this array').action(() => run(async (client, globals) => {
+    const { pairs } = await client.request<{ pairs: PairJson[] }>('GET', '/v1/pairs');
+    if (globals.json) return printJson({ pairs });
+    printTable(['PAIR', 'ROLE', 'PEER', 'REMOTE', 'MODE', 'STATE', 'OWED', 'LAG'],
+      pairs.map((p) => [p.pair, p.role, p.peer, p.remoteVolume, p.mode, p.state, String(p.tracksOwed), `${p.lagSeconds.toFixed(1)} s`]));
+  }));
+  pair.command('show <pair>').description('one pair: role, mode, state, invalid tracks on both sides, owed bytes, lag, link, generation')
+    .action((name: string) => run(async (client, globals) => {
+      const p = await client.request<PairJson>('GET', path(name));
+      if (globals.json) printJson(p);
+      else showPair(p);
+    }));
+  pair.command('wait <pair>')
+    .description('wait until the pair reaches a state, with a progress bar on a terminal')
+    .requiredOption('--until <state>', WAIT_TARGETS.join(' | '))
+    .option('--timeout <seconds>', 'give up after this long (exit 1)', '3600')
+    .action((name: string, opts: { until: string; timeout: string }) => run(async (client, globals) => {
+      if (!WAIT_TARGETS.includes(opts.until)) throw invalidArgument(`--until must be one of ${WAIT_TARGETS.join(', ')}`);
+      const timeout = Number(opts.timeout);
+      if (!Number.isFinite(timeout) || timeout <= 0) throw invalidArgument('--timeout must be a positive number of seconds');
+      await waitFor(client, globals, name, opts.until, timeout);
+    }));
+  for (const [command, description] of COMMANDS) {
+    pair.command(`${command} <pair>`).description(description).action((name: string) => run(async (client, globals) => {
+      const p = await client.request<PairJson>('POST', `${path(name)}/${command}`, {});
+      if (globals.json) printJson(p);
+      else process.stdout.write(line(p, command));
+    }));
+  }
+  pair.command('set-mode <pair> <mode>').description(`switch the mode while running: ${MODES.join(' | ')}`)
+    .action((name: string, mode: string) => run(async (client, globals) => {
+      if (!MODES.includes(mode)) throw invalidArgument(`mode must be one of ${MODES.join(', ')}`);
+      const p = await client.request<PairJson>('PUT', `${path(name)}/mode`, { mode });
+      if (globals.json) printJson(p);
+      else process.stdout.write(line(p, `mode ${mode}:`));
+    }));
+  pair.command('delete <pair>').description('delete the pair (both halves when the link is up); both volumes become ready')
+    .action((name: string) => run(async (client, globals) => {
+      const r = await client.request<{ peerDeleted: boolean }>('DELETE', path(name));
+      if (globals.json) printJson(r);
+      else process.stdout.write(`deleted pair ${name}${r.peerDeleted ? '' : ' (the peer was unreachable: delete its half there too)'}\n`);
+    }));
+}

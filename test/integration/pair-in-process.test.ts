@@ -1,0 +1,172 @@
+// Remote pairs between two arrays in one process over in-memory links: every pair command, link
+// failure and recovery, checked by comparing the two volumes' bytes and the shipping counters.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { startTestArray, type TestArray } from '../helpers/in-process-array.js';
+import { MemoryLinkHub } from '../../src/sim/memory-links.js';
+import type { PairState } from '../../src/core/replication/pair-rules.js';
+import { isTidemarkError } from '../../src/core/errors.js';
+
+const MiB = 1024 * 1024;
+const SIZE = 16 * MiB;
+const SECRET = new Uint8Array(32).fill(7);
+
+const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
+
+async function until(what: string, check: () => boolean, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+async function twoArrays(): Promise<{ hub: MemoryLinkHub; a: TestArray; b: TestArray }> {
+  const hub = new MemoryLinkHub();
+  const a = await startTestArray({ name: 'east', links: hub.endpoint('east') });
+  const b = await startTestArray({ name: 'west', links: hub.endpoint('west') });
+  await a.service.addPeer('west', '127.0.0.1:1', SECRET);
+  await b.service.addPeer('east', '127.0.0.1:1', SECRET);
+  await a.service.createVolume('db', SIZE);
+  await b.service.createVolume('db-r', SIZE);
+  return { hub, a, b };
+}
+
+const state = (array: TestArray, pair: string): PairState => array.service.pairs.status(pair).state;
+const image = (array: TestArray, volume: string): Promise<Uint8Array> => array.service.volume(volume).internalRead(0, SIZE);
+
+async function sameImages(a: TestArray, b: TestArray): Promise<void> {
+  assert.equal(sha(await image(a, 'db')), sha(await image(b, 'db-r')), 'R1 and R2 hold the same bytes');
+}
+
+test('sync pair: full establish, forwarded writes, R2 write-disabled, suspend/resume ships only changed records', async () => {
+  const { a, b } = await twoArrays();
+  try {
+    const db = a.service.volume('db');
+    await db.write(0, randomBytes(2 * MiB));
+    await db.write(8 * MiB, randomBytes(64 * 1024));
+    await a.service.pairs.create({ volume: 'db', peer: 'west', remoteVolume: 'db-r', mode: 'sync', onLinkFailure: 'continue' });
+    await until('synchronized', () => state(a, 'db') === 'synchronized');
+    await sameImages(a, b);
+    const establish = a.service.pairs.status('db').counters;
+    // Holes are never shipped: only the written 2 MiB + 64 KiB travel.
+    assert.equal(establish.bytesShipped, 2 * MiB + 64 * 1024);
+
+    await db.write(4 * MiB, randomBytes(4096));
+    await db.writeZeroes(0, 8192, false);
+    assert.equal(a.service.pairs.status('db').counters.writesForwarded, 2);
+    await sameImages(a, b);
+    await assert.rejects(b.service.volume('db-r').write(0, new Uint8Array(4096)), (e) => isTidemarkError(e) && /write-disabled/.test(e.message));
+
+    await a.service.pairs.command('db', 'suspend');
+    assert.equal(state(a, 'db'), 'suspended');
+    for (let i = 0; i < 10; i++) await db.write(12 * MiB + 4096, randomBytes(4096)); // ten rewrites of one record
+    await db.write(13 * MiB, randomBytes(3 * 4096));
+    const before = a.service.pairs.status('db').counters;
+    await a.service.pairs.command('db', 'resume');
+    await until('resynchronized', () => state(a, 'db') === 'synchronized');
+    const after = a.service.pairs.status("db").counters;
+    if (process.env.DEBUG_PAIR) console.log(JSON.stringify({ before, after, s: a.service.pairs.status("db") }));
+    assert.equal(after.recordsShipped - before.recordsShipped, 4, 'one record rewritten ten times ships once, plus three');
+    assert.equal(after.bytesShipped - before.bytesShipped, 4 * 4096);
+    await sameImages(a, b);
+  } finally {
+    await a.close();
+    await b.close();
+  }
+});
+
+test('link failure: writes continue and are tracked; after the link returns only changed tracks resync', async () => {
+  const { hub, a, b } = await twoArrays();
+  try {
+    const db = a.service.volume('db');
+    await a.service.pairs.create({ volume: 'db', peer: 'west', remoteVolume: 'db-r', mode: 'sync', onLinkFailure: 'continue' });
+    await until('synchronized', () => state(a, 'db') === 'synchronized');
+    hub.partition('east', 'west');
+    await until('partitioned', () => state(a, 'db') === 'partitioned');
+    await db.write(MiB, randomBytes(8192));
+    await db.write(5 * MiB, randomBytes(100 * 1024));
+    assert.ok(a.service.pairs.status('db').tracksOwed >= 3);
+    assert.ok(a.service.pairs.status('db').lagSeconds >= 0);
+    hub.heal('east', 'west');
+    await until('resynchronized', () => state(a, 'db') === 'synchronized');
+    await sameImages(a, b);
+  } finally {
+    await a.close();
+    await b.close();
+  }
+});
+
+test('fail-writes policy: with the link down host writes fail and nothing is half-replicated', async () => {
+  const { hub, a, b } = await twoArrays();
+  try {
+    await a.service.pairs.create({ volume: 'db', peer: 'west', remoteVolume: 'db-r', mode: 'sync', onLinkFailure: 'fail-writes' });
+    await until('synchronized', () => state(a, 'db') === 'synchronized');
+    hub.partition('east', 'west');
+    await until('partitioned', () => state(a, 'db') === 'partitioned');
+    await assert.rejects(a.service.volume('db').write(0, new Uint8Array(4096).fill(1)), (e) => isTidemarkError(e, 'TM_ERR_LINK_DOWN'));
+    assert.equal((await image(a, 'db'))[0], 0, 'the refused write was not applied');
+  } finally {
+    await a.close();
+    await b.close();
+  }
+});
+
+test('failover, writes on R2, failback: R1 gets R2\'s writes and replication resumes R1 → R2', async () => {
+  const { a, b } = await twoArrays();
+  try {
+    await a.service.volume('db').write(0, randomBytes(MiB));
+    await a.service.pairs.create({ volume: 'db', peer: 'west', remoteVolume: 'db-r', mode: 'sync', onLinkFailure: 'continue' });
+    await until('synchronized', () => state(a, 'db') === 'synchronized');
+    await a.service.pairs.command('db', 'failover');
+    assert.equal(a.service.volume('db').state, 'write-disabled');
+    assert.equal(b.service.volume('db-r').state, 'ready');
+    const written = randomBytes(64 * 1024);
+    await b.service.volume('db-r').write(3 * MiB, written);
+    assert.equal(b.service.pairs.status('db-r').invalidTracks.local, 1);
+    await a.service.pairs.command('db', 'failback');
+    await until('failback done', () => state(a, 'db') === 'synchronized');
+    assert.equal(a.service.volume('db').state, 'ready');
+    assert.equal(b.service.volume('db-r').state, 'write-disabled');
+    assert.equal(sha((await image(a, 'db')).subarray(3 * MiB, 3 * MiB + written.length)), sha(written));
+    assert.equal(a.service.pairs.status('db').counters.bytesPulled, written.length, 'only the changed track came back');
+    await sameImages(a, b);
+    await a.service.volume('db').write(0, new Uint8Array(4096).fill(9));
+    await sameImages(a, b);
+  } finally {
+    await a.close();
+    await b.close();
+  }
+});
+
+test('swap reverses the direction over the same link; R2-side failover with the link down is detected as divergence', async () => {
+  const { hub, a, b } = await twoArrays();
+  try {
+    await a.service.pairs.create({ volume: 'db', peer: 'west', remoteVolume: 'db-r', mode: 'sync', onLinkFailure: 'continue' });
+    await until('synchronized', () => state(a, 'db') === 'synchronized');
+    await a.service.pairs.command('db', 'swap');
+    assert.equal(b.service.pairs.status('db-r').role, 'R1');
+    assert.equal(a.service.pairs.status('db').role, 'R2');
+    await b.service.volume('db-r').write(MiB, randomBytes(4096));
+    await sameImages(a, b);
+    await assert.rejects(a.service.volume('db').write(0, new Uint8Array(4096)));
+    await b.service.pairs.command('db-r', 'swap');
+    assert.equal(a.service.pairs.status('db').role, 'R1');
+
+    hub.partition('east', 'west');
+    await until('partitioned', () => state(a, 'db') === 'partitioned');
+    await b.service.pairs.command('db-r', 'failover'); // R2 alone, the disaster case
+    await b.service.volume('db-r').write(2 * MiB, randomBytes(4096));
+    await a.service.volume('db').write(6 * MiB, randomBytes(4096)); // R1 keeps taking writes
+    hub.heal('east', 'west');
+    await until('diverged', () => state(a, 'db') === 'diverged');
+    await assert.rejects(a.service.pairs.command('db', 'failback'), (e) => isTidemarkError(e, 'TM_ERR_PAIR_DIVERGED'));
+    await a.service.pairs.command('db', 'restore'); // the explicit choice: keep R2's data
+    await until('restored', () => state(a, 'db') === 'synchronized');
+    await sameImages(a, b);
+  } finally {
+    await a.close();
+    await b.close();
+  }
+});
