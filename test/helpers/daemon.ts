@@ -24,6 +24,8 @@ export interface DaemonProcess {
   readonly apiUrl: string;
   readonly nbdPort: number;
   readonly socketPath: string;
+  /** The replication link listener, when started with --link. */
+  readonly linkAddress: string | undefined;
   readonly pid: number;
   uri(volume: string): string;
   unixUri(volume: string): string;
@@ -63,9 +65,9 @@ export class DaemonFixture {
   }
 
   /** Starts a daemon on `dataDir` (default: a fresh one) and waits for 'array started'. */
-  async start(dataDir = join(this.dir, `array-${this.children.size}-${Date.now()}`)): Promise<DaemonProcess> {
+  async start(dataDir = join(this.dir, `array-${this.children.size}-${Date.now()}`), extraArgs: string[] = []): Promise<DaemonProcess> {
     const socketPath = join(this.dir, `nbd-${Date.now()}-${Math.floor(Math.random() * 1e6)}.sock`);
-    const { child, output, done } = this.spawnDaemon(dataDir, ['--nbd-socket', socketPath]);
+    const { child, output, done } = this.spawnDaemon(dataDir, ['--nbd-socket', socketPath, ...extraArgs]);
     const started = await new Promise<Record<string, unknown>>((resolve, reject) => {
       const timer = setTimeout(() => {
         child.kill('SIGKILL');
@@ -90,6 +92,7 @@ export class DaemonFixture {
     const nbd = addressOf(started.nbd);
     return {
       dataDir, socketPath, pid: child.pid!,
+      linkAddress: started.link ? `${addressOf(started.link).host}:${addressOf(started.link).port}` : undefined,
       apiUrl: `http://${api.host}:${api.port}`,
       nbdPort: nbd.port,
       uri: (volume) => `nbd://127.0.0.1:${nbd.port}/${volume}`,

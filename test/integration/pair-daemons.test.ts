@@ -1,0 +1,111 @@
+// Remote pairs between real array daemons (separate processes, authenticated TCP link): qemu-io and
+// nbdcopy as hosts, the CLI as the operator, SIGKILL of R2 mid-load.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { DaemonFixture, api, tidemarkBin, waitFor, type DaemonProcess } from '../helpers/daemon.js';
+import { mustRun, runCommand } from '../helpers/in-process-array.js';
+
+const MiB = 1024 * 1024;
+const SIZE = 32 * MiB;
+
+interface PairJson {
+  state: string; role: string; generation: number; tracksOwed: number;
+  counters: { recordsShipped: number; bytesShipped: number; writesForwarded: number; bytesPulled: number };
+}
+
+const cli = (array: DaemonProcess, ...args: string[]): Promise<string> => mustRun(tidemarkBin, ['--array', array.apiUrl, '--json', ...args]);
+const pair = async (array: DaemonProcess, name: string): Promise<PairJson> => JSON.parse(await cli(array, 'pair', 'show', name)) as PairJson;
+
+async function hashOf(fixture: DaemonFixture, array: DaemonProcess, volume: string): Promise<string> {
+  const out = join(fixture.dir, `${volume}-${Date.now()}-${Math.random()}.img`);
+  await mustRun('nbdcopy', [array.uri(volume), out]);
+  return createHash('sha256').update(await readFile(out)).digest('hex');
+}
+
+const qemuWrite = (array: DaemonProcess, volume: string, pattern: number, offset: number, length: number): Promise<string> =>
+  mustRun('qemu-io', ['-f', 'raw', '-c', `write -P ${pattern} ${offset} ${length}`, array.uri(volume)]);
+
+test('sync pair between two daemons: establish, R2 refuses writes, R2 killed mid-load resyncs only changed records, failover and failback', async () => {
+  const fixture = await DaemonFixture.create();
+  try {
+    const secret = join(fixture.dir, 'secret');
+    await writeFile(secret, 'a shared secret of more than sixteen bytes\n', { mode: 0o600 });
+    const eastDir = join(fixture.dir, 'east');
+    const westDir = join(fixture.dir, 'west');
+    const east = await fixture.start(eastDir, ['--name', 'east', '--link', '127.0.0.1:0']);
+    let west = await fixture.start(westDir, ['--name', 'west', '--link', '127.0.0.1:0']);
+    const westLink = west.linkAddress!;
+    await cli(east, 'peer', 'add', 'west', '--address', westLink, '--secret-file', secret);
+    await cli(west, 'peer', 'add', 'east', '--address', east.linkAddress!, '--secret-file', secret);
+    await waitFor('link up', async () => (JSON.parse(await cli(east, 'peer', 'show', 'west')) as { link: string }).link === 'up', 15_000);
+
+    await cli(east, 'volume', 'create', 'db', '--size', '32MiB');
+    await cli(west, 'volume', 'create', 'db-r', '--size', '32MiB');
+    await qemuWrite(east, 'db', 0x5a, 0, 4 * MiB);
+    await cli(east, 'pair', 'create', 'db', '--peer', 'west', '--remote-volume', 'db-r', '--mode', 'sync');
+    await cli(east, 'pair', 'wait', 'db', '--until', 'synchronized', '--timeout', '60');
+    assert.equal((await pair(east, 'db')).counters.bytesShipped, 4 * MiB, 'establish ships the written 4 MiB, not the holes');
+    assert.equal(await hashOf(fixture, west, 'db-r'), await hashOf(fixture, east, 'db'));
+
+    const refused = await runCommand('qemu-io', ['-f', 'raw', '-c', 'write -P 1 0 4k', west.uri('db-r')]);
+    assert.notEqual(refused.code, 0);
+    assert.match(refused.stdout + refused.stderr, /Operation not permitted/);
+
+    await qemuWrite(east, 'db', 0x11, 8 * MiB, 256 * 1024);
+    assert.ok((await pair(east, 'db')).counters.writesForwarded > 0);
+    assert.equal(await hashOf(fixture, west, 'db-r'), await hashOf(fixture, east, 'db'));
+
+    // R2 dies; writes continue on R1 and are tracked; R2 returns and only those records travel.
+    await west.stop('SIGKILL');
+    await waitFor('partitioned', async () => (await pair(east, 'db')).state === 'partitioned', 15_000);
+    const before = (await pair(east, 'db')).counters;
+    await qemuWrite(east, 'db', 0x22, 16 * MiB, 12 * 1024);
+    await qemuWrite(east, 'db', 0x23, 20 * MiB, 4 * 1024);
+    west = await fixture.start(westDir, ['--name', 'west', '--link', westLink]);
+    await cli(east, 'pair', 'wait', 'db', '--until', 'synchronized', '--timeout', '60');
+    const after = (await pair(east, 'db')).counters;
+    assert.equal(after.bytesShipped - before.bytesShipped, 16 * 1024, 'the resync ships the 16 KiB written meanwhile, nothing else');
+    assert.equal(await hashOf(fixture, west, 'db-r'), await hashOf(fixture, east, 'db'));
+
+    // Failover: R2 takes writes, R1 refuses them; failback brings R2's writes home.
+    await cli(east, 'pair', 'failover', 'db');
+    await qemuWrite(west, 'db-r', 0x33, 24 * MiB, 64 * 1024);
+    const r1Refused = await runCommand('qemu-io', ['-f', 'raw', '-c', 'write -P 1 0 4k', east.uri('db')]);
+    assert.notEqual(r1Refused.code, 0);
+    await cli(west, 'pair', 'failback', 'db-r'); // given on R2's array, forwarded to R1
+    await cli(east, 'pair', 'wait', 'db', '--until', 'synchronized', '--timeout', '60');
+    assert.equal((await pair(east, 'db')).counters.bytesPulled, 64 * 1024);
+    assert.equal(await hashOf(fixture, west, 'db-r'), await hashOf(fixture, east, 'db'));
+    const { body } = await api<{ pairs: PairJson[] }>(west.apiUrl, 'GET', '/v1/pairs');
+    assert.equal(body.pairs[0]!.role, 'R2');
+  } finally {
+    await fixture.cleanup();
+  }
+});
+
+test('an array with the wrong secret never becomes a peer', async () => {
+  const fixture = await DaemonFixture.create();
+  try {
+    const good = join(fixture.dir, 'good');
+    const bad = join(fixture.dir, 'bad');
+    await writeFile(good, 'the right secret, long enough');
+    await writeFile(bad, 'the wrong secret, long enough');
+    const east = await fixture.start(join(fixture.dir, 'east'), ['--name', 'east', '--link', '127.0.0.1:0']);
+    const west = await fixture.start(join(fixture.dir, 'west'), ['--name', 'west', '--link', '127.0.0.1:0']);
+    await cli(east, 'peer', 'add', 'west', '--address', west.linkAddress!, '--secret-file', good);
+    await cli(west, 'peer', 'add', 'east', '--address', east.linkAddress!, '--secret-file', bad);
+    await new Promise((r) => setTimeout(r, 1500));
+    const link = (JSON.parse(await cli(east, 'peer', 'show', 'west')) as { link: string }).link;
+    assert.notEqual(link, 'up');
+    await cli(east, 'volume', 'create', 'db', '--size', '1MiB');
+    await cli(west, 'volume', 'create', 'db', '--size', '1MiB');
+    const refused = await runCommand(tidemarkBin, ['--array', east.apiUrl, 'pair', 'create', 'db', '--peer', 'west', '--remote-volume', 'db', '--mode', 'sync']);
+    assert.notEqual(refused.code, 0);
+    assert.match(refused.stderr, /TM_ERR_LINK_DOWN/);
+  } finally {
+    await fixture.cleanup();
+  }
+});
