@@ -18,6 +18,8 @@ export const ErrorCode = {
   Protocol: 'TM_ERR_PROTOCOL',
   Unavailable: 'TM_ERR_UNAVAILABLE',
   Internal: 'TM_ERR_INTERNAL',
+  LinkAuthFailed: 'TM_ERR_LINK_AUTH_FAILED',
+  LinkDown: 'TM_ERR_LINK_DOWN',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
