@@ -21,6 +21,7 @@ export const ErrorCode = {
   PairDiverged: 'TM_ERR_PAIR_DIVERGED',
   LinkDown: 'TM_ERR_LINK_DOWN',
   PairSuspended: 'TM_ERR_PAIR_SUSPENDED',
+  LinkAuthFailed: 'TM_ERR_LINK_AUTH_FAILED',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

@@ -26,6 +26,8 @@ export function httpStatusOf(code: ErrorCode): number {
     case ErrorCode.Unavailable:
     case ErrorCode.LinkDown:
       return 503;
+    case ErrorCode.LinkAuthFailed:
+      return 502; // a peer array, not the caller, failed
     case ErrorCode.NoSpace:
       return 507;
     case ErrorCode.MetadataCorrupt:
