@@ -217,7 +217,7 @@ export class PairManager {
     const id = `${this.host.arrayName}.${name}.${randomBytes(6).toString('hex')}`;
     const record: PairRecord = {
       id, role: 'R1', localVolume: name, peer, remoteVolume, mode, intent: 'replicating', onLinkFailure,
-      generation: 1, diverged: false, createdAtMs: this.host.nowMs(),
+      generation: 1, diverged: false, createdAtMs: Math.floor(this.host.nowMs()),
     };
     // R2 first: a crash after it leaves a half R1 does not know (refused later, deletable on R2),
     // never an R1 shipping to a volume that was not made a replica.
