@@ -11,7 +11,7 @@
 //       return { nbdUri: `nbd://127.0.0.1:${port}/bench`, stop: async () => { ... } };
 //   } }
 // and it is measured with the same jobs and its ratios against `baseline` are printed.
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runFio, type FioJob, type FioResult } from './lib/fio.js';
@@ -79,8 +79,63 @@ export const tidemarkSubject: ReplicationSubject = {
   },
 };
 
+async function call(apiPort: number, method: string, path: string, body: unknown): Promise<unknown> {
+  const response = await fetch(`http://127.0.0.1:${apiPort}${path}`, {
+    method, ...(body === undefined ? {} : { headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }),
+  });
+  if (!response.ok) throw new Error(`${method} ${path} failed: ${await response.text()}`);
+  return response.json();
+}
+
+/** Two tidemark arrays on loopback with a sync pair, measured through R1's export once synchronized. */
+export const tidemarkSyncSubject: ReplicationSubject = {
+  name: 'tidemark-sync',
+  baseline: 'tidemark',
+  async start({ dir, sizeBytes }) {
+    const secret = join(dir, 'secret');
+    await writeFile(secret, 'bench secret, long enough for the link');
+    const ports = { east: [await freePort(), await freePort(), await freePort()], west: [await freePort(), await freePort(), await freePort()] };
+    const daemons = (['east', 'west'] as const).map((name) => {
+      const [api, nbd, link] = ports[name];
+      return startProcess(tidemarkBin, ['array', 'start', '--data', join(dir, name), '--name', name,
+        '--api', `127.0.0.1:${api}`, '--nbd', `127.0.0.1:${nbd}`, '--link', `127.0.0.1:${link}`], `tidemark-${name}`);
+    });
+    try {
+      const [eastApi, eastNbd, eastLink] = ports.east;
+      const [westApi, , westLink] = ports.west;
+      await waitForPort(eastApi!);
+      await waitForPort(westApi!);
+      await call(eastApi!, 'POST', '/v1/peers', { name: 'west', address: `127.0.0.1:${westLink}`, secretFile: secret });
+      await call(westApi!, 'POST', '/v1/peers', { name: 'east', address: `127.0.0.1:${eastLink}`, secretFile: secret });
+      await call(eastApi!, 'POST', '/v1/volumes', { name: 'bench', sizeBytes });
+      await call(westApi!, 'POST', '/v1/volumes', { name: 'bench-r', sizeBytes });
+      for (let i = 0; ; i++) {
+        const peer = await call(eastApi!, 'GET', '/v1/peers/west', undefined).catch(() => undefined) as { link?: string } | undefined;
+        if (peer?.link === 'up') break;
+        if (i > 200) throw new Error('link did not come up');
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      await call(eastApi!, 'POST', '/v1/pairs', { volume: 'bench', peer: 'west', remoteVolume: 'bench-r', mode: 'sync' });
+      for (;;) {
+        const pair = await fetch(`http://127.0.0.1:${eastApi}/v1/pairs/bench`).then((r) => r.json()) as { state: string };
+        if (pair.state === 'synchronized') break;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      await waitForPort(eastNbd!);
+      return {
+        nbdUri: `nbd://127.0.0.1:${eastNbd}/bench`,
+        note: 'tidemark-sync: R1 and R2 are two daemons on loopback, sync pair synchronized before measuring',
+        stop: async () => { for (const d of daemons) await stopProcess(d); },
+      };
+    } catch (e) {
+      for (const d of daemons) await stopProcess(d);
+      throw e;
+    }
+  },
+};
+
 export function defaultReplicationSubjects(): ReplicationSubject[] {
-  return [qemuPlainSubject, qemuMirrorSubject, tidemarkSubject];
+  return [qemuPlainSubject, qemuMirrorSubject, tidemarkSubject, tidemarkSyncSubject];
 }
 
 export async function benchReplication(args: { seconds: number; sizeBytes: number },

@@ -9,7 +9,6 @@ import { DaemonFixture, api, tidemarkBin, waitFor, type DaemonProcess } from '..
 import { mustRun, runCommand } from '../helpers/in-process-array.js';
 
 const MiB = 1024 * 1024;
-const SIZE = 32 * MiB;
 
 interface PairJson {
   state: string; role: string; generation: number; tracksOwed: number;
