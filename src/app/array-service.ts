@@ -259,6 +259,10 @@ export class ArrayService {
     return this.links.peerState(name);
   }
 
+  peerLinkCounters(name: string): { bytesSent: number; bytesReceived: number; retransmittedPackets: number } {
+    return this.links.peerCounters(name);
+  }
+
   async abandon(): Promise<void> {
     await this.pairs.close();
     this.rpc.close();

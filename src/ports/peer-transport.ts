@@ -20,6 +20,7 @@ export interface PeerLinks extends PeerTransport {
   removePeer(name: string): void;
   /** connecting / up / down / auth-failed, or 'unknown' for a peer the links do not have. */
   peerState(name: string): string;
+  peerCounters(name: string): { bytesSent: number; bytesReceived: number; retransmittedPackets: number };
 }
 
 /** Links for an array started without a link listener or peers: every peer is down. */
@@ -33,4 +34,5 @@ export const NO_LINKS: PeerLinks = {
   addPeer: () => undefined,
   removePeer: () => undefined,
   peerState: () => 'down',
+  peerCounters: () => ({ bytesSent: 0, bytesReceived: 0, retransmittedPackets: 0 }),
 };

@@ -46,6 +46,7 @@ export class MemoryLinkHub {
       },
       removePeer: (peer) => { e.peers.delete(peer); },
       peerState: (peer) => (this.linked(name, peer) ? 'up' : 'down'),
+      peerCounters: () => ({ bytesSent: 0, bytesReceived: 0, retransmittedPackets: 0 }),
     };
   }
 

@@ -16,6 +16,9 @@ export const PeerSchema = Type.Object({
   name: Type.String(),
   address: Type.String({ description: 'HOST:PORT of the peer array\'s link listener.' }),
   link: Type.String({ description: 'connecting, up, down or auth-failed.' }),
+  bytesSent: Type.Integer({ minimum: 0, description: 'Link bytes sent to this peer since the array started (frames, headers included).' }),
+  bytesReceived: Type.Integer({ minimum: 0 }),
+  retransmittedPackets: Type.Integer({ minimum: 0 }),
   createdAt: Type.String({ format: 'date-time' }),
 });
 export type PeerView = Static<typeof PeerSchema>;

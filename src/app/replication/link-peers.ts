@@ -13,5 +13,9 @@ export function linksOver(network: LinkNetwork): PeerLinks {
     addPeer: (peer) => network.addPeer(peer),
     removePeer: (name) => network.removePeer(name),
     peerState: (name) => network.peer(name)?.state ?? 'unknown',
+    peerCounters: (name) => {
+      const p = network.peer(name);
+      return { bytesSent: p?.bytesSent ?? 0, bytesReceived: p?.bytesReceived ?? 0, retransmittedPackets: p?.retransmittedPackets ?? 0 };
+    },
   };
 }

@@ -478,9 +478,7 @@ export class PairManager {
 
   /** The link session ended for good: whatever was in flight is owed again (the bits still say so). */
   sessionReset(peer: string): void {
-    for (const r of this.pairs.values()) {
-      if (r.record.peer === peer && r.record.role === 'R1') r.owed.markWholeBitmap(r.bits, this.host.nowMs());
-    }
+    for (const r of this.pairs.values()) if (r.record.peer === peer) r.sessionReset();
   }
 
   // ---- requests from peers ----

@@ -209,6 +209,17 @@ export class PairRuntime {
     }
   }
 
+  /**
+   * R2's link session ended for good (it restarted): anything it acknowledged but had not made
+   * durable may be gone, and anything in flight is lost. Every such track is owed again.
+   */
+  sessionReset(): void {
+    if (this.record.role !== 'R1') return;
+    this.bits.or(this.clearedNotDurable);
+    this.clearedNotDurable.clearAll();
+    this.owed.markWholeBitmap(this.bits, this.nowMs());
+  }
+
   private noteFailure(error: unknown): void {
     this.lastError = error instanceof Error ? error.message : String(error);
   }
