@@ -63,6 +63,7 @@ export class LinkNetwork {
   private readonly spaceWaiters = new Map<string, Array<() => void>>();
   private timer: ReturnType<typeof setTimeout> | undefined;
   private pumping = false;
+  private readonly upPeers = new Set<string>();
   private closed = false;
 
   private constructor(private readonly options: LinkNetworkOptions, private readonly server: Server | undefined) {
@@ -108,6 +109,7 @@ export class LinkNetwork {
   removePeer(name: string): void {
     if (!this.endpoint.hasPeer(name)) return;
     this.endpoint.removePeer(name, Date.now());
+    this.upPeers.delete(name);
     this.pump();
   }
 
@@ -125,8 +127,9 @@ export class LinkNetwork {
     };
   }
 
+  /** Called for every replicated write: answered from the peer-up/peer-down actions, not by building stats. */
   isUp(name: string): boolean {
-    return this.endpoint.stats(name)?.state === 'up';
+    return this.upPeers.has(name);
   }
 
   async send(peer: string, message: Uint8Array): Promise<void> {
@@ -241,10 +244,12 @@ export class LinkNetwork {
         for (const h of this.messageHandlers) h(action.peer, action.message);
         return;
       case 'peer-up':
+        this.upPeers.add(action.peer);
         this.options.log?.('info', 'link up', { peer: action.peer });
         for (const h of this.upHandlers) h(action.peer);
         return;
       case 'peer-down':
+        this.upPeers.delete(action.peer);
         this.options.log?.('warn', 'link down', { peer: action.peer, reason: action.reason });
         for (const h of this.downHandlers) h(action.peer, action.reason);
         return;

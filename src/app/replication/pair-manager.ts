@@ -114,6 +114,8 @@ export class PairManager {
           this.pairs.get(volume.name)?.checkHostWrite();
           return undefined;
         },
+        beginWrite: (write) => this.pairs.get(volume.name)?.beginWrite(write),
+        localWriteFailed: (write) => this.pairs.get(volume.name)?.localWriteFailed(write),
         afterWrite: (write) => this.pairs.get(volume.name)?.afterWrite(write),
         afterHostFlush: () => this.pairs.get(volume.name)?.afterHostFlush(),
       });
@@ -130,8 +132,8 @@ export class PairManager {
   }
 
   /** Sets the volume's host access for the pair's role and intent; a write window makes it atomic. */
-  private async applyAccess(runtime: PairRuntime): Promise<void> {
-    const wanted = volumeStateFor(runtime.record.role, runtime.record.intent);
+  private async applyAccess(runtime: PairRuntime, intent: PairIntent = runtime.record.intent): Promise<void> {
+    const wanted = volumeStateFor(runtime.record.role, intent);
     if (runtime.volume.state === wanted) return;
     const release = await runtime.volume.holdWrites();
     try {
@@ -346,8 +348,9 @@ export class PairManager {
         { op: 'pair.set-intent', pair: r.record.id, intent: 'replicating', generation: r.record.generation }, [], CONTROL_TIMEOUT_MS);
       r.volume.removePosition(r.ids.pull);
       r.pull = undefined;
+      // Hosts get R1 back before the record says so: until then the pair still shows restoring.
+      await this.applyAccess(r, 'replicating');
       await this.save(r, { ...r.record, intent: 'replicating' });
-      await this.applyAccess(r);
       this.host.onEvent('pair restored from R2', { pair: r.record.id });
       r.kickPush();
     });

@@ -19,6 +19,9 @@ export const positionIds = (pairId: string): { out: string; own: string; pull: s
 /** Tracks per background batch, and batches in flight at once: ~4 MiB of 64 KiB tracks on the wire. */
 const BATCH_TRACKS = 16;
 const BATCHES_IN_FLIGHT = 4;
+/** Forwarded writes sent as one message at most: bounded so one message never waits on a huge one. */
+const FORWARD_BATCH_SEGMENTS = 64;
+const FORWARD_BATCH_BYTES = 1024 * 1024;
 
 export interface PairTimeouts {
   /** How long a forwarded host write waits for R2 before the pair counts the link as failed. */
@@ -55,6 +58,9 @@ export class PairRuntime {
   /** R1: tracks whose bit was cleared because R2 acknowledged, before R2 made that data durable. */
   private readonly clearedNotDurable: TrackBitmap;
   private semiPrevious: Promise<void> = Promise.resolve();
+  /** Writes shipped by beginWrite (afterWrite must not also mark them owed). */
+  private readonly forwarded = new WeakSet<AppliedWrite>();
+  private forwardBatch: { segments: Segment[]; bytes: number; fua: boolean; done: Promise<void> } | undefined;
   private pushing = false;
   private pulling = false;
   /** R2's invalid-track count as last reported (for show). */
@@ -133,36 +139,58 @@ export class PairRuntime {
     }
   }
 
-  afterWrite(write: AppliedWrite): Promise<void> | undefined {
-    if (this.record.role !== 'R1' || this.retired) return undefined;
-    // Writes that make R1 equal to R2 (a pull during restore) owe nothing.
-    if (write.skipPosition === this.ids.out) return undefined;
-    const forward = write.source === 'host' && this.replicatingNow && this.record.mode !== 'adaptive';
-    if (!forward) {
-      this.owed.markWrite(write.offset, write.length, this.nowMs());
-      return undefined;
-    }
+  /** Whether this write is shipped to R2 as it happens (sync, semi-sync) rather than marked owed. */
+  private forwards(write: AppliedWrite): boolean {
+    return write.source === 'host' && this.replicatingNow && this.record.mode !== 'adaptive';
+  }
+
+  /** Sync: ship alongside the local write; the host's write completes when both are done. */
+  beginWrite(write: AppliedWrite): Promise<void> | undefined {
+    if (this.record.role !== 'R1' || this.retired || !this.forwards(write)) return undefined;
     if (this.record.mode === 'sync') return this.forward(write);
-    // Semi-sync: the host's write completes now, but not before the previous one was acknowledged.
+    // Semi-sync: the host's write completes at once, but not before the previous one was acknowledged.
     const previous = this.semiPrevious;
     return previous.then(() => {
       this.semiPrevious = this.forward(write).catch(() => undefined);
     });
   }
 
+  localWriteFailed(write: AppliedWrite): void {
+    if (this.record.role !== 'R1' || this.retired) return;
+    // R2 may get bytes R1 could not store: R1's real content is owed.
+    const { first, last } = tracksOf(this.volume.geometry, write.offset, write.length);
+    this.bits.setRange(first, last);
+    this.owed.markWhole(first, last, this.nowMs());
+  }
+
+  afterWrite(write: AppliedWrite): Promise<void> | undefined {
+    if (this.record.role !== 'R1' || this.retired) return undefined;
+    // Writes that make R1 equal to R2 (a pull during restore) owe nothing.
+    if (write.skipPosition === this.ids.out) return undefined;
+    // A forwarded write is R2's already (or marked owed by its failed forward).
+    if (this.forwarded.delete(write)) return undefined;
+    this.owed.markWrite(write.offset, write.length, this.nowMs());
+    return undefined;
+  }
+
+  /**
+   * Ships one write to R2. Writes begun in the same turn of the event loop travel as one message
+   * (one header, one acknowledgement): at queue depth 32 that is most of the per-write cost.
+   */
   private async forward(write: AppliedWrite): Promise<void> {
+    this.forwarded.add(write);
     const { first, last } = tracksOf(this.volume.geometry, write.offset, write.length);
     for (let t = first; t <= last; t++) this.syncInFlight.set(t, (this.syncInFlight.get(t) ?? 0) + 1);
     const segment: Segment = write.kind === 'write'
       ? { kind: 'data', offset: write.offset, data: write.data! }
       : { kind: 'zero', offset: write.offset, length: write.length };
     try {
-      await this.rpc.request(this.record.peer, { op: 'pair.apply', pair: this.record.id, fua: write.fua }, [segment], this.timeouts.writeAckMs);
+      await this.enqueueForward(segment, write.fua);
       this.counters.writesForwarded++;
     } catch (error) {
       this.owed.markWrite(write.offset, write.length, this.nowMs());
       this.noteFailure(error);
-      if (this.record.onLinkFailure === 'fail-writes' && write.source === 'host') throw error;
+      if (this.record.onLinkFailure === 'fail-writes') throw error;
     } finally {
       for (let t = first; t <= last; t++) {
         const n = (this.syncInFlight.get(t) ?? 1) - 1;
@@ -173,6 +201,26 @@ export class PairRuntime {
         }
       }
     }
+  }
+
+  private enqueueForward(segment: Segment, fua: boolean): Promise<void> {
+    let batch = this.forwardBatch;
+    if (!batch || batch.segments.length >= FORWARD_BATCH_SEGMENTS || batch.bytes >= FORWARD_BATCH_BYTES) {
+      batch = { segments: [], bytes: 0, fua: false, done: undefined! };
+      const current = batch;
+      batch.done = new Promise<void>((resolve, reject) => {
+        queueMicrotask(() => {
+          if (this.forwardBatch === current) this.forwardBatch = undefined;
+          this.rpc.request(this.record.peer, { op: 'pair.apply', pair: this.record.id, fua: current.fua }, current.segments,
+            this.timeouts.writeAckMs).then(() => resolve(), reject);
+        });
+      });
+      this.forwardBatch = batch;
+    }
+    batch.segments.push(segment);
+    batch.bytes += segment.kind === 'data' ? segment.data.length : 0;
+    batch.fua ||= fua;
+    return batch.done;
   }
 
   /** Makes R2 durable after a host FLUSH on a synchronous pair (best effort: failures keep bits set). */

@@ -57,6 +57,14 @@ export interface VolumeHooks {
    * feature forwarding writes elsewhere (a remote mirror) forwards overlapping writes in order.
    */
   afterWrite?(write: AppliedWrite): Promise<void> | undefined;
+  /**
+   * When a write starts being applied to the store (admitted, ordered, bitmaps marked): work that
+   * runs alongside the local write (a sync mirror ships it to R2 meanwhile). The write completes
+   * when both are done; a rejection fails the write.
+   */
+  beginWrite?(write: AppliedWrite): Promise<void> | undefined;
+  /** The local store refused a write that beginWrite already saw (the mirror must not keep it as shipped). */
+  localWriteFailed?(write: AppliedWrite): void;
   /** After a host FLUSH made the volume durable; a sync mirror makes its copy durable too. */
   afterHostFlush?(): Promise<void> | undefined;
 }
@@ -369,12 +377,28 @@ export class Volume {
       if (this.log.admit(first, last)) mark();
       else await this.waitForActivityLog(first, last, mark);
       if (host) this.checkAccess('write');
-      await apply();
-      if (fua) await this.deps.store.flush();
-      if (this.hooks.length > 0) {
-        const write: AppliedWrite = { kind, source, offset, length, data, fua, skipPosition };
-        for (const h of this.hooks) await h.afterWrite?.(write);
+      const write: AppliedWrite | undefined = this.hooks.length > 0 ? { kind, source, offset, length, data, fua, skipPosition } : undefined;
+      const alongside: Array<Promise<void>> = [];
+      if (write) {
+        for (const h of this.hooks) {
+          const started = h.beginWrite?.(write);
+          if (started) {
+            // Handled now (it may reject while the local write is still running); awaited below.
+            started.catch(() => undefined);
+            alongside.push(started);
+          }
+        }
       }
+      try {
+        await apply();
+        if (fua) await this.deps.store.flush();
+      } catch (error) {
+        if (write) for (const h of this.hooks) h.localWriteFailed?.(write);
+        await Promise.allSettled(alongside);
+        throw error;
+      }
+      if (alongside.length > 0) await Promise.all(alongside);
+      if (write) for (const h of this.hooks) await h.afterWrite?.(write);
     } finally {
       this.inFlight.delete(entry);
       finish();
