@@ -1,6 +1,7 @@
 // The array: its volumes, their durable definitions, and who is using them. The HTTP API, the
 // NBD front end and the CLI all reach volumes through this service.
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { REAL_TIMERS } from './real-timers.js';
 import { ErrorCode, TidemarkError, invalidArgument, notFound } from '../core/errors.js';
 import { decodeJson, encodeJson } from '../core/lib/checksummed-record.js';
 import { DEFAULT_TRACK_BYTES, makeGeometry } from '../core/volume/geometry.js';
@@ -80,6 +81,8 @@ export class ArrayService {
       nowMs: deps.nowMs,
       onError,
       onEvent: (message, fields) => deps.onEvent?.(message, fields),
+      timers: REAL_TIMERS,
+      randomId: () => randomBytes(6).toString('hex'),
     }, this.rpc, deps.pairTimeouts);
     this.links.onPeerUp((peer) => { void this.pairs.peerUp(peer); });
     this.links.onSessionReset((peer) => this.pairs.sessionReset(peer));

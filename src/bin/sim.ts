@@ -1,10 +1,11 @@
-// The seed runner: `npm run sim -- --seeds N [--start K] [--seed S] [--verbose]`.
-// Runs the volume simulation for each seed, prints every failure with a command that reproduces
+// The seed runner: `npm run sim -- [--suite volume|pair] --seeds N [--start K] [--seed S] [--verbose] [--trace]`.
+// Runs the volume (default) or remote-pair simulation for each seed, prints every failure with a command that reproduces
 // it, then a summary line. Exits 1 when any seed fails.
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { reproduceCommand, runSeeds, seedRange } from '../sim/seed-runner.js';
 import { describeConfig } from '../sim/volume/config.js';
+import { describePairConfig, runPairSeed } from '../sim/pair/pair-sim.js';
 
 function parseSeed(text: string, what: string): number {
   const n = Number(text);
@@ -20,9 +21,11 @@ async function main(): Promise<number> {
       start: { type: 'string' },
       verbose: { type: 'boolean', short: 'v', default: false },
       trace: { type: 'boolean', default: false },
+      suite: { type: 'string', default: 'volume' },
     },
     strict: true,
   });
+  if (values.suite !== 'volume' && values.suite !== 'pair') throw new Error('--suite must be volume or pair');
   let seeds: Iterable<number>;
   if (values.seed !== undefined) {
     seeds = [parseSeed(values.seed, '--seed')];
@@ -33,6 +36,7 @@ async function main(): Promise<number> {
     seeds = seedRange(start, count);
   }
   const single = values.seed !== undefined;
+  if (values.suite === 'pair') return runPairSuite(seeds, single, values.verbose === true, values.trace === true);
   const summary = await runSeeds(seeds, {
     now: () => performance.now(),
     ...(values.trace ? { trace: (line: string) => console.log(line) } : {}),
@@ -53,6 +57,29 @@ async function main(): Promise<number> {
     `${seconds.toFixed(1)} s (${(summary.seeds / Math.max(seconds, 1e-9)).toFixed(1)} seeds/s)` +
     (summary.failures.length > 0 ? `; failing seeds: ${summary.failures.map((f) => f.seed).join(' ')}` : ''));
   return summary.failures.length === 0 ? 0 : 1;
+}
+
+async function runPairSuite(seeds: Iterable<number>, single: boolean, verbose: boolean, trace: boolean): Promise<number> {
+  const started = performance.now();
+  const failed: number[] = [];
+  let count = 0;
+  for (const seed of seeds) {
+    count++;
+    const r = await runPairSeed(seed, undefined, trace ? (line) => console.log(line) : undefined);
+    if (!r.ok) {
+      failed.push(seed);
+      console.log(`FAIL seed ${seed}: ${r.failure}`);
+      console.log(`  config: ${describePairConfig(r.config)}`);
+      console.log(`  reproduce: npm run sim -- --suite pair --seed ${seed} --trace`);
+    } else if (verbose || single) {
+      console.log(`ok   seed ${seed}: ${r.acked} writes acknowledged, ${r.crashes} crashes, ${r.partitions} partitions, ` +
+        `${r.events} events, ${r.virtualMs.toFixed(1)} virtual ms (${describePairConfig(r.config)})`);
+    }
+  }
+  const seconds = (performance.now() - started) / 1000;
+  console.log(`${failed.length === 0 ? 'PASS' : 'FAIL'}: ${count} pair seeds, ${failed.length} failed, ${seconds.toFixed(1)} s` +
+    (failed.length > 0 ? `; failing seeds: ${failed.join(' ')}` : ''));
+  return failed.length === 0 ? 0 : 1;
 }
 
 main().then((code) => { process.exitCode = code; }, (error: unknown) => {

@@ -177,6 +177,13 @@ export class SimDisk implements BlockStore {
     return [...this.inFlight].map((w) => ({ offset: w.offset, length: w.length }));
   }
 
+  /** Bytes as a reader sees them now, durable or not (for oracles). */
+  visibleBytes(offset: number, length: number): Uint8Array {
+    const out = new Uint8Array(length);
+    copyOut(this.visible, offset, length, out, 0);
+    return out;
+  }
+
   /** Bytes as they are on the media now (for tests). */
   durableBytes(offset: number, length: number): Uint8Array {
     const out = new Uint8Array(length);

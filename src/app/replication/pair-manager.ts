@@ -2,7 +2,6 @@
 // reconciliation when a link comes back. R1 drives a pair; a command given on R2's array is
 // forwarded to R1, except a failover with the link down (the disaster case), which R2 takes alone.
 // A pair half's record rides in its volume's bitmaps record, so state and bitmaps persist together.
-import { randomBytes } from 'node:crypto';
 import { TrackBitmap } from '../../core/bitmap/track-bitmap.js';
 import { ErrorCode, TidemarkError, invalidArgument, notFound } from '../../core/errors.js';
 import {
@@ -16,6 +15,7 @@ import type { Volume } from '../volume/volume.js';
 import { PairRuntime, positionIds, type PairCounters, type PairTimeouts } from './pair-runtime.js';
 import type { PeerRpc, RpcReply } from './peer-rpc.js';
 import { digestEqual, isAllZero, recordDigests } from './record-digests.js';
+import type { Timers } from '../../ports/timers.js';
 
 const EXTENSION_KEY = 'pairs';
 const CONTROL_TIMEOUT_MS = 15_000;
@@ -31,6 +31,9 @@ export interface PairHost {
   nowMs(): number;
   onError(error: unknown, context: Record<string, unknown>): void;
   onEvent(message: string, fields: Record<string, unknown>): void;
+  readonly timers: Timers;
+  /** A fresh unpredictable suffix for pair ids (seeded in the simulator). */
+  randomId(): string;
 }
 
 export interface PairCreateOptions {
@@ -69,7 +72,7 @@ export class PairManager {
   /** Local volume name → its pair half. */
   private readonly pairs = new Map<string, PairRuntime>();
   private readonly hooked = new Set<string>();
-  private readonly kickTimer: ReturnType<typeof setInterval>;
+  private readonly stopKicking: () => void;
   private closed = false;
 
   constructor(
@@ -78,8 +81,7 @@ export class PairManager {
     private readonly timeouts: PairTimeouts = { writeAckMs: 10_000, copyAckMs: 30_000 },
   ) {
     this.registerHandlers();
-    this.kickTimer = setInterval(() => this.kick(), KICK_INTERVAL_MS);
-    this.kickTimer.unref();
+    this.stopKicking = host.timers.every(KICK_INTERVAL_MS, () => this.kick());
   }
 
   // ---- loading and persistence ----
@@ -216,7 +218,7 @@ export class PairManager {
     this.host.checkPeer(peer);
     if (this.pairs.has(name)) throw new TidemarkError(ErrorCode.AlreadyExists, `volume ${name} is already in a remote pair`, { volume: name });
     if (volume.state !== 'ready') throw new TidemarkError(ErrorCode.InvalidState, `volume ${name} is ${volume.state}; an R1 must be ready`, { volume: name });
-    const id = `${this.host.arrayName}.${name}.${randomBytes(6).toString('hex')}`;
+    const id = `${this.host.arrayName}.${name}.${this.host.randomId()}`;
     const record: PairRecord = {
       id, role: 'R1', localVolume: name, peer, remoteVolume, mode, intent: 'replicating', onLinkFailure,
       generation: 1, diverged: false, createdAtMs: Math.floor(this.host.nowMs()),
@@ -633,7 +635,7 @@ export class PairManager {
 
   async close(): Promise<void> {
     this.closed = true;
-    clearInterval(this.kickTimer);
+    this.stopKicking();
     for (const r of this.pairs.values()) r.retired = true;
   }
 }

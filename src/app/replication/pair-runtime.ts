@@ -146,7 +146,19 @@ export class PairRuntime {
 
   /** Sync: ship alongside the local write; the host's write completes when both are done. */
   beginWrite(write: AppliedWrite): Promise<void> | undefined {
-    if (this.record.role !== 'R1' || this.retired || !this.forwards(write)) return undefined;
+    if (this.record.role !== 'R1' || this.retired) return undefined;
+    if (!this.forwards(write)) {
+      // The link went down after the write was let in: a pair that fails such writes fails it now.
+      // Its bytes may still reach R1's store, so its records are owed either way.
+      if (write.source === 'host' && this.record.intent === 'replicating' && this.record.mode !== 'adaptive' &&
+          this.record.onLinkFailure === 'fail-writes') {
+        this.owed.markWrite(write.offset, write.length, this.nowMs());
+        this.forwarded.add(write);
+        return Promise.reject(new TidemarkError(ErrorCode.LinkDown,
+          `pair ${this.record.localVolume} cannot replicate (link to ${this.record.peer} is down) and is set to fail writes`));
+      }
+      return undefined;
+    }
     if (this.record.mode === 'sync') return this.forward(write);
     // Semi-sync: the host's write completes at once, but not before the previous one was acknowledged.
     const previous = this.semiPrevious;
@@ -240,14 +252,16 @@ export class PairRuntime {
   }
 
   /**
-   * Before R1 persists its bitmaps: a cleared bit must mean R2 has the data durably. R2 is asked to
-   * flush; if it cannot, the tracks are owed again.
+   * Before R1 persists its bitmaps: a cleared bit must mean both copies are durable. R1 flushes (a
+   * power loss must not take back data R2 keeps: the images would differ under a clean bit), and R2
+   * is asked to flush; if it cannot, the tracks are owed again.
    */
   async beforePersist(): Promise<void> {
     if (this.record.role === 'R1' && this.record.intent === 'restoring') await this.volume.internalFlush();
     if (this.clearedNotDurable.isEmpty()) return;
     const cleared = this.clearedNotDurable.copy();
     this.clearedNotDurable.clearAll();
+    await this.volume.internalFlush();
     try {
       await this.rpc.request(this.record.peer, { op: 'pair.flush', pair: this.record.id }, [], this.timeouts.copyAckMs);
     } catch (error) {

@@ -4,6 +4,9 @@
 import { ErrorCode, TidemarkError, isTidemarkError } from '../../core/errors.js';
 import { decodeMessage, encodeMessage, type PeerMessage, type Segment } from '../../core/replication/peer-messages.js';
 import type { PeerTransport } from '../../ports/peer-transport.js';
+import type { Timers } from '../../ports/timers.js';
+import { REAL_TIMERS } from '../real-timers.js';
+import { randomBytes } from 'node:crypto';
 
 export interface RpcReply {
   readonly header: Readonly<Record<string, unknown>>;
@@ -16,7 +19,7 @@ interface Pending {
   readonly peer: string;
   readonly resolve: (reply: RpcReply) => void;
   readonly reject: (error: unknown) => void;
-  readonly timer: ReturnType<typeof setTimeout>;
+  readonly cancelTimer: () => void;
 }
 
 const MAX_REQUEST_ID = 0xffff_ffff;
@@ -30,6 +33,12 @@ export class PeerRpc {
   constructor(
     private readonly transport: PeerTransport,
     private readonly onError: (error: unknown, context: Record<string, unknown>) => void,
+    private readonly timers: Timers = REAL_TIMERS,
+    /**
+     * Unique to this instance (a process incarnation): responses carry it back, so an answer a peer
+     * sends to an earlier incarnation (same request id, before a restart) is never taken for ours.
+     */
+    private readonly instanceId: string = randomBytes(8).toString('hex'),
   ) {
     transport.onMessage((peer, bytes) => this.receive(peer, bytes));
     transport.onPeerDown((peer, reason) => this.failPeer(peer, `link to ${peer} is down: ${reason}`));
@@ -70,17 +79,17 @@ export class PeerRpc {
     const id = this.nextId;
     this.nextId = this.nextId >= MAX_REQUEST_ID ? 1 : this.nextId + 1;
     const answer = new Promise<RpcReply>((resolve, reject) => {
-      const timer = setTimeout(() => {
+      const cancelTimer = this.timers.after(timeoutMs, () => {
         this.pending.delete(id);
         reject(new TidemarkError(ErrorCode.LinkDown, `${peer} did not answer ${String(header.op)} within ${timeoutMs} ms`, { peer }));
-      }, timeoutMs);
-      this.pending.set(id, { peer, resolve, reject, timer });
+      });
+      this.pending.set(id, { peer, resolve, reject, cancelTimer });
     });
-    const queued = this.transport.send(peer, encodeMessage({ type: 'request', id, header, segments }));
+    const queued = this.transport.send(peer, encodeMessage({ type: 'request', id, header: { ...header, rpc: this.instanceId }, segments }));
     queued.catch((error: unknown) => {
       const p = this.pending.get(id);
       if (!p) return;
-      clearTimeout(p.timer);
+      p.cancelTimer();
       this.pending.delete(id);
       p.reject(error);
     });
@@ -104,9 +113,10 @@ export class PeerRpc {
     }
     if (message.type === 'response') {
       const p = this.pending.get(message.id);
-      if (!p || p.peer !== peer) return; // a late answer to a request that timed out
+      // A late answer to a request that timed out, or one meant for an earlier incarnation of this array.
+      if (!p || p.peer !== peer || message.header.rpc !== this.instanceId) return;
       this.pending.delete(message.id);
-      clearTimeout(p.timer);
+      p.cancelTimer();
       p.resolve({ header: message.header, segments: message.segments });
       return;
     }
@@ -115,12 +125,13 @@ export class PeerRpc {
     const result = handler
       ? handler(peer, message.header, message.segments)
       : Promise.reject(new TidemarkError(ErrorCode.Unsupported, `unknown replication request ${JSON.stringify(op)}`));
+    const rpc = message.header.rpc;
     result.then(
-      (reply) => this.respond(peer, message.id, { ...reply.header, ok: true }, reply.segments),
+      (reply) => this.respond(peer, message.id, { ...reply.header, ok: true, rpc }, reply.segments),
       (error: unknown) => {
         const err = isTidemarkError(error) ? error.toJSON() : { code: ErrorCode.Internal, message: String(error), details: {} };
         if (!isTidemarkError(error)) this.onError(error, { peer, op });
-        this.respond(peer, message.id, { ok: false, error: err }, []);
+        this.respond(peer, message.id, { ok: false, error: err, rpc }, []);
       },
     );
   }
@@ -134,7 +145,7 @@ export class PeerRpc {
     for (const [id, p] of this.pending) {
       if (p.peer !== peer) continue;
       this.pending.delete(id);
-      clearTimeout(p.timer);
+      p.cancelTimer();
       p.reject(new TidemarkError(ErrorCode.LinkDown, why, { peer }));
     }
   }
@@ -142,7 +153,7 @@ export class PeerRpc {
   close(): void {
     this.closed = true;
     for (const p of this.pending.values()) {
-      clearTimeout(p.timer);
+      p.cancelTimer();
       p.reject(new TidemarkError(ErrorCode.ShuttingDown, 'array is shutting down'));
     }
     this.pending.clear();
