@@ -9,10 +9,14 @@
 //  - NBD is also served on a Unix socket (`--nbd-socket`): path-bound Unix sockets live in the
 //    filesystem, not in a network namespace, so qemu-io / nbdcopy / fio run in the root namespace
 //    with `nbd+unix:///VOLUME?socket=PATH` and their traffic never crosses the shaped link;
-//  - the replication link listens on the namespace's link address, the only traffic on the link.
+//  - the replication link listens on the namespace's link address, the only traffic on the link;
+//  - for frequent API calls (benchmarks polling counters) api() starts, once, a byte relay in the
+//    namespace from a Unix socket to 127.0.0.1:7480, and talks HTTP over that socket from here:
+//    no process start per call.
 import type { ChildProcess } from 'node:child_process';
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import { request } from 'node:http';
 import { createInterface } from 'node:readline';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -65,8 +69,20 @@ export async function mustRunRoot(command: string, args: readonly string[], time
 }
 
 /** One array daemon running in one namespace of a NetnsPair. */
+// Inside the namespace: relays every connection on a Unix socket to the API's TCP port.
+const API_RELAY = `
+const net = require('node:net');
+const [socketPath, port] = process.argv.slice(1);
+net.createServer((c) => {
+  const u = net.connect(Number(port), '127.0.0.1');
+  c.pipe(u).pipe(c);
+  c.on('error', () => u.destroy()); u.on('error', () => c.destroy());
+}).listen(socketPath, () => console.log('relaying'));
+`;
+
 export class NetnsArray {
   private output = '';
+  private relay: Promise<string> | undefined;
 
   private constructor(
     readonly name: string,
@@ -148,6 +164,42 @@ export class NetnsArray {
 
   async json<T>(args: readonly string[], timeoutMs?: number): Promise<T> {
     return JSON.parse(await this.cli(args, timeoutMs)) as T;
+  }
+
+  /**
+   * One HTTP API call from the root namespace through a relay in the array's namespace (started on
+   * first use). Fails on a non-2xx status; returns the parsed JSON body.
+   */
+  async api<T = Record<string, unknown>>(method: string, path: string, body?: unknown, timeoutMs = 30_000): Promise<T> {
+    this.relay ??= this.startRelay();
+    const socketPath = await this.relay;
+    const payload = body === undefined ? undefined : JSON.stringify(body);
+    return new Promise<T>((resolve, reject) => {
+      const req = request({ socketPath, method, path, timeout: timeoutMs,
+        headers: payload === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } }, (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => { text += d; });
+        res.on('end', () => {
+          if ((res.statusCode ?? 0) >= 300) reject(new Error(`${this.name}: ${method} ${path} → ${res.statusCode}: ${text}`));
+          else resolve((text ? JSON.parse(text) : {}) as T);
+        });
+      });
+      req.on('timeout', () => req.destroy(new Error(`${this.name}: ${method} ${path} timed out after ${timeoutMs} ms`)));
+      req.on('error', reject);
+      req.end(payload);
+    });
+  }
+
+  private async startRelay(): Promise<string> {
+    const socketPath = `${this.socketPath}.api`;
+    const child = this.pair.spawnIn(this.end, process.execPath, ['-e', API_RELAY, socketPath, String(NS_API_PORT)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('API relay did not start')), 10_000);
+      child.once('exit', (code) => { clearTimeout(timer); reject(new Error(`API relay exited ${code}`)); });
+      child.stdout!.once('data', () => { clearTimeout(timer); resolve(); });
+    });
+    return socketPath;
   }
 
   /** SIGTERM, then SIGKILL after 10 s. */
