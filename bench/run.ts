@@ -1,19 +1,27 @@
 // Benchmark entry point: `npm run bench -- <name> [--seconds N] [--size BYTES]`.
+// resync also takes [--rate-mbit N] [--delay-ms N] [--dirty BYTES] [--hot BYTES]; its --size
+// defaults to 256 MiB and --seconds to 8.
 import { benchNbd } from './nbd.js';
 import { benchClone } from './clone.js';
 import { benchReplication } from './replication.js';
-
-const benches: Record<string, (args: { seconds: number; sizeBytes: number }) => Promise<void>> = {
-  nbd: benchNbd,
-  clone: benchClone,
-  replication: (args) => benchReplication(args),
-};
+import { benchResync } from './resync.js';
 
 const argv = process.argv.slice(2);
 const name = argv[0];
 const option = (flag: string, fallback: number): number => {
   const i = argv.indexOf(flag);
   return i >= 0 ? Number(argv[i + 1]) : fallback;
+};
+const MiB = 1024 * 1024;
+
+const benches: Record<string, (args: { seconds: number; sizeBytes: number }) => Promise<void>> = {
+  nbd: benchNbd,
+  clone: benchClone,
+  replication: (args) => benchReplication(args),
+  resync: () => benchResync({
+    seconds: option('--seconds', 8), sizeBytes: option('--size', 256 * MiB), dirtyBytes: option('--dirty', 64 * MiB),
+    rateMbit: option('--rate-mbit', 100), delayMs: option('--delay-ms', 5), hotBytes: option('--hot', 8 * MiB),
+  }),
 };
 const bench = name ? benches[name] : undefined;
 if (!bench) {
