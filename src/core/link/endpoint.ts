@@ -145,13 +145,14 @@ export class LinkEndpoint {
       rotation: 0,
       counters: { bytesSent: 0, bytesReceived: 0, packetsSent: 0, packetsReceived: 0, messagesSent: 0, messagesReceived: 0, retransmittedPackets: 0 },
     });
+    this.maybeDial(this.peers.get(peer.name)!);
   }
 
   removePeer(name: string, nowMs: number): void {
     this.advance(nowMs);
     const peer = this.peers.get(name);
     if (!peer) throw notFound(`no peer named ${name}`);
-    for (const conn of [...peer.conns]) this.closeConn(conn, 'peer removed', false);
+    for (const conn of [...peer.conns]) this.closeConn(conn, 'peer removed', true);
     this.peers.delete(name);
   }
 
@@ -346,14 +347,16 @@ export class LinkEndpoint {
         this.sendFrame(conn, encodeFrame(FrameType.Heartbeat, 0, 0, new Uint8Array(0)));
       }
     }
-    for (const peer of this.peers.values()) {
-      if (!this.wantsDial(peer) || now < peer.nextDialMs) continue;
-      const id = this.nextConnId++;
-      const conn = this.newConn(id, 'dialer', peer);
-      this.conns.set(id, conn);
-      peer.conns.add(conn);
-      this.emit({ kind: 'dial', connId: id, peer: peer.config.name, address: peer.config.address });
-    }
+    for (const peer of this.peers.values()) this.maybeDial(peer);
+  }
+
+  private maybeDial(peer: Peer): void {
+    if (!this.wantsDial(peer) || this.nowMs < peer.nextDialMs) return;
+    const id = this.nextConnId++;
+    const conn = this.newConn(id, 'dialer', peer);
+    this.conns.set(id, conn);
+    peer.conns.add(conn);
+    this.emit({ kind: 'dial', connId: id, peer: peer.config.name, address: peer.config.address });
   }
 
   private backoffMs(failures: number): number {
@@ -544,6 +547,8 @@ export class LinkEndpoint {
     if (!this.applyAck(conn, peer, frame.seq)) return;
     conn.phase = 'open';
     peer.failures = 0;
+    peer.nextDialMs = this.nowMs;
+    this.maybeDial(peer); // the next parallel stream, if any
     if (peer.state !== 'up') {
       this.setState(peer, 'up');
       peer.lastError = undefined;
