@@ -77,7 +77,7 @@ export async function runLinkSeed(seed: number): Promise<LinkSeedResult> {
   };
   const safetyMs = 3000;
   const livenessBoundMs = 20_000;
-  const messagesPerSide = root.int(20, 80);
+  const messagesPerSide = root.int(15, 60);
   const willRestart = root.chance(0.2);
 
   const net = new SimNetwork(scheduler, netPrng, faults);
@@ -183,7 +183,7 @@ export async function runLinkSeed(seed: number): Promise<LinkSeedResult> {
   });
 
   const converged = (): boolean => scheduler.nowMs > safetyMs && sides.every((s) =>
-    s.pending.length === 0 && other(s).delivered === s.sent.length && s.host.endpoint.stats(other(s).name)?.state === 'up');
+    s.pending.length === 0 && other(s).delivered === s.sent.length && s.host.endpoint.state(other(s).name) === 'up');
   const deadline = safetyMs + livenessBoundMs;
   await scheduler.run(() => failure !== undefined || converged() || scheduler.nowMs > deadline, 3_000_000);
   if (!failure && !converged()) {

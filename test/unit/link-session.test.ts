@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { LinkEndpoint } from '../../src/core/link/endpoint.js';
-import { DataFlag, encodeFrame, FrameType, type EncodedFrame } from '../../src/core/link/frame.js';
+import { DataFlag, encodeFrame, frameToBytes, FrameType, type EncodedFrame } from '../../src/core/link/frame.js';
 import { ReceiveSide, SendSide } from '../../src/core/link/session.js';
 import { Prng } from '../../src/core/lib/prng.js';
 import { bytesOf, LinkPair, linkConfig, pattern, SECRET } from '../helpers/link-harness.js';
@@ -184,6 +184,21 @@ test('a silent peer is declared dead after deadAfterMs, heartbeats keep a quiet 
   for (let t = 0; t < 400; t += 5) { drop(); p.nowMs += 5; p.a.endpoint.handle({ kind: 'tick' }, p.nowMs); p.b.endpoint.handle({ kind: 'tick' }, p.nowMs); p.drain(); drop(); }
   assert.notEqual(p.a.endpoint.stats('beta')!.state, 'up');
   assert.match(p.a.endpoint.stats('beta')!.lastError!, /nothing received/);
+});
+
+test('a corrupted length that leaves the decoder waiting is caught by the frame-based dead timer', () => {
+  const p = pair({ heartbeatIntervalMs: 100, deadAfterMs: 350 });
+  const wire = p.wires(p.a)[0]!;
+  // A header claiming a 900 KB payload; the valid heartbeats that follow are swallowed as "payload".
+  const bogus = frameToBytes(encodeFrame(FrameType.Data, DataFlag.First, 1, new Uint8Array(0)));
+  new DataView(bogus.buffer).setUint32(8, 900_000);
+  wire.queue.push(bogus);
+  p.advance(1000);
+  assert.match(p.b.endpoint.stats('alpha')!.lastError ?? '', /nothing received/);
+  assert.equal(p.a.endpoint.stats('beta')!.state, 'up', 'reconnected');
+  p.a.endpoint.send('beta', bytesOf('after the stall'));
+  p.run();
+  assert.deepEqual(p.b.delivered.map((m) => Buffer.from(m).toString()), ['after the stall']);
 });
 
 test('reconnect backoff grows exponentially with jitter and is capped', () => {

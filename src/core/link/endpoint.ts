@@ -12,7 +12,9 @@
 // reconnects with exponential backoff and jitter.
 import { assert, assertNever } from '../lib/assert.js';
 import { invalidArgument, notFound } from '../errors.js';
-import { encodeFrame, FrameDecoder, frameBytes, FrameType, LINK_PROTOCOL_VERSION, type EncodedFrame, type Frame } from './frame.js';
+import {
+  encodeFrame, FrameDecoder, frameBytes, FrameType, LINK_PROTOCOL_VERSION, MAX_FRAME_PAYLOAD_BYTES, type EncodedFrame, type Frame,
+} from './frame.js';
 import {
   computeProof, constantTimeEqual, decodeError, decodeHello, encodeError, encodeHello, INCARNATION_BYTES, isValidArrayName,
   LinkErrorCode, NONCE_BYTES, PROOF_BYTES, type Hello, type Role,
@@ -22,7 +24,6 @@ import {
   LINK_DEFAULTS, MAX_STREAMS, type ConnId, type LinkAction, type LinkConfig, type LinkEvent, type PeerConfig, type PeerState,
   type PeerStats,
 } from './types.js';
-import { MAX_FRAME_PAYLOAD_BYTES } from './frame.js';
 
 type Phase = 'dialing' | 'hello' | 'auth' | 'resume' | 'open';
 
@@ -182,6 +183,11 @@ export class LinkEndpoint {
     peer.counters.messagesSent++;
   }
 
+  /** The peer's state alone (cheap; stats() builds the whole record). */
+  state(name: string): PeerState | undefined {
+    return this.peers.get(name)?.state;
+  }
+
   stats(name: string): PeerStats | undefined {
     const peer = this.peers.get(name);
     if (!peer) return undefined;
@@ -295,8 +301,8 @@ export class LinkEndpoint {
     assert(nonce.length === NONCE_BYTES, 'randomBytes length');
     return {
       id, role, peer, phase: role === 'dialer' ? 'dialing' : 'hello',
-      // A frame bigger than a packet or a handshake is never valid from a peer.
-      decoder: new FrameDecoder(Math.max(this.cfg.maxPacketBytes, 1024)),
+      // The protocol's cap, not our own packet size: peers may be configured differently.
+      decoder: new FrameDecoder(MAX_FRAME_PAYLOAD_BYTES),
       // The acceptor's HELLO names its incarnation for that peer, so it is filled in once the peer is known.
       ownHello: { windowBytes: this.cfg.windowBytes, nonce, incarnation: peer?.incarnation ?? new Uint8Array(INCARNATION_BYTES), name: this.config.arrayName },
       peerHello: undefined,
@@ -402,7 +408,6 @@ export class LinkEndpoint {
   private onData(connId: ConnId, bytes: Uint8Array): void {
     const conn = this.conns.get(connId);
     if (!conn || conn.phase === 'dialing') return;
-    conn.lastReceivedMs = this.nowMs;
     if (conn.peer) conn.peer.counters.bytesReceived += bytes.length;
     conn.decoder.push(bytes);
     for (;;) {
@@ -425,6 +430,9 @@ export class LinkEndpoint {
           this.violation(conn, LinkErrorCode.Protocol, result.reason);
           return;
         case 'frame':
+          // Liveness counts whole frames, not bytes: a corrupted length must not keep a connection
+          // "alive" while the decoder waits for a payload that will never make sense.
+          conn.lastReceivedMs = this.nowMs;
           this.onFrame(conn, result.frame);
           break;
         default:
@@ -512,6 +520,12 @@ export class LinkEndpoint {
   }
 
   private authenticated(conn: Conn, peer: Peer, hello: Hello): void {
+    const open = [...peer.conns].filter((c) => c !== conn && c.phase !== 'dialing' && c.phase !== 'hello' && c.phase !== 'auth');
+    if (open.length >= MAX_STREAMS) {
+      // Bounded per peer; the oldest is the likeliest to be a half-dead one the peer gave up on.
+      const oldest = open.reduce((a, b) => (a.openedMs <= b.openedMs ? a : b));
+      this.closeConn(oldest, 'replaced by a newer connection', true);
+    }
     if (peer.peerIncarnation && !sameBytes(peer.peerIncarnation, hello.incarnation)) {
       // The peer restarted (or re-created its side): whatever it had of this session is gone.
       const undelivered = peer.send.unackedMessages;
@@ -551,7 +565,7 @@ export class LinkEndpoint {
     this.maybeDial(peer); // the next parallel stream, if any
     if (peer.state !== 'up') {
       this.setState(peer, 'up');
-      peer.lastError = undefined;
+      // lastError stays: it is the last error seen, for operators; the state says the link is fine now.
       this.log('info', 'link up', { peer: peer.config.name, sessionId: this.sessionId(peer) });
       this.emit({ kind: 'peer-up', peer: peer.config.name });
     }
