@@ -236,3 +236,42 @@ test('sends beyond the window wait (backpressure) and resolve as the peer acknow
     await p.close();
   }
 });
+
+test('garbage from an unauthenticated client is dropped without disturbing the link', async () => {
+  const p = await startPair();
+  try {
+    await waitFor('link up', () => p.alpha.isUp('beta'));
+    for (const junk of [randomBytes(4096), Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n'), Buffer.alloc(100)]) {
+      const closed = await new Promise<boolean>((resolve) => {
+        const s = connect(p.beta.address!.port, '127.0.0.1', () => s.write(junk));
+        s.on('error', () => resolve(true));
+        s.on('close', () => resolve(true));
+        s.resume();
+        setTimeout(() => { s.destroy(); resolve(false); }, 3000).unref();
+      });
+      assert.equal(closed, true, 'the listener hangs up on garbage');
+    }
+    await p.alpha.send('beta', Buffer.from('still fine'));
+    await waitFor('delivery', () => p.atBeta.length === 1);
+    assert.equal(Buffer.from(p.atBeta[0]!).toString(), 'still fine');
+    assert.equal(p.alpha.peer('beta')!.connections, 1, 'the real link was never dropped');
+  } finally {
+    await p.close();
+  }
+});
+
+test('removing a peer rejects the sends waiting for its window', async () => {
+  const p = await startPair({ betaSecret: new TextEncoder().encode('mismatch so nothing is ever acknowledged') });
+  try {
+    const sends = Array.from({ length: 6 }, () => p.alpha.send('beta', randomBytes(4 * MiB)).then(() => 'queued', (e: unknown) => (e as { code?: string }).code));
+    await new Promise((r) => setImmediate(r));
+    p.alpha.removePeer('beta');
+    const results = await Promise.all(sends);
+    assert.ok(results.includes('queued'));
+    assert.ok(results.includes('TM_ERR_LINK_DOWN'));
+    assert.equal(p.alpha.peer('beta'), undefined);
+    assert.throws(() => p.alpha.removePeer('beta'), /no peer named beta/);
+  } finally {
+    await p.close();
+  }
+});
