@@ -40,6 +40,8 @@ interface Conn {
   lastReceivedMs: number;
   lastSentMs: number;
   writable: boolean;
+  /** This connection ended in an authentication failure (the peer state says so until a later attempt). */
+  authFailed: boolean;
 }
 
 interface Counters {
@@ -257,8 +259,8 @@ export class LinkEndpoint {
   nextDeadlineMs(): number | undefined {
     let next = Number.POSITIVE_INFINITY;
     for (const conn of this.conns.values()) {
-      if (conn.phase === 'dialing') continue;
       if (conn.phase !== 'open') next = Math.min(next, conn.openedMs + this.cfg.handshakeTimeoutMs);
+      if (conn.phase === 'dialing') continue;
       next = Math.min(next, conn.lastReceivedMs + this.cfg.deadAfterMs);
       if (conn.phase === 'open') next = Math.min(next, conn.lastSentMs + this.cfg.heartbeatIntervalMs);
     }
@@ -310,6 +312,7 @@ export class LinkEndpoint {
       lastReceivedMs: this.nowMs,
       lastSentMs: this.nowMs,
       writable: true,
+      authFailed: false,
     };
   }
 
@@ -344,9 +347,10 @@ export class LinkEndpoint {
   private onTick(): void {
     const now = this.nowMs;
     for (const conn of [...this.conns.values()]) {
-      if (conn.phase === 'dialing') continue;
       if (conn.phase !== 'open' && now - conn.openedMs >= this.cfg.handshakeTimeoutMs) {
-        this.closeConn(conn, 'handshake timed out', true);
+        this.closeConn(conn, conn.phase === 'dialing' ? `connecting to ${conn.peer?.config.address} timed out` : 'handshake timed out', true);
+      } else if (conn.phase === 'dialing') {
+        continue;
       } else if (now - conn.lastReceivedMs >= this.cfg.deadAfterMs) {
         this.closeConn(conn, `nothing received for ${now - conn.lastReceivedMs} ms`, true);
       } else if (conn.phase === 'open' && now - conn.lastSentMs >= this.cfg.heartbeatIntervalMs) {
@@ -384,12 +388,13 @@ export class LinkEndpoint {
     if (conn.phase === 'open' || conn.phase === 'resume') {
       this.log('warn', 'link connection lost', { peer: peer.config.name, connId: conn.id, reason });
     }
-    if (peer.state !== 'auth-failed' || conn.phase === 'open') peer.lastError = reason;
+    if (!conn.authFailed) peer.lastError = reason;
     const stillOpen = [...peer.conns].some((c) => c.phase === 'open');
     if (!stillOpen && peer.state === 'up') {
       this.setState(peer, 'down');
       this.emit({ kind: 'peer-down', peer: peer.config.name, reason });
-    } else if (!stillOpen && peer.state === 'connecting') {
+    } else if (!stillOpen && (peer.state === 'connecting' || (peer.state === 'auth-failed' && !conn.authFailed))) {
+      // A later attempt that failed otherwise (refused, timed out) is no longer an auth failure.
       this.setState(peer, 'down');
     }
     if (peer.dials) {
@@ -445,7 +450,7 @@ export class LinkEndpoint {
     if (frame.type === FrameType.Error) {
       const { code, message } = decodeError(frame.payload);
       const reason = `peer closed the link: ${message}`;
-      if (conn.peer && code === LinkErrorCode.AuthFailed) this.authFailed(conn.peer, reason);
+      if (conn.peer && code === LinkErrorCode.AuthFailed) this.authFailed(conn, conn.peer, reason);
       else if (conn.peer) conn.peer.lastError = reason;
       this.closeConn(conn, reason, true);
       return;
@@ -502,7 +507,7 @@ export class LinkEndpoint {
     const expected = computeProof(this.config.crypto, peer.config.secret, peerRole, input);
     if (!constantTimeEqual(expected, frame.payload)) {
       const reason = `authentication failed: ${peer.config.name} did not prove the shared secret`;
-      this.authFailed(peer, reason);
+      this.authFailed(conn, peer, reason);
       this.log('error', 'link authentication failed', { peer: peer.config.name, connId: conn.id });
       return this.violation(conn, LinkErrorCode.AuthFailed, 'authentication failed');
     }
@@ -513,7 +518,8 @@ export class LinkEndpoint {
     this.authenticated(conn, peer, peerHello);
   }
 
-  private authFailed(peer: Peer, reason: string): void {
+  private authFailed(conn: Conn, peer: Peer, reason: string): void {
+    conn.authFailed = true;
     peer.lastError = reason;
     // An impostor must not make a working link look broken.
     if (![...peer.conns].some((c) => c.phase === 'open')) this.setState(peer, 'auth-failed');
