@@ -69,6 +69,8 @@ export function parseAddress(address: string): { host: string; port: number } {
 export class LinkNetwork {
   private readonly endpoint: LinkEndpoint;
   private readonly sockets = new Map<ConnId, Socket>();
+  /** Sockets the core closed, flushing before they end; close() destroys them too. */
+  private readonly closing = new Set<Socket>();
   /** Sends waiting for window space, per peer, in order (the app's backpressure). */
   private readonly waiting = new Map<string, Waiting[]>();
   private readonly messageHandlers: Array<(peer: string, message: Uint8Array) => void> = [];
@@ -122,6 +124,9 @@ export class LinkNetwork {
     this.assertOpen();
     parseAddress(peer.address);
     this.endpoint.addPeer(peer, nowMs());
+    if (!this.server && !(this.options.arrayName < peer.name)) {
+      this.log('warn', 'this array does not listen, but peer dials it (the lower name dials): the link cannot come up', { peer: peer.name });
+    }
     this.pump();
   }
 
@@ -178,11 +183,12 @@ export class LinkNetwork {
       this.rejectWaiting(name, new TidemarkError(ErrorCode.LinkDown, 'the link network is closed', { peer: name }));
     }
     const closing: Promise<void>[] = [];
-    for (const socket of this.sockets.values()) {
-      closing.push(new Promise((resolve) => { socket.once('close', () => resolve()); }));
+    for (const socket of [...this.sockets.values(), ...this.closing]) {
+      if (!socket.closed) closing.push(new Promise((resolve) => { socket.once('close', () => resolve()); }));
       socket.destroy();
     }
     this.sockets.clear();
+    this.closing.clear();
     if (this.server) {
       const server = this.server;
       closing.push(new Promise((resolve) => server.close(() => resolve())));
@@ -277,6 +283,8 @@ export class LinkNetwork {
         const socket = this.sockets.get(action.connId);
         this.sockets.delete(action.connId);
         if (!socket) return;
+        this.closing.add(socket);
+        socket.once('close', () => this.closing.delete(socket));
         socket.end();
         setTimeout(() => socket.destroy(), CLOSE_GRACE_MS).unref();
         return;
