@@ -64,9 +64,12 @@ export async function runLinkSeed(seed: number): Promise<LinkSeedResult> {
   const jitterPrng = root.fork();
   const scheduler = new Scheduler();
 
-  const maxPacketBytes = root.pick([512, 4096, 16 * 1024, 64 * 1024]);
+  // The two sides may be configured with different packet sizes and windows: they must interoperate.
+  const packetChoices = [512, 4096, 16 * 1024, 64 * 1024];
+  const packetBytes = { alpha: root.pick(packetChoices), beta: root.chance(0.5) ? root.pick(packetChoices) : undefined };
   const maxMessageBytes = root.pick([2048, 64 * 1024, 300 * 1024]);
-  const windowBytes = Math.max(64 * 1024, 2 * (maxPacketBytes + 24), root.pick([64 * 1024, 256 * 1024, 1024 * 1024]));
+  const windowChoice = root.pick([64 * 1024, 256 * 1024, 1024 * 1024]);
+  const windowFor = (packet: number): number => Math.max(64 * 1024, 2 * (packet + 24), windowChoice);
   const streams = root.pick([1, 1, 2, 3]);
   const faults: SimNetworkFaults = {
     minDelayMs: 0,
@@ -77,7 +80,7 @@ export async function runLinkSeed(seed: number): Promise<LinkSeedResult> {
   };
   const safetyMs = 3000;
   const livenessBoundMs = 20_000;
-  const messagesPerSide = root.int(20, 80);
+  const messagesPerSide = root.int(15, 60);
   const willRestart = root.chance(0.2);
 
   const net = new SimNetwork(scheduler, netPrng, faults);
@@ -86,11 +89,14 @@ export async function runLinkSeed(seed: number): Promise<LinkSeedResult> {
   let restarts = 0;
   const fail = (what: string): void => { failure ??= `seed ${seed}: ${what} at ${scheduler.nowMs} ms`; };
 
-  const config = (arrayName: string): LinkConfig => ({
-    arrayName, crypto: simCrypto(cryptoPrng), random: () => jitterPrng.next(), streams,
-    heartbeatIntervalMs: 50, deadAfterMs: 250, handshakeTimeoutMs: 500, backoffInitialMs: 10, backoffMaxMs: 400,
-    windowBytes, maxPacketBytes, maxMessageBytes,
-  });
+  const config = (arrayName: 'alpha' | 'beta'): LinkConfig => {
+    const maxPacketBytes = packetBytes[arrayName] ?? packetBytes.alpha;
+    return {
+      arrayName, crypto: simCrypto(cryptoPrng), random: () => jitterPrng.next(), streams,
+      heartbeatIntervalMs: 50, deadAfterMs: 250, handshakeTimeoutMs: 500, backoffInitialMs: 10, backoffMaxMs: 400,
+      windowBytes: windowFor(maxPacketBytes), maxPacketBytes, maxMessageBytes,
+    };
+  };
   const sides: Side[] = [];
   const other = (side: Side): Side => sides[sides[0] === side ? 1 : 0]!;
   const sideOf = (host: SimLinkHost): Side => sides.find((s) => s.host === host)!;
@@ -131,7 +137,7 @@ export async function runLinkSeed(seed: number): Promise<LinkSeedResult> {
     }
   };
 
-  const makeHost = (name: string, peerName: string): SimLinkHost => new SimLinkHost(net, name, (nowMs) => {
+  const makeHost = (name: 'alpha' | 'beta', peerName: string): SimLinkHost => new SimLinkHost(net, name, (nowMs) => {
     const endpoint = new LinkEndpoint(config(name), nowMs);
     endpoint.addPeer({ name: peerName, address: peerName, secret: SECRET }, nowMs);
     return endpoint;
@@ -183,7 +189,7 @@ export async function runLinkSeed(seed: number): Promise<LinkSeedResult> {
   });
 
   const converged = (): boolean => scheduler.nowMs > safetyMs && sides.every((s) =>
-    s.pending.length === 0 && other(s).delivered === s.sent.length && s.host.endpoint.stats(other(s).name)?.state === 'up');
+    s.pending.length === 0 && other(s).delivered === s.sent.length && s.host.endpoint.state(other(s).name) === 'up');
   const deadline = safetyMs + livenessBoundMs;
   await scheduler.run(() => failure !== undefined || converged() || scheduler.nowMs > deadline, 3_000_000);
   if (!failure && !converged()) {

@@ -1,20 +1,17 @@
-// The replication link over TCP: drives the pure link endpoint (src/core/link) with real sockets,
-// timers and node:crypto. Backpressure is explicit: a socket whose write() returned false gets no
-// more frames until 'drain', and app sends wait for room in the peer's send window.
-import { createHmac, randomBytes } from 'node:crypto';
-import { createServer, connect, type Server, type Socket } from 'node:net';
+// The replication link over TCP: drives one core LinkEndpoint (one session per peer) with real
+// sockets and timers. This is the only code that touches node:net for the link. Writes go out as
+// header + payload under cork/uncork (one writev); write() returning false marks the connection
+// unwritable in the core until 'drain', so packets flow to the other streams or wait — the only
+// buffering is the core's bounded send window.
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import { performance } from 'node:perf_hooks';
 import { LinkEndpoint } from '../../core/link/endpoint.js';
-import type { ConnId, LinkAction, PeerState } from '../../core/link/types.js';
-import { ErrorCode, TidemarkError } from '../../core/errors.js';
-import type { LinkCrypto } from '../../ports/crypto.js';
+import type { ConnId, LinkAction, PeerStats } from '../../core/link/types.js';
+import { ErrorCode, TidemarkError, invalidArgument, notFound } from '../../core/errors.js';
+import { assertNever } from '../../core/lib/assert.js';
+import { nodeLinkCrypto } from './node-crypto.js';
 
-export interface LinkPeerConfig {
-  readonly name: string;
-  /** host:port of the peer's link listener. */
-  readonly address: string;
-  readonly secret: Uint8Array;
-}
-
+export interface LinkPeerConfig { readonly name: string; readonly address: string /* host:port */; readonly secret: Uint8Array }
 export interface LinkNetworkOptions {
   readonly arrayName: string;
   readonly listen?: { host: string; port: number };
@@ -23,13 +20,12 @@ export interface LinkNetworkOptions {
   readonly deadAfterMs?: number;
   readonly log?: (level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void;
 }
-
-export type LinkPeerState = PeerState;
-
+export type LinkPeerState = 'connecting' | 'up' | 'down' | 'auth-failed';
 export interface LinkPeerStats {
   readonly name: string;
   readonly address: string;
   readonly state: LinkPeerState;
+  /** Wall-clock ms (epoch) of the last state change. */
   readonly sinceMs: number;
   readonly bytesSent: number;
   readonly bytesReceived: number;
@@ -37,131 +33,183 @@ export interface LinkPeerStats {
   readonly messagesReceived: number;
   readonly retransmittedPackets: number;
   readonly lastError?: string;
+  // Beyond the agreed minimum:
+  readonly packetsSent: number;
+  readonly packetsReceived: number;
+  /** Authenticated TCP connections currently open (up to `streams`). */
+  readonly connections: number;
+  /** Bytes accepted by send() and not yet acknowledged by the peer. */
+  readonly unackedBytes: number;
+  /** Identifies the session (both sides' incarnations); changes when either side restarts. */
+  readonly sessionId?: string;
 }
 
-const nodeCrypto: LinkCrypto = {
-  hmacSha256: (key, data) => new Uint8Array(createHmac('sha256', key).update(data).digest()),
-  randomBytes: (n) => new Uint8Array(randomBytes(n)),
-};
-
-/** A socket told to close gets this long to flush before it is destroyed. */
+/** A socket closed by the core gets this long to flush before it is destroyed. */
 const CLOSE_GRACE_MS = 2000;
+/** Dials give up after this long (the core then backs off and retries). */
+const CONNECT_TIMEOUT_MS = 10_000;
+const SOCKET_HIGH_WATER_BYTES = 1024 * 1024;
 
-function splitAddress(address: string): { host: string; port: number } {
-  const m = /^\[?([^\]]+)\]?:(\d+)$/.exec(address);
-  if (!m) throw new TidemarkError(ErrorCode.InvalidArgument, `link address ${JSON.stringify(address)} is not HOST:PORT`);
-  return { host: m[1]!, port: Number(m[2]) };
+/** Monotonic wall-clock milliseconds: the core's timers must not jump with clock adjustments. */
+const nowMs = (): number => performance.timeOrigin + performance.now();
+
+interface Waiting {
+  readonly message: Uint8Array;
+  readonly resolve: () => void;
+  readonly reject: (error: unknown) => void;
+}
+
+export function parseAddress(address: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:\s]+)):(\d{1,5})$/.exec(address);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || !(port > 0 && port < 65536)) throw invalidArgument(`link address ${JSON.stringify(address)} is not host:port`);
+  return { host: m[1] ?? m[2]!, port };
 }
 
 export class LinkNetwork {
   private readonly endpoint: LinkEndpoint;
   private readonly sockets = new Map<ConnId, Socket>();
+  /** Sockets the core closed, flushing before they end; close() destroys them too. */
+  private readonly closing = new Set<Socket>();
+  /** Sends waiting for window space, per peer, in order (the app's backpressure). */
+  private readonly waiting = new Map<string, Waiting[]>();
   private readonly messageHandlers: Array<(peer: string, message: Uint8Array) => void> = [];
   private readonly upHandlers: Array<(peer: string) => void> = [];
   private readonly downHandlers: Array<(peer: string, reason: string) => void> = [];
   private readonly resetHandlers: Array<(peer: string) => void> = [];
-  private readonly spaceWaiters = new Map<string, Array<() => void>>();
-  private timer: ReturnType<typeof setTimeout> | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private timerAtMs = Number.POSITIVE_INFINITY;
   private pumping = false;
-  private readonly upPeers = new Set<string>();
+  private pumpAgain = false;
   private closed = false;
+  private boundAddress: { host: string; port: number } | undefined;
 
   private constructor(private readonly options: LinkNetworkOptions, private readonly server: Server | undefined) {
     this.endpoint = new LinkEndpoint({
       arrayName: options.arrayName,
-      crypto: nodeCrypto,
+      crypto: nodeLinkCrypto,
       random: Math.random,
       ...(options.streams !== undefined ? { streams: options.streams } : {}),
       ...(options.heartbeatIntervalMs !== undefined ? { heartbeatIntervalMs: options.heartbeatIntervalMs } : {}),
       ...(options.deadAfterMs !== undefined ? { deadAfterMs: options.deadAfterMs } : {}),
-    }, Date.now());
+    }, nowMs());
   }
 
   static async start(options: LinkNetworkOptions): Promise<LinkNetwork> {
     let server: Server | undefined;
-    if (options.listen) {
-      server = createServer({ noDelay: true });
-      const listening = server;
+    if (options.listen) server = createServer({ highWaterMark: SOCKET_HIGH_WATER_BYTES, noDelay: true });
+    const network = new LinkNetwork(options, server);
+    if (server && options.listen) {
+      const listen = options.listen;
       await new Promise<void>((resolve, reject) => {
-        listening.once('error', reject);
-        listening.listen(options.listen!.port, options.listen!.host, () => {
-          listening.off('error', reject);
+        server.once('error', reject);
+        server.listen(listen.port, listen.host, () => {
+          server.off('error', reject);
           resolve();
         });
       });
+      const bound = server.address();
+      if (bound && typeof bound === 'object') network.boundAddress = { host: bound.address, port: bound.port };
+      server.on('connection', (socket) => network.accepted(socket));
+      server.on('error', (error) => network.log('error', 'link listener error', { error: error.message }));
     }
-    const network = new LinkNetwork(options, server);
-    server?.on('connection', (socket) => network.accepted(socket));
     return network;
   }
 
   get address(): { host: string; port: number } | undefined {
-    const a = this.server?.address();
-    return a && typeof a === 'object' ? { host: a.address, port: a.port } : undefined;
+    return this.boundAddress;
   }
 
   addPeer(peer: LinkPeerConfig): void {
-    splitAddress(peer.address);
-    this.endpoint.addPeer({ name: peer.name, address: peer.address, secret: peer.secret }, Date.now());
+    this.assertOpen();
+    parseAddress(peer.address);
+    this.endpoint.addPeer(peer, nowMs());
+    if (!this.server && !(this.options.arrayName < peer.name)) {
+      this.log('warn', 'this array does not listen, but peer dials it (the lower name dials): the link cannot come up', { peer: peer.name });
+    }
     this.pump();
   }
 
   removePeer(name: string): void {
-    if (!this.endpoint.hasPeer(name)) return;
-    this.endpoint.removePeer(name, Date.now());
-    this.upPeers.delete(name);
+    this.assertOpen();
+    this.endpoint.removePeer(name, nowMs());
+    this.rejectWaiting(name, new TidemarkError(ErrorCode.LinkDown, `peer ${name} was removed`, { peer: name }));
     this.pump();
   }
 
   peers(): LinkPeerStats[] {
-    return this.endpoint.peerNames().sort().map((n) => this.peer(n)!);
+    return this.endpoint.peerNames().map((name) => this.peer(name)!);
   }
 
   peer(name: string): LinkPeerStats | undefined {
     const s = this.endpoint.stats(name);
-    if (!s) return undefined;
-    return {
-      name: s.name, address: s.address, state: s.state, sinceMs: s.sinceMs, bytesSent: s.bytesSent, bytesReceived: s.bytesReceived,
-      messagesSent: s.messagesSent, messagesReceived: s.messagesReceived, retransmittedPackets: s.retransmittedPackets,
-      ...(s.lastError ? { lastError: s.lastError } : {}),
-    };
+    return s ? toPublicStats(s) : undefined;
   }
 
-  /** Called for every replicated write: answered from the peer-up/peer-down actions, not by building stats. */
   isUp(name: string): boolean {
-    return this.upPeers.has(name);
+    return this.endpoint.state(name) === 'up';
   }
 
-  async send(peer: string, message: Uint8Array): Promise<void> {
-    if (this.closed) throw new TidemarkError(ErrorCode.ShuttingDown, 'link network is closed');
-    if (!this.endpoint.hasPeer(peer)) throw new TidemarkError(ErrorCode.NotFound, `no peer named ${peer}`, { peer });
-    while (!this.endpoint.canSend(peer, message.length)) {
-      await new Promise<void>((resolve) => {
-        const waiting = this.spaceWaiters.get(peer) ?? [];
-        waiting.push(resolve);
-        this.spaceWaiters.set(peer, waiting);
-      });
-      if (this.closed) throw new TidemarkError(ErrorCode.ShuttingDown, 'link network is closed');
-      if (!this.endpoint.hasPeer(peer)) throw new TidemarkError(ErrorCode.LinkDown, `peer ${peer} was removed`, { peer });
+  send(peer: string, message: Uint8Array): Promise<void> {
+    if (this.closed) return Promise.reject(new TidemarkError(ErrorCode.LinkDown, 'the link network is closed', { peer }));
+    if (!this.endpoint.hasPeer(peer)) return Promise.reject(notFound(`no link peer named ${peer}`, { peer }));
+    const queue = this.waiting.get(peer) ?? [];
+    try {
+      // Order matters: a message may enter the window only when nobody is waiting before it.
+      if (queue.length === 0 && this.endpoint.canSend(peer, message.length)) {
+        this.endpoint.send(peer, message);
+        this.pump();
+        return Promise.resolve();
+      }
+    } catch (error) {
+      return Promise.reject(error);
     }
-    this.endpoint.send(peer, message);
-    this.pump();
+    return new Promise((resolve, reject) => {
+      queue.push({ message, resolve, reject });
+      this.waiting.set(peer, queue);
+    });
   }
 
-  onMessage(handler: (peer: string, message: Uint8Array) => void): void {
-    this.messageHandlers.push(handler);
+  onMessage(handler: (peer: string, message: Uint8Array) => void): void { this.messageHandlers.push(handler); }
+  onPeerUp(handler: (peer: string) => void): void { this.upHandlers.push(handler); }
+  onPeerDown(handler: (peer: string, reason: string) => void): void { this.downHandlers.push(handler); }
+  onSessionReset(handler: (peer: string) => void): void { this.resetHandlers.push(handler); }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.timer) clearTimeout(this.timer);
+    for (const name of this.waiting.keys()) {
+      this.rejectWaiting(name, new TidemarkError(ErrorCode.LinkDown, 'the link network is closed', { peer: name }));
+    }
+    const closing: Promise<void>[] = [];
+    for (const socket of [...this.sockets.values(), ...this.closing]) {
+      if (!socket.closed) closing.push(new Promise((resolve) => { socket.once('close', () => resolve()); }));
+      socket.destroy();
+    }
+    this.sockets.clear();
+    this.closing.clear();
+    if (this.server) {
+      const server = this.server;
+      closing.push(new Promise((resolve) => server.close(() => resolve())));
+    }
+    await Promise.all(closing);
   }
 
-  onPeerUp(handler: (peer: string) => void): void {
-    this.upHandlers.push(handler);
+  // ---- internals ----
+
+  private assertOpen(): void {
+    if (this.closed) throw new TidemarkError(ErrorCode.LinkDown, 'the link network is closed');
   }
 
-  onPeerDown(handler: (peer: string, reason: string) => void): void {
-    this.downHandlers.push(handler);
+  private log(level: 'info' | 'warn' | 'error', msg: string, fields: Record<string, unknown>): void {
+    this.options.log?.(level, msg, fields);
   }
 
-  onSessionReset(handler: (peer: string) => void): void {
-    this.resetHandlers.push(handler);
+  private rejectWaiting(peer: string, error: TidemarkError): void {
+    const queue = this.waiting.get(peer) ?? [];
+    this.waiting.delete(peer);
+    for (const w of queue) w.reject(error);
   }
 
   private accepted(socket: Socket): void {
@@ -169,73 +217,74 @@ export class LinkNetwork {
       socket.destroy();
       return;
     }
-    const connId = this.endpoint.accept(Date.now());
-    if (connId === undefined) {
+    const id = this.endpoint.accept(nowMs());
+    if (id === undefined) {
+      this.log('warn', 'link connection refused: too many unauthenticated connections', { remote: socket.remoteAddress });
       socket.destroy();
       return;
     }
-    this.attach(connId, socket);
+    this.attach(id, socket);
     this.pump();
   }
 
-  private attach(connId: ConnId, socket: Socket): void {
-    this.sockets.set(connId, socket);
+  private attach(id: ConnId, socket: Socket): void {
+    this.sockets.set(id, socket);
     socket.setNoDelay(true);
-    socket.on('data', (bytes: Buffer) => {
-      this.endpoint.handle({ kind: 'data', connId, bytes }, Date.now());
-      this.pump();
-    });
-    socket.on('drain', () => {
-      this.endpoint.handle({ kind: 'writable', connId, writable: true }, Date.now());
-      this.pump();
-    });
-    socket.on('error', () => undefined); // 'close' follows and carries the end of the connection
+    let lastError: string | undefined;
+    socket.on('data', (chunk: Buffer) => this.handle({ kind: 'data', connId: id, bytes: chunk }));
+    socket.on('drain', () => this.handle({ kind: 'writable', connId: id, writable: true }));
+    socket.on('error', (error) => { lastError = error.message; });
     socket.on('close', () => {
-      if (this.sockets.get(connId) !== socket) return;
-      this.sockets.delete(connId);
-      if (this.closed) return;
-      this.endpoint.handle({ kind: 'closed', connId, reason: 'connection closed' }, Date.now());
-      this.pump();
+      if (this.sockets.get(id) !== socket) return;
+      this.sockets.delete(id);
+      this.handle({ kind: 'closed', connId: id, reason: lastError ?? 'connection closed' });
     });
   }
 
-  /** Performs every action the endpoint wants, then arms the timer for its next deadline. */
+  private handle(event: Parameters<LinkEndpoint['handle']>[0]): void {
+    if (this.closed) return;
+    this.endpoint.handle(event, nowMs());
+    this.pump();
+  }
+
+  /** Performs the core's actions; re-entrant calls (from app handlers) just ask for another round. */
   private pump(): void {
-    if (this.pumping || this.closed) return;
+    if (this.closed) return;
+    if (this.pumping) {
+      this.pumpAgain = true;
+      return;
+    }
     this.pumping = true;
     try {
-      for (let action = this.endpoint.poll(); action; action = this.endpoint.poll()) this.perform(action);
+      do {
+        this.pumpAgain = false;
+        for (let action = this.endpoint.poll(); action && !this.closed; action = this.endpoint.poll()) this.perform(action);
+      } while (this.pumpAgain && !this.closed);
     } finally {
       this.pumping = false;
     }
-    this.arm();
+    this.armTimer();
   }
 
   private perform(action: LinkAction): void {
     switch (action.kind) {
-      case 'dial': {
-        const { host, port } = splitAddress(action.address);
-        const socket = connect({ host, port, noDelay: true });
-        this.attach(action.connId, socket);
-        socket.once('connect', () => {
-          this.endpoint.handle({ kind: 'connected', connId: action.connId }, Date.now());
-          this.pump();
-        });
-        return;
-      }
+      case 'dial': return this.dial(action.connId, action.address);
       case 'send': {
         const socket = this.sockets.get(action.connId);
         if (!socket || socket.destroyed) return;
         socket.cork();
-        socket.write(action.frame.header);
-        const ok = socket.write(action.frame.payload);
+        let ok = socket.write(action.frame.header);
+        if (action.frame.payload.length > 0) ok = socket.write(action.frame.payload);
         socket.uncork();
-        if (!ok) this.endpoint.handle({ kind: 'writable', connId: action.connId, writable: false }, Date.now());
+        if (!ok) this.endpoint.handle({ kind: 'writable', connId: action.connId, writable: false }, nowMs());
         return;
       }
       case 'close': {
         const socket = this.sockets.get(action.connId);
+        this.sockets.delete(action.connId);
         if (!socket) return;
+        this.closing.add(socket);
+        socket.once('close', () => this.closing.delete(socket));
         socket.end();
         setTimeout(() => socket.destroy(), CLOSE_GRACE_MS).unref();
         return;
@@ -244,52 +293,67 @@ export class LinkNetwork {
         for (const h of this.messageHandlers) h(action.peer, action.message);
         return;
       case 'peer-up':
-        this.upPeers.add(action.peer);
-        this.options.log?.('info', 'link up', { peer: action.peer });
         for (const h of this.upHandlers) h(action.peer);
         return;
       case 'peer-down':
-        this.upPeers.delete(action.peer);
-        this.options.log?.('warn', 'link down', { peer: action.peer, reason: action.reason });
         for (const h of this.downHandlers) h(action.peer, action.reason);
         return;
       case 'session-reset':
-        this.options.log?.('warn', 'link session reset', { peer: action.peer, undeliveredMessages: action.undeliveredMessages });
         for (const h of this.resetHandlers) h(action.peer);
         return;
-      case 'send-space': {
-        const waiting = this.spaceWaiters.get(action.peer) ?? [];
-        this.spaceWaiters.delete(action.peer);
-        for (const resolve of waiting) resolve();
-        return;
-      }
+      case 'send-space':
+        return this.flushWaiting(action.peer);
       case 'log':
-        this.options.log?.(action.level, action.msg, { ...action.fields });
-        return;
+        return this.log(action.level, action.msg, { ...action.fields });
+      default:
+        return assertNever(action, 'link action');
     }
   }
 
-  private arm(): void {
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = undefined;
-    const deadline = this.endpoint.nextDeadlineMs();
-    if (deadline === undefined || this.closed) return;
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
-      this.endpoint.handle({ kind: 'tick' }, Date.now());
-      this.pump();
-    }, Math.max(0, deadline - Date.now()));
-    this.timer.unref();
+  private flushWaiting(peer: string): void {
+    const queue = this.waiting.get(peer);
+    while (queue && queue.length > 0 && this.endpoint.hasPeer(peer) && this.endpoint.canSend(peer, queue[0]!.message.length)) {
+      const w = queue.shift()!;
+      this.endpoint.send(peer, w.message);
+      w.resolve();
+    }
+    if (queue?.length === 0) this.waiting.delete(peer);
   }
 
-  async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
-    if (this.timer) clearTimeout(this.timer);
-    for (const waiting of this.spaceWaiters.values()) for (const resolve of waiting) resolve();
-    this.spaceWaiters.clear();
-    for (const socket of this.sockets.values()) socket.destroy();
-    this.sockets.clear();
-    if (this.server) await new Promise<void>((resolve) => this.server!.close(() => resolve()));
+  private dial(id: ConnId, address: string): void {
+    const { host, port } = parseAddress(address);
+    const socket = connect({ host, port, noDelay: true });
+    socket.setTimeout(CONNECT_TIMEOUT_MS, () => socket.destroy(new Error(`connect to ${address} timed out`)));
+    socket.once('connect', () => {
+      socket.setTimeout(0);
+      this.handle({ kind: 'connected', connId: id });
+    });
+    this.attach(id, socket);
   }
+
+  private armTimer(): void {
+    const deadline = this.endpoint.nextDeadlineMs();
+    if (deadline === undefined || this.closed) return;
+    if (this.timer && this.timerAtMs <= deadline) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timerAtMs = deadline;
+    // +1: never fire a hair early and spin without the deadline having passed.
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.timerAtMs = Number.POSITIVE_INFINITY;
+      this.handle({ kind: 'tick' });
+    }, Math.max(0, deadline - nowMs()) + 1);
+    this.timer.unref();
+  }
+}
+
+function toPublicStats(s: PeerStats): LinkPeerStats {
+  return {
+    name: s.name, address: s.address, state: s.state, sinceMs: Math.round(s.sinceMs),
+    bytesSent: s.bytesSent, bytesReceived: s.bytesReceived, messagesSent: s.messagesSent, messagesReceived: s.messagesReceived,
+    retransmittedPackets: s.retransmittedPackets,
+    ...(s.lastError !== undefined ? { lastError: s.lastError } : {}),
+    packetsSent: s.packetsSent, packetsReceived: s.packetsReceived, connections: s.connections, unackedBytes: s.unackedBytes,
+    ...(s.sessionId !== undefined ? { sessionId: s.sessionId } : {}),
+  };
 }

@@ -12,7 +12,9 @@
 // reconnects with exponential backoff and jitter.
 import { assert, assertNever } from '../lib/assert.js';
 import { invalidArgument, notFound } from '../errors.js';
-import { encodeFrame, FrameDecoder, frameBytes, FrameType, LINK_PROTOCOL_VERSION, type EncodedFrame, type Frame } from './frame.js';
+import {
+  encodeFrame, FrameDecoder, frameBytes, FrameType, LINK_PROTOCOL_VERSION, MAX_FRAME_PAYLOAD_BYTES, type EncodedFrame, type Frame,
+} from './frame.js';
 import {
   computeProof, constantTimeEqual, decodeError, decodeHello, encodeError, encodeHello, INCARNATION_BYTES, isValidArrayName,
   LinkErrorCode, NONCE_BYTES, PROOF_BYTES, type Hello, type Role,
@@ -22,7 +24,6 @@ import {
   LINK_DEFAULTS, MAX_STREAMS, type ConnId, type LinkAction, type LinkConfig, type LinkEvent, type PeerConfig, type PeerState,
   type PeerStats,
 } from './types.js';
-import { MAX_FRAME_PAYLOAD_BYTES } from './frame.js';
 
 type Phase = 'dialing' | 'hello' | 'auth' | 'resume' | 'open';
 
@@ -39,6 +40,8 @@ interface Conn {
   lastReceivedMs: number;
   lastSentMs: number;
   writable: boolean;
+  /** This connection ended in an authentication failure (the peer state says so until a later attempt). */
+  authFailed: boolean;
 }
 
 interface Counters {
@@ -145,13 +148,14 @@ export class LinkEndpoint {
       rotation: 0,
       counters: { bytesSent: 0, bytesReceived: 0, packetsSent: 0, packetsReceived: 0, messagesSent: 0, messagesReceived: 0, retransmittedPackets: 0 },
     });
+    this.maybeDial(this.peers.get(peer.name)!);
   }
 
   removePeer(name: string, nowMs: number): void {
     this.advance(nowMs);
     const peer = this.peers.get(name);
     if (!peer) throw notFound(`no peer named ${name}`);
-    for (const conn of [...peer.conns]) this.closeConn(conn, 'peer removed', false);
+    for (const conn of [...peer.conns]) this.closeConn(conn, 'peer removed', true);
     this.peers.delete(name);
   }
 
@@ -179,6 +183,11 @@ export class LinkEndpoint {
     assert(peer.send.canAccept(message.length), 'send() without room in the window: check canSend()');
     peer.send.accept(message);
     peer.counters.messagesSent++;
+  }
+
+  /** The peer's state alone (cheap; stats() builds the whole record). */
+  state(name: string): PeerState | undefined {
+    return this.peers.get(name)?.state;
   }
 
   stats(name: string): PeerStats | undefined {
@@ -250,8 +259,8 @@ export class LinkEndpoint {
   nextDeadlineMs(): number | undefined {
     let next = Number.POSITIVE_INFINITY;
     for (const conn of this.conns.values()) {
-      if (conn.phase === 'dialing') continue;
       if (conn.phase !== 'open') next = Math.min(next, conn.openedMs + this.cfg.handshakeTimeoutMs);
+      if (conn.phase === 'dialing') continue;
       next = Math.min(next, conn.lastReceivedMs + this.cfg.deadAfterMs);
       if (conn.phase === 'open') next = Math.min(next, conn.lastSentMs + this.cfg.heartbeatIntervalMs);
     }
@@ -294,8 +303,8 @@ export class LinkEndpoint {
     assert(nonce.length === NONCE_BYTES, 'randomBytes length');
     return {
       id, role, peer, phase: role === 'dialer' ? 'dialing' : 'hello',
-      // A frame bigger than a packet or a handshake is never valid from a peer.
-      decoder: new FrameDecoder(Math.max(this.cfg.maxPacketBytes, 1024)),
+      // The protocol's cap, not our own packet size: peers may be configured differently.
+      decoder: new FrameDecoder(MAX_FRAME_PAYLOAD_BYTES),
       // The acceptor's HELLO names its incarnation for that peer, so it is filled in once the peer is known.
       ownHello: { windowBytes: this.cfg.windowBytes, nonce, incarnation: peer?.incarnation ?? new Uint8Array(INCARNATION_BYTES), name: this.config.arrayName },
       peerHello: undefined,
@@ -303,6 +312,7 @@ export class LinkEndpoint {
       lastReceivedMs: this.nowMs,
       lastSentMs: this.nowMs,
       writable: true,
+      authFailed: false,
     };
   }
 
@@ -337,23 +347,26 @@ export class LinkEndpoint {
   private onTick(): void {
     const now = this.nowMs;
     for (const conn of [...this.conns.values()]) {
-      if (conn.phase === 'dialing') continue;
       if (conn.phase !== 'open' && now - conn.openedMs >= this.cfg.handshakeTimeoutMs) {
-        this.closeConn(conn, 'handshake timed out', true);
+        this.closeConn(conn, conn.phase === 'dialing' ? `connecting to ${conn.peer?.config.address} timed out` : 'handshake timed out', true);
+      } else if (conn.phase === 'dialing') {
+        continue;
       } else if (now - conn.lastReceivedMs >= this.cfg.deadAfterMs) {
         this.closeConn(conn, `nothing received for ${now - conn.lastReceivedMs} ms`, true);
       } else if (conn.phase === 'open' && now - conn.lastSentMs >= this.cfg.heartbeatIntervalMs) {
         this.sendFrame(conn, encodeFrame(FrameType.Heartbeat, 0, 0, new Uint8Array(0)));
       }
     }
-    for (const peer of this.peers.values()) {
-      if (!this.wantsDial(peer) || now < peer.nextDialMs) continue;
-      const id = this.nextConnId++;
-      const conn = this.newConn(id, 'dialer', peer);
-      this.conns.set(id, conn);
-      peer.conns.add(conn);
-      this.emit({ kind: 'dial', connId: id, peer: peer.config.name, address: peer.config.address });
-    }
+    for (const peer of this.peers.values()) this.maybeDial(peer);
+  }
+
+  private maybeDial(peer: Peer): void {
+    if (!this.wantsDial(peer) || this.nowMs < peer.nextDialMs) return;
+    const id = this.nextConnId++;
+    const conn = this.newConn(id, 'dialer', peer);
+    this.conns.set(id, conn);
+    peer.conns.add(conn);
+    this.emit({ kind: 'dial', connId: id, peer: peer.config.name, address: peer.config.address });
   }
 
   private backoffMs(failures: number): number {
@@ -375,12 +388,13 @@ export class LinkEndpoint {
     if (conn.phase === 'open' || conn.phase === 'resume') {
       this.log('warn', 'link connection lost', { peer: peer.config.name, connId: conn.id, reason });
     }
-    if (peer.state !== 'auth-failed' || conn.phase === 'open') peer.lastError = reason;
+    if (!conn.authFailed) peer.lastError = reason;
     const stillOpen = [...peer.conns].some((c) => c.phase === 'open');
     if (!stillOpen && peer.state === 'up') {
       this.setState(peer, 'down');
       this.emit({ kind: 'peer-down', peer: peer.config.name, reason });
-    } else if (!stillOpen && peer.state === 'connecting') {
+    } else if (!stillOpen && (peer.state === 'connecting' || (peer.state === 'auth-failed' && !conn.authFailed))) {
+      // A later attempt that failed otherwise (refused, timed out) is no longer an auth failure.
       this.setState(peer, 'down');
     }
     if (peer.dials) {
@@ -399,7 +413,6 @@ export class LinkEndpoint {
   private onData(connId: ConnId, bytes: Uint8Array): void {
     const conn = this.conns.get(connId);
     if (!conn || conn.phase === 'dialing') return;
-    conn.lastReceivedMs = this.nowMs;
     if (conn.peer) conn.peer.counters.bytesReceived += bytes.length;
     conn.decoder.push(bytes);
     for (;;) {
@@ -422,6 +435,9 @@ export class LinkEndpoint {
           this.violation(conn, LinkErrorCode.Protocol, result.reason);
           return;
         case 'frame':
+          // Liveness counts whole frames, not bytes: a corrupted length must not keep a connection
+          // "alive" while the decoder waits for a payload that will never make sense.
+          conn.lastReceivedMs = this.nowMs;
           this.onFrame(conn, result.frame);
           break;
         default:
@@ -434,7 +450,7 @@ export class LinkEndpoint {
     if (frame.type === FrameType.Error) {
       const { code, message } = decodeError(frame.payload);
       const reason = `peer closed the link: ${message}`;
-      if (conn.peer && code === LinkErrorCode.AuthFailed) this.authFailed(conn.peer, reason);
+      if (conn.peer && code === LinkErrorCode.AuthFailed) this.authFailed(conn, conn.peer, reason);
       else if (conn.peer) conn.peer.lastError = reason;
       this.closeConn(conn, reason, true);
       return;
@@ -491,7 +507,7 @@ export class LinkEndpoint {
     const expected = computeProof(this.config.crypto, peer.config.secret, peerRole, input);
     if (!constantTimeEqual(expected, frame.payload)) {
       const reason = `authentication failed: ${peer.config.name} did not prove the shared secret`;
-      this.authFailed(peer, reason);
+      this.authFailed(conn, peer, reason);
       this.log('error', 'link authentication failed', { peer: peer.config.name, connId: conn.id });
       return this.violation(conn, LinkErrorCode.AuthFailed, 'authentication failed');
     }
@@ -502,13 +518,20 @@ export class LinkEndpoint {
     this.authenticated(conn, peer, peerHello);
   }
 
-  private authFailed(peer: Peer, reason: string): void {
+  private authFailed(conn: Conn, peer: Peer, reason: string): void {
+    conn.authFailed = true;
     peer.lastError = reason;
     // An impostor must not make a working link look broken.
     if (![...peer.conns].some((c) => c.phase === 'open')) this.setState(peer, 'auth-failed');
   }
 
   private authenticated(conn: Conn, peer: Peer, hello: Hello): void {
+    const open = [...peer.conns].filter((c) => c !== conn && c.phase !== 'dialing' && c.phase !== 'hello' && c.phase !== 'auth');
+    if (open.length >= MAX_STREAMS) {
+      // Bounded per peer; the oldest is the likeliest to be a half-dead one the peer gave up on.
+      const oldest = open.reduce((a, b) => (a.openedMs <= b.openedMs ? a : b));
+      this.closeConn(oldest, 'replaced by a newer connection', true);
+    }
     if (peer.peerIncarnation && !sameBytes(peer.peerIncarnation, hello.incarnation)) {
       // The peer restarted (or re-created its side): whatever it had of this session is gone.
       const undelivered = peer.send.unackedMessages;
@@ -544,9 +567,11 @@ export class LinkEndpoint {
     if (!this.applyAck(conn, peer, frame.seq)) return;
     conn.phase = 'open';
     peer.failures = 0;
+    peer.nextDialMs = this.nowMs;
+    this.maybeDial(peer); // the next parallel stream, if any
     if (peer.state !== 'up') {
       this.setState(peer, 'up');
-      peer.lastError = undefined;
+      // lastError stays: it is the last error seen, for operators; the state says the link is fine now.
       this.log('info', 'link up', { peer: peer.config.name, sessionId: this.sessionId(peer) });
       this.emit({ kind: 'peer-up', peer: peer.config.name });
     }

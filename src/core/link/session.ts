@@ -40,11 +40,14 @@ export function messageCostBytes(length: number, maxPacketBytes: number): number
 }
 
 export class SendSide {
-  private packets: OutPacket[] = [];
+  /** Held packets in sequence order; entries before `head` are acknowledged (cleared). */
+  private packets: (OutPacket | undefined)[] = [];
   private head = 0;
   /** Index (into packets) of the first packet never sent. */
   private cursor = 0;
+  /** Packets to send again, in sequence order, consumed from `resendHead`. */
   private resend: OutPacket[] = [];
+  private resendHead = 0;
   private nextSeq = 1;
   private ackedThroughSeq = 0;
   private heldBytes = 0;
@@ -114,7 +117,7 @@ export class SendSide {
       if (p.sentCount > 0) this.inFlightBytes -= p.bytes;
       released += p.bytes;
       if (p.last) this.heldMessages--;
-      this.packets[this.head] = undefined as unknown as OutPacket; // let it be collected
+      this.packets[this.head] = undefined; // let it be collected
       this.head++;
     }
     if (seq > this.ackedThroughSeq) this.ackedThroughSeq = seq;
@@ -132,29 +135,34 @@ export class SendSide {
   /** A connection is gone: whatever was last sent on it and is unacknowledged goes again. */
   connectionLost(connId: ConnId): void {
     let added = false;
+    const pending = this.resend.slice(this.resendHead);
     for (let i = this.head; i < this.cursor; i++) {
       const p = this.packets[i]!;
       if (p.sentOn === connId) {
         p.sentOn = undefined;
-        this.resend.push(p);
+        pending.push(p);
         added = true;
       }
     }
-    if (added) this.resend.sort((a, b) => a.seq - b.seq);
+    if (!added) return;
+    pending.sort((a, b) => a.seq - b.seq);
+    this.resend = pending;
+    this.resendHead = 0;
   }
 
   /** Whether next() would return a packet (ignoring which connection). */
   hasWork(peerWindowBytes: number): boolean {
     this.dropAckedResends();
-    if (this.resend.length > 0) return true;
+    if (this.resendHead < this.resend.length) return true;
     return this.cursor < this.packets.length && this.fitsInFlight(this.packets[this.cursor]!, peerWindowBytes);
   }
 
   /** The next packet to put on `connId`: retransmissions first, then new packets within the peer's window. */
   next(connId: ConnId, peerWindowBytes: number): { frame: EncodedFrame; retransmit: boolean } | undefined {
     this.dropAckedResends();
-    const again = this.resend.shift();
+    const again = this.resend[this.resendHead];
     if (again) {
+      this.resendHead++;
       again.sentOn = connId;
       again.sentCount++;
       return { frame: again.frame, retransmit: true };
@@ -173,7 +181,11 @@ export class SendSide {
   }
 
   private dropAckedResends(): void {
-    while (this.resend.length > 0 && this.resend[0]!.seq <= this.ackedThroughSeq) this.resend.shift();
+    while (this.resendHead < this.resend.length && this.resend[this.resendHead]!.seq <= this.ackedThroughSeq) this.resendHead++;
+    if (this.resendHead === this.resend.length && this.resendHead > 0) {
+      this.resend = [];
+      this.resendHead = 0;
+    }
   }
 }
 
