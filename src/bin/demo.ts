@@ -1,6 +1,9 @@
-// `npm start`: a throw-away array in a temp directory with a 1 GiB volume, and how to use it.
-import { spawn } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+// `npm start`: two throw-away arrays ("east" and "west") in a temp directory, joined by an
+// authenticated replication link, with a 1 GiB volume on east replicated synchronously to west,
+// and how to use them.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -8,77 +11,116 @@ import { createInterface } from 'node:readline';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const tidemark = join(root, 'bin', 'tidemark');
-const api = process.env.TIDEMARK_DEMO_API ?? '127.0.0.1:7480';
-const nbd = process.env.TIDEMARK_DEMO_NBD ?? '127.0.0.1:10809';
+
+interface Site {
+  readonly name: string;
+  readonly api: string;
+  readonly nbd: string;
+  readonly link: string;
+}
+
+const sites: Site[] = [
+  { name: 'east', api: process.env.TIDEMARK_DEMO_API ?? '127.0.0.1:7480', nbd: process.env.TIDEMARK_DEMO_NBD ?? '127.0.0.1:10809',
+    link: process.env.TIDEMARK_DEMO_LINK ?? '127.0.0.1:7481' },
+  { name: 'west', api: process.env.TIDEMARK_DEMO_WEST_API ?? '127.0.0.1:7490', nbd: process.env.TIDEMARK_DEMO_WEST_NBD ?? '127.0.0.1:10819',
+    link: process.env.TIDEMARK_DEMO_WEST_LINK ?? '127.0.0.1:7491' },
+];
 
 const dir = await mkdtemp(join(tmpdir(), 'tidemark-demo-'));
-const socket = join(dir, 'nbd.sock');
-const child = spawn(tidemark, ['array', 'start', '--data', join(dir, 'data'), '--name', 'demo', '--api', api, '--nbd', nbd,
-  '--nbd-socket', socket], { stdio: ['ignore', 'pipe', 'inherit'] });
-
+const children: ChildProcess[] = [];
 let cleaning = false;
+
 async function cleanUp(code: number): Promise<never> {
   if (!cleaning) {
     cleaning = true;
-    if (child.exitCode === null) {
+    await Promise.all(children.map(async (child) => {
+      if (child.exitCode !== null) return;
       child.kill('SIGTERM');
       await new Promise((resolve) => child.once('exit', resolve));
-    }
+    }));
     await rm(dir, { recursive: true, force: true });
   }
   process.exit(code);
 }
 process.on('SIGINT', () => void cleanUp(0));
 process.on('SIGTERM', () => void cleanUp(0));
-child.once('exit', (code) => {
-  if (!cleaning) {
-    process.stderr.write(`the array exited (${code}); is ${api} or ${nbd} already in use? Set TIDEMARK_DEMO_API / TIDEMARK_DEMO_NBD.\n`);
-    void cleanUp(1);
-  }
-});
 
-const lines = createInterface({ input: child.stdout! });
-const started = await new Promise<{ api: string; nbd: string }>((resolve) => {
-  lines.on('line', (line) => {
-    process.stdout.write(`  log: ${line}\n`);
-    try {
-      const entry = JSON.parse(line) as { msg?: string; api?: string; nbd?: string };
-      if (entry.msg === 'array started') resolve({ api: entry.api!, nbd: entry.nbd! });
-    } catch {
-      // not a log line
+/** Starts one array and resolves when it logs 'array started'; its log lines are echoed. */
+function startArray(site: Site): Promise<void> {
+  const child = spawn(tidemark, ['array', 'start', '--data', join(dir, site.name), '--name', site.name, '--api', site.api, '--nbd', site.nbd,
+    '--nbd-socket', join(dir, `${site.name}.sock`), '--link', site.link], { stdio: ['ignore', 'pipe', 'inherit'] });
+  children.push(child);
+  child.once('exit', (code) => {
+    if (!cleaning) {
+      process.stderr.write(`array ${site.name} exited (${code}); is ${site.api}, ${site.nbd} or ${site.link} already in use? ` +
+        'Set TIDEMARK_DEMO_API / _NBD / _LINK (east) and TIDEMARK_DEMO_WEST_API / _NBD / _LINK (west).\n');
+      void cleanUp(1);
     }
   });
-});
-lines.removeAllListeners('line');
-lines.on('line', () => undefined); // keep draining the daemon's log so it never blocks
-
-const response = await fetch(`http://${started.api}/v1/volumes`, {
-  method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name: 'demo', sizeBytes: 2 ** 30 }),
-});
-if (!response.ok) {
-  process.stderr.write(`creating the demo volume failed: ${await response.text()}\n`);
-  await cleanUp(1);
+  const lines = createInterface({ input: child.stdout! });
+  return new Promise<void>((resolve) => {
+    lines.on('line', (line) => {
+      process.stdout.write(`  ${site.name}: ${line}\n`);
+      if (line.includes('"array started"')) {
+        lines.removeAllListeners('line');
+        lines.on('line', () => undefined); // keep draining the log so the daemon never blocks
+        resolve();
+      }
+    });
+  });
 }
 
-const uri = `nbd://${started.nbd}/demo`;
-process.stdout.write(`
-tidemark demo: array "demo" in ${dir}
-  HTTP API  http://${started.api}      NBD  ${uri}      Unix socket  ${socket}
-A 1 GiB volume "demo" is exported. Try, in another terminal:
+async function call(site: Site, method: string, path: string, body?: unknown): Promise<Record<string, unknown>> {
+  const response = await fetch(`http://${site.api}${path}`, {
+    method, ...(body === undefined ? {} : { headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }),
+  });
+  const json = await response.json() as Record<string, unknown>;
+  if (!response.ok) {
+    process.stderr.write(`${method} ${path} on ${site.name} failed: ${JSON.stringify(json)}\n`);
+    return cleanUp(1);
+  }
+  return json;
+}
 
-  qemu-io -f raw -c 'write -P 0xa5 0 1M' -c 'read -P 0xa5 0 1M' ${uri}
-  nbdinfo ${uri}
+const [east, west] = sites as [Site, Site];
+await Promise.all(sites.map(startArray));
+const secret = join(dir, 'link.secret');
+await writeFile(secret, randomBytes(32).toString('base64'), { mode: 0o600 });
+await call(east, 'POST', '/v1/peers', { name: 'west', address: west.link, secretFile: secret });
+await call(west, 'POST', '/v1/peers', { name: 'east', address: east.link, secretFile: secret });
+await call(east, 'POST', '/v1/volumes', { name: 'demo', sizeBytes: 2 ** 30 });
+await call(west, 'POST', '/v1/volumes', { name: 'demo-r', sizeBytes: 2 ** 30 });
+for (let i = 0; (await call(east, 'GET', '/v1/peers/west')).link !== 'up'; i++) {
+  if (i > 100) {
+    process.stderr.write('the replication link between east and west did not come up\n');
+    await cleanUp(1);
+  }
+  await new Promise((r) => setTimeout(r, 100));
+}
+await call(east, 'POST', '/v1/pairs', { volume: 'demo', peer: 'west', remoteVolume: 'demo-r', mode: 'sync' });
+
+const uri = `nbd://${east.nbd}/demo`;
+const replica = `nbd://${west.nbd}/demo-r`;
+process.stdout.write(`
+tidemark demo: arrays "east" and "west" in ${dir}, joined by an authenticated replication link
+  east  API http://${east.api}   NBD ${uri}   (R1, read/write)
+  west  API http://${west.api}   NBD ${replica}   (R2, write-disabled while replicating)
+The 1 GiB volume "demo" on east is replicated synchronously to "demo-r" on west. Try, in another terminal:
+
+  qemu-io -f raw -c 'write -P 0xa5 0 1M' ${uri}
+  qemu-io -f raw -r -c 'read -P 0xa5 0 1M' ${replica}          # already on west
   nbdinfo --map ${uri}
-  nbdcopy ${uri} /tmp/demo.img
   fio --name=demo --ioengine=nbd --uri=${uri} --rw=randwrite --bs=4k --iodepth=32 --size=256m --runtime=10 --time_based
 
-  export TIDEMARK_ARRAY=http://${started.api}
-  ${tidemark} volume list
-  ${tidemark} volume changes demo                   # tracks written since the last reset
-  ${tidemark} volume create copy --size 1GiB
-  ${tidemark} clone establish demo copy && ${tidemark} clone wait demo copy --until synchronized
-  ${tidemark} clone split demo copy                 # copy now holds demo's image of this instant
-  curl -s http://${started.api}/metrics | grep tidemark_
+  export TIDEMARK_ARRAY=http://${east.api}
+  ${tidemark} pair show demo                       # role, mode, state, owed tracks, lag, link
+  ${tidemark} pair suspend demo && qemu-io -f raw -c 'write -P 1 0 64k' ${uri}
+  ${tidemark} pair resume demo && ${tidemark} pair wait demo --until synchronized
+  ${tidemark} pair failover demo                   # west's demo-r becomes writable, east's demo read-only
+  ${tidemark} pair failback demo                   # west's changes come back; east is the source again
+  ${tidemark} pair set-mode demo adaptive
+  ${tidemark} volume create copy --size 1GiB && ${tidemark} clone establish demo copy
+  curl -s http://${east.api}/metrics | grep tidemark_
 
-Press Ctrl-C to stop the array and remove ${dir}.
+Press Ctrl-C to stop both arrays and remove ${dir}.
 `);

@@ -15,6 +15,7 @@ import type { Volume } from '../volume/volume.js';
 import { PairRuntime, positionIds, type PairCounters, type PairTimeouts } from './pair-runtime.js';
 import type { PeerRpc, RpcReply } from './peer-rpc.js';
 import { digestEqual, isAllZero, recordDigests } from './record-digests.js';
+import { holeTracks } from './hole-tracks.js';
 import type { Timers } from '../../ports/timers.js';
 
 const EXTENSION_KEY = 'pairs';
@@ -542,7 +543,13 @@ export class PairManager {
     rpc.handle('pair.digests', async (peer, h) => {
       const r = this.halfFor(peer, h, 'R2');
       const segments: Segment[] = [];
-      for (const t of trackList(h.tracks, r.volume.geometry.trackCount)) {
+      const tracks = trackList(h.tracks, r.volume.geometry.trackCount);
+      const holes = await holeTracks(r.volume, tracks);
+      for (const t of tracks) {
+        if (holes.has(t)) {
+          segments.push({ kind: 'zero', offset: t, length: 0 });
+          continue;
+        }
         const range = trackRange(r.volume.geometry, t);
         const data = await r.volume.internalRead(range.offset, range.length);
         if (isAllZero(data)) segments.push({ kind: 'zero', offset: t, length: 0 });

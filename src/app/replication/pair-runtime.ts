@@ -11,6 +11,7 @@ import { trackRange, tracksOf } from '../../core/volume/geometry.js';
 import type { AppliedWrite, Volume } from '../volume/volume.js';
 import type { PeerRpc } from './peer-rpc.js';
 import { DIGEST_BYTES, digestEqual, isAllZero, recordDigests } from './record-digests.js';
+import { holeTracks } from './hole-tracks.js';
 
 export const positionIds = (pairId: string): { out: string; own: string; pull: string } => ({
   out: `pair:${pairId}:out`, own: `pair:${pairId}:own`, pull: `pair:${pairId}:pull`,
@@ -343,10 +344,12 @@ export class PairRuntime {
         return;
       }
     }
-    await Promise.all(batch.map((t) => this.pushTrack(t, remote.get(t))));
+    // Tracks that are holes here and all zeros on R2 are already equal: nothing to read or ship.
+    const holes = await holeTracks(this.volume, batch.filter((t) => remote.get(t) === 'zero'));
+    await Promise.all(batch.map((t) => this.pushTrack(t, remote.get(t), holes.has(t))));
   }
 
-  private async pushTrack(track: number, remote: Uint8Array | 'zero' | undefined): Promise<void> {
+  private async pushTrack(track: number, remote: Uint8Array | 'zero' | undefined, equalHoles = false): Promise<void> {
     const { geometry } = this.volume;
     const range = trackRange(geometry, track);
     const unlock = await this.volume.lockRange(range.offset, range.length);
@@ -356,6 +359,17 @@ export class PairRuntime {
     let records = 0;
     try {
       if (!this.owed.owed.test(track) || !this.replicatingNow) return;
+      if (equalHoles && !this.owed.hasMask(track)) {
+        // Still a hole now that the track is locked? Then R1 and R2 both read zeros: done.
+        const stillHole = (await holeTracks(this.volume, [track])).has(track);
+        if (stillHole) {
+          this.owed.take(track);
+          this.counters.recordsIdentical += this.volume.geometry.trackBytes / this.volume.geometry.recordBytes;
+          this.counters.tracksCopied++;
+          this.clearIfShipped(track);
+          return;
+        }
+      }
       selection = this.owed.take(track);
       this.pushInFlight.add(track);
       const data = await this.volume.internalRead(range.offset, range.length);

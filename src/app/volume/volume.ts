@@ -334,6 +334,12 @@ export class Volume {
     return this.deps.store.allocation(offset, length);
   }
 
+  /** The allocation map for internal work (no host-access check). */
+  async internalAllocation(offset: number, length: number): Promise<AllocationExtent[]> {
+    this.checkRange(offset, length, ErrorCode.OutOfRange);
+    return this.deps.store.allocation(offset, length);
+  }
+
   get canFastZero(): boolean {
     return this.deps.store.canPunchHoles;
   }
