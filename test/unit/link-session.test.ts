@@ -82,6 +82,7 @@ test('the send window: canSend says no when full, send-space follows the peer ac
   assert.throws(() => alpha.send('beta', pattern(20 * KiB, 9)), /window/);
   assert.throws(() => alpha.canSend('beta', 33 * KiB), /exceeds/);
   p.run();
+  p.advance(10); // acknowledgements may wait ackDelayMs
   assert.equal(p.b.delivered.length, 3);
   assert.ok(p.a.events.some((e) => e.kind === 'send-space' && e.peer === 'beta'));
   assert.equal(alpha.stats('beta')!.unackedBytes, 0);
@@ -122,6 +123,7 @@ test('a peer that restarts resets the session: unacked messages are reported, no
   const p = pair();
   p.a.endpoint.send('beta', bytesOf('delivered'));
   p.run();
+  p.advance(10); // its acknowledgement may wait ackDelayMs
   assert.equal(p.b.delivered.length, 1);
   p.a.endpoint.send('beta', bytesOf('lost 1'));
   p.a.endpoint.send('beta', bytesOf('lost 2'));

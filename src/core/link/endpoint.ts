@@ -70,6 +70,8 @@ interface Peer {
   receive: ReceiveSide;
   /** The receive position last acknowledged to the peer. */
   ackedToPeer: number;
+  /** A delayed acknowledgement is owed by then. */
+  ackDueMs: number | undefined;
   /** canSend() said no: tell the app when the window opens. */
   blocked: boolean;
   failures: number;
@@ -80,6 +82,8 @@ interface Peer {
 
 const hex = (b: Uint8Array): string => Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
 const sameBytes = (a: Uint8Array, b: Uint8Array): boolean => a.length === b.length && a.every((x, i) => x === b[i]);
+/** Unacknowledged packets after which an ACK goes out at once instead of after ackDelayMs. */
+const ACK_EVERY_PACKETS = 16;
 
 export class LinkEndpoint {
   private readonly cfg: Required<Omit<LinkConfig, 'crypto' | 'random' | 'arrayName'>>;
@@ -103,6 +107,7 @@ export class LinkEndpoint {
       backoffMaxMs: config.backoffMaxMs ?? LINK_DEFAULTS.backoffMaxMs,
       handshakeTimeoutMs: config.handshakeTimeoutMs ?? LINK_DEFAULTS.handshakeTimeoutMs,
       maxPendingInbound: config.maxPendingInbound ?? LINK_DEFAULTS.maxPendingInbound,
+      ackDelayMs: config.ackDelayMs ?? LINK_DEFAULTS.ackDelayMs,
     };
     const c = this.cfg;
     if (!isValidArrayName(config.arrayName)) throw invalidArgument(`invalid array name ${JSON.stringify(config.arrayName)}`);
@@ -142,6 +147,7 @@ export class LinkEndpoint {
       send: this.newSendSide(),
       receive: this.newReceiveSide(),
       ackedToPeer: 0,
+      ackDueMs: undefined,
       blocked: false,
       failures: 0,
       nextDialMs: nowMs,
@@ -264,7 +270,10 @@ export class LinkEndpoint {
       next = Math.min(next, conn.lastReceivedMs + this.cfg.deadAfterMs);
       if (conn.phase === 'open') next = Math.min(next, conn.lastSentMs + this.cfg.heartbeatIntervalMs);
     }
-    for (const peer of this.peers.values()) if (this.wantsDial(peer)) next = Math.min(next, peer.nextDialMs);
+    for (const peer of this.peers.values()) {
+      if (this.wantsDial(peer)) next = Math.min(next, peer.nextDialMs);
+      if (peer.ackDueMs !== undefined) next = Math.min(next, peer.ackDueMs);
+    }
     return Number.isFinite(next) ? next : undefined;
   }
 
@@ -357,7 +366,14 @@ export class LinkEndpoint {
         this.sendFrame(conn, encodeFrame(FrameType.Heartbeat, 0, 0, new Uint8Array(0)));
       }
     }
-    for (const peer of this.peers.values()) this.maybeDial(peer);
+    for (const peer of this.peers.values()) {
+      this.maybeDial(peer);
+      if (peer.ackDueMs !== undefined && now >= peer.ackDueMs) {
+        const conn = [...peer.conns].find((c) => c.phase === 'open');
+        if (conn) this.sendAck(conn, peer);
+        else peer.ackDueMs = undefined;
+      }
+    }
   }
 
   private maybeDial(peer: Peer): void {
@@ -545,6 +561,7 @@ export class LinkEndpoint {
       peer.send = this.newSendSide();
       peer.receive = this.newReceiveSide();
       peer.ackedToPeer = 0;
+      peer.ackDueMs = undefined;
       peer.peerIncarnation = hello.incarnation;
       this.emit({ kind: 'session-reset', peer: peer.config.name, undeliveredMessages: undelivered });
       if (peer.blocked) {
@@ -621,15 +638,26 @@ export class LinkEndpoint {
     }
   }
 
-  /** After a batch of received bytes: acknowledge what was consumed (one ACK per read, not per packet). */
+  /**
+   * After a batch of received bytes: acknowledge what was consumed — at once when many packets are
+   * unacknowledged (the sender's window must keep moving), else within ackDelayMs, so one ACK frame
+   * covers the packets of many request/response exchanges.
+   */
   private maybeAck(conn: Conn): void {
     const peer = conn.peer;
     if (!peer || conn.phase !== 'open') return;
     const through = peer.receive.receivedThrough;
-    if (through > peer.ackedToPeer) {
-      peer.ackedToPeer = through;
-      this.sendFrame(conn, encodeFrame(FrameType.Ack, 0, through, new Uint8Array(0)));
-    }
+    if (through <= peer.ackedToPeer) return;
+    if (through - peer.ackedToPeer >= ACK_EVERY_PACKETS || this.cfg.ackDelayMs === 0) this.sendAck(conn, peer);
+    else peer.ackDueMs ??= this.nowMs + this.cfg.ackDelayMs;
+  }
+
+  private sendAck(conn: Conn, peer: Peer): void {
+    peer.ackDueMs = undefined;
+    const through = peer.receive.receivedThrough;
+    if (through <= peer.ackedToPeer) return;
+    peer.ackedToPeer = through;
+    this.sendFrame(conn, encodeFrame(FrameType.Ack, 0, through, new Uint8Array(0)));
   }
 
   /** Puts one queued packet on an open, writable connection, rotating over peers and streams. */

@@ -28,6 +28,11 @@ export interface LinkConfig {
   readonly backoffMaxMs?: number;
   /** A connection that has not authenticated within this long is closed. */
   readonly handshakeTimeoutMs?: number;
+  /**
+   * How long an acknowledgement may wait to cover more packets. Request/response traffic would
+   * otherwise send a separate ACK frame (a syscall each way) for every message.
+   */
+  readonly ackDelayMs?: number;
   /** Accepted connections that have not yet authenticated, bounding what an attacker can hold open. */
   readonly maxPendingInbound?: number;
 }
@@ -42,6 +47,7 @@ export const LINK_DEFAULTS = {
   backoffInitialMs: 100,
   backoffMaxMs: 10_000,
   handshakeTimeoutMs: 10_000,
+  ackDelayMs: 5,
   maxPendingInbound: 64,
 } as const;
 
