@@ -83,6 +83,8 @@ export class ArrayService {
       onEvent: (message, fields) => deps.onEvent?.(message, fields),
       timers: REAL_TIMERS,
       randomId: () => randomBytes(6).toString('hex'),
+      checkProtection: (std, clone) => { this.clones.show(std, clone); },
+      protect: (std, clone) => this.protectWithClone(std, clone),
     }, this.rpc, deps.pairTimeouts);
     this.links.onPeerUp((peer) => { void this.pairs.peerUp(peer); });
     this.links.onSessionReset((peer) => this.pairs.sessionReset(peer));
@@ -243,6 +245,24 @@ export class ArrayService {
    * A crash without the process dying (for tests): background work stops, nothing is flushed or
    * persisted, files stay open. Another ArrayService may then open the same stores.
    */
+  /**
+   * Makes CLONE hold STD's image of now: reattaches it if it was split (copying only what changed),
+   * waits until synchronized, and splits it.
+   */
+  private async protectWithClone(std: string, clone: string): Promise<void> {
+    let session = this.clones.show(std, clone);
+    if (session.state === 'split') session = await this.clones.reestablish(std, clone);
+    while (session.state === 'synchronizing') {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      session = this.clones.show(std, clone);
+    }
+    if (session.state !== 'synchronized') {
+      throw new TidemarkError(ErrorCode.InvalidState, `clone session ${std} → ${clone} is ${session.state}; it cannot protect the replica`,
+        { std, clone });
+    }
+    await this.clones.split(std, clone, false);
+  }
+
   async addPeer(name: string, address: string, secret: Uint8Array): Promise<PeerRecord> {
     const record = await this.peers.add(name, address, secret, this.deps.name, this.deps.nowMs());
     this.links.addPeer(linkPeer(record));

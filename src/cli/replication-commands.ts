@@ -13,6 +13,7 @@ interface PairJson {
   remoteVolume: string; onLinkFailure: string; generation: number; diverged: boolean;
   invalidTracks: { local: number; remote: number | null }; tracksOwed: number; tracksToPull: number; bytesOwed: number;
   lagSeconds: number; link: { state: string }; peerMissing: boolean; lastError: string | null;
+  protectWith: string | null; protecting: boolean;
   counters: Record<string, number>;
 }
 
@@ -41,7 +42,8 @@ function showPair(p: PairJson): void {
     ['invalid tracks', `${p.invalidTracks.local} here, ${p.invalidTracks.remote ?? '?'} on ${p.peer}`],
     ['owed', `${p.tracksOwed} tracks (${formatSize(p.bytesOwed)})`], ['lag', `${p.lagSeconds.toFixed(1)} s`],
     ...(p.tracksToPull > 0 ? [['to pull from R2', `${p.tracksToPull} tracks`] as [string, string]] : []),
-    ['on link failure', p.onLinkFailure], ['shipped', `${p.counters.recordsShipped} records, ${formatSize(p.counters.bytesShipped ?? 0)}`],
+    ['on link failure', p.onLinkFailure],
+    ...(p.protectWith ? [['protected by', `clone ${p.protectWith} on ${p.role === 'R1' ? p.peer : 'this array'}${p.protecting ? ' (splitting it before the resync)' : ''}`] as [string, string]] : []), ['shipped', `${p.counters.recordsShipped} records, ${formatSize(p.counters.bytesShipped ?? 0)}`],
     ...(p.diverged ? [['diverged', "yes: choose 'pair establish' (keep R1) or 'pair restore' (keep R2)"] as [string, string]] : []),
     ...(p.lastError ? [['last error', p.lastError] as [string, string]] : []),
   ]);
@@ -116,11 +118,13 @@ export function registerReplicationCommands(program: Command, run: (action: Run)
     .requiredOption('--remote-volume <name>', 'the volume on the peer that becomes R2')
     .requiredOption('--mode <mode>', MODES.join(' | '))
     .option('--on-link-failure <policy>', `${POLICIES.join(' | ')}: what host writes do while R2 cannot be reached`, 'continue')
-    .action((volume: string, opts: { peer: string; remoteVolume: string; mode: string; onLinkFailure: string }) => run(async (client, globals) => {
+    .option('--protect-with <clone>', "a clone session of the remote volume on the peer: split before every resync, so a consistent image of R2 survives a disaster mid-resync")
+    .action((volume: string, opts: { peer: string; remoteVolume: string; mode: string; onLinkFailure: string; protectWith?: string }) => run(async (client, globals) => {
       if (!MODES.includes(opts.mode)) throw invalidArgument(`--mode must be one of ${MODES.join(', ')}`);
       if (!POLICIES.includes(opts.onLinkFailure)) throw invalidArgument(`--on-link-failure must be one of ${POLICIES.join(', ')}`);
       const p = await client.request<PairJson>('POST', '/v1/pairs',
-        { volume, peer: opts.peer, remoteVolume: opts.remoteVolume, mode: opts.mode, onLinkFailure: opts.onLinkFailure });
+        { volume, peer: opts.peer, remoteVolume: opts.remoteVolume, mode: opts.mode, onLinkFailure: opts.onLinkFailure,
+          ...(opts.protectWith ? { protectWith: opts.protectWith } : {}) });
       if (globals.json) printJson(p);
       else process.stdout.write(line(p, 'created'));
     }));

@@ -170,3 +170,34 @@ test('swap reverses the direction over the same link; R2-side failover with the 
     await b.close();
   }
 });
+
+test('--protect-with: before each resync R2\'s clone is split, holding R2\'s last consistent image', async () => {
+  const { hub, a, b } = await twoArrays();
+  try {
+    await b.service.createVolume('db-r-safe', SIZE);
+    await b.service.clones.establish('db-r', 'db-r-safe');
+    await until('clone synchronized', () => b.service.clones.show('db-r', 'db-r-safe').state === 'synchronized');
+    await a.service.pairs.create({ volume: 'db', peer: 'west', remoteVolume: 'db-r', mode: 'sync', onLinkFailure: 'continue', protectWith: 'db-r-safe' });
+    await until('synchronized', () => state(a, 'db') === 'synchronized');
+    const db = a.service.volume('db');
+    const first = randomBytes(64 * 1024);
+    await db.write(MiB, first);
+    let consistent = await image(b, 'db-r'); // R2 as of before the outage
+
+    for (const round of [1, 2]) {
+      hub.partition('east', 'west');
+      await until('partitioned', () => state(a, 'db') === 'partitioned');
+      await db.write((2 + round) * MiB, randomBytes(128 * 1024)); // owed: R2 will be inconsistent while it resyncs
+      hub.heal('east', 'west');
+      await until(`resynchronized (round ${round})`, () => state(a, 'db') === 'synchronized');
+      assert.equal(b.service.clones.show('db-r', 'db-r-safe').state, 'split');
+      assert.equal(sha(await b.service.volume('db-r-safe').internalRead(0, SIZE)), sha(consistent),
+        'the protection clone holds R2 as it was before this resync');
+      await sameImages(a, b);
+      consistent = await image(b, 'db-r');
+    }
+  } finally {
+    await a.close();
+    await b.close();
+  }
+});

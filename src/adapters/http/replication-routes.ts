@@ -34,6 +34,8 @@ export const PairStatusSchema = Type.Object({
   peer: Type.String(),
   remoteVolume: Type.String(),
   onLinkFailure: literals(LINK_FAILURE_POLICIES),
+  protectWith: Type.Union([Type.String(), Type.Null()]),
+  protecting: Type.Boolean({ description: 'A resync is waiting for R2\'s protection clone to be split.' }),
   generation: Type.Integer({ minimum: 1, description: 'Grows at every change of the writable side.' }),
   diverged: Type.Boolean({ description: 'Both sides were written after they parted; resync needs an explicit choice.' }),
   invalidTracks: Type.Object({
@@ -79,6 +81,7 @@ const PairCreateBodySchema = Type.Object({
   remoteVolume: Name,
   mode: literals(PAIR_MODES),
   onLinkFailure: Type.Optional(literals(LINK_FAILURE_POLICIES)),
+  protectWith: Type.Optional(Type.String({ minLength: 1, maxLength: 63, description: 'A clone session of the remote volume, on the peer, split before every resync.' })),
 }, { additionalProperties: false });
 export type PairCreateBody = Static<typeof PairCreateBodySchema>;
 const ModeBody = Type.Object({ mode: literals(PAIR_MODES) }, { additionalProperties: false });

@@ -21,6 +21,8 @@ import type { Timers } from '../../ports/timers.js';
 const EXTENSION_KEY = 'pairs';
 const CONTROL_TIMEOUT_MS = 15_000;
 const KICK_INTERVAL_MS = 250;
+/** Splitting R2's protection clone may first have to copy what R2 changed since its last split. */
+const PROTECT_TIMEOUT_MS = 15 * 60_000;
 
 export interface PairHost {
   readonly arrayName: string;
@@ -35,6 +37,10 @@ export interface PairHost {
   readonly timers: Timers;
   /** A fresh unpredictable suffix for pair ids (seeded in the simulator). */
   randomId(): string;
+  /** Checks that CLONE is a clone session of volume STD on this array (for --protect-with). */
+  checkProtection?(std: string, clone: string): void;
+  /** Brings the clone session STD→CLONE to synchronized and splits it: CLONE then holds STD's image. */
+  protect?(std: string, clone: string): Promise<void>;
 }
 
 export interface PairCreateOptions {
@@ -43,6 +49,8 @@ export interface PairCreateOptions {
   readonly remoteVolume: string;
   readonly mode: PairMode;
   readonly onLinkFailure: LinkFailurePolicy;
+  /** A clone of the remote volume (on the peer) to split before every resync. */
+  readonly protectWith?: string;
 }
 
 export interface PairStatus {
@@ -56,6 +64,9 @@ export interface PairStatus {
   readonly peer: string;
   readonly remoteVolume: string;
   readonly onLinkFailure: LinkFailurePolicy;
+  readonly protectWith: string | null;
+  /** A resync waits for R2's protection clone to be split. */
+  readonly protecting: boolean;
   readonly generation: number;
   readonly diverged: boolean;
   readonly invalidTracks: { readonly local: number; readonly remote: number | null };
@@ -182,6 +193,7 @@ export class PairManager {
     return {
       pair: rec.localVolume, id: rec.id, role: rec.role, mode: rec.mode, state: r.state(), intent: rec.intent,
       localVolume: rec.localVolume, peer: rec.peer, remoteVolume: rec.remoteVolume, onLinkFailure: rec.onLinkFailure,
+      protectWith: rec.protectWith, protecting: r.needsProtection,
       generation: rec.generation, diverged: rec.diverged,
       invalidTracks: { local: r.bits.count(), remote: r.remoteTracks ?? null },
       tracksOwed: rec.role === 'R1' ? r.owed.count : 0,
@@ -213,6 +225,7 @@ export class PairManager {
 
   async create(options: PairCreateOptions): Promise<PairStatus> {
     const { volume: name, peer, remoteVolume, mode, onLinkFailure } = options;
+    const protectWith = options.protectWith ?? null;
     if (!PAIR_MODES.includes(mode)) throw invalidArgument(`mode must be one of ${PAIR_MODES.join(', ')}`);
     if (!LINK_FAILURE_POLICIES.includes(onLinkFailure)) throw invalidArgument(`on-link-failure must be one of ${LINK_FAILURE_POLICIES.join(', ')}`);
     const volume = this.host.volume(name);
@@ -222,7 +235,7 @@ export class PairManager {
     const id = `${this.host.arrayName}.${name}.${this.host.randomId()}`;
     const record: PairRecord = {
       id, role: 'R1', localVolume: name, peer, remoteVolume, mode, intent: 'replicating', onLinkFailure,
-      generation: 1, diverged: false, createdAtMs: Math.floor(this.host.nowMs()),
+      generation: 1, diverged: false, protectWith, createdAtMs: Math.floor(this.host.nowMs()),
     };
     // R2 first: a crash after it leaves a half R1 does not know (refused later, deletable on R2),
     // never an R1 shipping to a volume that was not made a replica.
@@ -297,7 +310,7 @@ export class PairManager {
     }
     await this.save(r, { ...r.record, intent: 'replicating' });
     await this.applyAccess(r);
-    r.kickPush();
+    this.startResync(r);
   }
 
   /** R1's image wins: R2 is write-disabled and every track either side changed is shipped. */
@@ -311,7 +324,7 @@ export class PairManager {
     await this.save(r, { ...r.record, intent: 'replicating', generation, diverged: false });
     await this.rpc.request(r.record.peer, { op: 'pair.clear-own', pair: r.record.id }, [], CONTROL_TIMEOUT_MS);
     await this.applyAccess(r);
-    r.kickPush();
+    this.startResync(r);
   }
 
   private async failover(r: PairRuntime): Promise<void> {
@@ -431,7 +444,36 @@ export class PairManager {
     for (const r of this.pairs.values()) {
       if (r.record.role !== 'R1') continue;
       if (r.record.intent === 'restoring') this.kickRestore(r);
+      else if (r.needsProtection) void this.protectReplica(r);
       else r.kickPush();
+    }
+  }
+
+  /**
+   * A resync leaves R2 inconsistent until it ends: with --protect-with, R2's clone is split first
+   * (on R2's array), and nothing is shipped to R2 until that is done.
+   */
+  private async protectReplica(r: PairRuntime): Promise<void> {
+    if (r.protectionInFlight || !r.linkUp) return;
+    r.protectionInFlight = true;
+    try {
+      await this.rpc.request(r.record.peer, { op: 'pair.protect', pair: r.record.id }, [], PROTECT_TIMEOUT_MS);
+      r.needsProtection = false;
+      r.kickPush();
+    } catch (error) {
+      r.lastError = `protecting R2 before the resync failed (will retry): ${error instanceof Error ? error.message : String(error)}`;
+    } finally {
+      r.protectionInFlight = false;
+    }
+  }
+
+  /** Before shipping owed tracks to R2 (a resync): protect R2 first if the pair says so. */
+  private startResync(r: PairRuntime): void {
+    if (r.record.protectWith !== null && r.owed.count > 0) {
+      r.needsProtection = true;
+      void this.protectReplica(r);
+    } else {
+      r.kickPush();
     }
   }
 
@@ -476,7 +518,7 @@ export class PairManager {
     if (r.record.intent === 'replicating') {
       await this.rpc.request(r.record.peer,
         { op: 'pair.set-intent', pair: r.record.id, intent: 'replicating', generation: r.record.generation }, [], CONTROL_TIMEOUT_MS);
-      r.kickPush();
+      this.startResync(r);
     } else if (r.record.intent === 'restoring') {
       this.kickRestore(r);
     }
@@ -513,6 +555,10 @@ export class PairManager {
           `volume ${record.localVolume} on ${this.host.arrayName} is already in a pair (${existing.record.id})`);
       }
       this.host.checkPeer(peer);
+      if (record.protectWith !== null) {
+        if (!this.host.checkProtection) throw invalidArgument('this array cannot protect replicas with clones');
+        this.host.checkProtection(record.localVolume, record.protectWith);
+      }
       const runtime = this.attach(record, volume);
       runtime.bits.clearAll();
       await this.save(runtime, record);
@@ -527,9 +573,11 @@ export class PairManager {
           `R2 ${r.record.localVolume} is ${r.record.intent}; it takes no replicated writes`));
       }
       // Started synchronously, in link order: overlapping writes apply in the order R1 sent them.
+      // Replica writes: new data for R2 (a clone of R2 sees them), not R2's own hosts' changes.
+      const options = { source: 'replica' as const, skipPosition: r.ids.own };
       const applied = segments.map((s) => (s.kind === 'data'
-        ? r.volume.internalWrite(s.offset, s.data.slice())
-        : r.volume.internalZero(s.offset, s.length)));
+        ? r.volume.internalWrite(s.offset, s.data.slice(), options)
+        : r.volume.internalZero(s.offset, s.length, options)));
       return Promise.all(applied).then(async () => {
         if (h.fua === true) await r.volume.internalFlush();
         return { header: {}, segments: [] };
@@ -598,6 +646,13 @@ export class PairManager {
       if (moreWritable) await this.applyAccess(r);
       const segments: Segment[] = h.returnOwn === true ? [{ kind: 'data', offset: 0, data: r.bits.toBytes() }] : [];
       return { header: { ownTracks: r.bits.count() }, segments };
+    });
+    rpc.handle('pair.protect', async (peer, h) => {
+      const r = this.halfFor(peer, h, 'R2');
+      if (r.record.protectWith === null || !this.host.protect) return { header: { protected: false }, segments: [] };
+      await this.host.protect(r.record.localVolume, r.record.protectWith);
+      this.host.onEvent('replica protected by a clone split before resync', { pair: r.record.id, clone: r.record.protectWith });
+      return { header: { protected: true }, segments: [] };
     });
     rpc.handle('pair.clear-own', async (peer, h) => {
       const r = this.halfFor(peer, h, 'R2');

@@ -74,6 +74,9 @@ export class PairRuntime {
   };
   /** Set when the pair is torn down or its role changes: loops and hooks stop. */
   retired = false;
+  /** A resync must wait until R2's protection clone is split (nothing is shipped meanwhile). */
+  needsProtection = false;
+  protectionInFlight = false;
 
   constructor(
     public record: PairRecord,
@@ -126,7 +129,8 @@ export class PairRuntime {
   }
 
   private get replicatingNow(): boolean {
-    return this.record.role === 'R1' && this.record.intent === 'replicating' && this.linkUp && !this.peerMissing && !this.retired;
+    return this.record.role === 'R1' && this.record.intent === 'replicating' && this.linkUp && !this.peerMissing && !this.retired &&
+      !this.needsProtection;
   }
 
   // ---- R1 host write path ----
@@ -449,9 +453,10 @@ export class PairRuntime {
             this.timeouts.copyAckMs);
           await Promise.all(reply.segments.map((s) => {
             this.counters.recordsPulled++;
-            if (s.kind === 'zero') return this.volume.internalZero(s.offset, s.length, { skipPosition: this.ids.out });
+            const options = { source: 'replica' as const, skipPosition: this.ids.out };
+            if (s.kind === 'zero') return this.volume.internalZero(s.offset, s.length, options);
             this.counters.bytesPulled += s.data.length;
-            return this.volume.internalWrite(s.offset, s.data.slice(), { skipPosition: this.ids.out });
+            return this.volume.internalWrite(s.offset, s.data.slice(), options);
           }));
           for (const t of batch) {
             pull.clear(t);

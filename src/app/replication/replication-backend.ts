@@ -31,6 +31,7 @@ export function replicationBackend(service: ArrayService): ReplicationBackend {
     createPair: (b) => service.pairs.create({
       volume: b.volume, peer: b.peer, remoteVolume: b.remoteVolume, mode: b.mode as PairMode,
       onLinkFailure: (b.onLinkFailure ?? 'continue') as LinkFailurePolicy,
+      ...(b.protectWith !== undefined ? { protectWith: b.protectWith } : {}),
     }),
     listPairs: () => service.pairs.list(),
     showPair: (pair) => service.pairs.show(pair),

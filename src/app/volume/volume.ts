@@ -86,6 +86,8 @@ export interface AppliedWrite {
 export interface InternalWriteOptions {
   /** A position this write must not mark (a replica applying its own pair's data). */
   readonly skipPosition?: string;
+  /** 'replica' for a remote mirror's writes (they mark what host writes mark); default 'copy'. */
+  readonly source?: 'copy' | 'replica';
 }
 
 /** Persisted with the bitmaps, atomically: state of features that own some of the positions. */
@@ -276,13 +278,13 @@ export class Volume {
 
   /** Writes for internal copies: ordered and logged like host writes, but no host-access check or hooks. */
   internalWrite(offset: number, data: Uint8Array, options: InternalWriteOptions = {}): Promise<void> {
-    return this.mutate('write', 'copy', offset, data.length, false, data, options.skipPosition,
+    return this.mutate('write', options.source ?? 'copy', offset, data.length, false, data, options.skipPosition,
       () => this.deps.store.write(offset, data));
   }
 
   /** Zeroes for internal copies (a zeroed range shipped as a marker); may punch a hole. */
   internalZero(offset: number, length: number, options: InternalWriteOptions = {}): Promise<void> {
-    return this.inPieces(offset, length, (o, l) => this.mutate('zero', 'copy', o, l, false, undefined, options.skipPosition,
+    return this.inPieces(offset, length, (o, l) => this.mutate('zero', options.source ?? 'copy', o, l, false, undefined, options.skipPosition,
       () => this.deps.store.writeZeroes(o, l, false)));
   }
 

@@ -35,6 +35,8 @@ export interface PairRecord {
   readonly generation: number;
   /** R1 only: R2 failed over while R1 kept taking writes; resync needs an explicit choice of side. */
   readonly diverged: boolean;
+  /** On R2's array: a clone of R2 split just before each resync, so a consistent image survives it. */
+  readonly protectWith: string | null;
   readonly createdAtMs: number;
 }
 
@@ -55,9 +57,13 @@ export function parsePairRecord(value: unknown, what: string): PairRecord {
   if (!Number.isSafeInteger(r.generation) || (r.generation as number) < 1) throw bad('generation must be a positive integer');
   if (typeof r.diverged !== 'boolean') throw bad('diverged must be a boolean');
   if (!Number.isSafeInteger(r.createdAtMs)) throw bad('createdAtMs missing');
+  if (r.protectWith !== undefined && r.protectWith !== null && (typeof r.protectWith !== 'string' || r.protectWith.length === 0)) {
+    throw bad('protectWith must be a volume name');
+  }
   return {
     id: r.id as string, role: r.role, localVolume: r.localVolume as string, peer: r.peer as string,
     remoteVolume: r.remoteVolume as string, mode: r.mode, intent: r.intent, onLinkFailure: r.onLinkFailure,
-    generation: r.generation as number, diverged: r.diverged, createdAtMs: r.createdAtMs as number,
+    generation: r.generation as number, diverged: r.diverged, protectWith: (r.protectWith as string | null | undefined) ?? null,
+    createdAtMs: r.createdAtMs as number,
   };
 }

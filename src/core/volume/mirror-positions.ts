@@ -32,7 +32,12 @@ export interface MirrorPosition {
   readonly invalid: TrackBitmap;
 }
 
-export type WriteSource = 'host' | 'copy';
+/**
+ * Who wrote: the volume's hosts; an internal copy (clone copies: they make a copy equal, they are
+ * not news); or a replica write (a remote mirror applying its source's writes, or taking them back
+ * in a restore) — new data for this volume, so it marks what host writes mark.
+ */
+export type WriteSource = 'host' | 'copy' | 'replica';
 
 /** Records a write to tracks first..last on every position that tracks such writes. */
 export function applyWrite(
@@ -40,7 +45,7 @@ export function applyWrite(
 ): void {
   for (const p of positions) {
     if (p.id === skipPosition) continue;
-    if (p.marksOn === 'all' || (p.marksOn === 'host' && source === 'host')) p.invalid.setRange(first, last);
+    if (p.marksOn === 'all' || (p.marksOn === 'host' && source !== 'copy')) p.invalid.setRange(first, last);
   }
 }
 
