@@ -3,7 +3,7 @@ import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { SingleBar } from 'cli-progress';
 import { ApiClient } from './api-client.js';
-import { formatSize } from './sizes.js';
+import { formatSize, parseSize } from './sizes.js';
 import { printFields, printJson, printTable, type GlobalOptions } from './output.js';
 import { ErrorCode, TidemarkError, invalidArgument } from '../core/errors.js';
 
@@ -13,7 +13,7 @@ interface PairJson {
   remoteVolume: string; onLinkFailure: string; generation: number; diverged: boolean;
   invalidTracks: { local: number; remote: number | null }; tracksOwed: number; tracksToPull: number; bytesOwed: number;
   lagSeconds: number; link: { state: string }; peerMissing: boolean; lastError: string | null;
-  protectWith: string | null; protecting: boolean;
+  protectWith: string | null; protecting: boolean; extents: Array<{ offset: number; length: number }> | null;
   counters: Record<string, number>;
 }
 
@@ -33,6 +33,15 @@ const COMMANDS: Array<[string, string]> = [
 ];
 const WAIT_TARGETS = ['synchronized', 'suspended', 'split', 'failed-over', 'partitioned'];
 
+/** OFFSET:LENGTH[,OFFSET:LENGTH…] with sizes like 1GiB. */
+function parseExtents(text: string): Array<{ offset: number; length: number }> {
+  return text.split(',').map((part) => {
+    const [offset, length, extra] = part.split(':');
+    if (offset === undefined || length === undefined || extra !== undefined) throw invalidArgument(`--extents: ${JSON.stringify(part)} is not OFFSET:LENGTH`);
+    return { offset: parseSize(offset), length: parseSize(length) };
+  });
+}
+
 const path = (pair: string): string => `/v1/pairs/${encodeURIComponent(pair)}`;
 
 function showPair(p: PairJson): void {
@@ -43,6 +52,7 @@ function showPair(p: PairJson): void {
     ['owed', `${p.tracksOwed} tracks (${formatSize(p.bytesOwed)})`], ['lag', `${p.lagSeconds.toFixed(1)} s`],
     ...(p.tracksToPull > 0 ? [['to pull from R2', `${p.tracksToPull} tracks`] as [string, string]] : []),
     ['on link failure', p.onLinkFailure],
+    ...(p.extents ? [['extents', p.extents.map((e) => `${formatSize(e.offset)}+${formatSize(e.length)}`).join(', ')] as [string, string]] : []),
     ...(p.protectWith ? [['protected by', `clone ${p.protectWith} on ${p.role === 'R1' ? p.peer : 'this array'}${p.protecting ? ' (splitting it before the resync)' : ''}`] as [string, string]] : []), ['shipped', `${p.counters.recordsShipped} records, ${formatSize(p.counters.bytesShipped ?? 0)}`],
     ...(p.diverged ? [['diverged', "yes: choose 'pair establish' (keep R1) or 'pair restore' (keep R2)"] as [string, string]] : []),
     ...(p.lastError ? [['last error', p.lastError] as [string, string]] : []),
@@ -118,13 +128,15 @@ export function registerReplicationCommands(program: Command, run: (action: Run)
     .requiredOption('--remote-volume <name>', 'the volume on the peer that becomes R2')
     .requiredOption('--mode <mode>', MODES.join(' | '))
     .option('--on-link-failure <policy>', `${POLICIES.join(' | ')}: what host writes do while R2 cannot be reached`, 'continue')
+    .option('--extents <ranges>', 'replicate only these byte ranges, OFFSET:LENGTH[,…] in whole tracks (e.g. 0:1GiB,4GiB:512MiB); the rest of R2 stays usable by its hosts')
     .option('--protect-with <clone>', "a clone session of the remote volume on the peer: split before every resync, so a consistent image of R2 survives a disaster mid-resync")
-    .action((volume: string, opts: { peer: string; remoteVolume: string; mode: string; onLinkFailure: string; protectWith?: string }) => run(async (client, globals) => {
+    .action((volume: string, opts: { peer: string; remoteVolume: string; mode: string; onLinkFailure: string; protectWith?: string; extents?: string }) => run(async (client, globals) => {
       if (!MODES.includes(opts.mode)) throw invalidArgument(`--mode must be one of ${MODES.join(', ')}`);
       if (!POLICIES.includes(opts.onLinkFailure)) throw invalidArgument(`--on-link-failure must be one of ${POLICIES.join(', ')}`);
       const p = await client.request<PairJson>('POST', '/v1/pairs',
         { volume, peer: opts.peer, remoteVolume: opts.remoteVolume, mode: opts.mode, onLinkFailure: opts.onLinkFailure,
-          ...(opts.protectWith ? { protectWith: opts.protectWith } : {}) });
+          ...(opts.protectWith ? { protectWith: opts.protectWith } : {}),
+          ...(opts.extents ? { extents: parseExtents(opts.extents) } : {}) });
       if (globals.json) printJson(p);
       else process.stdout.write(line(p, 'created'));
     }));

@@ -172,6 +172,21 @@ export class SimDisk implements BlockStore {
     return { lost, kept, torn };
   }
 
+  /**
+   * The process died but the machine did not: each write the process had handed to the kernel
+   * either completed or never started (none lands later, after a new process has begun writing);
+   * completed data stays in the cache, not yet durable. Pending completions never fire.
+   */
+  processExit(): void {
+    for (const w of this.inFlight) {
+      if (!this.prng.chance(0.5)) continue;
+      apply(this.visible, w, 0, w.length);
+      this.unflushed.push(w);
+    }
+    this.inFlight.clear();
+    this.epoch++;
+  }
+
   /** Mutations handed to the disk and not yet completed (their bytes may still change). */
   mutationsInFlight(): { offset: number; length: number }[] {
     return [...this.inFlight].map((w) => ({ offset: w.offset, length: w.length }));

@@ -201,3 +201,41 @@ test('--protect-with: before each resync R2\'s clone is split, holding R2\'s las
     await b.close();
   }
 });
+
+test('--extents: only those ranges replicate; the rest of R2 stays writable by its hosts', async () => {
+  const { a, b } = await twoArrays();
+  try {
+    const db = a.service.volume('db');
+    const inside = randomBytes(64 * 1024);
+    await db.write(4 * MiB, inside);
+    await db.write(12 * MiB, randomBytes(64 * 1024)); // outside the extents: never shipped
+    await assert.rejects(a.service.pairs.create({
+      volume: 'db', peer: 'west', remoteVolume: 'db-r', mode: 'sync', onLinkFailure: 'continue', extents: [{ offset: 1000, length: MiB }],
+    }), /track boundary/);
+    await a.service.pairs.create({
+      volume: 'db', peer: 'west', remoteVolume: 'db-r', mode: 'sync', onLinkFailure: 'continue',
+      extents: [{ offset: 0, length: 2 * MiB }, { offset: 4 * MiB, length: 4 * MiB }],
+    });
+    await until('synchronized', () => state(a, 'db') === 'synchronized');
+    assert.equal(a.service.pairs.status('db').counters.bytesShipped, inside.length);
+    const r2 = b.service.volume('db-r');
+    assert.equal(r2.state, 'ready', 'R2 stays ready: only its replicated extents refuse writes');
+    await assert.rejects(r2.write(5 * MiB, new Uint8Array(4096)), (e) => isTidemarkError(e, 'TM_ERR_VOLUME_WRITE_DISABLED'));
+    const local = randomBytes(4096);
+    await r2.write(10 * MiB, local); // R2's own hosts use the rest
+    // A host write spanning the edge of an extent ships only its part inside.
+    const spanning = randomBytes(128 * 1024);
+    await db.write(8 * MiB - 64 * 1024, spanning);
+    const r1Image = await image(a, 'db');
+    const r2Image = await image(b, 'db-r');
+    for (const [offset, length] of [[0, 2 * MiB], [4 * MiB, 4 * MiB]] as const) {
+      assert.equal(sha(r2Image.subarray(offset, offset + length)), sha(r1Image.subarray(offset, offset + length)), `extent at ${offset} replicated`);
+    }
+    assert.equal(sha(r2Image.subarray(8 * MiB, 8 * MiB + 64 * 1024)), sha(new Uint8Array(64 * 1024)), 'the part outside stayed home');
+    assert.equal(sha(r2Image.subarray(10 * MiB, 10 * MiB + 4096)), sha(local), "R2's own write outside the extents is kept");
+    assert.equal(b.service.pairs.status('db-r').invalidTracks.local, 0, "R2's hosts writing outside the extents is not a divergence");
+  } finally {
+    await a.close();
+    await b.close();
+  }
+});

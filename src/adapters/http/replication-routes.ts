@@ -9,6 +9,10 @@ const PAIR_STATES = ['synchronizing', 'synchronized', 'partitioned', 'suspended'
 export const PAIR_COMMANDS = ['establish', 'resume', 'suspend', 'split', 'failover', 'failback', 'restore', 'swap'] as const;
 type PairCommandName = (typeof PAIR_COMMANDS)[number];
 
+const ExtentSchema = Type.Object({
+  offset: Type.Integer({ minimum: 0 }), length: Type.Integer({ minimum: 1 }),
+}, { additionalProperties: false });
+
 const literals = (values: readonly string[]) => Type.Union(values.map((v) => Type.Literal(v)));
 const Name = Type.String({ minLength: 1, maxLength: 63 });
 
@@ -35,6 +39,7 @@ export const PairStatusSchema = Type.Object({
   remoteVolume: Type.String(),
   onLinkFailure: literals(LINK_FAILURE_POLICIES),
   protectWith: Type.Union([Type.String(), Type.Null()]),
+  extents: Type.Union([Type.Array(ExtentSchema), Type.Null()], { description: 'The byte ranges that replicate; null: the whole volume.' }),
   protecting: Type.Boolean({ description: 'A resync is waiting for R2\'s protection clone to be split.' }),
   generation: Type.Integer({ minimum: 1, description: 'Grows at every change of the writable side.' }),
   diverged: Type.Boolean({ description: 'Both sides were written after they parted; resync needs an explicit choice.' }),
@@ -82,6 +87,7 @@ const PairCreateBodySchema = Type.Object({
   mode: literals(PAIR_MODES),
   onLinkFailure: Type.Optional(literals(LINK_FAILURE_POLICIES)),
   protectWith: Type.Optional(Type.String({ minLength: 1, maxLength: 63, description: 'A clone session of the remote volume, on the peer, split before every resync.' })),
+  extents: Type.Optional(Type.Array(ExtentSchema, { minItems: 1, maxItems: 1024, description: 'Replicate only these byte ranges (whole tracks); the rest of R2 stays its hosts\'.' })),
 }, { additionalProperties: false });
 export type PairCreateBody = Static<typeof PairCreateBodySchema>;
 const ModeBody = Type.Object({ mode: literals(PAIR_MODES) }, { additionalProperties: false });

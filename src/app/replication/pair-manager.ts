@@ -8,7 +8,8 @@ import {
   LINK_FAILURE_POLICIES, PAIR_INTENTS, PAIR_MODES, parsePairRecord,
   type LinkFailurePolicy, type PairIntent, type PairMode, type PairRecord,
 } from '../../core/replication/pair-record.js';
-import { checkCommand, volumeStateFor, type PairCommand, type PairState } from '../../core/replication/pair-rules.js';
+import { checkCommand, pairVolumeState, volumeStateFor, type PairCommand, type PairState } from '../../core/replication/pair-rules.js';
+import { validateExtents, type ByteExtent } from '../../core/replication/pair-extents.js';
 import type { Segment } from '../../core/replication/peer-messages.js';
 import { trackRange } from '../../core/volume/geometry.js';
 import type { Volume } from '../volume/volume.js';
@@ -51,6 +52,8 @@ export interface PairCreateOptions {
   readonly onLinkFailure: LinkFailurePolicy;
   /** A clone of the remote volume (on the peer) to split before every resync. */
   readonly protectWith?: string;
+  /** Replicate only these byte ranges (whole tracks). */
+  readonly extents?: readonly ByteExtent[];
 }
 
 export interface PairStatus {
@@ -65,6 +68,7 @@ export interface PairStatus {
   readonly remoteVolume: string;
   readonly onLinkFailure: LinkFailurePolicy;
   readonly protectWith: string | null;
+  readonly extents: ByteExtent[] | null;
   /** A resync waits for R2's protection clone to be split. */
   readonly protecting: boolean;
   readonly generation: number;
@@ -107,7 +111,7 @@ export class PairManager {
       for (const value of stored) {
         const record = parsePairRecord(value, `pair of volume ${name}`);
         this.attach(record, v);
-        await v.setState(volumeStateFor(record.role, record.intent));
+        await v.setState(pairVolumeState(record));
       }
     }
   }
@@ -124,8 +128,8 @@ export class PairManager {
       this.hooked.add(volume.name);
       // One hook per volume, finding the pair half at call time: role changes replace the runtime.
       volume.hooks.push({
-        beforeHostWrite: () => {
-          this.pairs.get(volume.name)?.checkHostWrite();
+        beforeHostWrite: (first, last) => {
+          this.pairs.get(volume.name)?.checkHostWrite(first, last);
           return undefined;
         },
         beginWrite: (write) => this.pairs.get(volume.name)?.beginWrite(write),
@@ -147,7 +151,7 @@ export class PairManager {
 
   /** Sets the volume's host access for the pair's role and intent; a write window makes it atomic. */
   private async applyAccess(runtime: PairRuntime, intent: PairIntent = runtime.record.intent): Promise<void> {
-    const wanted = volumeStateFor(runtime.record.role, intent);
+    const wanted = pairVolumeState(runtime.record, intent);
     if (runtime.volume.state === wanted) return;
     const release = await runtime.volume.holdWrites();
     try {
@@ -193,7 +197,7 @@ export class PairManager {
     return {
       pair: rec.localVolume, id: rec.id, role: rec.role, mode: rec.mode, state: r.state(), intent: rec.intent,
       localVolume: rec.localVolume, peer: rec.peer, remoteVolume: rec.remoteVolume, onLinkFailure: rec.onLinkFailure,
-      protectWith: rec.protectWith, protecting: r.needsProtection,
+      protectWith: rec.protectWith, extents: rec.extents ? rec.extents.map((e) => ({ ...e })) : null, protecting: r.needsProtection,
       generation: rec.generation, diverged: rec.diverged,
       invalidTracks: { local: r.bits.count(), remote: r.remoteTracks ?? null },
       tracksOwed: rec.role === 'R1' ? r.owed.count : 0,
@@ -232,10 +236,11 @@ export class PairManager {
     this.host.checkPeer(peer);
     if (this.pairs.has(name)) throw new TidemarkError(ErrorCode.AlreadyExists, `volume ${name} is already in a remote pair`, { volume: name });
     if (volume.state !== 'ready') throw new TidemarkError(ErrorCode.InvalidState, `volume ${name} is ${volume.state}; an R1 must be ready`, { volume: name });
+    const extents = options.extents ? validateExtents(options.extents, volume.geometry) : null;
     const id = `${this.host.arrayName}.${name}.${this.host.randomId()}`;
     const record: PairRecord = {
       id, role: 'R1', localVolume: name, peer, remoteVolume, mode, intent: 'replicating', onLinkFailure,
-      generation: 1, diverged: false, protectWith, createdAtMs: Math.floor(this.host.nowMs()),
+      generation: 1, diverged: false, protectWith, extents, createdAtMs: Math.floor(this.host.nowMs()),
     };
     // R2 first: a crash after it leaves a half R1 does not know (refused later, deletable on R2),
     // never an R1 shipping to a volume that was not made a replica.
@@ -555,6 +560,7 @@ export class PairManager {
           `volume ${record.localVolume} on ${this.host.arrayName} is already in a pair (${existing.record.id})`);
       }
       this.host.checkPeer(peer);
+      if (record.extents !== null) validateExtents(record.extents, volume.geometry);
       if (record.protectWith !== null) {
         if (!this.host.checkProtection) throw invalidArgument('this array cannot protect replicas with clones');
         this.host.checkProtection(record.localVolume, record.protectWith);

@@ -5,7 +5,8 @@ import { TrackBitmap } from '../../core/bitmap/track-bitmap.js';
 import { ErrorCode, TidemarkError } from '../../core/errors.js';
 import { OwedTracks, type RecordSelection } from '../../core/replication/owed-tracks.js';
 import type { PairRecord } from '../../core/replication/pair-record.js';
-import { pairState, type PairState } from '../../core/replication/pair-rules.js';
+import { pairState, volumeStateFor, type PairState } from '../../core/replication/pair-rules.js';
+import { clipToExtents, extentTracks } from '../../core/replication/pair-extents.js';
 import type { Segment } from '../../core/replication/peer-messages.js';
 import { trackRange, tracksOf } from '../../core/volume/geometry.js';
 import type { AppliedWrite, Volume } from '../volume/volume.js';
@@ -58,6 +59,8 @@ export class PairRuntime {
   private readonly pushInFlight = new Set<number>();
   /** R1: tracks whose bit was cleared because R2 acknowledged, before R2 made that data durable. */
   private readonly clearedNotDurable: TrackBitmap;
+  /** The tracks of the pair's extents; undefined when the whole volume replicates. */
+  readonly scope: TrackBitmap | undefined;
   private semiPrevious: Promise<void> = Promise.resolve();
   /** Writes shipped by beginWrite (afterWrite must not also mark them owed). */
   private readonly forwarded = new WeakSet<AppliedWrite>();
@@ -101,6 +104,16 @@ export class PairRuntime {
     }
     const pullPosition = volume.findPosition(ids.pull);
     if (pullPosition) this.pull = pullPosition.invalid;
+    if (record.extents !== null) {
+      // Only the extents replicate: the pair's bitmaps never mark, nor keep, tracks outside them.
+      this.scope = extentTracks(record.extents, volume.geometry);
+      for (const id of [mine, ids.pull]) {
+        const p = volume.findPosition(id);
+        if (!p) continue;
+        p.scope = this.scope;
+        p.invalid.and(this.scope);
+      }
+    }
     this.owed = new OwedTracks(volume.geometry, record.role === 'R1' ? this.bits : new TrackBitmap(trackCount), nowMs());
     this.clearedNotDurable = new TrackBitmap(trackCount);
   }
@@ -135,9 +148,20 @@ export class PairRuntime {
 
   // ---- R1 host write path ----
 
-  /** Refuses a host write the pair cannot replicate when so configured (checked before it is applied). */
-  checkHostWrite(): void {
-    if (this.record.role !== 'R1' || this.record.intent !== 'replicating' || this.record.onLinkFailure !== 'fail-writes') return;
+  /**
+   * Before a host write: an R2 replicating some extents refuses writes into them (the rest of the
+   * volume is its hosts'); an R1 set to fail writes it cannot replicate refuses them while it cannot.
+   */
+  checkHostWrite(first: number, last: number): void {
+    if (this.record.role === 'R2') {
+      if (this.scope && volumeStateFor('R2', this.record.intent) === 'write-disabled' && this.scope.anyInRange(first, last)) {
+        throw new TidemarkError(ErrorCode.VolumeWriteDisabled,
+          `volume ${this.record.localVolume} is write-disabled in the extents it replicates from ${this.record.peer}`, { volume: this.record.localVolume });
+      }
+      return;
+    }
+    if (this.scope && !this.scope.anyInRange(first, last)) return;
+    if (this.record.intent !== 'replicating' || this.record.onLinkFailure !== 'fail-writes') return;
     if (!this.linkUp || this.peerMissing) {
       throw new TidemarkError(ErrorCode.LinkDown,
         `pair ${this.record.localVolume} cannot replicate (link to ${this.record.peer} is down) and is set to fail writes`);
@@ -146,7 +170,16 @@ export class PairRuntime {
 
   /** Whether this write is shipped to R2 as it happens (sync, semi-sync) rather than marked owed. */
   private forwards(write: AppliedWrite): boolean {
-    return write.source === 'host' && this.replicatingNow && this.record.mode !== 'adaptive';
+    return write.source === 'host' && this.replicatingNow && this.record.mode !== 'adaptive' && this.inScope(write);
+  }
+
+  private inScope(write: AppliedWrite): boolean {
+    return clipToExtents(this.record.extents, write.offset, write.length).length > 0;
+  }
+
+  /** Marks the parts of a write inside the pair's extents as owed. */
+  private markOwed(write: AppliedWrite): void {
+    for (const part of clipToExtents(this.record.extents, write.offset, write.length)) this.owed.markWrite(part.offset, part.length, this.nowMs());
   }
 
   /** Sync: ship alongside the local write; the host's write completes when both are done. */
@@ -156,8 +189,8 @@ export class PairRuntime {
       // The link went down after the write was let in: a pair that fails such writes fails it now.
       // Its bytes may still reach R1's store, so its records are owed either way.
       if (write.source === 'host' && this.record.intent === 'replicating' && this.record.mode !== 'adaptive' &&
-          this.record.onLinkFailure === 'fail-writes') {
-        this.owed.markWrite(write.offset, write.length, this.nowMs());
+          this.record.onLinkFailure === 'fail-writes' && this.inScope(write)) {
+        this.markOwed(write);
         this.forwarded.add(write);
         return Promise.reject(new TidemarkError(ErrorCode.LinkDown,
           `pair ${this.record.localVolume} cannot replicate (link to ${this.record.peer} is down) and is set to fail writes`));
@@ -175,9 +208,11 @@ export class PairRuntime {
   localWriteFailed(write: AppliedWrite): void {
     if (this.record.role !== 'R1' || this.retired) return;
     // R2 may get bytes R1 could not store: R1's real content is owed.
-    const { first, last } = tracksOf(this.volume.geometry, write.offset, write.length);
-    this.bits.setRange(first, last);
-    this.owed.markWhole(first, last, this.nowMs());
+    for (const part of clipToExtents(this.record.extents, write.offset, write.length)) {
+      const { first, last } = tracksOf(this.volume.geometry, part.offset, part.length);
+      this.bits.setRange(first, last);
+      this.owed.markWhole(first, last, this.nowMs());
+    }
   }
 
   afterWrite(write: AppliedWrite): Promise<void> | undefined {
@@ -186,7 +221,7 @@ export class PairRuntime {
     if (write.skipPosition === this.ids.out) return undefined;
     // A forwarded write is R2's already (or marked owed by its failed forward).
     if (this.forwarded.delete(write)) return undefined;
-    this.owed.markWrite(write.offset, write.length, this.nowMs());
+    this.markOwed(write);
     return undefined;
   }
 
@@ -196,20 +231,25 @@ export class PairRuntime {
    */
   private async forward(write: AppliedWrite): Promise<void> {
     this.forwarded.add(write);
-    const { first, last } = tracksOf(this.volume.geometry, write.offset, write.length);
-    for (let t = first; t <= last; t++) this.syncInFlight.set(t, (this.syncInFlight.get(t) ?? 0) + 1);
-    const segment: Segment = write.kind === 'write'
-      ? { kind: 'data', offset: write.offset, data: write.data! }
-      : { kind: 'zero', offset: write.offset, length: write.length };
+    const parts = clipToExtents(this.record.extents, write.offset, write.length);
+    const tracks: number[] = [];
+    for (const part of parts) {
+      const { first, last } = tracksOf(this.volume.geometry, part.offset, part.length);
+      for (let t = first; t <= last; t++) tracks.push(t);
+    }
+    for (const t of tracks) this.syncInFlight.set(t, (this.syncInFlight.get(t) ?? 0) + 1);
+    const segments: Segment[] = parts.map((part) => (write.kind === 'write'
+      ? { kind: 'data', offset: part.offset, data: write.data!.subarray(part.offset - write.offset, part.offset - write.offset + part.length) }
+      : { kind: 'zero', offset: part.offset, length: part.length }));
     try {
-      await this.enqueueForward(segment, write.fua);
+      await Promise.all(segments.map((segment) => this.enqueueForward(segment, write.fua)));
       this.counters.writesForwarded++;
     } catch (error) {
-      this.owed.markWrite(write.offset, write.length, this.nowMs());
+      this.markOwed(write);
       this.noteFailure(error);
       if (this.record.onLinkFailure === 'fail-writes') throw error;
     } finally {
-      for (let t = first; t <= last; t++) {
+      for (const t of tracks) {
         const n = (this.syncInFlight.get(t) ?? 1) - 1;
         if (n > 0) this.syncInFlight.set(t, n);
         else {

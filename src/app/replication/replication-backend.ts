@@ -32,6 +32,7 @@ export function replicationBackend(service: ArrayService): ReplicationBackend {
       volume: b.volume, peer: b.peer, remoteVolume: b.remoteVolume, mode: b.mode as PairMode,
       onLinkFailure: (b.onLinkFailure ?? 'continue') as LinkFailurePolicy,
       ...(b.protectWith !== undefined ? { protectWith: b.protectWith } : {}),
+      ...(b.extents !== undefined ? { extents: b.extents } : {}),
     }),
     listPairs: () => service.pairs.list(),
     showPair: (pair) => service.pairs.show(pair),

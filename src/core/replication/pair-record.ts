@@ -1,6 +1,7 @@
 // A remote pair as each array persists its half (SPEC §4): who this side is (R1 or R2), the mode,
 // what the operator last asked for (the intent), and the generation that orders role changes.
 import { ErrorCode, TidemarkError } from '../errors.js';
+import type { ByteExtent } from './pair-extents.js';
 
 export const PAIR_MODES = ['sync', 'semisync', 'adaptive'] as const;
 export type PairMode = (typeof PAIR_MODES)[number];
@@ -37,6 +38,8 @@ export interface PairRecord {
   readonly diverged: boolean;
   /** On R2's array: a clone of R2 split just before each resync, so a consistent image survives it. */
   readonly protectWith: string | null;
+  /** Only these byte ranges replicate (whole tracks); null: the whole volume. */
+  readonly extents: readonly ByteExtent[] | null;
   readonly createdAtMs: number;
 }
 
@@ -60,10 +63,18 @@ export function parsePairRecord(value: unknown, what: string): PairRecord {
   if (r.protectWith !== undefined && r.protectWith !== null && (typeof r.protectWith !== 'string' || r.protectWith.length === 0)) {
     throw bad('protectWith must be a volume name');
   }
+  let extents: ByteExtent[] | null = null;
+  if (r.extents !== undefined && r.extents !== null) {
+    if (!Array.isArray(r.extents) || !r.extents.every((e: unknown) => e !== null && typeof e === 'object' &&
+        Number.isSafeInteger((e as ByteExtent).offset) && Number.isSafeInteger((e as ByteExtent).length))) {
+      throw bad('extents must be a list of {offset, length}');
+    }
+    extents = (r.extents as ByteExtent[]).map((e) => ({ offset: e.offset, length: e.length }));
+  }
   return {
     id: r.id as string, role: r.role, localVolume: r.localVolume as string, peer: r.peer as string,
     remoteVolume: r.remoteVolume as string, mode: r.mode, intent: r.intent, onLinkFailure: r.onLinkFailure,
     generation: r.generation as number, diverged: r.diverged, protectWith: (r.protectWith as string | null | undefined) ?? null,
-    createdAtMs: r.createdAtMs as number,
+    extents, createdAtMs: r.createdAtMs as number,
   };
 }

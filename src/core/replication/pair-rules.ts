@@ -13,6 +13,15 @@ export function volumeStateFor(role: PairRole, intent: PairIntent): VolumeState 
   return intent === 'split' || intent === 'failed-over' ? 'ready' : 'write-disabled';
 }
 
+/**
+ * The volume state the pair sets. An R2 that replicates only some extents stays ready (its hosts
+ * use the rest); writes into its extents are refused range by range instead.
+ */
+export function pairVolumeState(record: PairRecord, intent: PairIntent = record.intent): VolumeState {
+  if (record.role === 'R2' && record.extents !== null) return 'ready';
+  return volumeStateFor(record.role, intent);
+}
+
 export interface PairFacts {
   readonly linkUp: boolean;
   /** Tracks R1 still has to ship (R1) or R1 still has to pull (restoring). */

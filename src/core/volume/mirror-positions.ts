@@ -30,6 +30,19 @@ export interface MirrorPosition {
   marksOn: MarksOn;
   /** The track bitmap (for a clone-own or change tracker: tracks changed; for copy positions: tracks to copy). */
   readonly invalid: TrackBitmap;
+  /**
+   * The tracks this position covers, when not all (a pair replicating some extents): writes and
+   * crash recovery mark nothing outside it. Set by the feature owning the position; not persisted.
+   */
+  scope?: TrackBitmap;
+}
+
+function mark(p: MirrorPosition, first: number, last: number): void {
+  if (!p.scope) {
+    p.invalid.setRange(first, last);
+    return;
+  }
+  for (let t = p.scope.nextSet(first); t >= 0 && t <= last; t = p.scope.nextSet(t + 1)) p.invalid.set(t);
 }
 
 /**
@@ -45,7 +58,7 @@ export function applyWrite(
 ): void {
   for (const p of positions) {
     if (p.id === skipPosition) continue;
-    if (p.marksOn === 'all' || (p.marksOn === 'host' && source !== 'copy')) p.invalid.setRange(first, last);
+    if (p.marksOn === 'all' || (p.marksOn === 'host' && source !== 'copy')) mark(p, first, last);
   }
 }
 
@@ -56,7 +69,7 @@ export function applyWrite(
 export function markRecovered(positions: readonly MirrorPosition[], runs: ReadonlyArray<{ first: number; last: number }>): void {
   for (const p of positions) {
     if (p.marksOn === 'never') continue;
-    for (const r of runs) p.invalid.setRange(r.first, r.last);
+    for (const r of runs) mark(p, r.first, r.last);
   }
 }
 

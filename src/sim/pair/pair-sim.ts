@@ -13,6 +13,7 @@
 import { Prng } from '../../core/lib/prng.js';
 import { isTidemarkError } from '../../core/errors.js';
 import type { PairMode, LinkFailurePolicy } from '../../core/replication/pair-record.js';
+import type { ByteExtent } from '../../core/replication/pair-extents.js';
 import type { VolumeRecord } from '../../core/volume/volume-record.js';
 import { Volume, volumeKey, type VolumeDeps } from '../../app/volume/volume.js';
 import { PeerRpc } from '../../app/replication/peer-rpc.js';
@@ -40,11 +41,13 @@ export interface PairSimConfig {
   readonly crashChance: number;
   /** Crashes lose unflushed writes (power loss) instead of only the process. */
   readonly powerLoss: boolean;
+  /** The pair replicates only these byte ranges (whole tracks); null: all of it. */
+  readonly extents: ByteExtent[] | null;
 }
 
 export function choosePairConfig(prng: Prng): PairSimConfig {
   const mode = prng.pick(['sync', 'sync', 'semisync', 'adaptive'] as const);
-  return {
+  const drawn: Omit<PairSimConfig, 'extents'> = {
     mode,
     onLinkFailure: mode === 'sync' && prng.chance(0.6) ? 'fail-writes' : 'continue',
     sizeBytes: prng.int(8, 64) * TRACK_BYTES,
@@ -55,11 +58,22 @@ export function choosePairConfig(prng: Prng): PairSimConfig {
     crashChance: prng.pick([0, 0.02, 0.05]),
     powerLoss: prng.chance(0.3),
   };
+  // Drawn last, so seeds pinned before extents existed keep their configuration.
+  let extents: ByteExtent[] | null = null;
+  if (prng.chance(0.25)) {
+    const tracks = drawn.sizeBytes / TRACK_BYTES;
+    const first = prng.int(0, tracks - 2);
+    const second = prng.int(first + 1, tracks - 1);
+    extents = [{ offset: first * TRACK_BYTES, length: TRACK_BYTES * prng.int(1, second - first) },
+      { offset: second * TRACK_BYTES, length: (tracks - second) * TRACK_BYTES }];
+  }
+  return { ...drawn, extents };
 }
 
 export const describePairConfig = (c: PairSimConfig): string =>
   `${c.mode}/${c.onLinkFailure}, ${c.sizeBytes / 1024} KiB, ${c.writes} writes ×≤${c.maxConcurrent}, ` +
-  `partition ${c.partitionChance}, crash ${c.crashChance}${c.powerLoss ? ' (power loss)' : ''}`;
+  `partition ${c.partitionChance}, crash ${c.crashChance}${c.powerLoss ? ' (power loss)' : ''}` +
+  (c.extents ? `, extents ${c.extents.map((e) => `${e.offset / TRACK_BYTES}+${e.length / TRACK_BYTES}`).join(',')} tracks` : '');
 
 export interface PairSeedResult {
   readonly seed: number;
@@ -167,11 +181,11 @@ class SimArray {
     this.rpc?.close();
     this.volume?.abandon();
     this.volume = undefined;
-    if (powerLoss) {
-      this.disk.crash();
-      this.meta.crash();
-      this.journal.crash();
-    }
+    if (powerLoss) this.disk.crash();
+    else this.disk.processExit();
+    // Metadata and journal writes in flight happened or not (they model durable storage only).
+    this.meta.crash();
+    this.journal.crash();
     this.disk.reopen();
     this.journal.reopen();
   }
@@ -269,7 +283,10 @@ class PairSim {
       await this.west.start(this.seed);
       this.watchR2();
       await this.waitFor('link up', () => this.east.linkEndpoint!.isUp('west'), 1000);
-      await this.east.pairs!.create({ volume: 'db', peer: 'west', remoteVolume: 'db-r', mode: this.config.mode, onLinkFailure: this.config.onLinkFailure });
+      await this.east.pairs!.create({
+        volume: 'db', peer: 'west', remoteVolume: 'db-r', mode: this.config.mode, onLinkFailure: this.config.onLinkFailure,
+        ...(this.config.extents ? { extents: this.config.extents } : {}),
+      });
       this.phase = 'safety';
       await this.safety();
       this.phase = 'liveness';
@@ -389,10 +406,20 @@ class PairSim {
     return id;
   }
 
+  /** Whether a unit replicates (inside the pair's extents, or there are none). */
+  private replicated(unit: number): boolean {
+    const at = unit * UNIT;
+    return this.config.extents === null || this.config.extents.some((e) => at >= e.offset && at < e.offset + e.length);
+  }
+
   private checkNoAckedWriteMissing(): void {
     const image = this.west.disk.visibleBytes(0, this.config.sizeBytes);
     for (let u = 0; u < this.ackedId.length; u++) {
       const held = this.idAt(image, u, 'R2');
+      if (!this.replicated(u)) {
+        if (held !== 0) this.fail(`R2 unit ${u} is outside the extents but holds write ${held}`);
+        continue;
+      }
       if (held < this.ackedId[u]!) {
         this.fail(`R2 unit ${u} holds write ${held}, older than acknowledged write ${this.ackedId[u]} (time ${this.scheduler.nowMs.toFixed(3)})`);
       }
@@ -412,6 +439,10 @@ class PairSim {
     for (let u = 0; u < this.ackedId.length; u++) {
       const a = this.idAt(r1, u, 'R1');
       const b = this.idAt(r2, u, 'R2');
+      if (!this.replicated(u)) {
+        if (b !== 0) this.fail(`R2 unit ${u} is outside the extents but holds write ${b}`);
+        continue;
+      }
       if (Buffer.compare(r1.subarray(u * UNIT, (u + 1) * UNIT), r2.subarray(u * UNIT, (u + 1) * UNIT)) !== 0) {
         this.fail(`after convergence unit ${u} differs: R1 holds write ${a}, R2 holds write ${b}`);
       }

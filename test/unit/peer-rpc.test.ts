@@ -1,0 +1,40 @@
+// Requests and responses between arrays: an answer meant for an earlier incarnation of the
+// requesting array (found by pair seed 203: it acknowledged a forwarded write that was never applied).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { MemoryLinkHub } from '../../src/sim/memory-links.js';
+import { PeerRpc } from '../../src/app/replication/peer-rpc.js';
+
+const SECRET = new Uint8Array(16);
+
+test('an answer to a request of an earlier incarnation is never taken for a new request with the same id', async () => {
+  const hub = new MemoryLinkHub();
+  const west = hub.endpoint('west');
+  west.addPeer({ name: 'east', address: '-', secret: SECRET });
+  const westRpc = new PeerRpc(west, () => undefined);
+  let releaseSlow!: () => void;
+  const slowStarted = new Promise<void>((started) => {
+    westRpc.handle('slow', () => new Promise((resolve) => {
+      started();
+      releaseSlow = () => resolve({ header: { answer: 'slow' }, segments: [] });
+    }));
+  });
+  westRpc.handle('fast', async () => ({ header: { answer: 'fast' }, segments: [] }));
+
+  const east1 = hub.endpoint('east');
+  east1.addPeer({ name: 'west', address: '-', secret: SECRET });
+  const rpc1 = new PeerRpc(east1, () => undefined, undefined, 'east-1');
+  const old = rpc1.request('west', { op: 'slow' });
+  old.catch(() => undefined);
+  await slowStarted;
+
+  // East restarts: a new incarnation whose first request reuses id 1.
+  rpc1.close();
+  const east2 = hub.endpoint('east');
+  east2.addPeer({ name: 'west', address: '-', secret: SECRET });
+  const rpc2 = new PeerRpc(east2, () => undefined, undefined, 'east-2');
+  const fresh = rpc2.request('west', { op: 'fast' });
+  releaseSlow(); // west answers the old request now, to the new incarnation
+  const reply = await fresh;
+  assert.equal(reply.header.answer, 'fast');
+});
