@@ -31,6 +31,8 @@ export interface DaemonOptions {
   readonly nbdSocket: string | undefined;
   /** Replication link listener; without it the array can still dial peers whose names sort higher. */
   readonly link?: HostPort | undefined;
+  /** Parallel TCP connections per peer link. */
+  readonly linkStreams?: number;
   readonly alExtents: number;
   readonly version: string;
   readonly logger: Logger;
@@ -106,6 +108,7 @@ export async function startArray(options: DaemonOptions): Promise<RunningArray> 
     links = await LinkNetwork.start({
       arrayName: options.name,
       ...(options.link ? { listen: options.link } : {}),
+      ...(options.linkStreams !== undefined ? { streams: options.linkStreams } : {}),
       log: (level: 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>) => linkLogger[level](fields ?? {}, message),
     });
     const stats = (): Array<{ name: string; changedTracks: number; exports: number }> =>

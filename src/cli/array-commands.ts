@@ -16,7 +16,7 @@ export function parseHostPort(text: string, what: string): HostPort {
 }
 
 interface StartOptions {
-  data: string; name?: string; api: string; nbd: string; nbdSocket?: string; noNbdTcp?: boolean; link?: string; alExtents: string;
+  data: string; name?: string; api: string; nbd: string; nbdSocket?: string; noNbdTcp?: boolean; link?: string; linkStreams: string; alExtents: string;
 }
 
 type Run = (client: ApiClient, globals: GlobalOptions) => Promise<void>;
@@ -39,6 +39,7 @@ export function registerArrayCommands(program: Command, run: (action: Run) => Pr
     .option('--nbd <host:port>', 'NBD TCP address', '127.0.0.1:10809')
     .option('--nbd-socket <path>', 'also serve NBD on this Unix socket')
     .option('--link <host:port>', 'replication link listener for peer arrays (default: none; needed on both arrays of a pair)')
+    .option('--link-streams <n>', 'parallel TCP connections per peer link (1-16; packets are spread over them and reassembled in order)', '1')
     .option('--al-extents <n>', 'activity-log size: hot 4 MiB extents before bitmaps are persisted (16-1000)', '1000')
     .action(async (opts: StartOptions) => {
       const alExtents = Number(opts.alExtents);
@@ -68,13 +69,15 @@ export function registerArrayCommands(program: Command, run: (action: Run) => Pr
       process.on('SIGTERM', () => stop('SIGTERM'));
       process.on('SIGINT', () => stop('SIGINT'));
       try {
+        const linkStreams = Number(opts.linkStreams);
+        if (!Number.isInteger(linkStreams) || linkStreams < 1 || linkStreams > 16) throw invalidArgument('--link-streams must be a whole number from 1 to 16');
         if (!Number.isInteger(alExtents) || alExtents < 16 || alExtents > max) {
           throw invalidArgument(`--al-extents must be a whole number from 16 to ${max}`);
         }
         const name = opts.name ?? (opts.data.replace(/\/+$/, '').split('/').pop() || 'array');
         running = await startArray({
           dataDir: opts.data, name, api: parseHostPort(opts.api, 'API'), nbd: parseHostPort(opts.nbd, 'NBD'),
-          nbdSocket: opts.nbdSocket, link: opts.link ? parseHostPort(opts.link, 'link') : undefined, alExtents, version, logger: logger.child({ array: name }),
+          nbdSocket: opts.nbdSocket, link: opts.link ? parseHostPort(opts.link, 'link') : undefined, linkStreams, alExtents, version, logger: logger.child({ array: name }),
         });
         logger.info({
           api: hostPort(running.api), nbd: running.nbd ? hostPort(running.nbd) : null, nbdSocket: running.nbdSocket ?? null,

@@ -34,8 +34,8 @@ test('sync pair between two daemons: establish, R2 refuses writes, R2 killed mid
     await writeFile(secret, 'a shared secret of more than sixteen bytes\n', { mode: 0o600 });
     const eastDir = join(fixture.dir, 'east');
     const westDir = join(fixture.dir, 'west');
-    const east = await fixture.start(eastDir, ['--name', 'east', '--link', '127.0.0.1:0']);
-    let west = await fixture.start(westDir, ['--name', 'west', '--link', '127.0.0.1:0']);
+    const east = await fixture.start(eastDir, ['--name', 'east', '--link', '127.0.0.1:0', '--link-streams', '2']);
+    let west = await fixture.start(westDir, ['--name', 'west', '--link', '127.0.0.1:0', '--link-streams', '2']);
     const westLink = west.linkAddress!;
     await cli(east, 'peer', 'add', 'west', '--address', westLink, '--secret-file', secret);
     await cli(west, 'peer', 'add', 'east', '--address', east.linkAddress!, '--secret-file', secret);
@@ -63,7 +63,7 @@ test('sync pair between two daemons: establish, R2 refuses writes, R2 killed mid
     const before = (await pair(east, 'db')).counters;
     await qemuWrite(east, 'db', 0x22, 16 * MiB, 12 * 1024);
     await qemuWrite(east, 'db', 0x23, 20 * MiB, 4 * 1024);
-    west = await fixture.start(westDir, ['--name', 'west', '--link', westLink]);
+    west = await fixture.start(westDir, ['--name', 'west', '--link', westLink, '--link-streams', '2']);
     await cli(east, 'pair', 'wait', 'db', '--until', 'synchronized', '--timeout', '60');
     const after = (await pair(east, 'db')).counters;
     assert.equal(after.bytesShipped - before.bytesShipped, 16 * 1024, 'the resync ships the 16 KiB written meanwhile, nothing else');
