@@ -108,3 +108,49 @@ test('an array with the wrong secret never becomes a peer', async () => {
     await fixture.cleanup();
   }
 });
+
+test('swap between two daemons, then R2 fails over alone while R1 keeps writing: divergence is detected and resolved by an explicit restore', async () => {
+  const fixture = await DaemonFixture.create();
+  try {
+    const secret = join(fixture.dir, 'secret');
+    await writeFile(secret, 'a shared secret of more than sixteen bytes');
+    const eastDir = join(fixture.dir, 'east');
+    const westDir = join(fixture.dir, 'west');
+    const east = await fixture.start(eastDir, ['--name', 'east', '--link', '127.0.0.1:0']);
+    let west = await fixture.start(westDir, ['--name', 'west', '--link', '127.0.0.1:0']);
+    const westLink = west.linkAddress!;
+    await cli(east, 'peer', 'add', 'west', '--address', westLink, '--secret-file', secret);
+    await cli(west, 'peer', 'add', 'east', '--address', east.linkAddress!, '--secret-file', secret);
+    await waitFor('link up', async () => (JSON.parse(await cli(east, 'peer', 'show', 'west')) as { link: string }).link === 'up', 15_000);
+    await cli(east, 'volume', 'create', 'db', '--size', '16MiB');
+    await cli(west, 'volume', 'create', 'db', '--size', '16MiB');
+    await cli(east, 'pair', 'create', 'db', '--peer', 'west', '--remote-volume', 'db', '--mode', 'sync');
+    await cli(east, 'pair', 'wait', 'db', '--until', 'synchronized', '--timeout', '60');
+
+    // Swap: west becomes the source over the same link; east becomes its write-disabled replica.
+    await cli(east, 'pair', 'swap', 'db');
+    assert.equal((await pair(west, 'db')).role, 'R1');
+    await qemuWrite(west, 'db', 0x44, MiB, 64 * 1024);
+    assert.equal(await hashOf(fixture, east, 'db'), await hashOf(fixture, west, 'db'));
+    await cli(west, 'pair', 'swap', 'db');
+    assert.equal((await pair(east, 'db')).role, 'R1');
+
+    // West restarts where east cannot reach it, and takes over alone; east keeps taking writes.
+    await west.stop('SIGKILL');
+    west = await fixture.start(westDir, ['--name', 'west', '--link', '127.0.0.1:0']);
+    await cli(west, 'pair', 'failover', 'db');
+    await qemuWrite(west, 'db', 0x55, 2 * MiB, 4096);
+    await qemuWrite(east, 'db', 0x66, 3 * MiB, 4096);
+    await west.stop('SIGTERM');
+    west = await fixture.start(westDir, ['--name', 'west', '--link', westLink]);
+    await waitFor('divergence detected', async () => (await pair(east, 'db')).state === 'diverged', 20_000);
+    const refused = await runCommand(tidemarkBin, ['--array', east.apiUrl, 'pair', 'failback', 'db']);
+    assert.notEqual(refused.code, 0);
+    assert.match(refused.stderr, /TM_ERR_PAIR_DIVERGED/);
+    await cli(east, 'pair', 'restore', 'db'); // the explicit choice: keep west's data
+    await cli(east, 'pair', 'wait', 'db', '--until', 'synchronized', '--timeout', '60');
+    assert.equal(await hashOf(fixture, east, 'db'), await hashOf(fixture, west, 'db'));
+  } finally {
+    await fixture.cleanup();
+  }
+});

@@ -128,8 +128,8 @@ export class PairManager {
       this.hooked.add(volume.name);
       // One hook per volume, finding the pair half at call time: role changes replace the runtime.
       volume.hooks.push({
-        beforeHostWrite: (first, last) => {
-          this.pairs.get(volume.name)?.checkHostWrite(first, last);
+        beforeHostWrite: (first, last, source) => {
+          if (source === 'host') this.pairs.get(volume.name)?.checkHostWrite(first, last);
           return undefined;
         },
         beginWrite: (write) => this.pairs.get(volume.name)?.beginWrite(write),

@@ -49,7 +49,11 @@ export const CHANGES_POSITION = 'changes';
  * own on the volume (e.g. copy a track from a clone before a host write or read lands on it).
  */
 export interface VolumeHooks {
-  beforeHostWrite?(first: number, last: number): Promise<void> | undefined;
+  /**
+   * Before a write of new data is ordered: a host's, or a replica write (a remote mirror's data).
+   * Clone sessions copy a track out before it changes; a pair refuses host writes it must not take.
+   */
+  beforeHostWrite?(first: number, last: number, source: 'host' | 'replica'): Promise<void> | undefined;
   beforeHostRead?(first: number, last: number): Promise<void> | undefined;
   /**
    * After a write of any source has reached the volume's store (and its FUA flush), while it still
@@ -119,6 +123,8 @@ export class Volume {
   /** While set, new writes wait here (a write window: split, restore start). */
   private gate: Promise<void> | undefined;
   private openGate: (() => void) | undefined;
+  /** Replica writes pass their hooks one at a time, in arrival order. */
+  private replicaAdmission: Promise<void> = Promise.resolve();
   readonly hooks: VolumeHooks[] = [];
   /** Run before every bitmap persist (e.g. make copied data durable before its cleared bits are). */
   readonly beforePersist: Array<() => Promise<void>> = [];
@@ -365,7 +371,16 @@ export class Volume {
     }
     if (host) {
       while (this.gate) await this.gate;
-      for (const h of this.hooks) await h.beforeHostWrite?.(first, last);
+      for (const h of this.hooks) await h.beforeHostWrite?.(first, last, 'host');
+    } else if (source === 'replica') {
+      // Replica writes wait at write windows and go through the same hooks as host writes, one
+      // after another: unlike a host's concurrent writes, their order is the source's and is kept.
+      const admitted = this.replicaAdmission.then(async () => {
+        while (this.gate) await this.gate;
+        for (const h of this.hooks) await h.beforeHostWrite?.(first, last, 'replica');
+      });
+      this.replicaAdmission = admitted.catch(() => undefined);
+      await admitted;
     }
 
     // Overlapping writes apply in arrival order: wait for every earlier one that overlaps.
