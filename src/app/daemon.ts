@@ -14,6 +14,8 @@ import type { ApiBackend } from '../adapters/http/types.js';
 import type { VolumeView } from '../adapters/http/schemas.js';
 import { lockDataDir } from '../adapters/lock/data-dir-lock.js';
 import { DEFAULT_ACTIVITY_LOG } from '../core/bitmap/activity-log.js';
+import { installCrc32c } from '../core/lib/crc32c.js';
+import { nativeFs } from '../adapters/fs/native.js';
 import { LinkNetwork } from '../adapters/net/link-network.js';
 import { linksOver } from './replication/link-peers.js';
 import { replicationBackend } from './replication/replication-backend.js';
@@ -95,6 +97,7 @@ function apiBackend(service: ArrayService, metrics: ArrayMetrics, logger: Logger
 
 export async function startArray(options: DaemonOptions): Promise<RunningArray> {
   const { logger } = options;
+  if (!installCrc32c(nativeFs.crc32c)) logger.warn({}, 'native CRC-32C disagrees with the reference; using the JavaScript one');
   const dataDir = resolve(options.dataDir);
   await mkdir(join(dataDir, 'volumes'), { recursive: true });
   const lock = await lockDataDir(dataDir, { name: options.name, pid: process.pid });

@@ -16,6 +16,8 @@ export interface NativeFs {
   writeBatch(fd: number, buffers: Uint8Array[], offsets: number[]): Promise<number>;
   /** pread every buffer fully from its offset (zeros past end of file), in one thread-pool job. */
   readBatch(fd: number, buffers: Uint8Array[], offsets: number[]): Promise<number>;
+  /** CRC-32C with the CPU's instruction (same result as src/core/lib/crc32c.ts). */
+  crc32c(data: Uint8Array, initial: number): number;
 }
 
 function findRoot(start: string): string {

@@ -81,6 +81,7 @@ export class LinkNetwork {
   private timerAtMs = Number.POSITIVE_INFINITY;
   private pumping = false;
   private pumpAgain = false;
+  private readonly corked = new Set<Socket>();
   private closed = false;
   private boundAddress: { host: string; port: number } | undefined;
 
@@ -262,6 +263,8 @@ export class LinkNetwork {
       } while (this.pumpAgain && !this.closed);
     } finally {
       this.pumping = false;
+      for (const socket of this.corked) socket.uncork();
+      this.corked.clear();
     }
     this.armTimer();
   }
@@ -272,10 +275,13 @@ export class LinkNetwork {
       case 'send': {
         const socket = this.sockets.get(action.connId);
         if (!socket || socket.destroyed) return;
-        socket.cork();
+        // Corked until the pump ends: every frame of one pump leaves in one writev.
+        if (!this.corked.has(socket)) {
+          socket.cork();
+          this.corked.add(socket);
+        }
         let ok = socket.write(action.frame.header);
         if (action.frame.payload.length > 0) ok = socket.write(action.frame.payload);
-        socket.uncork();
         if (!ok) this.endpoint.handle({ kind: 'writable', connId: action.connId, writable: false }, nowMs());
         return;
       }
