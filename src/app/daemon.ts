@@ -116,7 +116,15 @@ export async function startArray(options: DaemonOptions): Promise<RunningArray> 
     });
     const stats = (): Array<{ name: string; changedTracks: number; exports: number }> =>
       (service?.volumeNames() ?? []).map((name) => service!.summary(name));
-    const metrics = new ArrayMetrics(nowMs, stats);
+    const metrics = new ArrayMetrics(nowMs, stats,
+      () => (service?.pairs.list() ?? []).map((p) => ({
+        pair: p.pair, peer: p.peer, role: p.role, state: p.state, tracksOwed: p.tracksOwed, bytesOwed: p.bytesOwed,
+        lagSeconds: p.lagSeconds, generation: p.generation, bytesShipped: p.counters.bytesShipped,
+        writesForwarded: p.counters.writesForwarded, bytesPulled: p.counters.bytesPulled,
+      })),
+      () => (service?.peers.list() ?? []).map((p) => ({
+        peer: p.name, up: service!.peerLinkState(p.name) === 'up', ...service!.peerLinkCounters(p.name),
+      })));
     service = await ArrayService.open({
       name: options.name,
       meta: await FileMetaStore.open(join(dataDir, 'meta')),

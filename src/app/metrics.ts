@@ -9,6 +9,29 @@ const OP_KINDS: readonly OpKind[] = ['read', 'write', 'zero', 'trim', 'flush'];
 /** From 50 µs (a page-cache hit) to 2.5 s (a stalled disk). */
 const LATENCY_BUCKETS_SECONDS = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
 
+/** What /metrics shows of one pair half. */
+export interface PairStats {
+  readonly pair: string;
+  readonly peer: string;
+  readonly role: string;
+  readonly state: string;
+  readonly tracksOwed: number;
+  readonly bytesOwed: number;
+  readonly lagSeconds: number;
+  readonly generation: number;
+  readonly bytesShipped: number;
+  readonly writesForwarded: number;
+  readonly bytesPulled: number;
+}
+
+export interface PeerStats {
+  readonly peer: string;
+  readonly up: boolean;
+  readonly bytesSent: number;
+  readonly bytesReceived: number;
+  readonly retransmittedPackets: number;
+}
+
 export interface VolumeStats {
   readonly name: string;
   readonly changedTracks: number;
@@ -30,7 +53,12 @@ export class ArrayMetrics {
   /** Label lookups hash an object; the I/O path reuses the bound series instead. */
   private readonly series = new Map<string, OpSeries>();
 
-  constructor(private readonly nowMs: () => number, volumeStats: () => readonly VolumeStats[]) {
+  constructor(
+    private readonly nowMs: () => number,
+    volumeStats: () => readonly VolumeStats[],
+    pairStats: () => readonly PairStats[] = () => [],
+    peerStats: () => readonly PeerStats[] = () => [],
+  ) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry, prefix: 'tidemark_' });
     this.ops = new Counter({
@@ -66,6 +94,48 @@ export class ArrayMetrics {
         for (const v of volumeStats()) this.set({ volume: v.name }, v.exports);
       },
     });
+    this.registerReplication(registers, pairStats, peerStats);
+  }
+
+  /** Pair and link gauges, read from the replication layer at scrape time. */
+  private registerReplication(registers: Registry[], pairStats: () => readonly PairStats[], peerStats: () => readonly PeerStats[]): void {
+    const pairGauge = (name: string, help: string, value: (p: PairStats) => number): void => {
+      new Gauge({
+        name, help, labelNames: ['pair', 'peer', 'role'], registers,
+        collect() {
+          this.reset();
+          for (const p of pairStats()) this.set({ pair: p.pair, peer: p.peer, role: p.role }, value(p));
+        },
+      });
+    };
+    pairGauge('tidemark_pair_tracks_owed', 'Tracks R1 still has to ship to R2.', (p) => p.tracksOwed);
+    pairGauge('tidemark_pair_bytes_owed', 'Bytes R1 still has to ship to R2 (whole tracks where the changed records are unknown).', (p) => p.bytesOwed);
+    pairGauge('tidemark_pair_lag_seconds', 'Age of the oldest change R2 has not got.', (p) => p.lagSeconds);
+    pairGauge('tidemark_pair_generation', 'Generation of the pair (grows at every change of the writable side).', (p) => p.generation);
+    pairGauge('tidemark_pair_shipped_bytes', 'Record bytes shipped by background copies since the array started.', (p) => p.bytesShipped);
+    pairGauge('tidemark_pair_forwarded_writes', 'Host writes forwarded synchronously since the array started.', (p) => p.writesForwarded);
+    pairGauge('tidemark_pair_pulled_bytes', 'Bytes taken from R2 by failback/restore since the array started.', (p) => p.bytesPulled);
+    new Gauge({
+      name: 'tidemark_pair_state', help: 'Pair state: 1 for the current state of each pair half.',
+      labelNames: ['pair', 'peer', 'role', 'state'], registers,
+      collect() {
+        this.reset();
+        for (const p of pairStats()) this.set({ pair: p.pair, peer: p.peer, role: p.role, state: p.state }, 1);
+      },
+    });
+    const peerGauge = (name: string, help: string, value: (p: PeerStats) => number): void => {
+      new Gauge({
+        name, help, labelNames: ['peer'], registers,
+        collect() {
+          this.reset();
+          for (const p of peerStats()) this.set({ peer: p.peer }, value(p));
+        },
+      });
+    };
+    peerGauge('tidemark_link_up', 'Whether the replication link to the peer is up.', (p) => (p.up ? 1 : 0));
+    peerGauge('tidemark_link_sent_bytes', 'Link bytes sent to the peer (frames, headers included) since the array started.', (p) => p.bytesSent);
+    peerGauge('tidemark_link_received_bytes', 'Link bytes received from the peer since the array started.', (p) => p.bytesReceived);
+    peerGauge('tidemark_link_retransmitted_packets', 'Packets sent again after a reconnect.', (p) => p.retransmittedPackets);
   }
 
   /** The ArrayService hook, called after every completed host operation. */

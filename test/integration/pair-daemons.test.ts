@@ -47,6 +47,10 @@ test('sync pair between two daemons: establish, R2 refuses writes, R2 killed mid
     await cli(east, 'pair', 'create', 'db', '--peer', 'west', '--remote-volume', 'db-r', '--mode', 'sync');
     await cli(east, 'pair', 'wait', 'db', '--until', 'synchronized', '--timeout', '60');
     assert.equal((await pair(east, 'db')).counters.bytesShipped, 4 * MiB, 'establish ships the written 4 MiB, not the holes');
+    const metrics = await (await fetch(`${east.apiUrl}/metrics`)).text();
+    assert.match(metrics, /tidemark_pair_state\{pair="db",peer="west",role="R1",state="synchronized"\} 1/);
+    assert.match(metrics, /tidemark_link_up\{peer="west"\} 1/);
+    assert.match(metrics, new RegExp(`tidemark_pair_shipped_bytes\\{pair="db",peer="west",role="R1"\\} ${4 * MiB}`));
     assert.equal(await hashOf(fixture, west, 'db-r'), await hashOf(fixture, east, 'db'));
 
     const refused = await runCommand('qemu-io', ['-f', 'raw', '-c', 'write -P 1 0 4k', west.uri('db-r')]);
