@@ -2,9 +2,9 @@
 // partition holds messages (the real link retransmits them after it reconnects, within a session)
 // and tells both sides the peer is down; a crashed array's messages, and those in flight to it, are
 // lost and its peers see the session reset. Deterministic under the scheduler.
-import type { Prng } from '../core/lib/prng.js';
+import { Prng } from '../core/lib/prng.js';
 import type { PeerLinks } from '../ports/peer-transport.js';
-import type { Scheduler } from './scheduler.js';
+import { Scheduler } from './scheduler.js';
 
 interface Endpoint {
   readonly name: string;
@@ -144,4 +144,15 @@ export class SimLinks {
       }
     });
   }
+}
+
+/**
+ * Links between arrays in one process for tests that run in real time: the same simulated links,
+ * driven by a scheduler that fires each event as soon as it is due (delivery in order, on a later
+ * turn of the event loop).
+ */
+export function inProcessLinks(): SimLinks {
+  const scheduler = new Scheduler();
+  scheduler.autoRun();
+  return new SimLinks(scheduler, new Prng(1), 0);
 }

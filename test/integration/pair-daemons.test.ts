@@ -24,22 +24,31 @@ async function hashOf(fixture: DaemonFixture, array: DaemonProcess, volume: stri
   return createHash('sha256').update(await readFile(out)).digest('hex');
 }
 
+/** Two daemons, east and west, each the other's peer with one secret, and their link up. */
+async function linkedArrays(fixture: DaemonFixture, extra: string[]): Promise<{
+  east: DaemonProcess; west: DaemonProcess; westDir: string; westLink: string; extra: string[];
+}> {
+  const secret = join(fixture.dir, 'secret');
+  await writeFile(secret, 'a shared secret of more than sixteen bytes\n', { mode: 0o600 });
+  const westDir = join(fixture.dir, 'west');
+  const east = await fixture.start(join(fixture.dir, 'east'), ['--name', 'east', '--link', '127.0.0.1:0', ...extra]);
+  const west = await fixture.start(westDir, ['--name', 'west', '--link', '127.0.0.1:0', ...extra]);
+  const westLink = west.linkAddress!;
+  await cli(east, 'peer', 'add', 'west', '--address', westLink, '--secret-file', secret);
+  await cli(west, 'peer', 'add', 'east', '--address', east.linkAddress!, '--secret-file', secret);
+  await waitFor('link up', async () => (JSON.parse(await cli(east, 'peer', 'show', 'west')) as { link: string }).link === 'up', 15_000);
+  return { east, west, westDir, westLink, extra };
+}
+
 const qemuWrite = (array: DaemonProcess, volume: string, pattern: number, offset: number, length: number): Promise<string> =>
   mustRun('qemu-io', ['-f', 'raw', '-c', `write -P ${pattern} ${offset} ${length}`, array.uri(volume)]);
 
 test('sync pair between two daemons: establish, R2 refuses writes, R2 killed mid-load resyncs only changed records, failover and failback', async () => {
   const fixture = await DaemonFixture.create();
   try {
-    const secret = join(fixture.dir, 'secret');
-    await writeFile(secret, 'a shared secret of more than sixteen bytes\n', { mode: 0o600 });
-    const eastDir = join(fixture.dir, 'east');
-    const westDir = join(fixture.dir, 'west');
-    const east = await fixture.start(eastDir, ['--name', 'east', '--link', '127.0.0.1:0', '--link-streams', '2']);
-    let west = await fixture.start(westDir, ['--name', 'west', '--link', '127.0.0.1:0', '--link-streams', '2']);
-    const westLink = west.linkAddress!;
-    await cli(east, 'peer', 'add', 'west', '--address', westLink, '--secret-file', secret);
-    await cli(west, 'peer', 'add', 'east', '--address', east.linkAddress!, '--secret-file', secret);
-    await waitFor('link up', async () => (JSON.parse(await cli(east, 'peer', 'show', 'west')) as { link: string }).link === 'up', 15_000);
+    const linked = await linkedArrays(fixture, ['--link-streams', '2']);
+    const { east, westDir, westLink, extra } = linked;
+    let { west } = linked;
 
     await cli(east, 'volume', 'create', 'db', '--size', '32MiB');
     await cli(west, 'volume', 'create', 'db-r', '--size', '32MiB');
@@ -67,7 +76,7 @@ test('sync pair between two daemons: establish, R2 refuses writes, R2 killed mid
     const before = (await pair(east, 'db')).counters;
     await qemuWrite(east, 'db', 0x22, 16 * MiB, 12 * 1024);
     await qemuWrite(east, 'db', 0x23, 20 * MiB, 4 * 1024);
-    west = await fixture.start(westDir, ['--name', 'west', '--link', westLink, '--link-streams', '2']);
+    west = await fixture.start(westDir, ['--name', 'west', '--link', westLink, ...extra]);
     await cli(east, 'pair', 'wait', 'db', '--until', 'synchronized', '--timeout', '60');
     const after = (await pair(east, 'db')).counters;
     assert.equal(after.bytesShipped - before.bytesShipped, 16 * 1024, 'the resync ships the 16 KiB written meanwhile, nothing else');
@@ -116,16 +125,9 @@ test('an array with the wrong secret never becomes a peer', async () => {
 test('swap between two daemons, then R2 fails over alone while R1 keeps writing: divergence is detected and resolved by an explicit restore', async () => {
   const fixture = await DaemonFixture.create();
   try {
-    const secret = join(fixture.dir, 'secret');
-    await writeFile(secret, 'a shared secret of more than sixteen bytes');
-    const eastDir = join(fixture.dir, 'east');
-    const westDir = join(fixture.dir, 'west');
-    const east = await fixture.start(eastDir, ['--name', 'east', '--link', '127.0.0.1:0']);
-    let west = await fixture.start(westDir, ['--name', 'west', '--link', '127.0.0.1:0']);
-    const westLink = west.linkAddress!;
-    await cli(east, 'peer', 'add', 'west', '--address', westLink, '--secret-file', secret);
-    await cli(west, 'peer', 'add', 'east', '--address', east.linkAddress!, '--secret-file', secret);
-    await waitFor('link up', async () => (JSON.parse(await cli(east, 'peer', 'show', 'west')) as { link: string }).link === 'up', 15_000);
+    const linked = await linkedArrays(fixture, []);
+    const { east, westDir, westLink } = linked;
+    let { west } = linked;
     await cli(east, 'volume', 'create', 'db', '--size', '16MiB');
     await cli(west, 'volume', 'create', 'db', '--size', '16MiB');
     await cli(east, 'pair', 'create', 'db', '--peer', 'west', '--remote-volume', 'db', '--mode', 'sync');

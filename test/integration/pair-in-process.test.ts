@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { startTestArray, type TestArray } from '../helpers/in-process-array.js';
-import { MemoryLinkHub } from '../../src/sim/memory-links.js';
+import { inProcessLinks, type SimLinks } from '../../src/sim/sim-links.js';
 import type { PairState } from '../../src/core/replication/pair-rules.js';
 import { isTidemarkError } from '../../src/core/errors.js';
 
@@ -22,8 +22,8 @@ async function until(what: string, check: () => boolean, timeoutMs = 20_000): Pr
   }
 }
 
-async function twoArrays(): Promise<{ hub: MemoryLinkHub; a: TestArray; b: TestArray }> {
-  const hub = new MemoryLinkHub();
+async function twoArrays(): Promise<{ hub: SimLinks; a: TestArray; b: TestArray }> {
+  const hub = inProcessLinks();
   const a = await startTestArray({ name: 'east', links: hub.endpoint('east') });
   const b = await startTestArray({ name: 'west', links: hub.endpoint('west') });
   await a.service.addPeer('west', '127.0.0.1:1', SECRET);

@@ -2,13 +2,13 @@
 // requesting array (found by pair seed 203: it acknowledged a forwarded write that was never applied).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { MemoryLinkHub } from '../../src/sim/memory-links.js';
+import { inProcessLinks } from '../../src/sim/sim-links.js';
 import { PeerRpc } from '../../src/app/replication/peer-rpc.js';
 
 const SECRET = new Uint8Array(16);
 
 test('an answer to a request of an earlier incarnation is never taken for a new request with the same id', async () => {
-  const hub = new MemoryLinkHub();
+  const hub = inProcessLinks();
   const west = hub.endpoint('west');
   west.addPeer({ name: 'east', address: '-', secret: SECRET });
   const westRpc = new PeerRpc(west, () => undefined);
