@@ -31,6 +31,13 @@ test('a 200 MiB trim and zero with a 16-extent activity log (64 MiB hot at most)
     assert.ok((await v.read(150 * MiB, MiB)).every((b) => b === 0));
     const changed = v.position(CHANGES_POSITION).invalid;
     assert.equal(changed.count(), (220 * MiB) / (64 * 1024), 'every zeroed or trimmed track is marked');
+
+    // A write issued after a large trim, overlapping its last piece, lands after it: the trim takes
+    // its place in the write ordering as a whole, not piece by piece.
+    const trim = v.trim(0, 200 * MiB);
+    const after = v.write(190 * MiB, Buffer.alloc(MiB, 9));
+    await Promise.all([trim, after]);
+    assert.ok((await v.read(190 * MiB, MiB)).every((b) => b === 9), 'the later write survives the earlier trim');
     await service.close();
   } finally {
     await rm(dir, { recursive: true, force: true });

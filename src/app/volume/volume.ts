@@ -243,29 +243,43 @@ export class Volume {
 
   /** Zeroes a range; `allocate` false allows punching a hole. */
   writeZeroes(offset: number, length: number, allocate: boolean, fua = false): Promise<void> {
-    return this.inPieces(offset, length, (o, l) =>
-      this.mutate('zero', 'host', o, l, fua, undefined, undefined, () => this.deps.store.writeZeroes(o, l, allocate)));
+    return this.inPieces(offset, length, (o, l, umbrella) =>
+      this.mutate('zero', 'host', o, l, fua, undefined, undefined, () => this.deps.store.writeZeroes(o, l, allocate), umbrella));
   }
 
   trim(offset: number, length: number, fua = false): Promise<void> {
-    return this.inPieces(offset, length, (o, l) =>
-      this.mutate('trim', 'host', o, l, fua, undefined, undefined, () => this.deps.store.trim(o, l)));
+    return this.inPieces(offset, length, (o, l, umbrella) =>
+      this.mutate('trim', 'host', o, l, fua, undefined, undefined, () => this.deps.store.trim(o, l), umbrella));
   }
 
   /**
    * Zeroes and trims may cover gigabytes (a whole-disk discard); the activity log can hold only so
    * many extents hot at once, so such a range is applied in extent-aligned pieces, one after another.
    */
-  private async inPieces(offset: number, length: number, apply: (offset: number, length: number) => Promise<void>): Promise<void> {
+  private async inPieces(offset: number, length: number,
+    apply: (offset: number, length: number, umbrella: InFlightWrite | undefined) => Promise<void>): Promise<void> {
     const extentBytes = this.log.config.extentTracks * this.geometry.trackBytes;
     const pieceBytes = extentBytes * Math.max(1, Math.floor(this.log.config.maxActiveExtents / 2));
-    if (length <= pieceBytes || !Number.isSafeInteger(offset) || !Number.isSafeInteger(length)) return apply(offset, length);
-    let at = offset;
-    const end = offset + length;
-    while (at < end) {
-      const next = Math.min(end, (Math.floor(at / extentBytes) * extentBytes) + pieceBytes);
-      await apply(at, next - at);
-      at = next;
+    if (length <= pieceBytes || !Number.isSafeInteger(offset) || !Number.isSafeInteger(length)) return apply(offset, length, undefined);
+    // The whole range takes its place in the write ordering now, as one write would: a later
+    // overlapping write waits for every piece, and the pieces wait for earlier writes only.
+    const earlier: Promise<void>[] = [];
+    for (const w of this.inFlight) if (w.start < offset + length && offset < w.end) earlier.push(w.done);
+    let finish!: () => void;
+    const umbrella: InFlightWrite = { start: offset, end: offset + length, done: new Promise<void>((r) => { finish = r; }) };
+    this.inFlight.add(umbrella);
+    try {
+      if (earlier.length > 0) await Promise.all(earlier);
+      let at = offset;
+      const end = offset + length;
+      while (at < end) {
+        const next = Math.min(end, (Math.floor(at / extentBytes) * extentBytes) + pieceBytes);
+        await apply(at, next - at, umbrella);
+        at = next;
+      }
+    } finally {
+      this.inFlight.delete(umbrella);
+      finish();
     }
   }
 
@@ -290,8 +304,8 @@ export class Volume {
 
   /** Zeroes for internal copies (a zeroed range shipped as a marker); may punch a hole. */
   internalZero(offset: number, length: number, options: InternalWriteOptions = {}): Promise<void> {
-    return this.inPieces(offset, length, (o, l) => this.mutate('zero', options.source ?? 'copy', o, l, false, undefined, options.skipPosition,
-      () => this.deps.store.writeZeroes(o, l, false)));
+    return this.inPieces(offset, length, (o, l, umbrella) => this.mutate('zero', options.source ?? 'copy', o, l, false, undefined,
+      options.skipPosition, () => this.deps.store.writeZeroes(o, l, false), umbrella));
   }
 
   /**
@@ -355,6 +369,8 @@ export class Volume {
   private async mutate(
     kind: WriteKind, source: WriteSource, offset: number, length: number, fua: boolean,
     data: Uint8Array | undefined, skipPosition: string | undefined, apply: () => Promise<void>,
+    /** The whole-range entry of a large zero/trim this is a piece of: already ordered and admitted. */
+    umbrella?: InFlightWrite,
   ): Promise<void> {
     const started = this.deps.nowMs();
     const host = source === 'host';
@@ -370,22 +386,23 @@ export class Volume {
         { volume: this.name, offset, length });
     }
     if (host) {
-      while (this.gate) await this.gate;
+      while (this.gate && !umbrella) await this.gate;
       for (const h of this.hooks) await h.beforeHostWrite?.(first, last, 'host');
     } else if (source === 'replica') {
       // Replica writes wait at write windows and go through the same hooks as host writes, one
       // after another: unlike a host's concurrent writes, their order is the source's and is kept.
       const admitted = this.replicaAdmission.then(async () => {
-        while (this.gate) await this.gate;
+        while (this.gate && !umbrella) await this.gate;
         for (const h of this.hooks) await h.beforeHostWrite?.(first, last, 'replica');
       });
       this.replicaAdmission = admitted.catch(() => undefined);
       await admitted;
     }
 
-    // Overlapping writes apply in arrival order: wait for every earlier one that overlaps.
+    // Overlapping writes apply in arrival order: wait for every earlier one that overlaps. A piece of
+    // a large zero/trim already waited, as a whole, for the writes before it (and later ones wait for it).
     const earlier: Promise<void>[] = [];
-    for (const w of this.inFlight) if (w.start < offset + length && offset < w.end) earlier.push(w.done);
+    if (!umbrella) for (const w of this.inFlight) if (w.start < offset + length && offset < w.end) earlier.push(w.done);
     let finish!: () => void;
     const entry: InFlightWrite = { start: offset, end: offset + length, done: new Promise<void>((r) => { finish = r; }) };
     this.inFlight.add(entry);
