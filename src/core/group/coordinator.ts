@@ -275,7 +275,7 @@ export class GroupCoordinator {
         this.phaseValue = 'closing';
         // Windows close on every member that opened one, evicted or not (an evicted member's hosts
         // must not wait forever; its pair is suspended by then).
-        this.ask(nowMs, out, [...this.opened].filter((m) => this.membersList.includes(m)), (m) => ({ kind: 'close-window', member: m }));
+        this.ask(nowMs, out, this.membersList.filter((m) => this.opened.has(m)), (m) => ({ kind: 'close-window', member: m }));
         for (const m of this.opened) if (!this.membersList.includes(m)) out.push({ kind: 'close-window', member: m });
         if (this.awaiting.size === 0) this.maybeAdvance(nowMs, out);
         return;
