@@ -78,8 +78,7 @@ test('join and leave wait until no window is open, store the table on everyone, 
   assert.deepEqual(summary(c.tick(301)), ['query-ready:a', 'query-ready:b', 'query-ready:z']);
   runSwitch(c, 302, ['a', 'b', 'z']);
   assert.equal(c.tag, 3);
-  c.leave('b', 303);
-  const t = c.tick(303);
+  const t = c.leave('b', 303);
   assert.deepEqual(summary(t), ['store-table:a', 'store-table:b', 'store-table:z']);
   c.handle({ kind: 'table-stored', member: 'a', version: 3 }, 304);
   c.handle({ kind: 'table-stored', member: 'z', version: 3 }, 304);
