@@ -1,0 +1,295 @@
+// The consistency-group coordinator's cycle-switch protocol (SPEC §5, seed 003), pure.
+//
+// One switch, after cycleMs since the last one:
+//   polling   — ask every member whether it is ready (R1Cycles.isReady: transmit cycle sealed,
+//               previous commit acknowledged); a member that is not ready blocks everyone;
+//   opening   — open a write window on every member (new host writes wait; writes already
+//               begun may finish), wait until all opened;
+//   switching — switch every member with the new tag; a member that cannot switch is asked
+//               again and keeps all windows open (the group never drifts apart) until
+//               switchTimeoutMs, after which it is evicted (its pair suspends and falls back to
+//               bitmaps) and the others go on;
+//   closing   — close every window.
+// Windows make the switch atomic for dependent writes: a write on member A that begins after A
+// switched cannot complete — so no write depending on it can begin on member B — until every
+// member has switched.
+//
+// Membership changes (join, leave, eviction) wait until no window is open, then the new table is
+// stored on every member (old and new) before switching resumes. Commands are re-sent after
+// retryMs until answered, so members must treat them idempotently (a switch to the tag a member
+// already has answers 'switched').
+import { assert } from '../lib/assert.js';
+import { invalidArgument } from '../errors.js';
+
+export interface CoordinatorConfig {
+  readonly members: readonly string[];
+  /** The tag of the members' current capture cycle; the next switch uses tag + 1. */
+  readonly tag: number;
+  readonly cycleMs: number;
+  /** Re-send an unanswered command after this long (and re-ask members that were not ready). */
+  readonly retryMs: number;
+  /** A member that has not switched (or opened its window) this long after being asked is evicted. */
+  readonly switchTimeoutMs: number;
+  readonly nowMs: number;
+}
+
+export interface MembershipTable {
+  readonly version: number;
+  readonly members: readonly string[];
+  /** The current capture tag: a joining member tags its capture cycle with it. */
+  readonly tag: number;
+}
+
+export type CoordinatorCommand =
+  | { readonly kind: 'query-ready'; readonly member: string }
+  | { readonly kind: 'open-window'; readonly member: string }
+  | { readonly kind: 'switch'; readonly member: string; readonly tag: number }
+  | { readonly kind: 'close-window'; readonly member: string }
+  | { readonly kind: 'store-table'; readonly member: string; readonly table: MembershipTable }
+  /** The member failed to take part in a switch in time: suspend its pair (fall back to bitmaps). */
+  | { readonly kind: 'evict'; readonly member: string; readonly reason: string };
+
+export type CoordinatorEvent =
+  | { readonly kind: 'ready'; readonly member: string; readonly ready: boolean }
+  | { readonly kind: 'window-opened'; readonly member: string }
+  | { readonly kind: 'switched'; readonly member: string; readonly tag: number }
+  | { readonly kind: 'switch-failed'; readonly member: string; readonly tag: number; readonly reason: string }
+  | { readonly kind: 'window-closed'; readonly member: string }
+  | { readonly kind: 'table-stored'; readonly member: string; readonly version: number };
+
+export type CoordinatorPhase = 'waiting' | 'polling' | 'opening' | 'switching' | 'closing' | 'reconfiguring';
+
+export class GroupCoordinator {
+  private membersList: string[];
+  private tagValue: number;
+  private phaseValue: CoordinatorPhase = 'waiting';
+  private lastSwitchMs: number;
+  private phaseStartedMs: number;
+  /** Members whose answer the current phase still waits for, with when they were last asked. */
+  private readonly awaiting = new Map<string, number>();
+  private readonly readyMembers = new Set<string>();
+  private readonly opened = new Set<string>();
+  private tableVersion = 1;
+  private pendingJoins: string[] = [];
+  private pendingLeaves: string[] = [];
+  private tableAudience: string[] = [];
+  /** Membership changed by an eviction: the table must be stored again once no window is open. */
+  private tableDirty = false;
+  private switches = 0;
+
+  constructor(private readonly config: CoordinatorConfig) {
+    assert(new Set(config.members).size === config.members.length, 'members are distinct');
+    assert(config.cycleMs > 0 && config.retryMs > 0 && config.switchTimeoutMs > 0, 'positive timings');
+    this.membersList = [...config.members];
+    this.tagValue = config.tag;
+    this.lastSwitchMs = config.nowMs;
+    this.phaseStartedMs = config.nowMs;
+  }
+
+  get phase(): CoordinatorPhase {
+    return this.phaseValue;
+  }
+
+  get tag(): number {
+    return this.tagValue;
+  }
+
+  get members(): readonly string[] {
+    return this.membersList;
+  }
+
+  get switchCount(): number {
+    return this.switches;
+  }
+
+  table(): MembershipTable {
+    return { version: this.tableVersion, members: [...this.membersList], tag: this.tagValue };
+  }
+
+  /** Members the current phase waits for (for status: who blocks the group). */
+  waitingFor(): string[] {
+    return [...this.awaiting.keys()];
+  }
+
+  /** A member asks to join; takes effect at the next moment no window is open. */
+  join(member: string, nowMs: number): CoordinatorCommand[] {
+    if (this.membersList.includes(member) || this.pendingJoins.includes(member)) throw invalidArgument(`${member} is already a member`);
+    this.pendingJoins.push(member);
+    return this.tick(nowMs);
+  }
+
+  leave(member: string, nowMs: number): CoordinatorCommand[] {
+    if (!this.membersList.includes(member)) throw invalidArgument(`${member} is not a member`);
+    if (!this.pendingLeaves.includes(member)) this.pendingLeaves.push(member);
+    return this.tick(nowMs);
+  }
+
+  /** Advance timers: start a switch when due, re-send unanswered commands, evict members that time out. */
+  tick(nowMs: number): CoordinatorCommand[] {
+    const out: CoordinatorCommand[] = [];
+    switch (this.phaseValue) {
+      case 'waiting':
+      case 'polling':
+        if (this.pendingJoins.length > 0 || this.pendingLeaves.length > 0) {
+          this.startReconfiguring(nowMs, out);
+          break;
+        }
+        if (this.phaseValue === 'waiting') {
+          if (nowMs - this.lastSwitchMs >= this.config.cycleMs && this.membersList.length > 0) this.startPolling(nowMs, out);
+        } else {
+          this.resend(nowMs, out, (m) => ({ kind: 'query-ready', member: m }));
+        }
+        break;
+      case 'opening':
+        this.evictLate(nowMs, out, 'did not open its write window');
+        this.resend(nowMs, out, (m) => ({ kind: 'open-window', member: m }));
+        this.maybeAdvance(nowMs, out);
+        break;
+      case 'switching':
+        this.evictLate(nowMs, out, 'did not switch cycles');
+        this.resend(nowMs, out, (m) => ({ kind: 'switch', member: m, tag: this.tagValue + 1 }));
+        this.maybeAdvance(nowMs, out);
+        break;
+      case 'closing':
+        this.resend(nowMs, out, (m) => ({ kind: 'close-window', member: m }));
+        break;
+      case 'reconfiguring':
+        if (nowMs - this.phaseStartedMs >= this.config.switchTimeoutMs) {
+          // A member leaving need not answer; a remaining member that does not is evicted.
+          for (const m of [...this.awaiting.keys()]) if (!this.membersList.includes(m)) this.awaiting.delete(m);
+          this.evictLate(nowMs, out, 'did not store the membership table');
+        }
+        this.resend(nowMs, out, (m) => ({ kind: 'store-table', member: m, table: this.table() }));
+        this.maybeAdvance(nowMs, out);
+        break;
+    }
+    return out;
+  }
+
+  /** A member's answer. Answers that do not belong to the current phase are stale and ignored. */
+  handle(event: CoordinatorEvent, nowMs: number): CoordinatorCommand[] {
+    const out: CoordinatorCommand[] = [];
+    if (!this.membersList.includes(event.member) && !(this.phaseValue === 'reconfiguring' && this.tableAudience.includes(event.member))) return out;
+    switch (event.kind) {
+      case 'ready':
+        if (this.phaseValue !== 'polling' || !this.awaiting.has(event.member)) break;
+        if (event.ready) {
+          this.awaiting.delete(event.member);
+          this.readyMembers.add(event.member);
+        }
+        // A member that is not ready is asked again after retryMs.
+        break;
+      case 'window-opened':
+        if (this.phaseValue !== 'opening') break;
+        this.awaiting.delete(event.member);
+        this.opened.add(event.member);
+        break;
+      case 'switched':
+        if (this.phaseValue !== 'switching' || event.tag !== this.tagValue + 1) break;
+        this.awaiting.delete(event.member);
+        break;
+      case 'switch-failed':
+        // Keep the windows open and ask again (tick re-sends after retryMs) until switchTimeoutMs.
+        break;
+      case 'window-closed':
+        if (this.phaseValue !== 'closing') break;
+        this.awaiting.delete(event.member);
+        break;
+      case 'table-stored':
+        if (this.phaseValue !== 'reconfiguring' || event.version !== this.tableVersion) break;
+        this.awaiting.delete(event.member);
+        break;
+    }
+    this.maybeAdvance(nowMs, out);
+    return out;
+  }
+
+  private ask(nowMs: number, out: CoordinatorCommand[], members: readonly string[], command: (m: string) => CoordinatorCommand): void {
+    this.awaiting.clear();
+    for (const m of members) {
+      this.awaiting.set(m, nowMs);
+      out.push(command(m));
+    }
+    this.phaseStartedMs = nowMs;
+  }
+
+  private resend(nowMs: number, out: CoordinatorCommand[], command: (m: string) => CoordinatorCommand): void {
+    for (const [m, at] of this.awaiting) {
+      if (nowMs - at >= this.config.retryMs) {
+        this.awaiting.set(m, nowMs);
+        out.push(command(m));
+      }
+    }
+  }
+
+  private startPolling(nowMs: number, out: CoordinatorCommand[]): void {
+    this.phaseValue = 'polling';
+    this.readyMembers.clear();
+    this.ask(nowMs, out, this.membersList, (m) => ({ kind: 'query-ready', member: m }));
+  }
+
+  private startReconfiguring(nowMs: number, out: CoordinatorCommand[]): void {
+    const audience = [...new Set([...this.membersList, ...this.pendingJoins])];
+    this.membersList = [...this.membersList.filter((m) => !this.pendingLeaves.includes(m)), ...this.pendingJoins];
+    this.pendingJoins = [];
+    this.pendingLeaves = [];
+    this.tableVersion++;
+    this.tableDirty = false;
+    this.tableAudience = audience;
+    this.phaseValue = 'reconfiguring';
+    this.ask(nowMs, out, audience, (m) => ({ kind: 'store-table', member: m, table: this.table() }));
+  }
+
+  private evictLate(nowMs: number, out: CoordinatorCommand[], what: string): void {
+    if (nowMs - this.phaseStartedMs < this.config.switchTimeoutMs) return;
+    for (const m of [...this.awaiting.keys()]) {
+      this.awaiting.delete(m);
+      this.membersList = this.membersList.filter((x) => x !== m);
+      this.pendingLeaves = this.pendingLeaves.filter((x) => x !== m);
+      this.tableDirty = true;
+      out.push({ kind: 'evict', member: m, reason: `${what} within ${this.config.switchTimeoutMs} ms` });
+    }
+  }
+
+  private maybeAdvance(nowMs: number, out: CoordinatorCommand[]): void {
+    if (this.awaiting.size > 0) return;
+    switch (this.phaseValue) {
+      case 'waiting':
+        return;
+      case 'polling':
+        if (this.membersList.every((m) => this.readyMembers.has(m))) {
+          this.phaseValue = 'opening';
+          this.opened.clear();
+          this.ask(nowMs, out, this.membersList, (m) => ({ kind: 'open-window', member: m }));
+        }
+        return;
+      case 'opening':
+        this.phaseValue = 'switching';
+        this.ask(nowMs, out, this.membersList, (m) => ({ kind: 'switch', member: m, tag: this.tagValue + 1 }));
+        if (this.awaiting.size === 0) this.maybeAdvance(nowMs, out);
+        return;
+      case 'switching':
+        this.tagValue++;
+        this.switches++;
+        this.lastSwitchMs = nowMs;
+        this.phaseValue = 'closing';
+        // Windows close on every member that opened one, evicted or not (an evicted member's hosts
+        // must not wait forever; its pair is suspended by then).
+        this.ask(nowMs, out, this.membersList.filter((m) => this.opened.has(m)), (m) => ({ kind: 'close-window', member: m }));
+        for (const m of this.opened) if (!this.membersList.includes(m)) out.push({ kind: 'close-window', member: m });
+        if (this.awaiting.size === 0) this.maybeAdvance(nowMs, out);
+        return;
+      case 'closing':
+        this.opened.clear();
+        this.phaseValue = 'waiting';
+        this.tableAudience = [];
+        if (this.pendingJoins.length > 0 || this.pendingLeaves.length > 0 || this.tableDirty) this.startReconfiguring(nowMs, out);
+        return;
+      case 'reconfiguring':
+        this.phaseValue = 'waiting';
+        this.tableAudience = [];
+        if (this.tableDirty) this.startReconfiguring(nowMs, out);
+        return;
+    }
+  }
+}

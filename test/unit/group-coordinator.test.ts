@@ -1,0 +1,104 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { GroupCoordinator, type CoordinatorCommand } from '../../src/core/group/coordinator.js';
+
+const summary = (cmds: CoordinatorCommand[]): string[] => cmds.map((c) => `${c.kind}:${c.member}${c.kind === 'switch' ? `@${c.tag}` : ''}`);
+const make = (members = ['a', 'b']): GroupCoordinator =>
+  new GroupCoordinator({ members, tag: 1, cycleMs: 100, retryMs: 10, switchTimeoutMs: 1000, nowMs: 0 });
+
+function runSwitch(c: GroupCoordinator, now: number, members: string[]): void {
+  for (const m of members) c.handle({ kind: 'ready', member: m, ready: true }, now);
+  for (const m of members) c.handle({ kind: 'window-opened', member: m }, now);
+  for (const m of members) c.handle({ kind: 'switched', member: m, tag: c.tag + 1 }, now);
+  for (const m of members) c.handle({ kind: 'window-closed', member: m }, now);
+}
+
+test('one switch: wait cycleMs, all ready, open all windows, switch all with the new tag, close all', () => {
+  const c = make();
+  assert.deepEqual(c.tick(50), []);
+  assert.deepEqual(summary(c.tick(100)), ['query-ready:a', 'query-ready:b']);
+  assert.deepEqual(summary(c.handle({ kind: 'ready', member: 'a', ready: true }, 101)), []);
+  assert.deepEqual(summary(c.handle({ kind: 'ready', member: 'b', ready: false }, 101)), []);
+  assert.deepEqual(c.waitingFor(), ['b']);
+  assert.deepEqual(summary(c.tick(111)), ['query-ready:b'], 'a member that is not ready blocks the switch and is asked again');
+  assert.deepEqual(summary(c.handle({ kind: 'ready', member: 'b', ready: true }, 112)), ['open-window:a', 'open-window:b']);
+  assert.deepEqual(summary(c.handle({ kind: 'window-opened', member: 'b' }, 113)), []);
+  assert.deepEqual(summary(c.handle({ kind: 'window-opened', member: 'a' }, 113)), ['switch:a@2', 'switch:b@2']);
+  assert.equal(c.phase, 'switching');
+  assert.deepEqual(summary(c.handle({ kind: 'switched', member: 'a', tag: 2 }, 114)), []);
+  assert.deepEqual(summary(c.handle({ kind: 'switched', member: 'b', tag: 2 }, 114)), ['close-window:a', 'close-window:b']);
+  assert.equal(c.tag, 2);
+  c.handle({ kind: 'window-closed', member: 'a' }, 115);
+  c.handle({ kind: 'window-closed', member: 'b' }, 115);
+  assert.equal(c.phase, 'waiting');
+  assert.deepEqual(c.tick(200), []);
+  assert.deepEqual(summary(c.tick(214)), ['query-ready:a', 'query-ready:b']);
+});
+
+test('a member that cannot switch keeps every window open (asked again) until it is evicted', () => {
+  const c = make(['a', 'b', 'c']);
+  c.tick(100);
+  for (const m of ['a', 'b', 'c']) c.handle({ kind: 'ready', member: m, ready: true }, 100);
+  for (const m of ['a', 'b', 'c']) c.handle({ kind: 'window-opened', member: m }, 100);
+  c.handle({ kind: 'switched', member: 'a', tag: 2 }, 101);
+  c.handle({ kind: 'switch-failed', member: 'b', tag: 2, reason: 'busy' }, 101);
+  c.handle({ kind: 'switched', member: 'c', tag: 2 }, 101);
+  assert.equal(c.phase, 'switching');
+  assert.deepEqual(summary(c.tick(111)), ['switch:b@2']);
+  assert.equal(c.tag, 1, 'no member closes its window while another has not switched');
+  const late = c.tick(1100);
+  assert.deepEqual(summary(late), ['evict:b', 'close-window:a', 'close-window:c', 'close-window:b']);
+  assert.deepEqual(c.members, ['a', 'c']);
+  assert.equal(c.tag, 2);
+  c.handle({ kind: 'window-closed', member: 'a' }, 1101);
+  const after = c.handle({ kind: 'window-closed', member: 'c' }, 1101);
+  assert.deepEqual(summary(after), ['store-table:a', 'store-table:c'], 'the new membership is stored on every member');
+  assert.deepEqual(c.table().members, ['a', 'c']);
+});
+
+test('join and leave wait until no window is open, store the table on everyone, then switching resumes', () => {
+  const c = make();
+  c.tick(100);
+  c.handle({ kind: 'ready', member: 'a', ready: true }, 100);
+  c.handle({ kind: 'ready', member: 'b', ready: true }, 100); // windows opening
+  assert.deepEqual(summary(c.join('z', 101)), [], 'windows are open: the join waits');
+  c.handle({ kind: 'window-opened', member: 'a' }, 102);
+  c.handle({ kind: 'window-opened', member: 'b' }, 102);
+  c.handle({ kind: 'switched', member: 'a', tag: 2 }, 103);
+  c.handle({ kind: 'switched', member: 'b', tag: 2 }, 103);
+  c.handle({ kind: 'window-closed', member: 'a' }, 104);
+  const stored = c.handle({ kind: 'window-closed', member: 'b' }, 104);
+  assert.deepEqual(summary(stored), ['store-table:a', 'store-table:b', 'store-table:z']);
+  const table = (stored[0] as Extract<CoordinatorCommand, { kind: 'store-table' }>).table;
+  assert.deepEqual(table, { version: 2, members: ['a', 'b', 'z'], tag: 2 });
+  assert.deepEqual(summary(c.tick(105)), [], 'not yet time to re-send');
+  assert.deepEqual(summary(c.tick(115)).length, 3, 're-sent until stored');
+  for (const m of ['a', 'b', 'z']) c.handle({ kind: 'table-stored', member: m, version: 2 }, 301);
+  assert.equal(c.phase, 'waiting');
+  assert.deepEqual(summary(c.tick(301)), ['query-ready:a', 'query-ready:b', 'query-ready:z']);
+  runSwitch(c, 302, ['a', 'b', 'z']);
+  assert.equal(c.tag, 3);
+  const t = c.leave('b', 303);
+  assert.deepEqual(summary(t), ['store-table:a', 'store-table:b', 'store-table:z']);
+  c.handle({ kind: 'table-stored', member: 'a', version: 3 }, 304);
+  c.handle({ kind: 'table-stored', member: 'z', version: 3 }, 304);
+  assert.equal(c.phase, 'reconfiguring');
+  c.tick(1400); // b never answers; it is leaving, so it is no longer waited for
+  assert.equal(c.phase, 'waiting');
+  assert.deepEqual(c.members, ['a', 'z']);
+});
+
+test('stale and duplicate answers are ignored; commands are re-sent until answered', () => {
+  const c = make();
+  c.handle({ kind: 'switched', member: 'a', tag: 2 }, 0);
+  c.handle({ kind: 'window-opened', member: 'x' }, 0);
+  assert.equal(c.phase, 'waiting');
+  c.tick(100);
+  c.handle({ kind: 'ready', member: 'a', ready: true }, 100);
+  c.handle({ kind: 'ready', member: 'b', ready: true }, 100);
+  c.handle({ kind: 'window-opened', member: 'a' }, 101);
+  assert.deepEqual(summary(c.tick(111)), ['open-window:b']);
+  c.handle({ kind: 'window-opened', member: 'b' }, 112);
+  c.handle({ kind: 'switched', member: 'a', tag: 5 }, 113); // wrong tag
+  assert.deepEqual(summary(c.tick(123)), ['switch:a@2', 'switch:b@2']);
+});
