@@ -1,0 +1,302 @@
+// Ordered asynchronous replication of one pair (SPEC §5, `--mode async`): the pure cycle machines
+// (src/core/replication/cycles) driven with the volume's write hooks, timers, the peer RPC and the
+// metadata store. R1 starts cycles only from a synchronized pair, inside a write window; before
+// that, and after a fall-back, the pair's bitmaps carry the changes as in the other modes.
+import { R1Cycles, type WriteToken } from '../../core/replication/cycles/r1-cycles.js';
+import { R2Cycles, type PersistedCycle, type R2Action } from '../../core/replication/cycles/r2-cycles.js';
+import type { CycleRecord, R1Message, R2Message } from '../../core/replication/cycles/cycle-messages.js';
+import { decodeMessage, encodeMessage, type Segment } from '../../core/replication/peer-messages.js';
+import type { ByteRange } from '../../core/replication/cycles/record-ranges.js';
+import { ErrorCode, TidemarkError } from '../../core/errors.js';
+import type { MetaStore } from '../../ports/meta-store.js';
+import type { Volume } from '../volume/volume.js';
+import type { PeerRpc } from './peer-rpc.js';
+
+export const DEFAULT_CYCLE_MS = 1000;
+export const MIN_CYCLE_MS = 100;
+/** Capture held in memory before the pair falls back to bitmaps (no spill to disk yet). */
+const CAPTURE_LIMIT_BYTES = 256 * 1024 * 1024;
+const RETRANSMIT_AFTER_MS = 2000;
+
+// ---- messages on the link ----
+
+type Wire = Record<string, unknown>;
+
+/** A cycle message as an RPC header (metadata as JSON) and segments (record data). */
+export function cycleMessageToWire(message: R1Message | R2Message): { header: Wire; segments: Segment[] } {
+  if (message.kind !== 'records') return { header: { msg: message }, segments: [] };
+  const records = message.records.map((r) => ({ record: r.record, version: r.version, ranges: r.ranges }));
+  return {
+    header: { msg: { kind: 'records', cycle: message.cycle, records } },
+    segments: message.records.map((r) => ({ kind: 'data', offset: r.record, data: r.data })),
+  };
+}
+
+/** Validates what a peer sent (the machines then validate the protocol). */
+export function cycleMessageFromWire(header: Readonly<Wire>, segments: readonly Segment[]): R1Message | R2Message {
+  const m = header.msg as Wire | undefined;
+  const bad = (): TidemarkError => new TidemarkError(ErrorCode.Protocol, 'bad cycle message');
+  if (!m || typeof m !== 'object' || typeof m.kind !== 'string' || !Number.isSafeInteger(m.cycle)) throw bad();
+  if (m.kind !== 'records') return m as unknown as R1Message | R2Message;
+  if (!Array.isArray(m.records) || m.records.length !== segments.length) throw bad();
+  const records: CycleRecord[] = (m.records as Wire[]).map((r, i) => {
+    const s = segments[i]!;
+    if (s.kind !== 'data' || !Number.isSafeInteger(r.record) || !Number.isSafeInteger(r.version) || !Array.isArray(r.ranges)) throw bad();
+    return { record: r.record as number, version: r.version as number, ranges: r.ranges as ByteRange[], data: s.data.slice() };
+  });
+  return { kind: 'records', cycle: m.cycle as number, records };
+}
+
+// ---- R1 ----
+
+export interface R1AsyncHost {
+  readonly volume: Volume;
+  readonly rpc: PeerRpc;
+  readonly peer: string;
+  readonly pairId: string;
+  readonly cycleMs: number;
+  nowMs(): number;
+  /** The cycles fell back (over the capture limit): these tracks are owed through the bitmaps. */
+  fellBack(tracks: readonly number[]): void;
+  /** Cycle `cycle` is applied-safe at R2 (its commit acknowledged): these tracks may clear. */
+  committed(tracks: ReadonlySet<number>, laterTracks: ReadonlySet<number>): void;
+}
+
+export class R1Async {
+  readonly cycles: R1Cycles;
+  private readonly tokens = new WeakMap<object, WriteToken>();
+  /** Tracks written per cycle, to clear R1's bits once R2 holds the cycle. */
+  private readonly tracksOf = new Map<number, Set<number>>();
+  private lastCommitAcked: number;
+  private lastRetransmitMs = 0;
+  stopped = false;
+
+  constructor(private readonly host: R1AsyncHost, firstCycle: number) {
+    const g = host.volume.geometry;
+    this.cycles = new R1Cycles({
+      volumeBytes: g.sizeBytes, trackBytes: g.trackBytes, recordBytes: g.recordBytes, cycleMs: host.cycleMs, mode: 'standalone',
+      memoryBudgetBytes: CAPTURE_LIMIT_BYTES, captureLimitBytes: CAPTURE_LIMIT_BYTES, maxBatchRecords: 64, maxInflightRecords: 1024,
+    }, { cycle: firstCycle, nowMs: host.nowMs() });
+    this.lastCommitAcked = firstCycle - 1;
+  }
+
+  get appliedCycle(): number {
+    return this.lastCommitAcked;
+  }
+
+  /** At admission: the write belongs to the cycle open now (returned). */
+  begin(write: object): number {
+    const token = this.cycles.writeBegun();
+    this.tokens.set(write, token);
+    return token.cycle;
+  }
+
+  /** After the local write: its bytes are captured (false: the cycles fell back). */
+  capture(write: object, offset: number, length: number, data: Uint8Array | null): boolean {
+    const token = this.tokens.get(write);
+    if (!token) return false;
+    this.tokens.delete(write);
+    const kept = this.cycles.write(token, offset, length, data);
+    this.cycles.writeDone(token);
+    if (kept) {
+      const g = this.host.volume.geometry;
+      let set = this.tracksOf.get(token.cycle);
+      if (!set) this.tracksOf.set(token.cycle, set = new Set());
+      for (let t = Math.floor(offset / g.trackBytes); t <= Math.floor((offset + length - 1) / g.trackBytes); t++) set.add(t);
+    }
+    if (!kept || this.cycles.stats().overLimit) this.fallBack();
+    return kept;
+  }
+
+  /** The local write failed: it is not captured (its tracks are owed through the bitmaps). */
+  abandon(write: object): void {
+    const token = this.tokens.get(write);
+    if (!token) return;
+    this.tokens.delete(write);
+    this.cycles.writeDone(token);
+  }
+
+  private fallBack(): void {
+    if (this.stopped) return;
+    this.stopped = true;
+    const { tracks } = this.cycles.fallBackToBitmaps();
+    const all = new Set<number>(tracks);
+    for (const set of this.tracksOf.values()) for (const t of set) all.add(t);
+    this.host.fellBack([...all]);
+  }
+
+  /** Switches when allowed and sends what is due; called by a timer and after every answer. */
+  pump(): void {
+    if (this.stopped) return;
+    const now = this.host.nowMs();
+    if (this.cycles.canSwitch(now)) this.cycles.switchCycle(now);
+    if (now - this.lastRetransmitMs >= RETRANSMIT_AFTER_MS) {
+      this.lastRetransmitMs = now;
+      this.cycles.retransmit(now, RETRANSMIT_AFTER_MS);
+    }
+    if (!this.host.rpc.isUp(this.host.peer)) return;
+    const { messages } = this.cycles.nextToSend(now);
+    for (const message of messages) {
+      const { header, segments } = cycleMessageToWire(message);
+      // One-way: R2 answers with messages of its own; a lost one is sent again by retransmit().
+      this.host.rpc.request(this.host.peer, { op: 'pair.cycle', pair: this.host.pairId, ...header }, segments, 30_000)
+        .catch(() => undefined);
+    }
+  }
+
+  receive(message: R2Message): void {
+    if (this.stopped) return;
+    this.cycles.receive(message);
+    if (message.kind === 'commit-ack' && message.cycle > this.lastCommitAcked) {
+      this.lastCommitAcked = message.cycle;
+      const done = this.tracksOf.get(message.cycle) ?? new Set<number>();
+      this.tracksOf.delete(message.cycle);
+      const later = new Set<number>();
+      for (const [c, set] of this.tracksOf) if (c > message.cycle) for (const t of set) later.add(t);
+      for (const c of [...this.tracksOf.keys()]) if (c < message.cycle) this.tracksOf.delete(c);
+      this.host.committed(done, later);
+    }
+    this.pump();
+  }
+}
+
+// ---- R2 ----
+
+const cycleKey = (pairId: string, cycle: number): string => `cycles/${pairId}/${String(cycle).padStart(16, '0')}`;
+const appliedKey = (pairId: string): string => `cycles/${pairId}/applied`;
+
+export interface R2AsyncHost {
+  readonly volume: Volume;
+  readonly meta: MetaStore;
+  readonly rpc: PeerRpc;
+  readonly peer: string;
+  readonly pairId: string;
+  /** Position the applied writes must not mark (R2's own changes). */
+  readonly ownPosition: string;
+  onError(error: unknown): void;
+}
+
+/** R2's cycle state, kept in the metadata store so a crash mid-apply re-applies the cycle. */
+export class R2Async {
+  private readonly persisted = new Map<number, PersistedCycle>();
+  private busy: Promise<void> = Promise.resolve();
+  stopped = false;
+
+  private constructor(private readonly host: R2AsyncHost, readonly cycles: R2Cycles) {}
+
+  /** A fresh start at R1's first cycle: whatever earlier cycles left is dropped. */
+  static async start(host: R2AsyncHost, firstCycle: number): Promise<R2Async> {
+    await R2Async.dropAll(host);
+    await host.meta.write(appliedKey(host.pairId), encodeJson({ appliedCycle: firstCycle - 1, appliedTag: null }));
+    const g = host.volume.geometry;
+    return new R2Async(host, new R2Cycles({ volumeBytes: g.sizeBytes, recordBytes: g.recordBytes }, { appliedCycle: firstCycle - 1, appliedTag: null }));
+  }
+
+  /** After a restart: undefined when the pair never ran cycles. */
+  static async recover(host: R2AsyncHost): Promise<R2Async | undefined> {
+    const appliedBytes = await host.meta.read(appliedKey(host.pairId));
+    if (!appliedBytes) return undefined;
+    const applied = JSON.parse(new TextDecoder().decode(appliedBytes)) as { appliedCycle: number; appliedTag: number | null };
+    const cycles: PersistedCycle[] = [];
+    for (const key of await host.meta.list(`cycles/${host.pairId}/`)) {
+      if (key === appliedKey(host.pairId)) continue;
+      const bytes = await host.meta.read(key);
+      if (!bytes) continue;
+      const m = decodeMessage(bytes);
+      const h = m.header as { cycle: number; tag: number; complete: boolean; committed: boolean; records: Array<{ record: number; version: number; ranges: ByteRange[] }> };
+      // Applied already (the crash came between the applied marker and the clean-up).
+      if (h.cycle <= applied.appliedCycle) {
+        await host.meta.delete(key);
+        continue;
+      }
+      cycles.push({
+        cycle: h.cycle, tag: h.tag, complete: h.complete, committed: h.committed,
+        records: h.records.map((r, i) => ({ ...r, data: (m.segments[i] as Extract<Segment, { kind: 'data' }>).data.slice() })),
+      });
+    }
+    const g = host.volume.geometry;
+    const r2 = new R2Async(host, R2Cycles.recover({ volumeBytes: g.sizeBytes, recordBytes: g.recordBytes },
+      { appliedCycle: applied.appliedCycle, appliedTag: applied.appliedTag, cycles }));
+    for (const c of cycles) r2.persisted.set(c.cycle, c);
+    r2.drain();
+    return r2;
+  }
+
+  static async dropAll(host: Pick<R2AsyncHost, 'meta' | 'pairId'>): Promise<void> {
+    for (const key of await host.meta.list(`cycles/${host.pairId}/`)) await host.meta.delete(key);
+  }
+
+  get appliedCycle(): number {
+    return this.cycles.appliedCycle;
+  }
+
+  handle(message: R1Message): void {
+    if (this.stopped) return;
+    this.cycles.handle(message);
+    this.drain();
+  }
+
+  /** Performs the machine's actions one after another (persistence and applies are ordered). */
+  private drain(): void {
+    const actions = this.cycles.poll();
+    if (actions.length === 0) return;
+    this.busy = this.busy.then(async () => {
+      for (const action of actions) {
+        if (this.stopped) return;
+        await this.perform(action);
+      }
+    }).catch((error: unknown) => this.host.onError(error));
+  }
+
+  private async perform(action: R2Action): Promise<void> {
+    const { host } = this;
+    switch (action.kind) {
+      case 'send': {
+        const { header, segments } = cycleMessageToWire(action.message);
+        host.rpc.request(host.peer, { op: 'pair.cycle-r2', pair: host.pairId, ...header }, segments, 30_000).catch(() => undefined);
+        return;
+      }
+      case 'persist-cycle': {
+        const cycle: PersistedCycle = { cycle: action.cycle, tag: action.tag, complete: true, committed: false, records: action.records };
+        await this.write(cycle);
+        this.cycles.cyclePersisted(action.cycle);
+        break;
+      }
+      case 'persist-commit': {
+        const cycle = this.persisted.get(action.cycle);
+        if (cycle) await this.write({ ...cycle, committed: true });
+        this.cycles.commitPersisted(action.cycle);
+        break;
+      }
+      case 'apply': {
+        const options = { source: 'replica' as const, skipPosition: host.ownPosition };
+        await Promise.all(action.records.flatMap((r) => r.ranges.map((range) =>
+          host.volume.internalWrite(r.record * host.volume.geometry.recordBytes + range.start, r.data.slice(range.start, range.end), options))));
+        await host.volume.internalFlush();
+        await host.meta.write(appliedKey(host.pairId), encodeJson({ appliedCycle: action.cycle, appliedTag: action.tag }));
+        await host.meta.delete(cycleKey(host.pairId, action.cycle));
+        this.persisted.delete(action.cycle);
+        this.cycles.applyDone(action.cycle);
+        break;
+      }
+      case 'discard': {
+        await host.meta.delete(cycleKey(host.pairId, action.cycle));
+        this.persisted.delete(action.cycle);
+        break;
+      }
+    }
+    this.drain();
+  }
+
+  private async write(cycle: PersistedCycle): Promise<void> {
+    this.persisted.set(cycle.cycle, cycle);
+    const header = {
+      cycle: cycle.cycle, tag: cycle.tag, complete: cycle.complete, committed: cycle.committed,
+      records: cycle.records.map((r) => ({ record: r.record, version: r.version, ranges: r.ranges })),
+    };
+    const segments: Segment[] = cycle.records.map((r) => ({ kind: 'data', offset: r.record, data: r.data }));
+    await this.host.meta.write(cycleKey(this.host.pairId, cycle.cycle), encodeMessage({ type: 'request', id: 0, header, segments }));
+  }
+}
+
+const encodeJson = (value: unknown): Uint8Array => new TextEncoder().encode(JSON.stringify(value));
