@@ -82,6 +82,7 @@ export class ArrayService {
       onError,
       onEvent: (message, fields) => deps.onEvent?.(message, fields),
       timers: REAL_TIMERS,
+      meta: deps.meta,
       randomId: () => randomBytes(6).toString('hex'),
       checkProtection: (std, clone) => { this.clones.show(std, clone); },
       protect: (std, clone) => this.protectWithClone(std, clone),

@@ -77,9 +77,10 @@ async function workload(r: Rig, writes: number, onEach?: (i: number, history: Ar
     const offset = ((i * 37) % 2040) * 4096 + (i % 2) * 512;
     const data = new Uint8Array(randomBytes(4096 * (1 + (i % 3)) - (i % 2) * 512));
     const token = {};
-    const cycle = r.r1.begin(token);
+    const cycle = r.r1.begin(token, offset, data.length);
     await volume.write(offset, data);
     assert.equal(r.r1.capture(token, offset, data.length, data), true);
+    r.r1.finish(token);
     history.push([cycle, sha(await volume.internalRead(0, SIZE))]);
     await onEach?.(i, history);
     await sleep(3);

@@ -54,6 +54,15 @@ export const PairStatusSchema = Type.Object({
   link: Type.Object({ state: Type.String() }),
   peerMissing: Type.Boolean(),
   lastError: Type.Union([Type.String(), Type.Null()]),
+  cycleMs: Type.Integer({ minimum: 100 }),
+  cycles: Type.Union([Type.Object({
+    captureCycle: Type.Union([Type.Integer(), Type.Null()], { description: 'R1: the cycle capturing writes.' }),
+    transmitCycle: Type.Union([Type.Integer(), Type.Null()], { description: 'R1: the cycle being sent; R2: the cycle being received.' }),
+    appliedCycle: Type.Integer({ description: "R2's image is R1's at the end of this cycle." }),
+    captureRecords: Type.Integer({ minimum: 0 }),
+    transmitRecords: Type.Integer({ minimum: 0 }),
+    memoryBytes: Type.Integer({ minimum: 0 }),
+  }), Type.Null()], { description: 'async mode: the ordered cycles (null while none run, e.g. during a resync).' }),
   counters: Type.Object({
     writesForwarded: Type.Integer(), recordsShipped: Type.Integer(), bytesShipped: Type.Integer(), zeroMarkers: Type.Integer(),
     recordsIdentical: Type.Integer(), tracksCopied: Type.Integer(), recordsPulled: Type.Integer(), bytesPulled: Type.Integer(),
@@ -88,6 +97,7 @@ const PairCreateBodySchema = Type.Object({
   onLinkFailure: Type.Optional(literals(LINK_FAILURE_POLICIES)),
   protectWith: Type.Optional(Type.String({ minLength: 1, maxLength: 63, description: 'A clone session of the remote volume, on the peer, split before every resync.' })),
   extents: Type.Optional(Type.Array(ExtentSchema, { minItems: 1, maxItems: 1024, description: 'Replicate only these byte ranges (whole tracks); the rest of R2 stays its hosts\'.' })),
+  cycleMs: Type.Optional(Type.Integer({ minimum: 100, maximum: 3_600_000, description: 'async mode: the shortest time between cycle switches (default 1000).' })),
 }, { additionalProperties: false });
 export type PairCreateBody = Static<typeof PairCreateBodySchema>;
 const ModeBody = Type.Object({ mode: literals(PAIR_MODES) }, { additionalProperties: false });

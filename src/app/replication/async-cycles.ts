@@ -58,13 +58,18 @@ export interface R1AsyncHost {
   nowMs(): number;
   /** The cycles fell back (over the capture limit): these tracks are owed through the bitmaps. */
   fellBack(tracks: readonly number[]): void;
-  /** Cycle `cycle` is applied-safe at R2 (its commit acknowledged): these tracks may clear. */
-  committed(tracks: ReadonlySet<number>, laterTracks: ReadonlySet<number>): void;
+  /**
+   * A cycle's commit is acknowledged (R2 holds it durably and will apply it): its tracks may clear
+   * unless `busy` says a later cycle or a write still in progress holds them.
+   */
+  committed(tracks: ReadonlySet<number>, busy: (track: number) => boolean): void;
 }
 
 export class R1Async {
   readonly cycles: R1Cycles;
-  private readonly tokens = new WeakMap<object, WriteToken>();
+  private readonly tokens = new WeakMap<object, { token: WriteToken; first: number; last: number }>();
+  /** Tracks of writes begun and not yet finished. */
+  private readonly pending = new Map<number, number>();
   /** Tracks written per cycle, to clear R1's bits once R2 holds the cycle. */
   private readonly tracksOf = new Map<number, Set<number>>();
   private lastCommitAcked: number;
@@ -85,35 +90,55 @@ export class R1Async {
   }
 
   /** At admission: the write belongs to the cycle open now (returned). */
-  begin(write: object): number {
+  begin(write: object, offset: number, length: number): number {
     const token = this.cycles.writeBegun();
-    this.tokens.set(write, token);
+    this.tokens.set(write, { token, first: this.trackOf(offset), last: this.trackOf(offset + length - 1) });
+    for (let t = this.trackOf(offset); t <= this.trackOf(offset + length - 1); t++) this.pending.set(t, (this.pending.get(t) ?? 0) + 1);
     return token.cycle;
   }
 
-  /** After the local write: its bytes are captured (false: the cycles fell back). */
+  owns(write: object): boolean {
+    return this.tokens.has(write);
+  }
+
+  private trackOf(offset: number): number {
+    return Math.floor(offset / this.host.volume.geometry.trackBytes);
+  }
+
+  /** After the local write: (part of) its bytes are captured; false when the cycles fell back. */
   capture(write: object, offset: number, length: number, data: Uint8Array | null): boolean {
-    const token = this.tokens.get(write);
-    if (!token) return false;
-    this.tokens.delete(write);
-    const kept = this.cycles.write(token, offset, length, data);
-    this.cycles.writeDone(token);
+    const held = this.tokens.get(write);
+    if (!held || this.stopped) return false;
+    const kept = this.cycles.write(held.token, offset, length, data);
     if (kept) {
-      const g = this.host.volume.geometry;
-      let set = this.tracksOf.get(token.cycle);
-      if (!set) this.tracksOf.set(token.cycle, set = new Set());
-      for (let t = Math.floor(offset / g.trackBytes); t <= Math.floor((offset + length - 1) / g.trackBytes); t++) set.add(t);
+      let set = this.tracksOf.get(held.token.cycle);
+      if (!set) this.tracksOf.set(held.token.cycle, set = new Set());
+      for (let t = this.trackOf(offset); t <= this.trackOf(offset + length - 1); t++) set.add(t);
     }
     if (!kept || this.cycles.stats().overLimit) this.fallBack();
     return kept;
   }
 
-  /** The local write failed: it is not captured (its tracks are owed through the bitmaps). */
-  abandon(write: object): void {
-    const token = this.tokens.get(write);
-    if (!token) return;
+  /** The write is complete (captured, or its local write failed). */
+  finish(write: object): void {
+    const held = this.tokens.get(write);
+    if (!held) return;
     this.tokens.delete(write);
-    this.cycles.writeDone(token);
+    if (!this.stopped) this.cycles.writeDone(held.token);
+    for (let t = held.first; t <= held.last; t++) {
+      const n = (this.pending.get(t) ?? 1) - 1;
+      if (n > 0) this.pending.set(t, n);
+      else this.pending.delete(t);
+    }
+  }
+
+  abandon(write: object): void {
+    this.finish(write);
+  }
+
+  /** The pair leaves async mode or stops replicating: the cycles' data is owed through the bitmaps. */
+  fallBackNow(): void {
+    this.fallBack();
   }
 
   private fallBack(): void {
@@ -122,6 +147,7 @@ export class R1Async {
     const { tracks } = this.cycles.fallBackToBitmaps();
     const all = new Set<number>(tracks);
     for (const set of this.tracksOf.values()) for (const t of set) all.add(t);
+    for (const t of this.pending.keys()) all.add(t);
     this.host.fellBack([...all]);
   }
 
@@ -154,7 +180,7 @@ export class R1Async {
       const later = new Set<number>();
       for (const [c, set] of this.tracksOf) if (c > message.cycle) for (const t of set) later.add(t);
       for (const c of [...this.tracksOf.keys()]) if (c < message.cycle) this.tracksOf.delete(c);
-      this.host.committed(done, later);
+      this.host.committed(done, (t) => later.has(t) || this.pending.has(t));
     }
     this.pump();
   }
@@ -228,6 +254,17 @@ export class R2Async {
 
   get appliedCycle(): number {
     return this.cycles.appliedCycle;
+  }
+
+  /** A committed cycle is not applied yet (it must be, before R2 takes anything else). */
+  get committedPending(): boolean {
+    return [...this.persisted.values()].some((c) => c.committed);
+  }
+
+  /** Stops taking messages and waits for the action in progress. */
+  async halt(): Promise<void> {
+    this.stopped = true;
+    await this.busy;
   }
 
   handle(message: R1Message): void {

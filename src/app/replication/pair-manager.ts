@@ -17,11 +17,17 @@ import { PairRuntime, positionIds, type PairCounters, type PairTimeouts } from '
 import type { PeerRpc, RpcReply } from './peer-rpc.js';
 import { digestEqual, isAllZero, recordDigests } from './record-digests.js';
 import { holeTracks } from './hole-tracks.js';
+import { DEFAULT_CYCLE_MS, MIN_CYCLE_MS, R1Async, R2Async, cycleMessageFromWire, type R2AsyncHost } from './async-cycles.js';
+import type { R1Message, R2Message } from '../../core/replication/cycles/cycle-messages.js';
+import type { MetaStore } from '../../ports/meta-store.js';
 import type { Timers } from '../../ports/timers.js';
 
 const EXTENSION_KEY = 'pairs';
 const CONTROL_TIMEOUT_MS = 15_000;
 const KICK_INTERVAL_MS = 250;
+const CYCLE_TICK_MS = 25;
+/** How long R2 may take to apply what it committed before it takes anything else. */
+const STOP_CYCLES_TIMEOUT_MS = 120_000;
 /** Splitting R2's protection clone may first have to copy what R2 changed since its last split. */
 const PROTECT_TIMEOUT_MS = 15 * 60_000;
 
@@ -36,6 +42,8 @@ export interface PairHost {
   onError(error: unknown, context: Record<string, unknown>): void;
   onEvent(message: string, fields: Record<string, unknown>): void;
   readonly timers: Timers;
+  /** Where R2 keeps received cycles of async pairs. */
+  readonly meta: MetaStore;
   /** A fresh unpredictable suffix for pair ids (seeded in the simulator). */
   randomId(): string;
   /** Checks that CLONE is a clone session of volume STD on this array (for --protect-with). */
@@ -54,6 +62,8 @@ export interface PairCreateOptions {
   readonly protectWith?: string;
   /** Replicate only these byte ranges (whole tracks). */
   readonly extents?: readonly ByteExtent[];
+  /** async mode: the shortest time between cycle switches (≥ 100 ms). */
+  readonly cycleMs?: number;
 }
 
 export interface PairStatus {
@@ -82,6 +92,21 @@ export interface PairStatus {
   readonly peerMissing: boolean;
   readonly lastError: string | null;
   readonly counters: PairCounters;
+  /** async mode: the cycles on this side (null when none run). */
+  readonly cycles: CycleStatus | null;
+  readonly cycleMs: number;
+}
+
+export interface CycleStatus {
+  /** R1: the cycle capturing writes now; R2: null. */
+  readonly captureCycle: number | null;
+  /** R1: the cycle being sent; R2: the cycle being received. */
+  readonly transmitCycle: number | null;
+  /** The last cycle R2 has (R1: commit acknowledged; R2: applied): R2's image is R1's after it. */
+  readonly appliedCycle: number;
+  readonly captureRecords: number;
+  readonly transmitRecords: number;
+  readonly memoryBytes: number;
 }
 
 export class PairManager {
@@ -97,7 +122,12 @@ export class PairManager {
     private readonly timeouts: PairTimeouts = { writeAckMs: 10_000, copyAckMs: 30_000 },
   ) {
     this.registerHandlers();
-    this.stopKicking = host.timers.every(KICK_INTERVAL_MS, () => this.kick());
+    const stopKick = host.timers.every(KICK_INTERVAL_MS, () => this.kick());
+    // Async cycles switch and send on a finer tick than the resync kick.
+    const stopCycles = host.timers.every(CYCLE_TICK_MS, () => {
+      for (const r of this.pairs.values()) if (r.capturing) r.asyncR1!.pump();
+    });
+    this.stopKicking = () => { stopKick(); stopCycles(); };
   }
 
   // ---- loading and persistence ----
@@ -110,8 +140,9 @@ export class PairManager {
       if (!Array.isArray(stored)) throw new TidemarkError(ErrorCode.MetadataCorrupt, `pairs of ${name} are not a list`);
       for (const value of stored) {
         const record = parsePairRecord(value, `pair of volume ${name}`);
-        this.attach(record, v);
+        const runtime = this.attach(record, v);
         await v.setState(pairVolumeState(record));
+        if (record.role === 'R2' && record.mode === 'async') runtime.asyncR2 = await R2Async.recover(this.r2CyclesHost(runtime));
       }
     }
   }
@@ -146,6 +177,8 @@ export class PairManager {
 
   private async save(runtime: PairRuntime, record: PairRecord): Promise<void> {
     runtime.record = record;
+    // Cycles run only while an async pair replicates; otherwise what they hold goes to the bitmaps.
+    if (runtime.capturing && (record.mode !== 'async' || record.intent !== 'replicating')) runtime.stopAsync();
     await runtime.volume.persistBitmaps();
   }
 
@@ -208,7 +241,27 @@ export class PairManager {
       peerMissing: r.peerMissing,
       lastError: r.lastError ?? null,
       counters: { ...r.counters },
+      cycles: this.cycleStatus(r),
+      cycleMs: rec.cycleMs,
     };
+  }
+
+  private cycleStatus(r: PairRuntime): CycleStatus | null {
+    if (r.capturing) {
+      const st = r.asyncR1!.cycles.stats();
+      return {
+        captureCycle: st.capture.cycle, transmitCycle: st.transmit?.cycle ?? null, appliedCycle: r.asyncR1!.appliedCycle,
+        captureRecords: st.capture.records, transmitRecords: st.transmit?.records ?? 0, memoryBytes: st.memoryBytes,
+      };
+    }
+    if (r.asyncR2 && !r.asyncR2.stopped) {
+      const st = r.asyncR2.cycles.stats();
+      return {
+        captureCycle: null, transmitCycle: st.receivingCycle, appliedCycle: st.appliedCycle,
+        captureRecords: 0, transmitRecords: st.receivedRecords, memoryBytes: 0,
+      };
+    }
+    return null;
   }
 
   /** Status with the peer's invalid-track count fetched fresh when the link is up. */
@@ -237,10 +290,12 @@ export class PairManager {
     if (this.pairs.has(name)) throw new TidemarkError(ErrorCode.AlreadyExists, `volume ${name} is already in a remote pair`, { volume: name });
     if (volume.state !== 'ready') throw new TidemarkError(ErrorCode.InvalidState, `volume ${name} is ${volume.state}; an R1 must be ready`, { volume: name });
     const extents = options.extents ? validateExtents(options.extents, volume.geometry) : null;
+    const cycleMs = options.cycleMs ?? DEFAULT_CYCLE_MS;
+    if (!Number.isSafeInteger(cycleMs) || cycleMs < MIN_CYCLE_MS) throw invalidArgument(`--cycle-ms must be a whole number of at least ${MIN_CYCLE_MS}`);
     const id = `${this.host.arrayName}.${name}.${this.host.randomId()}`;
     const record: PairRecord = {
       id, role: 'R1', localVolume: name, peer, remoteVolume, mode, intent: 'replicating', onLinkFailure,
-      generation: 1, diverged: false, protectWith, extents, createdAtMs: Math.floor(this.host.nowMs()),
+      generation: 1, diverged: false, protectWith, extents, cycleMs, createdAtMs: Math.floor(this.host.nowMs()),
     };
     // R2 first: a crash after it leaves a half R1 does not know (refused later, deletable on R2),
     // never an R1 shipping to a volume that was not made a replica.
@@ -450,7 +505,10 @@ export class PairManager {
       if (r.record.role !== 'R1') continue;
       if (r.record.intent === 'restoring') this.kickRestore(r);
       else if (r.needsProtection) void this.protectReplica(r);
-      else r.kickPush();
+      else {
+        r.kickPush();
+        if (r.record.mode === 'async') void this.startCycles(r);
+      }
     }
   }
 
@@ -470,6 +528,52 @@ export class PairManager {
     } finally {
       r.protectionInFlight = false;
     }
+  }
+
+  /**
+   * Async mode starts its cycles from a synchronized pair, inside a write window (no write is half
+   * in the bitmaps and half in a cycle); R2 first applies whatever cycles it had committed.
+   */
+  private async startCycles(r: PairRuntime): Promise<void> {
+    const ready = (): boolean => r.record.role === 'R1' && r.record.mode === 'async' && r.record.intent === 'replicating' &&
+      !r.capturing && !r.startingAsync && !r.needsProtection && r.linkUp && !r.peerMissing && !r.retired && r.quiet;
+    if (!ready()) return;
+    r.startingAsync = true;
+    const release = await r.volume.holdWrites();
+    try {
+      if (!r.quiet || r.record.mode !== 'async' || r.record.intent !== 'replicating' || r.retired) return;
+      const first = r.nextCycle;
+      await this.rpc.request(r.record.peer, { op: 'pair.cycles-start', pair: r.record.id, cycle: first }, [], CONTROL_TIMEOUT_MS);
+      const runtime = r;
+      r.asyncR1 = new R1Async({
+        volume: r.volume, rpc: this.rpc, peer: r.record.peer, pairId: r.record.id, cycleMs: r.record.cycleMs, nowMs: this.host.nowMs,
+        fellBack: (tracks) => runtime.cyclesFellBack(tracks),
+        committed: (tracks, busy) => runtime.cyclesCommitted(tracks, busy),
+      }, first);
+      this.host.onEvent('pair async cycles started', { pair: r.record.id, cycle: first });
+    } catch (error) {
+      r.lastError = `starting async cycles: ${error instanceof Error ? error.message : String(error)}`;
+    } finally {
+      r.startingAsync = false;
+      release();
+    }
+  }
+
+  /** R2: apply every cycle it committed, then drop the cycles (R1 carries on through its bitmaps). */
+  private stopR2Cycles(r: PairRuntime): Promise<void> {
+    const cycles = r.asyncR2;
+    if (!cycles) return Promise.resolve();
+    r.stoppingR2 ??= (async () => {
+      const deadline = this.host.nowMs() + STOP_CYCLES_TIMEOUT_MS;
+      while (cycles.committedPending && !cycles.stopped) {
+        if (this.host.nowMs() > deadline) throw new TidemarkError(ErrorCode.Unavailable, `R2 ${r.record.localVolume} is still applying committed cycles`);
+        await new Promise<void>((resolve) => this.host.timers.after(5, resolve));
+      }
+      await cycles.halt();
+      await R2Async.dropAll({ meta: this.host.meta, pairId: r.record.id });
+      if (r.asyncR2 === cycles) r.asyncR2 = undefined;
+    })().finally(() => { r.stoppingR2 = undefined; });
+    return r.stoppingR2;
   }
 
   /** Before shipping owed tracks to R2 (a resync): protect R2 first if the pair says so. */
@@ -581,13 +685,18 @@ export class PairManager {
       // Started synchronously, in link order: overlapping writes apply in the order R1 sent them.
       // Replica writes: new data for R2 (a clone of R2 sees them), not R2's own hosts' changes.
       const options = { source: 'replica' as const, skipPosition: r.ids.own };
-      const applied = segments.map((s) => (s.kind === 'data'
-        ? r.volume.internalWrite(s.offset, s.data.slice(), options)
-        : r.volume.internalZero(s.offset, s.length, options)));
-      return Promise.all(applied).then(async () => {
-        if (h.fua === true) await r.volume.internalFlush();
-        return { header: {}, segments: [] };
-      });
+      const apply = (): Promise<RpcReply> => {
+        const applied = segments.map((s) => (s.kind === 'data'
+          ? r.volume.internalWrite(s.offset, s.data.slice(), options)
+          : r.volume.internalZero(s.offset, s.length, options)));
+        return Promise.all(applied).then(async () => {
+          if (h.fua === true) await r.volume.internalFlush();
+          return { header: {}, segments: [] };
+        });
+      };
+      // Tracks shipped outside cycles (a resync) must land after every cycle R2 committed.
+      if (r.asyncR2 || r.stoppingR2) return this.stopR2Cycles(r).then(apply);
+      return apply();
     });
     rpc.handle('pair.flush', async (peer, h) => {
       const r = this.halfFor(peer, h);
@@ -598,14 +707,23 @@ export class PairManager {
       const r = this.halfFor(peer, h, 'R2');
       const segments: Segment[] = [];
       const tracks = trackList(h.tracks, r.volume.geometry.trackCount);
-      const holes = await holeTracks(r.volume, tracks);
+      // Holes as they are once writes already in flight there have landed (see lockedRead).
+      const span = tracks.length > 0 ? trackRange(r.volume.geometry, Math.min(...tracks)) : undefined;
+      const spanEnd = tracks.length > 0 ? trackRange(r.volume.geometry, Math.max(...tracks)) : undefined;
+      const unlock = span && spanEnd ? await r.volume.lockRange(span.offset, spanEnd.offset + spanEnd.length - span.offset) : undefined;
+      let holes: Set<number>;
+      try {
+        holes = await holeTracks(r.volume, tracks);
+      } finally {
+        unlock?.();
+      }
       for (const t of tracks) {
         if (holes.has(t)) {
           segments.push({ kind: 'zero', offset: t, length: 0 });
           continue;
         }
         const range = trackRange(r.volume.geometry, t);
-        const data = await r.volume.internalRead(range.offset, range.length);
+        const data = await lockedRead(r.volume, range.offset, range.length);
         if (isAllZero(data)) segments.push({ kind: 'zero', offset: t, length: 0 });
         else segments.push({ kind: 'data', offset: t, data: recordDigests(data, r.volume.geometry.recordBytes) });
       }
@@ -618,7 +736,7 @@ export class PairManager {
       const segments: Segment[] = [];
       for (let i = 0; i < tracks.length; i++) {
         const range = trackRange(g, tracks[i]!);
-        const data = await r.volume.internalRead(range.offset, range.length);
+        const data = await lockedRead(r.volume, range.offset, range.length);
         const theirs = digests[i];
         const ours = recordDigests(data, g.recordBytes);
         for (let at = 0, rec = 0; at < data.length; at += g.recordBytes, rec++) {
@@ -642,6 +760,8 @@ export class PairManager {
       if (!PAIR_INTENTS.includes(h.intent as PairIntent) || !Number.isSafeInteger(h.generation)) throw invalidArgument('bad pair.set-intent');
       const generation = Math.max(r.record.generation, h.generation as number);
       const next: PairRecord = { ...r.record, intent: h.intent as PairIntent, generation };
+      // R2 stops being a cycle target at a consistent point: every committed cycle applied.
+      if (next.intent !== 'replicating') await this.stopR2Cycles(r);
       // Less writable first (before the bitmap is read), more writable after the record is durable.
       const moreWritable = volumeStateFor('R2', next.intent) === 'ready';
       if (!moreWritable) {
@@ -652,6 +772,25 @@ export class PairManager {
       if (moreWritable) await this.applyAccess(r);
       const segments: Segment[] = h.returnOwn === true ? [{ kind: 'data', offset: 0, data: r.bits.toBytes() }] : [];
       return { header: { ownTracks: r.bits.count() }, segments };
+    });
+    rpc.handle('pair.cycles-start', async (peer, h) => {
+      const r = this.halfFor(peer, h, 'R2');
+      if (!Number.isSafeInteger(h.cycle) || (h.cycle as number) < 1) throw invalidArgument('bad pair.cycles-start');
+      await this.stopR2Cycles(r);
+      r.asyncR2 = await R2Async.start(this.r2CyclesHost(r), h.cycle as number);
+      return { header: {}, segments: [] };
+    });
+    rpc.handle('pair.cycle', async (peer, h, segments) => {
+      const r = this.halfFor(peer, h, 'R2');
+      if (!r.asyncR2 || r.stoppingR2) throw new TidemarkError(ErrorCode.InvalidState, `R2 ${r.record.localVolume} runs no cycles`);
+      r.asyncR2.handle(cycleMessageFromWire(h, segments) as R1Message);
+      return { header: {}, segments: [] };
+    });
+    rpc.handle('pair.cycle-r2', async (peer, h, segments) => {
+      const r = this.halfFor(peer, h, 'R1');
+      const message = cycleMessageFromWire(h, segments) as R2Message;
+      if (r.capturing) r.asyncR1!.receive(message);
+      return { header: {}, segments: [] };
     });
     rpc.handle('pair.protect', async (peer, h) => {
       const r = this.halfFor(peer, h, 'R2');
@@ -701,10 +840,32 @@ export class PairManager {
     });
   }
 
+  private r2CyclesHost(r: PairRuntime): R2AsyncHost {
+    return {
+      volume: r.volume, meta: this.host.meta, rpc: this.rpc, peer: r.record.peer, pairId: r.record.id, ownPosition: r.ids.own,
+      onError: (error) => this.host.onError(error, { pair: r.record.id }),
+    };
+  }
+
   async close(): Promise<void> {
     this.closed = true;
+    for (const r of this.pairs.values()) if (r.asyncR2) r.asyncR2.stopped = true;
     this.stopKicking();
     for (const r of this.pairs.values()) r.retired = true;
+  }
+}
+
+/**
+ * Reads a range after every write already in flight to it has landed: an answer about R2's
+ * content (digests, a pull) must not predate a write R2 has accepted (found by pair seed 13: a
+ * slow replica write landed after R2 had answered that the track was still zeros).
+ */
+async function lockedRead(volume: Volume, offset: number, length: number): Promise<Uint8Array> {
+  const unlock = await volume.lockRange(offset, length);
+  try {
+    return await volume.internalRead(offset, length);
+  } finally {
+    unlock();
   }
 }
 

@@ -13,6 +13,7 @@ import type { AppliedWrite, Volume } from '../volume/volume.js';
 import type { PeerRpc } from './peer-rpc.js';
 import { DIGEST_BYTES, digestEqual, isAllZero, recordDigests } from './record-digests.js';
 import { holeTracks } from './hole-tracks.js';
+import type { R1Async, R2Async } from './async-cycles.js';
 
 export const positionIds = (pairId: string): { out: string; own: string; pull: string } => ({
   out: `pair:${pairId}:out`, own: `pair:${pairId}:own`, pull: `pair:${pairId}:pull`,
@@ -77,6 +78,25 @@ export class PairRuntime {
   };
   /** Set when the pair is torn down or its role changes: loops and hooks stop. */
   retired = false;
+  /** Async mode: the ordered cycles, once started from a synchronized pair. */
+  asyncR1: R1Async | undefined;
+  /** R2 in async mode: the cycles it receives and applies. */
+  asyncR2: R2Async | undefined;
+  /** R2: a graceful stop of its cycles in progress (apply what was committed, drop the rest). */
+  stoppingR2: Promise<void> | undefined;
+  startingAsync = false;
+
+  /** The first cycle of the next start (cycle numbers never repeat within a process). */
+  get nextCycle(): number {
+    return (this.asyncR1?.cycles.captureCycle ?? this.lastCycle) + 1;
+  }
+
+  private lastCycle = 0;
+
+  /** Nothing owed, shipped or forwarded and not yet acknowledged: R2 equals R1 now. */
+  get quiet(): boolean {
+    return this.owed.count === 0 && this.syncInFlight.size === 0 && this.pushInFlight.size === 0 && !this.pushing;
+  }
   /** A resync must wait until R2's protection clone is split (nothing is shipped meanwhile). */
   needsProtection = false;
   protectionInFlight = false;
@@ -126,6 +146,30 @@ export class PairRuntime {
     return this.rpc.isUp(this.record.peer);
   }
 
+  /** The cycles fell back or the mode changed: what they held becomes owed through the bitmaps. */
+  stopAsync(): void {
+    if (this.asyncR1) this.lastCycle = this.asyncR1.cycles.captureCycle;
+    this.asyncR1?.fallBackNow();
+    this.asyncR1 = undefined;
+  }
+
+  /** Called by the cycles: their tracks are owed again (the bitmaps take over). */
+  cyclesFellBack(tracks: readonly number[]): void {
+    for (const t of tracks) {
+      this.bits.set(t);
+      this.owed.markWhole(t, t, this.nowMs());
+    }
+  }
+
+  /** Cycle committed at R2 (persisted there): its tracks may clear unless a later cycle or write holds them. */
+  cyclesCommitted(tracks: ReadonlySet<number>, busy: (track: number) => boolean): void {
+    for (const t of tracks) {
+      if (busy(t) || this.owed.owed.test(t) || this.syncInFlight.has(t) || this.pushInFlight.has(t) || !this.bits.test(t)) continue;
+      this.bits.clear(t);
+      this.clearedNotDurable.set(t);
+    }
+  }
+
   state(): PairState {
     const owedTracks = this.record.intent === 'restoring' ? (this.pull?.count() ?? 0) : this.owed.count + this.syncInFlight.size + this.pushInFlight.size;
     return pairState(this.record, { linkUp: this.linkUp && !this.peerMissing, tracksOwed: owedTracks });
@@ -170,7 +214,13 @@ export class PairRuntime {
 
   /** Whether this write is shipped to R2 as it happens (sync, semi-sync) rather than marked owed. */
   private forwards(write: AppliedWrite): boolean {
-    return write.source === 'host' && this.replicatingNow && this.record.mode !== 'adaptive' && this.inScope(write);
+    return write.source === 'host' && this.replicatingNow && (this.record.mode === 'sync' || this.record.mode === 'semisync') &&
+      this.inScope(write);
+  }
+
+  /** Capturing into ordered cycles (async mode, started). */
+  get capturing(): boolean {
+    return this.asyncR1 !== undefined && !this.asyncR1.stopped;
   }
 
   private inScope(write: AppliedWrite): boolean {
@@ -185,10 +235,15 @@ export class PairRuntime {
   /** Sync: ship alongside the local write; the host's write completes when both are done. */
   beginWrite(write: AppliedWrite): Promise<void> | undefined {
     if (this.record.role !== 'R1' || this.retired) return undefined;
+    if (this.capturing && write.skipPosition !== this.ids.out && this.inScope(write)) {
+      // Async: the write belongs to the cycle open at its admission; its bytes are captured after it.
+      this.asyncR1!.begin(write, write.offset, write.length);
+      return undefined;
+    }
     if (!this.forwards(write)) {
       // The link went down after the write was let in: a pair that fails such writes fails it now.
       // Its bytes may still reach R1's store, so its records are owed either way.
-      if (write.source === 'host' && this.record.intent === 'replicating' && this.record.mode !== 'adaptive' &&
+      if (write.source === 'host' && this.record.intent === 'replicating' && (this.record.mode === 'sync' || this.record.mode === 'semisync') &&
           this.record.onLinkFailure === 'fail-writes' && this.inScope(write)) {
         this.markOwed(write);
         this.forwarded.add(write);
@@ -207,6 +262,7 @@ export class PairRuntime {
 
   localWriteFailed(write: AppliedWrite): void {
     if (this.record.role !== 'R1' || this.retired) return;
+    this.asyncR1?.abandon(write);
     // R2 may get bytes R1 could not store: R1's real content is owed.
     for (const part of clipToExtents(this.record.extents, write.offset, write.length)) {
       const { first, last } = tracksOf(this.volume.geometry, part.offset, part.length);
@@ -221,6 +277,14 @@ export class PairRuntime {
     if (write.skipPosition === this.ids.out) return undefined;
     // A forwarded write is R2's already (or marked owed by its failed forward).
     if (this.forwarded.delete(write)) return undefined;
+    if (this.asyncR1?.owns(write)) {
+      for (const part of clipToExtents(this.record.extents, write.offset, write.length)) {
+        const data = write.data ? write.data.subarray(part.offset - write.offset, part.offset - write.offset + part.length) : null;
+        if (!this.asyncR1.capture(write, part.offset, part.length, data)) this.owed.markWrite(part.offset, part.length, this.nowMs());
+      }
+      this.asyncR1.finish(write);
+      return undefined;
+    }
     this.markOwed(write);
     return undefined;
   }
@@ -282,7 +346,7 @@ export class PairRuntime {
 
   /** Makes R2 durable after a host FLUSH on a synchronous pair (best effort: failures keep bits set). */
   async afterHostFlush(): Promise<void> {
-    if (!this.replicatingNow || this.record.mode === 'adaptive') return;
+    if (!this.replicatingNow || (this.record.mode !== 'sync' && this.record.mode !== 'semisync')) return;
     try {
       await this.rpc.request(this.record.peer, { op: 'pair.flush', pair: this.record.id }, [], this.timeouts.writeAckMs);
     } catch (error) {

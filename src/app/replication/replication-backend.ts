@@ -33,6 +33,7 @@ export function replicationBackend(service: ArrayService): ReplicationBackend {
       onLinkFailure: (b.onLinkFailure ?? 'continue') as LinkFailurePolicy,
       ...(b.protectWith !== undefined ? { protectWith: b.protectWith } : {}),
       ...(b.extents !== undefined ? { extents: b.extents } : {}),
+      ...(b.cycleMs !== undefined ? { cycleMs: b.cycleMs } : {}),
     }),
     listPairs: () => service.pairs.list(),
     showPair: (pair) => service.pairs.show(pair),

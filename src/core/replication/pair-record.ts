@@ -3,7 +3,7 @@
 import { ErrorCode, TidemarkError } from '../errors.js';
 import type { ByteExtent } from './pair-extents.js';
 
-export const PAIR_MODES = ['sync', 'semisync', 'adaptive'] as const;
+export const PAIR_MODES = ['sync', 'semisync', 'adaptive', 'async'] as const;
 export type PairMode = (typeof PAIR_MODES)[number];
 
 export type PairRole = 'R1' | 'R2';
@@ -40,6 +40,8 @@ export interface PairRecord {
   readonly protectWith: string | null;
   /** Only these byte ranges replicate (whole tracks); null: the whole volume. */
   readonly extents: readonly ByteExtent[] | null;
+  /** async mode: the shortest time between cycle switches. */
+  readonly cycleMs: number;
   readonly createdAtMs: number;
 }
 
@@ -63,6 +65,8 @@ export function parsePairRecord(value: unknown, what: string): PairRecord {
   if (r.protectWith !== undefined && r.protectWith !== null && (typeof r.protectWith !== 'string' || r.protectWith.length === 0)) {
     throw bad('protectWith must be a volume name');
   }
+  const cycleMs = r.cycleMs === undefined ? 1000 : r.cycleMs;
+  if (!Number.isSafeInteger(cycleMs) || (cycleMs as number) < 100) throw bad('cycleMs must be a whole number of at least 100');
   let extents: ByteExtent[] | null = null;
   if (r.extents !== undefined && r.extents !== null) {
     if (!Array.isArray(r.extents) || !r.extents.every((e: unknown) => e !== null && typeof e === 'object' &&
@@ -75,6 +79,6 @@ export function parsePairRecord(value: unknown, what: string): PairRecord {
     id: r.id as string, role: r.role, localVolume: r.localVolume as string, peer: r.peer as string,
     remoteVolume: r.remoteVolume as string, mode: r.mode, intent: r.intent, onLinkFailure: r.onLinkFailure,
     generation: r.generation as number, diverged: r.diverged, protectWith: (r.protectWith as string | null | undefined) ?? null,
-    extents, createdAtMs: r.createdAtMs as number,
+    extents, cycleMs: cycleMs as number, createdAtMs: r.createdAtMs as number,
   };
 }
