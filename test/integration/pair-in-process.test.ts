@@ -260,11 +260,13 @@ test('async mode: ordered cycles start once synchronized; R2 follows at cycle bo
     }
     await caughtUp();
     await sameImages(a, b);
+    await until('no lag once R2 holds everything', () => a.service.pairs.status('db').lagSeconds === 0);
 
     hub.partition('east', 'west');
     await until('partitioned', () => state(a, 'db') === 'partitioned');
     for (let i = 0; i < 20; i++) await db.write(8 * MiB + i * 8192, randomBytes(4096)); // captured meanwhile
     assert.notEqual(a.service.pairs.status('db').cycles, null, 'the cycles keep capturing while the link is down');
+    assert.ok(a.service.pairs.status('db').lagSeconds > 0, 'the lag shows while R2 cannot get the cycles');
     hub.heal('east', 'west');
     await caughtUp();
     await sameImages(a, b);

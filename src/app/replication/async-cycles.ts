@@ -83,6 +83,20 @@ export class R1Async {
       memoryBudgetBytes: CAPTURE_LIMIT_BYTES, captureLimitBytes: CAPTURE_LIMIT_BYTES, maxBatchRecords: 64, maxInflightRecords: 1024,
     }, { cycle: firstCycle, nowMs: host.nowMs() });
     this.lastCommitAcked = firstCycle - 1;
+    this.cycleStartMs.set(firstCycle, host.nowMs());
+  }
+
+  /** When each cycle began capturing: R2's image is as old as the first cycle it does not hold. */
+  private readonly cycleStartMs = new Map<number, number>();
+
+  /** Seconds R2's image is behind R1 (0 when R2 holds every write). */
+  lagSeconds(nowMs: number): number {
+    const st = this.cycles.stats();
+    const holds = (c: { records: number; openWrites: number } | null): boolean => c !== null && (c.records > 0 || c.openWrites > 0);
+    const behind = holds(st.capture) || holds(st.transmit) || holds(st.committing);
+    if (!behind) return 0;
+    const since = this.cycleStartMs.get(this.lastCommitAcked + 1);
+    return since === undefined ? 0 : Math.max(0, (nowMs - since) / 1000);
   }
 
   get appliedCycle(): number {
@@ -155,7 +169,10 @@ export class R1Async {
   pump(): void {
     if (this.stopped) return;
     const now = this.host.nowMs();
-    if (this.cycles.canSwitch(now)) this.cycles.switchCycle(now);
+    if (this.cycles.canSwitch(now)) {
+      const switched = this.cycles.switchCycle(now);
+      this.cycleStartMs.set(switched.captureCycle, now);
+    }
     if (now - this.lastRetransmitMs >= RETRANSMIT_AFTER_MS) {
       this.lastRetransmitMs = now;
       this.cycles.retransmit(now, RETRANSMIT_AFTER_MS);
@@ -180,6 +197,7 @@ export class R1Async {
       const later = new Set<number>();
       for (const [c, set] of this.tracksOf) if (c > message.cycle) for (const t of set) later.add(t);
       for (const c of [...this.tracksOf.keys()]) if (c < message.cycle) this.tracksOf.delete(c);
+      for (const c of [...this.cycleStartMs.keys()]) if (c <= message.cycle) this.cycleStartMs.delete(c);
       this.host.committed(done, (t) => later.has(t) || this.pending.has(t));
     }
     this.pump();

@@ -181,6 +181,7 @@ export class PairRuntime {
   }
 
   lagSeconds(): number {
+    if (this.capturing) return this.asyncR1!.lagSeconds(this.nowMs());
     const oldest = this.owed.oldestAtMs();
     return oldest === undefined ? 0 : Math.max(0, (this.nowMs() - oldest) / 1000);
   }
