@@ -31,9 +31,12 @@ test(`remote pairs: ${SEEDS} seeds of host writes, partitions and crashes; sync 
 //       persisted: the images differed under a clean bitmap (R1 now flushes before clearing bits).
 // 13  — R2 answered a digest request from data a slow replica write had not yet landed on; R1
 //       skipped the track and the stale write landed after (R2 now reads under a range lock).
+// 8965 — R1's flush request, sent after R2 had restarted (losing unflushed data), was answered
+//       by the new R2: R1 persisted clean bits for data R2 no longer had (flushes now count only
+//       within the link session that received the data).
 // (Seed 203 found answers of R1's previous incarnation being matched to new requests with the same
 // id; the simulator's timing has since moved on, so test/unit/peer-rpc.test.ts pins that bug.)
-for (const seed of [2, 13, 28]) {
+for (const seed of [2, 13, 28, 8965]) {
   test(`remote pairs: regression seed ${seed}`, async () => {
     const r = await runPairSeed(seed);
     assert.ok(r.ok, `seed ${seed} (${describePairConfig(r.config)}): ${r.failure}`);

@@ -92,6 +92,8 @@ export class PairRuntime {
   }
 
   private lastCycle = 0;
+  /** Grows when the peer's link session ends for good (it restarted). */
+  private sessionEpoch = 0;
 
   /** Nothing owed, shipped or forwarded and not yet acknowledged: R2 equals R1 now. */
   get quiet(): boolean {
@@ -371,9 +373,13 @@ export class PairRuntime {
     if (this.clearedNotDurable.isEmpty()) return;
     const cleared = this.clearedNotDurable.copy();
     this.clearedNotDurable.clearAll();
-    await this.volume.internalFlush();
+    // The flush must be answered by the R2 that received the data: if its session ends meanwhile
+    // (it restarted, maybe losing what it had not flushed), a new R2's flush proves nothing.
+    const session = this.sessionEpoch;
     try {
+      await this.volume.internalFlush();
       await this.rpc.request(this.record.peer, { op: 'pair.flush', pair: this.record.id }, [], this.timeouts.copyAckMs);
+      if (this.sessionEpoch !== session) throw new TidemarkError(ErrorCode.LinkDown, `the link session with ${this.record.peer} ended during the flush`);
     } catch (error) {
       this.bits.or(cleared);
       this.owed.markWholeBitmap(cleared, this.nowMs());
@@ -386,6 +392,7 @@ export class PairRuntime {
    * durable may be gone, and anything in flight is lost. Every such track is owed again.
    */
   sessionReset(): void {
+    this.sessionEpoch++;
     if (this.record.role !== 'R1') return;
     this.bits.or(this.clearedNotDurable);
     this.clearedNotDurable.clearAll();
