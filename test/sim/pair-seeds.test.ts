@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { describePairConfig, runPairSeed } from '../../src/sim/pair/pair-sim.js';
 
-const SEEDS = Number(process.env.TIDEMARK_PAIR_SEEDS ?? 300);
+const SEEDS = Number(process.env.TIDEMARK_PAIR_SEEDS ?? 1000);
 const START = Number(process.env.TIDEMARK_PAIR_SEED_START ?? 1);
 
 test(`remote pairs: ${SEEDS} seeds of host writes, partitions and crashes; sync never loses an acknowledged write, pairs converge`, async () => {
