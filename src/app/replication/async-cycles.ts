@@ -129,7 +129,7 @@ export class R1Async {
       if (!set) this.tracksOf.set(held.token.cycle, set = new Set());
       for (let t = this.trackOf(offset); t <= this.trackOf(offset + length - 1); t++) set.add(t);
     }
-    if (!kept || this.cycles.stats().overLimit) this.fallBack();
+    if (!kept || this.cycles.overLimit) this.fallBack();
     return kept;
   }
 
