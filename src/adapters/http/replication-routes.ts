@@ -58,7 +58,8 @@ export const PairStatusSchema = Type.Object({
   cycles: Type.Union([Type.Object({
     captureCycle: Type.Union([Type.Integer(), Type.Null()], { description: 'R1: the cycle capturing writes.' }),
     transmitCycle: Type.Union([Type.Integer(), Type.Null()], { description: 'R1: the cycle being sent; R2: the cycle being received.' }),
-    appliedCycle: Type.Integer({ description: "R2's image is R1's at the end of this cycle." }),
+    appliedCycle: Type.Integer({ description: "R1: the last cycle R2 acknowledged committing (it applies it next); R2: the last cycle applied — R2's image is R1's at the end of it." }),
+    remoteAppliedCycle: Type.Union([Type.Integer(), Type.Null()], { description: "R1: R2's applied cycle (its recoverable point) as last reported." }),
     captureRecords: Type.Integer({ minimum: 0 }),
     transmitRecords: Type.Integer({ minimum: 0 }),
     memoryBytes: Type.Integer({ minimum: 0 }),

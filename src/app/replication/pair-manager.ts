@@ -107,6 +107,8 @@ export interface CycleStatus {
   readonly captureRecords: number;
   readonly transmitRecords: number;
   readonly memoryBytes: number;
+  /** On R1: the cycle R2 reported applied when last asked (R2's recoverable point). */
+  readonly remoteAppliedCycle: number | null;
 }
 
 export class PairManager {
@@ -252,13 +254,14 @@ export class PairManager {
       return {
         captureCycle: st.capture.cycle, transmitCycle: st.transmit?.cycle ?? null, appliedCycle: r.asyncR1!.appliedCycle,
         captureRecords: st.capture.records, transmitRecords: st.transmit?.records ?? 0, memoryBytes: st.memoryBytes,
+        remoteAppliedCycle: r.remoteAppliedCycle ?? null,
       };
     }
     if (r.asyncR2 && !r.asyncR2.stopped) {
       const st = r.asyncR2.cycles.stats();
       return {
         captureCycle: null, transmitCycle: st.receivingCycle, appliedCycle: st.appliedCycle,
-        captureRecords: 0, transmitRecords: st.receivedRecords, memoryBytes: 0,
+        captureRecords: 0, transmitRecords: st.receivedRecords, memoryBytes: 0, remoteAppliedCycle: null,
       };
     }
     return null;
@@ -271,6 +274,7 @@ export class PairManager {
       try {
         const reply = await this.rpc.request(r.record.peer, { op: 'pair.status', pair: r.record.id }, [], 2000);
         r.remoteTracks = typeof reply.header.invalidTracks === 'number' ? reply.header.invalidTracks : undefined;
+        r.remoteAppliedCycle = typeof reply.header.appliedCycle === 'number' ? reply.header.appliedCycle : undefined;
       } catch {
         // Shown from the last known figures.
       }
@@ -751,7 +755,10 @@ export class PairManager {
       const r = [...this.pairs.values()].find((x) => x.record.id === h.pair && x.record.peer === peer);
       if (!r) return { header: { exists: false }, segments: [] };
       return {
-        header: { exists: true, role: r.record.role, intent: r.record.intent, generation: r.record.generation, invalidTracks: r.bits.count() },
+        header: {
+          exists: true, role: r.record.role, intent: r.record.intent, generation: r.record.generation, invalidTracks: r.bits.count(),
+          appliedCycle: r.asyncR2 && !r.asyncR2.stopped ? r.asyncR2.appliedCycle : null,
+        },
         segments: [],
       };
     });

@@ -70,6 +70,8 @@ export class PairRuntime {
   private pulling = false;
   /** R2's invalid-track count as last reported (for show). */
   remoteTracks: number | undefined;
+  /** Async: R2's applied cycle as last reported. */
+  remoteAppliedCycle: number | undefined;
   peerMissing = false;
   lastError: string | undefined;
   readonly counters: PairCounters = {
