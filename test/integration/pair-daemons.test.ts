@@ -160,3 +160,33 @@ test('swap between two daemons, then R2 fails over alone while R1 keeps writing:
     await fixture.cleanup();
   }
 });
+
+test('async pair between two daemons: cycles carry writes; R2 killed mid-stream recovers its cycles and ends equal to R1', async () => {
+  const fixture = await DaemonFixture.create();
+  try {
+    const linked = await linkedArrays(fixture, []);
+    const { east, westDir, westLink } = linked;
+    let { west } = linked;
+    await cli(east, 'volume', 'create', 'db', '--size', '32MiB');
+    await cli(west, 'volume', 'create', 'db-r', '--size', '32MiB');
+    await cli(east, 'pair', 'create', 'db', '--peer', 'west', '--remote-volume', 'db-r', '--mode', 'async', '--cycle-ms', '200');
+    const cycles = async (): Promise<{ captureCycle: number; appliedCycle: number } | null> =>
+      (JSON.parse(await cli(east, 'pair', 'show', 'db')) as { cycles: { captureCycle: number; appliedCycle: number } | null }).cycles;
+    await waitFor('cycles running', async () => (await cycles()) !== null, 20_000);
+    for (let i = 0; i < 6; i++) await qemuWrite(east, 'db', 0x10 + i, i * 2 * MiB, 256 * 1024);
+    await west.stop('SIGKILL'); // mid-stream: cycles received, sealed or committed are on west's disk
+    await qemuWrite(east, 'db', 0x77, 20 * MiB, 512 * 1024); // captured while west is down
+    west = await fixture.start(westDir, ['--name', 'west', '--link', westLink]);
+    await waitFor('link up again', async () => (JSON.parse(await cli(east, 'peer', 'show', 'west')) as { link: string }).link === 'up', 20_000);
+    const during = await cycles();
+    assert.notEqual(during, null, 'the cycles survive R2\'s restart (R2 recovers them from its metadata)');
+    const last = during!.captureCycle;
+    await waitFor(`R2 applied cycle ${last}`, async () => {
+      const c = await cycles();
+      return c !== null && c.appliedCycle >= last;
+    }, 60_000);
+    await waitFor('R2 equals R1', async () => (await hashOf(fixture, west, 'db-r')) === (await hashOf(fixture, east, 'db')), 30_000);
+  } finally {
+    await fixture.cleanup();
+  }
+});

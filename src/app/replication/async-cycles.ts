@@ -7,7 +7,7 @@ import { R2Cycles, type PersistedCycle, type R2Action } from '../../core/replica
 import type { CycleRecord, R1Message, R2Message } from '../../core/replication/cycles/cycle-messages.js';
 import { decodeMessage, encodeMessage, type Segment } from '../../core/replication/peer-messages.js';
 import type { ByteRange } from '../../core/replication/cycles/record-ranges.js';
-import { ErrorCode, TidemarkError } from '../../core/errors.js';
+import { ErrorCode, TidemarkError, isTidemarkError } from '../../core/errors.js';
 import type { MetaStore } from '../../ports/meta-store.js';
 import type { Volume } from '../volume/volume.js';
 import type { PeerRpc } from './peer-rpc.js';
@@ -183,7 +183,10 @@ export class R1Async {
       const { header, segments } = cycleMessageToWire(message);
       // One-way: R2 answers with messages of its own; a lost one is sent again by retransmit().
       this.host.rpc.request(this.host.peer, { op: 'pair.cycle', pair: this.host.pairId, ...header }, segments, 30_000)
-        .catch(() => undefined);
+        .catch((error: unknown) => {
+          // R2 runs no cycles (they were stopped there): carry on through the bitmaps, restart later.
+          if (isTidemarkError(error, ErrorCode.InvalidState)) this.fallBack();
+        });
     }
   }
 

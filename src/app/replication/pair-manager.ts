@@ -546,6 +546,10 @@ export class PairManager {
     const release = await r.volume.holdWrites();
     try {
       if (!r.quiet || r.record.mode !== 'async' || r.record.intent !== 'replicating' || r.retired) return;
+      // What the bitmaps shipped becomes durable on both sides first: from here R2's own restarts
+      // cost nothing (it keeps its cycles), and no resync has to end the cycles for old tracks.
+      await r.volume.persistBitmaps();
+      if (!r.quiet || r.hasUndurableClears) return;
       const first = r.nextCycle;
       await this.rpc.request(r.record.peer, { op: 'pair.cycles-start', pair: r.record.id, cycle: first }, [], CONTROL_TIMEOUT_MS);
       const runtime = r;

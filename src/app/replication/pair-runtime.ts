@@ -97,6 +97,10 @@ export class PairRuntime {
   /** Grows when the peer's link session ends for good (it restarted). */
   private sessionEpoch = 0;
 
+  get hasUndurableClears(): boolean {
+    return !this.clearedNotDurable.isEmpty();
+  }
+
   /** Nothing owed, shipped or forwarded and not yet acknowledged: R2 equals R1 now. */
   get quiet(): boolean {
     return this.owed.count === 0 && this.syncInFlight.size === 0 && this.pushInFlight.size === 0 && !this.pushing;
@@ -396,6 +400,12 @@ export class PairRuntime {
   sessionReset(): void {
     this.sessionEpoch++;
     if (this.record.role !== 'R1') return;
+    if (this.capturing) {
+      // R2 keeps its cycles durably (it recovers them); only tracks shipped before the cycles
+      // started and not yet flushed there may be gone — those need a resync, which ends the cycles.
+      if (this.clearedNotDurable.isEmpty()) return;
+      this.stopAsync();
+    }
     this.bits.or(this.clearedNotDurable);
     this.clearedNotDurable.clearAll();
     this.owed.markWholeBitmap(this.bits, this.nowMs());
