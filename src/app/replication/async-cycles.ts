@@ -228,6 +228,8 @@ export class R2Async {
   private readonly persisted = new Map<number, PersistedCycle>();
   private busy: Promise<void> = Promise.resolve();
   stopped = false;
+  /** A cycle is being written to the volume: R2's image is between two boundaries. */
+  applying = false;
 
   private constructor(private readonly host: R2AsyncHost, readonly cycles: R2Cycles) {}
 
@@ -328,12 +330,14 @@ export class R2Async {
       }
       case 'apply': {
         const options = { source: 'replica' as const, skipPosition: host.ownPosition };
+        this.applying = true;
         await Promise.all(action.records.flatMap((r) => r.ranges.map((range) =>
           host.volume.internalWrite(r.record * host.volume.geometry.recordBytes + range.start, r.data.slice(range.start, range.end), options))));
         await host.volume.internalFlush();
         await host.meta.write(appliedKey(host.pairId), encodeJson({ appliedCycle: action.cycle, appliedTag: action.tag }));
         await host.meta.delete(cycleKey(host.pairId, action.cycle));
         this.persisted.delete(action.cycle);
+        this.applying = false;
         this.cycles.applyDone(action.cycle);
         break;
       }

@@ -285,6 +285,7 @@ class PairSim {
       await this.east.start(this.seed);
       await this.west.start(this.seed);
       this.watchR2();
+      this.watchR1Cycles();
       await this.waitFor('link up', () => this.east.linkEndpoint!.isUp('west'), 1000);
       await this.east.pairs!.create({
         volume: 'db', peer: 'west', remoteVolume: 'db-r', mode: this.config.mode, onLinkFailure: this.config.onLinkFailure,
@@ -315,6 +316,63 @@ class PairSim {
     return this.config.mode === 'sync' && this.config.onLinkFailure === 'fail-writes' && !this.config.powerLoss;
   }
 
+  /** Async: which capture cycle each write began in, per run of the cycles (an epoch). */
+  private readonly cycleOf = new Map<number, { epoch: number; cycle: number }>();
+  private epoch = 0;
+  private epochCycles: object | undefined;
+  /** R1's image (a write id per unit) when the current epoch's cycles started. */
+  private epochBaseline: number[] = [];
+  private r1PowerLost = false;
+
+  /** Watches east's writes begin, to know the cycle of each (the async boundary oracle). */
+  private watchR1Cycles(): void {
+    if (this.config.mode !== 'async') return;
+    this.east.volume?.hooks.push({
+      beginWrite: (w) => {
+        const runtime = this.east.pairs?.isPaired('db') ? this.east.pairs.runtime('db') : undefined;
+        if (!runtime?.capturing || !w.data || w.source !== 'host') return undefined;
+        const id = new DataView(w.data.buffer, w.data.byteOffset).getUint32(0);
+        if (runtime.asyncR1 !== this.epochCycles) {
+          // The cycles started from a quiet pair: R1's image now is R2's at the epoch's start.
+          this.epochCycles = runtime.asyncR1;
+          this.epoch++;
+          const image = this.east.disk.visibleBytes(0, this.config.sizeBytes);
+          this.epochBaseline = Array.from({ length: this.ackedId.length }, (_, u) => this.idAt(image, u, 'R1'));
+        }
+        this.cycleOf.set(id, { epoch: this.epoch, cycle: runtime.asyncR1!.cycles.captureCycle });
+        return undefined;
+      },
+    });
+  }
+
+  /**
+   * Async: while R2 is between applies, each unit holds the last write to it among those begun
+   * before this epoch's cycles started and those of cycles R2 applied — R1's image at a boundary.
+   */
+  private checkAtCycleBoundary(): void {
+    if (this.config.mode !== 'async' || this.r1PowerLost) return;
+    const r1 = this.east.pairs?.isPaired('db') ? this.east.pairs.runtime('db') : undefined;
+    const r2 = this.west.pairs?.isPaired('db-r') ? this.west.pairs.runtime('db-r').asyncR2 : undefined;
+    if (!r1?.capturing || r1.asyncR1 !== this.epochCycles || !r2 || r2.stopped || r2.applying) return;
+    const applied = r2.appliedCycle;
+    const image = this.west.disk.visibleBytes(0, this.config.sizeBytes);
+    for (let u = 0; u < this.ackedId.length; u++) {
+      if (!this.replicated(u)) continue;
+      let expected = this.epochBaseline[u] ?? 0;
+      let latest = 0;
+      for (const [id, w] of this.units) {
+        if (u < w.first || u >= w.first + w.count || id <= latest) continue;
+        const c = this.cycleOf.get(id);
+        if (c !== undefined && c.epoch === this.epoch && c.cycle <= applied) latest = id;
+      }
+      if (latest !== 0) expected = latest;
+      const held = this.idAt(image, u, 'R2');
+      if (held !== expected) {
+        this.fail(`async R2 unit ${u} holds write ${held}, but R1's image after cycle ${applied} has write ${expected} there`);
+      }
+    }
+  }
+
   private async safety(): Promise<void> {
     for (let i = 0; i < this.config.writes; i++) {
       await this.maybeFault();
@@ -322,6 +380,7 @@ class PairSim {
       if (this.east.volume) this.issueWrite(this.east.volume);
       await this.scheduler.sleep(this.workload.next() * 3);
       if (this.strict) this.checkNoAckedWriteMissing();
+      this.checkAtCycleBoundary();
     }
     while (this.outstanding > 0) await new Promise<void>((r) => this.waiters.push(r));
     if (this.strict) this.checkNoAckedWriteMissing();
@@ -345,10 +404,12 @@ class PairSim {
       // Writes in flight on a crashed R1 never complete; the oracle forgets them (they were not acknowledged).
       if (victim === this.east) this.abandonOutstanding();
       this.trace(`crash ${victim.name}`);
+      if (victim === this.east && this.config.powerLoss) this.r1PowerLost = true;
       victim.crash(this.config.powerLoss);
       await this.scheduler.sleep(f.next() * 50);
       await victim.start(this.seed);
       if (victim === this.west) this.watchR2();
+      else this.watchR1Cycles();
     }
   }
 
@@ -437,6 +498,7 @@ class PairSim {
       this.issueWrite(this.east.volume!);
       while (this.outstanding > 0) await new Promise<void>((r) => this.waiters.push(r));
       await this.scheduler.sleep(this.workload.next() * 60);
+      this.checkAtCycleBoundary();
     }
     const last = pairs().status('db').cycles!.captureCycle!;
     await this.waitFor(`R2 applied cycle ${last}`, () => (this.west.pairs!.status('db-r').cycles?.appliedCycle ?? 0) >= last, 120_000);
