@@ -280,6 +280,17 @@ test('async mode: ordered cycles start once synchronized; R2 follows at cycle bo
     await a.service.pairs.command('db', 'failback');
     await until('failback done', () => state(a, 'db') === 'synchronized');
     await sameImages(a, b);
+
+    // Modes switch while running: sync forwards at once; back to async, the cycles start again.
+    await a.service.pairs.setMode('db', 'sync');
+    assert.equal(a.service.pairs.status('db').cycles, null);
+    await db.write(3 * MiB, randomBytes(8192));
+    await sameImages(a, b);
+    await a.service.pairs.setMode('db', 'async');
+    await until('cycles running again', () => a.service.pairs.status('db').cycles !== null);
+    await db.write(5 * MiB, randomBytes(8192));
+    await caughtUp();
+    await sameImages(a, b);
   } finally {
     await a.close();
     await b.close();

@@ -552,6 +552,8 @@ export class PairManager {
       if (!r.quiet || r.hasUndurableClears) return;
       const first = r.nextCycle;
       await this.rpc.request(r.record.peer, { op: 'pair.cycles-start', pair: r.record.id, cycle: first }, [], CONTROL_TIMEOUT_MS);
+      // The mode or intent may have changed while R2 was answering: then no cycles after all.
+      if (r.record.mode !== 'async' || r.record.intent !== 'replicating' || r.retired || !r.quiet) return;
       const runtime = r;
       r.asyncR1 = new R1Async({
         volume: r.volume, rpc: this.rpc, peer: r.record.peer, pairId: r.record.id, cycleMs: r.record.cycleMs, nowMs: this.host.nowMs,
