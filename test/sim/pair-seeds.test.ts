@@ -34,9 +34,13 @@ test(`remote pairs: ${SEEDS} seeds of host writes, partitions and crashes; sync 
 // 8965 — R1's flush request, sent after R2 had restarted (losing unflushed data), was answered
 //       by the new R2: R1 persisted clean bits for data R2 no longer had (flushes now count only
 //       within the link session that received the data).
+// 32845 — semi-sync: a write waiting for the previous acknowledgement was not yet counted in
+//       flight, so that acknowledgement cleared its track's bit; R2 then lost it in a power loss.
+// 33808 — a shipment acknowledged while a write to the same track was still running cleared the
+//       track's bit; the write was owed in memory only, and R1's crash forgot it (owing now sets the bit).
 // (Seed 203 found answers of R1's previous incarnation being matched to new requests with the same
 // id; the simulator's timing has since moved on, so test/unit/peer-rpc.test.ts pins that bug.)
-for (const seed of [2, 13, 28, 8965]) {
+for (const seed of [2, 13, 28, 8965, 32845, 33808]) {
   test(`remote pairs: regression seed ${seed}`, async () => {
     const r = await runPairSeed(seed);
     assert.ok(r.ok, `seed ${seed} (${describePairConfig(r.config)}): ${r.failure}`);

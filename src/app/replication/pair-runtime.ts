@@ -236,9 +236,20 @@ export class PairRuntime {
     return clipToExtents(this.record.extents, write.offset, write.length).length > 0;
   }
 
+  /**
+   * Owes a range: in `owed` (what the push ships) and in the persisted bits. The bits were set when
+   * the write was admitted, but a shipment acknowledged while the write was still running may have
+   * cleared them since (found by pair seed 33808): the bits must always cover what is owed.
+   */
+  private oweRange(offset: number, length: number): void {
+    const { first, last } = tracksOf(this.volume.geometry, offset, length);
+    this.bits.setRange(first, last);
+    this.owed.markWrite(offset, length, this.nowMs());
+  }
+
   /** Marks the parts of a write inside the pair's extents as owed. */
   private markOwed(write: AppliedWrite): void {
-    for (const part of clipToExtents(this.record.extents, write.offset, write.length)) this.owed.markWrite(part.offset, part.length, this.nowMs());
+    for (const part of clipToExtents(this.record.extents, write.offset, write.length)) this.oweRange(part.offset, part.length);
   }
 
   /** Sync: ship alongside the local write; the host's write completes when both are done. */
@@ -263,9 +274,13 @@ export class PairRuntime {
     }
     if (this.record.mode === 'sync') return this.forward(write);
     // Semi-sync: the host's write completes at once, but not before the previous one was acknowledged.
+    // Its tracks count as in flight from now (found by pair seed 32845: a previous write's
+    // acknowledgement cleared the bit of a track this write had still to ship).
+    const tracks = this.inFlightTracks(write);
+    for (const t of tracks) this.syncInFlight.set(t, (this.syncInFlight.get(t) ?? 0) + 1);
     const previous = this.semiPrevious;
     return previous.then(() => {
-      this.semiPrevious = this.forward(write).catch(() => undefined);
+      this.semiPrevious = this.forward(write, tracks).catch(() => undefined);
     });
   }
 
@@ -289,7 +304,7 @@ export class PairRuntime {
     if (this.asyncR1?.owns(write)) {
       for (const part of clipToExtents(this.record.extents, write.offset, write.length)) {
         const data = write.data ? write.data.subarray(part.offset - write.offset, part.offset - write.offset + part.length) : null;
-        if (!this.asyncR1.capture(write, part.offset, part.length, data)) this.owed.markWrite(part.offset, part.length, this.nowMs());
+        if (!this.asyncR1.capture(write, part.offset, part.length, data)) this.oweRange(part.offset, part.length);
       }
       this.asyncR1.finish(write);
       return undefined;
@@ -302,15 +317,21 @@ export class PairRuntime {
    * Ships one write to R2. Writes begun in the same turn of the event loop travel as one message
    * (one header, one acknowledgement): at queue depth 32 that is most of the per-write cost.
    */
-  private async forward(write: AppliedWrite): Promise<void> {
-    this.forwarded.add(write);
-    const parts = clipToExtents(this.record.extents, write.offset, write.length);
+  private inFlightTracks(write: AppliedWrite): number[] {
     const tracks: number[] = [];
-    for (const part of parts) {
+    for (const part of clipToExtents(this.record.extents, write.offset, write.length)) {
       const { first, last } = tracksOf(this.volume.geometry, part.offset, part.length);
       for (let t = first; t <= last; t++) tracks.push(t);
     }
-    for (const t of tracks) this.syncInFlight.set(t, (this.syncInFlight.get(t) ?? 0) + 1);
+    return tracks;
+  }
+
+  /** `counted`: the tracks already counted in flight (semi-sync counts them when the write begins). */
+  private async forward(write: AppliedWrite, counted?: number[]): Promise<void> {
+    this.forwarded.add(write);
+    const parts = clipToExtents(this.record.extents, write.offset, write.length);
+    const tracks = counted ?? this.inFlightTracks(write);
+    if (!counted) for (const t of tracks) this.syncInFlight.set(t, (this.syncInFlight.get(t) ?? 0) + 1);
     const segments: Segment[] = parts.map((part) => (write.kind === 'write'
       ? { kind: 'data', offset: part.offset, data: write.data!.subarray(part.offset - write.offset, part.offset - write.offset + part.length) }
       : { kind: 'zero', offset: part.offset, length: part.length }));
@@ -363,10 +384,15 @@ export class PairRuntime {
     }
   }
 
+  /**
+   * R2 acknowledged data of this track: it is not durable there until R2 flushes (so the track is
+   * remembered for the next flush whatever its bit says), and the bit clears unless something else
+   * still owes or ships the track.
+   */
   private clearIfShipped(track: number): void {
-    if (this.owed.owed.test(track) || this.syncInFlight.has(track) || this.pushInFlight.has(track) || !this.bits.test(track)) return;
-    this.bits.clear(track);
     this.clearedNotDurable.set(track);
+    if (this.owed.owed.test(track) || this.syncInFlight.has(track) || this.pushInFlight.has(track)) return;
+    this.bits.clear(track);
   }
 
   /**
