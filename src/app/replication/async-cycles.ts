@@ -111,6 +111,13 @@ export class R1Async {
     return token.cycle;
   }
 
+  /** A write in progress or a cycle not yet committed holds the track. */
+  holds(track: number): boolean {
+    if (this.pending.has(track)) return true;
+    for (const set of this.tracksOf.values()) if (set.has(track)) return true;
+    return false;
+  }
+
   owns(write: object): boolean {
     return this.tokens.has(write);
   }

@@ -442,6 +442,8 @@ export class PairManager {
     const generation = r.record.generation + 1;
     const release = await r.volume.holdWrites();
     try {
+      // What was shipped becomes durable on both sides, so its bits clear and are not handed over.
+      await r.volume.persistBitmaps();
       if (r.record.intent === 'replicating' && (r.owed.count > 0 || r.state() !== 'synchronized')) {
         throw new TidemarkError(ErrorCode.InvalidState,
           `pair ${r.record.localVolume} is ${r.state()}; swap a replicating pair only when synchronized`, { pair: r.record.id });

@@ -60,6 +60,10 @@ export class PairRuntime {
   private readonly pushInFlight = new Set<number>();
   /** R1: tracks whose bit was cleared because R2 acknowledged, before R2 made that data durable. */
   private readonly clearedNotDurable: TrackBitmap;
+  /** Async: tracks of cycles R2 committed (durable there), to clear once R1's copy is durable. */
+  private readonly committedClears: TrackBitmap;
+  /** Failback/restore: tracks pulled from R2, to clear (pull and bits) once R1 made them durable. */
+  private readonly pulledClears: TrackBitmap;
   /** The tracks of the pair's extents; undefined when the whole volume replicates. */
   readonly scope: TrackBitmap | undefined;
   private semiPrevious: Promise<void> = Promise.resolve();
@@ -144,6 +148,8 @@ export class PairRuntime {
     }
     this.owed = new OwedTracks(volume.geometry, record.role === 'R1' ? this.bits : new TrackBitmap(trackCount), nowMs());
     this.clearedNotDurable = new TrackBitmap(trackCount);
+    this.committedClears = new TrackBitmap(trackCount);
+    this.pulledClears = new TrackBitmap(trackCount);
   }
 
   get ids(): { out: string; own: string; pull: string } {
@@ -169,13 +175,12 @@ export class PairRuntime {
     }
   }
 
-  /** Cycle committed at R2 (persisted there): its tracks may clear unless a later cycle or write holds them. */
+  /**
+   * Cycle committed at R2 (persisted there): its tracks may clear at the next persist, once R1's own
+   * copy is durable too, unless a later cycle or write holds them then.
+   */
   cyclesCommitted(tracks: ReadonlySet<number>, busy: (track: number) => boolean): void {
-    for (const t of tracks) {
-      if (busy(t) || this.owed.owed.test(t) || this.syncInFlight.has(t) || this.pushInFlight.has(t) || !this.bits.test(t)) continue;
-      this.bits.clear(t);
-      this.clearedNotDurable.set(t);
-    }
+    for (const t of tracks) if (!busy(t)) this.committedClears.set(t);
   }
 
   state(): PairState {
@@ -390,9 +395,15 @@ export class PairRuntime {
    * still owes or ships the track.
    */
   private clearIfShipped(track: number): void {
+    // The bit clears only at the next persist, after both copies were flushed (found by pair seed
+    // 32326: a persist already past its flush wrote a bit cleared just after it).
     this.clearedNotDurable.set(track);
-    if (this.owed.owed.test(track) || this.syncInFlight.has(track) || this.pushInFlight.has(track)) return;
-    this.bits.clear(track);
+  }
+
+  /** Whether anything still owes, ships or captures the track (its bit must stay set). */
+  private busyTrack(track: number): boolean {
+    return this.owed.owed.test(track) || this.syncInFlight.has(track) || this.pushInFlight.has(track) ||
+      (this.asyncR1 !== undefined && !this.asyncR1.stopped && this.asyncR1.holds(track));
   }
 
   /**
@@ -401,22 +412,41 @@ export class PairRuntime {
    * is asked to flush; if it cannot, the tracks are owed again.
    */
   async beforePersist(): Promise<void> {
-    if (this.record.role === 'R1' && this.record.intent === 'restoring') await this.volume.internalFlush();
-    if (this.clearedNotDurable.isEmpty()) return;
+    if (this.record.role !== 'R1') return;
+    const pulled = this.pulledClears.copy();
+    this.pulledClears.clearAll();
+    const committed = this.committedClears.copy();
+    this.committedClears.clearAll();
     const cleared = this.clearedNotDurable.copy();
     this.clearedNotDurable.clearAll();
+    if (pulled.isEmpty() && committed.isEmpty() && cleared.isEmpty()) return;
+    // R1's own copy first: a power loss must not take back data R2 keeps (pair seed 28).
+    try {
+      await this.volume.internalFlush();
+    } catch (error) {
+      this.pulledClears.or(pulled);
+      this.committedClears.or(committed);
+      this.clearedNotDurable.or(cleared);
+      throw error;
+    }
+    for (let t = pulled.nextSet(0); t >= 0; t = pulled.nextSet(t + 1)) {
+      this.pull?.clear(t);
+      this.bits.clear(t);
+    }
+    for (let t = committed.nextSet(0); t >= 0; t = committed.nextSet(t + 1)) if (!this.busyTrack(t)) this.bits.clear(t);
+    if (cleared.isEmpty()) return;
     // The flush must be answered by the R2 that received the data: if its session ends meanwhile
     // (it restarted, maybe losing what it had not flushed), a new R2's flush proves nothing.
     const session = this.sessionEpoch;
     try {
-      await this.volume.internalFlush();
       await this.rpc.request(this.record.peer, { op: 'pair.flush', pair: this.record.id }, [], this.timeouts.copyAckMs);
       if (this.sessionEpoch !== session) throw new TidemarkError(ErrorCode.LinkDown, `the link session with ${this.record.peer} ended during the flush`);
     } catch (error) {
-      this.bits.or(cleared);
       this.owed.markWholeBitmap(cleared, this.nowMs());
       this.noteFailure(error);
+      return;
     }
+    for (let t = cleared.nextSet(0); t >= 0; t = cleared.nextSet(t + 1)) if (!this.busyTrack(t)) this.bits.clear(t);
   }
 
   /**
@@ -432,7 +462,6 @@ export class PairRuntime {
       if (this.clearedNotDurable.isEmpty()) return;
       this.stopAsync();
     }
-    this.bits.or(this.clearedNotDurable);
     this.clearedNotDurable.clearAll();
     this.owed.markWholeBitmap(this.bits, this.nowMs());
   }
@@ -589,7 +618,7 @@ export class PairRuntime {
         if (!this.linkUp || this.retired || this.record.intent !== 'restoring') return;
         const batch: number[] = [];
         for (let t = pull.nextSet(0); t >= 0 && batch.length < BATCH_TRACKS; t = pull.nextSet(t + 1)) {
-          if (!claimed.has(t)) batch.push(t);
+          if (!claimed.has(t) && !this.pulledClears.test(t)) batch.push(t);
         }
         if (batch.length === 0) return;
         for (const t of batch) claimed.add(t);
@@ -608,10 +637,7 @@ export class PairRuntime {
             this.counters.bytesPulled += s.data.length;
             return this.volume.internalWrite(s.offset, s.data.slice(), options);
           }));
-          for (const t of batch) {
-            pull.clear(t);
-            this.bits.clear(t);
-          }
+          for (const t of batch) this.pulledClears.set(t);
         } finally {
           for (const t of batch) claimed.delete(t);
         }
@@ -619,6 +645,7 @@ export class PairRuntime {
     };
     const claimed = new Set<number>();
     await Promise.all(Array.from({ length: BATCHES_IN_FLIGHT }, () => worker(claimed)));
+    if (!this.pulledClears.isEmpty()) await this.volume.persistBitmaps(); // makes the pulled tracks durable and clears them
     if (pull.isEmpty() && this.record.intent === 'restoring' && !this.retired) await onDone();
   }
 }
