@@ -433,7 +433,11 @@ export class PairRuntime {
       this.pull?.clear(t);
       this.bits.clear(t);
     }
-    for (let t = committed.nextSet(0); t >= 0; t = committed.nextSet(t + 1)) if (!this.busyTrack(t)) this.bits.clear(t);
+    // A track shipped, committed or written again since the snapshot keeps its bit: the flushes
+    // above may not cover its newest data (pair seed 31760).
+    for (let t = committed.nextSet(0); t >= 0; t = committed.nextSet(t + 1)) {
+      if (!this.busyTrack(t) && !this.committedClears.test(t)) this.bits.clear(t);
+    }
     if (cleared.isEmpty()) return;
     // The flush must be answered by the R2 that received the data: if its session ends meanwhile
     // (it restarted, maybe losing what it had not flushed), a new R2's flush proves nothing.
@@ -446,7 +450,9 @@ export class PairRuntime {
       this.noteFailure(error);
       return;
     }
-    for (let t = cleared.nextSet(0); t >= 0; t = cleared.nextSet(t + 1)) if (!this.busyTrack(t)) this.bits.clear(t);
+    for (let t = cleared.nextSet(0); t >= 0; t = cleared.nextSet(t + 1)) {
+      if (!this.busyTrack(t) && !this.clearedNotDurable.test(t)) this.bits.clear(t);
+    }
   }
 
   /**
@@ -462,6 +468,7 @@ export class PairRuntime {
       if (this.clearedNotDurable.isEmpty()) return;
       this.stopAsync();
     }
+    this.bits.or(this.clearedNotDurable);
     this.clearedNotDurable.clearAll();
     this.owed.markWholeBitmap(this.bits, this.nowMs());
   }
