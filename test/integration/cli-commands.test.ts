@@ -76,7 +76,8 @@ test('clone commands: establish, wait, split, show, list, reestablish, terminate
   assert.match(list.stdout, /^std\s+bak\s+0\s+split\s+100%/m);
   await mustRun('qemu-io', ['-f', 'raw', '-c', 'write -P 0x6b 0 64k', daemon.uri('std')]);
   const again = await cliJson<{ state: string }>('clone', 'reestablish', 'std', 'bak');
-  assert.equal(again.state, 'synchronizing');
+  // One changed track may be copied before the command answers.
+  assert.ok(['synchronizing', 'synchronized'].includes(again.state), `state after reestablish: ${again.state}`);
   const shown = await cliJson<{ tracksCopied: number; state: string }>('clone', 'wait', 'std', 'bak', '--until', 'synchronized', '--timeout', '30');
   assert.equal(shown.tracksCopied, 1, 'only the one changed track is copied');
   const refused = await cli('clone', 'restore', 'std', 'bak');
