@@ -150,8 +150,7 @@ export class PairManager {
   }
 
   private attach(record: PairRecord, volume: Volume): PairRuntime {
-    const runtime = new PairRuntime(record, volume, this.rpc, this.timeouts, this.host.nowMs,
-      (error, context) => this.host.onError(error, { pair: record.id, ...context }));
+    const runtime = new PairRuntime(record, volume, this.rpc, this.timeouts, this.host.nowMs);
     this.pairs.set(volume.name, runtime);
     volume.setExtension(EXTENSION_KEY, () => {
       const current = this.pairs.get(volume.name);

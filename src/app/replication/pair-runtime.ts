@@ -119,7 +119,6 @@ export class PairRuntime {
     private readonly rpc: PeerRpc,
     private readonly timeouts: PairTimeouts,
     private readonly nowMs: () => number,
-    private readonly onError: (error: unknown, context: Record<string, unknown>) => void,
   ) {
     const ids = positionIds(record.id);
     const trackCount = volume.geometry.trackCount;
@@ -353,7 +352,7 @@ export class PairRuntime {
         if (n > 0) this.syncInFlight.set(t, n);
         else {
           this.syncInFlight.delete(t);
-          this.clearIfShipped(t);
+          this.noteShipped(t);
         }
       }
     }
@@ -390,11 +389,10 @@ export class PairRuntime {
   }
 
   /**
-   * R2 acknowledged data of this track: it is not durable there until R2 flushes (so the track is
-   * remembered for the next flush whatever its bit says), and the bit clears unless something else
-   * still owes or ships the track.
+   * R2 acknowledged data of this track. It is not durable there until R2 flushes, so the track is
+   * only remembered here; beforePersist clears its bit after both flushes, if nothing touched it since.
    */
-  private clearIfShipped(track: number): void {
+  private noteShipped(track: number): void {
     // The bit clears only at the next persist, after both copies were flushed (found by pair seed
     // 32326: a persist already past its flush wrote a bit cleared just after it).
     this.clearedNotDurable.set(track);
@@ -556,7 +554,7 @@ export class PairRuntime {
           this.owed.take(track);
           this.counters.recordsIdentical += this.volume.geometry.trackBytes / this.volume.geometry.recordBytes;
           this.counters.tracksCopied++;
-          this.clearIfShipped(track);
+          this.noteShipped(track);
           return;
         }
       }
@@ -601,7 +599,7 @@ export class PairRuntime {
       this.counters.bytesShipped += shipped;
       this.counters.tracksCopied++;
       this.pushInFlight.delete(track);
-      this.clearIfShipped(track);
+      this.noteShipped(track);
     } catch (error) {
       this.owed.giveBack(track, selection, this.nowMs());
       this.pushInFlight.delete(track);

@@ -243,13 +243,13 @@ export class Volume {
 
   /** Zeroes a range; `allocate` false allows punching a hole. */
   writeZeroes(offset: number, length: number, allocate: boolean, fua = false): Promise<void> {
-    return this.inPieces(offset, length, (o, l, umbrella) =>
-      this.mutate('zero', 'host', o, l, fua, undefined, undefined, () => this.deps.store.writeZeroes(o, l, allocate), umbrella));
+    return this.inPieces(offset, length, (o, l, ordered) =>
+      this.mutate('zero', 'host', o, l, fua, undefined, undefined, () => this.deps.store.writeZeroes(o, l, allocate), ordered));
   }
 
   trim(offset: number, length: number, fua = false): Promise<void> {
-    return this.inPieces(offset, length, (o, l, umbrella) =>
-      this.mutate('trim', 'host', o, l, fua, undefined, undefined, () => this.deps.store.trim(o, l), umbrella));
+    return this.inPieces(offset, length, (o, l, ordered) =>
+      this.mutate('trim', 'host', o, l, fua, undefined, undefined, () => this.deps.store.trim(o, l), ordered));
   }
 
   /**
@@ -257,29 +257,24 @@ export class Volume {
    * many extents hot at once, so such a range is applied in extent-aligned pieces, one after another.
    */
   private async inPieces(offset: number, length: number,
-    apply: (offset: number, length: number, umbrella: InFlightWrite | undefined) => Promise<void>): Promise<void> {
+    apply: (offset: number, length: number, ordered: boolean) => Promise<void>): Promise<void> {
     const extentBytes = this.log.config.extentTracks * this.geometry.trackBytes;
     const pieceBytes = extentBytes * Math.max(1, Math.floor(this.log.config.maxActiveExtents / 2));
-    if (length <= pieceBytes || !Number.isSafeInteger(offset) || !Number.isSafeInteger(length)) return apply(offset, length, undefined);
-    // The whole range takes its place in the write ordering now, as one write would: a later
-    // overlapping write waits for every piece, and the pieces wait for earlier writes only.
-    const earlier: Promise<void>[] = [];
-    for (const w of this.inFlight) if (w.start < offset + length && offset < w.end) earlier.push(w.done);
-    let finish!: () => void;
-    const umbrella: InFlightWrite = { start: offset, end: offset + length, done: new Promise<void>((r) => { finish = r; }) };
-    this.inFlight.add(umbrella);
+    if (length <= pieceBytes || !Number.isSafeInteger(offset) || !Number.isSafeInteger(length)) return apply(offset, length, false);
+    // The whole range takes its place in the write ordering now, as one write would (lockRange
+    // registers it before it waits): a later overlapping write waits for every piece, and the
+    // pieces, already ordered, wait for no one.
+    const release = await this.lockRange(offset, length);
     try {
-      if (earlier.length > 0) await Promise.all(earlier);
       let at = offset;
       const end = offset + length;
       while (at < end) {
         const next = Math.min(end, (Math.floor(at / extentBytes) * extentBytes) + pieceBytes);
-        await apply(at, next - at, umbrella);
+        await apply(at, next - at, true);
         at = next;
       }
     } finally {
-      this.inFlight.delete(umbrella);
-      finish();
+      release();
     }
   }
 
@@ -304,8 +299,8 @@ export class Volume {
 
   /** Zeroes for internal copies (a zeroed range shipped as a marker); may punch a hole. */
   internalZero(offset: number, length: number, options: InternalWriteOptions = {}): Promise<void> {
-    return this.inPieces(offset, length, (o, l, umbrella) => this.mutate('zero', options.source ?? 'copy', o, l, false, undefined,
-      options.skipPosition, () => this.deps.store.writeZeroes(o, l, false), umbrella));
+    return this.inPieces(offset, length, (o, l, ordered) => this.mutate('zero', options.source ?? 'copy', o, l, false, undefined,
+      options.skipPosition, () => this.deps.store.writeZeroes(o, l, false), ordered));
   }
 
   /**
@@ -369,8 +364,8 @@ export class Volume {
   private async mutate(
     kind: WriteKind, source: WriteSource, offset: number, length: number, fua: boolean,
     data: Uint8Array | undefined, skipPosition: string | undefined, apply: () => Promise<void>,
-    /** The whole-range entry of a large zero/trim this is a piece of: already ordered and admitted. */
-    umbrella?: InFlightWrite,
+    /** A piece of a large zero/trim whose whole range is already ordered and admitted. */
+    ordered = false,
   ): Promise<void> {
     const started = this.deps.nowMs();
     const host = source === 'host';
@@ -385,24 +380,26 @@ export class Volume {
         `a ${length}-byte write spans more than the activity log's ${this.log.config.maxActiveExtents} extents`,
         { volume: this.name, offset, length });
     }
-    if (host) {
-      while (this.gate && !umbrella) await this.gate;
-      for (const h of this.hooks) await h.beforeHostWrite?.(first, last, 'host');
-    } else if (source === 'replica') {
-      // Replica writes wait at write windows and go through the same hooks as host writes, one
-      // after another: unlike a host's concurrent writes, their order is the source's and is kept.
-      const admitted = this.replicaAdmission.then(async () => {
-        while (this.gate && !umbrella) await this.gate;
-        for (const h of this.hooks) await h.beforeHostWrite?.(first, last, 'replica');
-      });
-      this.replicaAdmission = admitted.catch(() => undefined);
-      await admitted;
+    if (source !== 'copy') {
+      const pass = async (): Promise<void> => {
+        while (this.gate && !ordered) await this.gate;
+        for (const h of this.hooks) await h.beforeHostWrite?.(first, last, source);
+      };
+      if (host) {
+        await pass();
+      } else {
+        // Replica writes wait at write windows and go through the same hooks as host writes, one
+        // after another: unlike a host's concurrent writes, their order is the source's and is kept.
+        const admitted = this.replicaAdmission.then(pass);
+        this.replicaAdmission = admitted.catch(() => undefined);
+        await admitted;
+      }
     }
 
     // Overlapping writes apply in arrival order: wait for every earlier one that overlaps. A piece of
     // a large zero/trim already waited, as a whole, for the writes before it (and later ones wait for it).
     const earlier: Promise<void>[] = [];
-    if (!umbrella) for (const w of this.inFlight) if (w.start < offset + length && offset < w.end) earlier.push(w.done);
+    if (!ordered) for (const w of this.inFlight) if (w.start < offset + length && offset < w.end) earlier.push(w.done);
     let finish!: () => void;
     const entry: InFlightWrite = { start: offset, end: offset + length, done: new Promise<void>((r) => { finish = r; }) };
     this.inFlight.add(entry);
