@@ -135,7 +135,7 @@ class Cycle {
   commitSentAtMs: number | null = null;
   hadSpill = false;
 
-  constructor(readonly cycle: number, readonly tag: number) {}
+  constructor(readonly cycle: number, public tag: number) {}
 
   stats(): CycleStats {
     return { cycle: this.cycle, tag: this.tag, records: this.entries.size, bytes: this.bytes, openWrites: this.openWrites };
@@ -160,8 +160,11 @@ export class R1Cycles {
   private diskRecords = 0;
   private fallenBack = false;
   private readonly releasedSpill: number[] = [];
+  /** Who decides switches now: starts as config.mode; a pair joins or leaves a group mid-stream. */
+  private mode: 'standalone' | 'group';
 
   constructor(private readonly config: R1CyclesConfig, start: R1Start) {
+    this.mode = config.mode;
     this.recordBytes = config.recordBytes ?? 4096;
     assertInteger(config.volumeBytes, 'volumeBytes');
     assert(config.volumeBytes > 0 && config.volumeBytes % this.recordBytes === 0, 'volume is whole records');
@@ -176,9 +179,11 @@ export class R1Cycles {
   }
 
   private tagFor(cycle: number, tag: number | undefined): number {
-    if (this.config.mode === 'standalone') {
-      if (tag !== undefined && tag !== cycle) throw invalidArgument('a standalone pair tags each cycle with its number');
-      return cycle;
+    if (this.mode === 'standalone') {
+      // A pair that left a group keeps its tags growing past the group's.
+      const own = this.capture === undefined ? cycle : Math.max(cycle, this.capture.tag + 1);
+      if (tag !== undefined && tag !== own) throw invalidArgument('a standalone pair tags its cycles itself');
+      return own;
     }
     if (tag === undefined) throw invalidArgument('a group member needs the coordinator tag for each cycle');
     assertInteger(tag, 'tag');
@@ -256,7 +261,7 @@ export class R1Cycles {
   switchBlockers(nowMs: number): SwitchBlocker[] {
     const out: SwitchBlocker[] = [];
     if (this.fallenBack) return ['fallen-back'];
-    if (this.config.mode === 'standalone' && nowMs - this.lastSwitchMs < this.config.cycleMs) out.push('cycle-time');
+    if (this.mode === 'standalone' && nowMs - this.lastSwitchMs < this.config.cycleMs) out.push('cycle-time');
     if (this.committing) out.push('commit-unacked');
     const t = this.transmit;
     if (t) {
@@ -496,6 +501,31 @@ export class R1Cycles {
   /** Cycles whose spill slots the caller may delete now (their data is no longer needed). Drains the list. */
   takeReleasedSpill(): number[] {
     return this.releasedSpill.splice(0);
+  }
+
+  // ---- group membership ---------------------------------------------------------------------
+
+  /**
+   * The pair joins a consistency group (no group window is open): from now on the coordinator
+   * switches cycles and tags them. The capture cycle takes the group's current capture tag: it
+   * ends at the group's next switch, like every other member's. Earlier cycles keep their own tags
+   * (they end at no group boundary); returns the capture cycle, the first one with a group tag.
+   */
+  enterGroup(tag: number): number {
+    if (this.fallenBack) throw invalidState('ordered replication fell back to bitmaps');
+    assertInteger(tag, 'tag');
+    this.mode = 'group';
+    this.capture.tag = tag;
+    return this.capture.cycle;
+  }
+
+  /** The pair leaves its group: it switches on its own timer again, tags growing past the group's. */
+  leaveGroup(): void {
+    this.mode = 'standalone';
+  }
+
+  get switchMode(): 'standalone' | 'group' {
+    return this.mode;
   }
 
   // ---- suspension -----------------------------------------------------------------------------
