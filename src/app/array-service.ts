@@ -20,6 +20,7 @@ import { PeerRegistry, type PeerRecord } from './replication/peer-registry.js';
 import { PeerRpc } from './replication/peer-rpc.js';
 import { PairManager } from './replication/pair-manager.js';
 import type { PairTimeouts } from './replication/pair-runtime.js';
+import { GroupManager } from './group/group-manager.js';
 
 export interface ArrayDeps {
   readonly name: string;
@@ -64,6 +65,8 @@ export class ArrayService {
   readonly clones: CloneManager;
   readonly peers: PeerRegistry;
   readonly pairs: PairManager;
+  /** Consistency groups: the ones this array coordinates and its pairs' memberships. Set by open(). */
+  groups!: GroupManager;
   private readonly links: PeerLinks;
   private readonly rpc: PeerRpc;
 
@@ -111,6 +114,11 @@ export class ArrayService {
     await service.peers.load();
     for (const p of service.peers.list()) service.links.addPeer(linkPeer(p));
     await service.pairs.load(service.volumeNames());
+    service.groups = await GroupManager.open({
+      arrayName: deps.name, pairs: service.pairs, rpc: service.rpc, meta: deps.meta, timers: REAL_TIMERS, nowMs: deps.nowMs,
+      peers: () => service.peers.list().map((p) => p.name),
+      onEvent: (message, fields) => deps.onEvent?.(message, fields),
+    });
     return service;
   }
 
@@ -288,6 +296,7 @@ export class ArrayService {
   }
 
   async abandon(): Promise<void> {
+    this.groups.close();
     await this.pairs.close();
     this.rpc.close();
     await this.clones.abandon();
@@ -296,6 +305,7 @@ export class ArrayService {
   }
 
   async close(): Promise<void> {
+    this.groups.close();
     await this.pairs.close();
     this.rpc.close();
     await this.clones.close();

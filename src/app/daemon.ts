@@ -19,6 +19,7 @@ import { nativeFs } from '../adapters/fs/native.js';
 import { LinkNetwork } from '../adapters/net/link-network.js';
 import { linksOver } from './replication/link-peers.js';
 import { replicationBackend } from './replication/replication-backend.js';
+import { groupBackend } from './group/group-backend.js';
 
 export interface HostPort {
   readonly host: string;
@@ -92,6 +93,7 @@ function apiBackend(service: ArrayService, metrics: ArrayMetrics, logger: Logger
     metrics: () => metrics.render(),
     clones: service.clones,
     replication: replicationBackend(service),
+    groups: groupBackend(() => service.groups),
   };
 }
 

@@ -9,6 +9,7 @@ import { registerVolumeCommands } from '../cli/volume-commands.js';
 import { registerArrayCommands } from '../cli/array-commands.js';
 import { registerCloneCommands } from '../cli/clone-commands.js';
 import { registerReplicationCommands } from '../cli/replication-commands.js';
+import { registerGroupCommands } from '../cli/group-commands.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const version = (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string }).version;
@@ -35,6 +36,7 @@ registerArrayCommands(program, run, version);
 registerVolumeCommands(program, run);
 registerCloneCommands(program, run);
 registerReplicationCommands(program, run);
+registerGroupCommands(program, run);
 
 try {
   await program.parseAsync(process.argv);

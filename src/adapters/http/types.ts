@@ -4,6 +4,7 @@ import type { VolumeState } from '../../core/volume/state.js';
 import type { ArrayInfo, VolumeView } from './schemas.js';
 import type { CloneBackend } from './clone-routes.js';
 import type { ReplicationBackend } from './replication-routes.js';
+import type { GroupBackend } from './group-routes.js';
 
 export interface ChangeBitmap {
   count(): number;
@@ -26,6 +27,7 @@ export interface ApiBackend {
   metrics(): Promise<{ contentType: string; body: string }>;
   readonly clones: CloneBackend;
   readonly replication: ReplicationBackend;
+  readonly groups: GroupBackend;
 }
 
 export interface ApiLogger {

@@ -10,6 +10,7 @@ import type { ByteRange } from '../../core/replication/cycles/record-ranges.js';
 import { ErrorCode, TidemarkError, isTidemarkError } from '../../core/errors.js';
 import type { MetaStore } from '../../ports/meta-store.js';
 import type { Volume } from '../volume/volume.js';
+import type { MemberRecoveryInput, RecoveryAction } from '../../core/group/group-recovery.js';
 import type { PeerRpc } from './peer-rpc.js';
 
 export const DEFAULT_CYCLE_MS = 1000;
@@ -55,6 +56,8 @@ export interface R1AsyncHost {
   readonly peer: string;
   readonly pairId: string;
   readonly cycleMs: number;
+  /** A consistency group member: its coordinator switches the cycles, starting at this tag. */
+  readonly groupTag?: number;
   nowMs(): number;
   /** The cycles fell back (over the capture limit): these tracks are owed through the bitmaps. */
   fellBack(tracks: readonly number[]): void;
@@ -79,10 +82,12 @@ export class R1Async {
   constructor(private readonly host: R1AsyncHost, firstCycle: number) {
     const g = host.volume.geometry;
     this.cycles = new R1Cycles({
-      volumeBytes: g.sizeBytes, trackBytes: g.trackBytes, recordBytes: g.recordBytes, cycleMs: host.cycleMs, mode: 'standalone',
+      volumeBytes: g.sizeBytes, trackBytes: g.trackBytes, recordBytes: g.recordBytes, cycleMs: host.cycleMs,
+      mode: host.groupTag === undefined ? 'standalone' : 'group',
       memoryBudgetBytes: CAPTURE_LIMIT_BYTES, captureLimitBytes: CAPTURE_LIMIT_BYTES, maxBatchRecords: 64, maxInflightRecords: 1024,
-    }, { cycle: firstCycle, nowMs: host.nowMs() });
+    }, { cycle: firstCycle, nowMs: host.nowMs(), ...(host.groupTag === undefined ? {} : { tag: host.groupTag }) });
     this.lastCommitAcked = firstCycle - 1;
+    if (host.groupTag !== undefined) this.groupFromCycle = firstCycle;
     this.cycleStartMs.set(firstCycle, host.nowMs());
   }
 
@@ -172,11 +177,39 @@ export class R1Async {
     this.host.fellBack([...all]);
   }
 
-  /** Switches when allowed and sends what is due; called by a timer and after every answer. */
+  /** The first cycle tagged by the group's coordinator (null: not in a group). */
+  get groupFrom(): number | null {
+    return this.groupFromCycle;
+  }
+
+  private groupFromCycle: number | null = null;
+
+  /** The pair joined a group mid-stream (no group window is open); returns the first group-tagged cycle. */
+  enterGroup(tag: number): number {
+    this.groupFromCycle = this.cycles.enterGroup(tag);
+    return this.groupFromCycle;
+  }
+
+  leaveGroup(): void {
+    this.groupFromCycle = null;
+    this.cycles.leaveGroup();
+  }
+
+  /** Group member: the coordinator's switch (inside the member's write window). Idempotent per tag. */
+  switchTo(tag: number): void {
+    if (this.stopped) throw new TidemarkError(ErrorCode.InvalidState, 'the cycles fell back to bitmaps');
+    if (this.cycles.captureTag >= tag) return;
+    const now = this.host.nowMs();
+    const switched = this.cycles.switchCycle(now, tag);
+    this.cycleStartMs.set(switched.captureCycle, now);
+    this.pump();
+  }
+
+  /** Switches when allowed (standalone) and sends what is due; called by a timer and after every answer. */
   pump(): void {
     if (this.stopped) return;
     const now = this.host.nowMs();
-    if (this.cycles.canSwitch(now)) {
+    if (this.cycles.switchMode === 'standalone' && this.cycles.canSwitch(now)) {
       const switched = this.cycles.switchCycle(now);
       this.cycleStartMs.set(switched.captureCycle, now);
     }
@@ -235,24 +268,31 @@ export class R2Async {
   private readonly persisted = new Map<number, PersistedCycle>();
   private busy: Promise<void> = Promise.resolve();
   stopped = false;
+  /** A group recovery is deciding: R1's messages are ignored so the state it reads stays put. */
+  private frozen = false;
   /** A cycle is being written to the volume: R2's image is between two boundaries. */
   applying = false;
 
-  private constructor(private readonly host: R2AsyncHost, readonly cycles: R2Cycles) {}
+  private constructor(
+    private readonly host: R2AsyncHost,
+    readonly cycles: R2Cycles,
+    /** The first cycle tagged by a consistency group's coordinator (null: not a group member). */
+    private groupFromCycle: number | null,
+  ) {}
 
   /** A fresh start at R1's first cycle: whatever earlier cycles left is dropped. */
-  static async start(host: R2AsyncHost, firstCycle: number): Promise<R2Async> {
+  static async start(host: R2AsyncHost, firstCycle: number, groupFrom: number | null = null): Promise<R2Async> {
     await R2Async.dropAll(host);
-    await host.meta.write(appliedKey(host.pairId), encodeJson({ appliedCycle: firstCycle - 1, appliedTag: null }));
+    await host.meta.write(appliedKey(host.pairId), encodeJson({ appliedCycle: firstCycle - 1, appliedTag: null, groupFrom }));
     const g = host.volume.geometry;
-    return new R2Async(host, new R2Cycles({ volumeBytes: g.sizeBytes, recordBytes: g.recordBytes }, { appliedCycle: firstCycle - 1, appliedTag: null }));
+    return new R2Async(host, new R2Cycles({ volumeBytes: g.sizeBytes, recordBytes: g.recordBytes }, { appliedCycle: firstCycle - 1, appliedTag: null }), groupFrom);
   }
 
   /** After a restart: undefined when the pair never ran cycles. */
   static async recover(host: R2AsyncHost): Promise<R2Async | undefined> {
     const appliedBytes = await host.meta.read(appliedKey(host.pairId));
     if (!appliedBytes) return undefined;
-    const applied = JSON.parse(new TextDecoder().decode(appliedBytes)) as { appliedCycle: number; appliedTag: number | null };
+    const applied = JSON.parse(new TextDecoder().decode(appliedBytes)) as { appliedCycle: number; appliedTag: number | null; groupFrom?: number | null };
     const cycles: PersistedCycle[] = [];
     for (const key of await host.meta.list(`cycles/${host.pairId}/`)) {
       if (key === appliedKey(host.pairId)) continue;
@@ -272,7 +312,7 @@ export class R2Async {
     }
     const g = host.volume.geometry;
     const r2 = new R2Async(host, R2Cycles.recover({ volumeBytes: g.sizeBytes, recordBytes: g.recordBytes },
-      { appliedCycle: applied.appliedCycle, appliedTag: applied.appliedTag, cycles }));
+      { appliedCycle: applied.appliedCycle, appliedTag: applied.appliedTag, cycles }), applied.groupFrom ?? null);
     for (const c of cycles) r2.persisted.set(c.cycle, c);
     r2.drain();
     return r2;
@@ -298,7 +338,7 @@ export class R2Async {
   }
 
   handle(message: R1Message): void {
-    if (this.stopped) return;
+    if (this.stopped || this.frozen) return;
     this.cycles.handle(message);
     this.drain();
   }
@@ -341,7 +381,7 @@ export class R2Async {
         await Promise.all(action.records.flatMap((r) => r.ranges.map((range) =>
           host.volume.internalWrite(r.record * host.volume.geometry.recordBytes + range.start, r.data.slice(range.start, range.end), options))));
         await host.volume.internalFlush();
-        await host.meta.write(appliedKey(host.pairId), encodeJson({ appliedCycle: action.cycle, appliedTag: action.tag }));
+        await host.meta.write(appliedKey(host.pairId), encodeJson({ appliedCycle: action.cycle, appliedTag: action.tag, groupFrom: this.groupFromCycle }));
         await host.meta.delete(cycleKey(host.pairId, action.cycle));
         this.persisted.delete(action.cycle);
         this.applying = false;
@@ -355,6 +395,60 @@ export class R2Async {
       }
     }
     this.drain();
+  }
+
+  // ---- consistency groups ----
+
+  get groupFrom(): number | null {
+    return this.groupFromCycle;
+  }
+
+  /** R1 joined (or left: null) a group: cycles from `cycle` on carry the coordinator's tags. */
+  setGroupFrom(cycle: number | null): Promise<void> {
+    this.groupFromCycle = cycle;
+    // Through the action chain: an apply writes the same record and must not write an older value after it.
+    const done = this.busy.then(() => this.host.meta.write(appliedKey(this.host.pairId),
+      encodeJson({ appliedCycle: this.cycles.appliedCycle, appliedTag: this.cycles.appliedTag, groupFrom: this.groupFromCycle })));
+    this.busy = done.catch((error: unknown) => this.host.onError(error));
+    return done;
+  }
+
+  /** Group recovery, step 1: stop taking R1's messages and finish what is in progress. */
+  async freeze(): Promise<void> {
+    this.frozen = true;
+    await this.settle();
+  }
+
+  unfreeze(): void {
+    this.frozen = false;
+  }
+
+  /** What the group decision needs; cycles before the member joined carry no group tag. */
+  groupRecoveryInput(member: string): MemberRecoveryInput {
+    const s = this.cycles.recoveryState();
+    const from = this.groupFromCycle;
+    const grouped = (cycle: number): boolean => from !== null && cycle >= from;
+    const r = s.received;
+    return {
+      member,
+      committedTag: grouped(s.committedCycle) ? s.committedTag : null,
+      received: r === null ? null : grouped(r.cycle) && r.complete ? { tag: r.tag, complete: true } : { tag: r.tag !== null && grouped(r.cycle) ? r.tag : null, complete: false },
+    };
+  }
+
+  /** Group recovery, step 2: apply or discard the complete received cycle, finish applying, take nothing more from R1. */
+  async resolveForGroup(action: RecoveryAction): Promise<void> {
+    this.cycles.resolveAfterDisaster(action);
+    this.drain();
+    await this.settle();
+  }
+
+  private async settle(): Promise<void> {
+    for (;;) {
+      const b = this.busy;
+      await b;
+      if (b === this.busy) return;
+    }
   }
 
   private async write(cycle: PersistedCycle): Promise<void> {

@@ -330,6 +330,30 @@ export class PairManager {
     return this.status(pair);
   }
 
+  /**
+   * A consistency group let this R1 go (evicted, or its coordinator vanished mid-switch): the cycles
+   * fall back to the bitmaps and the pair suspends at once — no resync starts, so R2 keeps the last
+   * cycle boundary it holds. The caller may release a write window as soon as this returns.
+   */
+  suspendForGroup(pair: string, reason: string): Promise<void> {
+    const r = this.runtime(pair);
+    r.lastError = reason;
+    r.group = undefined;
+    if (r.record.role !== 'R1' || r.record.intent !== 'replicating') return Promise.resolve();
+    // save() stops the cycles before its first await: no write after this point is captured.
+    const saved = this.save(r, { ...r.record, intent: 'suspended' });
+    this.host.onEvent('pair suspended by its consistency group', { pair: r.record.id, reason });
+    return (async () => {
+      await saved;
+      await this.applyAccess(r);
+      try {
+        await this.rpc.request(r.record.peer, { op: 'pair.set-intent', pair: r.record.id, intent: 'suspended', generation: r.record.generation }, [], CONTROL_TIMEOUT_MS);
+      } catch {
+        // R2 learns it when the link returns; it takes nothing from a suspended R1 meanwhile.
+      }
+    })();
+  }
+
   private async commandOnR2(r: PairRuntime, command: PairCommand): Promise<PairStatus> {
     if (r.linkUp) {
       await this.rpc.request(r.record.peer, { op: 'pair.command', pair: r.record.id, command }, [], CONTROL_TIMEOUT_MS * 4);
@@ -541,7 +565,8 @@ export class PairManager {
    */
   private async startCycles(r: PairRuntime): Promise<void> {
     const ready = (): boolean => r.record.role === 'R1' && r.record.mode === 'async' && r.record.intent === 'replicating' &&
-      !r.capturing && !r.startingAsync && !r.needsProtection && r.linkUp && !r.peerMissing && !r.retired && r.quiet;
+      !r.capturing && !r.startingAsync && !r.needsProtection && r.linkUp && !r.peerMissing && !r.retired && r.quiet &&
+      (r.group === undefined || r.group.tag !== undefined);
     if (!ready()) return;
     r.startingAsync = true;
     const release = await r.volume.holdWrites();
@@ -552,12 +577,17 @@ export class PairManager {
       await r.volume.persistBitmaps();
       if (!r.quiet || r.hasUndurableClears) return;
       const first = r.nextCycle;
-      await this.rpc.request(r.record.peer, { op: 'pair.cycles-start', pair: r.record.id, cycle: first }, [], CONTROL_TIMEOUT_MS);
-      // The mode or intent may have changed while R2 was answering: then no cycles after all.
-      if (r.record.mode !== 'async' || r.record.intent !== 'replicating' || r.retired || !r.quiet) return;
+      // A group member's first cycle carries the group's current tag: the coordinator cannot switch
+      // the group while this member is not ready, so the tag last heard is still current.
+      const groupTag = r.group?.tag;
+      await this.rpc.request(r.record.peer,
+        { op: 'pair.cycles-start', pair: r.record.id, cycle: first, groupFrom: groupTag === undefined ? null : first }, [], CONTROL_TIMEOUT_MS);
+      // The mode, intent or membership may have changed while R2 was answering: then no cycles after all.
+      if (r.record.mode !== 'async' || r.record.intent !== 'replicating' || r.retired || !r.quiet || r.group?.tag !== groupTag) return;
       const runtime = r;
       r.asyncR1 = new R1Async({
         volume: r.volume, rpc: this.rpc, peer: r.record.peer, pairId: r.record.id, cycleMs: r.record.cycleMs, nowMs: this.host.nowMs,
+        ...(groupTag === undefined ? {} : { groupTag }),
         fellBack: (tracks) => runtime.cyclesFellBack(tracks),
         committed: (tracks, busy) => runtime.cyclesCommitted(tracks, busy),
       }, first);
@@ -650,6 +680,16 @@ export class PairManager {
   }
 
   // ---- requests from peers ----
+
+  /** The local half of the pair with this id (and, when given, paired with `peer`). */
+  halfById(pairId: string, peer?: string): PairRuntime | undefined {
+    for (const r of this.pairs.values()) if (r.record.id === pairId && (peer === undefined || r.record.peer === peer)) return r;
+    return undefined;
+  }
+
+  halves(): PairRuntime[] {
+    return [...this.pairs.values()];
+  }
 
   private halfFor(peer: string, header: Readonly<Record<string, unknown>>, role?: 'R1' | 'R2'): PairRuntime {
     const id = header.pair;
@@ -790,8 +830,10 @@ export class PairManager {
     rpc.handle('pair.cycles-start', async (peer, h) => {
       const r = this.halfFor(peer, h, 'R2');
       if (!Number.isSafeInteger(h.cycle) || (h.cycle as number) < 1) throw invalidArgument('bad pair.cycles-start');
+      const groupFrom = typeof h.groupFrom === 'number' ? h.groupFrom : null;
+      if (groupFrom !== null && groupFrom !== h.cycle) throw invalidArgument('bad pair.cycles-start');
       await this.stopR2Cycles(r);
-      r.asyncR2 = await R2Async.start(this.r2CyclesHost(r), h.cycle as number);
+      r.asyncR2 = await R2Async.start(this.r2CyclesHost(r), h.cycle as number, groupFrom);
       return { header: {}, segments: [] };
     });
     rpc.handle('pair.cycle', async (peer, h, segments) => {

@@ -91,6 +91,12 @@ export class PairRuntime {
   /** R2: a graceful stop of its cycles in progress (apply what was committed, drop the rest). */
   stoppingR2: Promise<void> | undefined;
   startingAsync = false;
+  /**
+   * R1 in a consistency group: the coordinator switches its cycles. `tag` is the group's capture tag
+   * as last heard from the coordinator; unknown after a restart until it asks again, and cycles do
+   * not start before (they must begin with the group's current tag).
+   */
+  group: { readonly name: string; tag: number | undefined } | undefined;
 
   /** The first cycle of the next start (cycle numbers never repeat within a process). */
   get nextCycle(): number {

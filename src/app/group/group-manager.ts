@@ -1,0 +1,222 @@
+// Consistency groups on this array (SPEC §5): the groups it coordinates, and its pair halves'
+// membership. `group show` given to a member's array is answered by asking the coordinator.
+import { ErrorCode, TidemarkError, invalidArgument, invalidState, notFound } from '../../core/errors.js';
+import { decodeJson, encodeJson } from '../../core/lib/checksummed-record.js';
+import { checkGroupName, memberKey, parseGroupRecord, type GroupMemberRef, type GroupRecord } from '../../core/group/group-record.js';
+import { CoordinatedGroup } from './coordinated-group.js';
+import { GroupMemberSide, type GroupMemberHost, type GroupRecoveryReport, type MemberAnswer, type MemberCommand, type MemberStatus } from './group-member.js';
+
+export const DEFAULT_GROUP_CYCLE_MS = 1000;
+export const MIN_GROUP_CYCLE_MS = 100;
+const CONTROL_TIMEOUT_MS = 10_000;
+/** `group add` / `group remove` wait this long for the table to reach every member. */
+const MEMBERSHIP_WAIT_MS = 20_000;
+
+export interface GroupMemberView extends GroupMemberRef {
+  readonly member: string;
+  readonly status: MemberStatus | null;
+  /** Why the status is missing (array unreachable…). */
+  readonly error: string | null;
+}
+
+export interface GroupView {
+  readonly name: string;
+  readonly coordinator: string;
+  readonly cycleMs: number;
+  /** waiting, polling, opening, switching, closing or reconfiguring. */
+  readonly phase: string;
+  /** The group's current capture tag. */
+  readonly tag: number;
+  readonly switches: number;
+  /** Members the coordinator is waiting for (who holds the group back). */
+  readonly waitingFor: string[];
+  /** The largest member lag: the group's R2 images are as old as the oldest. */
+  readonly lagSeconds: number;
+  readonly members: GroupMemberView[];
+  readonly evicted: Array<{ member: string; reason: string }>;
+}
+
+const recordKey = (name: string): string => `group/${name}`;
+
+export class GroupManager {
+  readonly member: GroupMemberSide;
+  private readonly coordinated = new Map<string, CoordinatedGroup>();
+
+  private constructor(private readonly host: GroupMemberHost) {
+    this.member = new GroupMemberSide(host);
+    this.registerHandlers();
+  }
+
+  static async open(host: GroupMemberHost): Promise<GroupManager> {
+    const manager = new GroupManager(host);
+    await manager.member.load();
+    for (const key of await host.meta.list('group/')) {
+      const bytes = await host.meta.read(key);
+      if (!bytes) continue;
+      const record = parseGroupRecord(decodeJson(bytes, key), key);
+      if (record.coordinator === host.arrayName) manager.startCoordinating(record);
+    }
+    return manager;
+  }
+
+  close(): void {
+    for (const g of this.coordinated.values()) g.close();
+  }
+
+  private startCoordinating(record: GroupRecord): CoordinatedGroup {
+    const group = new CoordinatedGroup({
+      arrayName: this.host.arrayName, timers: this.host.timers, nowMs: this.host.nowMs,
+      save: (r) => this.host.meta.write(recordKey(r.name), encodeJson(r)),
+      deliver: (m, command) => this.deliver(m, command),
+      onEvent: this.host.onEvent,
+    }, record);
+    this.coordinated.set(record.name, group);
+    return group;
+  }
+
+  private async deliver(m: GroupMemberRef, command: MemberCommand): Promise<MemberAnswer> {
+    if (m.array === this.host.arrayName) return this.member.command(m.volume, command);
+    const reply = await this.host.rpc.request(m.array, { op: 'group.command', volume: m.volume, command }, [], CONTROL_TIMEOUT_MS);
+    return reply.header.answer as MemberAnswer;
+  }
+
+  private coordinatedGroup(name: string): CoordinatedGroup {
+    const g = this.coordinated.get(name);
+    if (g) return g;
+    const known = this.member.knownGroups().find((t) => t.group === name);
+    if (known) throw invalidState(`group ${name} is coordinated by ${known.coordinator}; give the command there`, { group: name, coordinator: known.coordinator });
+    throw notFound(`no group named ${JSON.stringify(name)} on ${this.host.arrayName}`, { group: name });
+  }
+
+  // ---- commands ----
+
+  async create(name: string, cycleMs = DEFAULT_GROUP_CYCLE_MS): Promise<GroupView> {
+    checkGroupName(name);
+    if (!Number.isSafeInteger(cycleMs) || cycleMs < MIN_GROUP_CYCLE_MS) throw invalidArgument(`--cycle-ms must be a whole number of at least ${MIN_GROUP_CYCLE_MS}`);
+    if (this.coordinated.has(name) || this.member.knownGroups().some((t) => t.group === name)) {
+      throw new TidemarkError(ErrorCode.AlreadyExists, `group ${name} already exists`, { group: name });
+    }
+    const record: GroupRecord = { name, coordinator: this.host.arrayName, cycleMs, members: [], tag: 0 };
+    await this.host.meta.write(recordKey(name), encodeJson(record));
+    this.startCoordinating(record);
+    this.host.onEvent('group created', { group: name, cycleMs });
+    return this.show(name);
+  }
+
+  async delete(name: string): Promise<void> {
+    const g = this.coordinatedGroup(name);
+    if (g.record.members.length > 0) throw invalidState(`group ${name} still has ${g.record.members.length} member(s); remove them first`);
+    g.close();
+    this.coordinated.delete(name);
+    await this.host.meta.delete(recordKey(name));
+    this.host.onEvent('group deleted', { group: name });
+  }
+
+  /**
+   * Adds the pair whose R1 half is `volume` on `array` (this array by default). Given to a member's
+   * array that does not coordinate the group, it is passed on to the coordinator.
+   */
+  async add(name: string, volume: string, array = this.host.arrayName): Promise<GroupView> {
+    if (!this.coordinated.has(name) && array === this.host.arrayName) {
+      const coordinator = await this.locate(name);
+      const reply = await this.host.rpc.request(coordinator, { op: 'group.add', group: name, volume }, [], MEMBERSHIP_WAIT_MS + CONTROL_TIMEOUT_MS);
+      return reply.header.view as GroupView;
+    }
+    const g = this.coordinatedGroup(name);
+    const key = memberKey({ array, volume });
+    if (g.record.members.some((m) => memberKey(m) === key)) throw new TidemarkError(ErrorCode.AlreadyExists, `${key} is already in group ${name}`);
+    const ref = array === this.host.arrayName
+      ? this.member.memberInfo(volume, name)
+      : (await this.host.rpc.request(array, { op: 'group.member-info', volume, group: name }, [], CONTROL_TIMEOUT_MS)).header.member as GroupMemberRef;
+    await g.join(ref);
+    await this.waitSettled(g, () => g.isMember(key) || g.evictions.has(key));
+    if (!g.isMember(key)) throw new TidemarkError(ErrorCode.Unavailable, `${key} did not store the membership table: ${g.evictions.get(key) ?? 'no answer'}`);
+    this.host.onEvent('group member added', { group: name, member: key });
+    return this.show(name);
+  }
+
+  async remove(name: string, volume: string, array = this.host.arrayName): Promise<GroupView> {
+    if (!this.coordinated.has(name) && array === this.host.arrayName) {
+      const coordinator = this.member.knownGroups().find((t) => t.group === name)?.coordinator ?? await this.locate(name);
+      const reply = await this.host.rpc.request(coordinator, { op: 'group.remove', group: name, volume }, [], MEMBERSHIP_WAIT_MS + CONTROL_TIMEOUT_MS);
+      return reply.header.view as GroupView;
+    }
+    const g = this.coordinatedGroup(name);
+    const key = memberKey({ array, volume });
+    const ref = g.record.members.find((m) => memberKey(m) === key);
+    if (!ref) throw notFound(`${key} is not in group ${name}`);
+    await g.leave(ref);
+    await this.waitSettled(g, () => !g.isMember(key));
+    this.host.onEvent('group member removed', { group: name, member: key });
+    return this.show(name);
+  }
+
+  private async waitSettled(g: CoordinatedGroup, done: () => boolean): Promise<void> {
+    const deadline = this.host.nowMs() + MEMBERSHIP_WAIT_MS;
+    while (!(done() && g.settled)) {
+      if (this.host.nowMs() > deadline) throw new TidemarkError(ErrorCode.Unavailable, `the membership of group ${g.record.name} did not settle within ${MEMBERSHIP_WAIT_MS / 1000} s`);
+      await new Promise<void>((resolve) => this.host.timers.after(20, resolve));
+    }
+  }
+
+  list(): Array<{ name: string; coordinator: string; members: number; coordinatedHere: boolean }> {
+    const out = new Map<string, { name: string; coordinator: string; members: number; coordinatedHere: boolean }>();
+    for (const t of this.member.knownGroups()) out.set(t.group, { name: t.group, coordinator: t.coordinator, members: t.members.length, coordinatedHere: false });
+    for (const g of this.coordinated.values()) out.set(g.record.name, { name: g.record.name, coordinator: this.host.arrayName, members: g.record.members.length, coordinatedHere: true });
+    return [...out.values()].sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  async show(name: string): Promise<GroupView> {
+    const g = this.coordinated.get(name);
+    if (!g) {
+      const known = this.member.knownGroups().find((t) => t.group === name);
+      if (!known) throw notFound(`no group named ${JSON.stringify(name)} on ${this.host.arrayName}`, { group: name });
+      const reply = await this.host.rpc.request(known.coordinator, { op: 'group.show', group: name }, [], CONTROL_TIMEOUT_MS);
+      return reply.header.view as GroupView;
+    }
+    const members = await Promise.all(g.record.members.map(async (m): Promise<GroupMemberView> => {
+      try {
+        const status = m.array === this.host.arrayName
+          ? this.member.memberStatus(m.volume)
+          : (await this.host.rpc.request(m.array, { op: 'group.member-status', volume: m.volume }, [], 2000)).header.status as MemberStatus;
+        return { ...m, member: memberKey(m), status, error: null };
+      } catch (error) {
+        return { ...m, member: memberKey(m), status: null, error: error instanceof Error ? error.message : String(error) };
+      }
+    }));
+    return {
+      name, coordinator: this.host.arrayName, cycleMs: g.record.cycleMs, phase: g.phase, tag: g.tag, switches: g.switchCount,
+      waitingFor: g.waitingFor(), lagSeconds: Math.max(0, ...members.map((m) => m.status?.lagSeconds ?? 0)), members,
+      evicted: [...g.evictions].map(([member, reason]) => ({ member, reason })),
+    };
+  }
+
+  recover(name: string, options: { dryRun: boolean; force: boolean }): Promise<GroupRecoveryReport> {
+    checkGroupName(name);
+    return this.member.recover(name, options);
+  }
+
+  /** Which peer coordinates the group (asked of every peer whose link is up). */
+  private async locate(name: string): Promise<string> {
+    const peers = this.host.peers().filter((p) => this.host.rpc.isUp(p));
+    const answers = await Promise.all(peers.map(async (p) => {
+      try {
+        const reply = await this.host.rpc.request(p, { op: 'group.locate', group: name }, [], 5000);
+        return reply.header.coordinates === true ? p : undefined;
+      } catch {
+        return undefined;
+      }
+    }));
+    const found = answers.find((p) => p !== undefined);
+    if (!found) throw notFound(`no group named ${JSON.stringify(name)} here or on a reachable peer of ${this.host.arrayName}`, { group: name });
+    return found;
+  }
+
+  private registerHandlers(): void {
+    const { rpc } = this.host;
+    rpc.handle('group.show', async (_peer, h) => ({ header: { view: await this.show(String(h.group)) }, segments: [] }));
+    rpc.handle('group.locate', async (_peer, h) => ({ header: { coordinates: this.coordinated.has(String(h.group)) }, segments: [] }));
+    rpc.handle('group.add', async (peer, h) => ({ header: { view: await this.add(String(h.group), String(h.volume), peer) }, segments: [] }));
+    rpc.handle('group.remove', async (peer, h) => ({ header: { view: await this.remove(String(h.group), String(h.volume), peer) }, segments: [] }));
+  }
+}

@@ -1,0 +1,402 @@
+// A consistency group as seen from one array's pair halves (SPEC §5): on an R1, the coordinator's
+// commands (ready?, open a write window, switch with a tag, close, store the membership table,
+// evict); on an R2, the membership table and, after a disaster, the recovery of its cycles.
+//
+// Write windows and a vanished coordinator: a member holds its window until the coordinator closes
+// it. If it does not within WINDOW_TIMEOUT_MS the coordinator is gone. A member that had not switched
+// in that window just closes it (its capture cycle is unchanged). One that had switched must not go
+// on capturing: a dependent write could then complete here and be followed by a write on a member
+// that has not switched, landing in an older cycle. It falls back to its bitmaps and suspends
+// (no resync), so its R2 keeps the last boundary it holds — and then closes the window.
+import { ErrorCode, TidemarkError, invalidArgument, invalidState, notFound } from '../../core/errors.js';
+import { memberKey, parseMembershipTable, type GroupMemberRef, type MembershipTable } from '../../core/group/group-record.js';
+import { decideGroupRecovery, type GroupRecoveryDecision, type MemberRecoveryInput, type RecoveryAction } from '../../core/group/group-recovery.js';
+import type { MetaStore } from '../../ports/meta-store.js';
+import type { Timers } from '../../ports/timers.js';
+import type { PairManager } from '../replication/pair-manager.js';
+import type { PairRuntime } from '../replication/pair-runtime.js';
+import type { PeerRpc } from '../replication/peer-rpc.js';
+
+/** Longer than the coordinator can keep a window open (opening + switching + closing, with retries). */
+export const WINDOW_TIMEOUT_MS = 8000;
+const CONTROL_TIMEOUT_MS = 10_000;
+
+/** A coordinator command as it travels to a member. */
+export type MemberCommand =
+  | { readonly kind: 'query-ready'; readonly tag: number }
+  | { readonly kind: 'open-window' }
+  | { readonly kind: 'switch'; readonly tag: number }
+  | { readonly kind: 'close-window' }
+  | { readonly kind: 'store-table'; readonly table: MembershipTable }
+  | { readonly kind: 'evict'; readonly reason: string };
+
+/** A member's answer (the coordinator adds which member it came from). */
+export type MemberAnswer =
+  | { readonly kind: 'ready'; readonly ready: boolean }
+  | { readonly kind: 'window-opened' }
+  | { readonly kind: 'switched'; readonly tag: number }
+  | { readonly kind: 'switch-failed'; readonly tag: number; readonly reason: string }
+  | { readonly kind: 'window-closed' }
+  | { readonly kind: 'table-stored'; readonly version: number }
+  | { readonly kind: 'evicted' };
+
+export interface MemberStatus {
+  readonly member: string;
+  readonly pairState: string;
+  readonly captureCycle: number | null;
+  readonly captureTag: number | null;
+  readonly transmitCycle: number | null;
+  /** The last cycle R2 committed (it applies it next): R2's image is R1's after it. */
+  readonly committedCycle: number | null;
+  readonly ready: boolean;
+  readonly lagSeconds: number;
+  readonly windowOpen: boolean;
+  readonly lastError: string | null;
+}
+
+export interface MemberRecovery {
+  readonly member: string;
+  readonly r2Array: string;
+  readonly r2Volume: string;
+  readonly input: MemberRecoveryInput;
+  /** After the action: R2's applied cycle and its tag. */
+  readonly appliedCycle?: number;
+  readonly appliedTag?: number | null;
+}
+
+export interface GroupRecoveryReport {
+  readonly group: string;
+  readonly decision: GroupRecoveryDecision;
+  readonly members: readonly MemberRecovery[];
+  /** False: nothing was changed (a dry run, or the group cannot reach one point). */
+  readonly carriedOut: boolean;
+}
+
+export interface GroupMemberHost {
+  readonly arrayName: string;
+  readonly pairs: PairManager;
+  readonly rpc: PeerRpc;
+  readonly meta: MetaStore;
+  readonly timers: Timers;
+  /** Names of this array's peers. */
+  peers(): string[];
+  nowMs(): number;
+  onEvent(message: string, fields: Record<string, unknown>): void;
+}
+
+interface Window {
+  release: (() => void) | undefined;
+  opened: Promise<void>;
+  switched: boolean;
+  cancelTimer: () => void;
+}
+
+const tableKey = (pairId: string): string => `group-member/${pairId}`;
+const encode = (value: unknown): Uint8Array => new TextEncoder().encode(JSON.stringify(value));
+
+export class GroupMemberSide {
+  private readonly windows = new Map<string, Window>();
+  /** Tables this array keeps, by pair id (R1 and R2 halves). */
+  private readonly tables = new Map<string, MembershipTable>();
+
+  constructor(private readonly host: GroupMemberHost) {
+    this.registerHandlers();
+  }
+
+  /** After the pairs loaded: R1 halves in a group wait for their coordinator before starting cycles. */
+  async load(): Promise<void> {
+    for (const key of await this.host.meta.list('group-member/')) {
+      const bytes = await this.host.meta.read(key);
+      if (!bytes) continue;
+      const table = parseMembershipTable(JSON.parse(new TextDecoder().decode(bytes)), key);
+      const pairId = key.slice('group-member/'.length);
+      const r = this.host.pairs.halfById(pairId);
+      if (!r) {
+        await this.host.meta.delete(key);
+        continue;
+      }
+      this.tables.set(pairId, table);
+      if (r.record.role === 'R1') r.group = { name: table.group, tag: undefined };
+    }
+  }
+
+  /** The group a local pair half belongs to, as its stored table says. */
+  tableOf(pairId: string): MembershipTable | undefined {
+    return this.tables.get(pairId);
+  }
+
+  /** Every table this array holds, one per group. */
+  knownGroups(): MembershipTable[] {
+    const byGroup = new Map<string, MembershipTable>();
+    for (const t of this.tables.values()) {
+      const seen = byGroup.get(t.group);
+      if (!seen || seen.version < t.version) byGroup.set(t.group, t);
+    }
+    return [...byGroup.values()];
+  }
+
+  // ---- R1: the coordinator's commands ----
+
+  private r1(volume: string): PairRuntime {
+    const r = this.host.pairs.runtime(volume);
+    if (r.record.role !== 'R1') throw invalidState(`${volume} is the R2 of its pair; a group member is named by its R1`);
+    return r;
+  }
+
+  /** Whether a local pair may join: an async R1 in no other group. */
+  memberInfo(volume: string, group: string): GroupMemberRef {
+    const r = this.r1(volume);
+    if (r.record.mode !== 'async') throw invalidState(`pair ${volume} is in ${r.record.mode} mode; group members replicate in async mode`);
+    if (r.group && r.group.name !== group) throw invalidState(`pair ${volume} is already in group ${r.group.name}`);
+    return { array: this.host.arrayName, volume, pairId: r.record.id, r2Array: r.record.peer, r2Volume: r.record.remoteVolume };
+  }
+
+  memberStatus(volume: string): MemberStatus {
+    const r = this.r1(volume);
+    const a = r.capturing ? r.asyncR1 : undefined;
+    return {
+      member: memberKey({ array: this.host.arrayName, volume }),
+      pairState: r.state(),
+      captureCycle: a ? a.cycles.captureCycle : null,
+      captureTag: a ? a.cycles.captureTag : null,
+      transmitCycle: a ? (a.cycles.stats().transmit?.cycle ?? null) : null,
+      committedCycle: a ? a.appliedCycle : null,
+      ready: a ? a.cycles.isReady() : false,
+      lagSeconds: r.lagSeconds(),
+      windowOpen: this.windows.has(volume),
+      lastError: r.lastError ?? null,
+    };
+  }
+
+  async command(volume: string, command: MemberCommand): Promise<MemberAnswer> {
+    const r = this.r1(volume);
+    switch (command.kind) {
+      case 'query-ready': {
+        // The coordinator cannot switch while this member is not ready: its tag is current, and
+        // cycles that start now start with it.
+        if (r.group && !r.capturing) r.group.tag = command.tag;
+        const a = r.capturing ? r.asyncR1! : undefined;
+        return { kind: 'ready', ready: a !== undefined && a.groupFrom !== null && a.cycles.isReady() };
+      }
+      case 'open-window':
+        await this.openWindow(volume, r);
+        return { kind: 'window-opened' };
+      case 'switch': {
+        const w = this.windows.get(volume);
+        if (!w || !w.release) return { kind: 'switch-failed', tag: command.tag, reason: 'no write window is open' };
+        const a = r.capturing ? r.asyncR1! : undefined;
+        if (!a || a.groupFrom === null) return { kind: 'switch-failed', tag: command.tag, reason: 'the pair runs no group cycles' };
+        try {
+          a.switchTo(command.tag);
+        } catch (error) {
+          return { kind: 'switch-failed', tag: command.tag, reason: error instanceof Error ? error.message : String(error) };
+        }
+        w.switched = true;
+        if (r.group) r.group.tag = command.tag;
+        return { kind: 'switched', tag: command.tag };
+      }
+      case 'close-window':
+        this.closeWindow(volume);
+        return { kind: 'window-closed' };
+      case 'store-table':
+        await this.storeTable(volume, r, command.table);
+        return { kind: 'table-stored', version: command.table.version };
+      case 'evict':
+        await this.leaveAndSuspend(volume, `evicted from group ${r.group?.name ?? '?'}: ${command.reason}`);
+        return { kind: 'evicted' };
+    }
+  }
+
+  private async openWindow(volume: string, r: PairRuntime): Promise<void> {
+    const existing = this.windows.get(volume);
+    if (existing) return existing.opened;
+    const w: Window = { release: undefined, opened: Promise.resolve(), switched: false, cancelTimer: () => undefined };
+    this.windows.set(volume, w);
+    w.opened = (async () => {
+      const release = await r.volume.holdWrites();
+      if (this.windows.get(volume) !== w) {
+        release();
+        throw new TidemarkError(ErrorCode.InvalidState, 'the window was closed while opening');
+      }
+      w.release = release;
+      w.cancelTimer = this.host.timers.after(WINDOW_TIMEOUT_MS, () => void this.windowExpired(volume, w));
+    })();
+    return w.opened;
+  }
+
+  private closeWindow(volume: string): void {
+    const w = this.windows.get(volume);
+    if (!w) return;
+    this.windows.delete(volume);
+    w.cancelTimer();
+    w.release?.();
+  }
+
+  private async windowExpired(volume: string, w: Window): Promise<void> {
+    if (this.windows.get(volume) !== w) return;
+    if (w.switched) {
+      // Stops the cycles before the window opens (see the top of this file).
+      const suspended = this.leaveAndSuspend(volume, `the group coordinator did not close the write window within ${WINDOW_TIMEOUT_MS} ms after a switch`);
+      this.closeWindow(volume);
+      await suspended;
+    } else {
+      this.closeWindow(volume);
+      this.host.onEvent('group write window closed without a switch (coordinator silent)', { volume });
+    }
+  }
+
+  private async leaveAndSuspend(volume: string, reason: string): Promise<void> {
+    const r = this.host.pairs.runtime(volume);
+    const suspended = this.host.pairs.suspendForGroup(volume, reason);
+    this.tables.delete(r.record.id);
+    await suspended;
+    await this.host.meta.delete(tableKey(r.record.id));
+    await this.tellR2(r, null, null).catch(() => undefined);
+  }
+
+  private async storeTable(volume: string, r: PairRuntime, table: MembershipTable): Promise<void> {
+    const mine = table.members.some((m) => m.array === this.host.arrayName && m.volume === volume);
+    const a = r.capturing ? r.asyncR1! : undefined;
+    if (mine) {
+      if (r.group && r.group.name !== table.group) throw invalidState(`pair ${volume} is in group ${r.group.name}`);
+      // No window is open while a table is stored: the capture cycle can take the group's tag.
+      if (a && a.groupFrom === null) a.enterGroup(table.tag);
+      r.group = { name: table.group, tag: table.tag };
+      await this.host.meta.write(tableKey(r.record.id), encode(table));
+      this.tables.set(r.record.id, table);
+      await this.tellR2(r, table, a?.groupFrom ?? null);
+    } else {
+      r.group = undefined;
+      if (a && a.groupFrom !== null) a.leaveGroup();
+      this.closeWindow(volume);
+      this.tables.delete(r.record.id);
+      await this.host.meta.delete(tableKey(r.record.id));
+      await this.tellR2(r, null, null);
+    }
+  }
+
+  private async tellR2(r: PairRuntime, table: MembershipTable | null, groupFrom: number | null): Promise<void> {
+    await this.host.rpc.request(r.record.peer, { op: 'group.r2-table', pair: r.record.id, table, groupFrom }, [], CONTROL_TIMEOUT_MS);
+  }
+
+  // ---- R2: the table, and recovery after a disaster ----
+
+  private r2ById(pairId: string): PairRuntime {
+    const r = this.host.pairs.halfById(pairId);
+    if (!r || r.record.role !== 'R2') throw notFound(`no R2 half of pair ${pairId} on ${this.host.arrayName}`);
+    return r;
+  }
+
+  /** The R2 half's state for the decision; it stops taking R1's messages until resolved or released. */
+  async r2State(member: GroupMemberRef, force: boolean): Promise<MemberRecoveryInput> {
+    const r = this.r2ById(member.pairId);
+    if (r.linkUp && !force) {
+      throw new TidemarkError(ErrorCode.InvalidState,
+        `the link from ${this.host.arrayName} to R1 ${r.record.peer} is up: group recover is for when the R1 side is lost`, { pair: member.pairId });
+    }
+    const key = memberKey(member);
+    const a = r.asyncR2;
+    if (!a || a.stopped) return { member: key, committedTag: null, received: null };
+    await a.freeze();
+    return a.groupRecoveryInput(key);
+  }
+
+  async r2Resolve(member: GroupMemberRef, action: RecoveryAction | 'release'): Promise<{ appliedCycle: number; appliedTag: number | null }> {
+    const r = this.r2ById(member.pairId);
+    const a = r.asyncR2;
+    if (!a || a.stopped) return { appliedCycle: 0, appliedTag: null };
+    if (action === 'release') a.unfreeze();
+    else await a.resolveForGroup(action);
+    return { appliedCycle: a.cycles.appliedCycle, appliedTag: a.cycles.appliedTag };
+  }
+
+  /**
+   * After a disaster on the R1 side, from any array holding an R2 member: asks every member's R2
+   * (here or on peer arrays) for its cycles, decides (SPEC §5) and carries the decision out — unless
+   * the group cannot reach one point, or `dryRun`; then nothing changes.
+   */
+  async recover(group: string, options: { dryRun: boolean; force: boolean }): Promise<GroupRecoveryReport> {
+    const table = this.knownGroups().find((t) => t.group === group);
+    if (!table) throw notFound(`no member of group ${group} on ${this.host.arrayName}`, { group });
+    const inputs: MemberRecovery[] = [];
+    const frozen: GroupMemberRef[] = [];
+    const release = async (): Promise<void> => {
+      for (const m of frozen) await this.resolveOn(m, 'release').catch(() => undefined);
+    };
+    try {
+      for (const m of table.members) {
+        const input = await this.stateOn(m, options.force);
+        frozen.push(m);
+        inputs.push({ member: memberKey(m), r2Array: m.r2Array, r2Volume: m.r2Volume, input });
+      }
+    } catch (error) {
+      await release();
+      throw error;
+    }
+    const decision = decideGroupRecovery(inputs.map((m) => m.input));
+    if (!decision.consistent || options.dryRun) {
+      await release();
+      return { group, decision, members: inputs, carriedOut: false };
+    }
+    const members: MemberRecovery[] = [];
+    for (const [i, m] of table.members.entries()) {
+      const action = decision.members.find((d) => d.member === memberKey(m))!.action;
+      const after = await this.resolveOn(m, action);
+      members.push({ ...inputs[i]!, ...after });
+    }
+    this.host.onEvent('group recovered', { group, tag: decision.targetTag, members: decision.members.map((d) => `${d.member}:${d.action}`) });
+    return { group, decision, members, carriedOut: true };
+  }
+
+  private stateOn(m: GroupMemberRef, force: boolean): Promise<MemberRecoveryInput> {
+    if (m.r2Array === this.host.arrayName) return this.r2State(m, force);
+    return this.host.rpc.request(m.r2Array, { op: 'group.r2-state', member: m, force }, [], CONTROL_TIMEOUT_MS)
+      .then((reply) => reply.header.input as MemberRecoveryInput);
+  }
+
+  private resolveOn(m: GroupMemberRef, action: RecoveryAction | 'release'): Promise<{ appliedCycle: number; appliedTag: number | null }> {
+    if (m.r2Array === this.host.arrayName) return this.r2Resolve(m, action);
+    return this.host.rpc.request(m.r2Array, { op: 'group.r2-resolve', member: m, action }, [], CONTROL_TIMEOUT_MS * 6)
+      .then((reply) => reply.header as { appliedCycle: number; appliedTag: number | null });
+  }
+
+  // ---- requests from peer arrays ----
+
+  private registerHandlers(): void {
+    const { rpc } = this.host;
+    rpc.handle('group.command', async (_peer, h) => {
+      const command = h.command as MemberCommand;
+      if (!command || typeof command !== 'object' || typeof command.kind !== 'string') throw invalidArgument('bad group.command');
+      const checked = command.kind === 'store-table' ? { ...command, table: parseMembershipTable(command.table, 'group.command') } : command;
+      return { header: { answer: await this.command(String(h.volume), checked) }, segments: [] };
+    });
+    rpc.handle('group.member-info', async (_peer, h) => ({ header: { member: this.memberInfo(String(h.volume), String(h.group)) }, segments: [] }));
+    rpc.handle('group.member-status', async (_peer, h) => ({ header: { status: this.memberStatus(String(h.volume)) }, segments: [] }));
+    rpc.handle('group.r2-table', async (peer, h) => {
+      const pairId = String(h.pair);
+      const r = this.host.pairs.halfById(pairId, peer);
+      if (!r || r.record.role !== 'R2') throw notFound(`no R2 half of pair ${pairId} with ${peer} on ${this.host.arrayName}`);
+      if (h.table === null) {
+        this.tables.delete(pairId);
+        await this.host.meta.delete(tableKey(pairId));
+      } else {
+        const table = parseMembershipTable(h.table, 'group.r2-table');
+        await this.host.meta.write(tableKey(pairId), encode(table));
+        this.tables.set(pairId, table);
+      }
+      const groupFrom = h.groupFrom;
+      if (groupFrom !== null && !Number.isSafeInteger(groupFrom)) throw invalidArgument('bad group.r2-table');
+      if (r.asyncR2 && !r.asyncR2.stopped && (h.table === null || groupFrom !== null)) await r.asyncR2.setGroupFrom(groupFrom as number | null);
+      return { header: {}, segments: [] };
+    });
+    rpc.handle('group.r2-state', async (_peer, h) => {
+      const input = await this.r2State(h.member as GroupMemberRef, h.force === true);
+      return { header: { input }, segments: [] };
+    });
+    rpc.handle('group.r2-resolve', async (_peer, h) => {
+      const action = h.action as RecoveryAction | 'release';
+      if (!['apply', 'discard', 'none', 'release'].includes(action)) throw invalidArgument('bad group.r2-resolve');
+      return { header: await this.r2Resolve(h.member as GroupMemberRef, action), segments: [] };
+    });
+  }
+}
