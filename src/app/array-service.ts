@@ -35,6 +35,8 @@ export interface ArrayDeps {
   /** Replication links to peer arrays (default: none). */
   readonly links?: PeerLinks;
   readonly pairTimeouts?: PairTimeouts;
+  /** How long a group member keeps a write window its coordinator does not close (tests shorten it). */
+  readonly groupWindowTimeoutMs?: number;
   /** Notable replication events (pair state changes), for the log. */
   readonly onEvent?: (message: string, fields: Record<string, unknown>) => void;
 }
@@ -117,6 +119,7 @@ export class ArrayService {
     service.groups = await GroupManager.open({
       arrayName: deps.name, pairs: service.pairs, rpc: service.rpc, meta: deps.meta, timers: REAL_TIMERS, nowMs: deps.nowMs,
       peers: () => service.peers.list().map((p) => p.name),
+      ...(deps.groupWindowTimeoutMs !== undefined ? { windowTimeoutMs: deps.groupWindowTimeoutMs } : {}),
       onEvent: (message, fields) => deps.onEvent?.(message, fields),
     });
     return service;

@@ -28,6 +28,7 @@ export interface TestArrayOptions {
   readonly links?: PeerLinks;
   /** Reopen an array left by an earlier one (after abandon(), the simulated crash). */
   readonly dir?: string;
+  readonly groupWindowTimeoutMs?: number;
 }
 
 export async function startTestArray(options: TestArrayOptions = {}): Promise<TestArray> {
@@ -37,6 +38,7 @@ export async function startTestArray(options: TestArrayOptions = {}): Promise<Te
   const service = await ArrayService.open({
     name: options.name ?? 'test',
     ...(options.links ? { links: options.links } : {}),
+    ...(options.groupWindowTimeoutMs !== undefined ? { groupWindowTimeoutMs: options.groupWindowTimeoutMs } : {}),
     meta: await FileMetaStore.open(join(dir, 'meta')),
     stores: new FileBlockStoreFactory(volumes),
     journals: new FileSlotJournalFactory(volumes),

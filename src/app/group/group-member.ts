@@ -80,6 +80,8 @@ export interface GroupMemberHost {
   readonly timers: Timers;
   /** Names of this array's peers. */
   peers(): string[];
+  /** Default WINDOW_TIMEOUT_MS (tests shorten it). */
+  readonly windowTimeoutMs?: number;
   nowMs(): number;
   onEvent(message: string, fields: Record<string, unknown>): void;
 }
@@ -99,7 +101,10 @@ export class GroupMemberSide {
   /** Tables this array keeps, by pair id (R1 and R2 halves). */
   private readonly tables = new Map<string, MembershipTable>();
 
+  private readonly windowTimeoutMs: number;
+
   constructor(private readonly host: GroupMemberHost) {
+    this.windowTimeoutMs = host.windowTimeoutMs ?? WINDOW_TIMEOUT_MS;
     this.registerHandlers();
   }
 
@@ -219,7 +224,7 @@ export class GroupMemberSide {
         throw new TidemarkError(ErrorCode.InvalidState, 'the window was closed while opening');
       }
       w.release = release;
-      w.cancelTimer = this.host.timers.after(WINDOW_TIMEOUT_MS, () => void this.windowExpired(volume, w));
+      w.cancelTimer = this.host.timers.after(this.windowTimeoutMs, () => void this.windowExpired(volume, w));
     })();
     return w.opened;
   }
@@ -236,7 +241,7 @@ export class GroupMemberSide {
     if (this.windows.get(volume) !== w) return;
     if (w.switched) {
       // Stops the cycles before the window opens (see the top of this file).
-      const suspended = this.leaveAndSuspend(volume, `the group coordinator did not close the write window within ${WINDOW_TIMEOUT_MS} ms after a switch`);
+      const suspended = this.leaveAndSuspend(volume, `the group coordinator did not close the write window within ${this.windowTimeoutMs} ms after a switch`);
       this.closeWindow(volume);
       await suspended;
     } else {

@@ -1,0 +1,180 @@
+// Consistency groups between arrays in one process over in-memory links: membership, a member that
+// cannot be reached, the coordinator vanishing mid-window, coordinator and member restarts, leaving.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { startTestArray, type TestArray } from '../helpers/in-process-array.js';
+import { inProcessLinks, type SimLinks } from '../../src/sim/sim-links.js';
+import { isTidemarkError } from '../../src/core/errors.js';
+
+const MiB = 1024 * 1024;
+const SIZE = 8 * MiB;
+const SECRET = new Uint8Array(32).fill(9);
+const WINDOW_MS = 400;
+
+const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
+
+async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+interface Site {
+  hub: SimLinks;
+  e1: TestArray;
+  e2: TestArray;
+  w: TestArray;
+}
+
+const start = (hub: SimLinks, name: string, dir?: string): Promise<TestArray> =>
+  startTestArray({ name, links: hub.endpoint(name), groupWindowTimeoutMs: WINDOW_MS, ...(dir ? { dir } : {}) });
+
+/** e1 and e2 each replicate one volume asynchronously to w; e1 coordinates group g with both. */
+async function site(): Promise<Site> {
+  const hub = inProcessLinks();
+  const [e1, e2, w] = await Promise.all([start(hub, 'e1'), start(hub, 'e2'), start(hub, 'w')]);
+  for (const [a, b] of [[e1, 'w'], [w, 'e1'], [e2, 'w'], [w, 'e2'], [e1, 'e2'], [e2, 'e1']] as const) await a.service.addPeer(b, '127.0.0.1:1', SECRET);
+  await e1.service.createVolume('db1', SIZE);
+  await e2.service.createVolume('db2', SIZE);
+  await w.service.createVolume('db1-r', SIZE);
+  await w.service.createVolume('db2-r', SIZE);
+  await e1.service.pairs.create({ volume: 'db1', peer: 'w', remoteVolume: 'db1-r', mode: 'async', onLinkFailure: 'continue', cycleMs: 100 });
+  await e2.service.pairs.create({ volume: 'db2', peer: 'w', remoteVolume: 'db2-r', mode: 'async', onLinkFailure: 'continue', cycleMs: 100 });
+  await until('async cycles run', () => e1.service.pairs.status('db1').cycles !== null && e2.service.pairs.status('db2').cycles !== null);
+  await e1.service.groups.create('g', 100);
+  await e1.service.groups.add('g', 'db1');
+  await e2.service.groups.add('g', 'db2'); // on the member's array: found the coordinator among its peers
+  return { hub, e1, e2, w };
+}
+
+async function closeAll(...arrays: TestArray[]): Promise<void> {
+  for (const a of arrays) await a.close().catch(() => undefined);
+}
+
+const switches = async (s: Site): Promise<number> => (await s.e1.service.groups.show('g')).switches;
+
+async function converged(s: Site): Promise<void> {
+  await until('R2s equal their R1s', async () =>
+    sha(await s.e1.service.volume('db1').internalRead(0, SIZE)) === sha(await s.w.service.volume('db1-r').internalRead(0, SIZE)) &&
+    sha(await s.e2.service.volume('db2').internalRead(0, SIZE)) === sha(await s.w.service.volume('db2-r').internalRead(0, SIZE)));
+}
+
+test('group: members switch together with the coordinator\'s tags; tables on every R1 and R2; show from any member', async () => {
+  const s = await site();
+  try {
+    const before = await switches(s);
+    await until('switching', async () => (await switches(s)) >= before + 3);
+    await s.e1.service.volume('db1').write(0, randomBytes(64 * 1024));
+    await s.e2.service.volume('db2').write(MiB, randomBytes(64 * 1024));
+    await converged(s);
+    const view = await s.e2.service.groups.show('g');
+    assert.equal(view.coordinator, 'e1');
+    assert.deepEqual(view.members.map((m) => m.member).sort(), ['e1/db1', 'e2/db2']);
+    // Both members capture under the same tag whenever no switch is under way.
+    await until('same tags', async () => {
+      const v = await s.e1.service.groups.show('g');
+      const tags = v.members.map((m) => m.status?.captureTag);
+      return v.phase === 'waiting' && tags[0] === v.tag && tags[1] === v.tag;
+    });
+    // The membership table is on every R1 and R2 half.
+    for (const [array, pair] of [[s.e1, 'db1'], [s.e2, 'db2'], [s.w, 'db1-r'], [s.w, 'db2-r']] as const) {
+      const id = array.service.pairs.status(pair).id;
+      assert.equal(array.service.groups.member.tableOf(id)?.group, 'g', `${array.service.deps.name}/${pair} keeps the table`);
+    }
+    await assert.rejects(s.e1.service.groups.add('g', 'db1'), (e) => isTidemarkError(e) && /already/.test(e.message));
+    await assert.rejects(s.e1.service.groups.delete('g'), (e) => isTidemarkError(e) && /remove them first/.test(e.message));
+  } finally {
+    await closeAll(s.e1, s.e2, s.w);
+  }
+});
+
+test('group: an unreachable member holds every switch (lag grows, no drift); the group resumes when it returns', async () => {
+  const s = await site();
+  try {
+    s.hub.partition('e1', 'e2');
+    await new Promise((r) => setTimeout(r, 300));
+    const stalled = await switches(s);
+    await new Promise((r) => setTimeout(r, 600));
+    assert.ok((await switches(s)) <= stalled + 1, 'no switches while a member cannot answer');
+    const view = await s.e1.service.groups.show('g');
+    assert.ok(view.waitingFor.includes('e2/db2') || view.evicted.length > 0, `waits for e2/db2: ${JSON.stringify(view.waitingFor)}`);
+    s.hub.heal('e1', 'e2');
+    const healed = await switches(s);
+    await until('switching again', async () => (await switches(s)) >= healed + 3);
+  } finally {
+    await closeAll(s.e1, s.e2, s.w);
+  }
+});
+
+test('group: a member whose coordinator vanishes mid-window closes it; after a switch it suspends instead of drifting', async () => {
+  const s = await site();
+  try {
+    await s.e1.crash(); // the coordinator (and member db1) is gone
+    s.hub.drop('e1');
+    const member = s.e2.service.groups.member;
+    const db2 = s.e2.service.volume('db2');
+    const tag = (await member.command('db2', { kind: 'query-ready', tag: 0 })).kind;
+    assert.equal(tag, 'ready');
+
+    // A window opened but no switch: closing it on the timeout is harmless; the pair stays in the group.
+    await member.command('db2', { kind: 'open-window' });
+    const held = db2.write(0, randomBytes(4096));
+    await held; // the write waited for the window's timeout, then completed
+    assert.equal(s.e2.service.pairs.status('db2').state, 'synchronized');
+    assert.equal(member.tableOf(s.e2.service.pairs.status('db2').id)?.group, 'g');
+
+    // A window in which the member switched: on the timeout it falls back and suspends.
+    await until('ready', async () => {
+      const a = await member.command('db2', { kind: 'query-ready', tag: 0 });
+      return a.kind === 'ready' && a.ready;
+    });
+    const captureTag = member.memberStatus('db2').captureTag!;
+    await member.command('db2', { kind: 'open-window' });
+    const switched = await member.command('db2', { kind: 'switch', tag: captureTag + 1 });
+    assert.equal(switched.kind, 'switched');
+    const t0 = Date.now();
+    await db2.write(4096, randomBytes(4096));
+    assert.ok(Date.now() - t0 >= WINDOW_MS / 2, 'the write waited for the window');
+    await until('suspended', () => s.e2.service.pairs.status('db2').state === 'suspended');
+    const st = s.e2.service.pairs.status('db2');
+    assert.match(st.lastError ?? '', /did not close the write window/);
+    assert.equal(st.cycles, null, 'no cycles run: the writes are owed through the bitmaps');
+    assert.ok(st.tracksOwed > 0);
+    assert.equal(member.tableOf(st.id), undefined, 'the member left the group');
+  } finally {
+    await closeAll(s.e2, s.w);
+  }
+});
+
+test('group: the coordinator restarts and carries on with larger tags; a removed member switches on its own', async () => {
+  const s = await site();
+  let e1 = s.e1;
+  try {
+    await until('switching', async () => (await switches(s)) >= 3);
+    const tagBefore = (await e1.service.groups.show('g')).tag;
+    const dir = e1.dir;
+    await e1.crash();
+    s.hub.drop('e1');
+    e1 = await start(s.hub, 'e1', dir);
+    // After the restart R1 db1 resyncs and restarts its cycles with the group's tag; then switching resumes.
+    await until('switching after restart', async () => (await e1.service.groups.show('g')).switches >= 3, 30_000);
+    const after = await e1.service.groups.show('g');
+    assert.ok(after.tag > tagBefore + 2, `tags keep growing across the restart (${tagBefore} → ${after.tag})`);
+    await e1.service.volume('db1').write(2 * MiB, randomBytes(8192));
+    await s.e2.service.volume('db2').write(3 * MiB, randomBytes(8192));
+    await converged({ ...s, e1 });
+
+    const view = await s.e2.service.groups.remove('g', 'db2');
+    assert.deepEqual(view.members.map((m) => m.member), ['e1/db1']);
+    assert.equal(s.e2.service.groups.member.tableOf(s.e2.service.pairs.status('db2').id), undefined);
+    const cycle = s.e2.service.pairs.status('db2').cycles!.captureCycle!;
+    await until('db2 switches on its own', () => s.e2.service.pairs.status('db2').cycles!.captureCycle! >= cycle + 3);
+    await s.e2.service.volume('db2').write(4 * MiB, randomBytes(8192));
+    await converged({ ...s, e1 });
+  } finally {
+    await closeAll(e1, s.e2, s.w);
+  }
+});
