@@ -178,3 +178,25 @@ test('group: the coordinator restarts and carries on with larger tags; a removed
     await closeAll(e1, s.e2, s.w);
   }
 });
+
+test('group: a member removed while its array was down finds out when it returns and replicates on its own', async () => {
+  const s = await site();
+  let e2 = s.e2;
+  try {
+    const dir = e2.dir;
+    await e2.crash();
+    s.hub.drop('e2');
+    const view = await s.e1.service.groups.remove('g', 'db2', 'e2'); // on the coordinator; the member cannot answer
+    assert.deepEqual(view.members.map((m) => m.member), ['e1/db1']);
+    e2 = await start(s.hub, 'e2', dir);
+    const id = e2.service.pairs.status('db2').id;
+    assert.equal(e2.service.groups.member.tableOf(id)?.group, 'g', 'it still holds the table it had');
+    await until('left the group', () => e2.service.groups.member.tableOf(id) === undefined, 15_000);
+    await until('cycles run standalone', () => (e2.service.pairs.status('db2').cycles?.captureCycle ?? 0) > 3, 15_000);
+    await e2.service.volume('db2').write(5 * MiB, randomBytes(8192));
+    await converged({ ...s, e2 });
+    assert.equal(s.w.service.groups.member.tableOf(id), undefined, 'R2 dropped the table too');
+  } finally {
+    await closeAll(s.e1, e2, s.w);
+  }
+});

@@ -9,6 +9,8 @@ import { GroupMemberSide, type GroupMemberHost, type GroupRecoveryReport, type M
 export const DEFAULT_GROUP_CYCLE_MS = 1000;
 export const MIN_GROUP_CYCLE_MS = 100;
 const CONTROL_TIMEOUT_MS = 10_000;
+/** How often a restarted member that has not heard from its coordinator asks whether it still belongs. */
+const MEMBERSHIP_CHECK_MS = 3000;
 /** `group add` / `group remove` wait this long for the table to reach every member. */
 const MEMBERSHIP_WAIT_MS = 20_000;
 
@@ -42,12 +44,27 @@ export class GroupManager {
   readonly member: GroupMemberSide;
   private readonly coordinated = new Map<string, CoordinatedGroup>();
 
-  private constructor(private readonly host: GroupMemberHost) {
-    this.member = new GroupMemberSide(host);
+  private readonly stopChecks: () => void;
+
+  private constructor(host: Omit<GroupMemberHost, 'isMemberHere'>) {
+    this.host = { ...host, isMemberHere: (group, key) => this.isMemberHere(group, key) };
+    this.member = new GroupMemberSide(this.host);
     this.registerHandlers();
+    this.stopChecks = host.timers.every(MEMBERSHIP_CHECK_MS, () => void this.member.checkMembership().catch(() => undefined));
   }
 
-  static async open(host: GroupMemberHost): Promise<GroupManager> {
+  private readonly host: GroupMemberHost;
+  private loaded = false;
+
+  /** Undefined: this array does not coordinate the group. */
+  private isMemberHere(group: string, key: string): boolean | undefined {
+    // Still loading the groups it coordinates: do not let a member conclude anything.
+    if (!this.loaded) return true;
+    const g = this.coordinated.get(group);
+    return g ? g.record.members.some((m) => memberKey(m) === key) : undefined;
+  }
+
+  static async open(host: Omit<GroupMemberHost, 'isMemberHere'>): Promise<GroupManager> {
     const manager = new GroupManager(host);
     await manager.member.load();
     for (const key of await host.meta.list('group/')) {
@@ -56,10 +73,12 @@ export class GroupManager {
       const record = parseGroupRecord(decodeJson(bytes, key), key);
       if (record.coordinator === host.arrayName) manager.startCoordinating(record);
     }
+    manager.loaded = true;
     return manager;
   }
 
   close(): void {
+    this.stopChecks();
     for (const g of this.coordinated.values()) g.close();
   }
 
@@ -216,6 +235,7 @@ export class GroupManager {
     const { rpc } = this.host;
     rpc.handle('group.show', async (_peer, h) => ({ header: { view: await this.show(String(h.group)) }, segments: [] }));
     rpc.handle('group.locate', async (_peer, h) => ({ header: { coordinates: this.coordinated.has(String(h.group)) }, segments: [] }));
+    rpc.handle('group.is-member', async (_peer, h) => ({ header: { member: this.isMemberHere(String(h.group), String(h.member)) ?? null }, segments: [] }));
     rpc.handle('group.add', async (peer, h) => ({ header: { view: await this.add(String(h.group), String(h.volume), peer) }, segments: [] }));
     rpc.handle('group.remove', async (peer, h) => ({ header: { view: await this.remove(String(h.group), String(h.volume), peer) }, segments: [] }));
   }

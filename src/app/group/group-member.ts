@@ -82,6 +82,8 @@ export interface GroupMemberHost {
   peers(): string[];
   /** Default WINDOW_TIMEOUT_MS (tests shorten it). */
   readonly windowTimeoutMs?: number;
+  /** Whether the group (coordinated by this array) counts the member (undefined: no such group here). */
+  isMemberHere(group: string, key: string): boolean | undefined;
   nowMs(): number;
   onEvent(message: string, fields: Record<string, unknown>): void;
 }
@@ -122,6 +124,36 @@ export class GroupMemberSide {
       }
       this.tables.set(pairId, table);
       if (r.record.role === 'R1') r.group = { name: table.group, tag: undefined };
+    }
+  }
+
+  /**
+   * An R1 member that restarted waits for its coordinator's tag before its cycles start. If the
+   * coordinator evicted or removed it meanwhile, it would wait forever: ask, and leave if so.
+   */
+  async checkMembership(): Promise<void> {
+    for (const r of this.host.pairs.halves()) {
+      if (r.record.role !== 'R1' || !r.group || r.group.tag !== undefined) continue;
+      const table = this.tables.get(r.record.id);
+      if (!table) continue;
+      const key = memberKey({ array: this.host.arrayName, volume: r.record.localVolume });
+      let member: boolean | undefined;
+      if (table.coordinator === this.host.arrayName) {
+        member = this.host.isMemberHere(table.group, key);
+      } else if (this.host.rpc.isUp(table.coordinator)) {
+        const reply = await this.host.rpc.request(table.coordinator, { op: 'group.is-member', group: table.group, member: key }, [], CONTROL_TIMEOUT_MS)
+          .catch(() => undefined);
+        member = reply ? (reply.header.member as boolean | undefined) ?? undefined : true;
+      } else {
+        continue;
+      }
+      if (member === false || member === undefined) {
+        r.group = undefined;
+        this.tables.delete(r.record.id);
+        await this.host.meta.delete(tableKey(r.record.id));
+        await this.tellR2(r, null, null).catch(() => undefined);
+        this.host.onEvent('pair left a group that no longer counts it', { pair: r.record.id, group: table.group });
+      }
     }
   }
 
