@@ -126,7 +126,8 @@ export async function startArray(options: DaemonOptions): Promise<RunningArray> 
       })),
       () => (service?.peers.list() ?? []).map((p) => ({
         peer: p.name, up: service!.peerLinkState(p.name) === 'up', ...service!.peerLinkCounters(p.name),
-      })));
+      })),
+      () => service?.groups.stats() ?? []);
     service = await ArrayService.open({
       name: options.name,
       meta: await FileMetaStore.open(join(dataDir, 'meta')),

@@ -32,6 +32,16 @@ export interface PeerStats {
   readonly retransmittedPackets: number;
 }
 
+/** A consistency group this array coordinates. */
+export interface GroupStats {
+  readonly group: string;
+  readonly tag: number;
+  readonly switches: number;
+  readonly members: number;
+  /** Members the coordinator is waiting for now. */
+  readonly waiting: number;
+}
+
 export interface VolumeStats {
   readonly name: string;
   readonly changedTracks: number;
@@ -58,6 +68,7 @@ export class ArrayMetrics {
     volumeStats: () => readonly VolumeStats[],
     pairStats: () => readonly PairStats[] = () => [],
     peerStats: () => readonly PeerStats[] = () => [],
+    groupStats: () => readonly GroupStats[] = () => [],
   ) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry, prefix: 'tidemark_' });
@@ -95,6 +106,24 @@ export class ArrayMetrics {
       },
     });
     this.registerReplication(registers, pairStats, peerStats);
+    this.registerGroups(registers, groupStats);
+  }
+
+  /** Consistency groups this array coordinates. */
+  private registerGroups(registers: Registry[], groupStats: () => readonly GroupStats[]): void {
+    const groupGauge = (name: string, help: string, value: (g: GroupStats) => number): void => {
+      new Gauge({
+        name, help, labelNames: ['group'], registers,
+        collect() {
+          this.reset();
+          for (const g of groupStats()) this.set({ group: g.group }, value(g));
+        },
+      });
+    };
+    groupGauge('tidemark_group_tag', 'The group\'s current capture tag (grows at every switch).', (g) => g.tag);
+    groupGauge('tidemark_group_switches', 'Cycle switches since the coordinator started.', (g) => g.switches);
+    groupGauge('tidemark_group_members', 'Members of the group.', (g) => g.members);
+    groupGauge('tidemark_group_waiting_members', 'Members the coordinator is waiting for (a group that stays above 0 is not switching).', (g) => g.waiting);
   }
 
   /** Pair and link gauges, read from the replication layer at scrape time. */

@@ -110,6 +110,9 @@ async function oneRun(killAfterMs: number): Promise<{ acked: number; recovered: 
     }, 20_000);
     const shown = await json<GroupJson>(east2, 'group', 'show', 'orders'); // asked of a member's array
     assert.equal(shown.members.length, 2);
+    const metrics = await (await fetch(`${east1.apiUrl}/metrics`)).text();
+    assert.match(metrics, /tidemark_group_members\{group="orders"\} 2/);
+    assert.match(metrics, /tidemark_group_tag\{group="orders"\} [1-9]/);
 
     const until = { stopped: false };
     const workload = dependentWrites([east1.nbdPort, east2.nbdPort], ['db1', 'db2'], until);

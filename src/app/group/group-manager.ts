@@ -210,6 +210,13 @@ export class GroupManager {
     };
   }
 
+  /** For metrics: the groups this array coordinates. */
+  stats(): Array<{ group: string; tag: number; switches: number; members: number; waiting: number }> {
+    return [...this.coordinated.values()].map((g) => ({
+      group: g.record.name, tag: g.tag, switches: g.switchCount, members: g.record.members.length, waiting: g.waitingFor().length,
+    }));
+  }
+
   recover(name: string, options: { dryRun: boolean; force: boolean }): Promise<GroupRecoveryReport> {
     checkGroupName(name);
     return this.member.recover(name, options);
