@@ -86,6 +86,11 @@ test('group: members switch together with the coordinator\'s tags; tables on eve
     }
     await assert.rejects(s.e1.service.groups.add('g', 'db1'), (e) => isTidemarkError(e) && /already/.test(e.message));
     await assert.rejects(s.e1.service.groups.delete('g'), (e) => isTidemarkError(e) && /remove them first/.test(e.message));
+    // A member stays an async R1 until it leaves the group.
+    await assert.rejects(s.e2.service.pairs.setMode('db2', 'sync'), (e) => isTidemarkError(e) && /consistency group g/.test(e.message));
+    await assert.rejects(s.e2.service.pairs.delete('db2'), (e) => isTidemarkError(e) && /consistency group g/.test(e.message));
+    await assert.rejects(s.w.service.pairs.delete('db2-r'), (e) => isTidemarkError(e) && /consistency group g/.test(e.message));
+    assert.equal(s.e2.service.pairs.status('db2').mode, 'async');
   } finally {
     await closeAll(s.e1, s.e2, s.w);
   }

@@ -317,6 +317,7 @@ export class PairManager {
     const r = this.runtime(pair);
     if (r.record.role === 'R2') return this.commandOnR2(r, command);
     checkCommand(command, r.record);
+    if (command === 'swap') refuseIfGrouped(r, 'swap it');
     switch (command) {
       case 'establish': await this.establish(r); break;
       case 'resume': await this.resume(r); break;
@@ -496,6 +497,7 @@ export class PairManager {
       await this.rpc.request(r.record.peer, { op: 'pair.set-mode', pair: r.record.id, mode }, [], CONTROL_TIMEOUT_MS);
       return this.show(pair);
     }
+    if (mode !== 'async') refuseIfGrouped(r, `switch to ${mode} mode`);
     await this.save(r, { ...r.record, mode });
     if (r.linkUp) await this.rpc.request(r.record.peer, { op: 'pair.set-mode', pair: r.record.id, mode }, [], CONTROL_TIMEOUT_MS).catch(() => undefined);
     this.host.onEvent('pair mode set', { pair: r.record.id, mode });
@@ -505,6 +507,7 @@ export class PairManager {
   /** Deletes this half, and the peer's when the link is up; both volumes end up ready to hosts. */
   async delete(pair: string): Promise<{ peerDeleted: boolean }> {
     const r = this.runtime(pair);
+    refuseIfGrouped(r, 'delete it');
     let peerDeleted = false;
     if (r.linkUp) {
       await this.rpc.request(r.record.peer, { op: 'pair.delete', pair: r.record.id }, [], CONTROL_TIMEOUT_MS);
@@ -890,6 +893,7 @@ export class PairManager {
     });
     rpc.handle('pair.delete', async (peer, h) => {
       const r = this.halfFor(peer, h);
+      refuseIfGrouped(r, 'delete it');
       await this.deleteLocal(r);
       this.host.onEvent('pair deleted by peer', { pair: r.record.id });
       return { header: {}, segments: [] };
@@ -936,4 +940,12 @@ function trackList(value: unknown, trackCount: number): number[] {
     throw invalidArgument('bad track list');
   }
   return value as number[];
+}
+
+/** A consistency group member must leave its group before it stops being an async R1. */
+function refuseIfGrouped(r: PairRuntime, what: string): void {
+  if (r.group) {
+    throw new TidemarkError(ErrorCode.InvalidState,
+      `pair ${r.record.localVolume} is in consistency group ${r.group.name}: remove it from the group before you ${what}`, { group: r.group.name });
+  }
 }
