@@ -202,6 +202,39 @@ test('--protect-with: before each resync R2\'s clone is split, holding R2\'s las
   }
 });
 
+test('--protect-with: a resync interrupted by another outage does not refresh the clone from the half-resynced R2', async () => {
+  const { hub, a, b } = await twoArrays();
+  try {
+    await b.service.createVolume('db-r-safe', SIZE);
+    await b.service.clones.establish('db-r', 'db-r-safe');
+    await until('clone synchronized', () => b.service.clones.show('db-r', 'db-r-safe').state === 'synchronized');
+    await a.service.pairs.create({ volume: 'db', peer: 'west', remoteVolume: 'db-r', mode: 'sync', onLinkFailure: 'continue', protectWith: 'db-r-safe' });
+    await until('synchronized', () => state(a, 'db') === 'synchronized');
+    const db = a.service.volume('db');
+    await db.write(0, randomBytes(MiB));
+    const consistent = await image(b, 'db-r');
+
+    hub.partition('east', 'west');
+    await until('partitioned', () => state(a, 'db') === 'partitioned');
+    for (let off = MiB; off < 15 * MiB; off += 256 * 1024) await db.write(off, randomBytes(256 * 1024));
+    const shippedBefore = a.service.pairs.status('db').counters.recordsShipped;
+    hub.heal('east', 'west');
+    // Cut again once the resync has shipped something but not everything.
+    await until('resync under way', () => a.service.pairs.status('db').counters.recordsShipped > shippedBefore, 20_000);
+    hub.partition('east', 'west');
+    assert.notEqual(state(a, 'db'), 'synchronized', 'the second outage came mid-resync');
+    await until('partitioned again', () => state(a, 'db') === 'partitioned');
+    hub.heal('east', 'west');
+    await until('resynchronized', () => state(a, 'db') === 'synchronized');
+    assert.equal(sha(await b.service.volume('db-r-safe').internalRead(0, SIZE)), sha(consistent),
+      'the clone still holds R2 as it was before the first resync');
+    await sameImages(a, b);
+  } finally {
+    await a.close();
+    await b.close();
+  }
+});
+
 test('--extents: only those ranges replicate; the rest of R2 stays writable by its hosts', async () => {
   const { a, b } = await twoArrays();
   try {

@@ -535,6 +535,8 @@ export class PairManager {
     if (this.closed) return;
     for (const r of this.pairs.values()) {
       if (r.record.role !== 'R1') continue;
+      // R2 is whole again: the next resync may refresh the protection clone.
+      if (r.protectionHeld && r.quiet && r.linkUp && r.record.intent === 'replicating') r.protectionHeld = false;
       if (r.record.intent === 'restoring') this.kickRestore(r);
       else if (r.needsProtection) void this.protectReplica(r);
       else {
@@ -554,6 +556,7 @@ export class PairManager {
     try {
       await this.rpc.request(r.record.peer, { op: 'pair.protect', pair: r.record.id }, [], PROTECT_TIMEOUT_MS);
       r.needsProtection = false;
+      r.protectionHeld = true;
       r.kickPush();
     } catch (error) {
       r.lastError = `protecting R2 before the resync failed (will retry): ${error instanceof Error ? error.message : String(error)}`;
@@ -622,7 +625,7 @@ export class PairManager {
 
   /** Before shipping owed tracks to R2 (a resync): protect R2 first if the pair says so. */
   private startResync(r: PairRuntime): void {
-    if (r.record.protectWith !== null && r.owed.count > 0) {
+    if (r.record.protectWith !== null && r.owed.count > 0 && !r.protectionHeld) {
       r.needsProtection = true;
       void this.protectReplica(r);
     } else {

@@ -118,6 +118,11 @@ export class PairRuntime {
   /** A resync must wait until R2's protection clone is split (nothing is shipped meanwhile). */
   needsProtection = false;
   protectionInFlight = false;
+  /**
+   * R2's protection clone holds its last consistent image and R2 has not been whole since: a resync
+   * interrupted and started again must not refresh the clone from a half-resynced R2.
+   */
+  protectionHeld = false;
 
   constructor(
     public record: PairRecord,
