@@ -121,11 +121,11 @@ test('group: a member whose coordinator vanishes mid-window closes it; after a s
     s.hub.drop('e1');
     const member = s.e2.service.groups.member;
     const db2 = s.e2.service.volume('db2');
-    const tag = (await member.command('db2', { kind: 'query-ready', tag: 0 })).kind;
+    const tag = (await member.command('db2', { kind: 'query-ready', tag: 0 }, 'g')).kind;
     assert.equal(tag, 'ready');
 
     // A window opened but no switch: closing it on the timeout is harmless; the pair stays in the group.
-    await member.command('db2', { kind: 'open-window' });
+    await member.command('db2', { kind: 'open-window' }, 'g');
     const held = db2.write(0, randomBytes(4096));
     await held; // the write waited for the window's timeout, then completed
     assert.equal(s.e2.service.pairs.status('db2').state, 'synchronized');
@@ -133,12 +133,12 @@ test('group: a member whose coordinator vanishes mid-window closes it; after a s
 
     // A window in which the member switched: on the timeout it falls back and suspends.
     await until('ready', async () => {
-      const a = await member.command('db2', { kind: 'query-ready', tag: 0 });
+      const a = await member.command('db2', { kind: 'query-ready', tag: 0 }, 'g');
       return a.kind === 'ready' && a.ready;
     });
     const captureTag = member.memberStatus('db2').captureTag!;
-    await member.command('db2', { kind: 'open-window' });
-    const switched = await member.command('db2', { kind: 'switch', tag: captureTag + 1 });
+    await member.command('db2', { kind: 'open-window' }, 'g');
+    const switched = await member.command('db2', { kind: 'switch', tag: captureTag + 1 }, 'g');
     assert.equal(switched.kind, 'switched');
     const t0 = Date.now();
     await db2.write(4096, randomBytes(4096));
@@ -149,6 +149,20 @@ test('group: a member whose coordinator vanishes mid-window closes it; after a s
     assert.equal(st.cycles, null, 'no cycles run: the writes are owed through the bitmaps');
     assert.ok(st.tracksOwed > 0);
     assert.equal(member.tableOf(st.id), undefined, 'the member left the group');
+
+    // The coordinator comes back: it finds the member gone and goes on without it, rather than stall.
+    const e1 = await start(s.hub, 'e1', s.e1.dir);
+    try {
+      await until('member dropped', async () => {
+        const v = await e1.service.groups.show('g');
+        return v.members.length === 1 && v.evicted.some((x) => x.member === 'e2/db2');
+      });
+      const n = (await e1.service.groups.show('g')).switches;
+      await until('switching without it', async () => (await e1.service.groups.show('g')).switches >= n + 3, 30_000);
+      assert.equal(s.e2.service.pairs.status('db2').state, 'suspended', 'it stays out until the operator resumes and adds it');
+    } finally {
+      await e1.close();
+    }
   } finally {
     await closeAll(s.e2, s.w);
   }

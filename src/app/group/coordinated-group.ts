@@ -98,6 +98,14 @@ export class CoordinatedGroup {
     this.run(this.machine.leave(key, this.host.nowMs()));
   }
 
+  private dropMember(key: string, reason: string): void {
+    const ref = this.refs.get(key);
+    if (!ref || !this.machine.members.includes(key) || this.evictions.has(key)) return;
+    this.evictions.set(key, reason);
+    this.host.onEvent('group member left on its own', { group: this.recordValue.name, member: key, reason });
+    void this.leave(ref).catch(() => undefined);
+  }
+
   close(): void {
     this.closed = true;
     this.stopTimer();
@@ -145,6 +153,12 @@ export class CoordinatedGroup {
     }
     this.host.deliver(ref, wire).then((answer) => {
       if (this.closed) return;
+      if (answer.kind === 'not-member') {
+        // It left on its own (its window timed out after a switch, or it was told so after a
+        // restart): it would never be ready again, so the group lets it go rather than stall.
+        this.dropMember(command.member, answer.reason);
+        return;
+      }
       const event = toEvent(command.member, answer);
       if (event) this.run(this.machine.handle(event, this.host.nowMs()));
     }, () => {
@@ -178,6 +192,6 @@ function toEvent(member: string, answer: MemberAnswer): CoordinatorEvent | undef
     case 'switch-failed': return { kind: 'switch-failed', member, tag: answer.tag, reason: answer.reason };
     case 'window-closed': return { kind: 'window-closed', member };
     case 'table-stored': return { kind: 'table-stored', member, version: answer.version };
-    case 'evicted': return undefined;
+    case 'evicted': case 'not-member': return undefined;
   }
 }

@@ -80,22 +80,23 @@ export class GroupManager {
   close(): void {
     this.stopChecks();
     for (const g of this.coordinated.values()) g.close();
+    this.member.close();
   }
 
   private startCoordinating(record: GroupRecord): CoordinatedGroup {
     const group = new CoordinatedGroup({
       arrayName: this.host.arrayName, timers: this.host.timers, nowMs: this.host.nowMs,
       save: (r) => this.host.meta.write(recordKey(r.name), encodeJson(r)),
-      deliver: (m, command) => this.deliver(m, command),
+      deliver: (m, command) => this.deliver(record.name, m, command),
       onEvent: this.host.onEvent,
     }, record);
     this.coordinated.set(record.name, group);
     return group;
   }
 
-  private async deliver(m: GroupMemberRef, command: MemberCommand): Promise<MemberAnswer> {
-    if (m.array === this.host.arrayName) return this.member.command(m.volume, command);
-    const reply = await this.host.rpc.request(m.array, { op: 'group.command', volume: m.volume, command }, [], CONTROL_TIMEOUT_MS);
+  private async deliver(group: string, m: GroupMemberRef, command: MemberCommand): Promise<MemberAnswer> {
+    if (m.array === this.host.arrayName) return this.member.command(m.volume, command, group);
+    const reply = await this.host.rpc.request(m.array, { op: 'group.command', group, volume: m.volume, command }, [], CONTROL_TIMEOUT_MS);
     return reply.header.answer as MemberAnswer;
   }
 

@@ -38,7 +38,9 @@ export type MemberAnswer =
   | { readonly kind: 'switch-failed'; readonly tag: number; readonly reason: string }
   | { readonly kind: 'window-closed' }
   | { readonly kind: 'table-stored'; readonly version: number }
-  | { readonly kind: 'evicted' };
+  | { readonly kind: 'evicted' }
+  /** The pair is not in this group any more (it left on its own: window timeout, restart check). */
+  | { readonly kind: 'not-member'; readonly reason: string };
 
 export interface MemberStatus {
   readonly member: string;
@@ -110,6 +112,8 @@ export class GroupMemberSide {
     this.registerHandlers();
   }
 
+  private loaded = false;
+
   /** After the pairs loaded: R1 halves in a group wait for their coordinator before starting cycles. */
   async load(): Promise<void> {
     for (const key of await this.host.meta.list('group-member/')) {
@@ -125,6 +129,7 @@ export class GroupMemberSide {
       this.tables.set(pairId, table);
       if (r.record.role === 'R1') r.group = { name: table.group, tag: undefined };
     }
+    this.loaded = true;
   }
 
   /**
@@ -184,6 +189,7 @@ export class GroupMemberSide {
   memberInfo(volume: string, group: string): GroupMemberRef {
     const r = this.r1(volume);
     if (r.record.mode !== 'async') throw invalidState(`pair ${volume} is in ${r.record.mode} mode; group members replicate in async mode`);
+    if (r.record.intent !== 'replicating') throw invalidState(`pair ${volume} is ${r.record.intent}; resume it before adding it to a group`);
     if (r.group && r.group.name !== group) throw invalidState(`pair ${volume} is already in group ${r.group.name}`);
     return { array: this.host.arrayName, volume, pairId: r.record.id, r2Array: r.record.peer, r2Volume: r.record.remoteVolume };
   }
@@ -205,8 +211,12 @@ export class GroupMemberSide {
     };
   }
 
-  async command(volume: string, command: MemberCommand): Promise<MemberAnswer> {
+  async command(volume: string, command: MemberCommand, group: string): Promise<MemberAnswer> {
+    if (!this.loaded) throw new TidemarkError(ErrorCode.Unavailable, `${this.host.arrayName} is still starting`);
     const r = this.r1(volume);
+    if (command.kind !== 'store-table' && command.kind !== 'close-window' && r.group?.name !== group) {
+      return { kind: 'not-member', reason: r.lastError ?? `pair ${volume} is not in group ${group}` };
+    }
     switch (command.kind) {
       case 'query-ready': {
         // The coordinator cannot switch while this member is not ready: its tag is current, and
@@ -235,9 +245,16 @@ export class GroupMemberSide {
       case 'close-window':
         this.closeWindow(volume);
         return { kind: 'window-closed' };
-      case 'store-table':
+      case 'store-table': {
+        const mine = command.table.members.some((m) => m.array === this.host.arrayName && m.volume === volume);
+        // A pair that left (suspended by its group, or by the operator) does not come back by
+        // itself when a restarted coordinator announces its old table: it is added again explicitly.
+        if (mine && r.group?.name !== command.table.group && r.record.intent !== 'replicating') {
+          return { kind: 'not-member', reason: r.lastError ?? `pair ${volume} is ${r.record.intent}` };
+        }
         await this.storeTable(volume, r, command.table);
         return { kind: 'table-stored', version: command.table.version };
+      }
       case 'evict':
         await this.leaveAndSuspend(volume, `evicted from group ${r.group?.name ?? '?'}: ${command.reason}`);
         return { kind: 'evicted' };
@@ -256,9 +273,17 @@ export class GroupMemberSide {
         throw new TidemarkError(ErrorCode.InvalidState, 'the window was closed while opening');
       }
       w.release = release;
-      w.cancelTimer = this.host.timers.after(this.windowTimeoutMs, () => void this.windowExpired(volume, w));
+      w.cancelTimer = this.host.timers.after(this.windowTimeoutMs, () => {
+        this.windowExpired(volume, w).catch((error: unknown) =>
+          this.host.onEvent('group: leaving after a window timeout failed', { volume, error: error instanceof Error ? error.message : String(error) }));
+      });
     })();
     return w.opened;
+  }
+
+  /** The array stops: windows close (their timers with them). */
+  close(): void {
+    for (const volume of [...this.windows.keys()]) this.closeWindow(volume);
   }
 
   private closeWindow(volume: string): void {
@@ -405,7 +430,7 @@ export class GroupMemberSide {
       const command = h.command as MemberCommand;
       if (!command || typeof command !== 'object' || typeof command.kind !== 'string') throw invalidArgument('bad group.command');
       const checked = command.kind === 'store-table' ? { ...command, table: parseMembershipTable(command.table, 'group.command') } : command;
-      return { header: { answer: await this.command(String(h.volume), checked) }, segments: [] };
+      return { header: { answer: await this.command(String(h.volume), checked, String(h.group)) }, segments: [] };
     });
     rpc.handle('group.member-info', async (_peer, h) => ({ header: { member: this.memberInfo(String(h.volume), String(h.group)) }, segments: [] }));
     rpc.handle('group.member-status', async (_peer, h) => ({ header: { status: this.memberStatus(String(h.volume)) }, segments: [] }));
