@@ -222,6 +222,7 @@ export class PairManager {
 
   private detach(runtime: PairRuntime): void {
     runtime.retired = true;
+    if (runtime.capturing) runtime.stopAsync(); // its spill files go with it
     const ids = runtime.ids;
     for (const id of [ids.out, ids.own, ids.pull]) runtime.volume.removePosition(id);
     this.pairs.delete(runtime.volume.name);
@@ -623,7 +624,6 @@ export class PairManager {
     const message = `${why}: fell back to bitmaps (${tracks} tracks owed); the pair resyncs when it can and then starts cycles again`;
     r.cyclesFallback = { at: new Date(this.host.nowMs()).toISOString(), reason, tracks, message };
     r.counters.cycleFallbacks++;
-    r.lastError = `async cycles: ${message}`;
     this.host.onEvent('pair async cycles fell back to bitmaps', { pair: rec.id, reason, tracks });
   }
 
@@ -921,6 +921,8 @@ export class PairManager {
   async close(): Promise<void> {
     this.closed = true;
     for (const r of this.pairs.values()) if (r.asyncR2) r.asyncR2.stopped = true;
+    // R1's cycles end with the process (the bitmaps already cover their tracks); their spill goes.
+    for (const r of this.pairs.values()) if (r.capturing) r.stopAsync();
     this.stopKicking();
     for (const r of this.pairs.values()) r.retired = true;
   }
