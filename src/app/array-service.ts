@@ -11,6 +11,7 @@ import {
 import type { VolumeState } from '../core/volume/state.js';
 import type { BlockStoreFactory } from '../ports/block-store.js';
 import type { MetaStore, SlotJournalFactory } from '../ports/meta-store.js';
+import type { SpillStore } from '../ports/spill-store.js';
 import type { ActivityLogConfig } from '../core/bitmap/activity-log.js';
 import { CHANGES_POSITION, Volume, bitmapsKey, volumeKey, type OpKind, type RecoveryReport } from './volume/volume.js';
 import { DEFAULT_ACTIVITY_LOG } from '../core/bitmap/activity-log.js';
@@ -27,6 +28,11 @@ export interface ArrayDeps {
   readonly meta: MetaStore;
   readonly stores: BlockStoreFactory;
   readonly journals: SlotJournalFactory;
+  /**
+   * Scratch space for R1's async cycles that outgrow memory (the daemon: <data dir>/spill). Without
+   * one, async pairs do not spill: their cycles fall back to bitmaps at the memory budget.
+   */
+  readonly spill?: SpillStore;
   readonly nowMs: () => number;
   readonly activityLog?: Omit<ActivityLogConfig, 'extentTracks'>;
   readonly onOp?: (volume: string, kind: OpKind, bytes: number, startedAtMs: number) => void;
@@ -88,6 +94,7 @@ export class ArrayService {
       onEvent: (message, fields) => deps.onEvent?.(message, fields),
       timers: REAL_TIMERS,
       meta: deps.meta,
+      ...(deps.spill ? { spill: deps.spill } : {}),
       randomId: () => randomBytes(6).toString('hex'),
       checkProtection: (std, clone) => { this.clones.show(std, clone); },
       protect: (std, clone) => this.protectWithClone(std, clone),

@@ -8,6 +8,7 @@ import type { Logger } from './logger.js';
 import { CHANGES_POSITION } from './volume/volume.js';
 import { FileBlockStoreFactory } from '../adapters/fs/file-block-store.js';
 import { FileMetaStore, FileSlotJournalFactory } from '../adapters/fs/file-meta-store.js';
+import { FileSpillStore } from '../adapters/fs/file-spill-store.js';
 import { startNbdServer, type NbdServer } from '../adapters/nbd-server/nbd-server.js';
 import { startApiServer, type ApiServer } from '../adapters/http/api-server.js';
 import type { ApiBackend } from '../adapters/http/types.js';
@@ -108,7 +109,10 @@ export async function startArray(options: DaemonOptions): Promise<RunningArray> 
   let nbd: NbdServer | undefined;
   let api: ApiServer | undefined;
   let links: LinkNetwork | undefined;
+  let spill: FileSpillStore | undefined;
   try {
+    // Spill files never outlive the process that wrote them: whatever an earlier one left goes now.
+    spill = await FileSpillStore.open(join(dataDir, 'spill'));
     const linkLogger = logger.child({ component: 'link' });
     links = await LinkNetwork.start({
       arrayName: options.name,
@@ -123,6 +127,7 @@ export async function startArray(options: DaemonOptions): Promise<RunningArray> 
         pair: p.pair, peer: p.peer, role: p.role, state: p.state, tracksOwed: p.tracksOwed, bytesOwed: p.bytesOwed,
         lagSeconds: p.lagSeconds, generation: p.generation, bytesShipped: p.counters.bytesShipped,
         writesForwarded: p.counters.writesForwarded, bytesPulled: p.counters.bytesPulled,
+        cycleMemoryBytes: p.cycles?.memoryBytes ?? 0, cycleSpilledBytes: p.cycles?.spilledBytes ?? 0, cycleFallbacks: p.counters.cycleFallbacks,
       })),
       () => (service?.peers.list() ?? []).map((p) => ({
         peer: p.name, up: service!.peerLinkState(p.name) === 'up', ...service!.peerLinkCounters(p.name),
@@ -133,6 +138,7 @@ export async function startArray(options: DaemonOptions): Promise<RunningArray> 
       meta: await FileMetaStore.open(join(dataDir, 'meta')),
       stores: new FileBlockStoreFactory(join(dataDir, 'volumes')),
       journals: new FileSlotJournalFactory(join(dataDir, 'volumes')),
+      spill,
       nowMs,
       activityLog: { ...DEFAULT_ACTIVITY_LOG, maxActiveExtents: options.alExtents },
       onOp: metrics.onOp,
@@ -178,10 +184,11 @@ export async function startArray(options: DaemonOptions): Promise<RunningArray> 
     await nbd?.close().catch(() => undefined);
     await service?.close().catch(() => undefined);
     await links?.close().catch(() => undefined);
+    await spill?.close().catch(() => undefined);
     await lock.release();
     throw error;
   }
-  const [svc, nbdServer, apiServer, linkNetwork] = [service, nbd, api, links];
+  const [svc, nbdServer, apiServer, linkNetwork, spillStore] = [service, nbd, api, links, spill];
   let stopping: Promise<void> | undefined;
   return {
     api: apiServer.address,
@@ -195,6 +202,7 @@ export async function startArray(options: DaemonOptions): Promise<RunningArray> 
         await apiServer.close();
         await svc.close();
         await linkNetwork.close();
+        await spillStore.close();
       } finally {
         await lock.release();
       }

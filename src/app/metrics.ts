@@ -22,6 +22,10 @@ export interface PairStats {
   readonly bytesShipped: number;
   readonly writesForwarded: number;
   readonly bytesPulled: number;
+  /** async: cycle data held in memory and spilled to disk on R1, and unplanned falls back to bitmaps. */
+  readonly cycleMemoryBytes: number;
+  readonly cycleSpilledBytes: number;
+  readonly cycleFallbacks: number;
 }
 
 export interface PeerStats {
@@ -144,6 +148,9 @@ export class ArrayMetrics {
     pairGauge('tidemark_pair_shipped_bytes', 'Record bytes shipped by background copies since the array started.', (p) => p.bytesShipped);
     pairGauge('tidemark_pair_forwarded_writes', 'Host writes forwarded synchronously since the array started.', (p) => p.writesForwarded);
     pairGauge('tidemark_pair_pulled_bytes', 'Bytes taken from R2 by failback/restore since the array started.', (p) => p.bytesPulled);
+    pairGauge('tidemark_pair_cycle_memory_bytes', "async: record data of R1's cycles held in memory.", (p) => p.cycleMemoryBytes);
+    pairGauge('tidemark_pair_cycle_spilled_bytes', "async: R1's cycle data spilled to disk (record slots).", (p) => p.cycleSpilledBytes);
+    pairGauge('tidemark_pair_cycle_fallbacks', 'async: times the cycles fell back to bitmaps on their own (limit reached, spill failed) since the array started.', (p) => p.cycleFallbacks);
     new Gauge({
       name: 'tidemark_pair_state', help: 'Pair state: 1 for the current state of each pair half.',
       labelNames: ['pair', 'peer', 'role', 'state'], registers,

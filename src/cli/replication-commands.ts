@@ -14,7 +14,12 @@ interface PairJson {
   invalidTracks: { local: number; remote: number | null }; tracksOwed: number; tracksToPull: number; bytesOwed: number;
   lagSeconds: number; link: { state: string }; peerMissing: boolean; lastError: string | null;
   protectWith: string | null; protecting: boolean; extents: Array<{ offset: number; length: number }> | null;
-  cycleMs: number; cycles: { captureCycle: number | null; transmitCycle: number | null; appliedCycle: number; captureRecords: number; transmitRecords: number } | null;
+  cycleMs: number; cycleMemoryBytes: number; spillLimitBytes: number;
+  cycles: {
+    captureCycle: number | null; transmitCycle: number | null; appliedCycle: number; captureRecords: number; transmitRecords: number;
+    memoryBytes: number; spilledRecords: number; spilledBytes: number;
+  } | null;
+  cyclesFallback: { at: string; reason: string; tracks: number; message: string } | null;
   counters: Record<string, number>;
 }
 
@@ -54,6 +59,9 @@ function showPair(p: PairJson): void {
     ...(p.tracksToPull > 0 ? [['to pull from R2', `${p.tracksToPull} tracks`] as [string, string]] : []),
     ...(p.cycles ? [['cycles', `capture ${p.cycles.captureCycle ?? '-'} (${p.cycles.captureRecords} records), ` +
       `transmit ${p.cycles.transmitCycle ?? '-'} (${p.cycles.transmitRecords}), applied ${p.cycles.appliedCycle}; every ${p.cycleMs} ms`] as [string, string]] : []),
+    ...(p.cycles && p.role === 'R1' ? [['cycle memory', `${formatSize(p.cycles.memoryBytes)} of ${formatSize(p.cycleMemoryBytes)}; ` +
+      (p.spillLimitBytes > 0 ? `spilled ${formatSize(p.cycles.spilledBytes)} (${p.cycles.spilledRecords} records) of ${formatSize(p.spillLimitBytes)}` : 'no spill to disk')] as [string, string]] : []),
+    ...(p.cyclesFallback ? [['cycles fell back', `${p.cyclesFallback.at}: ${p.cyclesFallback.message}`] as [string, string]] : []),
     ['on link failure', p.onLinkFailure],
     ...(p.extents ? [['extents', p.extents.map((e) => `${formatSize(e.offset)}+${formatSize(e.length)}`).join(', ')] as [string, string]] : []),
     ...(p.protectWith ? [['protected by', `clone ${p.protectWith} on ${p.role === 'R1' ? p.peer : 'this array'}${p.protecting ? ' (splitting it before the resync)' : ''}`] as [string, string]] : []), ['shipped', `${p.counters.recordsShipped} records, ${formatSize(p.counters.bytesShipped ?? 0)}`],
@@ -132,16 +140,21 @@ export function registerReplicationCommands(program: Command, run: (action: Run)
     .requiredOption('--mode <mode>', MODES.join(' | '))
     .option('--on-link-failure <policy>', `${POLICIES.join(' | ')}: what host writes do while R2 cannot be reached`, 'continue')
     .option('--cycle-ms <ms>', 'async mode: the shortest time between cycle switches (≥ 100)', '1000')
+    .option('--cycle-memory <size>', "async mode: record data R1's cycles keep in memory before spilling to disk (≥ 64KiB)", '64MiB')
+    .option('--spill-limit <size>', 'async mode: cycle data R1 may spill to disk (under its data directory) before the pair falls back to bitmaps; 0: never spill', '4GiB')
     .option('--extents <ranges>', 'replicate only these byte ranges, OFFSET:LENGTH[,…] in whole tracks (e.g. 0:1GiB,4GiB:512MiB); the rest of R2 stays usable by its hosts')
     .option('--protect-with <clone>', "a clone session of the remote volume on the peer: split before every resync, so a consistent image of R2 survives a disaster mid-resync")
-    .action((volume: string, opts: { peer: string; remoteVolume: string; mode: string; onLinkFailure: string; protectWith?: string; extents?: string; cycleMs: string }) => run(async (client, globals) => {
+    .action((volume: string, opts: {
+      peer: string; remoteVolume: string; mode: string; onLinkFailure: string; protectWith?: string; extents?: string; cycleMs: string;
+      cycleMemory: string; spillLimit: string;
+    }) => run(async (client, globals) => {
       if (!MODES.includes(opts.mode)) throw invalidArgument(`--mode must be one of ${MODES.join(', ')}`);
       if (!POLICIES.includes(opts.onLinkFailure)) throw invalidArgument(`--on-link-failure must be one of ${POLICIES.join(', ')}`);
       const p = await client.request<PairJson>('POST', '/v1/pairs',
         { volume, peer: opts.peer, remoteVolume: opts.remoteVolume, mode: opts.mode, onLinkFailure: opts.onLinkFailure,
           ...(opts.protectWith ? { protectWith: opts.protectWith } : {}),
           ...(opts.extents ? { extents: parseExtents(opts.extents) } : {}),
-          cycleMs: Number(opts.cycleMs) });
+          cycleMs: Number(opts.cycleMs), cycleMemoryBytes: parseSize(opts.cycleMemory), spillLimitBytes: parseSize(opts.spillLimit) });
       if (globals.json) printJson(p);
       else process.stdout.write(line(p, 'created'));
     }));

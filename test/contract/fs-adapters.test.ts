@@ -9,6 +9,9 @@ import { FileMetaStore, FileSlotJournal } from '../../src/adapters/fs/file-meta-
 import { blockStoreContract } from './block-store-contract.js';
 import { metaStoreContract, slotJournalContract } from './meta-store-contract.js';
 import { isTidemarkError } from '../../src/core/errors.js';
+import { FileSpillStore } from '../../src/adapters/fs/file-spill-store.js';
+import { spillStoreContract } from './spill-store-contract.js';
+import { readdir, mkdir } from 'node:fs/promises';
 
 const tempDir = (): Promise<string> => mkdtemp(join(tmpdir(), 'tidemark-contract-'));
 
@@ -57,6 +60,31 @@ test('FileMetaStore drops temporaries left by an interrupted write and keeps the
     const reopened = await FileMetaStore.open(dir);
     assert.deepEqual(new Uint8Array((await reopened.read('volume/x'))!), new Uint8Array([1]));
     assert.deepEqual(await reopened.list(''), ['volume/x']);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+spillStoreContract('FileSpillStore', async () => {
+  const dir = await tempDir();
+  return { store: await FileSpillStore.open(join(dir, 'spill')), cleanup: () => rm(dir, { recursive: true, force: true }) };
+});
+
+test('FileSpillStore: one sparse file per (pair, cycle) under its directory; leftovers of an earlier process go at open', async () => {
+  const dir = await tempDir();
+  try {
+    const leftover = join(dir, 'spill', 'old.pair');
+    await mkdir(leftover, { recursive: true });
+    await writeFile(join(leftover, '7'), 'from a process that is gone');
+    const store = await FileSpillStore.open(join(dir, 'spill'));
+    assert.deepEqual(await readdir(join(dir, 'spill')), [], 'leftover spill files are deleted at open');
+    await store.write('east.db.x1', 12, 1024 * 4096, [new Uint8Array(4096).fill(1)]);
+    assert.deepEqual(await readdir(store.pairDirectory('east.db.x1')), ['12']);
+    await store.removeCycle('east.db.x1', 12);
+    assert.deepEqual(await readdir(store.pairDirectory('east.db.x1')), []);
+    await store.write('east.db.x1', 13, 0, [new Uint8Array(10)]);
+    await store.close();
+    assert.deepEqual(await readdir(join(dir, 'spill')), [], 'close deletes everything');
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

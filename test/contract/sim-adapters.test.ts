@@ -4,7 +4,9 @@ import { Prng } from '../../src/core/lib/prng.js';
 import { Scheduler } from '../../src/sim/scheduler.js';
 import { SimDisk } from '../../src/sim/sim-disk.js';
 import { SimMetaStore, SimSlotJournal } from '../../src/sim/sim-meta-store.js';
+import { SimSpillStore } from '../../src/sim/sim-spill-store.js';
 import { blockStoreContract } from './block-store-contract.js';
+import { spillStoreContract } from './spill-store-contract.js';
 import { metaStoreContract, slotJournalContract } from './meta-store-contract.js';
 
 function drivenScheduler(): Scheduler {
@@ -29,5 +31,10 @@ metaStoreContract('SimMetaStore', async () => ({
 
 slotJournalContract('SimSlotJournal', async () => ({
   journal: new SimSlotJournal(4, 512, drivenScheduler(), new Prng(3)),
+  cleanup: async () => undefined,
+}));
+
+spillStoreContract('SimSpillStore', async () => ({
+  store: new SimSpillStore(drivenScheduler(), new Prng(4)),
   cleanup: async () => undefined,
 }));

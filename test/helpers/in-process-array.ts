@@ -7,6 +7,7 @@ import { spawn } from 'node:child_process';
 import { ArrayService } from '../../src/app/array-service.js';
 import { FileBlockStoreFactory } from '../../src/adapters/fs/file-block-store.js';
 import { FileMetaStore, FileSlotJournalFactory } from '../../src/adapters/fs/file-meta-store.js';
+import { FileSpillStore } from '../../src/adapters/fs/file-spill-store.js';
 import { startNbdServer, type NbdServer } from '../../src/adapters/nbd-server/nbd-server.js';
 import type { PeerLinks } from '../../src/ports/peer-transport.js';
 
@@ -35,8 +36,10 @@ export async function startTestArray(options: TestArrayOptions = {}): Promise<Te
   const dir = options.dir ?? await mkdtemp(join(tmpdir(), 'tidemark-test-'));
   const volumes = join(dir, 'volumes');
   await mkdir(volumes, { recursive: true });
+  const spill = await FileSpillStore.open(join(dir, 'spill'));
   const service = await ArrayService.open({
     name: options.name ?? 'test',
+    spill,
     ...(options.links ? { links: options.links } : {}),
     ...(options.groupWindowTimeoutMs !== undefined ? { groupWindowTimeoutMs: options.groupWindowTimeoutMs } : {}),
     meta: await FileMetaStore.open(join(dir, 'meta')),
@@ -53,11 +56,13 @@ export async function startTestArray(options: TestArrayOptions = {}): Promise<Te
     async close() {
       await nbd.close();
       await service.close();
+      await spill.close();
       await rm(dir, { recursive: true, force: true });
     },
     async crash() {
       await nbd.close();
       await service.abandon();
+      await spill.close();
     },
   };
 }

@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DaemonFixture, api, tidemarkBin, waitFor, type DaemonProcess } from '../helpers/daemon.js';
 import { mustRun, runCommand } from '../helpers/in-process-array.js';
@@ -183,6 +183,126 @@ test('async pair between two daemons: cycles carry writes; R2 killed mid-stream 
     const last = during!.captureCycle;
     await waitFor(`R2 applied cycle ${last}`, async () => {
       const c = await cycles();
+      return c !== null && c.appliedCycle >= last;
+    }, 60_000);
+    await waitFor('R2 equals R1', async () => (await hashOf(fixture, west, 'db-r')) === (await hashOf(fixture, east, 'db')), 30_000);
+  } finally {
+    await fixture.cleanup();
+  }
+});
+
+interface SpillJson {
+  id: string; state: string; cycleMemoryBytes: number; spillLimitBytes: number;
+  cycles: { captureCycle: number; appliedCycle: number; memoryBytes: number; spilledRecords: number; spilledBytes: number } | null;
+  cyclesFallback: { reason: string; tracks: number; message: string } | null;
+  counters: { cycleFallbacks: number };
+}
+
+/** Files (with their sizes on disk) under a pair's spill directory on an array. */
+async function spillFiles(dataDir: string, pairId: string): Promise<Array<{ name: string; allocated: number }>> {
+  const dir = join(dataDir, 'spill', encodeURIComponent(pairId));
+  const names = await readdir(dir).catch(() => [] as string[]);
+  return Promise.all(names.map(async (name) => ({ name, allocated: (await stat(join(dir, name))).blocks * 512 })));
+}
+
+/** Async pair east → west with a small cycle memory; the cycles running. */
+async function asyncPair(fixture: DaemonFixture, spillLimit: string): Promise<{
+  east: DaemonProcess; west: DaemonProcess; eastDir: string; westDir: string; westLink: string; show(): Promise<SpillJson>;
+}> {
+  const { east, west, westDir, westLink } = await linkedArrays(fixture, []);
+  await cli(east, 'volume', 'create', 'db', '--size', '32MiB');
+  await cli(west, 'volume', 'create', 'db-r', '--size', '32MiB');
+  await qemuWrite(east, 'db', 0x01, 0, 2 * MiB);
+  await cli(east, 'pair', 'create', 'db', '--peer', 'west', '--remote-volume', 'db-r', '--mode', 'async', '--cycle-ms', '200',
+    '--cycle-memory', '256KiB', '--spill-limit', spillLimit);
+  const show = async (): Promise<SpillJson> => JSON.parse(await cli(east, 'pair', 'show', 'db')) as SpillJson;
+  await waitFor('cycles running', async () => (await show()).cycles !== null, 20_000);
+  return { east, west, eastDir: join(fixture.dir, 'east'), westDir, westLink, show };
+}
+
+/** Writes while R2 is down: whole records, sub-record pieces and rewrites, ~6 MiB of cycle data. */
+async function writeWhileDown(east: DaemonProcess): Promise<void> {
+  for (let i = 0; i < 6; i++) await qemuWrite(east, 'db', 0x40 + i, 4 * MiB + i * MiB, MiB);
+  await qemuWrite(east, 'db', 0x66, 4 * MiB + 1000, 3000); // inside records already captured (and maybe spilled)
+  await qemuWrite(east, 'db', 0x67, 24 * MiB + 100, 9000); // partial records at both ends
+  await qemuWrite(east, 'db', 0x68, 5 * MiB, 256 * 1024); // a rewrite of spilled records
+}
+
+test('async pair between two daemons: with R2 down the cycles spill to disk past their memory, pair show reports it, and R2 converges once back (spill files gone)', async () => {
+  const fixture = await DaemonFixture.create();
+  try {
+    const p = await asyncPair(fixture, '64MiB');
+    let { west } = p;
+    const { east } = p;
+    const before = await p.show();
+    assert.equal(before.cycleMemoryBytes, 256 * 1024);
+    assert.equal(before.spillLimitBytes, 64 * MiB);
+
+    await west.stop('SIGKILL');
+    await waitFor('partitioned', async () => (await p.show()).state === 'partitioned', 15_000);
+    await writeWhileDown(east);
+    const down = await p.show();
+    assert.notEqual(down.cycles, null, 'the cycles keep capturing, to disk');
+    assert.equal(down.cyclesFallback, null);
+    assert.ok(down.cycles!.spilledBytes >= 5 * MiB, `spilled ${down.cycles!.spilledBytes} bytes`);
+    assert.equal(down.cycles!.spilledBytes, down.cycles!.spilledRecords * 4096);
+    assert.ok(down.cycles!.memoryBytes <= 256 * 1024 + 64 * 4096, `memory ${down.cycles!.memoryBytes} stays near its 256 KiB budget`);
+    const files = await spillFiles(p.eastDir, down.id);
+    assert.ok(files.length >= 1, 'a spill file per cycle under <data dir>/spill/<pair>/');
+    assert.ok(files.reduce((n, f) => n + f.allocated, 0) >= 5 * MiB, 'the spilled records are on disk');
+    const text = await mustRun(tidemarkBin, ['--array', east.apiUrl, 'pair', 'show', 'db']);
+    assert.match(text, /cycle memory:\s+.* of 256 KiB; spilled [\d.]+ MiB \(\d+ records\) of 64 MiB/);
+    const metrics = await (await fetch(`${east.apiUrl}/metrics`)).text();
+    const gauge = /tidemark_pair_cycle_spilled_bytes\{pair="db",peer="west",role="R1"\} (\d+)/.exec(metrics);
+    assert.ok(gauge && Number(gauge[1]) > 0, 'the spilled bytes are a metric');
+
+    west = await fixture.start(p.westDir, ['--name', 'west', '--link', p.westLink]);
+    const last = (await p.show()).cycles!.captureCycle;
+    await waitFor(`R2 applied cycle ${last}`, async () => {
+      const c = (await p.show()).cycles;
+      return c !== null && c.appliedCycle >= last;
+    }, 60_000);
+    await waitFor('R2 equals R1', async () => (await hashOf(fixture, west, 'db-r')) === (await hashOf(fixture, east, 'db')), 30_000);
+    const after = await p.show();
+    assert.equal(after.counters.cycleFallbacks, 0, 'no fall back: the cycles carried everything');
+    await waitFor('spill files deleted once R2 committed their cycles', async () => (await spillFiles(p.eastDir, after.id)).length === 0, 10_000);
+    assert.equal((await p.show()).cycles!.spilledBytes, 0);
+  } finally {
+    await fixture.cleanup();
+  }
+});
+
+test('async pair between two daemons: past the spill limit the cycles fall back to bitmaps (reported), and the pair resyncs to equality and restarts its cycles', async () => {
+  const fixture = await DaemonFixture.create();
+  try {
+    const p = await asyncPair(fixture, '1MiB');
+    let { west } = p;
+    const { east } = p;
+    await west.stop('SIGKILL');
+    await waitFor('partitioned', async () => (await p.show()).state === 'partitioned', 15_000);
+    await writeWhileDown(east);
+    const down = await p.show();
+    assert.equal(down.cycles, null, 'the cycles stopped');
+    assert.ok(down.cyclesFallback, 'pair show says why');
+    assert.equal(down.cyclesFallback.reason, 'capture-limit');
+    assert.ok(down.cyclesFallback.tracks > 0);
+    assert.match(down.cyclesFallback.message, /256 KiB in memory plus the 1 MiB spill limit: fell back to bitmaps/);
+    assert.equal(down.counters.cycleFallbacks, 1);
+    assert.equal(down.state, 'partitioned');
+    const text = await mustRun(tidemarkBin, ['--array', east.apiUrl, 'pair', 'show', 'db']);
+    assert.match(text, /cycles fell back:\s+\S+: the cycles outgrew 256 KiB in memory plus the 1 MiB spill limit/);
+    const metrics = await (await fetch(`${east.apiUrl}/metrics`)).text();
+    assert.match(metrics, /tidemark_pair_cycle_fallbacks\{pair="db",peer="west",role="R1"\} 1/);
+    await waitFor('spill files deleted at the fall back', async () => (await spillFiles(p.eastDir, down.id)).length === 0, 10_000);
+
+    west = await fixture.start(p.westDir, ['--name', 'west', '--link', p.westLink]);
+    await cli(east, 'pair', 'wait', 'db', '--until', 'synchronized', '--timeout', '60');
+    await waitFor('cycles running again', async () => (await p.show()).cycles !== null, 20_000);
+    assert.equal((await p.show()).cyclesFallback, null, 'cleared once the cycles run again');
+    await qemuWrite(east, 'db', 0x7e, 30 * MiB, 64 * 1024);
+    const last = (await p.show()).cycles!.captureCycle;
+    await waitFor(`R2 applied cycle ${last}`, async () => {
+      const c = (await p.show()).cycles;
       return c !== null && c.appliedCycle >= last;
     }, 60_000);
     await waitFor('R2 equals R1', async () => (await hashOf(fixture, west, 'db-r')) === (await hashOf(fixture, east, 'db')), 30_000);

@@ -170,6 +170,35 @@ test('spill: over budget, records leave memory and come back merged with later b
   assert.deepEqual(r1.takeReleasedSpill(), [1]);
 });
 
+test('spill: a spilled cycle is read back a window at a time (reads count against maxInflightRecords)', () => {
+  const r1 = new R1Cycles(config({ memoryBudgetBytes: 2 * RB, maxInflightRecords: 4 }), { cycle: 1, nowMs: 0 });
+  const slot = new Map<number, Uint8Array>();
+  for (let i = 0; i < 12; i++) write(r1, i * RB, bytes(RB, 20 + i));
+  for (const w of r1.takeSpill(12 * RB)) slot.set(w.record, w.data.slice());
+  assert.equal(r1.stats().spilledRecords, 12);
+  r1.switchCycle(100);
+  let out = r1.nextToSend(100);
+  assert.equal(out.spillReads.length, 4, 'no more reads than the in-flight window');
+  assert.equal(r1.nextToSend(100).spillReads.length, 0, 'nothing more until those come back');
+  const got = new Map<number, number>();
+  let reads = out.spillReads;
+  for (let round = 0; round < 10 && got.size < 12; round++) {
+    for (const read of reads) r1.spillRestored(read, slot.get(read.record)!);
+    out = r1.nextToSend(101 + round);
+    assert.equal(records(out.messages).length, reads.length, 'what was read back goes out first');
+    assert.ok(r1.stats().transmit!.inflight <= 4, 'restored records in flight stay within the window');
+    for (const rec of records(out.messages)) got.set(rec.record, rec.data[0]!);
+    ackAll(r1, out.messages);
+    out = r1.nextToSend(101 + round);
+    assert.equal(records(out.messages).length, 0);
+    assert.ok(out.spillReads.length <= 4);
+    reads = out.spillReads;
+  }
+  assert.equal(got.size, 12);
+  assert.equal(r1.stats().spilledRecords, 0);
+  for (const [rec, first] of got) assert.equal(first, 20 + rec);
+});
+
 test('fallBackToBitmaps returns every track any cycle held, and is sticky', () => {
   const r1 = new R1Cycles(config(), { cycle: 1, nowMs: 0 });
   write(r1, 0, bytes(10, 1));            // track 0

@@ -55,6 +55,14 @@ export const PairStatusSchema = Type.Object({
   peerMissing: Type.Boolean(),
   lastError: Type.Union([Type.String(), Type.Null()]),
   cycleMs: Type.Integer({ minimum: 100 }),
+  cycleMemoryBytes: Type.Integer({ minimum: 0, description: "async mode: R1's cycles spill to disk above this much record data in memory." }),
+  spillLimitBytes: Type.Integer({ minimum: 0, description: 'async mode: spilled cycle data above this makes R1 fall back to bitmaps (0: R1 never spills; it falls back at the memory budget).' }),
+  cyclesFallback: Type.Union([Type.Object({
+    at: Type.String({ format: 'date-time' }),
+    reason: literals(['capture-limit', 'spill-failed', 'peer-stopped']),
+    tracks: Type.Integer({ minimum: 0, description: 'Tracks the cycles held, now owed through the bitmaps.' }),
+    message: Type.String(),
+  }), Type.Null()], { description: "R1, async mode: the cycles' last fall back to bitmaps on their own (capture limit reached, spill failed, R2 stopped its cycles); null while cycles run. The pair resyncs through its bitmaps (R2 is not at a cycle boundary meanwhile), then starts cycles again." }),
   cycles: Type.Union([Type.Object({
     captureCycle: Type.Union([Type.Integer(), Type.Null()], { description: 'R1: the cycle capturing writes.' }),
     transmitCycle: Type.Union([Type.Integer(), Type.Null()], { description: 'R1: the cycle being sent; R2: the cycle being received.' }),
@@ -62,11 +70,14 @@ export const PairStatusSchema = Type.Object({
     remoteAppliedCycle: Type.Union([Type.Integer(), Type.Null()], { description: "R1: R2's applied cycle (its recoverable point) as last reported." }),
     captureRecords: Type.Integer({ minimum: 0 }),
     transmitRecords: Type.Integer({ minimum: 0 }),
-    memoryBytes: Type.Integer({ minimum: 0 }),
+    memoryBytes: Type.Integer({ minimum: 0, description: 'R1: record data of the cycles held in memory.' }),
+    spilledRecords: Type.Integer({ minimum: 0, description: 'R1: records of the cycles spilled to disk.' }),
+    spilledBytes: Type.Integer({ minimum: 0, description: 'R1: bytes of spill slots on disk (a record per slot).' }),
   }), Type.Null()], { description: 'async mode: the ordered cycles (null while none run, e.g. during a resync).' }),
   counters: Type.Object({
     writesForwarded: Type.Integer(), recordsShipped: Type.Integer(), bytesShipped: Type.Integer(), zeroMarkers: Type.Integer(),
     recordsIdentical: Type.Integer(), tracksCopied: Type.Integer(), recordsPulled: Type.Integer(), bytesPulled: Type.Integer(),
+    cycleFallbacks: Type.Integer({ description: 'async: times the cycles fell back to bitmaps on their own since the array started.' }),
   }),
 });
 export type PairStatusView = Static<typeof PairStatusSchema>;
@@ -99,6 +110,8 @@ const PairCreateBodySchema = Type.Object({
   protectWith: Type.Optional(Type.String({ minLength: 1, maxLength: 63, description: 'A clone session of the remote volume, on the peer, split before every resync.' })),
   extents: Type.Optional(Type.Array(ExtentSchema, { minItems: 1, maxItems: 1024, description: 'Replicate only these byte ranges (whole tracks); the rest of R2 stays its hosts\'.' })),
   cycleMs: Type.Optional(Type.Integer({ minimum: 100, maximum: 3_600_000, description: 'async mode: the shortest time between cycle switches (default 1000).' })),
+  cycleMemoryBytes: Type.Optional(Type.Integer({ minimum: 64 * 1024, description: "async mode: record data R1's cycles keep in memory before spilling to disk (default 64 MiB)." })),
+  spillLimitBytes: Type.Optional(Type.Integer({ minimum: 0, description: 'async mode: cycle data R1 may spill to disk (under the data directory) before the pair falls back to bitmaps (default 4 GiB; 0: never spill).' })),
 }, { additionalProperties: false });
 export type PairCreateBody = Static<typeof PairCreateBodySchema>;
 const ModeBody = Type.Object({ mode: literals(PAIR_MODES) }, { additionalProperties: false });

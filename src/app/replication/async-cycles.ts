@@ -2,7 +2,7 @@
 // (src/core/replication/cycles) driven with the volume's write hooks, timers, the peer RPC and the
 // metadata store. R1 starts cycles only from a synchronized pair, inside a write window; before
 // that, and after a fall-back, the pair's bitmaps carry the changes as in the other modes.
-import { R1Cycles, type WriteToken } from '../../core/replication/cycles/r1-cycles.js';
+import { R1Cycles, type SpillRead, type WriteToken } from '../../core/replication/cycles/r1-cycles.js';
 import { R2Cycles, type PersistedCycle, type R2Action } from '../../core/replication/cycles/r2-cycles.js';
 import type { CycleRecord, R1Message, R2Message } from '../../core/replication/cycles/cycle-messages.js';
 import { decodeMessage, encodeMessage, type Segment } from '../../core/replication/peer-messages.js';
@@ -12,11 +12,14 @@ import type { MetaStore } from '../../ports/meta-store.js';
 import type { Volume } from '../volume/volume.js';
 import type { MemberRecoveryInput, RecoveryAction } from '../../core/group/group-recovery.js';
 import type { PeerRpc } from './peer-rpc.js';
+import type { SpillStore } from '../../ports/spill-store.js';
+import { CycleSpill } from './cycle-spill.js';
+import { DEFAULT_CYCLE_MEMORY_BYTES, DEFAULT_SPILL_LIMIT_BYTES } from '../../core/replication/pair-record.js';
 
 export const DEFAULT_CYCLE_MS = 1000;
 export const MIN_CYCLE_MS = 100;
-/** Capture held in memory before the pair falls back to bitmaps (no spill to disk yet). */
-const CAPTURE_LIMIT_BYTES = 256 * 1024 * 1024;
+/** After a spill, memory is back to this share of the budget: spills come in batches, not per write. */
+const SPILL_DOWN_TO = 0.75;
 const RETRANSMIT_AFTER_MS = 2000;
 
 // ---- messages on the link ----
@@ -58,15 +61,27 @@ export interface R1AsyncHost {
   readonly cycleMs: number;
   /** A consistency group member: its coordinator switches the cycles, starting at this tag. */
   readonly groupTag?: number;
+  /** Record buffers kept in memory before spilling (default DEFAULT_CYCLE_MEMORY_BYTES). */
+  readonly memoryBudgetBytes?: number;
+  /** Bytes the cycles may spill before they fall back (default DEFAULT_SPILL_LIMIT_BYTES). */
+  readonly spillLimitBytes?: number;
+  /** Where cycles that outgrow memory spill; without one they fall back at the memory budget. */
+  readonly spill?: SpillStore;
   nowMs(): number;
   /** The cycles fell back (over the capture limit): these tracks are owed through the bitmaps. */
-  fellBack(tracks: readonly number[]): void;
+  fellBack(tracks: readonly number[], reason: CyclesFallBackReason): void;
   /**
    * A cycle's commit is acknowledged (R2 holds it durably and will apply it): its tracks may clear
    * unless `busy` says a later cycle or a write still in progress holds them.
    */
   committed(tracks: ReadonlySet<number>, busy: (track: number) => boolean): void;
 }
+
+/**
+ * Why R1's cycles gave up (their tracks went to the bitmaps): 'stopped' on purpose (mode change,
+ * suspend, a resync); the others are the ones an operator needs to see.
+ */
+export type CyclesFallBackReason = 'stopped' | 'capture-limit' | 'spill-failed' | 'peer-stopped';
 
 export class R1Async {
   readonly cycles: R1Cycles;
@@ -81,10 +96,16 @@ export class R1Async {
 
   constructor(private readonly host: R1AsyncHost, firstCycle: number) {
     const g = host.volume.geometry;
+    this.memoryBudgetBytes = host.memoryBudgetBytes ?? DEFAULT_CYCLE_MEMORY_BYTES;
+    this.spillLimitBytes = host.spill ? host.spillLimitBytes ?? DEFAULT_SPILL_LIMIT_BYTES : 0;
+    this.spill = this.spillLimitBytes > 0 ? new CycleSpill(host.spill!, host.pairId, g.recordBytes, () => this.fallBack('spill-failed')) : undefined;
+    // Records sent and being read back stay in memory: a share of the budget, so a spill frees some.
+    const inflight = Math.max(16, Math.min(1024, Math.floor(this.memoryBudgetBytes / g.recordBytes / 4)));
     this.cycles = new R1Cycles({
       volumeBytes: g.sizeBytes, trackBytes: g.trackBytes, recordBytes: g.recordBytes, cycleMs: host.cycleMs,
       mode: host.groupTag === undefined ? 'standalone' : 'group',
-      memoryBudgetBytes: CAPTURE_LIMIT_BYTES, captureLimitBytes: CAPTURE_LIMIT_BYTES, maxBatchRecords: 64, maxInflightRecords: 1024,
+      memoryBudgetBytes: this.memoryBudgetBytes, captureLimitBytes: this.memoryBudgetBytes + this.spillLimitBytes,
+      maxBatchRecords: 64, maxInflightRecords: inflight,
     }, { cycle: firstCycle, nowMs: host.nowMs(), ...(host.groupTag === undefined ? {} : { tag: host.groupTag }) });
     this.lastCommitAcked = firstCycle - 1;
     if (host.groupTag !== undefined) this.groupFromCycle = firstCycle;
@@ -141,7 +162,8 @@ export class R1Async {
       if (!set) this.tracksOf.set(held.token.cycle, set = new Set());
       for (let t = this.trackOf(offset); t <= this.trackOf(offset + length - 1); t++) set.add(t);
     }
-    if (!kept || this.cycles.overLimit) this.fallBack();
+    if (kept && this.spill && this.cycles.overBudget) this.spillNow();
+    if (!kept || this.cycles.overLimit || this.spilledBytes > this.spillLimitBytes) this.fallBack('capture-limit');
     return kept;
   }
 
@@ -164,17 +186,18 @@ export class R1Async {
 
   /** The pair leaves async mode or stops replicating: the cycles' data is owed through the bitmaps. */
   fallBackNow(): void {
-    this.fallBack();
+    this.fallBack('stopped');
   }
 
-  private fallBack(): void {
+  private fallBack(reason: CyclesFallBackReason): void {
     if (this.stopped) return;
     this.stopped = true;
     const { tracks } = this.cycles.fallBackToBitmaps();
+    void this.spill?.close();
     const all = new Set<number>(tracks);
     for (const set of this.tracksOf.values()) for (const t of set) all.add(t);
     for (const t of this.pending.keys()) all.add(t);
-    this.host.fellBack([...all]);
+    this.host.fellBack([...all], reason);
   }
 
   /** The first cycle tagged by the group's coordinator (null: not in a group). */
@@ -218,14 +241,15 @@ export class R1Async {
       this.cycles.retransmit(now, RETRANSMIT_AFTER_MS);
     }
     if (!this.host.rpc.isUp(this.host.peer)) return;
-    const { messages } = this.cycles.nextToSend(now);
+    const { messages, spillReads } = this.cycles.nextToSend(now);
+    this.restore(spillReads);
     for (const message of messages) {
       const { header, segments } = cycleMessageToWire(message);
       // One-way: R2 answers with messages of its own; a lost one is sent again by retransmit().
       this.host.rpc.request(this.host.peer, { op: 'pair.cycle', pair: this.host.pairId, ...header }, segments, 30_000)
         .catch((error: unknown) => {
           // R2 runs no cycles (they were stopped there): carry on through the bitmaps, restart later.
-          if (isTidemarkError(error, ErrorCode.InvalidState)) this.fallBack();
+          if (isTidemarkError(error, ErrorCode.InvalidState)) this.fallBack('peer-stopped');
         });
     }
   }
@@ -233,6 +257,7 @@ export class R1Async {
   receive(message: R2Message): void {
     if (this.stopped) return;
     this.cycles.receive(message);
+    this.spill?.release(this.cycles.takeReleasedSpill());
     if (message.kind === 'commit-ack' && message.cycle > this.lastCommitAcked) {
       this.lastCommitAcked = message.cycle;
       const done = this.tracksOf.get(message.cycle) ?? new Set<number>();
@@ -244,6 +269,38 @@ export class R1Async {
       this.host.committed(done, (t) => later.has(t) || this.pending.has(t));
     }
     this.pump();
+  }
+
+  // ---- spill: cycles that outgrow memory go to disk, up to spillLimitBytes ----
+
+  readonly memoryBudgetBytes: number;
+  /** 0: this pair does not spill (no store, or the limit is 0); it falls back at the memory budget. */
+  readonly spillLimitBytes: number;
+  private readonly spill: CycleSpill | undefined;
+
+  /** Cycle data in memory: the record buffers, plus spilled bytes not yet written. */
+  get memoryBytes(): number {
+    return this.cycles.memoryBytes + (this.spill?.queuedBytes ?? 0);
+  }
+
+  /** Record slots on disk (a record partly written takes a whole slot). */
+  get spilledBytes(): number {
+    return this.cycles.stats().spilledRecords * this.host.volume.geometry.recordBytes;
+  }
+
+  private spillNow(): void {
+    const excess = this.cycles.memoryBytes - Math.floor(this.memoryBudgetBytes * SPILL_DOWN_TO);
+    this.spill!.write(this.cycles.takeSpill(excess));
+  }
+
+  /** Spilled records of the transmit cycle are read back, then sent (pump). */
+  private restore(reads: readonly SpillRead[]): void {
+    if (reads.length === 0) return;
+    void this.spill!.read(reads).then((slots) => {
+      if (!slots || this.stopped) return;
+      for (let i = 0; i < reads.length; i++) this.cycles.spillRestored(reads[i]!, slots[i]!);
+      this.pump();
+    });
   }
 }
 

@@ -5,8 +5,8 @@
 import { TrackBitmap } from '../../core/bitmap/track-bitmap.js';
 import { ErrorCode, TidemarkError, invalidArgument, notFound } from '../../core/errors.js';
 import {
-  LINK_FAILURE_POLICIES, PAIR_INTENTS, PAIR_MODES, parsePairRecord,
-  type LinkFailurePolicy, type PairIntent, type PairMode, type PairRecord,
+  DEFAULT_CYCLE_MEMORY_BYTES, DEFAULT_SPILL_LIMIT_BYTES, LINK_FAILURE_POLICIES, MIN_CYCLE_MEMORY_BYTES, PAIR_INTENTS, PAIR_MODES,
+  parsePairRecord, type LinkFailurePolicy, type PairIntent, type PairMode, type PairRecord,
 } from '../../core/replication/pair-record.js';
 import { checkCommand, pairVolumeState, volumeStateFor, type PairCommand, type PairState } from '../../core/replication/pair-rules.js';
 import { validateExtents, type ByteExtent } from '../../core/replication/pair-extents.js';
@@ -17,10 +17,13 @@ import { PairRuntime, positionIds, type PairCounters, type PairTimeouts } from '
 import type { PeerRpc, RpcReply } from './peer-rpc.js';
 import { digestEqual, isAllZero, recordDigests } from './record-digests.js';
 import { holeTracks } from './hole-tracks.js';
-import { DEFAULT_CYCLE_MS, MIN_CYCLE_MS, R1Async, R2Async, cycleMessageFromWire, type R2AsyncHost } from './async-cycles.js';
+import {
+  DEFAULT_CYCLE_MS, MIN_CYCLE_MS, R1Async, R2Async, cycleMessageFromWire, type CyclesFallBackReason, type R2AsyncHost,
+} from './async-cycles.js';
 import type { R1Message, R2Message } from '../../core/replication/cycles/cycle-messages.js';
 import type { MetaStore } from '../../ports/meta-store.js';
 import type { Timers } from '../../ports/timers.js';
+import type { SpillStore } from '../../ports/spill-store.js';
 
 const EXTENSION_KEY = 'pairs';
 const CONTROL_TIMEOUT_MS = 15_000;
@@ -44,6 +47,8 @@ export interface PairHost {
   readonly timers: Timers;
   /** Where R2 keeps received cycles of async pairs. */
   readonly meta: MetaStore;
+  /** Where R1's async cycles spill when they outgrow memory; without one they fall back instead. */
+  readonly spill?: SpillStore;
   /** A fresh unpredictable suffix for pair ids (seeded in the simulator). */
   randomId(): string;
   /** Checks that CLONE is a clone session of volume STD on this array (for --protect-with). */
@@ -64,6 +69,10 @@ export interface PairCreateOptions {
   readonly extents?: readonly ByteExtent[];
   /** async mode: the shortest time between cycle switches (≥ 100 ms). */
   readonly cycleMs?: number;
+  /** async mode: R1's cycles spill to disk above this much data in memory. */
+  readonly cycleMemoryBytes?: number;
+  /** async mode: spilled data above this makes R1 fall back to bitmaps (0: never spill). */
+  readonly spillLimitBytes?: number;
 }
 
 export interface PairStatus {
@@ -95,6 +104,18 @@ export interface PairStatus {
   /** async mode: the cycles on this side (null when none run). */
   readonly cycles: CycleStatus | null;
   readonly cycleMs: number;
+  readonly cycleMemoryBytes: number;
+  readonly spillLimitBytes: number;
+  /** R1, async: the cycles' last unplanned fall back to bitmaps (null once they run again). */
+  readonly cyclesFallback: CyclesFallback | null;
+}
+
+export interface CyclesFallback {
+  readonly at: string;
+  readonly reason: Exclude<CyclesFallBackReason, 'stopped'>;
+  /** Tracks the cycles held, now owed through the bitmaps. */
+  readonly tracks: number;
+  readonly message: string;
 }
 
 export interface CycleStatus {
@@ -106,7 +127,11 @@ export interface CycleStatus {
   readonly appliedCycle: number;
   readonly captureRecords: number;
   readonly transmitRecords: number;
+  /** R1: record data of the cycles in memory (spill writes not yet done included). */
   readonly memoryBytes: number;
+  /** R1: records of the cycles spilled to disk, and the bytes of their slots. */
+  readonly spilledRecords: number;
+  readonly spilledBytes: number;
   /** On R1: the cycle R2 reported applied when last asked (R2's recoverable point). */
   readonly remoteAppliedCycle: number | null;
 }
@@ -197,6 +222,7 @@ export class PairManager {
 
   private detach(runtime: PairRuntime): void {
     runtime.retired = true;
+    if (runtime.capturing) runtime.stopAsync(); // its spill files go with it
     const ids = runtime.ids;
     for (const id of [ids.out, ids.own, ids.pull]) runtime.volume.removePosition(id);
     this.pairs.delete(runtime.volume.name);
@@ -244,6 +270,9 @@ export class PairManager {
       counters: { ...r.counters },
       cycles: this.cycleStatus(r),
       cycleMs: rec.cycleMs,
+      cycleMemoryBytes: rec.cycleMemoryBytes,
+      spillLimitBytes: this.host.spill ? rec.spillLimitBytes : 0,
+      cyclesFallback: rec.role === 'R1' && !r.capturing ? r.cyclesFallback ?? null : null,
     };
   }
 
@@ -252,7 +281,8 @@ export class PairManager {
       const st = r.asyncR1!.cycles.stats();
       return {
         captureCycle: st.capture.cycle, transmitCycle: st.transmit?.cycle ?? null, appliedCycle: r.asyncR1!.appliedCycle,
-        captureRecords: st.capture.records, transmitRecords: st.transmit?.records ?? 0, memoryBytes: st.memoryBytes,
+        captureRecords: st.capture.records, transmitRecords: st.transmit?.records ?? 0, memoryBytes: r.asyncR1!.memoryBytes,
+        spilledRecords: st.spilledRecords, spilledBytes: st.spilledRecords * r.volume.geometry.recordBytes,
         remoteAppliedCycle: r.remoteAppliedCycle ?? null,
       };
     }
@@ -260,7 +290,7 @@ export class PairManager {
       const st = r.asyncR2.cycles.stats();
       return {
         captureCycle: null, transmitCycle: st.receivingCycle, appliedCycle: st.appliedCycle,
-        captureRecords: 0, transmitRecords: st.receivedRecords, memoryBytes: 0, remoteAppliedCycle: null,
+        captureRecords: 0, transmitRecords: st.receivedRecords, memoryBytes: 0, spilledRecords: 0, spilledBytes: 0, remoteAppliedCycle: null,
       };
     }
     return null;
@@ -295,10 +325,16 @@ export class PairManager {
     const extents = options.extents ? validateExtents(options.extents, volume.geometry) : null;
     const cycleMs = options.cycleMs ?? DEFAULT_CYCLE_MS;
     if (!Number.isSafeInteger(cycleMs) || cycleMs < MIN_CYCLE_MS) throw invalidArgument(`--cycle-ms must be a whole number of at least ${MIN_CYCLE_MS}`);
+    const cycleMemoryBytes = options.cycleMemoryBytes ?? DEFAULT_CYCLE_MEMORY_BYTES;
+    if (!Number.isSafeInteger(cycleMemoryBytes) || cycleMemoryBytes < MIN_CYCLE_MEMORY_BYTES) {
+      throw invalidArgument(`--cycle-memory must be at least ${MIN_CYCLE_MEMORY_BYTES} bytes`);
+    }
+    const spillLimitBytes = options.spillLimitBytes ?? DEFAULT_SPILL_LIMIT_BYTES;
+    if (!Number.isSafeInteger(spillLimitBytes) || spillLimitBytes < 0) throw invalidArgument('--spill-limit must be a whole number of bytes ≥ 0');
     const id = `${this.host.arrayName}.${name}.${this.host.randomId()}`;
     const record: PairRecord = {
       id, role: 'R1', localVolume: name, peer, remoteVolume, mode, intent: 'replicating', onLinkFailure,
-      generation: 1, diverged: false, protectWith, extents, cycleMs, createdAtMs: Math.floor(this.host.nowMs()),
+      generation: 1, diverged: false, protectWith, extents, cycleMs, cycleMemoryBytes, spillLimitBytes, createdAtMs: Math.floor(this.host.nowMs()),
     };
     // R2 first: a crash after it leaves a half R1 does not know (refused later, deletable on R2),
     // never an R1 shipping to a volume that was not made a replica.
@@ -535,8 +571,6 @@ export class PairManager {
     if (this.closed) return;
     for (const r of this.pairs.values()) {
       if (r.record.role !== 'R1') continue;
-      // R2 is whole again: the next resync may refresh the protection clone.
-      if (r.protectionHeld && r.quiet && r.linkUp && r.record.intent === 'replicating') r.protectionHeld = false;
       if (r.record.intent === 'restoring') this.kickRestore(r);
       else if (r.needsProtection) void this.protectReplica(r);
       else {
@@ -594,9 +628,15 @@ export class PairManager {
       r.asyncR1 = new R1Async({
         volume: r.volume, rpc: this.rpc, peer: r.record.peer, pairId: r.record.id, cycleMs: r.record.cycleMs, nowMs: this.host.nowMs,
         ...(groupTag === undefined ? {} : { groupTag }),
-        fellBack: (tracks) => runtime.cyclesFellBack(tracks),
+        memoryBudgetBytes: r.record.cycleMemoryBytes, spillLimitBytes: r.record.spillLimitBytes,
+        ...(this.host.spill ? { spill: this.host.spill } : {}),
+        fellBack: (tracks, reason) => {
+          runtime.cyclesFellBack(tracks);
+          if (reason !== 'stopped') this.cyclesFellBack(runtime, tracks.length, reason);
+        },
         committed: (tracks, busy) => runtime.cyclesCommitted(tracks, busy),
       }, first);
+      r.cyclesFallback = undefined;
       this.host.onEvent('pair async cycles started', { pair: r.record.id, cycle: first });
     } catch (error) {
       r.lastError = `starting async cycles: ${error instanceof Error ? error.message : String(error)}`;
@@ -604,6 +644,21 @@ export class PairManager {
       r.startingAsync = false;
       release();
     }
+  }
+
+  /** The cycles gave up on their own: the bitmaps carry their tracks; a resync starts them again. */
+  private cyclesFellBack(r: PairRuntime, tracks: number, reason: Exclude<CyclesFallBackReason, 'stopped'>): void {
+    const rec = r.record;
+    const why = {
+      'capture-limit': `the cycles outgrew ${formatBytes(rec.cycleMemoryBytes)} in memory` +
+        (this.host.spill && rec.spillLimitBytes > 0 ? ` plus the ${formatBytes(rec.spillLimitBytes)} spill limit` : ' (no spill to disk)'),
+      'spill-failed': 'writing or reading the spill files failed',
+      'peer-stopped': `${rec.peer} runs no cycles for this pair`,
+    }[reason];
+    const message = `${why}: fell back to bitmaps (${tracks} tracks owed); the pair resyncs when it can and then starts cycles again`;
+    r.cyclesFallback = { at: new Date(this.host.nowMs()).toISOString(), reason, tracks, message };
+    r.counters.cycleFallbacks++;
+    this.host.onEvent('pair async cycles fell back to bitmaps', { pair: rec.id, reason, tracks });
   }
 
   /** R2: apply every cycle it committed, then drop the cycles (R1 carries on through its bitmaps). */
@@ -913,6 +968,8 @@ export class PairManager {
   async close(): Promise<void> {
     this.closed = true;
     for (const r of this.pairs.values()) if (r.asyncR2) r.asyncR2.stopped = true;
+    // R1's cycles end with the process (the bitmaps already cover their tracks); their spill goes.
+    for (const r of this.pairs.values()) if (r.capturing) r.stopAsync();
     this.stopKicking();
     for (const r of this.pairs.values()) r.retired = true;
   }
@@ -930,6 +987,13 @@ async function lockedRead(volume: Volume, offset: number, length: number): Promi
   } finally {
     unlock();
   }
+}
+
+function formatBytes(n: number): string {
+  for (const [unit, size] of [['GiB', 2 ** 30], ['MiB', 2 ** 20], ['KiB', 2 ** 10]] as const) {
+    if (n >= size) return `${Number((n / size).toFixed(1))} ${unit}`;
+  }
+  return `${n} bytes`;
 }
 
 function bitmapFrom(reply: RpcReply, trackCount: number): TrackBitmap {

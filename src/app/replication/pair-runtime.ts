@@ -14,6 +14,7 @@ import type { PeerRpc } from './peer-rpc.js';
 import { DIGEST_BYTES, digestEqual, isAllZero, recordDigests } from './record-digests.js';
 import { holeTracks } from './hole-tracks.js';
 import type { R1Async, R2Async } from './async-cycles.js';
+import type { CyclesFallback } from './pair-manager.js';
 
 export const positionIds = (pairId: string): { out: string; own: string; pull: string } => ({
   out: `pair:${pairId}:out`, own: `pair:${pairId}:own`, pull: `pair:${pairId}:pull`,
@@ -46,6 +47,8 @@ export interface PairCounters {
   /** R2 → R1 (failback, restore). */
   recordsPulled: number;
   bytesPulled: number;
+  /** async: times the cycles fell back to bitmaps on their own (limit reached, spill failed, R2 stopped). */
+  cycleFallbacks: number;
 }
 
 export class PairRuntime {
@@ -80,12 +83,14 @@ export class PairRuntime {
   lastError: string | undefined;
   readonly counters: PairCounters = {
     writesForwarded: 0, recordsShipped: 0, bytesShipped: 0, zeroMarkers: 0, recordsIdentical: 0, tracksCopied: 0,
-    recordsPulled: 0, bytesPulled: 0,
+    recordsPulled: 0, bytesPulled: 0, cycleFallbacks: 0,
   };
   /** Set when the pair is torn down or its role changes: loops and hooks stop. */
   retired = false;
   /** Async mode: the ordered cycles, once started from a synchronized pair. */
   asyncR1: R1Async | undefined;
+  /** Async: the cycles' last unplanned fall back (shown until they run again). */
+  cyclesFallback: CyclesFallback | undefined;
   /** R2 in async mode: the cycles it receives and applies. */
   asyncR2: R2Async | undefined;
   /** R2: a graceful stop of its cycles in progress (apply what was committed, drop the rest). */
@@ -492,7 +497,11 @@ export class PairRuntime {
   kickPush(): void {
     if (this.pushing || !this.replicatingNow || this.owed.count === 0) return;
     this.pushing = true;
-    void this.push().finally(() => { this.pushing = false; });
+    void this.push().finally(() => {
+      this.pushing = false;
+      // R2 is whole again: the next resync may refresh the protection clone.
+      if (this.quiet && this.replicatingNow) this.protectionHeld = false;
+    });
   }
 
   private async push(): Promise<void> {

@@ -34,6 +34,8 @@ export function replicationBackend(service: ArrayService): ReplicationBackend {
       ...(b.protectWith !== undefined ? { protectWith: b.protectWith } : {}),
       ...(b.extents !== undefined ? { extents: b.extents } : {}),
       ...(b.cycleMs !== undefined ? { cycleMs: b.cycleMs } : {}),
+      ...(b.cycleMemoryBytes !== undefined ? { cycleMemoryBytes: b.cycleMemoryBytes } : {}),
+      ...(b.spillLimitBytes !== undefined ? { spillLimitBytes: b.spillLimitBytes } : {}),
     }),
     listPairs: () => service.pairs.list(),
     showPair: (pair) => service.pairs.show(pair),

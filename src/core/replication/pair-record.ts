@@ -15,6 +15,12 @@ export type PairRole = 'R1' | 'R2';
 export const PAIR_INTENTS = ['replicating', 'suspended', 'split', 'failed-over', 'restoring'] as const;
 export type PairIntent = (typeof PAIR_INTENTS)[number];
 
+/** async mode: record buffers R1's cycles keep in memory before they spill to disk. */
+export const DEFAULT_CYCLE_MEMORY_BYTES = 64 * 1024 * 1024;
+export const MIN_CYCLE_MEMORY_BYTES = 64 * 1024;
+/** async mode: cycle data R1 may spill to disk before the pair falls back to bitmaps (0: never spill). */
+export const DEFAULT_SPILL_LIMIT_BYTES = 4 * 1024 * 1024 * 1024;
+
 export const LINK_FAILURE_POLICIES = ['continue', 'fail-writes'] as const;
 export type LinkFailurePolicy = (typeof LINK_FAILURE_POLICIES)[number];
 
@@ -42,6 +48,10 @@ export interface PairRecord {
   readonly extents: readonly ByteExtent[] | null;
   /** async mode: the shortest time between cycle switches. */
   readonly cycleMs: number;
+  /** async mode: R1's cycles spill to disk above this much record data in memory. */
+  readonly cycleMemoryBytes: number;
+  /** async mode: spilled cycle data above this makes R1 fall back to bitmaps (0: never spill). */
+  readonly spillLimitBytes: number;
   readonly createdAtMs: number;
 }
 
@@ -67,6 +77,10 @@ export function parsePairRecord(value: unknown, what: string): PairRecord {
   }
   const cycleMs = r.cycleMs === undefined ? 1000 : r.cycleMs;
   if (!Number.isSafeInteger(cycleMs) || (cycleMs as number) < 100) throw bad('cycleMs must be a whole number of at least 100');
+  const cycleMemoryBytes = r.cycleMemoryBytes === undefined ? DEFAULT_CYCLE_MEMORY_BYTES : r.cycleMemoryBytes;
+  if (!Number.isSafeInteger(cycleMemoryBytes) || (cycleMemoryBytes as number) < MIN_CYCLE_MEMORY_BYTES) throw bad('cycleMemoryBytes too small');
+  const spillLimitBytes = r.spillLimitBytes === undefined ? DEFAULT_SPILL_LIMIT_BYTES : r.spillLimitBytes;
+  if (!Number.isSafeInteger(spillLimitBytes) || (spillLimitBytes as number) < 0) throw bad('spillLimitBytes must be a whole number ≥ 0');
   let extents: ByteExtent[] | null = null;
   if (r.extents !== undefined && r.extents !== null) {
     if (!Array.isArray(r.extents) || !r.extents.every((e: unknown) => e !== null && typeof e === 'object' &&
@@ -79,6 +93,6 @@ export function parsePairRecord(value: unknown, what: string): PairRecord {
     id: r.id as string, role: r.role, localVolume: r.localVolume as string, peer: r.peer as string,
     remoteVolume: r.remoteVolume as string, mode: r.mode, intent: r.intent, onLinkFailure: r.onLinkFailure,
     generation: r.generation as number, diverged: r.diverged, protectWith: (r.protectWith as string | null | undefined) ?? null,
-    extents, cycleMs: cycleMs as number, createdAtMs: r.createdAtMs as number,
+    extents, cycleMs: cycleMs as number, cycleMemoryBytes: cycleMemoryBytes as number, spillLimitBytes: spillLimitBytes as number, createdAtMs: r.createdAtMs as number,
   };
 }

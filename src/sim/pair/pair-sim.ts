@@ -23,6 +23,7 @@ import type { PeerLinks } from '../../ports/peer-transport.js';
 import { Scheduler, SimStuckError } from '../scheduler.js';
 import { SimDisk } from '../sim-disk.js';
 import { SimMetaStore, SimSlotJournal } from '../sim-meta-store.js';
+import { SimSpillStore } from '../sim-spill-store.js';
 import { SimLinks } from '../sim-links.js';
 import { fenced } from '../fenced-ports.js';
 
@@ -43,6 +44,9 @@ export interface PairSimConfig {
   readonly powerLoss: boolean;
   /** The pair replicates only these byte ranges (whole tracks); null: all of it. */
   readonly extents: ByteExtent[] | null;
+  /** async: R1's cycle memory and spill limit (not drawn: set by a configure function; default the pair's). */
+  readonly cycleMemoryBytes?: number;
+  readonly spillLimitBytes?: number;
 }
 
 export function choosePairConfig(prng: Prng): PairSimConfig {
@@ -87,6 +91,8 @@ export interface PairSeedResult {
   readonly partitions: number;
   readonly events: number;
   readonly virtualMs: number;
+  /** Writes R1's cycles made to their spill store. */
+  readonly spillWrites: number;
 }
 
 class OracleFailure extends Error {}
@@ -116,6 +122,7 @@ class SimArray {
   readonly disk: SimDisk;
   readonly meta: SimMetaStore;
   readonly journal: SimSlotJournal;
+  readonly spill: SimSpillStore;
   generation = 0;
   volume: Volume | undefined;
   pairs: PairManager | undefined;
@@ -135,6 +142,8 @@ class SimArray {
     this.disk = new SimDisk(sizeBytes, scheduler, prng.fork());
     this.meta = new SimMetaStore(scheduler, prng.fork());
     this.journal = new SimSlotJournal(4, 4096, scheduler, prng.fork());
+    // Forked last: the draws of seeds pinned before spill existed stay as they were.
+    this.spill = new SimSpillStore(scheduler, prng.fork());
   }
 
   async start(seed: number): Promise<void> {
@@ -166,6 +175,7 @@ class SimArray {
       onEvent: () => undefined,
       timers,
       meta: deps.meta,
+      spill: this.spill,
       randomId: () => `s${seed}`,
     }, this.rpc, { writeAckMs: 5000, copyAckMs: 10_000 });
     const pairs = this.pairs;
@@ -189,6 +199,7 @@ class SimArray {
     // Metadata and journal writes in flight happened or not (they model durable storage only).
     this.meta.crash();
     this.journal.crash();
+    this.spill.crash();
     this.disk.reopen();
     this.journal.reopen();
   }
@@ -206,6 +217,7 @@ export async function runPairSeed(seed: number, configure?: (c: PairSimConfig) =
   return {
     seed, ok: failure === undefined, ...(failure === undefined ? {} : { failure }), config: sim.config,
     acked: sim.acked, crashes: sim.crashes, partitions: sim.partitions, events: sim.scheduler.events, virtualMs: sim.scheduler.nowMs,
+    spillWrites: sim.spillWrites,
   };
 }
 
@@ -221,6 +233,10 @@ class PairSim {
   private readonly links: SimLinks;
   private readonly east: SimArray;
   private readonly west: SimArray;
+
+  get spillWrites(): number {
+    return this.east.spill.writes + this.west.spill.writes;
+  }
   /** Per 4 KiB unit: the id of the last acknowledged write to it (0: never written). */
   private readonly ackedId: Uint32Array;
   /** Per write id: its units, to tell a real id from garbage. */
@@ -290,6 +306,8 @@ class PairSim {
       await this.east.pairs!.create({
         volume: 'db', peer: 'west', remoteVolume: 'db-r', mode: this.config.mode, onLinkFailure: this.config.onLinkFailure,
         ...(this.config.extents ? { extents: this.config.extents } : {}),
+        ...(this.config.cycleMemoryBytes !== undefined ? { cycleMemoryBytes: this.config.cycleMemoryBytes } : {}),
+        ...(this.config.spillLimitBytes !== undefined ? { spillLimitBytes: this.config.spillLimitBytes } : {}),
       });
       this.phase = 'safety';
       await this.safety();
@@ -500,6 +518,8 @@ class PairSim {
       await this.scheduler.sleep(this.workload.next() * 60);
       this.checkAtCycleBoundary();
     }
+    // A small spill limit may have made the cycles fall back to bitmaps: they start again once synchronized.
+    await this.waitFor('async cycles running', () => pairs().status('db').cycles !== null, 120_000);
     const last = pairs().status('db').cycles!.captureCycle!;
     await this.waitFor(`R2 applied cycle ${last}`, () => (this.west.pairs!.status('db-r').cycles?.appliedCycle ?? 0) >= last, 120_000);
   }

@@ -42,7 +42,7 @@ export interface R1CyclesConfig {
   readonly captureLimitBytes: number;
   /** Records per 'records' message. */
   readonly maxBatchRecords: number;
-  /** Records sent and not yet acknowledged. */
+  /** Records sent and not yet acknowledged, plus spilled records being read back. */
   readonly maxInflightRecords: number;
 }
 
@@ -128,6 +128,8 @@ class Cycle {
   // Transmit bookkeeping (used once the cycle transmits).
   readonly pending = new Set<number>();
   readonly restoring = new Set<number>();
+  /** Pending records just read back from spill: sent before the other pending ones (never in `pending`). */
+  readonly restored = new Set<number>();
   readonly inflight = new Set<number>();
   acked = 0;
   sealSentAtMs: number | null = null;
@@ -327,15 +329,18 @@ export class R1Cycles {
     const t = this.transmit;
     if (!t) return { messages, spillReads };
     let batch: CycleRecord[] = [];
-    for (const rec of t.pending) {
-      if (t.inflight.size >= this.config.maxInflightRecords) break;
+    // Records being read back count against the window too (they come into memory): a spilled cycle
+    // is restored a window at a time, and what was restored goes out first.
+    const take = (rec: number): boolean => {
+      if (t.inflight.size + t.restoring.size >= this.config.maxInflightRecords) return false;
       const entry = t.entries.get(rec)!;
       t.pending.delete(rec);
+      t.restored.delete(rec);
       if (entry.diskRanges.length > 0) {
         entry.state = 'restoring';
         t.restoring.add(rec);
         spillReads.push({ cycle: t.cycle, record: rec, epoch: entry.spillEpoch });
-        continue;
+        return true;
       }
       assert(entry.mem !== null, 'a record to send has its bytes in memory');
       entry.state = 'inflight';
@@ -346,7 +351,10 @@ export class R1Cycles {
         messages.push({ kind: 'records', cycle: t.cycle, records: batch });
         batch = [];
       }
-    }
+      return true;
+    };
+    for (const rec of t.restored) if (!take(rec)) break;
+    for (const rec of t.pending) if (!take(rec)) break;
     if (batch.length > 0) messages.push({ kind: 'records', cycle: t.cycle, records: batch });
     if (t.openWrites === 0 && t.acked === t.entries.size && !t.sealAcked && t.sealSentAtMs === null) {
       t.sealSentAtMs = nowMs;
@@ -382,6 +390,7 @@ export class R1Cycles {
           t.pending.delete(record);
           t.inflight.delete(record);
           t.restoring.delete(record); // acknowledged while being read back: the read result is ignored
+          t.restored.delete(record);
           entry.state = 'acked';
           t.acked++;
         }
@@ -414,6 +423,7 @@ export class R1Cycles {
     if (entry.state === 'acked') t.acked--;
     t.inflight.delete(entry.record);
     t.restoring.delete(entry.record);
+    t.restored.delete(entry.record);
     entry.state = 'pending';
     t.pending.add(entry.record);
   }
@@ -462,7 +472,8 @@ export class R1Cycles {
     for (const c of candidates) {
       for (const entry of c.entries.values()) {
         if (freed >= maxBytes) return out;
-        if (!entry.mem || entry.state === 'inflight' || entry.state === 'restoring') continue;
+        // Records just read back are about to be sent: spilling them again would only thrash.
+        if (!entry.mem || entry.state === 'inflight' || entry.state === 'restoring' || c.restored.has(entry.record)) continue;
         entry.spillEpoch++;
         out.push({ cycle: c.cycle, record: entry.record, epoch: entry.spillEpoch, ranges: entry.memRanges, data: entry.mem });
         if (entry.diskRanges.length === 0) this.diskRecords++;
@@ -495,7 +506,9 @@ export class R1Cycles {
       entry.diskRanges = [];
       this.diskRecords--;
     }
-    this.toPending(t, entry);
+    t.restoring.delete(entry.record);
+    entry.state = 'pending';
+    t.restored.add(entry.record);
   }
 
   /** Cycles whose spill slots the caller may delete now (their data is no longer needed). Drains the list. */
@@ -564,7 +577,7 @@ export class R1Cycles {
     return {
       capture: this.capture.stats(),
       transmit: t ? {
-        ...t.stats(), pending: t.pending.size + t.restoring.size, inflight: t.inflight.size, acked: t.acked, sealed: t.sealAcked,
+        ...t.stats(), pending: t.pending.size + t.restoring.size + t.restored.size, inflight: t.inflight.size, acked: t.acked, sealed: t.sealAcked,
       } : null,
       committing: this.committing?.stats() ?? null,
       memoryBytes: this.memoryBytes,

@@ -1,0 +1,130 @@
+// R1's spill of one async pair's cycles (SPEC §5: cycles that outgrow memory spill to disk): the
+// SpillWrites and SpillReads of R1Cycles performed on a SpillStore, one file per cycle with record r
+// at r × recordBytes. Each file has one queue, so the writes and reads of a slot happen in the
+// order the machine asked for them (a slot spilled twice and then read back must see both writes).
+// Adjacent slots go to the store as one vectored write or one read.
+//
+// A failed store operation is reported once (onError: the pair falls back to its bitmaps) and
+// everything after it is dropped; nothing here is ever needed after the cycles stop.
+import type { SpillRead, SpillWrite } from '../../core/replication/cycles/r1-cycles.js';
+import type { SpillStore } from '../../ports/spill-store.js';
+
+/** Buffers per vectored write (well below IOV_MAX) and bytes per coalesced read. */
+const MAX_WRITE_BUFFERS = 256;
+const MAX_READ_BYTES = 1024 * 1024;
+
+interface Run {
+  readonly offset: number;
+  readonly buffers: Uint8Array[];
+  end: number;
+}
+
+export class CycleSpill {
+  private readonly queues = new Map<number, Promise<void>>();
+  /** Cycles with a file not yet deleted (at release, or at close). */
+  private readonly files = new Set<number>();
+  private stopped = false;
+  private closing: Promise<void> | undefined;
+  /** Bytes taken out of the cycles and not yet written: still in memory until the store has them. */
+  queuedBytes = 0;
+
+  constructor(
+    private readonly store: SpillStore,
+    private readonly pairId: string,
+    private readonly recordBytes: number,
+    private readonly onError: (error: unknown) => void,
+  ) {}
+
+  /** Writes what R1Cycles.takeSpill returned into the slots (cycle, record), in order per cycle. */
+  write(writes: readonly SpillWrite[]): void {
+    if (this.stopped || writes.length === 0) return;
+    const byCycle = new Map<number, SpillWrite[]>();
+    for (const w of writes) {
+      let list = byCycle.get(w.cycle);
+      if (!list) byCycle.set(w.cycle, list = []);
+      list.push(w);
+    }
+    for (const [cycle, list] of byCycle) {
+      // One takeSpill names a slot at most once, so the pieces of one call never overlap.
+      const pieces = list.flatMap((w) => w.ranges.map((r) => ({ offset: w.record * this.recordBytes + r.start, data: w.data.subarray(r.start, r.end) })))
+        .sort((a, b) => a.offset - b.offset);
+      const runs: Run[] = [];
+      let bytes = 0;
+      for (const p of pieces) {
+        bytes += p.data.length;
+        const last = runs[runs.length - 1];
+        if (last && last.end === p.offset && last.buffers.length < MAX_WRITE_BUFFERS) {
+          last.buffers.push(p.data);
+          last.end += p.data.length;
+        } else {
+          runs.push({ offset: p.offset, buffers: [p.data], end: p.offset + p.data.length });
+        }
+      }
+      this.queuedBytes += bytes;
+      this.files.add(cycle);
+      void this.enqueue(cycle, async () => {
+        for (const run of runs) await this.store.write(this.pairId, cycle, run.offset, run.buffers);
+      }).then(() => { this.queuedBytes -= bytes; });
+    }
+  }
+
+  /**
+   * Reads the slots R1Cycles.nextToSend asked for (all of one cycle), after every earlier write of
+   * that cycle; resolves to one record-sized slot per read, in order, or undefined once stopped.
+   */
+  read(reads: readonly SpillRead[]): Promise<Uint8Array[] | undefined> {
+    if (this.stopped || reads.length === 0) return Promise.resolve(this.stopped ? undefined : []);
+    const cycle = reads[0]!.cycle;
+    const rb = this.recordBytes;
+    let result: Uint8Array[] | undefined;
+    return this.enqueue(cycle, async () => {
+      const slots: Uint8Array[] = new Array<Uint8Array>(reads.length);
+      const order = reads.map((r, i) => ({ record: r.record, i })).sort((a, b) => a.record - b.record);
+      for (let k = 0; k < order.length;) {
+        let n = 1;
+        while (k + n < order.length && order[k + n]!.record === order[k]!.record + n && (n + 1) * rb <= MAX_READ_BYTES) n++;
+        const bytes = await this.store.read(this.pairId, cycle, order[k]!.record * rb, n * rb);
+        for (let j = 0; j < n; j++) slots[order[k + j]!.i] = bytes.subarray(j * rb, (j + 1) * rb);
+        k += n;
+      }
+      result = slots;
+    }).then(() => (this.stopped ? undefined : result));
+  }
+
+  /** The cycles' data is no longer needed (R1Cycles.takeReleasedSpill): their files go. */
+  release(cycles: readonly number[]): void {
+    for (const cycle of cycles) {
+      if (this.stopped || !this.files.has(cycle)) continue;
+      void this.enqueue(cycle, async () => {
+        await this.store.removeCycle(this.pairId, cycle);
+        this.files.delete(cycle);
+      });
+    }
+  }
+
+  /** The cycles stopped: once what is queued has settled, every file still there is deleted. */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      this.stopped = true;
+      await Promise.all([...this.queues.values()]);
+      for (const cycle of this.files) await this.store.removeCycle(this.pairId, cycle).catch(() => undefined);
+      this.files.clear();
+    })();
+    return this.closing;
+  }
+
+  /** Runs work after everything queued for the cycle's file; a failure stops the spill for good. */
+  private enqueue(cycle: number, work: () => Promise<void>): Promise<void> {
+    const run = (this.queues.get(cycle) ?? Promise.resolve()).then(async () => {
+      if (!this.stopped) await work(); // once stopped, close() deletes whatever files there are
+    });
+    const tail = run.catch((error: unknown) => {
+      if (this.stopped) return;
+      this.stopped = true;
+      this.onError(error);
+    });
+    this.queues.set(cycle, tail);
+    void tail.then(() => { if (this.queues.get(cycle) === tail) this.queues.delete(cycle); });
+    return tail;
+  }
+}
