@@ -490,11 +490,13 @@ export async function runCyclesSeed(
     if (!timersOn || coordinator) return;
     coordGen++;
     log(() => `coordinator g${coordGen} restarts: tag ${disk.tag}, members ${disk.members.join(',')}`);
-    // Restart from disk: the next switch uses a tag above every tag ever sent. The member list is
-    // re-announced (a table stored on every member) before the first switch, through joins — a
-    // joiner whose table was lost in the crash enters the group then, at a moment no window of
-    // this generation is open.
-    coordinator = new GroupCoordinator({ members: [], tag: disk.tag, ...coordinatorTimings, nowMs: sched.nowMs });
+    // Restart from disk: the highest tag ever sent. That switch may have reached only some members
+    // (crash mid-switch), so it is run again first (redoSwitch) — moving straight to a larger tag
+    // would make the members that took it switch twice while the others switch once (seed 599).
+    // The member list is re-announced (a table stored on every member) before the first switch,
+    // through joins — a joiner whose table was lost in the crash enters the group then, at a moment
+    // no window of this generation is open.
+    coordinator = new GroupCoordinator({ members: [], tag: disk.tag, redoSwitch: true, ...coordinatorTimings, nowMs: sched.nowMs });
     pendingJoins = new Set(disk.members);
     for (const name of disk.members) coordinatorCall((c) => c.join(name, sched.nowMs));
     const gen = coordGen;
