@@ -37,12 +37,15 @@ for (const p of PINNED) {
 
 // Pinned seeds of the ordered-replication (cycles) simulation, src/sim/cycles/cycles-sim.ts.
 const PINNED_CYCLES: readonly { readonly seed: number; readonly caught: string }[] = [
-  // The coordinator crashed mid-switch (tag 107 reached two of three members) and restarted with the
-  // next switch at a larger tag (108): the two members switched twice while the third switched once,
-  // so their commit of 107 went out before the third sealed the cycle covering the same writes, and
-  // the recovery decision found no common point. GroupCoordinator redoSwitch now repeats the
-  // recorded tag first.
-  { seed: 599, caught: 'restarted coordinator skipped the interrupted switch: group unrecoverable to one point' },
+  // The coordinator crashed mid-switch (its switch reached some members only) and restarted with
+  // the next switch at a larger tag: the members that took the interrupted switch switched twice
+  // while the others switched once, so their commit of a cycle went out before the others sealed
+  // the cycle covering the same writes, and the recovery decision found no common point (found as
+  // seed 599 while writing the sim; these seeds show it on the final sim — run them with
+  // { bugs: { restartWithLargerTag: true } } to see it). GroupCoordinator redoSwitch now repeats
+  // the recorded tag first.
+  { seed: 748, caught: 'restarted coordinator skipped the interrupted switch: group unrecoverable to one point' },
+  { seed: 782, caught: 'restarted coordinator skipped the interrupted switch: group unrecoverable to one point' },
 ];
 
 for (const p of PINNED_CYCLES) {

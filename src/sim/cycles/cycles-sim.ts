@@ -173,9 +173,23 @@ interface CoordinatorDisk {
 
 class SimFailure extends Error {}
 
+/** Deliberate bugs, for tests that show the oracle catches them (test/sim/oracle-catches-bugs.test.ts). */
+export interface CyclesSimBugs {
+  /** A member whose window times out after it switched closes it and keeps capturing (no fallback). */
+  readonly keepCapturingAfterSwitch?: boolean;
+  /** A restarted coordinator moves to a larger tag at once instead of redoing the interrupted switch. */
+  readonly restartWithLargerTag?: boolean;
+}
+
+export interface CyclesSeedOptions {
+  readonly trace?: (line: string) => void;
+  readonly bugs?: CyclesSimBugs;
+}
+
 export async function runCyclesSeed(
-  seed: number, override: Partial<CyclesSimConfig> = {}, trace?: (line: string) => void,
+  seed: number, override: Partial<CyclesSimConfig> = {}, options: CyclesSeedOptions = {},
 ): Promise<CyclesSeedResult> {
+  const { trace, bugs = {} } = options;
   const root = new Prng(seed);
   const config: CyclesSimConfig = { ...drawCyclesConfig(root.fork()), ...override };
   const net = root.fork();
@@ -397,7 +411,7 @@ export async function runCyclesSeed(
    */
   const closeWindowOnOwn = (m: Member): void => {
     if (!m.windowOpen) return;
-    if (m.switchedInWindow) {
+    if (m.switchedInWindow && !bugs.keepCapturingAfterSwitch) {
       fallBack(m);
       return;
     }
@@ -462,12 +476,28 @@ export async function runCyclesSeed(
       }
     }
     disk.tag = Math.max(disk.tag, c.tag);
+    if (tornPending && c.switchCount > 0 && coordGen > 0) {
+      tornPending = false;
+      tornDisasterAtMs = sched.nowMs + groupFaults.int(0, 3 * config.cycleMs + 30);
+    }
     for (const name of c.members) pendingJoins.delete(name);
     disk.members = [...c.members, ...pendingJoins];
-    runCommands(cmds, coordGen);
-    if (config.coordinatorCrashes && groupFaultsOn && (c.phase === 'switching' || c.phase === 'closing') && groupFaults.chance(0.02)) {
-      crashCoordinator(); // right after sending: member windows are open, some switched, some not
+    const switchSends = cmds.filter((cmd) => cmd.kind === 'switch').length;
+    if (switchSends > 1 && tornAtSwitchSend !== null && --tornAtSwitchSend === 0) {
+      // The planned torn switch: the process dies after sending the switch to some members only.
+      tornAtSwitchSend = null;
+      runCommands(cmds.slice(0, groupFaults.int(1, switchSends - 1)), coordGen);
+      crashCoordinator();
+      return;
     }
+    if (config.coordinatorCrashes && groupFaultsOn && (c.phase === 'switching' || c.phase === 'closing') &&
+        groupFaults.chance(switchSends > 0 ? 0.06 : 0.01)) {
+      // The process dies part-way through sending: member windows are open, some members switched, some not.
+      runCommands(cmds.slice(0, groupFaults.int(0, cmds.length)), coordGen);
+      crashCoordinator();
+      return;
+    }
+    runCommands(cmds, coordGen);
   };
   const runCommands = (cmds: CoordinatorCommand[], gen: number): void => {
     for (const cmd of cmds) control(byName(cmd.member), () => net.int(0, 3), () => memberCommand(cmd, gen));
@@ -478,13 +508,28 @@ export async function runCyclesSeed(
       coordinatorCall((c) => c.handle(event, sched.nowMs));
     });
   };
+  /**
+   * Disaster seeds: the coordinator died mid-switch and the disaster is to strike soon after the
+   * next generation completes a switch — the recovery point then falls on the torn switch, where
+   * member windows may have timed out (some members had switched, some not) and writes went on.
+   */
+  let tornPending = false;
+  /** Disaster seeds with crashes and window timeouts: the coordinator dies while sending its Nth switch to all members. */
+  let tornAtSwitchSend = config.coordinatorCrashes && config.disaster && windowTimeoutMs !== null && groupFaults.chance(0.6)
+    ? groupFaults.int(1, 12) : null;
+  let tornDisasterAtMs = Infinity;
   const crashCoordinator = (): void => {
     if (!coordinator) return;
     log(() => `coordinator g${coordGen} crashes in ${coordinator?.phase} (disk tag ${disk.tag})`);
+    // Down long enough, in some seeds, for member windows to time out (more often than not when they can).
+    const restartDelayMs = groupFaults.int(5, Math.max(400, 2 * (windowTimeoutMs ?? 0)));
+    if (config.disaster && windowTimeoutMs !== null && tornDisasterAtMs === Infinity && coordinator.phase === 'switching' && groupFaults.chance(0.7)) {
+      tornPending = true;
+    }
     coordinatorCrashCount++;
     switchesBefore += coordinator.switchCount;
     coordinator = null;
-    at(groupFaults.int(5, 200), () => restartCoordinator());
+    at(restartDelayMs, () => restartCoordinator());
   };
   const restartCoordinator = (): void => {
     if (!timersOn || coordinator) return;
@@ -496,7 +541,7 @@ export async function runCyclesSeed(
     // The member list is re-announced (a table stored on every member) before the first switch,
     // through joins — a joiner whose table was lost in the crash enters the group then, at a moment
     // no window of this generation is open.
-    coordinator = new GroupCoordinator({ members: [], tag: disk.tag, redoSwitch: true, ...coordinatorTimings, nowMs: sched.nowMs });
+    coordinator = new GroupCoordinator({ members: [], tag: disk.tag, redoSwitch: !bugs.restartWithLargerTag, ...coordinatorTimings, nowMs: sched.nowMs });
     pendingJoins = new Set(disk.members);
     for (const name of disk.members) coordinatorCall((c) => c.join(name, sched.nowMs));
     const gen = coordGen;
@@ -638,6 +683,7 @@ export async function runCyclesSeed(
     issued.push({ member: m.index, offset, data });
     // A suspended pair captures nothing (the app marks the write's tracks in its bitmap).
     const token = m.fallenBack ? null : m.r1.writeBegun();
+    log(() => `write ${k} on ${m.name} begins in cycle ${token ? `${token.cycle}/${m.r1.captureTag}` : '(fell back)'}`);
     at(work.int(0, config.maxWriteMs), () => {
       if (m.r1Dead) return; // died before the write completed: it never happened
       m.r1Vol.set(data, offset);
@@ -690,7 +736,8 @@ export async function runCyclesSeed(
   if (config.disaster) {
     // The R1 side dies part-way through the workload, member by member within a short window.
     const dieAt = faults.int(20, 40 * config.writes);
-    await sched.run(() => done() || sched.nowMs >= dieAt || writesDone, maxEvents);
+    await sched.run(() => done() || sched.nowMs >= Math.min(dieAt, tornDisasterAtMs) || writesDone, maxEvents);
+    log(() => `disaster${sched.nowMs >= tornDisasterAtMs ? ' (after a torn switch)' : ''}`);
     for (const m of members) {
       at(faults.int(0, 30), () => { m.r1Dead = true; });
     }
@@ -704,7 +751,7 @@ export async function runCyclesSeed(
       if (!m.r2Up) fail(`R2 of member ${m.index} never restarted`);
     }
     if (!done()) {
-      const outcome = recoverAfterDisaster(members, disk.members, fail, runR2Actions);
+      const outcome = recoverAfterDisaster(members, disk.members, fail, runR2Actions, log);
       if (outcome) {
         recentJoinExclusions += outcome.recentJoinExcluded ? 1 : 0;
         groupChecked = outcome.checked.length;
@@ -767,6 +814,7 @@ export async function runCyclesSeed(
  */
 function recoverAfterDisaster(
   members: readonly Member[], listed: readonly string[], fail: (why: string) => void, runR2Actions: (m: Member) => void,
+  log: (what: () => string) => void,
 ): { checked: Member[]; recentJoinExcluded: boolean } | null {
   let checked = members.filter((m) => listed.includes(m.name) && !m.fallenBack);
   for (const m of checked) {
@@ -803,6 +851,7 @@ function recoverAfterDisaster(
       return null;
     }
   }
+  log(() => `recovery: target ${decision.targetTag}, ${JSON.stringify(checked.map(input))} -> ${decision.members.map((d) => `${d.member} ${d.action}`).join(', ')}`);
   for (const m of members) {
     const i = checked.indexOf(m);
     let action: RecoveryAction;
