@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import type { BlockStore } from '../../src/ports/block-store.js';
 import type { MetaStore, SlotJournal } from '../../src/ports/meta-store.js';
 import { runVolumeSeed, type VolumePorts } from '../../src/sim/volume/volume-sim.js';
+import { runCyclesSeed, type CyclesSimBugs } from '../../src/sim/cycles/cycles-sim.js';
 
 /** A store that forwards everything except the overridden calls. */
 function store(base: BlockStore, overrides: Partial<BlockStore>): BlockStore {
@@ -62,4 +63,22 @@ test('an activity log journal that acknowledges slots without writing them is ca
     close: () => journal.close(),
   });
   await firstCaught('forgetful journal', (p) => ({ ...p, journal: forgetful(p.journal) }), /change tracker misses/);
+});
+
+// The cycles simulation: a broken member or coordinator rule is caught by a known seed (found by
+// running seeds 1.. with the bug), and the same seed passes without it.
+async function cyclesCaught(bugs: CyclesSimBugs, seed: number, pattern: RegExp): Promise<void> {
+  const broken = await runCyclesSeed(seed, {}, { bugs });
+  assert.ok(!broken.ok, `seed ${seed} no longer catches ${JSON.stringify(bugs)}; find another with runCyclesSeed`);
+  assert.match(broken.failure!, pattern);
+  const fixed = await runCyclesSeed(seed);
+  assert.ok(fixed.ok, fixed.failure);
+}
+
+test('cycles: a member that closes its timed-out window after switching and keeps capturing is caught (dependent write in an older cycle)', async () => {
+  await cyclesCaught({ keepCapturingAfterSwitch: true }, 410, /no prefix of the \d+ issued writes matches the R2 volumes of the group/);
+});
+
+test('cycles: a restarted coordinator that moves to a larger tag without redoing the interrupted switch is caught', async () => {
+  await cyclesCaught({ restartWithLargerTag: true }, 748, /group recovery: member \w+ ends at tag \d+/);
 });

@@ -102,3 +102,23 @@ test('stale and duplicate answers are ignored; commands are re-sent until answer
   c.handle({ kind: 'switched', member: 'a', tag: 5 }, 113); // wrong tag
   assert.deepEqual(summary(c.tick(123)), ['switch:a@2', 'switch:b@2']);
 });
+
+test('a restarted coordinator (redoSwitch) runs the switch to its recorded tag once more before tags grow', () => {
+  // Recorded tag 5: the crash may have hit mid-switch, with some members at 5 and others at 4.
+  const c = new GroupCoordinator({ members: ['a', 'b'], tag: 5, cycleMs: 100, retryMs: 10, switchTimeoutMs: 1000, nowMs: 0, redoSwitch: true });
+  assert.equal(c.table().tag, 5, 'a joiner takes the tag the members that switched already have');
+  c.tick(100);
+  for (const m of ['a', 'b']) c.handle({ kind: 'ready', member: m, ready: true }, 100);
+  c.handle({ kind: 'window-opened', member: 'a' }, 101);
+  const switches = c.handle({ kind: 'window-opened', member: 'b' }, 101);
+  assert.deepEqual(summary(switches), ['switch:a@5', 'switch:b@5'], 'the interrupted switch again, not 6');
+  c.handle({ kind: 'switched', member: 'a', tag: 5 }, 102); // a had switched before the crash: answers at once
+  c.handle({ kind: 'switched', member: 'b', tag: 5 }, 102);
+  assert.equal(c.tag, 5);
+  for (const m of ['a', 'b']) c.handle({ kind: 'window-closed', member: m }, 103);
+  assert.equal(c.phase, 'waiting');
+  c.tick(203);
+  for (const m of ['a', 'b']) c.handle({ kind: 'ready', member: m, ready: true }, 203);
+  c.handle({ kind: 'window-opened', member: 'a' }, 204);
+  assert.deepEqual(summary(c.handle({ kind: 'window-opened', member: 'b' }, 204)), ['switch:a@6', 'switch:b@6'], 'then tags grow again');
+});

@@ -18,6 +18,11 @@
 // stored on every member (old and new) before switching resumes. Commands are re-sent after
 // retryMs until answered, so members must treat them idempotently (a switch to the tag a member
 // already has answers 'switched').
+//
+// Restart: the app records a switch's tag durably before sending it and restarts the coordinator
+// from the highest tag it ever sent with redoSwitch: that switch is run once more (it may have
+// reached only some members) before tags grow. A joiner stores that tag as its capture tag, as
+// every member that took the switch has it.
 import { assert } from '../lib/assert.js';
 import { invalidArgument } from '../errors.js';
 
@@ -31,6 +36,15 @@ export interface CoordinatorConfig {
   /** A member that has not switched (or opened its window) this long after being asked is evicted. */
   readonly switchTimeoutMs: number;
   readonly nowMs: number;
+  /**
+   * Restarting after a crash from `tag` = the highest tag ever sent (recorded before sending): that
+   * switch may have reached only some members, so the first switch uses `tag` again — members that
+   * already switched answer 'switched', the others switch now — and only then do tags grow. With
+   * tag + 1 instead, a member that took the interrupted switch would switch twice while another
+   * switched once: its commit of cycle s (sent at its second switch) could then reach R2 before
+   * the other member sealed the cycle that covers the same writes, and no recovery point is common.
+   */
+  readonly redoSwitch?: boolean;
 }
 
 export interface MembershipTable {
@@ -76,12 +90,15 @@ export class GroupCoordinator {
   /** Membership changed by an eviction: the table must be stored again once no window is open. */
   private tableDirty = false;
   private switches = 0;
+  /** The next switch repeats tagValue (a restart: the last switch may be incomplete). */
+  private redo: boolean;
 
   constructor(private readonly config: CoordinatorConfig) {
     assert(new Set(config.members).size === config.members.length, 'members are distinct');
     assert(config.cycleMs > 0 && config.retryMs > 0 && config.switchTimeoutMs > 0, 'positive timings');
     this.membersList = [...config.members];
     this.tagValue = config.tag;
+    this.redo = config.redoSwitch === true;
     this.lastSwitchMs = config.nowMs;
     this.phaseStartedMs = config.nowMs;
   }
@@ -92,6 +109,11 @@ export class GroupCoordinator {
 
   get tag(): number {
     return this.tagValue;
+  }
+
+  /** The tag the next (or current) switch gives the members' new capture cycle. */
+  private get nextTag(): number {
+    return this.redo ? this.tagValue : this.tagValue + 1;
   }
 
   get members(): readonly string[] {
@@ -147,7 +169,7 @@ export class GroupCoordinator {
         break;
       case 'switching':
         this.evictLate(nowMs, out, 'did not switch cycles');
-        this.resend(nowMs, out, (m) => ({ kind: 'switch', member: m, tag: this.tagValue + 1 }));
+        this.resend(nowMs, out, (m) => ({ kind: 'switch', member: m, tag: this.nextTag }));
         this.maybeAdvance(nowMs, out);
         break;
       case 'closing':
@@ -185,7 +207,7 @@ export class GroupCoordinator {
         this.opened.add(event.member);
         break;
       case 'switched':
-        if (this.phaseValue !== 'switching' || event.tag !== this.tagValue + 1) break;
+        if (this.phaseValue !== 'switching' || event.tag !== this.nextTag) break;
         this.awaiting.delete(event.member);
         break;
       case 'switch-failed':
@@ -265,11 +287,12 @@ export class GroupCoordinator {
         return;
       case 'opening':
         this.phaseValue = 'switching';
-        this.ask(nowMs, out, this.membersList, (m) => ({ kind: 'switch', member: m, tag: this.tagValue + 1 }));
+        this.ask(nowMs, out, this.membersList, (m) => ({ kind: 'switch', member: m, tag: this.nextTag }));
         if (this.awaiting.size === 0) this.maybeAdvance(nowMs, out);
         return;
       case 'switching':
-        this.tagValue++;
+        if (this.redo) this.redo = false;
+        else this.tagValue++;
         this.switches++;
         this.lastSwitchMs = nowMs;
         this.phaseValue = 'closing';

@@ -6,15 +6,23 @@
 // from what it persisted), spilling on R1, and optionally a disaster on the R1 side (every R1
 // array dies, at staggered times) after which the R2s run the group recovery decision.
 //
-// Oracle: after recovery, the writes present across all R2 volumes are exactly the first K writes
-// of the issued sequence for some K (dependent-write consistency across the group). Without a
-// disaster, a fault-free liveness phase must bring every R2 to equal its R1.
+// Group faults: the coordinator process crashes at random moments (also mid-switch, with member
+// windows open) and restarts from what it persisted; member control links partition long enough
+// for the coordinator to evict them (switchTimeoutMs); members' write windows time out when the
+// coordinator vanishes; standalone pairs join the group mid-workload and members leave it.
+//
+// Oracle: after recovery, the writes present across the R2 volumes of the group's members are
+// exactly the first K writes of the issued sequence for some K (dependent-write consistency across
+// the group); see checkPrefix for which members count and why. Every other R2 (a standalone pair,
+// a member that left, fell back or was evicted) must equal its own R1 at some cycle boundary: the
+// first k of its own writes. Without a disaster, a fault-free liveness phase must bring every R2
+// whose pair did not fall back to equal its R1.
 import { Prng } from '../../core/lib/prng.js';
 import { R1Cycles, type SpillRead } from '../../core/replication/cycles/r1-cycles.js';
 import { R2Cycles, type PersistedCycle, type R2Persisted } from '../../core/replication/cycles/r2-cycles.js';
 import type { R1Message, R2Message } from '../../core/replication/cycles/cycle-messages.js';
 import { GroupCoordinator, type CoordinatorCommand, type CoordinatorEvent } from '../../core/group/coordinator.js';
-import { decideGroupRecovery } from '../../core/group/group-recovery.js';
+import { decideGroupRecovery, type MemberRecoveryInput, type RecoveryAction } from '../../core/group/group-recovery.js';
 import { Scheduler } from '../scheduler.js';
 
 const RB = 4096;
@@ -34,6 +42,19 @@ export interface CyclesSimConfig {
   readonly disaster: boolean;
   readonly memoryBudgetRecords: number;
   readonly maxWriteMs: number;
+  // ---- drawn after everything above (existing seeds keep their configs) ----
+  /** Group: the coordinator process crashes now and then and restarts from its persisted state. */
+  readonly coordinatorCrashes: boolean;
+  /** Group: a member that has not opened its window / switched / stored the table this long is evicted (1e12: never). */
+  readonly switchTimeoutMs: number;
+  /** Group: a member closes a write window open this long on its own (only with a finite switchTimeoutMs). */
+  readonly windowTimeoutMs: number;
+  /** Group: coordinator ↔ member control links partition (long enough to get members evicted). */
+  readonly controlPartitions: boolean;
+  /** Group: standalone pairs (members beyond `members`) that join the group mid-workload. */
+  readonly joiners: number;
+  /** Group: one member asks to leave the group mid-workload. */
+  readonly leave: boolean;
 }
 
 export interface CyclesSeedResult {
@@ -48,12 +69,26 @@ export interface CyclesSeedResult {
   readonly r2Crashes: number;
   readonly spilled: number;
   readonly simMs: number;
+  readonly coordinatorCrashes: number;
+  readonly evictions: number;
+  readonly windowTimeouts: number;
+  readonly fallbacks: number;
+  readonly joins: number;
+  readonly leaves: number;
+  /** Disasters where a member that joined recently had no group cycle yet and was left out of the group check. */
+  readonly recentJoinExclusions: number;
+  /** Members whose R2 the group check covered after a disaster. */
+  readonly groupChecked: number;
 }
 
 export function describeCyclesConfig(c: CyclesSimConfig): string {
   return `${c.members} member(s) ${c.group ? 'group' : 'standalone'}, ${c.writes} writes, cycle ${c.cycleMs} ms, ` +
     `loss ${c.lossRate}, dup ${c.dupRate}, delay ≤${c.maxDelayMs} ms${c.partitions ? ', partitions' : ''}` +
-    `${c.r2Crashes ? ', R2 crashes' : ''}${c.disaster ? ', R1 disaster' : ''}, budget ${c.memoryBudgetRecords} records`;
+    `${c.r2Crashes ? ', R2 crashes' : ''}${c.disaster ? ', R1 disaster' : ''}, budget ${c.memoryBudgetRecords} records` +
+    (c.group ? `, switch timeout ${c.switchTimeoutMs >= 1e12 ? 'never' : `${c.switchTimeoutMs} ms`}` +
+      `${c.switchTimeoutMs < 1e12 ? `, window timeout ${c.windowTimeoutMs} ms` : ''}` +
+      `${c.coordinatorCrashes ? ', coordinator crashes' : ''}${c.controlPartitions ? ', control partitions' : ''}` +
+      `${c.joiners > 0 ? `, ${c.joiners} joiner(s)` : ''}${c.leave ? ', a leave' : ''}` : '');
 }
 
 export function drawCyclesConfig(prng: Prng): CyclesSimConfig {
@@ -73,11 +108,18 @@ export function drawCyclesConfig(prng: Prng): CyclesSimConfig {
     disaster: prng.chance(0.5),
     memoryBudgetRecords: prng.pick([2, 8, 1000]),
     maxWriteMs: prng.pick([1, 10, 40]),
+    coordinatorCrashes: prng.chance(0.35),
+    switchTimeoutMs: prng.pick([1e12, 40, 100, 300]),
+    windowTimeoutMs: prng.pick([50, 150, 400, 1000]),
+    controlPartitions: prng.chance(0.3),
+    joiners: prng.pick([0, 0, 1, 1, 2]),
+    leave: prng.chance(0.25),
   };
 }
 
 interface Member {
   readonly index: number;
+  readonly name: string;
   readonly r1Vol: Uint8Array;
   r1: R1Cycles;
   r1Dead: boolean;
@@ -90,6 +132,27 @@ interface Member {
   incarnation: number;
   readonly persisted: { appliedCycle: number; appliedTag: number | null; cycles: Map<number, PersistedCycle> };
   partitionedUntil: number;
+  // ---- group membership (member side) ----
+  /** Started as a standalone pair that joins the group later. */
+  readonly joiner: boolean;
+  /** The first cycle carrying a group tag (0: every cycle, an original member). */
+  joinCycle: number;
+  /** Group switches since the pair entered the group (for "joined recently"). */
+  groupSwitches: number;
+  wantsJoin: boolean;
+  wantsLeave: boolean;
+  /** Left the group (leaveGroup): a standalone pair again, for good. */
+  left: boolean;
+  /** Fell back to bitmaps (evicted, or its window timed out after it switched): suspended for good. */
+  fallenBack: boolean;
+  /** Newest membership table stored: (coordinator generation, table version). */
+  tableGen: number;
+  tableVersion: number;
+  windowEpoch: number;
+  switchedInWindow: boolean;
+  /** The last window was closed by the member itself (timeout), not by the coordinator. */
+  closedOnOwn: boolean;
+  controlPartitionedUntil: number;
 }
 
 interface IssuedWrite {
@@ -98,23 +161,63 @@ interface IssuedWrite {
   readonly data: Uint8Array;
 }
 
+/** What the coordinator process keeps durably (the app's rule: record a tag before sending it). */
+interface CoordinatorDisk {
+  /** The highest tag ever sent in a switch (or the initial capture tag). */
+  tag: number;
+  /** Its member list, recorded whenever it changes (before the commands that follow are sent). */
+  members: string[];
+  /** Evictions not yet acknowledged by the evicted member: re-sent until they are. */
+  readonly evicts: Set<string>;
+}
+
 class SimFailure extends Error {}
 
-export async function runCyclesSeed(seed: number, override: Partial<CyclesSimConfig> = {}): Promise<CyclesSeedResult> {
+/** Deliberate bugs, for tests that show the oracle catches them (test/sim/oracle-catches-bugs.test.ts). */
+export interface CyclesSimBugs {
+  /** A member whose window times out after it switched closes it and keeps capturing (no fallback). */
+  readonly keepCapturingAfterSwitch?: boolean;
+  /** A restarted coordinator moves to a larger tag at once instead of redoing the interrupted switch. */
+  readonly restartWithLargerTag?: boolean;
+}
+
+export interface CyclesSeedOptions {
+  readonly trace?: (line: string) => void;
+  readonly bugs?: CyclesSimBugs;
+}
+
+export async function runCyclesSeed(
+  seed: number, override: Partial<CyclesSimConfig> = {}, options: CyclesSeedOptions = {},
+): Promise<CyclesSeedResult> {
+  const { trace, bugs = {} } = options;
   const root = new Prng(seed);
   const config: CyclesSimConfig = { ...drawCyclesConfig(root.fork()), ...override };
   const net = root.fork();
   const work = root.fork();
   const faults = root.fork();
+  // Randomness of the group faults (coordinator crashes, control partitions, joins, leaves) comes
+  // from a stream of its own, so seeds without them run exactly as before.
+  const groupFaults = root.fork();
   const sched = new Scheduler();
   const volumeBytes = config.volumeRecords * RB;
+  const group = config.group;
+  const joinerCount = group ? config.joiners : 0;
+  const windowTimeoutMs = config.switchTimeoutMs < 1e12 ? config.windowTimeoutMs : null;
   let failure: string | undefined;
   let timersOn = true;
-  let coordinatorUp = config.group;
   let r2CrashesOn = config.r2Crashes;
   let lossOn = true;
+  let groupFaultsOn = true;
   let r2Crashes = 0;
   let spilled = 0;
+  let coordinatorCrashCount = 0;
+  let evictions = 0;
+  let windowTimeouts = 0;
+  let fallbacks = 0;
+  let joins = 0;
+  let leaves = 0;
+  let recentJoinExclusions = 0;
+  let groupChecked = 0;
   const issued: IssuedWrite[] = [];
   let acked = 0;
   let writesDone = false;
@@ -131,24 +234,33 @@ export async function runCyclesSeed(seed: number, override: Partial<CyclesSimCon
     }
   };
   const at = (delayMs: number, fn: () => void): void => sched.at(delayMs, guard(fn));
+  const log = (what: () => string): void => {
+    if (trace) trace(`${sched.nowMs} ${what()}`);
+  };
 
-  const r1Config = {
-    volumeBytes, trackBytes: config.trackRecords * RB, cycleMs: config.cycleMs, mode: config.group ? 'group' as const : 'standalone' as const,
+  const r1Base = {
+    volumeBytes, trackBytes: config.trackRecords * RB, cycleMs: config.cycleMs,
     memoryBudgetBytes: config.memoryBudgetRecords * RB, captureLimitBytes: 1 << 30, maxBatchRecords: 3, maxInflightRecords: 8,
   };
   const r2Config = { volumeBytes };
   const firstTag = 100;
   const members: Member[] = [];
-  for (let i = 0; i < config.members; i++) {
+  for (let i = 0; i < config.members + joinerCount; i++) {
+    const joiner = i >= config.members;
+    const inGroup = group && !joiner;
     members.push({
-      index: i, r1Vol: new Uint8Array(volumeBytes), r1Dead: false, windowOpen: false, windowWaiters: [], spill: new Map(),
-      r1: new R1Cycles(r1Config, config.group ? { cycle: 1, tag: firstTag, nowMs: 0 } : { cycle: 1, nowMs: 0 }),
-      r2: new R2Cycles(r2Config, { appliedCycle: 0, appliedTag: config.group ? firstTag - 1 : 0 }),
+      index: i, name: `m${i}`, r1Vol: new Uint8Array(volumeBytes), r1Dead: false, windowOpen: false, windowWaiters: [], spill: new Map(),
+      r1: new R1Cycles({ ...r1Base, mode: inGroup ? 'group' : 'standalone' }, inGroup ? { cycle: 1, tag: firstTag, nowMs: 0 } : { cycle: 1, nowMs: 0 }),
+      r2: new R2Cycles(r2Config, { appliedCycle: 0, appliedTag: inGroup ? firstTag - 1 : 0 }),
       r2Vol: new Uint8Array(volumeBytes), r2Up: true, incarnation: 0,
-      persisted: { appliedCycle: 0, appliedTag: config.group ? firstTag - 1 : 0, cycles: new Map() },
+      persisted: { appliedCycle: 0, appliedTag: inGroup ? firstTag - 1 : 0, cycles: new Map() },
       partitionedUntil: 0,
+      joiner, joinCycle: 0, groupSwitches: 0, wantsJoin: false, wantsLeave: false, left: false, fallenBack: false,
+      tableGen: 0, tableVersion: 0, windowEpoch: 0, switchedInWindow: false, closedOnOwn: false, controlPartitionedUntil: 0,
     });
   }
+  const byName = (name: string): Member => members[Number(name.slice(1))]!;
+  const inGroupMode = (m: Member): boolean => m.r1.switchMode === 'group';
 
   // ---- transport ----------------------------------------------------------------------------
   const deliver = (m: Member, fn: () => void): void => {
@@ -164,9 +276,12 @@ export async function runCyclesSeed(seed: number, override: Partial<CyclesSimCon
   const toR1 = (m: Member, msg: R2Message): void => deliver(m, () => {
     if (m.r1Dead) return;
     m.r1.receive(msg);
-    for (const cycle of m.r1.takeReleasedSpill()) for (const key of [...m.spill.keys()]) if (key.startsWith(`${cycle}:`)) m.spill.delete(key);
+    for (const cycle of m.r1.takeReleasedSpill()) releaseSpill(m, cycle);
     pumpR1(m);
   });
+  const releaseSpill = (m: Member, cycle: number): void => {
+    for (const key of [...m.spill.keys()]) if (key.startsWith(`${cycle}:`)) m.spill.delete(key);
+  };
 
   // ---- R1 -----------------------------------------------------------------------------------
   const pumpR1 = (m: Member): void => {
@@ -194,7 +309,7 @@ export async function runCyclesSeed(seed: number, override: Partial<CyclesSimCon
   const r1Tick = (m: Member): void => {
     if (!timersOn || m.r1Dead) return;
     m.r1.retransmit(sched.nowMs, 4 * config.maxDelayMs + 10);
-    if (!config.group && m.r1.canSwitch(sched.nowMs)) m.r1.switchCycle(sched.nowMs);
+    if (!inGroupMode(m) && m.r1.canSwitch(sched.nowMs)) m.r1.switchCycle(sched.nowMs);
     pumpR1(m);
     at(5, () => r1Tick(m));
   };
@@ -266,64 +381,282 @@ export async function runCyclesSeed(seed: number, override: Partial<CyclesSimCon
     });
   };
 
-  // ---- coordinator --------------------------------------------------------------------------
-  const coordinator = config.group
-    ? new GroupCoordinator({ members: members.map((m) => `m${m.index}`), tag: firstTag, cycleMs: config.cycleMs, retryMs: 10, switchTimeoutMs: 1e12, nowMs: 0 })
-    : null;
-  const control = (delay: () => number, fn: () => void): void => {
-    if (lossOn && net.chance(config.lossRate / 2)) return;
-    at(delay(), fn);
+  // ---- member side of the group protocol ----------------------------------------------------
+  const releaseWindow = (m: Member): void => {
+    m.windowOpen = false;
+    const waiters = m.windowWaiters.splice(0);
+    for (const w of waiters) w();
   };
-  const runCommands = (cmds: CoordinatorCommand[]): void => {
-    for (const cmd of cmds) control(() => net.int(0, 3), () => memberCommand(cmd));
+  /** Suspend the pair: ordered replication gives up (the app marks the returned tracks and suspends the pair). */
+  const fallBack = (m: Member): void => {
+    if (m.fallenBack) return;
+    log(() => `${m.name} falls back`);
+    m.fallenBack = true;
+    fallbacks++;
+    const { releasedSpillCycles } = m.r1.fallBackToBitmaps();
+    for (const cycle of releasedSpillCycles) releaseSpill(m, cycle);
+    m.spill.clear();
+    m.wantsJoin = false;
+    // Its hosts must not wait on a window of a group it no longer replicates for; and a member
+    // the coordinator may still list asks to leave, or the group would wait on it forever.
+    releaseWindow(m);
+    m.wantsLeave = inGroupMode(m);
   };
-  const coordinatorEvent = (event: CoordinatorEvent): void => {
-    control(() => net.int(0, 3), () => {
-      if (!coordinatorUp || !coordinator) return;
-      runCommands(coordinator.handle(event, sched.nowMs));
+  /**
+   * The member closes its window without the coordinator (timeout, or it left the group). Harmless
+   * if it did not switch in that window: its writes stay in the cycle every unswitched member is
+   * still in. If it did switch, its next writes would complete in the new cycle while another
+   * member may not have switched yet — a write depending on one of them would land in an older
+   * cycle there. So it must not keep capturing: it falls back to bitmaps and leaves the group.
+   */
+  const closeWindowOnOwn = (m: Member): void => {
+    if (!m.windowOpen) return;
+    if (m.switchedInWindow && !bugs.keepCapturingAfterSwitch) {
+      fallBack(m);
+      return;
+    }
+    m.closedOnOwn = true;
+    releaseWindow(m);
+  };
+  const openWindow = (m: Member): void => {
+    if (m.windowOpen) return; // a re-sent command (or a new coordinator): the window's clock keeps running
+    m.windowOpen = true;
+    m.windowEpoch++;
+    m.switchedInWindow = false;
+    m.closedOnOwn = false;
+    if (windowTimeoutMs === null) return;
+    const epoch = m.windowEpoch;
+    at(windowTimeoutMs, () => {
+      if (m.r1Dead || !m.windowOpen || m.windowEpoch !== epoch) return;
+      windowTimeouts++;
+      log(() => `${m.name} window times out (switched in it: ${m.switchedInWindow})`);
+      closeWindowOnOwn(m);
     });
   };
-  const memberCommand = (cmd: CoordinatorCommand): void => {
-    const m = members[Number(cmd.member.slice(1))]!;
+  const leaveNow = (m: Member): void => {
+    m.wantsLeave = false;
+    if (m.fallenBack || m.left || !inGroupMode(m)) return;
+    closeWindowOnOwn(m);
+    if (m.fallenBack) return;
+    m.r1.leaveGroup();
+    m.left = true;
+    leaves++;
+  };
+
+  // ---- coordinator --------------------------------------------------------------------------
+  // The coordinator is a process: it crashes and restarts as a new generation from its disk. Its
+  // commands and the members' answers travel over per-generation connections (an answer to a dead
+  // generation is lost with its connection); members order membership tables by (generation,
+  // version), since a new generation numbers its tables afresh.
+  let coordinator: GroupCoordinator | null = null;
+  let coordGen = 0;
+  let switchesBefore = 0;
+  /** Joins accepted and not yet in the coordinator's member list (durable with it). */
+  let pendingJoins = new Set<string>();
+  const disk: CoordinatorDisk = { tag: firstTag, members: members.filter((m) => group && !m.joiner).map((m) => m.name), evicts: new Set() };
+  const coordinatorTimings = { cycleMs: config.cycleMs, retryMs: 10, switchTimeoutMs: group ? config.switchTimeoutMs : 1e12 };
+
+  const controlLost = (m: Member): boolean => lossOn && sched.nowMs < m.controlPartitionedUntil;
+  const control = (m: Member, delay: () => number, fn: () => void): void => {
+    if (lossOn && net.chance(config.lossRate / 2)) return;
+    if (controlLost(m)) return;
+    at(delay(), fn);
+  };
+  /** Calls into the coordinator, records what must be durable, then sends the commands. */
+  const coordinatorCall = (fn: (c: GroupCoordinator) => CoordinatorCommand[]): void => {
+    const c = coordinator;
+    if (!c) return;
+    const cmds = fn(c);
+    for (const cmd of cmds) {
+      if (cmd.kind === 'switch') disk.tag = Math.max(disk.tag, cmd.tag);
+      if (cmd.kind === 'evict') {
+        disk.evicts.add(cmd.member);
+        pendingJoins.delete(cmd.member);
+        evictions++;
+      }
+    }
+    disk.tag = Math.max(disk.tag, c.tag);
+    if (tornPending && c.switchCount > 0 && coordGen > 0) {
+      tornPending = false;
+      tornDisasterAtMs = sched.nowMs + groupFaults.int(0, 3 * config.cycleMs + 30);
+    }
+    for (const name of c.members) pendingJoins.delete(name);
+    disk.members = [...c.members, ...pendingJoins];
+    const switchSends = cmds.filter((cmd) => cmd.kind === 'switch').length;
+    if (switchSends > 1 && tornAtSwitchSend !== null && --tornAtSwitchSend === 0) {
+      // The planned torn switch: the process dies after sending the switch to some members only.
+      tornAtSwitchSend = null;
+      runCommands(cmds.slice(0, groupFaults.int(1, switchSends - 1)), coordGen);
+      crashCoordinator();
+      return;
+    }
+    if (config.coordinatorCrashes && groupFaultsOn && (c.phase === 'switching' || c.phase === 'closing') &&
+        groupFaults.chance(switchSends > 0 ? 0.06 : 0.01)) {
+      // The process dies part-way through sending: member windows are open, some members switched, some not.
+      runCommands(cmds.slice(0, groupFaults.int(0, cmds.length)), coordGen);
+      crashCoordinator();
+      return;
+    }
+    runCommands(cmds, coordGen);
+  };
+  const runCommands = (cmds: CoordinatorCommand[], gen: number): void => {
+    for (const cmd of cmds) control(byName(cmd.member), () => net.int(0, 3), () => memberCommand(cmd, gen));
+  };
+  const coordinatorEvent = (m: Member, event: CoordinatorEvent, gen: number): void => {
+    control(m, () => net.int(0, 3), () => {
+      if (!coordinator || gen !== coordGen) return;
+      coordinatorCall((c) => c.handle(event, sched.nowMs));
+    });
+  };
+  /**
+   * Disaster seeds: the coordinator died mid-switch and the disaster is to strike soon after the
+   * next generation completes a switch — the recovery point then falls on the torn switch, where
+   * member windows may have timed out (some members had switched, some not) and writes went on.
+   */
+  let tornPending = false;
+  /** Disaster seeds with crashes and window timeouts: the coordinator dies while sending its Nth switch to all members. */
+  let tornAtSwitchSend = config.coordinatorCrashes && config.disaster && windowTimeoutMs !== null && groupFaults.chance(0.6)
+    ? groupFaults.int(1, 12) : null;
+  let tornDisasterAtMs = Infinity;
+  const crashCoordinator = (): void => {
+    if (!coordinator) return;
+    log(() => `coordinator g${coordGen} crashes in ${coordinator?.phase} (disk tag ${disk.tag})`);
+    // Down long enough, in some seeds, for member windows to time out (more often than not when they can).
+    const restartDelayMs = groupFaults.int(5, Math.max(400, 2 * (windowTimeoutMs ?? 0)));
+    if (config.disaster && windowTimeoutMs !== null && tornDisasterAtMs === Infinity && coordinator.phase === 'switching' && groupFaults.chance(0.7)) {
+      tornPending = true;
+    }
+    coordinatorCrashCount++;
+    switchesBefore += coordinator.switchCount;
+    coordinator = null;
+    at(restartDelayMs, () => restartCoordinator());
+  };
+  const restartCoordinator = (): void => {
+    if (!timersOn || coordinator) return;
+    coordGen++;
+    log(() => `coordinator g${coordGen} restarts: tag ${disk.tag}, members ${disk.members.join(',')}`);
+    // Restart from disk: the highest tag ever sent. That switch may have reached only some members
+    // (crash mid-switch), so it is run again first (redoSwitch) — moving straight to a larger tag
+    // would make the members that took it switch twice while the others switch once (seed 599).
+    // The member list is re-announced (a table stored on every member) before the first switch,
+    // through joins — a joiner whose table was lost in the crash enters the group then, at a moment
+    // no window of this generation is open.
+    coordinator = new GroupCoordinator({ members: [], tag: disk.tag, redoSwitch: !bugs.restartWithLargerTag, ...coordinatorTimings, nowMs: sched.nowMs });
+    pendingJoins = new Set(disk.members);
+    for (const name of disk.members) coordinatorCall((c) => c.join(name, sched.nowMs));
+    const gen = coordGen;
+    at(0, () => coordinatorTick(gen));
+  };
+  let lastEvictSendMs = -Infinity;
+  const coordinatorTick = (gen: number): void => {
+    if (!timersOn || !coordinator || gen !== coordGen) return;
+    coordinatorCall((c) => c.tick(sched.nowMs));
+    if (disk.evicts.size > 0 && sched.nowMs - lastEvictSendMs >= 10) {
+      // The app re-sends an eviction until the member confirms it (the core sends it once).
+      lastEvictSendMs = sched.nowMs;
+      runCommands([...disk.evicts].map((name) => ({ kind: 'evict', member: name, reason: 're-sent' })), gen);
+    }
+    if (config.coordinatorCrashes && groupFaultsOn && groupFaults.chance(0.002)) crashCoordinator();
+    at(5, () => coordinatorTick(gen));
+  };
+  /** A member's request to join or leave, handled by whichever generation is up when it arrives. */
+  const request = (m: Member, kind: 'join' | 'leave'): void => {
+    control(m, () => net.int(0, 3), () => {
+      const c = coordinator;
+      if (!c) return;
+      const gen = coordGen;
+      if (kind === 'join') {
+        if (pendingJoins.has(m.name) || c.members.includes(m.name) || disk.evicts.has(m.name)) return;
+        pendingJoins.add(m.name);
+        coordinatorCall((co) => co.join(m.name, sched.nowMs));
+        return;
+      }
+      if (c.members.includes(m.name)) {
+        coordinatorCall((co) => co.leave(m.name, sched.nowMs));
+      } else if (!pendingJoins.has(m.name)) {
+        // Not a member (nor about to become one): tell it so; it leaves (or has fallen back already).
+        control(m, () => net.int(0, 3), () => {
+          if (gen === coordGen) leaveNow(m);
+        });
+      }
+    });
+  };
+  const memberTick = (m: Member): void => {
+    if (!timersOn || m.r1Dead) return;
+    if (m.wantsJoin && !inGroupMode(m) && !m.fallenBack) request(m, 'join');
+    if (m.wantsLeave) request(m, 'leave');
+    at(15, () => memberTick(m));
+  };
+
+  const memberCommand = (cmd: CoordinatorCommand, gen: number): void => {
+    const m = byName(cmd.member);
     if (m.r1Dead) return;
+    log(() => `${m.name} <- g${gen} ${cmd.kind}${cmd.kind === 'switch' ? ` ${cmd.tag}` : ''}${cmd.kind === 'store-table' ? ` v${cmd.table.version} [${cmd.table.members.join(',')}] tag ${cmd.table.tag}` : ''} ` +
+      `(capture ${m.r1.captureCycle}/${m.r1.captureTag}, window ${m.windowOpen}, ${m.r1.switchMode}${m.fallenBack ? ', fell back' : ''})`);
+    const answer = (event: CoordinatorEvent): void => coordinatorEvent(m, event, gen);
+    // A suspended pair (fell back) takes no part in switches; it only confirms what keeps the
+    // group moving until its leave is through: tables and closed windows.
+    const active = inGroupMode(m) && !m.fallenBack;
     switch (cmd.kind) {
       case 'query-ready':
-        coordinatorEvent({ kind: 'ready', member: cmd.member, ready: m.r1.isReady() });
+        answer({ kind: 'ready', member: cmd.member, ready: active && m.r1.isReady() });
         break;
       case 'open-window':
-        m.windowOpen = true;
-        coordinatorEvent({ kind: 'window-opened', member: cmd.member });
+        if (!active) break;
+        openWindow(m);
+        answer({ kind: 'window-opened', member: cmd.member });
         break;
       case 'switch':
+        if (!active) break;
         if (m.r1.captureTag === cmd.tag) {
-          coordinatorEvent({ kind: 'switched', member: cmd.member, tag: cmd.tag });
+          answer({ kind: 'switched', member: cmd.member, tag: cmd.tag });
+        } else if (cmd.tag < m.r1.captureTag) {
+          // A stale command (the member switched past it): no answer.
+        } else if (!m.windowOpen) {
+          // Only a window the member closed on its own can be missing here; it will not switch
+          // without one (the coordinator asks again after opening it anew, or evicts it).
+          if (!m.closedOnOwn) throw new SimFailure(`member ${cmd.member} asked to switch without its window open`);
+          answer({ kind: 'switch-failed', member: cmd.member, tag: cmd.tag, reason: 'window closed' });
         } else if (m.r1.isReady()) {
-          if (!m.windowOpen) throw new SimFailure(`member ${cmd.member} asked to switch without its window open`);
           m.r1.switchCycle(sched.nowMs, cmd.tag);
+          m.switchedInWindow = true;
+          m.groupSwitches++;
           pumpR1(m);
-          coordinatorEvent({ kind: 'switched', member: cmd.member, tag: cmd.tag });
+          answer({ kind: 'switched', member: cmd.member, tag: cmd.tag });
         } else {
-          coordinatorEvent({ kind: 'switch-failed', member: cmd.member, tag: cmd.tag, reason: 'not ready' });
+          answer({ kind: 'switch-failed', member: cmd.member, tag: cmd.tag, reason: 'not ready' });
         }
         break;
-      case 'close-window': {
-        m.windowOpen = false;
-        const waiters = m.windowWaiters.splice(0);
-        for (const w of waiters) w();
-        coordinatorEvent({ kind: 'window-closed', member: cmd.member });
+      case 'close-window':
+        if (m.windowOpen) releaseWindow(m);
+        answer({ kind: 'window-closed', member: cmd.member });
+        break;
+      case 'store-table': {
+        const newer = gen > m.tableGen || (gen === m.tableGen && cmd.table.version > m.tableVersion);
+        if (newer) {
+          m.tableGen = gen;
+          m.tableVersion = cmd.table.version;
+          const listed = cmd.table.members.includes(m.name);
+          if (listed && !inGroupMode(m) && !m.fallenBack && !m.left) {
+            // No window of this generation is open: the capture cycle ends at the group's next switch.
+            m.joinCycle = m.r1.enterGroup(cmd.table.tag);
+            m.groupSwitches = 0;
+            m.wantsJoin = false;
+            joins++;
+          } else if (!listed && inGroupMode(m)) {
+            leaveNow(m);
+          }
+        }
+        answer({ kind: 'table-stored', member: cmd.member, version: cmd.table.version });
         break;
       }
-      case 'store-table':
-        coordinatorEvent({ kind: 'table-stored', member: cmd.member, version: cmd.table.version });
-        break;
       case 'evict':
-        throw new SimFailure(`member ${cmd.member} evicted: ${cmd.reason}`);
+        fallBack(m);
+        m.wantsLeave = false;
+        // Confirm to the app layer, which re-sends evictions until confirmed.
+        control(m, () => net.int(0, 3), () => { disk.evicts.delete(cmd.member); });
+        break;
     }
-  };
-  const coordinatorTick = (): void => {
-    if (!timersOn || !coordinatorUp || !coordinator) return;
-    runCommands(coordinator.tick(sched.nowMs));
-    at(5, coordinatorTick);
   };
 
   // ---- workload -----------------------------------------------------------------------------
@@ -348,12 +681,16 @@ export async function runCyclesSeed(seed: number, override: Partial<CyclesSimCon
     const data = new Uint8Array(length);
     if (!zero) work.fill(data);
     issued.push({ member: m.index, offset, data });
-    const token = m.r1.writeBegun();
+    // A suspended pair captures nothing (the app marks the write's tracks in its bitmap).
+    const token = m.fallenBack ? null : m.r1.writeBegun();
+    log(() => `write ${k} on ${m.name} begins in cycle ${token ? `${token.cycle}/${m.r1.captureTag}` : '(fell back)'}`);
     at(work.int(0, config.maxWriteMs), () => {
       if (m.r1Dead) return; // died before the write completed: it never happened
       m.r1Vol.set(data, offset);
-      m.r1.write(token, offset, length, zero ? null : data);
-      m.r1.writeDone(token);
+      if (token) {
+        m.r1.write(token, offset, length, zero ? null : data);
+        m.r1.writeDone(token);
+      }
       acked = k + 1;
       maybeSpill(m);
       pumpR1(m);
@@ -368,12 +705,29 @@ export async function runCyclesSeed(seed: number, override: Partial<CyclesSimCon
       if (config.partitions && faults.chance(0.01)) m.partitionedUntil = sched.nowMs + faults.int(10, 200);
       if (faults.chance(0.004)) crashR2(m);
     }
+    if (group && config.controlPartitions && groupFaultsOn) {
+      for (const m of members) if (groupFaults.chance(0.006)) m.controlPartitionedUntil = sched.nowMs + groupFaults.int(20, 400);
+    }
     at(5, faultTick);
   };
 
   const done = (): boolean => failure !== undefined;
   for (const m of members) at(0, () => r1Tick(m));
-  if (coordinator) at(0, coordinatorTick);
+  if (group) {
+    coordinator = new GroupCoordinator({ members: disk.members, tag: firstTag, ...coordinatorTimings, nowMs: 0 });
+    at(0, () => coordinatorTick(coordGen));
+    for (const m of members) at(0, () => memberTick(m));
+    const horizonMs = 25 * config.writes;
+    for (const m of members) {
+      if (m.joiner) at(groupFaults.int(5, horizonMs), () => { if (!m.fallenBack) m.wantsJoin = true; });
+    }
+    if (config.leave) {
+      const m = members[groupFaults.int(0, members.length - 1)]!;
+      at(groupFaults.int(5, horizonMs), () => {
+        if (inGroupMode(m) && !m.fallenBack) m.wantsLeave = true;
+      });
+    }
+  }
   at(0, faultTick);
   at(0, () => issue(0));
 
@@ -382,13 +736,14 @@ export async function runCyclesSeed(seed: number, override: Partial<CyclesSimCon
   if (config.disaster) {
     // The R1 side dies part-way through the workload, member by member within a short window.
     const dieAt = faults.int(20, 40 * config.writes);
-    await sched.run(() => done() || sched.nowMs >= dieAt || writesDone, maxEvents);
+    await sched.run(() => done() || sched.nowMs >= Math.min(dieAt, tornDisasterAtMs) || writesDone, maxEvents);
+    log(() => `disaster${sched.nowMs >= tornDisasterAtMs ? ' (after a torn switch)' : ''}`);
     for (const m of members) {
       at(faults.int(0, 30), () => { m.r1Dead = true; });
     }
     await sched.run(() => done() || members.every((m) => m.r1Dead), maxEvents);
     timersOn = false;
-    coordinatorUp = false;
+    coordinator = null;
     // Drain: messages in flight land or not; R2s persist and apply what they can, crash or not.
     await sched.run(done, maxEvents);
     r2CrashesOn = false;
@@ -396,19 +751,18 @@ export async function runCyclesSeed(seed: number, override: Partial<CyclesSimCon
       if (!m.r2Up) fail(`R2 of member ${m.index} never restarted`);
     }
     if (!done()) {
-      const inputs = members.map((m) => {
-        const s = m.r2.recoveryState();
-        return { member: `m${m.index}`, committedTag: s.committedTag, received: s.received ? { tag: s.received.tag, complete: s.received.complete } : null };
-      });
-      const decision = decideGroupRecovery(inputs);
-      if (!decision.consistent) fail(`group recovery: ${decision.problems.join('; ')}`);
-      for (const [i, d] of decision.members.entries()) {
-        const m = members[i]!;
-        m.r2.resolveAfterDisaster(d.action);
-        runR2Actions(m);
+      const outcome = recoverAfterDisaster(members, disk.members, fail, runR2Actions, log);
+      if (outcome) {
+        recentJoinExclusions += outcome.recentJoinExcluded ? 1 : 0;
+        groupChecked = outcome.checked.length;
+        await sched.run(done, maxEvents);
+        if (!done()) {
+          // The group's members together: one prefix of the issued sequence.
+          if (outcome.checked.length > 0) recoveredWrites = checkPrefix(outcome.checked, issued, fail, 'the group');
+          // Every other pair on its own: its R2 equals its R1 at some cycle boundary.
+          for (const m of members) if (!outcome.checked.includes(m)) checkPrefix([m], issued, fail, `${m.name} on its own`);
+        }
       }
-      await sched.run(done, maxEvents);
-      if (!done()) recoveredWrites = checkPrefix(members, issued, fail);
     }
   } else {
     await sched.run(() => done() || writesDone, maxEvents);
@@ -416,54 +770,144 @@ export async function runCyclesSeed(seed: number, override: Partial<CyclesSimCon
     // Liveness: heal everything; every R2 must converge to its R1.
     lossOn = false;
     r2CrashesOn = false;
+    groupFaultsOn = false;
     for (const m of members) m.partitionedUntil = 0;
+    if (group && !coordinator) restartCoordinator();
     const healedAt = sched.nowMs;
     // (A complete, empty cycle may always be waiting for its commit: R2 is never idle while
     // switches go on, so "converged" is: nothing left to ship or apply, and equal volumes.)
+    // A pair that fell back is suspended: its R2 only finishes applying what was committed.
     const converged = (): boolean => members.every((m) => {
+      if (m.fallenBack) return m.r2Up && m.r2.stats().applyingCycle === null;
       const s = m.r1.stats();
       return m.r2Up && m.r2.stats().applyingCycle === null && s.capture.records === 0 && (s.transmit?.records ?? 0) === 0 &&
         (s.committing?.records ?? 0) === 0 && Buffer.compare(m.r1Vol, m.r2Vol) === 0;
     });
     await sched.run(() => done() || converged() || sched.nowMs > healedAt + 60 * config.cycleMs + 2000, maxEvents);
     if (!done() && !converged()) {
-      const s = members.map((m) => `m${m.index}: r1 ${JSON.stringify(m.r1.stats().capture)} transmit ${JSON.stringify(m.r1.stats().transmit)} r2 ${JSON.stringify(m.r2.stats())}`);
-      fail(`R2 did not converge to R1 within the bound after healing: ${s.join(' | ')}`);
+      const s = members.map((m) => `m${m.index}${m.fallenBack ? ' (fell back)' : ''}: r1 ${JSON.stringify(m.r1.stats().capture)} ` +
+        `transmit ${JSON.stringify(m.r1.stats().transmit)} r2 ${JSON.stringify(m.r2.stats())}`);
+      fail(`R2 did not converge to R1 within the bound after healing: ${s.join(' | ')}` +
+        (coordinator ? ` (coordinator ${coordinator.phase}, waiting for ${coordinator.waitingFor().join(',')}, members ${coordinator.members.join(',')})` : ''));
     }
     timersOn = false;
+    if (!done()) for (const m of members) if (m.fallenBack) checkPrefix([m], issued, fail, `${m.name} (fell back) on its own`);
   }
   return {
     seed, ok: failure === undefined, ...(failure !== undefined ? { failure } : {}), config, writesAcked: acked, recoveredWrites,
-    switches: coordinator?.switchCount ?? members[0]!.r1.captureCycle - 1, r2Crashes, spilled, simMs: sched.nowMs,
+    switches: group ? switchesBefore + (coordinator?.switchCount ?? 0) : members[0]!.r1.captureCycle - 1, r2Crashes, spilled, simMs: sched.nowMs,
+    coordinatorCrashes: coordinatorCrashCount, evictions, windowTimeouts, fallbacks, joins, leaves, recentJoinExclusions, groupChecked,
   };
 }
 
 /**
- * The oracle: some K such that every R2 volume equals what the first K issued writes make of a
- * zero volume. Tracks the number of differing bytes incrementally (cost: the bytes written).
+ * After a disaster: decide per R2 what to apply and return the members the group check covers.
+ *
+ * The group is what the coordinator's disk lists (it decides recovery at the remote site) minus
+ * pairs that fell back (suspended: their R2 stays where it is). A member that joined maps its
+ * cycles from before the join to "no group tag": they end at no group boundary (committedTag null
+ * while its committed cycle precedes the join; a received cycle before the join counts as an
+ * incomplete one, discarded). A member that joined but has no group cycle its R2 can reach makes
+ * the decision inconsistent; that is expected only while it joined recently — fewer than two group
+ * switches since it entered (after two, its first group cycle was sealed, i.e. persisted whole on
+ * its R2) — and then the decision is taken again without it and the case counted.
  */
-function checkPrefix(members: readonly Member[], issued: readonly IssuedWrite[], fail: (why: string) => void): number | null {
-  const expected = members.map((m) => new Uint8Array(m.r2Vol.length));
+function recoverAfterDisaster(
+  members: readonly Member[], listed: readonly string[], fail: (why: string) => void, runR2Actions: (m: Member) => void,
+  log: (what: () => string) => void,
+): { checked: Member[]; recentJoinExcluded: boolean } | null {
+  let checked = members.filter((m) => listed.includes(m.name) && !m.fallenBack);
+  for (const m of checked) {
+    if (m.r1.switchMode !== 'group' && !m.joiner) {
+      fail(`member ${m.name} is listed by the coordinator but is not a group member`);
+      return null;
+    }
+  }
+  const input = (m: Member): MemberRecoveryInput => {
+    const s = m.r2.recoveryState();
+    const inGroup = m.r1.switchMode === 'group';
+    const joinCycle = inGroup ? m.joinCycle : Number.MAX_SAFE_INTEGER;
+    return {
+      member: m.name,
+      committedTag: s.committedCycle < joinCycle ? null : s.committedTag,
+      received: s.received === null ? null
+        : s.received.cycle < joinCycle ? { tag: null, complete: false } : { tag: s.received.tag, complete: s.received.complete },
+    };
+  };
+  const recent = (m: Member): boolean => m.r1.switchMode !== 'group' || (m.joinCycle > 0 && m.groupSwitches < 2);
+  let decision = decideGroupRecovery(checked.map(input));
+  let recentJoinExcluded = false;
+  if (!decision.consistent) {
+    const newcomers = checked.filter(recent);
+    if (newcomers.length === 0) {
+      fail(`group recovery: ${decision.problems.join('; ')} (inputs ${JSON.stringify(checked.map(input))})`);
+      return null;
+    }
+    checked = checked.filter((m) => !recent(m));
+    recentJoinExcluded = true;
+    decision = decideGroupRecovery(checked.map(input));
+    if (!decision.consistent) {
+      fail(`group recovery without the recent joiner(s): ${decision.problems.join('; ')} (inputs ${JSON.stringify(checked.map(input))})`);
+      return null;
+    }
+  }
+  log(() => `recovery: target ${decision.targetTag}, ${JSON.stringify(checked.map(input))} -> ${decision.members.map((d) => `${d.member} ${d.action}`).join(', ')}`);
+  for (const m of members) {
+    const i = checked.indexOf(m);
+    let action: RecoveryAction;
+    if (i >= 0) {
+      action = decision.members[i]!.action;
+    } else {
+      // On its own (standalone, left, fell back, not yet in the group): R2 ends at a boundary of its own R1.
+      const received = m.r2.recoveryState().received;
+      action = received === null ? 'none' : received.complete && !m.fallenBack ? 'apply' : 'discard';
+    }
+    m.r2.resolveAfterDisaster(action);
+  }
+  for (const m of members) runR2Actions(m);
+  return { checked, recentJoinExcluded };
+}
+
+/**
+ * The oracle: some K such that every R2 volume of `checked` equals what the first K issued writes
+ * make of a zero volume. Tracks the number of differing bytes incrementally (cost: the bytes written).
+ *
+ * Which writes count. Every issued write keeps its place in the sequence, also writes to pairs
+ * outside `checked` (one that fell back, was evicted, left, or joined too recently); only their
+ * own volume is not compared, since their suspended or separate pair never promised to hold the
+ * group's cut. That is honest because the group's guarantee does not depend on them: if a write on
+ * A was issued after a write on E, itself issued after a write on B, then B's write completed
+ * before A's began (through E), and the windows of the members that took part in a switch order
+ * exactly such pairs, whatever E's pair did. (Keeping E's writes in the sequence or dropping them
+ * is the same check — a cut of the full sequence restricted to `checked` is a cut of the filtered
+ * one and vice versa — what matters is that all of `checked` share one cut.)
+ */
+function checkPrefix(checked: readonly Member[], issued: readonly IssuedWrite[], fail: (why: string) => void, what: string): number | null {
+  const expected = new Map<number, Uint8Array>();
   let diff = 0;
-  for (const m of members) for (const b of m.r2Vol) if (b !== 0) diff++;
-  const matches: number[] = [];
-  if (diff === 0) matches.push(0);
+  for (const m of checked) {
+    expected.set(m.index, new Uint8Array(m.r2Vol.length));
+    for (const b of m.r2Vol) if (b !== 0) diff++;
+  }
+  let last: number | null = diff === 0 ? 0 : null;
   for (let k = 0; k < issued.length; k++) {
     const w = issued[k]!;
-    const exp = expected[w.member]!;
-    const actual = members[w.member]!.r2Vol;
-    for (let j = 0; j < w.data.length; j++) {
-      const at = w.offset + j;
-      const before = exp[at] !== actual[at];
-      exp[at] = w.data[j]!;
-      const after = exp[at] !== actual[at];
-      if (before !== after) diff += after ? 1 : -1;
+    const exp = expected.get(w.member);
+    if (exp) {
+      const actual = checked.find((m) => m.index === w.member)!.r2Vol;
+      for (let j = 0; j < w.data.length; j++) {
+        const at = w.offset + j;
+        const before = exp[at] !== actual[at];
+        exp[at] = w.data[j]!;
+        const after = exp[at] !== actual[at];
+        if (before !== after) diff += after ? 1 : -1;
+      }
     }
-    if (diff === 0) matches.push(k + 1);
+    if (diff === 0) last = k + 1;
   }
-  if (matches.length === 0) {
-    fail(`no prefix of the ${issued.length} issued writes matches the R2 volumes after recovery`);
+  if (last === null) {
+    fail(`no prefix of the ${issued.length} issued writes matches the R2 volumes of ${what} after recovery`);
     return null;
   }
-  return matches[matches.length - 1]!;
+  return last;
 }
