@@ -181,7 +181,8 @@ test('group: the coordinator restarts and carries on with larger tags; a removed
     // After the restart R1 db1 resyncs and restarts its cycles with the group's tag; then switching resumes.
     await until('switching after restart', async () => (await e1.service.groups.show('g')).switches >= 3, 30_000);
     const after = await e1.service.groups.show('g');
-    assert.ok(after.tag > tagBefore + 2, `tags keep growing across the restart (${tagBefore} → ${after.tag})`);
+    // Three switches: the first repeats the recorded tag (it may have reached only some members), then tags grow.
+    assert.ok(after.tag >= tagBefore + 2, `tags keep growing across the restart (${tagBefore} → ${after.tag})`);
     await e1.service.volume('db1').write(2 * MiB, randomBytes(8192));
     await s.e2.service.volume('db2').write(3 * MiB, randomBytes(8192));
     await converged({ ...s, e1 });

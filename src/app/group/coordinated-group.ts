@@ -3,7 +3,8 @@
 // the link) and their answers fed back. Commands that get no answer are re-sent by the machine.
 //
 // Tags never repeat: before any switch command with tag X goes out, X is written to the group's
-// record, and after a restart the coordinator carries on from the highest tag it ever sent.
+// record. After a restart the coordinator first runs the switch to that tag again (it may have
+// reached only some members; those that have it answer at once), then tags grow.
 import { GroupCoordinator, type CoordinatorCommand, type CoordinatorEvent, type CoordinatorPhase } from '../../core/group/coordinator.js';
 import { memberKey, type GroupMemberRef, type GroupRecord, type MembershipTable } from '../../core/group/group-record.js';
 import type { Timers } from '../../ports/timers.js';
@@ -44,6 +45,9 @@ export class CoordinatedGroup {
     this.savedTag = record.tag;
     this.machine = new GroupCoordinator({
       members: [], tag: record.tag, cycleMs: record.cycleMs, retryMs: RETRY_MS, switchTimeoutMs: SWITCH_TIMEOUT_MS, nowMs: host.nowMs(),
+      // A restart may have cut a switch short (some members at the recorded tag, some before it):
+      // that switch runs once more before tags grow.
+      redoSwitch: record.tag > 0,
     });
     // Joining every stored member makes the machine store the table on all of them first: after a
     // restart each member learns the coordinator is back, and with which tag.

@@ -19,6 +19,8 @@ import type { PeerRpc } from '../replication/peer-rpc.js';
 
 /** Longer than the coordinator can keep a window open (opening + switching + closing, with retries). */
 export const WINDOW_TIMEOUT_MS = 8000;
+/** A member not asked anything by its coordinator this long checks it still belongs. */
+const SILENT_COORDINATOR_MS = 10_000;
 const CONTROL_TIMEOUT_MS = 10_000;
 
 /** A coordinator command as it travels to a member. */
@@ -113,6 +115,8 @@ export class GroupMemberSide {
   }
 
   private loaded = false;
+  /** When each R1 member last heard from its coordinator (by pair id). */
+  private readonly lastHeardMs = new Map<string, number>();
 
   /** After the pairs loaded: R1 halves in a group wait for their coordinator before starting cycles. */
   async load(): Promise<void> {
@@ -133,12 +137,17 @@ export class GroupMemberSide {
   }
 
   /**
-   * An R1 member that restarted waits for its coordinator's tag before its cycles start. If the
-   * coordinator evicted or removed it meanwhile, it would wait forever: ask, and leave if so.
+   * An R1 member that restarted waits for its coordinator's tag before its cycles start, and one
+   * whose eviction notice was lost keeps capturing for a group that no longer asks it anything:
+   * either would wait forever. A member not asked for a while asks whether it still belongs, and
+   * leaves if not — suspending its pair if it runs group cycles (as an evicted member does).
    */
   async checkMembership(): Promise<void> {
+    const now = this.host.nowMs();
     for (const r of this.host.pairs.halves()) {
-      if (r.record.role !== 'R1' || !r.group || r.group.tag !== undefined) continue;
+      if (r.record.role !== 'R1' || !r.group) continue;
+      const heard = this.lastHeardMs.get(r.record.id);
+      if (r.group.tag !== undefined && heard !== undefined && now - heard < SILENT_COORDINATOR_MS) continue;
       const table = this.tables.get(r.record.id);
       if (!table) continue;
       const key = memberKey({ array: this.host.arrayName, volume: r.record.localVolume });
@@ -153,6 +162,10 @@ export class GroupMemberSide {
         continue;
       }
       if (member === false || member === undefined) {
+        if (r.capturing && r.asyncR1!.groupFrom !== null) {
+          await this.leaveAndSuspend(r.record.localVolume, `group ${table.group} no longer counts this pair (evicted or removed while out of reach)`);
+          continue;
+        }
         r.group = undefined;
         this.tables.delete(r.record.id);
         await this.host.meta.delete(tableKey(r.record.id));
@@ -214,6 +227,7 @@ export class GroupMemberSide {
   async command(volume: string, command: MemberCommand, group: string): Promise<MemberAnswer> {
     if (!this.loaded) throw new TidemarkError(ErrorCode.Unavailable, `${this.host.arrayName} is still starting`);
     const r = this.r1(volume);
+    this.lastHeardMs.set(r.record.id, this.host.nowMs());
     if (command.kind !== 'store-table' && command.kind !== 'close-window' && r.group?.name !== group) {
       return { kind: 'not-member', reason: r.lastError ?? `pair ${volume} is not in group ${group}` };
     }
