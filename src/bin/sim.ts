@@ -1,11 +1,12 @@
-// The seed runner: `npm run sim -- [--suite volume|pair] --seeds N [--start K] [--seed S] [--verbose] [--trace]`.
-// Runs the volume (default) or remote-pair simulation for each seed, prints every failure with a command that reproduces
+// The seed runner: `npm run sim -- [--suite volume|pair|cycles] --seeds N [--start K] [--seed S] [--verbose] [--trace]`.
+// Runs the volume (default), remote-pair or async-cycles/consistency-group simulation for each seed, prints every failure with a command that reproduces
 // it, then a summary line. Exits 1 when any seed fails.
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { reproduceCommand, runSeeds, seedRange } from '../sim/seed-runner.js';
 import { describeConfig } from '../sim/volume/config.js';
 import { describePairConfig, runPairSeed } from '../sim/pair/pair-sim.js';
+import { describeCyclesConfig, runCyclesSeed } from '../sim/cycles/cycles-sim.js';
 
 function parseSeed(text: string, what: string): number {
   const n = Number(text);
@@ -25,7 +26,7 @@ async function main(): Promise<number> {
     },
     strict: true,
   });
-  if (values.suite !== 'volume' && values.suite !== 'pair') throw new Error('--suite must be volume or pair');
+  if (!['volume', 'pair', 'cycles'].includes(values.suite)) throw new Error('--suite must be volume, pair or cycles');
   let seeds: Iterable<number>;
   if (values.seed !== undefined) {
     seeds = [parseSeed(values.seed, '--seed')];
@@ -37,6 +38,7 @@ async function main(): Promise<number> {
   }
   const single = values.seed !== undefined;
   if (values.suite === 'pair') return runPairSuite(seeds, single, values.verbose === true, values.trace === true);
+  if (values.suite === 'cycles') return runCyclesSuite(seeds, single, values.verbose === true, values.trace === true);
   const summary = await runSeeds(seeds, {
     now: () => performance.now(),
     ...(values.trace ? { trace: (line: string) => console.log(line) } : {}),
@@ -78,6 +80,29 @@ async function runPairSuite(seeds: Iterable<number>, single: boolean, verbose: b
   }
   const seconds = (performance.now() - started) / 1000;
   console.log(`${failed.length === 0 ? 'PASS' : 'FAIL'}: ${count} pair seeds, ${failed.length} failed, ${seconds.toFixed(1)} s` +
+    (failed.length > 0 ? `; failing seeds: ${failed.join(' ')}` : ''));
+  return failed.length === 0 ? 0 : 1;
+}
+
+async function runCyclesSuite(seeds: Iterable<number>, single: boolean, verbose: boolean, trace: boolean): Promise<number> {
+  const started = performance.now();
+  const failed: number[] = [];
+  let count = 0;
+  for (const seed of seeds) {
+    count++;
+    const r = await runCyclesSeed(seed, {}, trace ? { trace: (line) => console.log(line) } : {});
+    if (!r.ok) {
+      failed.push(seed);
+      console.log(`FAIL seed ${seed}: ${r.failure}`);
+      console.log(`  config: ${describeCyclesConfig(r.config)}`);
+      console.log(`  reproduce: npm run sim -- --suite cycles --seed ${seed} --trace`);
+    } else if (verbose || single) {
+      console.log(`ok   seed ${seed}: ${r.writesAcked} writes acknowledged, ${r.switches} switches, ${r.coordinatorCrashes} coordinator crashes, ` +
+        `${r.evictions} evictions, ${r.r2Crashes} R2 crashes, recovered ${r.recoveredWrites ?? '-'} (${describeCyclesConfig(r.config)})`);
+    }
+  }
+  const seconds = (performance.now() - started) / 1000;
+  console.log(`${failed.length === 0 ? 'PASS' : 'FAIL'}: ${count} cycles seeds, ${failed.length} failed, ${seconds.toFixed(1)} s` +
     (failed.length > 0 ? `; failing seeds: ${failed.join(' ')}` : ''));
   return failed.length === 0 ? 0 : 1;
 }
