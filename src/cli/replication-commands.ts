@@ -17,7 +17,8 @@ interface PairJson {
   cycleMs: number; cycleMemoryBytes: number; spillLimitBytes: number;
   cycles: {
     captureCycle: number | null; transmitCycle: number | null; appliedCycle: number; captureRecords: number; transmitRecords: number;
-    memoryBytes: number; spilledRecords: number; spilledBytes: number;
+    memoryBytes: number; spilledRecords: number; spilledBytes: number; captureBytes: number; transmitBytes: number;
+    recoverableCycle: number | null;
   } | null;
   cyclesFallback: { at: string; reason: string; tracks: number; message: string } | null;
   counters: Record<string, number>;
@@ -57,8 +58,9 @@ function showPair(p: PairJson): void {
     ['invalid tracks', `${p.invalidTracks.local} here, ${p.invalidTracks.remote ?? '?'} on ${p.peer}`],
     ['owed', `${p.tracksOwed} tracks (${formatSize(p.bytesOwed)})`], ['lag', `${p.lagSeconds.toFixed(1)} s`],
     ...(p.tracksToPull > 0 ? [['to pull from R2', `${p.tracksToPull} tracks`] as [string, string]] : []),
-    ...(p.cycles ? [['cycles', `capture ${p.cycles.captureCycle ?? '-'} (${p.cycles.captureRecords} records), ` +
-      `transmit ${p.cycles.transmitCycle ?? '-'} (${p.cycles.transmitRecords}), applied ${p.cycles.appliedCycle}; every ${p.cycleMs} ms`] as [string, string]] : []),
+    ...(p.cycles ? [['cycles', `capture ${p.cycles.captureCycle ?? '-'} (${p.cycles.captureRecords} records, ${formatSize(p.cycles.captureBytes)}), ` +
+      `transmit ${p.cycles.transmitCycle ?? '-'} (${p.cycles.transmitRecords}, ${formatSize(p.cycles.transmitBytes)}), applied ${p.cycles.appliedCycle}, ` +
+      `R2 recoverable at ${p.cycles.recoverableCycle ?? '?'}; every ${p.cycleMs} ms`] as [string, string]] : []),
     ...(p.cycles && p.role === 'R1' ? [['cycle memory', `${formatSize(p.cycles.memoryBytes)} of ${formatSize(p.cycleMemoryBytes)}; ` +
       (p.spillLimitBytes > 0 ? `spilled ${formatSize(p.cycles.spilledBytes)} (${p.cycles.spilledRecords} records) of ${formatSize(p.spillLimitBytes)}` : 'no spill to disk')] as [string, string]] : []),
     ...(p.cyclesFallback ? [['cycles fell back', `${p.cyclesFallback.at}: ${p.cyclesFallback.message}`] as [string, string]] : []),

@@ -294,6 +294,12 @@ test('async mode: ordered cycles start once synchronized; R2 follows at cycle bo
     await caughtUp();
     await sameImages(a, b);
     await until('no lag once R2 holds everything', () => a.service.pairs.status('db').lagSeconds === 0);
+    // R2's recoverable point: on R2 now, on R1 as R2 last reported; never behind what R2 applied.
+    const r2 = b.service.pairs.status('db-r').cycles!;
+    assert.ok(r2.recoverableCycle! >= r2.appliedCycle, `R2 recoverable ${r2.recoverableCycle} ≥ applied ${r2.appliedCycle}`);
+    const r1 = (await a.service.pairs.show('db')).cycles!;
+    assert.ok(r1.recoverableCycle !== null && r1.recoverableCycle >= r1.remoteAppliedCycle!, 'R1 shows R2\'s recoverable point');
+    assert.ok(r1.captureBytes >= 0 && r1.transmitBytes >= 0);
 
     hub.partition('east', 'west');
     await until('partitioned', () => state(a, 'db') === 'partitioned');

@@ -127,13 +127,21 @@ export interface CycleStatus {
   readonly appliedCycle: number;
   readonly captureRecords: number;
   readonly transmitRecords: number;
+  /** R1: bytes the capture and transmit cycles' writes wrote (what they ship). */
+  readonly captureBytes: number;
+  readonly transmitBytes: number;
   /** R1: record data of the cycles in memory (spill writes not yet done included). */
   readonly memoryBytes: number;
   /** R1: records of the cycles spilled to disk, and the bytes of their slots. */
   readonly spilledRecords: number;
   readonly spilledBytes: number;
-  /** On R1: the cycle R2 reported applied when last asked (R2's recoverable point). */
+  /** On R1: the cycle R2 reported applied when last asked. */
   readonly remoteAppliedCycle: number | null;
+  /**
+   * R2's recoverable point: the last cycle it has committed, which it applies even after its own
+   * crash (R2: now; R1: as R2 last reported).
+   */
+  readonly recoverableCycle: number | null;
 }
 
 export class PairManager {
@@ -281,16 +289,18 @@ export class PairManager {
       const st = r.asyncR1!.cycles.stats();
       return {
         captureCycle: st.capture.cycle, transmitCycle: st.transmit?.cycle ?? null, appliedCycle: r.asyncR1!.appliedCycle,
-        captureRecords: st.capture.records, transmitRecords: st.transmit?.records ?? 0, memoryBytes: r.asyncR1!.memoryBytes,
+        captureRecords: st.capture.records, transmitRecords: st.transmit?.records ?? 0,
+        captureBytes: st.capture.bytes, transmitBytes: st.transmit?.bytes ?? 0, memoryBytes: r.asyncR1!.memoryBytes,
         spilledRecords: st.spilledRecords, spilledBytes: st.spilledRecords * r.volume.geometry.recordBytes,
-        remoteAppliedCycle: r.remoteAppliedCycle ?? null,
+        remoteAppliedCycle: r.remoteAppliedCycle ?? null, recoverableCycle: r.remoteRecoverableCycle ?? null,
       };
     }
     if (r.asyncR2 && !r.asyncR2.stopped) {
       const st = r.asyncR2.cycles.stats();
       return {
         captureCycle: null, transmitCycle: st.receivingCycle, appliedCycle: st.appliedCycle,
-        captureRecords: 0, transmitRecords: st.receivedRecords, memoryBytes: 0, spilledRecords: 0, spilledBytes: 0, remoteAppliedCycle: null,
+        captureRecords: 0, transmitRecords: st.receivedRecords, captureBytes: 0, transmitBytes: 0, memoryBytes: 0, spilledRecords: 0, spilledBytes: 0,
+        remoteAppliedCycle: null, recoverableCycle: r.asyncR2.cycles.recoverablePoint.cycle,
       };
     }
     return null;
@@ -304,6 +314,7 @@ export class PairManager {
         const reply = await this.rpc.request(r.record.peer, { op: 'pair.status', pair: r.record.id }, [], 2000);
         r.remoteTracks = typeof reply.header.invalidTracks === 'number' ? reply.header.invalidTracks : undefined;
         r.remoteAppliedCycle = typeof reply.header.appliedCycle === 'number' ? reply.header.appliedCycle : undefined;
+        r.remoteRecoverableCycle = typeof reply.header.recoverableCycle === 'number' ? reply.header.recoverableCycle : undefined;
       } catch {
         // Shown from the last known figures.
       }
@@ -866,6 +877,7 @@ export class PairManager {
         header: {
           exists: true, role: r.record.role, intent: r.record.intent, generation: r.record.generation, invalidTracks: r.bits.count(),
           appliedCycle: r.asyncR2 && !r.asyncR2.stopped ? r.asyncR2.appliedCycle : null,
+          recoverableCycle: r.asyncR2 && !r.asyncR2.stopped ? r.asyncR2.cycles.recoverablePoint.cycle : null,
         },
         segments: [],
       };

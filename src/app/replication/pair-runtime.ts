@@ -79,6 +79,8 @@ export class PairRuntime {
   remoteTracks: number | undefined;
   /** Async: R2's applied cycle as last reported. */
   remoteAppliedCycle: number | undefined;
+  /** Async: R2's recoverable point (last committed cycle) as last reported. */
+  remoteRecoverableCycle: number | undefined;
   peerMissing = false;
   lastError: string | undefined;
   readonly counters: PairCounters = {
