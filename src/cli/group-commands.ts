@@ -103,6 +103,14 @@ export function registerGroupCommands(program: Command, run: (action: Run) => Pr
       if (globals.json) printJson(r);
       else process.stdout.write(`deleted group ${name}\n`);
     }));
+  group.command('takeover <name>')
+    .description('make the array you talk to the group\'s coordinator after the old one was lost (it must hold a member, R1 or R2)')
+    .option('--force', 'take over although the old coordinator still answers')
+    .action((name: string, opts: { force?: boolean }) => run(async (client, globals) => {
+      const g = await client.request<GroupJson>('POST', `${path(name)}/takeover`, { force: opts.force === true });
+      if (globals.json) printJson(g);
+      else process.stdout.write(`${g.coordinator} now coordinates group ${name} (tag ${g.tag}, ${g.members.length} members)\n`);
+    }));
   group.command('recover <name>')
     .description('after losing the R1 side: bring every R2 member to one tag (apply or discard received cycles); run on an array holding an R2 member')
     .option('--dry-run', 'decide and print, change nothing')

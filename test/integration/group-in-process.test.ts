@@ -121,11 +121,11 @@ test('group: a member whose coordinator vanishes mid-window closes it; after a s
     s.hub.drop('e1');
     const member = s.e2.service.groups.member;
     const db2 = s.e2.service.volume('db2');
-    const tag = (await member.command('db2', { kind: 'query-ready', tag: 0 }, 'g')).kind;
+    const tag = (await member.command('db2', { kind: 'query-ready', tag: 0 }, 'g', 'e1')).kind;
     assert.equal(tag, 'ready');
 
     // A window opened but no switch: closing it on the timeout is harmless; the pair stays in the group.
-    await member.command('db2', { kind: 'open-window' }, 'g');
+    await member.command('db2', { kind: 'open-window' }, 'g', 'e1');
     const held = db2.write(0, randomBytes(4096));
     await held; // the write waited for the window's timeout, then completed
     assert.equal(s.e2.service.pairs.status('db2').state, 'synchronized');
@@ -133,12 +133,12 @@ test('group: a member whose coordinator vanishes mid-window closes it; after a s
 
     // A window in which the member switched: on the timeout it falls back and suspends.
     await until('ready', async () => {
-      const a = await member.command('db2', { kind: 'query-ready', tag: 0 }, 'g');
+      const a = await member.command('db2', { kind: 'query-ready', tag: 0 }, 'g', 'e1');
       return a.kind === 'ready' && a.ready;
     });
     const captureTag = member.memberStatus('db2').captureTag!;
-    await member.command('db2', { kind: 'open-window' }, 'g');
-    const switched = await member.command('db2', { kind: 'switch', tag: captureTag + 1 }, 'g');
+    await member.command('db2', { kind: 'open-window' }, 'g', 'e1');
+    const switched = await member.command('db2', { kind: 'switch', tag: captureTag + 1 }, 'g', 'e1');
     assert.equal(switched.kind, 'switched');
     const t0 = Date.now();
     await db2.write(4096, randomBytes(4096));
@@ -218,5 +218,55 @@ test('group: a member removed while its array was down finds out when it returns
     assert.equal(s.w.service.groups.member.tableOf(id), undefined, 'R2 dropped the table too');
   } finally {
     await closeAll(s.e1, e2, s.w);
+  }
+});
+
+test('group: losing the coordinator stops switching (writes go on); another array takes over; the old one, back, stands down', async () => {
+  const hub = inProcessLinks();
+  const [c, e1, e2, w] = await Promise.all([start(hub, 'c'), start(hub, 'e1'), start(hub, 'e2'), start(hub, 'w')]);
+  let old: TestArray | undefined;
+  try {
+    for (const [a, b] of [[e1, 'w'], [w, 'e1'], [e2, 'w'], [w, 'e2'], [e1, 'e2'], [e2, 'e1'], [c, 'e1'], [e1, 'c'], [c, 'e2'], [e2, 'c']] as const) {
+      await a.service.addPeer(b, '127.0.0.1:1', SECRET);
+    }
+    await e1.service.createVolume('db1', SIZE);
+    await e2.service.createVolume('db2', SIZE);
+    await w.service.createVolume('db1-r', SIZE);
+    await w.service.createVolume('db2-r', SIZE);
+    await e1.service.pairs.create({ volume: 'db1', peer: 'w', remoteVolume: 'db1-r', mode: 'async', onLinkFailure: 'continue', cycleMs: 100 });
+    await e2.service.pairs.create({ volume: 'db2', peer: 'w', remoteVolume: 'db2-r', mode: 'async', onLinkFailure: 'continue', cycleMs: 100 });
+    await until('async cycles run', () => e1.service.pairs.status('db1').cycles !== null && e2.service.pairs.status('db2').cycles !== null);
+    await c.service.groups.create('g', 100);
+    await c.service.groups.add('g', 'db1', 'e1');
+    await c.service.groups.add('g', 'db2', 'e2');
+    await until('switching', async () => (await c.service.groups.show('g')).switches >= 3);
+
+    await c.crash();
+    hub.drop('c');
+    await new Promise((r) => setTimeout(r, WINDOW_MS * 2)); // any window the crash left open has timed out
+    const tags = (): Array<number | null> => [e1.service.groups.member.memberStatus('db1').captureTag, e2.service.groups.member.memberStatus('db2').captureTag];
+    const frozen = tags();
+    await e1.service.volume('db1').write(0, randomBytes(8192)); // writes still complete
+    await new Promise((r) => setTimeout(r, 500));
+    assert.deepEqual(tags(), frozen, 'no switches without a coordinator');
+    await assert.rejects(e1.service.groups.show('g'), (e) => isTidemarkError(e)); // the coordinator cannot be asked
+
+    const view = await e1.service.groups.takeOver('g', { force: false });
+    assert.equal(view.coordinator, 'e1');
+    await until('switching under e1', async () => (await e1.service.groups.show('g')).switches >= 3);
+    const after = tags();
+    assert.ok(after.every((t, i) => t !== null && t > frozen[i]!), `tags grow under the new coordinator: ${JSON.stringify(frozen)} → ${JSON.stringify(after)}`);
+    assert.equal((await e2.service.groups.show('g')).coordinator, 'e1', 'members follow the new coordinator');
+
+    old = await start(hub, 'c', c.dir);
+    await until('the old coordinator stands down', () => !old!.service.groups.list().some((g) => g.name === 'g'), 15_000);
+    const n = (await e1.service.groups.show('g')).switches;
+    await until('still switching under e1', async () => (await e1.service.groups.show('g')).switches >= n + 3);
+    await e2.service.volume('db2').write(MiB, randomBytes(8192));
+    await until('R2s equal their R1s', async () =>
+      sha(await e1.service.volume('db1').internalRead(0, SIZE)) === sha(await w.service.volume('db1-r').internalRead(0, SIZE)) &&
+      sha(await e2.service.volume('db2').internalRead(0, SIZE)) === sha(await w.service.volume('db2-r').internalRead(0, SIZE)));
+  } finally {
+    await closeAll(...(old ? [old] : []), e1, e2, w);
   }
 });

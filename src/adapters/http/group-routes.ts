@@ -71,6 +71,7 @@ export interface GroupBackend {
   add(name: string, pair: string, array: string | undefined): Promise<GroupViewBody>;
   remove(name: string, pair: string, array: string | undefined): Promise<GroupViewBody>;
   recover(name: string, dryRun: boolean, force: boolean): Promise<GroupRecoveryBody>;
+  takeOver(name: string, force: boolean): Promise<GroupViewBody>;
 }
 
 const CreateBody = Type.Object({
@@ -84,6 +85,9 @@ const MemberBody = Type.Object({
 const RecoverBody = Type.Object({
   dryRun: Type.Optional(Type.Boolean({ description: 'Decide and report only.' })),
   force: Type.Optional(Type.Boolean({ description: 'Recover although a member\'s link to its R1 is up.' })),
+}, { additionalProperties: false });
+const TakeOverBody = Type.Object({
+  force: Type.Optional(Type.Boolean({ description: 'Take over although the old coordinator still answers.' })),
 }, { additionalProperties: false });
 const NameParams = Type.Object({ name: Name });
 const MemberParams = Type.Object({ name: Name, array: Name, pair: Name });
@@ -149,6 +153,17 @@ export const GROUP_ROUTES: readonly RouteSpec[] = [
     handler: async (request, backend) => {
       const array = param(request, 'array');
       return ok(await groups(backend).remove(param(request, 'name'), param(request, 'pair'), array === '-' ? undefined : array));
+    },
+  },
+  {
+    method: 'POST', url: '/v1/groups/:name/takeover', operationId: 'takeOverGroup', tag: 'groups',
+    summary: 'Makes this array the group\'s coordinator after the old one was lost (run on an array holding a member); the old one, if it returns, stops.',
+    params: NameParams,
+    body: TakeOverBody,
+    responses: { 200: { description: 'The group, now coordinated here.', schema: GroupViewSchema }, ...stateErrors },
+    handler: async (request, backend) => {
+      const b = (request.body ?? {}) as Static<typeof TakeOverBody>;
+      return ok(await groups(backend).takeOver(param(request, 'name'), b.force ?? false));
     },
   },
   {

@@ -26,6 +26,8 @@ export interface CoordinatedGroupHost {
   /** Delivers a command to a member (locally or over the link) and returns its answer. */
   deliver(member: GroupMemberRef, command: MemberCommand): Promise<MemberAnswer>;
   onEvent(message: string, fields: Record<string, unknown>): void;
+  /** A member follows another coordinator with a newer epoch: this one must stop. */
+  superseded(coordinator: string, epoch: number): void;
 }
 
 export class CoordinatedGroup {
@@ -157,6 +159,12 @@ export class CoordinatedGroup {
     }
     this.host.deliver(ref, wire).then((answer) => {
       if (this.closed) return;
+      if (answer.kind === 'superseded') {
+        // Another array took the role over while this one was away: stop coordinating at once.
+        this.close();
+        this.host.superseded(answer.coordinator, answer.epoch);
+        return;
+      }
       if (answer.kind === 'not-member') {
         // It left on its own (its window timed out after a switch, or it was told so after a
         // restart): it would never be ready again, so the group lets it go rather than stall.
@@ -179,7 +187,8 @@ export class CoordinatedGroup {
       case 'evict': return { kind: 'evict', reason: command.reason };
       case 'store-table': {
         const table: MembershipTable = {
-          group: this.recordValue.name, coordinator: this.host.arrayName, version: command.table.version, tag: command.table.tag,
+          group: this.recordValue.name, coordinator: this.host.arrayName, epoch: this.recordValue.epoch, version: command.table.version,
+          cycleMs: this.recordValue.cycleMs, tag: command.table.tag,
           members: command.table.members.map((key) => this.refs.get(key)!),
         };
         return { kind: 'store-table', table };
@@ -196,6 +205,6 @@ function toEvent(member: string, answer: MemberAnswer): CoordinatorEvent | undef
     case 'switch-failed': return { kind: 'switch-failed', member, tag: answer.tag, reason: answer.reason };
     case 'window-closed': return { kind: 'window-closed', member };
     case 'table-stored': return { kind: 'table-stored', member, version: answer.version };
-    case 'evicted': case 'not-member': return undefined;
+    case 'evicted': case 'not-member': case 'superseded': return undefined;
   }
 }

@@ -12,6 +12,7 @@ export function groupBackend(groups: () => GroupManager): GroupBackend {
     add: (name, pair, array) => groups().add(name, pair, array),
     remove: (name, pair, array) => groups().remove(name, pair, array),
     recover: async (name, dryRun, force) => recoveryBody(await groups().recover(name, { dryRun, force })),
+    takeOver: (name, force) => groups().takeOver(name, { force }),
   };
 }
 

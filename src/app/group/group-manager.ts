@@ -89,15 +89,59 @@ export class GroupManager {
       save: (r) => this.host.meta.write(recordKey(r.name), encodeJson(r)),
       deliver: (m, command) => this.deliver(record.name, m, command),
       onEvent: this.host.onEvent,
+      superseded: (coordinator, epoch) => void this.superseded(record.name, group, coordinator, epoch),
     }, record);
     this.coordinated.set(record.name, group);
     return group;
   }
 
   private async deliver(group: string, m: GroupMemberRef, command: MemberCommand): Promise<MemberAnswer> {
-    if (m.array === this.host.arrayName) return this.member.command(m.volume, command, group);
+    if (m.array === this.host.arrayName) return this.member.command(m.volume, command, group, this.host.arrayName);
     const reply = await this.host.rpc.request(m.array, { op: 'group.command', group, volume: m.volume, command }, [], CONTROL_TIMEOUT_MS);
     return reply.header.answer as MemberAnswer;
+  }
+
+  /** Another array took the coordinator role over: forget the group here. */
+  private async superseded(name: string, group: CoordinatedGroup, coordinator: string, epoch: number): Promise<void> {
+    if (this.coordinated.get(name) !== group) return;
+    this.coordinated.delete(name);
+    await this.host.meta.delete(recordKey(name)).catch(() => undefined);
+    this.host.onEvent('group: another array coordinates it now; stopped coordinating', { group: name, coordinator, epoch });
+  }
+
+  /**
+   * Makes this array the group's coordinator after the old one was lost (SPEC §5: switching stops
+   * until it returns or another array takes over). This array must hold a member's table (R1 or R2
+   * half). The members' current capture tags are asked first: the new coordinator starts from the
+   * highest and redoes that switch, like a restarted one; its newer epoch fences the old coordinator.
+   */
+  async takeOver(name: string, options: { force: boolean }): Promise<GroupView> {
+    checkGroupName(name);
+    if (this.coordinated.has(name)) throw new TidemarkError(ErrorCode.AlreadyExists, `${this.host.arrayName} coordinates group ${name} already`);
+    const table = this.member.knownGroups().find((t) => t.group === name);
+    if (!table) throw notFound(`no member of group ${name} on ${this.host.arrayName}: take over on an array that holds one (R1 or R2)`, { group: name });
+    if (!options.force && this.host.rpc.isUp(table.coordinator)) {
+      const reply = await this.host.rpc.request(table.coordinator, { op: 'group.locate', group: name }, [], 5000).catch(() => undefined);
+      if (reply?.header.coordinates === true) {
+        throw invalidState(`${table.coordinator} still coordinates group ${name}; take over only when it is lost (or --force)`, { coordinator: table.coordinator });
+      }
+    }
+    let tag = table.tag;
+    for (const m of table.members) {
+      try {
+        const status = m.array === this.host.arrayName
+          ? this.member.memberStatus(m.volume)
+          : (await this.host.rpc.request(m.array, { op: 'group.member-status', volume: m.volume }, [], 5000)).header.status as MemberStatus;
+        if (status.captureTag !== null) tag = Math.max(tag, status.captureTag);
+      } catch {
+        // Unreachable: its tag is at most one switch ahead of those reached, which the redone switch and the next one cover.
+      }
+    }
+    const record: GroupRecord = { name, coordinator: this.host.arrayName, epoch: table.epoch + 1, cycleMs: table.cycleMs, members: table.members, tag };
+    await this.host.meta.write(recordKey(name), encodeJson(record));
+    this.startCoordinating(record);
+    this.host.onEvent('group coordinator role taken over', { group: name, from: table.coordinator, epoch: record.epoch, tag });
+    return this.show(name);
   }
 
   private coordinatedGroup(name: string): CoordinatedGroup {
@@ -116,7 +160,7 @@ export class GroupManager {
     if (this.coordinated.has(name) || this.member.knownGroups().some((t) => t.group === name)) {
       throw new TidemarkError(ErrorCode.AlreadyExists, `group ${name} already exists`, { group: name });
     }
-    const record: GroupRecord = { name, coordinator: this.host.arrayName, cycleMs, members: [], tag: 0 };
+    const record: GroupRecord = { name, coordinator: this.host.arrayName, epoch: 0, cycleMs, members: [], tag: 0 };
     await this.host.meta.write(recordKey(name), encodeJson(record));
     this.startCoordinating(record);
     this.host.onEvent('group created', { group: name, cycleMs });

@@ -42,7 +42,9 @@ export type MemberAnswer =
   | { readonly kind: 'table-stored'; readonly version: number }
   | { readonly kind: 'evicted' }
   /** The pair is not in this group any more (it left on its own: window timeout, restart check). */
-  | { readonly kind: 'not-member'; readonly reason: string };
+  | { readonly kind: 'not-member'; readonly reason: string }
+  /** Another array coordinates the group now (it took the role over, with a newer epoch). */
+  | { readonly kind: 'superseded'; readonly coordinator: string; readonly epoch: number };
 
 export interface MemberStatus {
   readonly member: string;
@@ -185,7 +187,7 @@ export class GroupMemberSide {
     const byGroup = new Map<string, MembershipTable>();
     for (const t of this.tables.values()) {
       const seen = byGroup.get(t.group);
-      if (!seen || seen.version < t.version) byGroup.set(t.group, t);
+      if (!seen || seen.epoch < t.epoch || (seen.epoch === t.epoch && seen.version < t.version)) byGroup.set(t.group, t);
     }
     return [...byGroup.values()];
   }
@@ -224,9 +226,17 @@ export class GroupMemberSide {
     };
   }
 
-  async command(volume: string, command: MemberCommand, group: string): Promise<MemberAnswer> {
+  /** A command from the coordinator array `from` (this array's own name for a local coordinator). */
+  async command(volume: string, command: MemberCommand, group: string, from: string): Promise<MemberAnswer> {
     if (!this.loaded) throw new TidemarkError(ErrorCode.Unavailable, `${this.host.arrayName} is still starting`);
     const r = this.r1(volume);
+    const mine = this.tables.get(r.record.id);
+    // Only the coordinator of the newest table may command the member (another array took over).
+    if (mine && mine.group === group && mine.coordinator !== from &&
+        (command.kind !== 'store-table' || command.table.epoch <= mine.epoch || command.table.coordinator !== from)) {
+      return { kind: 'superseded', coordinator: mine.coordinator, epoch: mine.epoch };
+    }
+    if (command.kind === 'store-table' && command.table.coordinator !== from) throw invalidArgument('a membership table comes from its coordinator');
     this.lastHeardMs.set(r.record.id, this.host.nowMs());
     if (command.kind !== 'store-table' && command.kind !== 'close-window' && r.group?.name !== group) {
       return { kind: 'not-member', reason: r.lastError ?? `pair ${volume} is not in group ${group}` };
@@ -440,11 +450,11 @@ export class GroupMemberSide {
 
   private registerHandlers(): void {
     const { rpc } = this.host;
-    rpc.handle('group.command', async (_peer, h) => {
+    rpc.handle('group.command', async (peer, h) => {
       const command = h.command as MemberCommand;
       if (!command || typeof command !== 'object' || typeof command.kind !== 'string') throw invalidArgument('bad group.command');
       const checked = command.kind === 'store-table' ? { ...command, table: parseMembershipTable(command.table, 'group.command') } : command;
-      return { header: { answer: await this.command(String(h.volume), checked, String(h.group)) }, segments: [] };
+      return { header: { answer: await this.command(String(h.volume), checked, String(h.group), peer) }, segments: [] };
     });
     rpc.handle('group.member-info', async (_peer, h) => ({ header: { member: this.memberInfo(String(h.volume), String(h.group)) }, segments: [] }));
     rpc.handle('group.member-status', async (_peer, h) => ({ header: { status: this.memberStatus(String(h.volume)) }, segments: [] }));

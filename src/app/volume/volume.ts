@@ -382,8 +382,14 @@ export class Volume {
     }
     if (source !== 'copy') {
       const pass = async (): Promise<void> => {
-        while (this.gate && !ordered) await this.gate;
-        for (const h of this.hooks) await h.beforeHostWrite?.(first, last, source);
+        for (;;) {
+          while (this.gate && !ordered) await this.gate;
+          for (const h of this.hooks) await h.beforeHostWrite?.(first, last, source);
+          // A write window opened while a hook was waiting: the write must not slip into it (a
+          // group's switch relies on no write being admitted while its windows are open).
+          // Wait for it to close and pass the hooks again (they are idempotent).
+          if (!this.gate || ordered) return;
+        }
       };
       if (host) {
         await pass();

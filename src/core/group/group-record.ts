@@ -18,6 +18,12 @@ export interface GroupMemberRef {
 export interface GroupRecord {
   readonly name: string;
   readonly coordinator: string;
+  /**
+   * Grows each time another array takes the coordinator role over: members follow the table with
+   * the highest epoch and take commands only from its coordinator, so an old one that returns
+   * cannot switch them.
+   */
+  readonly epoch: number;
   readonly cycleMs: number;
   readonly members: readonly GroupMemberRef[];
   readonly tag: number;
@@ -27,7 +33,9 @@ export interface GroupRecord {
 export interface MembershipTable {
   readonly group: string;
   readonly coordinator: string;
+  readonly epoch: number;
   readonly version: number;
+  readonly cycleMs: number;
   readonly tag: number;
   readonly members: readonly GroupMemberRef[];
 }
@@ -63,7 +71,9 @@ function parseMembers(value: unknown, context: string): GroupMemberRef[] {
 export function parseGroupRecord(value: unknown, context: string): GroupRecord {
   const r = value as Partial<GroupRecord> | null;
   if (!r || !isName(r.name) || !isName(r.coordinator) || !isCount(r.cycleMs) || !isCount(r.tag)) throw corrupt(context, 'not a group record');
-  return { name: r.name, coordinator: r.coordinator, cycleMs: r.cycleMs, tag: r.tag, members: parseMembers(r.members, context) };
+  const epoch = r.epoch ?? 0;
+  if (!isCount(epoch)) throw corrupt(context, 'bad epoch');
+  return { name: r.name, coordinator: r.coordinator, epoch, cycleMs: r.cycleMs, tag: r.tag, members: parseMembers(r.members, context) };
 }
 
 export function parseMembershipTable(value: unknown, context: string): MembershipTable {
@@ -71,5 +81,9 @@ export function parseMembershipTable(value: unknown, context: string): Membershi
   if (!t || !isName(t.group) || !isName(t.coordinator) || !isCount(t.version) || !isCount(t.tag)) {
     throw new TidemarkError(ErrorCode.Protocol, `${context}: not a membership table`);
   }
-  return { group: t.group, coordinator: t.coordinator, version: t.version, tag: t.tag, members: parseMembers(t.members, context) };
+  const epoch = t.epoch ?? 0;
+  if (!isCount(epoch)) throw new TidemarkError(ErrorCode.Protocol, `${context}: bad epoch`);
+  const cycleMs = t.cycleMs ?? 1000;
+  if (!isCount(cycleMs)) throw new TidemarkError(ErrorCode.Protocol, `${context}: bad cycleMs`);
+  return { group: t.group, coordinator: t.coordinator, epoch, version: t.version, cycleMs, tag: t.tag, members: parseMembers(t.members, context) };
 }
