@@ -70,6 +70,34 @@ export function spillStoreContract(name: string, make: () => Promise<{ store: Sp
     }
   });
 
+  test(`${name}: CycleSpill.drained resolves once the queue is below the mark (host writes wait on it)`, async () => {
+    const { store, cleanup } = await make();
+    try {
+      let releaseWrites!: () => void;
+      const gate = new Promise<void>((r) => { releaseWrites = r; });
+      const slow: SpillStore = {
+        ...store,
+        write: async (...args) => { await gate; return store.write(...args); },
+        read: store.read.bind(store), removeCycle: store.removeCycle.bind(store), close: store.close.bind(store),
+      };
+      const spill = new CycleSpill(slow, 'pair-c', RB, () => undefined);
+      spill.write([0, 1, 2, 3].map((record) => ({ cycle: 1, record, epoch: 1, ranges: [{ start: 0, end: RB }], data: filled(RB, 1) })));
+      assert.equal(spill.queuedBytes, 4 * RB);
+      await spill.drained(5 * RB); // already below
+      let drained = false;
+      const waiting = spill.drained(2 * RB).then(() => { drained = true; });
+      await new Promise((r) => setTimeout(r, 20));
+      assert.equal(drained, false, 'still 4 records queued');
+      releaseWrites();
+      await waiting;
+      assert.ok(spill.queuedBytes < 2 * RB);
+      await spill.close();
+      await store.close();
+    } finally {
+      await cleanup();
+    }
+  });
+
   test(`${name}: a failing store stops CycleSpill and reports once`, async () => {
     const { store, cleanup } = await make();
     try {

@@ -279,6 +279,20 @@ export class R1Async {
   private readonly spill: CycleSpill | undefined;
 
   /** Cycle data in memory: the record buffers, plus spilled bytes not yet written. */
+  /**
+   * Before a host write is admitted: when the spill disk falls behind the host (its queue holds
+   * more than the memory budget), the write waits until the queue is down to half of it — the
+   * budget holds without the pair falling back. Undefined: go ahead.
+   */
+  admission(): Promise<void> | undefined {
+    if (!this.spill || this.stopped || this.spill.queuedBytes <= this.memoryBudgetBytes) return undefined;
+    this.spillWaits++;
+    return this.spill.drained(this.memoryBudgetBytes / 2);
+  }
+
+  /** Host writes that waited for the spill disk (for status). */
+  spillWaits = 0;
+
   get memoryBytes(): number {
     return this.cycles.memoryBytes + (this.spill?.queuedBytes ?? 0);
   }

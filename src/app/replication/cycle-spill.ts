@@ -27,6 +27,7 @@ export class CycleSpill {
   private closing: Promise<void> | undefined;
   /** Bytes taken out of the cycles and not yet written: still in memory until the store has them. */
   queuedBytes = 0;
+  private readonly drainWaiters: Array<{ below: number; resolve: () => void }> = [];
 
   constructor(
     private readonly store: SpillStore,
@@ -64,7 +65,10 @@ export class CycleSpill {
       this.files.add(cycle);
       void this.enqueue(cycle, async () => {
         for (const run of runs) await this.store.write(this.pairId, cycle, run.offset, run.buffers);
-      }).then(() => { this.queuedBytes -= bytes; });
+      }).then(() => {
+        this.queuedBytes -= bytes;
+        this.wakeDrainWaiters();
+      });
     }
   }
 
@@ -91,6 +95,22 @@ export class CycleSpill {
     }).then(() => (this.stopped ? undefined : result));
   }
 
+  /** Resolves once the queued bytes are below `below` (or the spill stopped). */
+  drained(below: number): Promise<void> {
+    if (this.queuedBytes < below || this.stopped) return Promise.resolve();
+    return new Promise<void>((resolve) => this.drainWaiters.push({ below, resolve }));
+  }
+
+  private wakeDrainWaiters(): void {
+    for (let i = this.drainWaiters.length - 1; i >= 0; i--) {
+      const w = this.drainWaiters[i]!;
+      if (this.queuedBytes < w.below || this.stopped) {
+        this.drainWaiters.splice(i, 1);
+        w.resolve();
+      }
+    }
+  }
+
   /** The cycles' data is no longer needed (R1Cycles.takeReleasedSpill): their files go. */
   release(cycles: readonly number[]): void {
     for (const cycle of cycles) {
@@ -106,6 +126,7 @@ export class CycleSpill {
   close(): Promise<void> {
     this.closing ??= (async () => {
       this.stopped = true;
+      this.wakeDrainWaiters();
       await Promise.all([...this.queues.values()]);
       for (const cycle of this.files) await this.store.removeCycle(this.pairId, cycle).catch(() => undefined);
       this.files.clear();
@@ -121,6 +142,7 @@ export class CycleSpill {
     const tail = run.catch((error: unknown) => {
       if (this.stopped) return;
       this.stopped = true;
+      this.wakeDrainWaiters();
       this.onError(error);
     });
     this.queues.set(cycle, tail);

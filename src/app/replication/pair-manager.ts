@@ -194,8 +194,10 @@ export class PairManager {
       // One hook per volume, finding the pair half at call time: role changes replace the runtime.
       volume.hooks.push({
         beforeHostWrite: (first, last, source) => {
-          if (source === 'host') this.pairs.get(volume.name)?.checkHostWrite(first, last);
-          return undefined;
+          if (source !== 'host') return undefined;
+          const r = this.pairs.get(volume.name);
+          r?.checkHostWrite(first, last);
+          return r?.capturing ? r.asyncR1!.admission() : undefined;
         },
         beginWrite: (write) => this.pairs.get(volume.name)?.beginWrite(write),
         localWriteFailed: (write) => this.pairs.get(volume.name)?.localWriteFailed(write),
