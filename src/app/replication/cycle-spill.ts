@@ -64,7 +64,8 @@ export class CycleSpill {
       this.queuedBytes += bytes;
       this.files.add(cycle);
       void this.enqueue(cycle, async () => {
-        for (const run of runs) await this.store.write(this.pairId, cycle, run.offset, run.buffers);
+        // The runs of one call are disjoint slots: they may go to the store together.
+        await Promise.all(runs.map((run) => this.store.write(this.pairId, cycle, run.offset, run.buffers)));
       }).then(() => {
         this.queuedBytes -= bytes;
         this.wakeDrainWaiters();
