@@ -119,6 +119,8 @@ The 1 GiB volume "demo" on east is replicated synchronously to "demo-r" on west.
   ${tidemark} pair failover demo                   # west's demo-r becomes writable, east's demo read-only
   ${tidemark} pair failback demo                   # west's changes come back; east is the source again
   ${tidemark} pair set-mode demo adaptive
+  ${tidemark} pair set-mode demo async && ${tidemark} pair show demo   # ordered cycles: R2 is always a point in time
+  ${tidemark} group create g && ${tidemark} group add g demo && ${tidemark} group show g   # a consistency group (east coordinates)
   ${tidemark} volume create copy --size 1GiB && ${tidemark} clone establish demo copy
   curl -s http://${east.api}/metrics | grep tidemark_
 
