@@ -86,11 +86,12 @@ async function writesIn(fixture: DaemonFixture, array: DaemonProcess, volume: st
   return found;
 }
 
-async function oneRun(killAfterMs: number): Promise<{ acked: number; recovered: number; tag: number | null }> {
+async function oneRun(killAfterMs: number, restartR2: boolean): Promise<{ acked: number; recovered: number; tag: number | null }> {
   const fixture = await DaemonFixture.create();
   try {
     const start = (name: string): Promise<DaemonProcess> => fixture.start(join(fixture.dir, name), ['--name', name, '--link', '127.0.0.1:0']);
-    const [east1, east2, west1, west2] = await Promise.all([start('east1'), start('east2'), start('west1'), start('west2')]);
+    const [east1, east2, west1Started, west2] = await Promise.all([start('east1'), start('east2'), start('west1'), start('west2')]);
+    let west1 = west1Started;
     await peerUp(fixture, east1, 'east1', west1, 'west1');
     await peerUp(fixture, east2, 'east2', west2, 'west2');
     await peerUp(fixture, east1, 'east1', east2, 'east2');
@@ -122,6 +123,12 @@ async function oneRun(killAfterMs: number): Promise<{ acked: number; recovered: 
     until.stopped = true;
     const acked = await workload;
 
+    if (restartR2) {
+      // An R2 array also crashes before the recovery: what it received and committed is on disk.
+      const link = west1.linkAddress!;
+      await west1.stop('SIGKILL');
+      west1 = await fixture.start(west1.dataDir, ['--name', 'west1', '--link', link]);
+    }
     // R2 arrays notice the links are gone; recovery refuses while an R1 still answers.
     let recovery: RecoveryJson | undefined;
     await waitFor('group recover', async () => {
@@ -148,9 +155,11 @@ async function oneRun(killAfterMs: number): Promise<{ acked: number; recovered: 
   }
 }
 
-test('consistency group over two R1 arrays: SIGKILL of both mid-run, group recover, R2 images hold a prefix of the dependent writes', async () => {
+test('consistency group over two R1 arrays: SIGKILL of both mid-run (once also of an R2 array), group recover, R2 images hold a prefix of the dependent writes', async () => {
   const runs = [];
-  for (const killAfterMs of [400, 1300, 2600]) runs.push({ killAfterMs, ...await oneRun(killAfterMs) });
+  for (const [killAfterMs, restartR2] of [[400, false], [1300, true], [2600, false]] as const) {
+    runs.push({ killAfterMs, restartR2, ...await oneRun(killAfterMs, restartR2) });
+  }
   // The later kills must have found replicated writes: the group was really replicating.
   assert.ok(runs.slice(1).every((r) => r.recovered > 0), `writes reached the R2s: ${JSON.stringify(runs)}`);
   console.log(`group kill runs: ${JSON.stringify(runs)}`);
