@@ -46,6 +46,9 @@ const PINNED_CYCLES: readonly { readonly seed: number; readonly caught: string }
   // the recorded tag first.
   { seed: 748, caught: 'restarted coordinator skipped the interrupted switch: group unrecoverable to one point' },
   { seed: 782, caught: 'restarted coordinator skipped the interrupted switch: group unrecoverable to one point' },
+  // Every member joined mid-stream and no group switch completed after: the decision called the
+  // members' own standalone points (tag null) a group point. Now reported as not consistent.
+  { seed: 7881, caught: 'members with no group cycle yet taken as being at one group point' },
 ];
 
 for (const p of PINNED_CYCLES) {

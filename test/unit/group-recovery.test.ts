@@ -29,12 +29,22 @@ test('incomplete cycles are discarded, and a complete cycle newer than what an i
   assert.match(d.members[1]!.reason, /incomplete/);
 });
 
-test('no received cycles anywhere: nothing to do; a fresh group (no tags yet) recovers to before the first tag', () => {
+test('no received cycles anywhere: nothing to do; a group formed at rest (no tags yet) recovers to before the first tag', () => {
   assert.deepEqual(actions(decideGroupRecovery([m('a', 7), m('b', 7)])), ['a:none', 'b:none']);
-  const d = decideGroupRecovery([m('a', null, { tag: 1, complete: true }), m('b', null, { tag: 1, complete: false })]);
+  const d = decideGroupRecovery([m('a', null, { tag: 1, complete: true }), m('b', null, { tag: 1, complete: false })], { startIsGroupPoint: true });
   assert.deepEqual(actions(d), ['a:discard', 'b:discard']);
   assert.equal(d.targetTag, null);
   assert.ok(d.consistent);
+});
+
+test('members added to running pairs with no group cycle yet: no group point, reported (cycles seed 7881)', () => {
+  const d = decideGroupRecovery([m('a', null, { tag: 1, complete: true }), m('b', null, { tag: 1, complete: false })]);
+  assert.equal(d.consistent, false);
+  assert.match(d.problems[0]!, /member\(s\) b reach no group-tagged cycle/);
+  // A lone member is consistent with itself whatever its point.
+  assert.ok(decideGroupRecovery([m('a', null)]).consistent);
+  // One member without a group cycle keeps the others from a point even if they have one.
+  assert.equal(decideGroupRecovery([m('a', 5), m('b', null)]).consistent, false);
 });
 
 test('a member committed past what another reaches: reported as not consistent, never guessed', () => {

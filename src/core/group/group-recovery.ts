@@ -47,7 +47,17 @@ export interface GroupRecoveryDecision {
 /** null (nothing yet) orders before every tag. */
 const lower = (a: number | null, b: number | null): boolean => a !== b && (a === null || (b !== null && a < b));
 
-export function decideGroupRecovery(inputs: readonly MemberRecoveryInput[]): GroupRecoveryDecision {
+export interface GroupRecoveryOptions {
+  /**
+   * Every member's R2 image before its first group-tagged cycle is the same moment (the group was
+   * formed at rest, all members starting together). Otherwise — members added to running pairs, the
+   * usual case — a member with no group-tagged cycle committed or complete is at no group boundary,
+   * and a group with such a member and others cannot reach one point.
+   */
+  readonly startIsGroupPoint?: boolean;
+}
+
+export function decideGroupRecovery(inputs: readonly MemberRecoveryInput[], options: GroupRecoveryOptions = {}): GroupRecoveryDecision {
   assert(new Set(inputs.map((m) => m.member)).size === inputs.length, 'members are distinct');
   for (const m of inputs) {
     if (m.received?.complete) {
@@ -63,6 +73,10 @@ export function decideGroupRecovery(inputs: readonly MemberRecoveryInput[]): Gro
   }
   const targetTag = target ?? null;
   const problems: string[] = [];
+  if (targetTag === null && inputs.length > 1 && options.startIsGroupPoint !== true) {
+    const none = inputs.filter((m) => reachable(m) === null).map((m) => m.member);
+    problems.push(`member(s) ${none.join(', ')} reach no group-tagged cycle yet: their R2s are at points of their own, not at a group boundary`);
+  }
   const members = inputs.map((m): MemberDecision => {
     const r = m.received;
     let decision: MemberDecision;

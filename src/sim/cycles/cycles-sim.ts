@@ -835,7 +835,9 @@ function recoverAfterDisaster(
     };
   };
   const recent = (m: Member): boolean => m.r1.switchMode !== 'group' || (m.joinCycle > 0 && m.groupSwitches < 2);
-  let decision = decideGroupRecovery(checked.map(input));
+  // Members present from the start began together at rest: before the first tag is a group point for them.
+  const fromStart = (ms: readonly Member[]): { startIsGroupPoint: boolean } => ({ startIsGroupPoint: ms.every((m) => m.joinCycle === 0) });
+  let decision = decideGroupRecovery(checked.map(input), fromStart(checked));
   let recentJoinExcluded = false;
   if (!decision.consistent) {
     const newcomers = checked.filter(recent);
@@ -845,7 +847,7 @@ function recoverAfterDisaster(
     }
     checked = checked.filter((m) => !recent(m));
     recentJoinExcluded = true;
-    decision = decideGroupRecovery(checked.map(input));
+    decision = decideGroupRecovery(checked.map(input), fromStart(checked));
     if (!decision.consistent) {
       fail(`group recovery without the recent joiner(s): ${decision.problems.join('; ')} (inputs ${JSON.stringify(checked.map(input))})`);
       return null;
