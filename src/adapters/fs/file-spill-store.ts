@@ -64,12 +64,8 @@ export class FileSpillStore implements SpillStore {
     const out = new Uint8Array(length);
     if (!this.handles.has(this.key(pair, cycle))) return out; // never written: zeros
     const handle = await this.handle(pair, cycle);
-    let done = 0;
-    while (done < length) {
-      const { bytesRead } = await handle.read(out, done, length - done, offset + done);
-      if (bytesRead === 0) break; // past the end of the file: the rest was never written (zeros)
-      done += bytesRead;
-    }
+    // One native pread job (zeros past the end of the file: the rest was never written).
+    if (length > 0) await nativeFs.readBatch(handle.fd, [out], [offset]);
     return out;
   }
 

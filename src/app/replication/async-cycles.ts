@@ -102,7 +102,8 @@ export class R1Async {
     const g = host.volume.geometry;
     this.memoryBudgetBytes = host.memoryBudgetBytes ?? DEFAULT_CYCLE_MEMORY_BYTES;
     this.spillLimitBytes = host.spill ? host.spillLimitBytes ?? DEFAULT_SPILL_LIMIT_BYTES : 0;
-    this.spill = this.spillLimitBytes > 0 ? new CycleSpill(host.spill!, host.pairId, g.recordBytes, () => this.fallBack('spill-failed')) : undefined;
+    this.spill = this.spillLimitBytes > 0 ? new CycleSpill(host.spill!, host.pairId, g.recordBytes, () => this.fallBack('spill-failed'),
+      (buffers) => { if (!this.stopped) this.cycles.recycle(buffers); }) : undefined;
     // Records sent and being read back stay in memory: a share of the budget, so a spill frees some.
     const inflight = Math.max(16, Math.min(1024, Math.floor(this.memoryBudgetBytes / g.recordBytes / 4)));
     this.cycles = new R1Cycles({

@@ -27,6 +27,8 @@ export class CycleSpill {
     private readonly pairId: string,
     private readonly recordBytes: number,
     private readonly onError: (error: unknown) => void,
+    /** The record buffers of a batch once the store wrote them (nothing here refers to them any more). */
+    private readonly onWritten?: (buffers: Uint8Array[]) => void,
   ) {}
 
   /** Writes what R1Cycles.takeSpill returned into the slots (cycle, record), in order per cycle. */
@@ -47,9 +49,14 @@ export class CycleSpill {
       for (const p of pieces) bytes += p.data.length;
       this.queuedBytes += bytes;
       this.files.add(cycle);
-      void this.enqueue(cycle, () => this.store.write(this.pairId, cycle, pieces)).then(() => {
+      let written = false;
+      void this.enqueue(cycle, async () => {
+        await this.store.write(this.pairId, cycle, pieces);
+        written = true;
+      }).then(() => {
         this.queuedBytes -= bytes;
         this.wakeDrainWaiters();
+        if (written && !this.stopped) this.onWritten?.(list.map((w) => w.data as Uint8Array));
       });
     }
   }
@@ -66,13 +73,18 @@ export class CycleSpill {
     return this.enqueue(cycle, async () => {
       const slots: Uint8Array[] = new Array<Uint8Array>(reads.length);
       const order = reads.map((r, i) => ({ record: r.record, i })).sort((a, b) => a.record - b.record);
+      // The runs of one call are read together (nothing else of this file runs meanwhile: the queue).
+      const runs: Promise<void>[] = [];
       for (let k = 0; k < order.length;) {
         let n = 1;
         while (k + n < order.length && order[k + n]!.record === order[k]!.record + n && (n + 1) * rb <= MAX_READ_BYTES) n++;
-        const bytes = await this.store.read(this.pairId, cycle, order[k]!.record * rb, n * rb);
-        for (let j = 0; j < n; j++) slots[order[k + j]!.i] = bytes.subarray(j * rb, (j + 1) * rb);
+        const from = k;
+        runs.push(this.store.read(this.pairId, cycle, order[from]!.record * rb, n * rb).then((bytes) => {
+          for (let j = 0; j < n; j++) slots[order[from + j]!.i] = bytes.subarray(j * rb, (j + 1) * rb);
+        }));
         k += n;
       }
+      await Promise.all(runs);
       result = slots;
     }).then(() => (this.stopped ? undefined : result));
   }

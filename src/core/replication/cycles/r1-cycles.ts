@@ -543,6 +543,16 @@ export class R1Cycles {
     t.restored.add(entry.record);
   }
 
+  /**
+   * Buffers of SpillWrites the caller has written (and no longer refers to): reused for later
+   * records (within the memory budget, see releaseBuffer), so a cycle that keeps spilling does not
+   * keep allocating.
+   */
+  recycle(buffers: readonly Uint8Array[]): void {
+    if (this.fallenBack) return;
+    for (const b of buffers) if (b.length === this.recordBytes && b.byteOffset === 0) this.releaseBuffer(b);
+  }
+
   /** Cycles whose spill slots the caller may delete now (their data is no longer needed). Drains the list. */
   takeReleasedSpill(): number[] {
     return this.releasedSpill.splice(0);
