@@ -46,6 +46,8 @@ export interface AsyncBenchArgs {
   /** Part 3: the host write rate (bytes/s); the link is shaped to 1.2 × this. */
   readonly lagRateBytes: number;
   readonly lagSeconds: number;
+  /** Which of the three parts to run (all by default). */
+  readonly parts?: readonly number[];
 }
 
 interface CyclesJson {
@@ -191,9 +193,10 @@ export async function benchAsync(args: AsyncBenchArgs): Promise<void> {
     }
     const b = new Bench(pair, east, west);
 
-    await throughput(b, args);
-    await rewrites(b, args);
-    await lag(b, args);
+    const parts = args.parts ?? [1, 2, 3];
+    if (parts.includes(1)) await throughput(b, args);
+    if (parts.includes(2)) await rewrites(b, args);
+    if (parts.includes(3)) await lag(b, args);
   } finally {
     await Promise.all(arrays.map((a) => a.stop().catch(() => undefined)));
     await pair.destroy();

@@ -1,7 +1,8 @@
 // Benchmark entry point: `npm run bench -- <name> [--seconds N] [--size BYTES]`.
 // resync also takes [--rate-mbit N] [--delay-ms N] [--dirty BYTES] [--hot BYTES]; its --size
 // defaults to 256 MiB and --seconds to 8. async takes [--rate-mbit N] [--delay-ms N] [--hot BYTES]
-// [--lag-rate BYTES_PER_S] [--lag-seconds N]; its --size defaults to 64 MiB and --seconds to 8.
+// [--lag-rate BYTES_PER_S] [--lag-seconds N] [--parts LIST]; its --size defaults to 64 MiB and
+// --seconds to 8; --parts runs only some of its three parts (e.g. `--parts 1` or `--parts 1,3`).
 import { benchNbd } from './nbd.js';
 import { benchClone } from './clone.js';
 import { benchReplication } from './replication.js';
@@ -15,6 +16,17 @@ const option = (flag: string, fallback: number): number => {
   return i >= 0 ? Number(argv[i + 1]) : fallback;
 };
 const MiB = 1024 * 1024;
+/** `--parts 1,3` → [1, 3]; all three by default. */
+const parts = (): number[] => {
+  const i = argv.indexOf('--parts');
+  if (i < 0) return [1, 2, 3];
+  const list = (argv[i + 1] ?? '').split(',').map(Number);
+  if (list.length === 0 || list.some((n) => ![1, 2, 3].includes(n))) {
+    console.error('--parts takes a comma-separated list of 1, 2, 3');
+    process.exit(2);
+  }
+  return list;
+};
 
 const benches: Record<string, (args: { seconds: number; sizeBytes: number }) => Promise<void>> = {
   nbd: benchNbd,
@@ -27,12 +39,13 @@ const benches: Record<string, (args: { seconds: number; sizeBytes: number }) => 
   async: () => benchAsync({
     seconds: option('--seconds', 8), sizeBytes: option('--size', 64 * MiB), rateMbit: option('--rate-mbit', 100),
     delayMs: option('--delay-ms', 5), hotBytes: option('--hot', 8 * MiB), lagRateBytes: option('--lag-rate', 4e6),
-    lagSeconds: option('--lag-seconds', 20),
+    lagSeconds: option('--lag-seconds', 20), parts: parts(),
   }),
 };
 const bench = name ? benches[name] : undefined;
 if (!bench) {
-  console.error(`usage: npm run bench -- <${Object.keys(benches).join('|')}> [--seconds N] [--size BYTES]`);
+  console.error(`usage: npm run bench -- <${Object.keys(benches).join('|')}> [--seconds N] [--size BYTES]` +
+    ' (async: [--parts 1,2,3] [--rate-mbit N] [--delay-ms N] [--hot BYTES] [--lag-rate BYTES_PER_S] [--lag-seconds N])');
   process.exit(2);
 }
 await bench({ seconds: option('--seconds', 10), sizeBytes: option('--size', 1024 * 1024 * 1024) });

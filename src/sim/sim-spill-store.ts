@@ -2,7 +2,7 @@
 // seeded latency, so operations on one file complete out of order (as the port allows: the caller
 // orders them). Spill is scratch space: a crash simply loses it (crash() drops every completion).
 import type { Prng } from '../core/lib/prng.js';
-import type { SpillStore } from '../ports/spill-store.js';
+import type { SpillPiece, SpillStore } from '../ports/spill-store.js';
 import { FAST_DEVICE, drawLatency } from './latency.js';
 import type { Scheduler } from './scheduler.js';
 
@@ -37,15 +37,14 @@ export class SimSpillStore implements SpillStore {
     return this.files.size;
   }
 
-  write(pair: string, cycle: number, offset: number, buffers: readonly Uint8Array[]): Promise<void> {
-    const copies = buffers.map((b) => b.slice());
+  write(pair: string, cycle: number, pieces: readonly SpillPiece[]): Promise<void> {
+    const copies = pieces.map((p) => ({ offset: p.offset, data: p.data.slice() }));
     return this.later(() => {
       this.writes++;
       const key = `${pair}/${cycle}`;
       let file = this.files.get(key);
       if (!file) this.files.set(key, file = new Map());
-      let at = offset;
-      for (const b of copies) {
+      for (const { offset: at, data: b } of copies) {
         for (let i = 0; i < b.length;) {
           const page = Math.floor((at + i) / PAGE);
           const start = (at + i) % PAGE;
@@ -55,7 +54,6 @@ export class SimSpillStore implements SpillStore {
           bytes.set(b.subarray(i, i + n), start);
           i += n;
         }
-        at += b.length;
       }
     });
   }

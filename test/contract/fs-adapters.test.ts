@@ -78,11 +78,11 @@ test('FileSpillStore: one sparse file per (pair, cycle) under its directory; lef
     await writeFile(join(leftover, '7'), 'from a process that is gone');
     const store = await FileSpillStore.open(join(dir, 'spill'));
     assert.deepEqual(await readdir(join(dir, 'spill')), [], 'leftover spill files are deleted at open');
-    await store.write('east.db.x1', 12, 1024 * 4096, [new Uint8Array(4096).fill(1)]);
+    await store.write('east.db.x1', 12, [{ offset: 1024 * 4096, data: new Uint8Array(4096).fill(1) }]);
     assert.deepEqual(await readdir(store.pairDirectory('east.db.x1')), ['12']);
     await store.removeCycle('east.db.x1', 12);
     assert.deepEqual(await readdir(store.pairDirectory('east.db.x1')), []);
-    await store.write('east.db.x1', 13, 0, [new Uint8Array(10)]);
+    await store.write('east.db.x1', 13, [{ offset: 0, data: new Uint8Array(10) }]);
     await store.close();
     assert.deepEqual(await readdir(join(dir, 'spill')), [], 'close deletes everything');
   } finally {

@@ -11,14 +11,14 @@ const filled = (n: number, v: number): Uint8Array => new Uint8Array(n).fill(v);
 const plain = (b: Uint8Array): Uint8Array => new Uint8Array(b);
 
 export function spillStoreContract(name: string, make: () => Promise<{ store: SpillStore; cleanup(): Promise<void> }>): void {
-  test(`${name}: sparse files per (pair, cycle): vectored writes, zeros where never written, delete`, async () => {
+  test(`${name}: sparse files per (pair, cycle): pieces at their offsets, zeros where never written, delete`, async () => {
     const { store, cleanup } = await make();
     try {
       assert.deepEqual(plain(await store.read('p', 1, 0, 16)), filled(16, 0), 'a file never written reads as zeros');
-      await store.write('p', 1, 3 * RB + 10, [filled(5, 1), filled(3, 2)]);
-      await store.write('p', 1, 3 * RB + 12, [filled(2, 9)]);
-      await store.write('p', 2, 0, [filled(RB, 7)]);
-      await store.write('q', 1, 0, [filled(RB, 8)]);
+      await store.write('p', 1, [{ offset: 3 * RB + 10, data: filled(5, 1) }, { offset: 3 * RB + 15, data: filled(3, 2) }]);
+      await store.write('p', 1, [{ offset: 3 * RB + 12, data: filled(2, 9) }, { offset: 5 * RB, data: filled(0, 1) }]);
+      await store.write('p', 2, [{ offset: 0, data: filled(RB, 7) }]);
+      await store.write('q', 1, [{ offset: 0, data: filled(RB, 8) }]);
       const slot = await store.read('p', 1, 3 * RB, RB);
       assert.equal(slot.length, RB);
       assert.deepEqual([...slot.subarray(8, 20)], [0, 0, 1, 1, 9, 9, 1, 2, 2, 2, 0, 0]);

@@ -3,7 +3,8 @@
 // outlive the process that wrote them) and open() deletes whatever an earlier process left.
 import { mkdir, open, rm, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { SpillStore } from '../../ports/spill-store.js';
+import type { SpillPiece, SpillStore } from '../../ports/spill-store.js';
+import { nativeFs } from './native.js';
 
 export class FileSpillStore implements SpillStore {
   private readonly handles = new Map<string, Promise<FileHandle>>();
@@ -46,31 +47,25 @@ export class FileSpillStore implements SpillStore {
     return handle;
   }
 
-  async write(pair: string, cycle: number, offset: number, buffers: readonly Uint8Array[]): Promise<void> {
+  async write(pair: string, cycle: number, pieces: readonly SpillPiece[]): Promise<void> {
     const handle = await this.handle(pair, cycle);
-    let pending = buffers.filter((b) => b.length > 0);
-    let position = offset;
-    while (pending.length > 0) {
-      const { bytesWritten } = await handle.writev(pending, position);
-      if (bytesWritten <= 0) throw new Error(`spill write to ${this.path(pair, cycle)} made no progress`);
-      position += bytesWritten;
-      // A short write (rare on regular files): carry on from the first byte not written.
-      let skip = bytesWritten;
-      while (pending.length > 0 && skip >= pending[0]!.length) skip -= pending.shift()!.length;
-      if (skip > 0) pending = [pending[0]!.subarray(skip), ...pending.slice(1)];
+    const buffers: Uint8Array[] = [];
+    const offsets: number[] = [];
+    for (const p of pieces) {
+      if (p.data.length === 0) continue;
+      buffers.push(p.data);
+      offsets.push(p.offset);
     }
+    // One thread-pool job for the whole batch (pwrite per piece, short writes continued).
+    if (buffers.length > 0) await nativeFs.writeBatch(handle.fd, buffers, offsets);
   }
 
   async read(pair: string, cycle: number, offset: number, length: number): Promise<Uint8Array> {
     const out = new Uint8Array(length);
     if (!this.handles.has(this.key(pair, cycle))) return out; // never written: zeros
     const handle = await this.handle(pair, cycle);
-    let done = 0;
-    while (done < length) {
-      const { bytesRead } = await handle.read(out, done, length - done, offset + done);
-      if (bytesRead === 0) break; // past the end of the file: the rest was never written (zeros)
-      done += bytesRead;
-    }
+    // One native pread job (zeros past the end of the file: the rest was never written).
+    if (length > 0) await nativeFs.readBatch(handle.fd, [out], [offset]);
     return out;
   }
 

@@ -85,7 +85,11 @@ export type CyclesFallBackReason = 'stopped' | 'capture-limit' | 'spill-failed' 
 
 export class R1Async {
   readonly cycles: R1Cycles;
-  private readonly tokens = new WeakMap<object, { token: WriteToken; first: number; last: number }>();
+  /**
+   * Writes begun and not finished (finish or abandon removes them). A Map, not a WeakMap: one entry
+   * per host write in flight, and short-lived WeakMap keys cost the garbage collector more.
+   */
+  private readonly tokens = new Map<object, { token: WriteToken; first: number; last: number }>();
   /** Tracks of writes begun and not yet finished. */
   private readonly pending = new Map<number, number>();
   /** Tracks written per cycle, to clear R1's bits once R2 holds the cycle. */
@@ -98,7 +102,8 @@ export class R1Async {
     const g = host.volume.geometry;
     this.memoryBudgetBytes = host.memoryBudgetBytes ?? DEFAULT_CYCLE_MEMORY_BYTES;
     this.spillLimitBytes = host.spill ? host.spillLimitBytes ?? DEFAULT_SPILL_LIMIT_BYTES : 0;
-    this.spill = this.spillLimitBytes > 0 ? new CycleSpill(host.spill!, host.pairId, g.recordBytes, () => this.fallBack('spill-failed')) : undefined;
+    this.spill = this.spillLimitBytes > 0 ? new CycleSpill(host.spill!, host.pairId, g.recordBytes, () => this.fallBack('spill-failed'),
+      (buffers) => { if (!this.stopped) this.cycles.recycle(buffers); }) : undefined;
     // Records sent and being read back stay in memory: a share of the budget, so a spill frees some.
     const inflight = Math.max(16, Math.min(1024, Math.floor(this.memoryBudgetBytes / g.recordBytes / 4)));
     this.cycles = new R1Cycles({
@@ -132,8 +137,10 @@ export class R1Async {
   /** At admission: the write belongs to the cycle open now (returned). */
   begin(write: object, offset: number, length: number): number {
     const token = this.cycles.writeBegun();
-    this.tokens.set(write, { token, first: this.trackOf(offset), last: this.trackOf(offset + length - 1) });
-    for (let t = this.trackOf(offset); t <= this.trackOf(offset + length - 1); t++) this.pending.set(t, (this.pending.get(t) ?? 0) + 1);
+    const first = this.trackOf(offset);
+    const last = this.trackOf(offset + length - 1);
+    this.tokens.set(write, { token, first, last });
+    for (let t = first; t <= last; t++) this.pending.set(t, (this.pending.get(t) ?? 0) + 1);
     return token.cycle;
   }
 
@@ -299,7 +306,7 @@ export class R1Async {
 
   /** Record slots on disk (a record partly written takes a whole slot). */
   get spilledBytes(): number {
-    return this.cycles.stats().spilledRecords * this.host.volume.geometry.recordBytes;
+    return this.cycles.spilledRecords * this.host.volume.geometry.recordBytes;
   }
 
   private spillNow(): void {

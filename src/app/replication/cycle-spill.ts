@@ -2,22 +2,15 @@
 // SpillWrites and SpillReads of R1Cycles performed on a SpillStore, one file per cycle with record r
 // at r × recordBytes. Each file has one queue, so the writes and reads of a slot happen in the
 // order the machine asked for them (a slot spilled twice and then read back must see both writes).
-// Adjacent slots go to the store as one vectored write or one read.
+// A spill batch goes to the store as one write of its pieces; adjacent slots are read as one read.
 //
 // A failed store operation is reported once (onError: the pair falls back to its bitmaps) and
 // everything after it is dropped; nothing here is ever needed after the cycles stop.
 import type { SpillRead, SpillWrite } from '../../core/replication/cycles/r1-cycles.js';
 import type { SpillStore } from '../../ports/spill-store.js';
 
-/** Buffers per vectored write (well below IOV_MAX) and bytes per coalesced read. */
-const MAX_WRITE_BUFFERS = 256;
+/** Bytes per coalesced read. */
 const MAX_READ_BYTES = 1024 * 1024;
-
-interface Run {
-  readonly offset: number;
-  readonly buffers: Uint8Array[];
-  end: number;
-}
 
 export class CycleSpill {
   private readonly queues = new Map<number, Promise<void>>();
@@ -34,6 +27,8 @@ export class CycleSpill {
     private readonly pairId: string,
     private readonly recordBytes: number,
     private readonly onError: (error: unknown) => void,
+    /** The record buffers of a batch once the store wrote them (nothing here refers to them any more). */
+    private readonly onWritten?: (buffers: Uint8Array[]) => void,
   ) {}
 
   /** Writes what R1Cycles.takeSpill returned into the slots (cycle, record), in order per cycle. */
@@ -46,29 +41,22 @@ export class CycleSpill {
       list.push(w);
     }
     for (const [cycle, list] of byCycle) {
-      // One takeSpill names a slot at most once, so the pieces of one call never overlap.
+      // One takeSpill names a slot at most once, so the pieces of one call never overlap: the store
+      // writes them all in one operation (in file order).
       const pieces = list.flatMap((w) => w.ranges.map((r) => ({ offset: w.record * this.recordBytes + r.start, data: w.data.subarray(r.start, r.end) })))
         .sort((a, b) => a.offset - b.offset);
-      const runs: Run[] = [];
       let bytes = 0;
-      for (const p of pieces) {
-        bytes += p.data.length;
-        const last = runs[runs.length - 1];
-        if (last && last.end === p.offset && last.buffers.length < MAX_WRITE_BUFFERS) {
-          last.buffers.push(p.data);
-          last.end += p.data.length;
-        } else {
-          runs.push({ offset: p.offset, buffers: [p.data], end: p.offset + p.data.length });
-        }
-      }
+      for (const p of pieces) bytes += p.data.length;
       this.queuedBytes += bytes;
       this.files.add(cycle);
+      let written = false;
       void this.enqueue(cycle, async () => {
-        // The runs of one call are disjoint slots: they may go to the store together.
-        await Promise.all(runs.map((run) => this.store.write(this.pairId, cycle, run.offset, run.buffers)));
+        await this.store.write(this.pairId, cycle, pieces);
+        written = true;
       }).then(() => {
         this.queuedBytes -= bytes;
         this.wakeDrainWaiters();
+        if (written && !this.stopped) this.onWritten?.(list.map((w) => w.data as Uint8Array));
       });
     }
   }
@@ -85,13 +73,18 @@ export class CycleSpill {
     return this.enqueue(cycle, async () => {
       const slots: Uint8Array[] = new Array<Uint8Array>(reads.length);
       const order = reads.map((r, i) => ({ record: r.record, i })).sort((a, b) => a.record - b.record);
+      // The runs of one call are read together (nothing else of this file runs meanwhile: the queue).
+      const runs: Promise<void>[] = [];
       for (let k = 0; k < order.length;) {
         let n = 1;
         while (k + n < order.length && order[k + n]!.record === order[k]!.record + n && (n + 1) * rb <= MAX_READ_BYTES) n++;
-        const bytes = await this.store.read(this.pairId, cycle, order[k]!.record * rb, n * rb);
-        for (let j = 0; j < n; j++) slots[order[k + j]!.i] = bytes.subarray(j * rb, (j + 1) * rb);
+        const from = k;
+        runs.push(this.store.read(this.pairId, cycle, order[from]!.record * rb, n * rb).then((bytes) => {
+          for (let j = 0; j < n; j++) slots[order[from + j]!.i] = bytes.subarray(j * rb, (j + 1) * rb);
+        }));
         k += n;
       }
+      await Promise.all(runs);
       result = slots;
     }).then(() => (this.stopped ? undefined : result));
   }

@@ -6,7 +6,7 @@ import { ErrorCode, TidemarkError } from '../../core/errors.js';
 import { OwedTracks, type RecordSelection } from '../../core/replication/owed-tracks.js';
 import type { PairRecord } from '../../core/replication/pair-record.js';
 import { pairState, volumeStateFor, type PairState } from '../../core/replication/pair-rules.js';
-import { clipToExtents, extentTracks } from '../../core/replication/pair-extents.js';
+import { clipToExtents, extentTracks, intersectsExtents } from '../../core/replication/pair-extents.js';
 import type { Segment } from '../../core/replication/peer-messages.js';
 import { trackRange, tracksOf } from '../../core/volume/geometry.js';
 import type { AppliedWrite, Volume } from '../volume/volume.js';
@@ -255,7 +255,7 @@ export class PairRuntime {
   }
 
   private inScope(write: AppliedWrite): boolean {
-    return clipToExtents(this.record.extents, write.offset, write.length).length > 0;
+    return intersectsExtents(this.record.extents, write.offset, write.length);
   }
 
   /**
@@ -324,6 +324,12 @@ export class PairRuntime {
     // A forwarded write is R2's already (or marked owed by its failed forward).
     if (this.forwarded.delete(write)) return undefined;
     if (this.asyncR1?.owns(write)) {
+      if (this.record.extents === null) {
+        // The whole volume (the common case): no clipping.
+        if (!this.asyncR1.capture(write, write.offset, write.length, write.data ?? null)) this.oweRange(write.offset, write.length);
+        this.asyncR1.finish(write);
+        return undefined;
+      }
       for (const part of clipToExtents(this.record.extents, write.offset, write.length)) {
         const data = write.data ? write.data.subarray(part.offset - write.offset, part.offset - write.offset + part.length) : null;
         if (!this.asyncR1.capture(write, part.offset, part.length, data)) this.oweRange(part.offset, part.length);

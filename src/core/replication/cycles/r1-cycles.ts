@@ -24,7 +24,7 @@
 // bitmaps (fallBackToBitmaps), which returns every track the cycles held.
 import { assert, assertInteger } from '../../lib/assert.js';
 import { invalidArgument, invalidState } from '../../errors.js';
-import { addRange, assertRanges, overlay, rangesBytes, unionRanges, type ByteRange } from './record-ranges.js';
+import { addRange, assertRanges, coversRange, overlay, rangesBytes, unionRanges, type ByteRange } from './record-ranges.js';
 import type { CycleRecord, R1Message, R2Message } from './cycle-messages.js';
 
 export interface R1CyclesConfig {
@@ -162,6 +162,8 @@ export class R1Cycles {
   private diskRecords = 0;
   private fallenBack = false;
   private readonly releasedSpill: number[] = [];
+  /** Record buffers no longer used, for reuse (see releaseBuffer). */
+  private readonly spare: Uint8Array[] = [];
   /** Who decides switches now: starts as config.mode; a pair joins or leaves a group mid-stream. */
   private mode: 'standalone' | 'group';
 
@@ -210,13 +212,14 @@ export class R1Cycles {
    */
   write(token: WriteToken, offset: number, length: number, data: Uint8Array | null): boolean {
     if (this.fallenBack) return false;
-    assert(this.tokens.get(token.id) === token.cycle, `write token ${token.id} is not open`);
-    assert(Number.isSafeInteger(offset) && Number.isSafeInteger(length) && offset >= 0 && length >= 0 &&
-      offset + length <= this.config.volumeBytes, `write ${offset}+${length} outside the volume`);
+    // (Messages built only on failure: this runs for every host write.)
+    if (this.tokens.get(token.id) !== token.cycle) assert(false, `write token ${token.id} is not open`);
+    if (!(Number.isSafeInteger(offset) && Number.isSafeInteger(length) && offset >= 0 && length >= 0 &&
+      offset + length <= this.config.volumeBytes)) assert(false, `write ${offset}+${length} outside the volume`);
     assert(data === null || data.length === length, 'data length matches');
     if (length === 0) return true;
     const cycle = this.cycleByNumber(token.cycle);
-    assert(cycle !== null && (cycle === this.capture || cycle === this.transmit), `write of cycle ${token.cycle} after its cycle closed`);
+    if (cycle === null || (cycle !== this.capture && cycle !== this.transmit)) assert(false, `write of cycle ${token.cycle} after its cycle closed`);
     assert(cycle.sealSentAtMs === null && !cycle.sealAcked, 'no write lands in a sealed cycle');
     const rb = this.recordBytes;
     const end = offset + length;
@@ -231,16 +234,19 @@ export class R1Cycles {
         if (cycle === this.transmit) cycle.pending.add(rec);
       }
       if (!entry.mem) {
-        entry.mem = new Uint8Array(rb);
+        entry.mem = this.recordBuffer(s === 0 && e === rb && data !== null);
         this.memRecords++;
       }
-      if (data) entry.mem.set(data.subarray(recStart + s - offset, recStart + e - offset), s);
+      if (data) entry.mem.set(s === 0 && e === rb && data.length === rb ? data : data.subarray(recStart + s - offset, recStart + e - offset), s);
       else entry.mem.fill(0, s, e);
-      entry.memRanges = addRange(entry.memRanges, s, e);
       entry.version++;
-      const bytes = rangesBytes(unionRanges(entry.memRanges, entry.diskRanges));
-      cycle.bytes += bytes - entry.bytes;
-      entry.bytes = bytes;
+      // A rewrite of bytes the record holds already (the common case) changes neither its ranges nor its size.
+      if (!coversRange(entry.memRanges, s, e)) {
+        entry.memRanges = addRange(entry.memRanges, s, e);
+        const bytes = rangesBytes(entry.diskRanges.length === 0 ? entry.memRanges : unionRanges(entry.memRanges, entry.diskRanges));
+        cycle.bytes += bytes - entry.bytes;
+        entry.bytes = bytes;
+      }
       if (cycle === this.transmit && entry.state !== 'pending' && entry.state !== 'restoring') this.toPending(cycle, entry);
     }
     return true;
@@ -249,7 +255,7 @@ export class R1Cycles {
   /** The write finished (or failed: then it captured nothing, or the caller marks its tracks). */
   writeDone(token: WriteToken): void {
     const cycleNumber = this.tokens.get(token.id);
-    assert(cycleNumber === token.cycle, `write token ${token.id} is not open`);
+    if (cycleNumber !== token.cycle) assert(false, `write token ${token.id} is not open`);
     this.tokens.delete(token.id);
     if (this.fallenBack) return;
     const cycle = this.cycleByNumber(token.cycle);
@@ -294,6 +300,17 @@ export class R1Cycles {
     if (finished) {
       assert(finished.openWrites === 0 && finished.sealAcked, 'a committed cycle is sealed');
       this.committing = finished;
+      // R2 persisted it whole (seal-ack) and only its commit goes out now: its bytes are never sent
+      // again. Its records stay (their tracks are owed if the cycles fall back before commit-ack), and
+      // so do its spill slots (counted until the commit-ack releases the file).
+      for (const entry of finished.entries.values()) {
+        if (entry.mem) {
+          this.memRecords--;
+          this.releaseBuffer(entry.mem);
+        }
+        entry.mem = null;
+        entry.memRanges = [];
+      }
     }
     const t = this.capture;
     for (const rec of [...t.entries.keys()].sort((a, b) => a - b)) t.pending.add(rec);
@@ -449,6 +466,11 @@ export class R1Cycles {
     return this.memRecords * this.recordBytes;
   }
 
+  /** Records with bytes in a spill slot (as stats().spilledRecords, without building the stats). */
+  get spilledRecords(): number {
+    return this.diskRecords;
+  }
+
   get overBudget(): boolean {
     return this.memoryBytes > this.config.memoryBudgetBytes;
   }
@@ -460,31 +482,37 @@ export class R1Cycles {
   /**
    * Moves up to maxBytes of record buffers out of memory: the caller writes each SpillWrite's
    * ranges into its slot (cycle, record), keeping writes and reads of a slot in order (a FIFO per
-   * spill file does). Capture-cycle records go first (needed last), then acknowledged and pending
-   * transmit records, then the committing cycle's. Records in flight stay.
+   * spill file does). Records that no host write touches again go first, each written once: the
+   * transmit cycle's acknowledged records (read back only after a seal-nack), then its pending ones,
+   * the last to be sent first (read back once, when their turn comes). Capture-cycle records go
+   * last: hosts rewrite them, and every rewrite of a spilled record brings it back into memory to
+   * be spilled again. Records in flight or just read back stay; the committing cycle holds no bytes.
    */
   takeSpill(maxBytes: number): SpillWrite[] {
     const out: SpillWrite[] = [];
     let freed = 0;
-    const candidates: Cycle[] = [this.capture];
-    if (this.transmit) candidates.push(this.transmit);
-    if (this.committing) candidates.push(this.committing);
-    for (const c of candidates) {
-      for (const entry of c.entries.values()) {
-        if (freed >= maxBytes) return out;
-        // Records just read back are about to be sent: spilling them again would only thrash.
-        if (!entry.mem || entry.state === 'inflight' || entry.state === 'restoring' || c.restored.has(entry.record)) continue;
-        entry.spillEpoch++;
-        out.push({ cycle: c.cycle, record: entry.record, epoch: entry.spillEpoch, ranges: entry.memRanges, data: entry.mem });
-        if (entry.diskRanges.length === 0) this.diskRecords++;
-        entry.diskRanges = unionRanges(entry.diskRanges, entry.memRanges);
-        entry.mem = null;
-        entry.memRanges = [];
-        this.memRecords--;
-        c.hadSpill = true;
-        freed += this.recordBytes;
-      }
+    const spill = (c: Cycle, entry: Entry): boolean => {
+      if (freed >= maxBytes) return false;
+      // Records just read back are about to be sent: spilling them again would only thrash.
+      if (!entry.mem || entry.state === 'inflight' || entry.state === 'restoring' || c.restored.has(entry.record)) return true;
+      entry.spillEpoch++;
+      out.push({ cycle: c.cycle, record: entry.record, epoch: entry.spillEpoch, ranges: entry.memRanges, data: entry.mem });
+      if (entry.diskRanges.length === 0) this.diskRecords++;
+      entry.diskRanges = unionRanges(entry.diskRanges, entry.memRanges);
+      entry.mem = null;
+      entry.memRanges = [];
+      this.memRecords--;
+      c.hadSpill = true;
+      freed += this.recordBytes;
+      return true;
+    };
+    const t = this.transmit;
+    if (t) {
+      for (const entry of t.entries.values()) if (entry.state === 'acked' && !spill(t, entry)) return out;
+      const pending = [...t.pending];
+      for (let i = pending.length - 1; i >= 0; i--) if (!spill(t, t.entries.get(pending[i]!)!)) return out;
     }
+    for (const entry of this.capture.entries.values()) if (!spill(this.capture, entry)) return out;
     return out;
   }
 
@@ -496,10 +524,14 @@ export class R1Cycles {
     const entry = t.entries.get(read.record);
     if (!entry || entry.state !== 'restoring') return;
     if (entry.spillEpoch === read.epoch) {
-      const merged = new Uint8Array(this.recordBytes);
+      const merged = this.recordBuffer(false);
       overlay(merged, slot, entry.diskRanges);
-      if (entry.mem) overlay(merged, entry.mem, entry.memRanges);
-      else this.memRecords++;
+      if (entry.mem) {
+        overlay(merged, entry.mem, entry.memRanges);
+        this.releaseBuffer(entry.mem);
+      } else {
+        this.memRecords++;
+      }
       entry.memRanges = unionRanges(entry.diskRanges, entry.memRanges);
       assertRanges(entry.memRanges, this.recordBytes);
       entry.mem = merged;
@@ -509,6 +541,16 @@ export class R1Cycles {
     t.restoring.delete(entry.record);
     entry.state = 'pending';
     t.restored.add(entry.record);
+  }
+
+  /**
+   * Buffers of SpillWrites the caller has written (and no longer refers to): reused for later
+   * records (within the memory budget, see releaseBuffer), so a cycle that keeps spilling does not
+   * keep allocating.
+   */
+  recycle(buffers: readonly Uint8Array[]): void {
+    if (this.fallenBack) return;
+    for (const b of buffers) if (b.length === this.recordBytes && b.byteOffset === 0) this.releaseBuffer(b);
   }
 
   /** Cycles whose spill slots the caller may delete now (their data is no longer needed). Drains the list. */
@@ -557,6 +599,7 @@ export class R1Cycles {
       this.dropCycle(c);
     }
     this.fallenBack = true;
+    this.spare.length = 0;
     this.transmit = null;
     this.committing = null;
     return { tracks: [...tracks].sort((a, b) => a - b), releasedSpillCycles: this.takeReleasedSpill() };
@@ -597,7 +640,28 @@ export class R1Cycles {
   }
 
   private cycleByNumber(n: number): Cycle | null {
-    for (const c of this.cycles()) if (c.cycle === n) return c;
+    if (this.capture.cycle === n) return this.capture;
+    if (this.transmit?.cycle === n) return this.transmit;
+    if (this.committing?.cycle === n) return this.committing;
     return null;
+  }
+
+  /**
+   * A record buffer: a spare one (zeroed unless the caller overwrites all of it) or a new one.
+   * Allocating and collecting 4 KiB buffers at host write rates costs more than the copy into them.
+   */
+  private recordBuffer(overwritten: boolean): Uint8Array {
+    const spare = this.spare.pop();
+    if (!spare) return new Uint8Array(this.recordBytes);
+    if (!overwritten) spare.fill(0);
+    return spare;
+  }
+
+  /**
+   * A buffer no entry, message or spill write refers to any more. Spares plus buffers in use stay
+   * within the memory budget, so keeping them never raises what the cycles hold beyond it.
+   */
+  private releaseBuffer(buffer: Uint8Array): void {
+    if ((this.spare.length + this.memRecords) * this.recordBytes < this.config.memoryBudgetBytes) this.spare.push(buffer);
   }
 }

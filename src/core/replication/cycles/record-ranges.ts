@@ -29,6 +29,12 @@ export function addRange(ranges: readonly ByteRange[], start: number, end: numbe
   return out;
 }
 
+/** Whether [start, end) lies inside one of the ranges (adding it would change nothing). */
+export function coversRange(ranges: readonly ByteRange[], start: number, end: number): boolean {
+  for (const r of ranges) if (r.start <= start && end <= r.end) return true;
+  return false;
+}
+
 export function unionRanges(a: readonly ByteRange[], b: readonly ByteRange[]): ByteRange[] {
   let out = a.slice();
   for (const r of b) out = addRange(out, r.start, r.end);
