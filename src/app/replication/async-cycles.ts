@@ -329,6 +329,9 @@ export class R1Async {
 
 const cycleKey = (pairId: string, cycle: number): string => `cycles/${pairId}/${String(cycle).padStart(16, '0')}`;
 const appliedKey = (pairId: string): string => `cycles/${pairId}/applied`;
+/** A commit is a small marker beside the cycle: the cycle itself is not written again. */
+const COMMIT_SUFFIX = '.committed';
+const commitKey = (pairId: string, cycle: number): string => `${cycleKey(pairId, cycle)}${COMMIT_SUFFIX}`;
 
 export interface R2AsyncHost {
   readonly volume: Volume;
@@ -372,8 +375,14 @@ export class R2Async {
     if (!appliedBytes) return undefined;
     const applied = JSON.parse(new TextDecoder().decode(appliedBytes)) as { appliedCycle: number; appliedTag: number | null; groupFrom?: number | null };
     const cycles: PersistedCycle[] = [];
-    for (const key of await host.meta.list(`cycles/${host.pairId}/`)) {
-      if (key === appliedKey(host.pairId)) continue;
+    const keys = await host.meta.list(`cycles/${host.pairId}/`);
+    const markers = new Set(keys.filter((k) => k.endsWith(COMMIT_SUFFIX)));
+    for (const marker of markers) {
+      // Left by a crash after the cycle was applied (or discarded) and before the marker went.
+      if (!keys.includes(marker.slice(0, -COMMIT_SUFFIX.length))) await host.meta.delete(marker);
+    }
+    for (const key of keys) {
+      if (key === appliedKey(host.pairId) || markers.has(key)) continue;
       const bytes = await host.meta.read(key);
       if (!bytes) continue;
       const m = decodeMessage(bytes);
@@ -381,10 +390,11 @@ export class R2Async {
       // Applied already (the crash came between the applied marker and the clean-up).
       if (h.cycle <= applied.appliedCycle) {
         await host.meta.delete(key);
+        if (markers.has(commitKey(host.pairId, h.cycle))) await host.meta.delete(commitKey(host.pairId, h.cycle));
         continue;
       }
       cycles.push({
-        cycle: h.cycle, tag: h.tag, complete: h.complete, committed: h.committed,
+        cycle: h.cycle, tag: h.tag, complete: h.complete, committed: h.committed || markers.has(commitKey(host.pairId, h.cycle)),
         records: h.records.map((r, i) => ({ ...r, data: (m.segments[i] as Extract<Segment, { kind: 'data' }>).data.slice() })),
       });
     }
@@ -449,7 +459,10 @@ export class R2Async {
       }
       case 'persist-commit': {
         const cycle = this.persisted.get(action.cycle);
-        if (cycle) await this.write({ ...cycle, committed: true });
+        if (cycle) {
+          this.persisted.set(action.cycle, { ...cycle, committed: true });
+          await host.meta.write(commitKey(host.pairId, action.cycle), new Uint8Array(0));
+        }
         this.cycles.commitPersisted(action.cycle);
         break;
       }
@@ -461,6 +474,7 @@ export class R2Async {
         await host.volume.internalFlush();
         await host.meta.write(appliedKey(host.pairId), encodeJson({ appliedCycle: action.cycle, appliedTag: action.tag, groupFrom: this.groupFromCycle }));
         await host.meta.delete(cycleKey(host.pairId, action.cycle));
+        await host.meta.delete(commitKey(host.pairId, action.cycle));
         this.persisted.delete(action.cycle);
         this.applying = false;
         this.cycles.applyDone(action.cycle);
@@ -468,6 +482,7 @@ export class R2Async {
       }
       case 'discard': {
         await host.meta.delete(cycleKey(host.pairId, action.cycle));
+        await host.meta.delete(commitKey(host.pairId, action.cycle));
         this.persisted.delete(action.cycle);
         break;
       }
