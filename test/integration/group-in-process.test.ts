@@ -270,3 +270,43 @@ test('group: losing the coordinator stops switching (writes go on); another arra
     await closeAll(...(old ? [old] : []), e1, e2, w);
   }
 });
+
+test('group: a member whose cycles fall back (R2 out of reach past its spill limit) suspends and leaves; the others go on', async () => {
+  const hub = inProcessLinks();
+  const [e1, e2, w1, w2] = await Promise.all([start(hub, 'e1'), start(hub, 'e2'), start(hub, 'w1'), start(hub, 'w2')]);
+  try {
+    for (const [a, b] of [[e1, 'w1'], [w1, 'e1'], [e2, 'w2'], [w2, 'e2'], [e1, 'e2'], [e2, 'e1']] as const) await a.service.addPeer(b, '127.0.0.1:1', SECRET);
+    await e1.service.createVolume('db1', SIZE);
+    await e2.service.createVolume('db2', SIZE);
+    await w1.service.createVolume('db1-r', SIZE);
+    await w2.service.createVolume('db2-r', SIZE);
+    await e1.service.pairs.create({ volume: 'db1', peer: 'w1', remoteVolume: 'db1-r', mode: 'async', onLinkFailure: 'continue', cycleMs: 100 });
+    await e2.service.pairs.create({
+      volume: 'db2', peer: 'w2', remoteVolume: 'db2-r', mode: 'async', onLinkFailure: 'continue', cycleMs: 100,
+      cycleMemoryBytes: 64 * 1024, spillLimitBytes: 256 * 1024,
+    });
+    await until('async cycles run', () => e1.service.pairs.status('db1').cycles !== null && e2.service.pairs.status('db2').cycles !== null);
+    await e1.service.groups.create('g', 100);
+    await e1.service.groups.add('g', 'db1');
+    await e2.service.groups.add('g', 'db2');
+    await until('switching', async () => (await e1.service.groups.show('g')).switches >= 3);
+    const r2Before = await w2.service.volume('db2-r').internalRead(0, SIZE);
+
+    hub.partition('e2', 'w2'); // db2's R2 out of reach: its cycles grow past memory and spill limit
+    await until('partitioned', () => e2.service.pairs.status('db2').state === 'partitioned');
+    for (let off = 0; off < 2 * MiB; off += 64 * 1024) await e2.service.volume('db2').write(off, randomBytes(64 * 1024));
+    await until('db2 suspended', () => e2.service.pairs.status('db2').state === 'suspended');
+    assert.match(e2.service.pairs.status('db2').lastError ?? '', /fell back to bitmaps .* left group g/);
+    await until('the coordinator lets db2 go', async () => (await e1.service.groups.show('g')).members.length === 1);
+    const n = (await e1.service.groups.show('g')).switches;
+    await until('db1 switches on', async () => (await e1.service.groups.show('g')).switches >= n + 3);
+
+    hub.heal('e2', 'w2');
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal(e2.service.pairs.status('db2').state, 'suspended', 'no resync by itself');
+    assert.equal(sha(await w2.service.volume('db2-r').internalRead(0, SIZE)), sha(r2Before),
+      'R2 kept the group boundary it had: nothing of the fallen-back cycles reached it');
+  } finally {
+    await closeAll(e1, e2, w1, w2);
+  }
+});

@@ -644,6 +644,11 @@ export class PairManager {
         memoryBudgetBytes: r.record.cycleMemoryBytes, spillLimitBytes: r.record.spillLimitBytes,
         ...(this.host.spill ? { spill: this.host.spill } : {}),
         fellBack: (tracks, reason) => {
+          // A group member does not resync by itself: that would leave its R2 at no point at all
+          // while the others' R2s go on. It suspends first (before its tracks are owed, so no push
+          // starts), leaves the group, and keeps R2 at the last group boundary it holds.
+          const group = reason === 'stopped' ? undefined : runtime.group?.name;
+          if (group !== undefined) void this.suspendForGroup(runtime.record.localVolume, `the cycles fell back to bitmaps (${reason}); left group ${group}`);
           runtime.cyclesFellBack(tracks);
           if (reason !== 'stopped') this.cyclesFellBack(runtime, tracks.length, reason);
         },
