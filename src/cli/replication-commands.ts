@@ -21,6 +21,7 @@ interface PairJson {
     recoverableCycle: number | null;
   } | null;
   cyclesFallback: { at: string; reason: string; tracks: number; message: string } | null;
+  group: string | null;
   counters: Record<string, number>;
 }
 
@@ -54,7 +55,7 @@ const path = (pair: string): string => `/v1/pairs/${encodeURIComponent(pair)}`;
 function showPair(p: PairJson): void {
   printFields([
     ['pair', `${p.localVolume} (${p.role}) ↔ ${p.peer}:${p.remoteVolume}`], ['id', p.id], ['state', p.state],
-    ['mode', p.mode], ['link', p.link.state], ['generation', p.generation],
+    ['mode', p.mode], ...(p.group ? [['group', p.group] as [string, string]] : []), ['link', p.link.state], ['generation', p.generation],
     ['invalid tracks', `${p.invalidTracks.local} here, ${p.invalidTracks.remote ?? '?'} on ${p.peer}`],
     ['owed', `${p.tracksOwed} tracks (${formatSize(p.bytesOwed)})`], ['lag', `${p.lagSeconds.toFixed(1)} s`],
     ...(p.tracksToPull > 0 ? [['to pull from R2', `${p.tracksToPull} tracks`] as [string, string]] : []),

@@ -84,6 +84,7 @@ test('group: members switch together with the coordinator\'s tags; tables on eve
       const id = array.service.pairs.status(pair).id;
       assert.equal(array.service.groups.member.tableOf(id)?.group, 'g', `${array.service.deps.name}/${pair} keeps the table`);
     }
+    assert.equal(s.e2.service.pairs.status('db2').group, 'g', 'pair show names the group');
     await assert.rejects(s.e1.service.groups.add('g', 'db1'), (e) => isTidemarkError(e) && /already/.test(e.message));
     await assert.rejects(s.e1.service.groups.delete('g'), (e) => isTidemarkError(e) && /remove them first/.test(e.message));
     // A member stays an async R1 until it leaves the group.

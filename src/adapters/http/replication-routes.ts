@@ -57,6 +57,7 @@ export const PairStatusSchema = Type.Object({
   cycleMs: Type.Integer({ minimum: 100 }),
   cycleMemoryBytes: Type.Integer({ minimum: 0, description: "async mode: R1's cycles spill to disk above this much record data in memory." }),
   spillLimitBytes: Type.Integer({ minimum: 0, description: 'async mode: spilled cycle data above this makes R1 fall back to bitmaps (0: R1 never spills; it falls back at the memory budget).' }),
+  group: Type.Union([Type.String(), Type.Null()], { description: 'R1: the consistency group that switches this pair\'s cycles.' }),
   cyclesFallback: Type.Union([Type.Object({
     at: Type.String({ format: 'date-time' }),
     reason: literals(['capture-limit', 'spill-failed', 'peer-stopped']),

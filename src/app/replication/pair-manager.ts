@@ -108,6 +108,8 @@ export interface PairStatus {
   readonly spillLimitBytes: number;
   /** R1, async: the cycles' last unplanned fall back to bitmaps (null once they run again). */
   readonly cyclesFallback: CyclesFallback | null;
+  /** R1: the consistency group whose coordinator switches this pair's cycles (null: none). */
+  readonly group: string | null;
 }
 
 export interface CyclesFallback {
@@ -283,6 +285,7 @@ export class PairManager {
       cycleMemoryBytes: rec.cycleMemoryBytes,
       spillLimitBytes: this.host.spill ? rec.spillLimitBytes : 0,
       cyclesFallback: rec.role === 'R1' && !r.capturing ? r.cyclesFallback ?? null : null,
+      group: r.group?.name ?? null,
     };
   }
 
