@@ -235,6 +235,37 @@ test('--protect-with: a resync interrupted by another outage does not refresh th
   }
 });
 
+test('--protect-with: R1 restarting mid-resync does not refresh the clone from the half-resynced R2 either', async () => {
+  const { hub, a, b } = await twoArrays();
+  let r1 = a;
+  try {
+    await b.service.createVolume('db-r-safe', SIZE);
+    await b.service.clones.establish('db-r', 'db-r-safe');
+    await until('clone synchronized', () => b.service.clones.show('db-r', 'db-r-safe').state === 'synchronized');
+    await a.service.pairs.create({ volume: 'db', peer: 'west', remoteVolume: 'db-r', mode: 'sync', onLinkFailure: 'continue', protectWith: 'db-r-safe' });
+    await until('synchronized', () => state(a, 'db') === 'synchronized');
+    await a.service.volume('db').write(0, randomBytes(MiB));
+    const consistent = await image(b, 'db-r');
+
+    hub.partition('east', 'west');
+    await until('partitioned', () => state(a, 'db') === 'partitioned');
+    for (let off = MiB; off < 15 * MiB; off += 256 * 1024) await a.service.volume('db').write(off, randomBytes(256 * 1024));
+    const shippedBefore = a.service.pairs.status('db').counters.recordsShipped;
+    hub.heal('east', 'west');
+    await until('resync under way', () => a.service.pairs.status('db').counters.recordsShipped > shippedBefore, 20_000);
+    await a.crash(); // R1 dies mid-resync and forgets that R2's clone is held
+    hub.drop('east');
+    r1 = await startTestArray({ name: 'east', links: hub.endpoint('east'), dir: a.dir });
+    await until('resynchronized after the restart', () => state(r1, 'db') === 'synchronized', 30_000);
+    assert.equal(sha(await b.service.volume('db-r-safe').internalRead(0, SIZE)), sha(consistent),
+      'the clone still holds R2 as it was before the first resync');
+    await sameImages(r1, b);
+  } finally {
+    await r1.close();
+    await b.close();
+  }
+});
+
 test('--extents: only those ranges replicate; the rest of R2 stays writable by its hosts', async () => {
   const { a, b } = await twoArrays();
   try {

@@ -572,6 +572,7 @@ export class PairManager {
 
   private async deleteLocal(r: PairRuntime): Promise<void> {
     this.detach(r);
+    await this.host.meta.delete(protectHeldKey(r.record.id));
     await r.volume.persistBitmaps();
     const release = await r.volume.holdWrites();
     try {
@@ -606,7 +607,7 @@ export class PairManager {
     try {
       await this.rpc.request(r.record.peer, { op: 'pair.protect', pair: r.record.id }, [], PROTECT_TIMEOUT_MS);
       r.needsProtection = false;
-      r.protectionHeld = true;
+      r.protectionTaken();
       r.kickPush();
     } catch (error) {
       r.lastError = `protecting R2 before the resync failed (will retry): ${error instanceof Error ? error.message : String(error)}`;
@@ -934,9 +935,20 @@ export class PairManager {
     rpc.handle('pair.protect', async (peer, h) => {
       const r = this.halfFor(peer, h, 'R2');
       if (r.record.protectWith === null || !this.host.protect) return { header: { protected: false }, segments: [] };
+      // The clone already holds R2's last consistent image and R2 has not been whole since (a resync
+      // interrupted, R1 restarted meanwhile): refreshing it now would copy a half-resynced R2.
+      if (await this.host.meta.read(protectHeldKey(r.record.id))) return { header: { protected: true, kept: true }, segments: [] };
       await this.host.protect(r.record.localVolume, r.record.protectWith);
+      await this.host.meta.write(protectHeldKey(r.record.id), new TextEncoder().encode(String(this.host.nowMs())));
       this.host.onEvent('replica protected by a clone split before resync', { pair: r.record.id, clone: r.record.protectWith });
       return { header: { protected: true }, segments: [] };
+    });
+    rpc.handle('pair.protect-release', async (peer, h) => {
+      const r = this.halfFor(peer, h, 'R2');
+      // R2 is whole: durable first, then the next resync may refresh the clone from it.
+      await r.volume.internalFlush();
+      await this.host.meta.delete(protectHeldKey(r.record.id));
+      return { header: {}, segments: [] };
     });
     rpc.handle('pair.clear-own', async (peer, h) => {
       const r = this.halfFor(peer, h, 'R2');
@@ -1038,3 +1050,6 @@ function refuseIfGrouped(r: PairRuntime, what: string): void {
       `pair ${r.record.localVolume} is in consistency group ${r.group.name}: remove it from the group before you ${what}`, { group: r.group.name });
   }
 }
+
+/** On R2: its protection clone holds the last consistent image until R1 says R2 is whole again. */
+const protectHeldKey = (pairId: string): string => `protect-held/${pairId}`;
