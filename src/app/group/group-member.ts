@@ -11,6 +11,7 @@
 import { ErrorCode, TidemarkError, invalidArgument, invalidState, notFound } from '../../core/errors.js';
 import { memberKey, parseMembershipTable, type GroupMemberRef, type MembershipTable } from '../../core/group/group-record.js';
 import { decideGroupRecovery, type GroupRecoveryDecision, type MemberRecoveryInput, type RecoveryAction } from '../../core/group/group-recovery.js';
+import { decodeJson, encodeJson } from '../../core/lib/checksummed-record.js';
 import type { MetaStore } from '../../ports/meta-store.js';
 import type { Timers } from '../../ports/timers.js';
 import type { PairManager } from '../replication/pair-manager.js';
@@ -102,7 +103,8 @@ interface Window {
 }
 
 const tableKey = (pairId: string): string => `group-member/${pairId}`;
-const encode = (value: unknown): Uint8Array => new TextEncoder().encode(JSON.stringify(value));
+const listsMember = (table: MembershipTable, array: string, volume: string): boolean =>
+  table.members.some((m) => m.array === array && m.volume === volume);
 
 export class GroupMemberSide {
   private readonly windows = new Map<string, Window>();
@@ -125,7 +127,7 @@ export class GroupMemberSide {
     for (const key of await this.host.meta.list('group-member/')) {
       const bytes = await this.host.meta.read(key);
       if (!bytes) continue;
-      const table = parseMembershipTable(JSON.parse(new TextDecoder().decode(bytes)), key);
+      const table = parseMembershipTable(decodeJson(bytes, key), key);
       const pairId = key.slice('group-member/'.length);
       const r = this.host.pairs.halfById(pairId);
       if (!r) {
@@ -169,8 +171,7 @@ export class GroupMemberSide {
           continue;
         }
         r.group = undefined;
-        this.tables.delete(r.record.id);
-        await this.host.meta.delete(tableKey(r.record.id));
+        await this.keepTable(r.record.id, null);
         await this.tellR2(r, null, null).catch(() => undefined);
         this.host.onEvent('pair left a group that no longer counts it', { pair: r.record.id, group: table.group });
       }
@@ -270,13 +271,13 @@ export class GroupMemberSide {
         this.closeWindow(volume);
         return { kind: 'window-closed' };
       case 'store-table': {
-        const mine = command.table.members.some((m) => m.array === this.host.arrayName && m.volume === volume);
+        const mine = listsMember(command.table, this.host.arrayName, volume);
         // A pair that left (suspended by its group, or by the operator) does not come back by
         // itself when a restarted coordinator announces its old table: it is added again explicitly.
         if (mine && r.group?.name !== command.table.group && r.record.intent !== 'replicating') {
           return { kind: 'not-member', reason: r.lastError ?? `pair ${volume} is ${r.record.intent}` };
         }
-        await this.storeTable(volume, r, command.table);
+        await this.storeTable(volume, r, command.table, mine);
         return { kind: 'table-stored', version: command.table.version };
       }
       case 'evict':
@@ -334,29 +335,37 @@ export class GroupMemberSide {
   private async leaveAndSuspend(volume: string, reason: string): Promise<void> {
     const r = this.host.pairs.runtime(volume);
     const suspended = this.host.pairs.suspendForGroup(volume, reason);
-    this.tables.delete(r.record.id);
+    const forgotten = this.keepTable(r.record.id, null);
     await suspended;
-    await this.host.meta.delete(tableKey(r.record.id));
+    await forgotten;
     await this.tellR2(r, null, null).catch(() => undefined);
   }
 
-  private async storeTable(volume: string, r: PairRuntime, table: MembershipTable): Promise<void> {
-    const mine = table.members.some((m) => m.array === this.host.arrayName && m.volume === volume);
+  /** This array's copy of a half's membership table (null: the half is in no group). */
+  private async keepTable(pairId: string, table: MembershipTable | null): Promise<void> {
+    if (table) {
+      this.tables.set(pairId, table);
+      await this.host.meta.write(tableKey(pairId), encodeJson(table));
+    } else {
+      this.tables.delete(pairId);
+      await this.host.meta.delete(tableKey(pairId));
+    }
+  }
+
+  private async storeTable(volume: string, r: PairRuntime, table: MembershipTable, mine: boolean): Promise<void> {
     const a = r.capturing ? r.asyncR1! : undefined;
     if (mine) {
       if (r.group && r.group.name !== table.group) throw invalidState(`pair ${volume} is in group ${r.group.name}`);
       // No window is open while a table is stored: the capture cycle can take the group's tag.
       if (a && a.groupFrom === null) a.enterGroup(table.tag);
       r.group = { name: table.group, tag: table.tag };
-      await this.host.meta.write(tableKey(r.record.id), encode(table));
-      this.tables.set(r.record.id, table);
+      await this.keepTable(r.record.id, table);
       await this.tellR2(r, table, a?.groupFrom ?? null);
     } else {
       r.group = undefined;
       if (a && a.groupFrom !== null) a.leaveGroup();
       this.closeWindow(volume);
-      this.tables.delete(r.record.id);
-      await this.host.meta.delete(tableKey(r.record.id));
+      await this.keepTable(r.record.id, null);
       await this.tellR2(r, null, null);
     }
   }
@@ -462,14 +471,7 @@ export class GroupMemberSide {
       const pairId = String(h.pair);
       const r = this.host.pairs.halfById(pairId, peer);
       if (!r || r.record.role !== 'R2') throw notFound(`no R2 half of pair ${pairId} with ${peer} on ${this.host.arrayName}`);
-      if (h.table === null) {
-        this.tables.delete(pairId);
-        await this.host.meta.delete(tableKey(pairId));
-      } else {
-        const table = parseMembershipTable(h.table, 'group.r2-table');
-        await this.host.meta.write(tableKey(pairId), encode(table));
-        this.tables.set(pairId, table);
-      }
+      await this.keepTable(pairId, h.table === null ? null : parseMembershipTable(h.table, 'group.r2-table'));
       const groupFrom = h.groupFrom;
       if (groupFrom !== null && !Number.isSafeInteger(groupFrom)) throw invalidArgument('bad group.r2-table');
       if (r.asyncR2 && !r.asyncR2.stopped && (h.table === null || groupFrom !== null)) await r.asyncR2.setGroupFrom(groupFrom as number | null);

@@ -8,6 +8,7 @@ import type { CycleRecord, R1Message, R2Message } from '../../core/replication/c
 import { decodeMessage, encodeMessage, type Segment } from '../../core/replication/peer-messages.js';
 import type { ByteRange } from '../../core/replication/cycles/record-ranges.js';
 import { ErrorCode, TidemarkError, isTidemarkError } from '../../core/errors.js';
+import { decodeJson, encodeJson } from '../../core/lib/checksummed-record.js';
 import type { MetaStore } from '../../ports/meta-store.js';
 import type { Volume } from '../volume/volume.js';
 import type { MemberRecoveryInput, RecoveryAction } from '../../core/group/group-recovery.js';
@@ -333,6 +334,16 @@ const appliedKey = (pairId: string): string => `cycles/${pairId}/applied`;
 const COMMIT_SUFFIX = '.committed';
 const commitKey = (pairId: string, cycle: number): string => `${cycleKey(pairId, cycle)}${COMMIT_SUFFIX}`;
 
+/** R2's image is R1's at the end of `appliedCycle`; cycles from `groupFrom` on carry a group's tags. */
+interface AppliedRecord {
+  readonly appliedCycle: number;
+  readonly appliedTag: number | null;
+  readonly groupFrom?: number | null;
+}
+
+const writeApplied = (host: Pick<R2AsyncHost, 'meta' | 'pairId'>, record: AppliedRecord): Promise<void> =>
+  host.meta.write(appliedKey(host.pairId), encodeJson(record));
+
 export interface R2AsyncHost {
   readonly volume: Volume;
   readonly meta: MetaStore;
@@ -364,7 +375,7 @@ export class R2Async {
   /** A fresh start at R1's first cycle: whatever earlier cycles left is dropped. */
   static async start(host: R2AsyncHost, firstCycle: number, groupFrom: number | null = null): Promise<R2Async> {
     await R2Async.dropAll(host);
-    await host.meta.write(appliedKey(host.pairId), encodeJson({ appliedCycle: firstCycle - 1, appliedTag: null, groupFrom }));
+    await writeApplied(host, { appliedCycle: firstCycle - 1, appliedTag: null, groupFrom });
     const g = host.volume.geometry;
     return new R2Async(host, new R2Cycles({ volumeBytes: g.sizeBytes, recordBytes: g.recordBytes }, { appliedCycle: firstCycle - 1, appliedTag: null }), groupFrom);
   }
@@ -373,7 +384,7 @@ export class R2Async {
   static async recover(host: R2AsyncHost): Promise<R2Async | undefined> {
     const appliedBytes = await host.meta.read(appliedKey(host.pairId));
     if (!appliedBytes) return undefined;
-    const applied = JSON.parse(new TextDecoder().decode(appliedBytes)) as { appliedCycle: number; appliedTag: number | null; groupFrom?: number | null };
+    const applied = decodeJson(appliedBytes, appliedKey(host.pairId)) as AppliedRecord;
     const cycles: PersistedCycle[] = [];
     const keys = await host.meta.list(`cycles/${host.pairId}/`);
     const markers = new Set(keys.filter((k) => k.endsWith(COMMIT_SUFFIX)));
@@ -472,7 +483,7 @@ export class R2Async {
         await Promise.all(action.records.flatMap((r) => r.ranges.map((range) =>
           host.volume.internalWrite(r.record * host.volume.geometry.recordBytes + range.start, r.data.slice(range.start, range.end), options))));
         await host.volume.internalFlush();
-        await host.meta.write(appliedKey(host.pairId), encodeJson({ appliedCycle: action.cycle, appliedTag: action.tag, groupFrom: this.groupFromCycle }));
+        await writeApplied(host, { appliedCycle: action.cycle, appliedTag: action.tag, groupFrom: this.groupFromCycle });
         await host.meta.delete(cycleKey(host.pairId, action.cycle));
         await host.meta.delete(commitKey(host.pairId, action.cycle));
         this.persisted.delete(action.cycle);
@@ -500,8 +511,8 @@ export class R2Async {
   setGroupFrom(cycle: number | null): Promise<void> {
     this.groupFromCycle = cycle;
     // Through the action chain: an apply writes the same record and must not write an older value after it.
-    const done = this.busy.then(() => this.host.meta.write(appliedKey(this.host.pairId),
-      encodeJson({ appliedCycle: this.cycles.appliedCycle, appliedTag: this.cycles.appliedTag, groupFrom: this.groupFromCycle })));
+    const done = this.busy.then(() => writeApplied(this.host,
+      { appliedCycle: this.cycles.appliedCycle, appliedTag: this.cycles.appliedTag, groupFrom: this.groupFromCycle }));
     this.busy = done.catch((error: unknown) => this.host.onError(error));
     return done;
   }
@@ -555,4 +566,3 @@ export class R2Async {
   }
 }
 
-const encodeJson = (value: unknown): Uint8Array => new TextEncoder().encode(JSON.stringify(value));
