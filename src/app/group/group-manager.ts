@@ -129,9 +129,7 @@ export class GroupManager {
     let tag = table.tag;
     for (const m of table.members) {
       try {
-        const status = m.array === this.host.arrayName
-          ? this.member.memberStatus(m.volume)
-          : (await this.host.rpc.request(m.array, { op: 'group.member-status', volume: m.volume }, [], 5000)).header.status as MemberStatus;
+        const status = await this.memberStatus(m, 5000);
         if (status.captureTag !== null) tag = Math.max(tag, status.captureTag);
       } catch {
         // Unreachable: its tag is at most one switch ahead of those reached, which the redone switch and the next one cover.
@@ -142,6 +140,13 @@ export class GroupManager {
     this.startCoordinating(record);
     this.host.onEvent('group coordinator role taken over', { group: name, from: table.coordinator, epoch: record.epoch, tag });
     return this.show(name);
+  }
+
+  /** A member's cycles as its R1 array reports them (this array's own directly). */
+  private async memberStatus(m: GroupMemberRef, timeoutMs: number): Promise<MemberStatus> {
+    if (m.array === this.host.arrayName) return this.member.memberStatus(m.volume);
+    const reply = await this.host.rpc.request(m.array, { op: 'group.member-status', volume: m.volume }, [], timeoutMs);
+    return reply.header.status as MemberStatus;
   }
 
   private coordinatedGroup(name: string): CoordinatedGroup {
@@ -240,9 +245,7 @@ export class GroupManager {
     }
     const members = await Promise.all(g.record.members.map(async (m): Promise<GroupMemberView> => {
       try {
-        const status = m.array === this.host.arrayName
-          ? this.member.memberStatus(m.volume)
-          : (await this.host.rpc.request(m.array, { op: 'group.member-status', volume: m.volume }, [], 2000)).header.status as MemberStatus;
+        const status = await this.memberStatus(m, 2000);
         return { ...m, member: memberKey(m), status, error: null };
       } catch (error) {
         return { ...m, member: memberKey(m), status: null, error: error instanceof Error ? error.message : String(error) };
