@@ -702,7 +702,7 @@ export class PairManager {
 
   /** Before shipping owed tracks to R2 (a resync): protect R2 first if the pair says so. */
   private startResync(r: PairRuntime): void {
-    if (r.record.protectWith !== null && r.owed.count > 0 && !r.protectionHeld) {
+    if (r.record.protectWith !== null && r.owed.count > 0) {
       r.needsProtection = true;
       void this.protectReplica(r);
     } else {

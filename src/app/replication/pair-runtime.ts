@@ -126,21 +126,17 @@ export class PairRuntime {
   needsProtection = false;
   protectionInFlight = false;
 
-  /** R2 split its protection clone for a resync: it holds it until a push leaves R2 whole. */
-  protectionTaken(): void {
-    this.protectionHeld = true;
-    this.protectReleaseOwed = true;
-  }
   /**
-   * R2's protection clone holds its last consistent image and R2 has not been whole since: a resync
-   * interrupted and started again must not refresh the clone from a half-resynced R2.
-   */
-  protectionHeld = false;
-  /**
-   * R2 may keep its protection clone held (it persists that; an R1 restart forgets it): once a push
-   * leaves R2 whole, R2 is told it may refresh the clone at the next resync.
+   * R2 holds its protection clone (R2 persists that, and keeps the clone through interrupted
+   * resyncs): once a push leaves R2 whole, R2 is told it may refresh the clone at the next resync.
+   * True at start: an earlier incarnation of R1 may have left it held.
    */
   private protectReleaseOwed = true;
+
+  /** R2 split (or kept) its protection clone for a resync. */
+  protectionTaken(): void {
+    this.protectReleaseOwed = true;
+  }
 
   constructor(
     public record: PairRecord,
@@ -519,13 +515,10 @@ export class PairRuntime {
     void this.push().finally(() => {
       this.pushing = false;
       // R2 is whole again: the next resync may refresh the protection clone.
-      if (this.quiet && this.replicatingNow) {
-        this.protectionHeld = false;
-        if (this.record.protectWith !== null && this.protectReleaseOwed) {
-          this.protectReleaseOwed = false;
-          this.rpc.request(this.record.peer, { op: 'pair.protect-release', pair: this.record.id }, [], this.timeouts.copyAckMs)
-            .catch(() => { this.protectReleaseOwed = true; });
-        }
+      if (this.quiet && this.replicatingNow && this.record.protectWith !== null && this.protectReleaseOwed) {
+        this.protectReleaseOwed = false;
+        this.rpc.request(this.record.peer, { op: 'pair.protect-release', pair: this.record.id }, [], this.timeouts.copyAckMs)
+          .catch(() => { this.protectReleaseOwed = true; });
       }
     });
   }
