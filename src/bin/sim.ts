@@ -37,8 +37,8 @@ async function main(): Promise<number> {
     seeds = seedRange(start, count);
   }
   const single = values.seed !== undefined;
-  if (values.suite === 'pair') return runPairSuite(seeds, single, values.verbose === true, values.trace === true);
-  if (values.suite === 'cycles') return runCyclesSuite(seeds, single, values.verbose === true, values.trace === true);
+  if (values.suite === 'pair') return runSuite(PAIR_SUITE, seeds, single, values.verbose === true, values.trace === true);
+  if (values.suite === 'cycles') return runSuite(CYCLES_SUITE, seeds, single, values.verbose === true, values.trace === true);
   const summary = await runSeeds(seeds, {
     now: () => performance.now(),
     ...(values.trace ? { trace: (line: string) => console.log(line) } : {}),
@@ -61,48 +61,49 @@ async function main(): Promise<number> {
   return summary.failures.length === 0 ? 0 : 1;
 }
 
-async function runPairSuite(seeds: Iterable<number>, single: boolean, verbose: boolean, trace: boolean): Promise<number> {
-  const started = performance.now();
-  const failed: number[] = [];
-  let count = 0;
-  for (const seed of seeds) {
-    count++;
-    const r = await runPairSeed(seed, undefined, trace ? (line) => console.log(line) : undefined);
-    if (!r.ok) {
-      failed.push(seed);
-      console.log(`FAIL seed ${seed}: ${r.failure}`);
-      console.log(`  config: ${describePairConfig(r.config)}`);
-      console.log(`  reproduce: npm run sim -- --suite pair --seed ${seed} --trace`);
-    } else if (verbose || single) {
-      console.log(`ok   seed ${seed}: ${r.acked} writes acknowledged, ${r.crashes} crashes, ${r.partitions} partitions, ` +
-        `${r.events} events, ${r.virtualMs.toFixed(1)} virtual ms (${describePairConfig(r.config)})`);
-    }
-  }
-  const seconds = (performance.now() - started) / 1000;
-  console.log(`${failed.length === 0 ? 'PASS' : 'FAIL'}: ${count} pair seeds, ${failed.length} failed, ${seconds.toFixed(1)} s` +
-    (failed.length > 0 ? `; failing seeds: ${failed.join(' ')}` : ''));
-  return failed.length === 0 ? 0 : 1;
+/** One seeded suite beyond the volume one: how to run a seed, describe its config and summarize a passing run. */
+interface SeedSuite<R extends { readonly ok: boolean; readonly failure?: string }> {
+  readonly name: string;
+  run(seed: number, trace: ((line: string) => void) | undefined): Promise<R>;
+  config(result: R): string;
+  passed(result: R): string;
 }
 
-async function runCyclesSuite(seeds: Iterable<number>, single: boolean, verbose: boolean, trace: boolean): Promise<number> {
+const PAIR_SUITE: SeedSuite<Awaited<ReturnType<typeof runPairSeed>>> = {
+  name: 'pair',
+  run: (seed, trace) => runPairSeed(seed, undefined, trace),
+  config: (r) => describePairConfig(r.config),
+  passed: (r) => `${r.acked} writes acknowledged, ${r.crashes} crashes, ${r.partitions} partitions, ${r.events} events, ${r.virtualMs.toFixed(1)} virtual ms`,
+};
+
+const CYCLES_SUITE: SeedSuite<Awaited<ReturnType<typeof runCyclesSeed>>> = {
+  name: 'cycles',
+  run: (seed, trace) => runCyclesSeed(seed, {}, trace ? { trace } : {}),
+  config: (r) => describeCyclesConfig(r.config),
+  passed: (r) => `${r.writesAcked} writes acknowledged, ${r.switches} switches, ${r.coordinatorCrashes} coordinator crashes, ` +
+    `${r.evictions} evictions, ${r.r2Crashes} R2 crashes, recovered ${r.recoveredWrites ?? '-'}`,
+};
+
+async function runSuite<R extends { readonly ok: boolean; readonly failure?: string }>(
+  suite: SeedSuite<R>, seeds: Iterable<number>, single: boolean, verbose: boolean, trace: boolean,
+): Promise<number> {
   const started = performance.now();
   const failed: number[] = [];
   let count = 0;
   for (const seed of seeds) {
     count++;
-    const r = await runCyclesSeed(seed, {}, trace ? { trace: (line) => console.log(line) } : {});
+    const r = await suite.run(seed, trace ? (line) => console.log(line) : undefined);
     if (!r.ok) {
       failed.push(seed);
       console.log(`FAIL seed ${seed}: ${r.failure}`);
-      console.log(`  config: ${describeCyclesConfig(r.config)}`);
-      console.log(`  reproduce: npm run sim -- --suite cycles --seed ${seed} --trace`);
+      console.log(`  config: ${suite.config(r)}`);
+      console.log(`  reproduce: npm run sim -- --suite ${suite.name} --seed ${seed} --trace`);
     } else if (verbose || single) {
-      console.log(`ok   seed ${seed}: ${r.writesAcked} writes acknowledged, ${r.switches} switches, ${r.coordinatorCrashes} coordinator crashes, ` +
-        `${r.evictions} evictions, ${r.r2Crashes} R2 crashes, recovered ${r.recoveredWrites ?? '-'} (${describeCyclesConfig(r.config)})`);
+      console.log(`ok   seed ${seed}: ${suite.passed(r)} (${suite.config(r)})`);
     }
   }
   const seconds = (performance.now() - started) / 1000;
-  console.log(`${failed.length === 0 ? 'PASS' : 'FAIL'}: ${count} cycles seeds, ${failed.length} failed, ${seconds.toFixed(1)} s` +
+  console.log(`${failed.length === 0 ? 'PASS' : 'FAIL'}: ${count} ${suite.name} seeds, ${failed.length} failed, ${seconds.toFixed(1)} s` +
     (failed.length > 0 ? `; failing seeds: ${failed.join(' ')}` : ''));
   return failed.length === 0 ? 0 : 1;
 }
