@@ -171,14 +171,29 @@ test('swap reverses the direction over the same link; R2-side failover with the 
   }
 });
 
+/** A sync pair db → db-r protected by the clone session db-r → db-r-safe on west, synchronized. */
+async function protectedSyncPair(a: TestArray, b: TestArray): Promise<void> {
+  await b.service.createVolume('db-r-safe', SIZE);
+  await b.service.clones.establish('db-r', 'db-r-safe');
+  await until('clone synchronized', () => b.service.clones.show('db-r', 'db-r-safe').state === 'synchronized');
+  await a.service.pairs.create({ volume: 'db', peer: 'west', remoteVolume: 'db-r', mode: 'sync', onLinkFailure: 'continue', protectWith: 'db-r-safe' });
+  await until('synchronized', () => state(a, 'db') === 'synchronized');
+}
+
+/** An outage during which 14 MiB is written, then a resync that has shipped something but not everything. */
+async function resyncUnderWay(hub: SimLinks, a: TestArray): Promise<void> {
+  hub.partition('east', 'west');
+  await until('partitioned', () => state(a, 'db') === 'partitioned');
+  for (let off = MiB; off < 15 * MiB; off += 256 * 1024) await a.service.volume('db').write(off, randomBytes(256 * 1024));
+  const shippedBefore = a.service.pairs.status('db').counters.recordsShipped;
+  hub.heal('east', 'west');
+  await until('resync under way', () => a.service.pairs.status('db').counters.recordsShipped > shippedBefore, 20_000);
+}
+
 test('--protect-with: before each resync R2\'s clone is split, holding R2\'s last consistent image', async () => {
   const { hub, a, b } = await twoArrays();
   try {
-    await b.service.createVolume('db-r-safe', SIZE);
-    await b.service.clones.establish('db-r', 'db-r-safe');
-    await until('clone synchronized', () => b.service.clones.show('db-r', 'db-r-safe').state === 'synchronized');
-    await a.service.pairs.create({ volume: 'db', peer: 'west', remoteVolume: 'db-r', mode: 'sync', onLinkFailure: 'continue', protectWith: 'db-r-safe' });
-    await until('synchronized', () => state(a, 'db') === 'synchronized');
+    await protectedSyncPair(a, b);
     const db = a.service.volume('db');
     const first = randomBytes(64 * 1024);
     await db.write(MiB, first);
@@ -205,22 +220,13 @@ test('--protect-with: before each resync R2\'s clone is split, holding R2\'s las
 test('--protect-with: a resync interrupted by another outage does not refresh the clone from the half-resynced R2', async () => {
   const { hub, a, b } = await twoArrays();
   try {
-    await b.service.createVolume('db-r-safe', SIZE);
-    await b.service.clones.establish('db-r', 'db-r-safe');
-    await until('clone synchronized', () => b.service.clones.show('db-r', 'db-r-safe').state === 'synchronized');
-    await a.service.pairs.create({ volume: 'db', peer: 'west', remoteVolume: 'db-r', mode: 'sync', onLinkFailure: 'continue', protectWith: 'db-r-safe' });
-    await until('synchronized', () => state(a, 'db') === 'synchronized');
+    await protectedSyncPair(a, b);
     const db = a.service.volume('db');
     await db.write(0, randomBytes(MiB));
     const consistent = await image(b, 'db-r');
 
-    hub.partition('east', 'west');
-    await until('partitioned', () => state(a, 'db') === 'partitioned');
-    for (let off = MiB; off < 15 * MiB; off += 256 * 1024) await db.write(off, randomBytes(256 * 1024));
-    const shippedBefore = a.service.pairs.status('db').counters.recordsShipped;
-    hub.heal('east', 'west');
-    // Cut again once the resync has shipped something but not everything.
-    await until('resync under way', () => a.service.pairs.status('db').counters.recordsShipped > shippedBefore, 20_000);
+    await resyncUnderWay(hub, a);
+    // Cut again while it runs.
     hub.partition('east', 'west');
     assert.notEqual(state(a, 'db'), 'synchronized', 'the second outage came mid-resync');
     await until('partitioned again', () => state(a, 'db') === 'partitioned');
@@ -239,20 +245,11 @@ test('--protect-with: R1 restarting mid-resync does not refresh the clone from t
   const { hub, a, b } = await twoArrays();
   let r1 = a;
   try {
-    await b.service.createVolume('db-r-safe', SIZE);
-    await b.service.clones.establish('db-r', 'db-r-safe');
-    await until('clone synchronized', () => b.service.clones.show('db-r', 'db-r-safe').state === 'synchronized');
-    await a.service.pairs.create({ volume: 'db', peer: 'west', remoteVolume: 'db-r', mode: 'sync', onLinkFailure: 'continue', protectWith: 'db-r-safe' });
-    await until('synchronized', () => state(a, 'db') === 'synchronized');
+    await protectedSyncPair(a, b);
     await a.service.volume('db').write(0, randomBytes(MiB));
     const consistent = await image(b, 'db-r');
 
-    hub.partition('east', 'west');
-    await until('partitioned', () => state(a, 'db') === 'partitioned');
-    for (let off = MiB; off < 15 * MiB; off += 256 * 1024) await a.service.volume('db').write(off, randomBytes(256 * 1024));
-    const shippedBefore = a.service.pairs.status('db').counters.recordsShipped;
-    hub.heal('east', 'west');
-    await until('resync under way', () => a.service.pairs.status('db').counters.recordsShipped > shippedBefore, 20_000);
+    await resyncUnderWay(hub, a);
     await a.crash(); // R1 dies mid-resync and forgets that R2's clone is held
     hub.drop('east');
     r1 = await startTestArray({ name: 'east', links: hub.endpoint('east'), dir: a.dir });
