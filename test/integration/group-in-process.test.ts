@@ -6,6 +6,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { startTestArray, type TestArray } from '../helpers/in-process-array.js';
 import { inProcessLinks, type SimLinks } from '../../src/sim/sim-links.js';
 import { isTidemarkError } from '../../src/core/errors.js';
+import type { PairCreateOptions } from '../../src/app/replication/pair-manager.js';
 
 const MiB = 1024 * 1024;
 const SIZE = 8 * MiB;
@@ -32,18 +33,33 @@ interface Site {
 const start = (hub: SimLinks, name: string, dir?: string): Promise<TestArray> =>
   startTestArray({ name, links: hub.endpoint(name), groupWindowTimeoutMs: WINDOW_MS, ...(dir ? { dir } : {}) });
 
+const nameOf = (a: TestArray): string => a.service.deps.name;
+
+/** Each two arrays become each other's peers. */
+async function peers(...links: Array<[TestArray, TestArray]>): Promise<void> {
+  for (const [a, b] of links) {
+    await a.service.addPeer(nameOf(b), '127.0.0.1:1', SECRET);
+    await b.service.addPeer(nameOf(a), '127.0.0.1:1', SECRET);
+  }
+}
+
+/** VOLUME on r1 replicated in async mode (100 ms cycles) to VOLUME-r on r2, its cycles running. */
+async function asyncPair(r1: TestArray, volume: string, r2: TestArray, options: Partial<PairCreateOptions> = {}): Promise<void> {
+  await r1.service.createVolume(volume, SIZE);
+  await r2.service.createVolume(`${volume}-r`, SIZE);
+  await r1.service.pairs.create({
+    volume, peer: nameOf(r2), remoteVolume: `${volume}-r`, mode: 'async', onLinkFailure: 'continue', cycleMs: 100, ...options,
+  });
+  await until(`async cycles of ${volume} run`, () => r1.service.pairs.status(volume).cycles !== null);
+}
+
 /** e1 and e2 each replicate one volume asynchronously to w; e1 coordinates group g with both. */
 async function site(): Promise<Site> {
   const hub = inProcessLinks();
   const [e1, e2, w] = await Promise.all([start(hub, 'e1'), start(hub, 'e2'), start(hub, 'w')]);
-  for (const [a, b] of [[e1, 'w'], [w, 'e1'], [e2, 'w'], [w, 'e2'], [e1, 'e2'], [e2, 'e1']] as const) await a.service.addPeer(b, '127.0.0.1:1', SECRET);
-  await e1.service.createVolume('db1', SIZE);
-  await e2.service.createVolume('db2', SIZE);
-  await w.service.createVolume('db1-r', SIZE);
-  await w.service.createVolume('db2-r', SIZE);
-  await e1.service.pairs.create({ volume: 'db1', peer: 'w', remoteVolume: 'db1-r', mode: 'async', onLinkFailure: 'continue', cycleMs: 100 });
-  await e2.service.pairs.create({ volume: 'db2', peer: 'w', remoteVolume: 'db2-r', mode: 'async', onLinkFailure: 'continue', cycleMs: 100 });
-  await until('async cycles run', () => e1.service.pairs.status('db1').cycles !== null && e2.service.pairs.status('db2').cycles !== null);
+  await peers([e1, w], [e2, w], [e1, e2]);
+  await asyncPair(e1, 'db1', w);
+  await asyncPair(e2, 'db2', w);
   await e1.service.groups.create('g', 100);
   await e1.service.groups.add('g', 'db1');
   await e2.service.groups.add('g', 'db2'); // on the member's array: found the coordinator among its peers
@@ -227,16 +243,9 @@ test('group: losing the coordinator stops switching (writes go on); another arra
   const [c, e1, e2, w] = await Promise.all([start(hub, 'c'), start(hub, 'e1'), start(hub, 'e2'), start(hub, 'w')]);
   let old: TestArray | undefined;
   try {
-    for (const [a, b] of [[e1, 'w'], [w, 'e1'], [e2, 'w'], [w, 'e2'], [e1, 'e2'], [e2, 'e1'], [c, 'e1'], [e1, 'c'], [c, 'e2'], [e2, 'c']] as const) {
-      await a.service.addPeer(b, '127.0.0.1:1', SECRET);
-    }
-    await e1.service.createVolume('db1', SIZE);
-    await e2.service.createVolume('db2', SIZE);
-    await w.service.createVolume('db1-r', SIZE);
-    await w.service.createVolume('db2-r', SIZE);
-    await e1.service.pairs.create({ volume: 'db1', peer: 'w', remoteVolume: 'db1-r', mode: 'async', onLinkFailure: 'continue', cycleMs: 100 });
-    await e2.service.pairs.create({ volume: 'db2', peer: 'w', remoteVolume: 'db2-r', mode: 'async', onLinkFailure: 'continue', cycleMs: 100 });
-    await until('async cycles run', () => e1.service.pairs.status('db1').cycles !== null && e2.service.pairs.status('db2').cycles !== null);
+    await peers([e1, w], [e2, w], [e1, e2], [c, e1], [c, e2]);
+    await asyncPair(e1, 'db1', w);
+    await asyncPair(e2, 'db2', w);
     await c.service.groups.create('g', 100);
     await c.service.groups.add('g', 'db1', 'e1');
     await c.service.groups.add('g', 'db2', 'e2');
@@ -276,17 +285,9 @@ test('group: a member whose cycles fall back (R2 out of reach past its spill lim
   const hub = inProcessLinks();
   const [e1, e2, w1, w2] = await Promise.all([start(hub, 'e1'), start(hub, 'e2'), start(hub, 'w1'), start(hub, 'w2')]);
   try {
-    for (const [a, b] of [[e1, 'w1'], [w1, 'e1'], [e2, 'w2'], [w2, 'e2'], [e1, 'e2'], [e2, 'e1']] as const) await a.service.addPeer(b, '127.0.0.1:1', SECRET);
-    await e1.service.createVolume('db1', SIZE);
-    await e2.service.createVolume('db2', SIZE);
-    await w1.service.createVolume('db1-r', SIZE);
-    await w2.service.createVolume('db2-r', SIZE);
-    await e1.service.pairs.create({ volume: 'db1', peer: 'w1', remoteVolume: 'db1-r', mode: 'async', onLinkFailure: 'continue', cycleMs: 100 });
-    await e2.service.pairs.create({
-      volume: 'db2', peer: 'w2', remoteVolume: 'db2-r', mode: 'async', onLinkFailure: 'continue', cycleMs: 100,
-      cycleMemoryBytes: 64 * 1024, spillLimitBytes: 256 * 1024,
-    });
-    await until('async cycles run', () => e1.service.pairs.status('db1').cycles !== null && e2.service.pairs.status('db2').cycles !== null);
+    await peers([e1, w1], [e2, w2], [e1, e2]);
+    await asyncPair(e1, 'db1', w1);
+    await asyncPair(e2, 'db2', w2, { cycleMemoryBytes: 64 * 1024, spillLimitBytes: 256 * 1024 });
     await e1.service.groups.create('g', 100);
     await e1.service.groups.add('g', 'db1');
     await e2.service.groups.add('g', 'db2');
