@@ -186,11 +186,7 @@ export class GroupManager {
    * array that does not coordinate the group, it is passed on to the coordinator.
    */
   async add(name: string, volume: string, array = this.host.arrayName): Promise<GroupView> {
-    if (!this.coordinated.has(name) && array === this.host.arrayName) {
-      const coordinator = await this.locate(name);
-      const reply = await this.host.rpc.request(coordinator, { op: 'group.add', group: name, volume }, [], MEMBERSHIP_WAIT_MS + CONTROL_TIMEOUT_MS);
-      return reply.header.view as GroupView;
-    }
+    if (!this.coordinated.has(name) && array === this.host.arrayName) return this.onCoordinator(name, 'group.add', volume);
     const g = this.coordinatedGroup(name);
     const key = memberKey({ array, volume });
     if (g.record.members.some((m) => memberKey(m) === key)) throw new TidemarkError(ErrorCode.AlreadyExists, `${key} is already in group ${name}`);
@@ -205,11 +201,7 @@ export class GroupManager {
   }
 
   async remove(name: string, volume: string, array = this.host.arrayName): Promise<GroupView> {
-    if (!this.coordinated.has(name) && array === this.host.arrayName) {
-      const coordinator = this.member.knownGroups().find((t) => t.group === name)?.coordinator ?? await this.locate(name);
-      const reply = await this.host.rpc.request(coordinator, { op: 'group.remove', group: name, volume }, [], MEMBERSHIP_WAIT_MS + CONTROL_TIMEOUT_MS);
-      return reply.header.view as GroupView;
-    }
+    if (!this.coordinated.has(name) && array === this.host.arrayName) return this.onCoordinator(name, 'group.remove', volume);
     const g = this.coordinatedGroup(name);
     const key = memberKey({ array, volume });
     const ref = g.record.members.find((m) => memberKey(m) === key);
@@ -268,6 +260,16 @@ export class GroupManager {
   recover(name: string, options: { dryRun: boolean; force: boolean }): Promise<GroupRecoveryReport> {
     checkGroupName(name);
     return this.member.recover(name, options);
+  }
+
+  /**
+   * A membership change given to a member's array: passed to the coordinator, as named by a table
+   * this array holds or else found among its peers.
+   */
+  private async onCoordinator(name: string, op: 'group.add' | 'group.remove', volume: string): Promise<GroupView> {
+    const coordinator = this.member.knownGroups().find((t) => t.group === name)?.coordinator ?? await this.locate(name);
+    const reply = await this.host.rpc.request(coordinator, { op, group: name, volume }, [], MEMBERSHIP_WAIT_MS + CONTROL_TIMEOUT_MS);
+    return reply.header.view as GroupView;
   }
 
   /** Which peer coordinates the group (asked of every peer whose link is up). */
