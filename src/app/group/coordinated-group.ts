@@ -15,7 +15,7 @@ const TICK_MS = 20;
 /** A command without an answer is sent again after this long. */
 const RETRY_MS = 300;
 /** A member that does not open its window, switch or store the table this long is evicted. */
-export const SWITCH_TIMEOUT_MS = 2500;
+const SWITCH_TIMEOUT_MS = 2500;
 
 export interface CoordinatedGroupHost {
   readonly arrayName: string;

@@ -294,12 +294,8 @@ export class R1Async {
    */
   admission(): Promise<void> | undefined {
     if (!this.spill || this.stopped || this.spill.queuedBytes <= this.memoryBudgetBytes) return undefined;
-    this.spillWaits++;
     return this.spill.drained(this.memoryBudgetBytes / 2);
   }
-
-  /** Host writes that waited for the spill disk (for status). */
-  spillWaits = 0;
 
   get memoryBytes(): number {
     return this.cycles.memoryBytes + (this.spill?.queuedBytes ?? 0);
@@ -502,10 +498,6 @@ export class R2Async {
   }
 
   // ---- consistency groups ----
-
-  get groupFrom(): number | null {
-    return this.groupFromCycle;
-  }
 
   /** R1 joined (or left: null) a group: cycles from `cycle` on carry the coordinator's tags. */
   setGroupFrom(cycle: number | null): Promise<void> {
