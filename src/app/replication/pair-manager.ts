@@ -605,9 +605,9 @@ export class PairManager {
     if (r.protectionInFlight || !r.linkUp) return;
     r.protectionInFlight = true;
     try {
-      await this.rpc.request(r.record.peer, { op: 'pair.protect', pair: r.record.id }, [], PROTECT_TIMEOUT_MS);
+      await this.rpc.request(r.record.peer, { op: 'pair.protect', pair: r.record.id, whole: r.r2WholeSinceProtection }, [], PROTECT_TIMEOUT_MS);
       r.needsProtection = false;
-      r.protectionTaken();
+      r.r2WholeSinceProtection = false;
       r.kickPush();
     } catch (error) {
       r.lastError = `protecting R2 before the resync failed (will retry): ${error instanceof Error ? error.message : String(error)}`;
@@ -702,6 +702,7 @@ export class PairManager {
 
   /** Before shipping owed tracks to R2 (a resync): protect R2 first if the pair says so. */
   private startResync(r: PairRuntime): void {
+    r.noteR2WholeIfQuiet();
     if (r.record.protectWith !== null && r.owed.count > 0) {
       r.needsProtection = true;
       void this.protectReplica(r);
@@ -935,20 +936,13 @@ export class PairManager {
     rpc.handle('pair.protect', async (peer, h) => {
       const r = this.halfFor(peer, h, 'R2');
       if (r.record.protectWith === null || !this.host.protect) return { header: { protected: false }, segments: [] };
-      // The clone already holds R2's last consistent image and R2 has not been whole since (a resync
-      // interrupted, R1 restarted meanwhile): refreshing it now would copy a half-resynced R2.
-      if (await this.host.meta.read(protectHeldKey(r.record.id))) return { header: { protected: true, kept: true }, segments: [] };
+      // The clone already holds R2's last consistent image and R1 has not seen R2 whole since (a
+      // resync interrupted, R1 restarted meanwhile): refreshing it now would copy a half-resynced R2.
+      if (h.whole !== true && await this.host.meta.read(protectHeldKey(r.record.id))) return { header: { protected: true, kept: true }, segments: [] };
       await this.host.protect(r.record.localVolume, r.record.protectWith);
       await this.host.meta.write(protectHeldKey(r.record.id), new TextEncoder().encode(String(this.host.nowMs())));
       this.host.onEvent('replica protected by a clone split before resync', { pair: r.record.id, clone: r.record.protectWith });
       return { header: { protected: true }, segments: [] };
-    });
-    rpc.handle('pair.protect-release', async (peer, h) => {
-      const r = this.halfFor(peer, h, 'R2');
-      // R2 is whole: durable first, then the next resync may refresh the clone from it.
-      await r.volume.internalFlush();
-      await this.host.meta.delete(protectHeldKey(r.record.id));
-      return { header: {}, segments: [] };
     });
     rpc.handle('pair.clear-own', async (peer, h) => {
       const r = this.halfFor(peer, h, 'R2');
@@ -1051,5 +1045,5 @@ function refuseIfGrouped(r: PairRuntime, what: string): void {
   }
 }
 
-/** On R2: its protection clone holds the last consistent image until R1 says R2 is whole again. */
+/** On R2: its protection clone holds R2's last consistent image; refreshed only when R1 has seen R2 whole since. */
 const protectHeldKey = (pairId: string): string => `protect-held/${pairId}`;

@@ -127,15 +127,18 @@ export class PairRuntime {
   protectionInFlight = false;
 
   /**
-   * R2 holds its protection clone (R2 persists that, and keeps the clone through interrupted
-   * resyncs): once a push leaves R2 whole, R2 is told it may refresh the clone at the next resync.
-   * True at start: an earlier incarnation of R1 may have left it held.
+   * This R1 saw R2 whole (holding everything, within this link session) since R2 last protected
+   * its clone. Sent with the next protection request: only then may R2 refresh the clone it holds;
+   * otherwise (a resync interrupted, R1 restarted, R2 lost a session) it keeps it.
    */
-  private protectReleaseOwed = true;
+  r2WholeSinceProtection = false;
 
-  /** R2 split (or kept) its protection clone for a resync. */
-  protectionTaken(): void {
-    this.protectReleaseOwed = true;
+  /**
+   * Nothing owed or in flight: R2 acknowledged everything R1 has (in this link session; a reset
+   * clears the mark). The link need not be up now: a partition right after changes nothing R2 holds.
+   */
+  noteR2WholeIfQuiet(): void {
+    if (this.quiet && this.record.role === 'R1' && this.record.intent === 'replicating') this.r2WholeSinceProtection = true;
   }
 
   constructor(
@@ -491,6 +494,7 @@ export class PairRuntime {
   sessionReset(): void {
     this.sessionEpoch++;
     if (this.record.role !== 'R1') return;
+    this.r2WholeSinceProtection = false;
     if (this.capturing) {
       // R2 keeps its cycles durably (it recovers them); only tracks shipped before the cycles
       // started and not yet flushed there may be gone — those need a resync, which ends the cycles.
@@ -514,12 +518,7 @@ export class PairRuntime {
     this.pushing = true;
     void this.push().finally(() => {
       this.pushing = false;
-      // R2 is whole again: the next resync may refresh the protection clone.
-      if (this.quiet && this.replicatingNow && this.record.protectWith !== null && this.protectReleaseOwed) {
-        this.protectReleaseOwed = false;
-        this.rpc.request(this.record.peer, { op: 'pair.protect-release', pair: this.record.id }, [], this.timeouts.copyAckMs)
-          .catch(() => { this.protectReleaseOwed = true; });
-      }
+      this.noteR2WholeIfQuiet();
     });
   }
 
