@@ -44,6 +44,10 @@ export interface GroupStats {
   readonly members: number;
   /** Members the coordinator is waiting for now. */
   readonly waiting: number;
+  /** Seconds since the last completed switch. */
+  readonly lastSwitchAgeSeconds: number;
+  /** 1 while the group reports itself stalled (no switch for longer than its bound). */
+  readonly stalled: number;
 }
 
 export interface VolumeStats {
@@ -127,6 +131,8 @@ export class ArrayMetrics {
     groupGauge('tidemark_group_tag', 'The group\'s current capture tag (grows at every switch).', (g) => g.tag);
     groupGauge('tidemark_group_switches', 'Cycle switches since the coordinator started.', (g) => g.switches);
     groupGauge('tidemark_group_members', 'Members of the group.', (g) => g.members);
+    groupGauge('tidemark_group_last_switch_age_seconds', 'Seconds since the group last switched cycles (the R2 images age at least this much).', (g) => g.lastSwitchAgeSeconds);
+    groupGauge('tidemark_group_stalled', '1 while the group has not switched for longer than its stall bound (group show says why).', (g) => g.stalled);
     groupGauge('tidemark_group_waiting_members', 'Members the coordinator is waiting for (a group that stays above 0 is not switching).', (g) => g.waiting);
   }
 

@@ -12,6 +12,7 @@ interface GroupJson {
   name: string; coordinator: string; cycleMs: number; phase: string; tag: number; switches: number; waitingFor: string[]; lagSeconds: number;
   members: Array<{ member: string; r2Array: string; r2Volume: string; status: MemberStatusJson | null; error: string | null }>;
   evicted: Array<{ member: string; reason: string }>;
+  lastSwitchAgeSeconds: number; stalled: { cause: string } | null;
 }
 interface RecoveryJson {
   group: string; carriedOut: boolean; targetTag: number | null; consistent: boolean; problems: string[];
@@ -27,8 +28,9 @@ const tagText = (tag: number | null): string => (tag === null ? '-' : String(tag
 function showGroup(g: GroupJson): void {
   printFields([
     ['group', g.name], ['coordinator', g.coordinator], ['cycle', `${g.cycleMs} ms`], ['phase', g.phase], ['tag', g.tag],
-    ['switches', g.switches], ['lag', `${g.lagSeconds.toFixed(1)} s`],
+    ['switches', g.switches], ['last switch', `${g.lastSwitchAgeSeconds.toFixed(1)} s ago`], ['lag', `${g.lagSeconds.toFixed(1)} s`],
     ...(g.waitingFor.length > 0 ? [['waiting for', g.waitingFor.join(', ')] as [string, string]] : []),
+    ...(g.stalled ? [['STALLED', g.stalled.cause] as [string, string]] : []),
   ]);
   process.stdout.write('\n');
   printTable(['MEMBER', 'R2', 'STATE', 'TAG', 'CAPTURE', 'TRANSMIT', 'COMMITTED', 'READY', 'LAG'], g.members.map((m) => {
@@ -37,7 +39,7 @@ function showGroup(g: GroupJson): void {
     return [m.member, `${m.r2Array}/${m.r2Volume}`, s.pairState, tagText(s.captureTag), tagText(s.captureCycle), tagText(s.transmitCycle),
       tagText(s.committedCycle), s.ready ? 'yes' : 'no', `${s.lagSeconds.toFixed(1)} s`];
   }));
-  for (const e of g.evicted) process.stdout.write(`evicted ${e.member}: ${e.reason}\n`);
+  for (const e of g.evicted) process.stdout.write(`out of the group ${e.member}: ${e.reason}\n`);
 }
 
 function showRecovery(r: RecoveryJson): void {

@@ -122,3 +122,69 @@ test('a restarted coordinator (redoSwitch) runs the switch to its recorded tag o
   c.handle({ kind: 'window-opened', member: 'a' }, 204);
   assert.deepEqual(summary(c.handle({ kind: 'window-opened', member: 'b' }, 204)), ['switch:a@6', 'switch:b@6'], 'then tags grow again');
 });
+
+test('a member that says it is out of the group (not-member) is dropped at once and the others switch without it (cycles seed 300163)', () => {
+  const c = make(['a', 'b', 'c']);
+  c.tick(100);
+  c.handle({ kind: 'ready', member: 'a', ready: true }, 101);
+  c.handle({ kind: 'ready', member: 'b', ready: true }, 101);
+  // Without the drop, c would be asked "ready?" for ever and the group would never switch again.
+  const dropped = c.handle({ kind: 'not-member', member: 'c', reason: 'fell back' }, 102);
+  // No window is open while polling: the smaller table is stored on the remaining members first
+  // (c already knows it is out).
+  assert.deepEqual(dropped.map((x) => x.kind === 'dropped' ? `${x.kind}:${x.member}:${x.reason}` : `${x.kind}:${x.member}`),
+    ['dropped:c:fell back', 'store-table:a', 'store-table:b']);
+  assert.deepEqual(c.members, ['a', 'b']);
+  assert.equal(c.phase, 'reconfiguring');
+  assert.deepEqual(c.table().members, ['a', 'b']);
+  c.handle({ kind: 'table-stored', member: 'a', version: c.table().version }, 104);
+  c.handle({ kind: 'table-stored', member: 'b', version: c.table().version }, 104);
+  assert.equal(c.phase, 'waiting');
+  c.tick(200);
+  runSwitch(c, 201, ['a', 'b']);
+  assert.equal(c.tag, 2, 'the remaining members switched');
+  // A late answer from the dropped member changes nothing.
+  assert.deepEqual(c.handle({ kind: 'not-member', member: 'c', reason: 'fell back' }, 202), []);
+  assert.deepEqual(c.members, ['a', 'b']);
+});
+
+test('a joiner that answers the table with not-member (it fell back meanwhile) is dropped, and the group goes on', () => {
+  const c = make(['a']);
+  const asked = summary(c.join('j', 10));
+  assert.deepEqual(asked, ['store-table:a', 'store-table:j']);
+  const version = c.table().version;
+  c.handle({ kind: 'table-stored', member: 'a', version }, 11);
+  const out = c.handle({ kind: 'not-member', member: 'j', reason: 'fell back' }, 11);
+  assert.deepEqual(summary(out).slice(0, 1), ['dropped:j']);
+  assert.deepEqual(summary(out).slice(1), ['store-table:a'], 'the table without the joiner is stored next');
+  c.handle({ kind: 'table-stored', member: 'a', version: c.table().version }, 12);
+  assert.equal(c.phase, 'waiting');
+  c.tick(100);
+  runSwitch(c, 101, ['a']);
+  assert.equal(c.tag, 2);
+});
+
+test('a group that cannot switch reports itself stalled with the cause and when it last switched; a switch clears it', () => {
+  const c = new GroupCoordinator({ members: ['a', 'b'], tag: 1, cycleMs: 100, retryMs: 10, switchTimeoutMs: 1000, stallAfterMs: 5000, nowMs: 0 });
+  c.tick(100);
+  runSwitch(c, 100, ['a', 'b']);
+  assert.equal(c.lastSwitchAtMs, 100);
+  c.tick(200);
+  c.handle({ kind: 'ready', member: 'a', ready: true }, 201);
+  c.handle({ kind: 'ready', member: 'b', ready: false, reason: 'cycle 7 still transmitting' }, 201);
+  assert.equal(c.stall(5099), null, 'not yet: under stallAfterMs since the last switch');
+  const stall = c.stall(5100);
+  assert.ok(stall, 'stalled after stallAfterMs');
+  assert.equal(stall.lastSwitchMs, 100);
+  assert.equal(stall.cause, 'polling: waiting for b (not ready: cycle 7 still transmitting)');
+  c.handle({ kind: 'ready', member: 'b', ready: true }, 5200);
+  c.handle({ kind: 'window-opened', member: 'a' }, 5200);
+  c.handle({ kind: 'window-opened', member: 'b' }, 5200);
+  c.handle({ kind: 'switched', member: 'a', tag: 3 }, 5201);
+  assert.match(c.stall(5201)?.cause ?? '', /^switching: waiting for b \(no answer\)$/);
+  c.handle({ kind: 'switched', member: 'b', tag: 3 }, 5202);
+  assert.equal(c.stall(5202), null, 'a switch ends the stall');
+  // An empty group is idle, not stalled.
+  const empty = new GroupCoordinator({ members: [], tag: 1, cycleMs: 100, retryMs: 10, switchTimeoutMs: 1000, stallAfterMs: 10, nowMs: 0 });
+  assert.equal(empty.stall(1_000_000), null);
+});

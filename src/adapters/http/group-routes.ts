@@ -35,7 +35,11 @@ export const GroupViewSchema = Type.Object({
     status: Type.Union([MemberStatusSchema, Type.Null()]),
     error: Nullable(Type.String()),
   })),
-  evicted: Type.Array(Type.Object({ member: Type.String(), reason: Type.String() })),
+  evicted: Type.Array(Type.Object({ member: Type.String(), reason: Type.String() }), { description: 'Members evicted, or let go because they left on their own, with why.' }),
+  lastSwitchAgeSeconds: Type.Number({ minimum: 0, description: 'Seconds since the group last switched cycles.' }),
+  stalled: Type.Union([Type.Object({ cause: Type.String({ description: 'The phase, who it waits for and what they last said.' }) }), Type.Null()], {
+    description: 'Set while the group has not switched for longer than its stall bound (10 cycles, at least 25 s).',
+  }),
 });
 export type GroupViewBody = Static<typeof GroupViewSchema>;
 

@@ -5,7 +5,7 @@
 // Tags never repeat: before any switch command with tag X goes out, X is written to the group's
 // record. After a restart the coordinator first runs the switch to that tag again (it may have
 // reached only some members; those that have it answer at once), then tags grow.
-import { GroupCoordinator, type CoordinatorCommand, type CoordinatorEvent, type CoordinatorPhase } from '../../core/group/coordinator.js';
+import { GroupCoordinator, type CoordinatorCommand, type CoordinatorEvent, type CoordinatorPhase, type GroupStall } from '../../core/group/coordinator.js';
 import { memberKey, type GroupMemberRef, type GroupRecord, type MembershipTable } from '../../core/group/group-record.js';
 import type { Timers } from '../../ports/timers.js';
 import type { MemberAnswer, MemberCommand } from './group-member.js';
@@ -57,7 +57,10 @@ export class CoordinatedGroup {
       this.refs.set(memberKey(m), m);
       this.run(this.machine.join(memberKey(m), host.nowMs()));
     }
-    this.stopTimer = host.timers.every(TICK_MS, () => this.run(this.machine.tick(host.nowMs())));
+    this.stopTimer = host.timers.every(TICK_MS, () => {
+      this.run(this.machine.tick(host.nowMs()));
+      this.noteStall();
+    });
   }
 
   get record(): GroupRecord {
@@ -79,6 +82,26 @@ export class CoordinatedGroup {
   waitingFor(): string[] {
     return this.machine.waitingFor();
   }
+
+  /** Why the group has not switched for a while (null while it switches). */
+  stall(): GroupStall | null {
+    return this.machine.stall(this.host.nowMs());
+  }
+
+  lastSwitchAgeSeconds(): number {
+    return Math.max(0, this.host.nowMs() - this.machine.lastSwitchAtMs) / 1000;
+  }
+
+  /** The timeline says when a group starts and stops being stalled, and why. */
+  private noteStall(): void {
+    const stall = this.machine.stall(this.host.nowMs());
+    if ((stall === null) === (this.stalledCause === null)) return;
+    this.stalledCause = stall?.cause ?? null;
+    if (stall) this.host.onEvent('group stalled', { group: this.recordValue.name, cause: stall.cause, lastSwitchAgeSeconds: this.lastSwitchAgeSeconds() });
+    else this.host.onEvent('group switching again', { group: this.recordValue.name });
+  }
+
+  private stalledCause: string | null = null;
 
   isMember(key: string): boolean {
     return this.machine.members.includes(key);
@@ -104,14 +127,6 @@ export class CoordinatedGroup {
     this.run(this.machine.leave(key, this.host.nowMs()));
   }
 
-  private dropMember(key: string, reason: string): void {
-    const ref = this.refs.get(key);
-    if (!ref || !this.machine.members.includes(key) || this.evictions.has(key)) return;
-    this.evictions.set(key, reason);
-    this.host.onEvent('group member left on its own', { group: this.recordValue.name, member: key, reason });
-    void this.leave(ref).catch(() => undefined);
-  }
-
   close(): void {
     this.closed = true;
     this.stopTimer();
@@ -127,6 +142,10 @@ export class CoordinatedGroup {
   private run(commands: CoordinatorCommand[]): void {
     if (this.closed) return;
     for (const command of commands) {
+      if (command.kind === 'dropped') {
+        this.recordDeparture(command.member, command.reason);
+        continue;
+      }
       if (command.kind !== 'switch') {
         this.deliver(command);
         continue;
@@ -147,7 +166,15 @@ export class CoordinatedGroup {
 
   private tagSaved: Promise<void> = Promise.resolve();
 
-  private deliver(command: CoordinatorCommand): void {
+  /** The machine let a member go that said it is out of the group: say so, and keep it out of the record. */
+  private recordDeparture(key: string, reason: string): void {
+    this.evictions.set(key, `left on its own: ${reason}`);
+    this.host.onEvent('group member left on its own', { group: this.recordValue.name, member: key, reason });
+    this.save({ ...this.recordValue, members: this.recordValue.members.filter((m) => memberKey(m) !== key) })
+      .catch((error: unknown) => this.host.onEvent('group: cannot record a departure', { group: this.recordValue.name, error: String(error) }));
+  }
+
+  private deliver(command: Exclude<CoordinatorCommand, { kind: 'dropped' }>): void {
     const ref = this.refs.get(command.member);
     if (!ref) return;
     const wire = this.toWire(command);
@@ -165,12 +192,6 @@ export class CoordinatedGroup {
         this.host.superseded(answer.coordinator, answer.epoch);
         return;
       }
-      if (answer.kind === 'not-member') {
-        // It left on its own (its window timed out after a switch, or it was told so after a
-        // restart): it would never be ready again, so the group lets it go rather than stall.
-        this.dropMember(command.member, answer.reason);
-        return;
-      }
       const event = toEvent(command.member, answer);
       if (event) this.run(this.machine.handle(event, this.host.nowMs()));
     }, () => {
@@ -178,7 +199,7 @@ export class CoordinatedGroup {
     });
   }
 
-  private toWire(command: CoordinatorCommand): MemberCommand {
+  private toWire(command: Exclude<CoordinatorCommand, { kind: 'dropped' }>): MemberCommand {
     switch (command.kind) {
       case 'query-ready': return { kind: 'query-ready', tag: this.machine.tag };
       case 'open-window': return { kind: 'open-window' };
@@ -199,12 +220,15 @@ export class CoordinatedGroup {
 
 function toEvent(member: string, answer: MemberAnswer): CoordinatorEvent | undefined {
   switch (answer.kind) {
-    case 'ready': return { kind: 'ready', member, ready: answer.ready };
+    case 'ready': return { kind: 'ready', member, ready: answer.ready, ...(answer.reason !== undefined ? { reason: answer.reason } : {}) };
     case 'window-opened': return { kind: 'window-opened', member };
     case 'switched': return { kind: 'switched', member, tag: answer.tag };
     case 'switch-failed': return { kind: 'switch-failed', member, tag: answer.tag, reason: answer.reason };
     case 'window-closed': return { kind: 'window-closed', member };
     case 'table-stored': return { kind: 'table-stored', member, version: answer.version };
-    case 'evicted': case 'not-member': case 'superseded': return undefined;
+    // It left on its own (its window timed out after a switch, it fell back, or it was told so
+    // after a restart): it would never be ready again, so the machine lets it go rather than stall.
+    case 'not-member': return { kind: 'not-member', member, reason: answer.reason };
+    case 'evicted': case 'superseded': return undefined;
   }
 }

@@ -4,6 +4,8 @@ import { ErrorCode, TidemarkError, invalidArgument, invalidState, notFound } fro
 import { decodeJson, encodeJson } from '../../core/lib/checksummed-record.js';
 import { checkGroupName, memberKey, parseGroupRecord, type GroupMemberRef, type GroupRecord } from '../../core/group/group-record.js';
 import { CoordinatedGroup } from './coordinated-group.js';
+import type { GroupStall } from '../../core/group/coordinator.js';
+import type { GroupStats } from '../metrics.js';
 import { GroupMemberSide, type GroupMemberHost, type GroupRecoveryReport, type MemberAnswer, type MemberCommand, type MemberStatus } from './group-member.js';
 
 export const DEFAULT_GROUP_CYCLE_MS = 1000;
@@ -36,9 +38,14 @@ export interface GroupView {
   readonly lagSeconds: number;
   readonly members: GroupMemberView[];
   readonly evicted: Array<{ member: string; reason: string }>;
+  /** Seconds since the last completed switch (or the coordinator's start). */
+  readonly lastSwitchAgeSeconds: number;
+  /** Set while the group has not switched for longer than its stall bound: why, in words. */
+  readonly stalled: { readonly cause: string } | null;
 }
 
 const recordKey = (name: string): string => `group/${name}`;
+const stallView = (stall: GroupStall | null): { cause: string } | null => (stall ? { cause: stall.cause } : null);
 
 export class GroupManager {
   readonly member: GroupMemberSide;
@@ -247,13 +254,15 @@ export class GroupManager {
       name, coordinator: this.host.arrayName, cycleMs: g.record.cycleMs, phase: g.phase, tag: g.tag, switches: g.switchCount,
       waitingFor: g.waitingFor(), lagSeconds: Math.max(0, ...members.map((m) => m.status?.lagSeconds ?? 0)), members,
       evicted: [...g.evictions].map(([member, reason]) => ({ member, reason })),
+      lastSwitchAgeSeconds: g.lastSwitchAgeSeconds(), stalled: stallView(g.stall()),
     };
   }
 
   /** For metrics: the groups this array coordinates. */
-  stats(): Array<{ group: string; tag: number; switches: number; members: number; waiting: number }> {
+  stats(): GroupStats[] {
     return [...this.coordinated.values()].map((g) => ({
       group: g.record.name, tag: g.tag, switches: g.switchCount, members: g.record.members.length, waiting: g.waitingFor().length,
+      lastSwitchAgeSeconds: g.lastSwitchAgeSeconds(), stalled: g.stall() ? 1 : 0,
     }));
   }
 

@@ -35,7 +35,8 @@ export type MemberCommand =
 
 /** A member's answer (the coordinator adds which member it came from). */
 export type MemberAnswer =
-  | { readonly kind: 'ready'; readonly ready: boolean }
+  /** `reason`: why not (shown when the group stalls on this member). */
+  | { readonly kind: 'ready'; readonly ready: boolean; readonly reason?: string }
   | { readonly kind: 'window-opened' }
   | { readonly kind: 'switched'; readonly tag: number }
   | { readonly kind: 'switch-failed'; readonly tag: number; readonly reason: string }
@@ -100,6 +101,15 @@ interface Window {
   opened: Promise<void>;
   switched: boolean;
   cancelTimer: () => void;
+}
+
+/** Why a member's cycles cannot switch now, in words for `group show`. */
+function notReadyReason(r: PairRuntime): string {
+  const a = r.capturing ? r.asyncR1 : undefined;
+  if (!a) return `pair is ${r.state()}${r.lastError ? ` (${r.lastError})` : ''}`;
+  if (a.groupFrom === null) return 'its cycles have not taken the group\'s tag yet';
+  const transmit = a.cycles.stats().transmit;
+  return transmit ? `cycle ${transmit.cycle} still transmitting or awaiting its commit acknowledgement` : 'previous commit not yet acknowledged';
 }
 
 const tableKey = (pairId: string): string => `group-member/${pairId}`;
@@ -248,7 +258,8 @@ export class GroupMemberSide {
         // cycles that start now start with it.
         if (r.group && !r.capturing) r.group.tag = command.tag;
         const a = r.capturing ? r.asyncR1! : undefined;
-        return { kind: 'ready', ready: a !== undefined && a.groupFrom !== null && a.cycles.isReady() };
+        if (a !== undefined && a.groupFrom !== null && a.cycles.isReady()) return { kind: 'ready', ready: true };
+        return { kind: 'ready', ready: false, reason: notReadyReason(r) };
       }
       case 'open-window':
         await this.openWindow(volume, r);

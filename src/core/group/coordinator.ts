@@ -14,6 +14,13 @@
 // switched cannot complete — so no write depending on it can begin on member B — until every
 // member has switched.
 //
+// A member that says it is no longer in the group (it fell back, left on its own, or cannot take
+// part: 'not-member') is dropped at once, in any phase, and the others go on: a member that will
+// never be ready must not hold the group (cycles seed 300163: a joiner that fell back was re-admitted
+// by a stale join and answered "not ready" for ever). A member that is merely slow or out of reach
+// still blocks switching (lag grows, nothing drifts); past stallAfterMs without a switch the group
+// reports itself stalled, with the cause, until the next switch.
+//
 // Membership changes (join, leave, eviction) wait until no window is open, then the new table is
 // stored on every member (old and new) before switching resumes. Commands are re-sent after
 // retryMs until answered, so members must treat them idempotently (a switch to the tag a member
@@ -45,6 +52,15 @@ export interface CoordinatorConfig {
    * the other member sealed the cycle that covers the same writes, and no recovery point is common.
    */
   readonly redoSwitch?: boolean;
+  /** No switch for this long: the group reports itself stalled (default: max(10 × cycleMs, 10 × switchTimeoutMs)). */
+  readonly stallAfterMs?: number;
+}
+
+/** Why a group does not switch (see GroupCoordinator.stall). */
+export interface GroupStall {
+  /** When the last switch completed (or the coordinator started). */
+  readonly lastSwitchMs: number;
+  readonly cause: string;
 }
 
 export interface MembershipTable {
@@ -61,15 +77,20 @@ export type CoordinatorCommand =
   | { readonly kind: 'close-window'; readonly member: string }
   | { readonly kind: 'store-table'; readonly member: string; readonly table: MembershipTable }
   /** The member failed to take part in a switch in time: suspend its pair (fall back to bitmaps). */
-  | { readonly kind: 'evict'; readonly member: string; readonly reason: string };
+  | { readonly kind: 'evict'; readonly member: string; readonly reason: string }
+  /** The member said it is no longer in the group: it is out of the member list (record it; nothing to send). */
+  | { readonly kind: 'dropped'; readonly member: string; readonly reason: string };
 
 export type CoordinatorEvent =
-  | { readonly kind: 'ready'; readonly member: string; readonly ready: boolean }
+  /** `reason`: why a member is not ready (for the stall report). */
+  | { readonly kind: 'ready'; readonly member: string; readonly ready: boolean; readonly reason?: string }
   | { readonly kind: 'window-opened'; readonly member: string }
   | { readonly kind: 'switched'; readonly member: string; readonly tag: number }
   | { readonly kind: 'switch-failed'; readonly member: string; readonly tag: number; readonly reason: string }
   | { readonly kind: 'window-closed'; readonly member: string }
-  | { readonly kind: 'table-stored'; readonly member: string; readonly version: number };
+  | { readonly kind: 'table-stored'; readonly member: string; readonly version: number }
+  /** The member is not in the group any more (fell back, left on its own): it will never be ready. */
+  | { readonly kind: 'not-member'; readonly member: string; readonly reason: string };
 
 export type CoordinatorPhase = 'waiting' | 'polling' | 'opening' | 'switching' | 'closing' | 'reconfiguring';
 
@@ -82,6 +103,9 @@ export class GroupCoordinator {
   /** Members whose answer the current phase still waits for, with when they were last asked. */
   private readonly awaiting = new Map<string, number>();
   private readonly readyMembers = new Set<string>();
+  /** Why members last said they were not ready (cleared when they are). */
+  private readonly notReadyReasons = new Map<string, string>();
+  private readonly stallAfterMs: number;
   private readonly opened = new Set<string>();
   private tableVersion = 1;
   private pendingJoins: string[] = [];
@@ -101,6 +125,8 @@ export class GroupCoordinator {
     this.redo = config.redoSwitch === true;
     this.lastSwitchMs = config.nowMs;
     this.phaseStartedMs = config.nowMs;
+    this.stallAfterMs = config.stallAfterMs ?? Math.max(10 * config.cycleMs, 10 * config.switchTimeoutMs);
+    assert(this.stallAfterMs > 0, 'positive stall bound');
   }
 
   get phase(): CoordinatorPhase {
@@ -133,6 +159,25 @@ export class GroupCoordinator {
     return [...this.awaiting.keys()];
   }
 
+  /** When the last switch completed (or the coordinator started). */
+  get lastSwitchAtMs(): number {
+    return this.lastSwitchMs;
+  }
+
+  /**
+   * Null while the group switches; past stallAfterMs without a switch, why not: the phase, who it
+   * waits for and what they last said. An empty group is idle, not stalled.
+   */
+  stall(nowMs: number): GroupStall | null {
+    if (this.membersList.length === 0 || nowMs - this.lastSwitchMs < this.stallAfterMs) return null;
+    const waiting = [...this.awaiting.keys()].map((m) => {
+      const reason = this.phaseValue === 'polling' ? this.notReadyReasons.get(m) : undefined;
+      return reason !== undefined ? `${m} (not ready: ${reason})` : `${m} (no answer)`;
+    });
+    const cause = waiting.length > 0 ? `${this.phaseValue}: waiting for ${waiting.join(', ')}` : `${this.phaseValue}: no member blocks it`;
+    return { lastSwitchMs: this.lastSwitchMs, cause };
+  }
+
   /** A member asks to join; takes effect at the next moment no window is open. */
   join(member: string, nowMs: number): CoordinatorCommand[] {
     if (this.membersList.includes(member) || this.pendingJoins.includes(member)) throw invalidArgument(`${member} is already a member`);
@@ -152,7 +197,7 @@ export class GroupCoordinator {
     switch (this.phaseValue) {
       case 'waiting':
       case 'polling':
-        if (this.pendingJoins.length > 0 || this.pendingLeaves.length > 0) {
+        if (this.pendingJoins.length > 0 || this.pendingLeaves.length > 0 || this.tableDirty) {
           this.startReconfiguring(nowMs, out);
           break;
         }
@@ -198,6 +243,9 @@ export class GroupCoordinator {
         if (event.ready) {
           this.awaiting.delete(event.member);
           this.readyMembers.add(event.member);
+          this.notReadyReasons.delete(event.member);
+        } else {
+          this.notReadyReasons.set(event.member, event.reason ?? 'not ready');
         }
         // A member that is not ready is asked again after retryMs.
         break;
@@ -220,6 +268,15 @@ export class GroupCoordinator {
       case 'table-stored':
         if (this.phaseValue !== 'reconfiguring' || event.version !== this.tableVersion) break;
         this.awaiting.delete(event.member);
+        break;
+      case 'not-member':
+        if (!this.membersList.includes(event.member)) {
+          // A member already leaving: its answer to the table is as good as 'stored'.
+          if (this.phaseValue === 'reconfiguring') this.awaiting.delete(event.member);
+          break;
+        }
+        this.drop(event.member);
+        out.push({ kind: 'dropped', member: event.member, reason: event.reason });
         break;
     }
     this.maybeAdvance(nowMs, out);
@@ -265,12 +322,19 @@ export class GroupCoordinator {
   private evictLate(nowMs: number, out: CoordinatorCommand[], what: string): void {
     if (nowMs - this.phaseStartedMs < this.config.switchTimeoutMs) return;
     for (const m of [...this.awaiting.keys()]) {
-      this.awaiting.delete(m);
-      this.membersList = this.membersList.filter((x) => x !== m);
-      this.pendingLeaves = this.pendingLeaves.filter((x) => x !== m);
-      this.tableDirty = true;
+      this.drop(m);
       out.push({ kind: 'evict', member: m, reason: `${what} within ${this.config.switchTimeoutMs} ms` });
     }
+  }
+
+  /** Out of the member list now; the others learn it from the next table (stored once no window is open). */
+  private drop(member: string): void {
+    this.awaiting.delete(member);
+    this.readyMembers.delete(member);
+    this.notReadyReasons.delete(member);
+    this.membersList = this.membersList.filter((x) => x !== member);
+    this.pendingLeaves = this.pendingLeaves.filter((x) => x !== member);
+    this.tableDirty = true;
   }
 
   private maybeAdvance(nowMs: number, out: CoordinatorCommand[]): void {
@@ -279,6 +343,12 @@ export class GroupCoordinator {
       case 'waiting':
         return;
       case 'polling':
+        if (this.tableDirty) {
+          // A member was dropped while being asked; no window is open, so the remaining members
+          // store the smaller table before they switch without it.
+          this.startReconfiguring(nowMs, out);
+          return;
+        }
         if (this.membersList.every((m) => this.readyMembers.has(m))) {
           this.phaseValue = 'opening';
           this.opened.clear();

@@ -71,6 +71,8 @@ export interface CyclesSeedResult {
   readonly simMs: number;
   readonly coordinatorCrashes: number;
   readonly evictions: number;
+  /** Members the coordinator let go because they said they were out of the group (fell back, left). */
+  readonly drops: number;
   readonly windowTimeouts: number;
   readonly fallbacks: number;
   readonly joins: number;
@@ -212,6 +214,8 @@ export async function runCyclesSeed(
   let spilled = 0;
   let coordinatorCrashCount = 0;
   let evictions = 0;
+  /** Members the coordinator let go because they said they were out of the group. */
+  let drops = 0;
   let windowTimeouts = 0;
   let fallbacks = 0;
   let joins = 0;
@@ -474,6 +478,11 @@ export async function runCyclesSeed(
         pendingJoins.delete(cmd.member);
         evictions++;
       }
+      if (cmd.kind === 'dropped') {
+        pendingJoins.delete(cmd.member);
+        drops++;
+        log(() => `g${coordGen} drops ${cmd.member}: ${cmd.reason}`);
+      }
     }
     disk.tag = Math.max(disk.tag, c.tag);
     if (tornPending && c.switchCount > 0 && coordGen > 0) {
@@ -500,7 +509,11 @@ export async function runCyclesSeed(
     runCommands(cmds, coordGen);
   };
   const runCommands = (cmds: CoordinatorCommand[], gen: number): void => {
-    for (const cmd of cmds) control(byName(cmd.member), () => net.int(0, 3), () => memberCommand(cmd, gen));
+    for (const cmd of cmds) {
+      // A dropped member is only recorded (disk.members follows the coordinator's list): nothing to send.
+      if (cmd.kind === 'dropped') continue;
+      control(byName(cmd.member), () => net.int(0, 3), () => memberCommand(cmd, gen));
+    }
   };
   const coordinatorEvent = (m: Member, event: CoordinatorEvent, gen: number): void => {
     control(m, () => net.int(0, 3), () => {
@@ -594,20 +607,22 @@ export async function runCyclesSeed(
     log(() => `${m.name} <- g${gen} ${cmd.kind}${cmd.kind === 'switch' ? ` ${cmd.tag}` : ''}${cmd.kind === 'store-table' ? ` v${cmd.table.version} [${cmd.table.members.join(',')}] tag ${cmd.table.tag}` : ''} ` +
       `(capture ${m.r1.captureCycle}/${m.r1.captureTag}, window ${m.windowOpen}, ${m.r1.switchMode}${m.fallenBack ? ', fell back' : ''})`);
     const answer = (event: CoordinatorEvent): void => coordinatorEvent(m, event, gen);
-    // A suspended pair (fell back) takes no part in switches; it only confirms what keeps the
-    // group moving until its leave is through: tables and closed windows.
+    // A pair out of the group (it fell back, or left) takes no part in switches: it says so, as the
+    // daemon's member does, and the coordinator lets it go. It still confirms closed windows.
     const active = inGroupMode(m) && !m.fallenBack;
+    const notMember = (): void => answer({ kind: 'not-member', member: cmd.member, reason: m.fallenBack ? 'fell back' : 'left the group' });
     switch (cmd.kind) {
       case 'query-ready':
-        answer({ kind: 'ready', member: cmd.member, ready: active && m.r1.isReady() });
+        if (!active) notMember();
+        else answer({ kind: 'ready', member: cmd.member, ready: m.r1.isReady(), reason: 'transmit cycle not sealed' });
         break;
       case 'open-window':
-        if (!active) break;
+        if (!active) { notMember(); break; }
         openWindow(m);
         answer({ kind: 'window-opened', member: cmd.member });
         break;
       case 'switch':
-        if (!active) break;
+        if (!active) { notMember(); break; }
         if (m.r1.captureTag === cmd.tag) {
           answer({ kind: 'switched', member: cmd.member, tag: cmd.tag });
         } else if (cmd.tag < m.r1.captureTag) {
@@ -637,6 +652,11 @@ export async function runCyclesSeed(
           m.tableGen = gen;
           m.tableVersion = cmd.table.version;
           const listed = cmd.table.members.includes(m.name);
+          if (listed && !inGroupMode(m) && (m.fallenBack || m.left)) {
+            // A pair that left does not come back by itself (a stale join, a restarted coordinator's old table).
+            notMember();
+            break;
+          }
           if (listed && !inGroupMode(m) && !m.fallenBack && !m.left) {
             // No window of this generation is open: the capture cycle ends at the group's next switch.
             m.joinCycle = m.r1.enterGroup(cmd.table.tag);
@@ -790,13 +810,26 @@ export async function runCyclesSeed(
       fail(`R2 did not converge to R1 within the bound after healing: ${s.join(' | ')}` +
         (coordinator ? ` (coordinator ${coordinator.phase}, waiting for ${coordinator.waitingFor().join(',')}, members ${coordinator.members.join(',')})` : ''));
     }
+    // Liveness of the group itself: healed, it switches again within a bound (or has no member
+    // left) — converged R2s alone would not show a group that stopped switching once idle.
+    const switched = (): number => switchesBefore + (coordinator?.switchCount ?? 0);
+    if (!done() && group && coordinator) {
+      const before = switched();
+      const boundMs = sched.nowMs + 20 * config.cycleMs + 10 * config.switchTimeoutMs + 1000;
+      await sched.run(() => done() || coordinator === null || coordinator.members.length === 0 || switched() >= before + 2 || sched.nowMs > boundMs, maxEvents);
+      if (!done() && coordinator && coordinator.members.length > 0 && switched() < before + 2) {
+        fail(`the healed group did not switch twice within ${boundMs - healedAt} ms of healing: coordinator ${coordinator.phase}, ` +
+          `waiting for ${coordinator.waitingFor().join(',') || 'nobody'}, members ${coordinator.members.join(',')}, ` +
+          `stall: ${coordinator.stall(sched.nowMs)?.cause ?? 'none reported'}`);
+      }
+    }
     timersOn = false;
     if (!done()) for (const m of members) if (m.fallenBack) checkPrefix([m], issued, fail, `${m.name} (fell back) on its own`);
   }
   return {
     seed, ok: failure === undefined, ...(failure !== undefined ? { failure } : {}), config, writesAcked: acked, recoveredWrites,
     switches: group ? switchesBefore + (coordinator?.switchCount ?? 0) : members[0]!.r1.captureCycle - 1, r2Crashes, spilled, simMs: sched.nowMs,
-    coordinatorCrashes: coordinatorCrashCount, evictions, windowTimeouts, fallbacks, joins, leaves, recentJoinExclusions, groupChecked,
+    coordinatorCrashes: coordinatorCrashCount, evictions, drops, windowTimeouts, fallbacks, joins, leaves, recentJoinExclusions, groupChecked,
   };
 }
 
