@@ -43,6 +43,8 @@ export interface ArrayDeps {
   readonly pairTimeouts?: PairTimeouts;
   /** How long a group member keeps a write window its coordinator does not close (tests shorten it). */
   readonly groupWindowTimeoutMs?: number;
+  /** A coordinated group that has not switched this long reports itself stalled (tests shorten it). */
+  readonly groupStallAfterMs?: number;
   /** Notable replication events (pair state changes), for the log. */
   readonly onEvent?: (message: string, fields: Record<string, unknown>) => void;
 }
@@ -127,6 +129,7 @@ export class ArrayService {
       arrayName: deps.name, pairs: service.pairs, rpc: service.rpc, meta: deps.meta, timers: REAL_TIMERS, nowMs: deps.nowMs,
       peers: () => service.peers.list().map((p) => p.name),
       ...(deps.groupWindowTimeoutMs !== undefined ? { windowTimeoutMs: deps.groupWindowTimeoutMs } : {}),
+      ...(deps.groupStallAfterMs !== undefined ? { stallAfterMs: deps.groupStallAfterMs } : {}),
       onEvent: (message, fields) => deps.onEvent?.(message, fields),
     });
     return service;

@@ -30,6 +30,7 @@ export interface TestArrayOptions {
   /** Reopen an array left by an earlier one (after abandon(), the simulated crash). */
   readonly dir?: string;
   readonly groupWindowTimeoutMs?: number;
+  readonly groupStallAfterMs?: number;
 }
 
 export async function startTestArray(options: TestArrayOptions = {}): Promise<TestArray> {
@@ -42,6 +43,7 @@ export async function startTestArray(options: TestArrayOptions = {}): Promise<Te
     spill,
     ...(options.links ? { links: options.links } : {}),
     ...(options.groupWindowTimeoutMs !== undefined ? { groupWindowTimeoutMs: options.groupWindowTimeoutMs } : {}),
+    ...(options.groupStallAfterMs !== undefined ? { groupStallAfterMs: options.groupStallAfterMs } : {}),
     meta: await FileMetaStore.open(join(dir, 'meta')),
     stores: new FileBlockStoreFactory(volumes),
     journals: new FileSlotJournalFactory(volumes),

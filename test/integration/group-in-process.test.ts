@@ -12,6 +12,8 @@ const MiB = 1024 * 1024;
 const SIZE = 8 * MiB;
 const SECRET = new Uint8Array(32).fill(9);
 const WINDOW_MS = 400;
+/** Short, so the unreachable-member test sees the stall report. */
+const STALL_MS = 1500;
 
 const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
 
@@ -31,7 +33,7 @@ interface Site {
 }
 
 const start = (hub: SimLinks, name: string, dir?: string): Promise<TestArray> =>
-  startTestArray({ name, links: hub.endpoint(name), groupWindowTimeoutMs: WINDOW_MS, ...(dir ? { dir } : {}) });
+  startTestArray({ name, links: hub.endpoint(name), groupWindowTimeoutMs: WINDOW_MS, groupStallAfterMs: STALL_MS, ...(dir ? { dir } : {}) });
 
 const nameOf = (a: TestArray): string => a.service.deps.name;
 
@@ -123,9 +125,16 @@ test('group: an unreachable member holds every switch (lag grows, no drift); the
     assert.ok((await switches(s)) <= stalled + 1, 'no switches while a member cannot answer');
     const view = await s.e1.service.groups.show('g');
     assert.ok(view.waitingFor.includes('e2/db2') || view.evicted.length > 0, `waits for e2/db2: ${JSON.stringify(view.waitingFor)}`);
+    // Past the stall bound the group says it is stalled, on whom, and since when.
+    await until('reported stalled', async () => (await s.e1.service.groups.show('g')).stalled !== null);
+    const stalledView = await s.e1.service.groups.show('g');
+    assert.match(stalledView.stalled!.cause, /waiting for .*e2\/db2/, stalledView.stalled!.cause);
+    assert.ok(stalledView.lastSwitchAgeSeconds >= STALL_MS / 1000, `last switch ${stalledView.lastSwitchAgeSeconds} s ago`);
+    assert.equal(s.e1.service.groups.stats()[0]!.stalled, 1);
     s.hub.heal('e1', 'e2');
     const healed = await switches(s);
     await until('switching again', async () => (await switches(s)) >= healed + 3);
+    assert.equal((await s.e1.service.groups.show('g')).stalled, null, 'a switch ends the stall');
   } finally {
     await closeAll(s.e1, s.e2, s.w);
   }

@@ -20,6 +20,8 @@ const SWITCH_TIMEOUT_MS = 2500;
 export interface CoordinatedGroupHost {
   readonly arrayName: string;
   readonly timers: Timers;
+  /** No switch for this long: the group reports itself stalled (default: GroupCoordinator's). */
+  readonly stallAfterMs?: number;
   nowMs(): number;
   /** Persists the group's record (members and highest tag). */
   save(record: GroupRecord): Promise<void>;
@@ -50,6 +52,7 @@ export class CoordinatedGroup {
       // A restart may have cut a switch short (some members at the recorded tag, some before it):
       // that switch runs once more before tags grow.
       redoSwitch: record.tag > 0,
+      ...(host.stallAfterMs !== undefined ? { stallAfterMs: host.stallAfterMs } : {}),
     });
     // Joining every stored member makes the machine store the table on all of them first: after a
     // restart each member learns the coordinator is back, and with which tag.

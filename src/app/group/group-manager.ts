@@ -93,6 +93,7 @@ export class GroupManager {
   private startCoordinating(record: GroupRecord): CoordinatedGroup {
     const group = new CoordinatedGroup({
       arrayName: this.host.arrayName, timers: this.host.timers, nowMs: this.host.nowMs,
+      ...(this.host.stallAfterMs !== undefined ? { stallAfterMs: this.host.stallAfterMs } : {}),
       save: (r) => this.host.meta.write(recordKey(r.name), encodeJson(r)),
       deliver: (m, command) => this.deliver(record.name, m, command),
       onEvent: this.host.onEvent,

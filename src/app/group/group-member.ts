@@ -90,6 +90,8 @@ export interface GroupMemberHost {
   peers(): string[];
   /** Default WINDOW_TIMEOUT_MS (tests shorten it). */
   readonly windowTimeoutMs?: number;
+  /** Groups coordinated here report a stall after this long without a switch (default: the coordinator's). */
+  readonly stallAfterMs?: number;
   /** Whether the group (coordinated by this array) counts the member (undefined: no such group here). */
   isMemberHere(group: string, key: string): boolean | undefined;
   nowMs(): number;
