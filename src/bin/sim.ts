@@ -1,5 +1,5 @@
-// The seed runner: `npm run sim -- [--suite volume|pair|cycles] --seeds N [--start K] [--seed S] [--verbose] [--trace]`.
-// Runs the volume (default), remote-pair or async-cycles/consistency-group simulation for each seed, prints every failure with a command that reproduces
+// The seed runner: `npm run sim -- [--suite volume|pair|cycles|link] --seeds N [--start K] [--seed S] [--verbose] [--trace]`.
+// Runs the volume (default), remote-pair, async-cycles/consistency-group or link simulation for each seed, prints every failure with a command that reproduces
 // it, then a summary line. Exits 1 when any seed fails.
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
@@ -7,6 +7,7 @@ import { reproduceCommand, runSeeds, seedRange } from '../sim/seed-runner.js';
 import { describeConfig } from '../sim/volume/config.js';
 import { describePairConfig, runPairSeed } from '../sim/pair/pair-sim.js';
 import { describeCyclesConfig, runCyclesSeed } from '../sim/cycles/cycles-sim.js';
+import { runLinkSeed } from '../sim/link-sim.js';
 
 function parseSeed(text: string, what: string): number {
   const n = Number(text);
@@ -26,7 +27,7 @@ async function main(): Promise<number> {
     },
     strict: true,
   });
-  if (!['volume', 'pair', 'cycles'].includes(values.suite)) throw new Error('--suite must be volume, pair or cycles');
+  if (!['volume', 'pair', 'cycles', 'link'].includes(values.suite)) throw new Error('--suite must be volume, pair, cycles or link');
   let seeds: Iterable<number>;
   if (values.seed !== undefined) {
     seeds = [parseSeed(values.seed, '--seed')];
@@ -39,6 +40,7 @@ async function main(): Promise<number> {
   const single = values.seed !== undefined;
   if (values.suite === 'pair') return runSuite(PAIR_SUITE, seeds, single, values.verbose === true, values.trace === true);
   if (values.suite === 'cycles') return runSuite(CYCLES_SUITE, seeds, single, values.verbose === true, values.trace === true);
+  if (values.suite === 'link') return runSuite(LINK_SUITE, seeds, single, values.verbose === true, false);
   const summary = await runSeeds(seeds, {
     now: () => performance.now(),
     ...(values.trace ? { trace: (line: string) => console.log(line) } : {}),
@@ -82,6 +84,13 @@ const CYCLES_SUITE: SeedSuite<Awaited<ReturnType<typeof runCyclesSeed>>> = {
   config: (r) => describeCyclesConfig(r.config),
   passed: (r) => `${r.writesAcked} writes acknowledged, ${r.switches} switches, ${r.coordinatorCrashes} coordinator crashes, ` +
     `${r.evictions} evictions, ${r.r2Crashes} R2 crashes, recovered ${r.recoveredWrites ?? '-'}`,
+};
+
+const LINK_SUITE: SeedSuite<Awaited<ReturnType<typeof runLinkSeed>>> = {
+  name: 'link',
+  run: (seed) => runLinkSeed(seed),
+  config: (r) => `${r.streams} stream(s)`,
+  passed: (r) => `${r.delivered}/${r.sent} messages delivered, ${r.cuts} cuts, ${r.corruptedChunks} corrupted chunks, ${r.retransmits} retransmits, ${r.resets} resets, ${r.restarts} restarts`,
 };
 
 async function runSuite<R extends { readonly ok: boolean; readonly failure?: string }>(
