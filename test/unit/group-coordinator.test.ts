@@ -188,3 +188,18 @@ test('a group that cannot switch reports itself stalled with the cause and when 
   const empty = new GroupCoordinator({ members: [], tag: 1, cycleMs: 100, retryMs: 10, switchTimeoutMs: 1000, stallAfterMs: 10, nowMs: 0 });
   assert.equal(empty.stall(1_000_000), null);
 });
+
+test('a member whose window timed out before it switched gets a new window instead of waiting to be evicted', () => {
+  const c = make();
+  c.tick(100);
+  for (const m of ['a', 'b']) c.handle({ kind: 'ready', member: m, ready: true }, 100);
+  for (const m of ['a', 'b']) c.handle({ kind: 'window-opened', member: m }, 100);
+  c.handle({ kind: 'switched', member: 'a', tag: 2 }, 101);
+  const out = c.handle({ kind: 'switch-failed', member: 'b', tag: 2, reason: 'its write window timed out', windowClosed: true }, 101);
+  assert.deepEqual(summary(out), ['open-window:b']);
+  assert.deepEqual(summary(c.handle({ kind: 'switch-failed', member: 'b', tag: 2, reason: 'not ready' }, 102)), [], 'other failures just wait');
+  c.handle({ kind: 'window-opened', member: 'b' }, 103);
+  assert.deepEqual(summary(c.tick(112)), ['switch:b@2'], 'the switch is asked again');
+  assert.deepEqual(summary(c.handle({ kind: 'switched', member: 'b', tag: 2 }, 113)), ['close-window:a', 'close-window:b']);
+  assert.deepEqual(c.members, ['a', 'b'], 'nobody evicted');
+});

@@ -5,10 +5,10 @@
 // Tags never repeat: before any switch command with tag X goes out, X is written to the group's
 // record. After a restart the coordinator first runs the switch to that tag again (it may have
 // reached only some members; those that have it answer at once), then tags grow.
-import { GroupCoordinator, type CoordinatorCommand, type CoordinatorEvent, type CoordinatorPhase, type GroupStall } from '../../core/group/coordinator.js';
+import { GroupCoordinator, type CoordinatorCommand, type CoordinatorPhase, type GroupStall } from '../../core/group/coordinator.js';
 import { memberKey, type GroupMemberRef, type GroupRecord, type MembershipTable } from '../../core/group/group-record.js';
 import type { Timers } from '../../ports/timers.js';
-import type { MemberAnswer, MemberCommand } from './group-member.js';
+import { answerToEvent, type MemberAnswer, type MemberCommand } from '../../core/group/member.js';
 
 /** How often the coordinator looks at its timers. */
 const TICK_MS = 20;
@@ -195,7 +195,7 @@ export class CoordinatedGroup {
         this.host.superseded(answer.coordinator, answer.epoch);
         return;
       }
-      const event = toEvent(command.member, answer);
+      const event = answerToEvent(command.member, answer);
       if (event) this.run(this.machine.handle(event, this.host.nowMs()));
     }, () => {
       // No answer (link down, member busy): the machine asks again after RETRY_MS.
@@ -218,20 +218,5 @@ export class CoordinatedGroup {
         return { kind: 'store-table', table };
       }
     }
-  }
-}
-
-function toEvent(member: string, answer: MemberAnswer): CoordinatorEvent | undefined {
-  switch (answer.kind) {
-    case 'ready': return { kind: 'ready', member, ready: answer.ready, ...(answer.reason !== undefined ? { reason: answer.reason } : {}) };
-    case 'window-opened': return { kind: 'window-opened', member };
-    case 'switched': return { kind: 'switched', member, tag: answer.tag };
-    case 'switch-failed': return { kind: 'switch-failed', member, tag: answer.tag, reason: answer.reason };
-    case 'window-closed': return { kind: 'window-closed', member };
-    case 'table-stored': return { kind: 'table-stored', member, version: answer.version };
-    // It left on its own (its window timed out after a switch, it fell back, or it was told so
-    // after a restart): it would never be ready again, so the machine lets it go rather than stall.
-    case 'not-member': return { kind: 'not-member', member, reason: answer.reason };
-    case 'evicted': case 'superseded': return undefined;
   }
 }

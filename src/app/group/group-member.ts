@@ -1,16 +1,12 @@
 // A consistency group as seen from one array's pair halves (SPEC §5): on an R1, the coordinator's
 // commands (ready?, open a write window, switch with a tag, close, store the membership table,
-// evict); on an R2, the membership table and, after a disaster, the recovery of its cycles.
-//
-// Write windows and a vanished coordinator: a member holds its window until the coordinator closes
-// it. If it does not within WINDOW_TIMEOUT_MS the coordinator is gone. A member that had not switched
-// in that window just closes it (its capture cycle is unchanged). One that had switched must not go
-// on capturing: a dependent write could then complete here and be followed by a write on a member
-// that has not switched, landing in an older cycle. It falls back to its bitmaps and suspends
-// (no resync), so its R2 keeps the last boundary it holds — and then closes the window.
+// evict) go to the member machine (src/core/group/member.ts, which the cycles simulator drives
+// too) and its actions are carried out here on the real pair; on an R2, the membership table and,
+// after a disaster, the recovery of its cycles.
 import { ErrorCode, TidemarkError, invalidArgument, invalidState, notFound } from '../../core/errors.js';
 import { memberKey, parseMembershipTable, type GroupMemberRef, type MembershipTable } from '../../core/group/group-record.js';
 import { decideGroupRecovery, type GroupRecoveryDecision, type MemberRecoveryInput, type RecoveryAction } from '../../core/group/group-recovery.js';
+import { GroupMemberMachine, type MemberAction, type MemberAnswer, type MemberCommand, type MemberPairFacts } from '../../core/group/member.js';
 import { decodeJson, encodeJson } from '../../core/lib/checksummed-record.js';
 import type { MetaStore } from '../../ports/meta-store.js';
 import type { Timers } from '../../ports/timers.js';
@@ -18,35 +14,13 @@ import type { PairManager } from '../replication/pair-manager.js';
 import type { PairRuntime } from '../replication/pair-runtime.js';
 import type { PeerRpc } from '../replication/peer-rpc.js';
 
+export type { MemberAnswer, MemberCommand } from '../../core/group/member.js';
+
 /** Longer than the coordinator can keep a window open (opening + switching + closing, with retries). */
 export const WINDOW_TIMEOUT_MS = 8000;
 /** A member not asked anything by its coordinator this long checks it still belongs. */
 const SILENT_COORDINATOR_MS = 10_000;
 const CONTROL_TIMEOUT_MS = 10_000;
-
-/** A coordinator command as it travels to a member. */
-export type MemberCommand =
-  | { readonly kind: 'query-ready'; readonly tag: number }
-  | { readonly kind: 'open-window' }
-  | { readonly kind: 'switch'; readonly tag: number }
-  | { readonly kind: 'close-window' }
-  | { readonly kind: 'store-table'; readonly table: MembershipTable }
-  | { readonly kind: 'evict'; readonly reason: string };
-
-/** A member's answer (the coordinator adds which member it came from). */
-export type MemberAnswer =
-  /** `reason`: why not (shown when the group stalls on this member). */
-  | { readonly kind: 'ready'; readonly ready: boolean; readonly reason?: string }
-  | { readonly kind: 'window-opened' }
-  | { readonly kind: 'switched'; readonly tag: number }
-  | { readonly kind: 'switch-failed'; readonly tag: number; readonly reason: string }
-  | { readonly kind: 'window-closed' }
-  | { readonly kind: 'table-stored'; readonly version: number }
-  | { readonly kind: 'evicted' }
-  /** The pair is not in this group any more (it left on its own: window timeout, restart check). */
-  | { readonly kind: 'not-member'; readonly reason: string }
-  /** Another array coordinates the group now (it took the role over, with a newer epoch). */
-  | { readonly kind: 'superseded'; readonly coordinator: string; readonly epoch: number };
 
 export interface MemberStatus {
   readonly member: string;
@@ -98,10 +72,12 @@ export interface GroupMemberHost {
   onEvent(message: string, fields: Record<string, unknown>): void;
 }
 
-interface Window {
+/** A write window as held on the volume (the machine decides when; this is the hold itself). */
+interface HeldWindow {
+  readonly id: number;
   release: (() => void) | undefined;
+  /** Settles when the hold took effect (or failed: the window closed while opening). */
   opened: Promise<void>;
-  switched: boolean;
   cancelTimer: () => void;
 }
 
@@ -114,14 +90,25 @@ function notReadyReason(r: PairRuntime): string {
   return transmit ? `cycle ${transmit.cycle} still transmitting or awaiting its commit acknowledgement` : 'previous commit not yet acknowledged';
 }
 
+/** The pair as the member machine needs to see it at a call. */
+function pairFacts(r: PairRuntime): MemberPairFacts {
+  const a = r.capturing ? r.asyncR1 : undefined;
+  return {
+    group: r.group?.name ?? null,
+    replicating: r.record.intent === 'replicating',
+    cycles: a && !a.stopped ? { grouped: a.groupFrom !== null, ready: a.cycles.isReady(), captureTag: a.cycles.captureTag } : null,
+    notReadyReason: notReadyReason(r),
+  };
+}
+
 const tableKey = (pairId: string): string => `group-member/${pairId}`;
-const listsMember = (table: MembershipTable, array: string, volume: string): boolean =>
-  table.members.some((m) => m.array === array && m.volume === volume);
 
 export class GroupMemberSide {
-  private readonly windows = new Map<string, Window>();
+  private readonly windows = new Map<string, HeldWindow>();
   /** Tables this array keeps, by pair id (R1 and R2 halves). */
   private readonly tables = new Map<string, MembershipTable>();
+  /** The member machine of each R1 half that has been in a group since the array started, by pair id. */
+  private readonly machines = new Map<string, GroupMemberMachine>();
 
   private readonly windowTimeoutMs: number;
 
@@ -131,8 +118,6 @@ export class GroupMemberSide {
   }
 
   private loaded = false;
-  /** When each R1 member last heard from its coordinator (by pair id). */
-  private readonly lastHeardMs = new Map<string, number>();
 
   /** After the pairs loaded: R1 halves in a group wait for their coordinator before starting cycles. */
   async load(): Promise<void> {
@@ -152,20 +137,30 @@ export class GroupMemberSide {
     this.loaded = true;
   }
 
+  private machineFor(r: PairRuntime): GroupMemberMachine {
+    let m = this.machines.get(r.record.id);
+    if (!m) {
+      m = new GroupMemberMachine({
+        name: memberKey({ array: this.host.arrayName, volume: r.record.localVolume }),
+        windowTimeoutMs: this.windowTimeoutMs, silentCoordinatorMs: SILENT_COORDINATOR_MS,
+      }, this.tables.get(r.record.id) ?? null);
+      this.machines.set(r.record.id, m);
+    }
+    return m;
+  }
+
   /**
-   * An R1 member that restarted waits for its coordinator's tag before its cycles start, and one
-   * whose eviction notice was lost keeps capturing for a group that no longer asks it anything:
-   * either would wait forever. A member not asked for a while asks whether it still belongs, and
-   * leaves if not — suspending its pair if it runs group cycles (as an evicted member does).
+   * Members in a group ask their coordinator whether they still belong when it has been silent
+   * (or since a restart); the machine decides when, and what a "no" means.
    */
   async checkMembership(): Promise<void> {
     const now = this.host.nowMs();
     for (const r of this.host.pairs.halves()) {
       if (r.record.role !== 'R1' || !r.group) continue;
-      const heard = this.lastHeardMs.get(r.record.id);
-      if (r.group.tag !== undefined && heard !== undefined && now - heard < SILENT_COORDINATOR_MS) continue;
       const table = this.tables.get(r.record.id);
       if (!table) continue;
+      const machine = this.machineFor(r);
+      if (!machine.membershipCheckDue(now, pairFacts(r))) continue;
       const key = memberKey({ array: this.host.arrayName, volume: r.record.localVolume });
       let member: boolean | undefined;
       if (table.coordinator === this.host.arrayName) {
@@ -177,16 +172,10 @@ export class GroupMemberSide {
       } else {
         continue;
       }
-      if (member === false || member === undefined) {
-        if (r.capturing && r.asyncR1!.groupFrom !== null) {
-          await this.leaveAndSuspend(r.record.localVolume, `group ${table.group} no longer counts this pair (evicted or removed while out of reach)`);
-          continue;
-        }
-        r.group = undefined;
-        await this.keepTable(r.record.id, null);
-        await this.tellR2(r, null, null).catch(() => undefined);
-        this.host.onEvent('pair left a group that no longer counts it', { pair: r.record.id, group: table.group });
-      }
+      const actions = machine.membershipAnswer(member, pairFacts(r));
+      if (actions.length === 0) continue;
+      await this.execute(r, actions, false);
+      this.host.onEvent('pair left a group that no longer counts it', { pair: r.record.id, group: table.group });
     }
   }
 
@@ -219,6 +208,8 @@ export class GroupMemberSide {
     if (r.record.mode !== 'async') throw invalidState(`pair ${volume} is in ${r.record.mode} mode; group members replicate in async mode`);
     if (r.record.intent !== 'replicating') throw invalidState(`pair ${volume} is ${r.record.intent}; resume it before adding it to a group`);
     if (r.group && r.group.name !== group) throw invalidState(`pair ${volume} is already in group ${r.group.name}`);
+    // Added explicitly: a table that lists it is welcome again, even if it left before.
+    this.machineFor(r).rejoin();
     return { array: this.host.arrayName, volume, pairId: r.record.id, r2Array: r.record.peer, r2Volume: r.record.remoteVolume };
   }
 
@@ -243,115 +234,121 @@ export class GroupMemberSide {
   async command(volume: string, command: MemberCommand, group: string, from: string): Promise<MemberAnswer> {
     if (!this.loaded) throw new TidemarkError(ErrorCode.Unavailable, `${this.host.arrayName} is still starting`);
     const r = this.r1(volume);
-    const mine = this.tables.get(r.record.id);
-    // Only the coordinator of the newest table may command the member (another array took over).
-    if (mine && mine.group === group && mine.coordinator !== from &&
-        (command.kind !== 'store-table' || command.table.epoch <= mine.epoch || command.table.coordinator !== from)) {
-      return { kind: 'superseded', coordinator: mine.coordinator, epoch: mine.epoch };
-    }
     if (command.kind === 'store-table' && command.table.coordinator !== from) throw invalidArgument('a membership table comes from its coordinator');
-    this.lastHeardMs.set(r.record.id, this.host.nowMs());
-    if (command.kind !== 'store-table' && command.kind !== 'close-window' && r.group?.name !== group) {
-      return { kind: 'not-member', reason: r.lastError ?? `pair ${volume} is not in group ${group}` };
+    const reply = this.machineFor(r).command(command, group, from, pairFacts(r), this.host.nowMs());
+    try {
+      await this.execute(r, reply.actions, command.kind === 'store-table');
+    } catch (error) {
+      // The cycles would not switch after all: the coordinator asks again (the machine already
+      // counts the window as switched, so a timeout falls back — the safe side).
+      if (command.kind === 'switch') return { kind: 'switch-failed', tag: command.tag, reason: error instanceof Error ? error.message : String(error) };
+      throw error;
     }
-    switch (command.kind) {
-      case 'query-ready': {
-        // The coordinator cannot switch while this member is not ready: its tag is current, and
-        // cycles that start now start with it.
-        if (r.group && !r.capturing) r.group.tag = command.tag;
-        const a = r.capturing ? r.asyncR1! : undefined;
-        if (a !== undefined && a.groupFrom !== null && a.cycles.isReady()) return { kind: 'ready', ready: true };
-        return { kind: 'ready', ready: false, reason: notReadyReason(r) };
-      }
-      case 'open-window':
-        await this.openWindow(volume, r);
-        return { kind: 'window-opened' };
-      case 'switch': {
-        const w = this.windows.get(volume);
-        if (!w || !w.release) return { kind: 'switch-failed', tag: command.tag, reason: 'no write window is open' };
-        const a = r.capturing ? r.asyncR1! : undefined;
-        if (!a || a.groupFrom === null) return { kind: 'switch-failed', tag: command.tag, reason: 'the pair runs no group cycles' };
-        try {
-          a.switchTo(command.tag);
-        } catch (error) {
-          return { kind: 'switch-failed', tag: command.tag, reason: error instanceof Error ? error.message : String(error) };
-        }
-        w.switched = true;
-        if (r.group) r.group.tag = command.tag;
-        return { kind: 'switched', tag: command.tag };
-      }
-      case 'close-window':
-        this.closeWindow(volume);
-        return { kind: 'window-closed' };
-      case 'store-table': {
-        const mine = listsMember(command.table, this.host.arrayName, volume);
-        // A pair that left (suspended by its group, or by the operator) does not come back by
-        // itself when a restarted coordinator announces its old table: it is added again explicitly.
-        if (mine && r.group?.name !== command.table.group && r.record.intent !== 'replicating') {
-          return { kind: 'not-member', reason: r.lastError ?? `pair ${volume} is ${r.record.intent}` };
-        }
-        await this.storeTable(volume, r, command.table, mine);
-        return { kind: 'table-stored', version: command.table.version };
-      }
-      case 'evict':
-        await this.leaveAndSuspend(volume, `evicted from group ${r.group?.name ?? '?'}: ${command.reason}`);
-        return { kind: 'evicted' };
-    }
+    // A re-sent open-window answers once the hold has taken effect.
+    if (reply.answer?.kind === 'window-opened') await this.windows.get(volume)?.opened;
+    if (!reply.answer) throw new TidemarkError(ErrorCode.InvalidState, `no answer to ${command.kind}`);
+    return reply.answer;
   }
 
-  private async openWindow(volume: string, r: PairRuntime): Promise<void> {
-    const existing = this.windows.get(volume);
-    if (existing) return existing.opened;
-    const w: Window = { release: undefined, opened: Promise.resolve(), switched: false, cancelTimer: () => undefined };
+  /** Carries out the member machine's actions on the real pair, in order. `strict`: R2 must learn the table now. */
+  private async execute(r: PairRuntime, actions: readonly MemberAction[], strict: boolean): Promise<void> {
+    const volume = r.record.localVolume;
+    const pending: Promise<void>[] = [];
+    for (const action of actions) {
+      switch (action.kind) {
+        case 'hold-writes':
+          await this.hold(r, action.window);
+          break;
+        case 'release-writes':
+          this.release(volume, action.window);
+          break;
+        case 'arm-window-timer': {
+          const w = this.windows.get(volume);
+          if (!w || w.id !== action.window) break;
+          w.cancelTimer = this.host.timers.after(action.afterMs, () => {
+            this.windowExpired(r, action.window).catch((error: unknown) =>
+              this.host.onEvent('group: leaving after a window timeout failed', { volume, error: error instanceof Error ? error.message : String(error) }));
+          });
+          break;
+        }
+        case 'switch-cycles': {
+          const a = r.capturing ? r.asyncR1 : undefined;
+          if (!a) throw invalidState('the pair runs no cycles');
+          a.switchTo(action.tag);
+          if (r.group) r.group.tag = action.tag;
+          break;
+        }
+        case 'adopt-tag':
+          if (r.group && !r.capturing) r.group.tag = action.tag;
+          break;
+        case 'enter-group': {
+          // No window is open while a table is stored: the capture cycle can take the group's tag.
+          const a = r.capturing ? r.asyncR1 : undefined;
+          if (a && a.groupFrom === null) a.enterGroup(action.table.tag);
+          r.group = { name: action.table.group, tag: action.table.tag };
+          break;
+        }
+        case 'leave-group': {
+          r.group = undefined;
+          const a = r.capturing ? r.asyncR1 : undefined;
+          if (a && a.groupFrom !== null) a.leaveGroup();
+          break;
+        }
+        case 'fall-back':
+          // suspendForGroup stops the cycles before its first await, so no write after this point
+          // is captured; the rest (saving, telling R2) need not keep the window's writes waiting.
+          pending.push(this.host.pairs.suspendForGroup(volume, action.reason));
+          strict = false;
+          break;
+        case 'keep-table': {
+          await this.keepTable(r.record.id, action.table);
+          const told = this.tellR2(r, action.table, action.table ? (r.capturing ? r.asyncR1?.groupFrom ?? null : null) : null);
+          if (strict) await told;
+          else await told.catch(() => undefined);
+          break;
+        }
+      }
+    }
+    await Promise.all(pending);
+  }
+
+  /** Holds the volume's writes for window `id`; fails if the window closed while the hold was pending. */
+  private async hold(r: PairRuntime, id: number): Promise<void> {
+    const volume = r.record.localVolume;
+    const w: HeldWindow = { id, release: undefined, opened: Promise.resolve(), cancelTimer: () => undefined };
     this.windows.set(volume, w);
     w.opened = (async () => {
       const release = await r.volume.holdWrites();
-      if (this.windows.get(volume) !== w) {
+      const follow = this.machineFor(r).held(id);
+      if (this.windows.get(volume) !== w || follow.some((a) => a.kind === 'release-writes')) {
         release();
         throw new TidemarkError(ErrorCode.InvalidState, 'the window was closed while opening');
       }
       w.release = release;
-      w.cancelTimer = this.host.timers.after(this.windowTimeoutMs, () => {
-        this.windowExpired(volume, w).catch((error: unknown) =>
-          this.host.onEvent('group: leaving after a window timeout failed', { volume, error: error instanceof Error ? error.message : String(error) }));
-      });
+      await this.execute(r, follow, false);
     })();
-    return w.opened;
+    await w.opened;
   }
 
-  /** The array stops: windows close (their timers with them). */
-  close(): void {
-    for (const volume of [...this.windows.keys()]) this.closeWindow(volume);
-  }
-
-  private closeWindow(volume: string): void {
+  private release(volume: string, id: number): void {
     const w = this.windows.get(volume);
-    if (!w) return;
+    if (!w || w.id !== id) return;
     this.windows.delete(volume);
     w.cancelTimer();
     w.release?.();
   }
 
-  private async windowExpired(volume: string, w: Window): Promise<void> {
-    if (this.windows.get(volume) !== w) return;
-    if (w.switched) {
-      // Stops the cycles before the window opens (see the top of this file).
-      const suspended = this.leaveAndSuspend(volume, `the group coordinator did not close the write window within ${this.windowTimeoutMs} ms after a switch`);
-      this.closeWindow(volume);
-      await suspended;
-    } else {
-      this.closeWindow(volume);
-      this.host.onEvent('group write window closed without a switch (coordinator silent)', { volume });
-    }
+  private async windowExpired(r: PairRuntime, id: number): Promise<void> {
+    const actions = this.machineFor(r).windowExpired(id);
+    if (actions.length === 0) return;
+    const fellBack = actions.some((a) => a.kind === 'fall-back');
+    await this.execute(r, actions, false);
+    if (!fellBack) this.host.onEvent('group write window closed without a switch (coordinator silent)', { volume: r.record.localVolume });
   }
 
-  private async leaveAndSuspend(volume: string, reason: string): Promise<void> {
-    const r = this.host.pairs.runtime(volume);
-    const suspended = this.host.pairs.suspendForGroup(volume, reason);
-    const forgotten = this.keepTable(r.record.id, null);
-    await suspended;
-    await forgotten;
-    await this.tellR2(r, null, null).catch(() => undefined);
+  /** The array stops: windows close (their timers with them). */
+  close(): void {
+    for (const [volume, w] of [...this.windows]) this.release(volume, w.id);
   }
 
   /** This array's copy of a half's membership table (null: the half is in no group). */
@@ -362,24 +359,6 @@ export class GroupMemberSide {
     } else {
       this.tables.delete(pairId);
       await this.host.meta.delete(tableKey(pairId));
-    }
-  }
-
-  private async storeTable(volume: string, r: PairRuntime, table: MembershipTable, mine: boolean): Promise<void> {
-    const a = r.capturing ? r.asyncR1! : undefined;
-    if (mine) {
-      if (r.group && r.group.name !== table.group) throw invalidState(`pair ${volume} is in group ${r.group.name}`);
-      // No window is open while a table is stored: the capture cycle can take the group's tag.
-      if (a && a.groupFrom === null) a.enterGroup(table.tag);
-      r.group = { name: table.group, tag: table.tag };
-      await this.keepTable(r.record.id, table);
-      await this.tellR2(r, table, a?.groupFrom ?? null);
-    } else {
-      r.group = undefined;
-      if (a && a.groupFrom !== null) a.leaveGroup();
-      this.closeWindow(volume);
-      await this.keepTable(r.record.id, null);
-      await this.tellR2(r, null, null);
     }
   }
 

@@ -86,7 +86,8 @@ export type CoordinatorEvent =
   | { readonly kind: 'ready'; readonly member: string; readonly ready: boolean; readonly reason?: string }
   | { readonly kind: 'window-opened'; readonly member: string }
   | { readonly kind: 'switched'; readonly member: string; readonly tag: number }
-  | { readonly kind: 'switch-failed'; readonly member: string; readonly tag: number; readonly reason: string }
+  /** `windowClosed`: the member closed its window on its own (timeout) without switching: it is opened anew. */
+  | { readonly kind: 'switch-failed'; readonly member: string; readonly tag: number; readonly reason: string; readonly windowClosed?: boolean }
   | { readonly kind: 'window-closed'; readonly member: string }
   | { readonly kind: 'table-stored'; readonly member: string; readonly version: number }
   /** The member is not in the group any more (fell back, left on its own): it will never be ready. */
@@ -260,6 +261,13 @@ export class GroupCoordinator {
         break;
       case 'switch-failed':
         // Keep the windows open and ask again (tick re-sends after retryMs) until switchTimeoutMs.
+        // A member whose window timed out before it switched gets a new one first: its writes
+        // meanwhile went to the cycle it has not left, and none on a switched member (whose window
+        // holds its writes) can depend on them yet — so it can still switch with the others rather
+        // than be evicted while they wait, their own windows running out.
+        if (this.phaseValue === 'switching' && event.windowClosed === true && this.awaiting.has(event.member)) {
+          out.push({ kind: 'open-window', member: event.member });
+        }
         break;
       case 'window-closed':
         if (this.phaseValue !== 'closing') break;

@@ -21,11 +21,21 @@ import { Prng } from '../../core/lib/prng.js';
 import { R1Cycles, type SpillRead } from '../../core/replication/cycles/r1-cycles.js';
 import { R2Cycles, type PersistedCycle, type R2Persisted } from '../../core/replication/cycles/r2-cycles.js';
 import type { R1Message, R2Message } from '../../core/replication/cycles/cycle-messages.js';
-import { GroupCoordinator, type CoordinatorCommand, type CoordinatorEvent } from '../../core/group/coordinator.js';
+import { GroupCoordinator, type CoordinatorCommand, type CoordinatorEvent, type MembershipTable as CoordinatorTable } from '../../core/group/coordinator.js';
+import { GroupMemberMachine, answerToEvent, type MemberAction, type MemberCommand, type MemberPairFacts } from '../../core/group/member.js';
+import type { GroupMemberRef, MembershipTable } from '../../core/group/group-record.js';
 import { decideGroupRecovery, type MemberRecoveryInput, type RecoveryAction } from '../../core/group/group-recovery.js';
 import { Scheduler } from '../scheduler.js';
 
 const RB = 4096;
+/** The group's name, and its coordinator's (one coordinator process, restarted as new generations). */
+const GROUP = 'g';
+/** Member mN is the pair of volume "vol" on array mN. */
+const memberRef = (name: string): GroupMemberRef => ({ array: name, volume: 'vol', pairId: name, r2Array: `${name}-r2`, r2Volume: 'vol' });
+/** The coordinator machine's table as the daemon sends it to members. */
+const toMemberTable = (t: CoordinatorTable, cycleMs: number): MembershipTable => ({
+  group: GROUP, coordinator: GROUP, epoch: 0, version: t.version, cycleMs, tag: t.tag, members: t.members.map(memberRef),
+});
 
 export interface CyclesSimConfig {
   readonly members: number;
@@ -150,10 +160,8 @@ interface Member {
   /** Newest membership table stored: (coordinator generation, table version). */
   tableGen: number;
   tableVersion: number;
-  windowEpoch: number;
-  switchedInWindow: boolean;
-  /** The last window was closed by the member itself (timeout), not by the coordinator. */
-  closedOnOwn: boolean;
+  /** The member side of the group protocol: the daemon's machine. */
+  readonly machine: GroupMemberMachine;
   controlPartitionedUntil: number;
 }
 
@@ -205,6 +213,8 @@ export async function runCyclesSeed(
   const group = config.group;
   const joinerCount = group ? config.joiners : 0;
   const windowTimeoutMs = config.switchTimeoutMs < 1e12 ? config.windowTimeoutMs : null;
+  /** A member not asked anything this long asks the coordinator whether it still belongs (the daemon: 10 s). */
+  const silentCoordinatorMs = 10 * config.cycleMs + 10 * Math.min(config.switchTimeoutMs, 100);
   let failure: string | undefined;
   let timersOn = true;
   let r2CrashesOn = config.r2Crashes;
@@ -260,7 +270,8 @@ export async function runCyclesSeed(
       persisted: { appliedCycle: 0, appliedTag: inGroup ? firstTag - 1 : 0, cycles: new Map() },
       partitionedUntil: 0,
       joiner, joinCycle: 0, groupSwitches: 0, wantsJoin: false, wantsLeave: false, left: false, fallenBack: false,
-      tableGen: 0, tableVersion: 0, windowEpoch: 0, switchedInWindow: false, closedOnOwn: false, controlPartitionedUntil: 0,
+      tableGen: 0, tableVersion: 0, controlPartitionedUntil: 0,
+      machine: new GroupMemberMachine({ name: `m${i}/vol`, windowTimeoutMs, silentCoordinatorMs }, null, 0),
     });
   }
   const byName = (name: string): Member => members[Number(name.slice(1))]!;
@@ -386,6 +397,8 @@ export async function runCyclesSeed(
   };
 
   // ---- member side of the group protocol ----------------------------------------------------
+  // Each R1 runs the daemon's member machine (core/group/member.ts); the sim carries out its actions
+  // on the simulated cycles and write windows, as src/app/group/group-member.ts does on real pairs.
   const releaseWindow = (m: Member): void => {
     m.windowOpen = false;
     const waiters = m.windowWaiters.splice(0);
@@ -402,49 +415,70 @@ export async function runCyclesSeed(
     m.spill.clear();
     m.wantsJoin = false;
     // Its hosts must not wait on a window of a group it no longer replicates for; and a member
-    // the coordinator may still list asks to leave, or the group would wait on it forever.
+    // the coordinator may still list asks to leave (it would also be let go at the next question).
     releaseWindow(m);
     m.wantsLeave = inGroupMode(m);
   };
-  /**
-   * The member closes its window without the coordinator (timeout, or it left the group). Harmless
-   * if it did not switch in that window: its writes stay in the cycle every unswitched member is
-   * still in. If it did switch, its next writes would complete in the new cycle while another
-   * member may not have switched yet — a write depending on one of them would land in an older
-   * cycle there. So it must not keep capturing: it falls back to bitmaps and leaves the group.
-   */
-  const closeWindowOnOwn = (m: Member): void => {
-    if (!m.windowOpen) return;
-    if (m.switchedInWindow && !bugs.keepCapturingAfterSwitch) {
-      fallBack(m);
-      return;
+  const memberFacts = (m: Member): MemberPairFacts => ({
+    group: inGroupMode(m) && !m.fallenBack ? GROUP : null,
+    replicating: !m.fallenBack,
+    cycles: m.fallenBack ? null : { grouped: inGroupMode(m), ready: m.r1.isReady(), captureTag: m.r1.captureTag },
+    notReadyReason: 'transmit cycle not sealed, or its commit not acknowledged',
+  });
+  const runMemberActions = (m: Member, actions: readonly MemberAction[]): void => {
+    for (const a of actions) {
+      switch (a.kind) {
+        case 'hold-writes':
+          m.windowOpen = true;
+          runMemberActions(m, m.machine.held(a.window));
+          break;
+        case 'release-writes':
+          if (m.windowOpen) releaseWindow(m);
+          break;
+        case 'arm-window-timer':
+          at(a.afterMs, () => {
+            if (m.r1Dead || !m.machine.windowOpen) return;
+            const expired = m.machine.windowExpired(a.window);
+            if (expired.length === 0) return;
+            windowTimeouts++;
+            log(() => `${m.name} window times out (falls back: ${expired.some((x) => x.kind === 'fall-back')})`);
+            // The deliberate bug: close the window and keep capturing after a switch in it.
+            runMemberActions(m, bugs.keepCapturingAfterSwitch ? expired.filter((x) => x.kind === 'release-writes') : expired);
+          });
+          break;
+        case 'switch-cycles':
+          m.r1.switchCycle(sched.nowMs, a.tag);
+          m.groupSwitches++;
+          pumpR1(m);
+          break;
+        case 'adopt-tag':
+          break; // the simulated cycles always run: nothing waits for a tag
+        case 'enter-group':
+          if (inGroupMode(m)) break; // a newer table of the group it is in
+          // No window of this generation is open: the capture cycle ends at the group's next switch.
+          m.joinCycle = m.r1.enterGroup(a.table.tag);
+          m.groupSwitches = 0;
+          m.wantsJoin = false;
+          joins++;
+          break;
+        case 'leave-group':
+          m.wantsLeave = false;
+          m.r1.leaveGroup();
+          m.left = true;
+          leaves++;
+          break;
+        case 'fall-back':
+          fallBack(m);
+          break;
+        case 'keep-table':
+          break; // the simulated member keeps its table in the machine only
+      }
     }
-    m.closedOnOwn = true;
-    releaseWindow(m);
   };
-  const openWindow = (m: Member): void => {
-    if (m.windowOpen) return; // a re-sent command (or a new coordinator): the window's clock keeps running
-    m.windowOpen = true;
-    m.windowEpoch++;
-    m.switchedInWindow = false;
-    m.closedOnOwn = false;
-    if (windowTimeoutMs === null) return;
-    const epoch = m.windowEpoch;
-    at(windowTimeoutMs, () => {
-      if (m.r1Dead || !m.windowOpen || m.windowEpoch !== epoch) return;
-      windowTimeouts++;
-      log(() => `${m.name} window times out (switched in it: ${m.switchedInWindow})`);
-      closeWindowOnOwn(m);
-    });
-  };
+  /** Told it is no member (its leave request reached a coordinator that does not list it): it leaves. */
   const leaveNow = (m: Member): void => {
     m.wantsLeave = false;
-    if (m.fallenBack || m.left || !inGroupMode(m)) return;
-    closeWindowOnOwn(m);
-    if (m.fallenBack) return;
-    m.r1.leaveGroup();
-    m.left = true;
-    leaves++;
+    runMemberActions(m, m.machine.leave(memberFacts(m)));
   };
 
   // ---- coordinator --------------------------------------------------------------------------
@@ -598,84 +632,55 @@ export async function runCyclesSeed(
     if (!timersOn || m.r1Dead) return;
     if (m.wantsJoin && !inGroupMode(m) && !m.fallenBack) request(m, 'join');
     if (m.wantsLeave) request(m, 'leave');
+    if (m.machine.membershipCheckDue(sched.nowMs, memberFacts(m))) {
+      // As the daemon's member does: is this pair still counted? (An answer from a dead generation is lost.)
+      control(m, () => net.int(0, 3), () => {
+        const c = coordinator;
+        if (!c) return;
+        const counted = c.members.includes(m.name) || pendingJoins.has(m.name);
+        const gen = coordGen;
+        control(m, () => net.int(0, 3), () => {
+          if (gen !== coordGen || m.r1Dead) return;
+          if (!counted) log(() => `${m.name} is not counted by g${gen}: leaves`);
+          runMemberActions(m, m.machine.membershipAnswer(counted, memberFacts(m)));
+        });
+      });
+    }
     at(15, () => memberTick(m));
   };
 
   const memberCommand = (cmd: CoordinatorCommand, gen: number): void => {
     const m = byName(cmd.member);
-    if (m.r1Dead) return;
+    if (m.r1Dead || cmd.kind === 'dropped') return;
     log(() => `${m.name} <- g${gen} ${cmd.kind}${cmd.kind === 'switch' ? ` ${cmd.tag}` : ''}${cmd.kind === 'store-table' ? ` v${cmd.table.version} [${cmd.table.members.join(',')}] tag ${cmd.table.tag}` : ''} ` +
       `(capture ${m.r1.captureCycle}/${m.r1.captureTag}, window ${m.windowOpen}, ${m.r1.switchMode}${m.fallenBack ? ', fell back' : ''})`);
-    const answer = (event: CoordinatorEvent): void => coordinatorEvent(m, event, gen);
-    // A pair out of the group (it fell back, or left) takes no part in switches: it says so, as the
-    // daemon's member does, and the coordinator lets it go. It still confirms closed windows.
-    const active = inGroupMode(m) && !m.fallenBack;
-    const notMember = (): void => answer({ kind: 'not-member', member: cmd.member, reason: m.fallenBack ? 'fell back' : 'left the group' });
-    switch (cmd.kind) {
-      case 'query-ready':
-        if (!active) notMember();
-        else answer({ kind: 'ready', member: cmd.member, ready: m.r1.isReady(), reason: 'transmit cycle not sealed' });
-        break;
-      case 'open-window':
-        if (!active) { notMember(); break; }
-        openWindow(m);
-        answer({ kind: 'window-opened', member: cmd.member });
-        break;
-      case 'switch':
-        if (!active) { notMember(); break; }
-        if (m.r1.captureTag === cmd.tag) {
-          answer({ kind: 'switched', member: cmd.member, tag: cmd.tag });
-        } else if (cmd.tag < m.r1.captureTag) {
-          // A stale command (the member switched past it): no answer.
-        } else if (!m.windowOpen) {
-          // Only a window the member closed on its own can be missing here; it will not switch
-          // without one (the coordinator asks again after opening it anew, or evicts it).
-          if (!m.closedOnOwn) throw new SimFailure(`member ${cmd.member} asked to switch without its window open`);
-          answer({ kind: 'switch-failed', member: cmd.member, tag: cmd.tag, reason: 'window closed' });
-        } else if (m.r1.isReady()) {
-          m.r1.switchCycle(sched.nowMs, cmd.tag);
-          m.switchedInWindow = true;
-          m.groupSwitches++;
-          pumpR1(m);
-          answer({ kind: 'switched', member: cmd.member, tag: cmd.tag });
-        } else {
-          answer({ kind: 'switch-failed', member: cmd.member, tag: cmd.tag, reason: 'not ready' });
-        }
-        break;
-      case 'close-window':
-        if (m.windowOpen) releaseWindow(m);
-        answer({ kind: 'window-closed', member: cmd.member });
-        break;
-      case 'store-table': {
-        const newer = gen > m.tableGen || (gen === m.tableGen && cmd.table.version > m.tableVersion);
-        if (newer) {
-          m.tableGen = gen;
-          m.tableVersion = cmd.table.version;
-          const listed = cmd.table.members.includes(m.name);
-          if (listed && !inGroupMode(m) && (m.fallenBack || m.left)) {
-            // A pair that left does not come back by itself (a stale join, a restarted coordinator's old table).
-            notMember();
-            break;
-          }
-          if (listed && !inGroupMode(m) && !m.fallenBack && !m.left) {
-            // No window of this generation is open: the capture cycle ends at the group's next switch.
-            m.joinCycle = m.r1.enterGroup(cmd.table.tag);
-            m.groupSwitches = 0;
-            m.wantsJoin = false;
-            joins++;
-          } else if (!listed && inGroupMode(m)) {
-            leaveNow(m);
-          }
-        }
-        answer({ kind: 'table-stored', member: cmd.member, version: cmd.table.version });
-        break;
+    // Tables are ordered by (coordinator generation, version): a new generation numbers them afresh,
+    // and one from an older generation may arrive late — the transport knows, so it says so.
+    let staleTable = false;
+    if (cmd.kind === 'store-table') {
+      staleTable = !(gen > m.tableGen || (gen === m.tableGen && cmd.table.version > m.tableVersion));
+      if (!staleTable) {
+        m.tableGen = gen;
+        m.tableVersion = cmd.table.version;
       }
-      case 'evict':
-        fallBack(m);
-        m.wantsLeave = false;
-        // Confirm to the app layer, which re-sends evictions until confirmed.
-        control(m, () => net.int(0, 3), () => { disk.evicts.delete(cmd.member); });
-        break;
+    }
+    const wire: MemberCommand = cmd.kind === 'store-table' ? { kind: 'store-table', table: toMemberTable(cmd.table, config.cycleMs) }
+      : cmd.kind === 'query-ready' ? { kind: 'query-ready', tag: coordinator?.tag ?? 0 } : cmd;
+    const reply = m.machine.command(wire, GROUP, GROUP, memberFacts(m), sched.nowMs, staleTable);
+    runMemberActions(m, reply.actions);
+    const answer = reply.answer;
+    if (cmd.kind === 'switch' && answer?.kind === 'switch-failed' && answer.reason === 'no write window is open') {
+      // Only a window the member closed on its own can be missing here (the coordinator opens one first).
+      throw new SimFailure(`member ${cmd.member} asked to switch without its window open`);
+    }
+    if (cmd.kind === 'evict' && (answer?.kind === 'evicted' || answer?.kind === 'not-member')) {
+      m.wantsLeave = false;
+      // Confirm to the app layer, which re-sends evictions until confirmed.
+      control(m, () => net.int(0, 3), () => { disk.evicts.delete(cmd.member); });
+    }
+    if (answer) {
+      const event = answerToEvent(cmd.member, answer);
+      if (event) coordinatorEvent(m, event, gen);
     }
   };
 
