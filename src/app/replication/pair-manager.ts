@@ -249,7 +249,8 @@ export class PairManager {
   /** Sets the volume's host access for the pair's role and intent; a write window makes it atomic. */
   private async applyAccess(runtime: PairRuntime, intent: PairIntent = runtime.record.intent): Promise<void> {
     const wanted = combinedVolumeState(this.recordsOn(runtime.volume.name), { record: runtime.record, intent });
-    if (runtime.volume.state === wanted) return;
+    // An attached clone session owns its target's access (not ready) until it splits.
+    if (runtime.volume.state === wanted || runtime.volume.state === 'not-ready') return;
     const release = await runtime.volume.holdWrites();
     try {
       await runtime.volume.setState(wanted);
