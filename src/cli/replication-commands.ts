@@ -36,7 +36,7 @@ const COMMANDS: Array<[string, string]> = [
   ['split', 'stop replicating and make R2 writable too; both sides record their changes'],
   ['failover', "make R2 writable and R1 write-disabled (on R2's array it works with the link down)"],
   ['failback', "copy R2's changes back to R1, then replicate R1 → R2 again"],
-  ['restore', "copy R2's image over R1 (discarding R1's changes), then replicate R1 → R2 again"],
+  ['restore', "copy R2's image over R1 (discarding R1's changes), then replicate R1 → R2 again; R1's other pairs get the restored tracks"],
   ['swap', 'exchange roles: R2 becomes the source, R1 the write-disabled target'],
 ];
 const WAIT_TARGETS = ['synchronized', 'suspended', 'split', 'failed-over', 'partitioned'];
@@ -198,7 +198,7 @@ export function registerReplicationCommands(program: Command, run: (action: Run)
       if (globals.json) printJson(p);
       else process.stdout.write(line(p, `mode ${mode}:`));
     }));
-  pair.command('delete <pair>').description('delete the pair (both halves when the link is up); both volumes become ready')
+  pair.command('delete <pair>').description("delete the pair (both halves when the link is up); both volumes become ready unless their other pairs say otherwise")
     .action((name: string) => run(async (client, globals) => {
       const r = await client.request<{ peerDeleted: boolean }>('DELETE', path(name));
       if (globals.json) printJson(r);

@@ -205,7 +205,7 @@ export const REPLICATION_ROUTES: readonly RouteSpec[] = [
   },
   {
     method: 'DELETE', url: '/v1/pairs/:pair', operationId: 'deletePair', tag: 'replication',
-    summary: 'Deletes the pair (both halves when the link is up); both volumes become ready.',
+    summary: 'Deletes the pair (both halves when the link is up); both volumes become ready unless their other pairs say otherwise.',
     params: PairParams,
     responses: { 200: { description: 'Deleted.', schema: Type.Object({ pair: Type.String(), deleted: Type.Literal(true), peerDeleted: Type.Boolean() }) }, ...stateErrors },
     handler: async (request, backend) => {
