@@ -11,17 +11,20 @@ test(`remote pairs: ${SEEDS} seeds of host writes, partitions and crashes; sync 
   let strictSeeds = 0;
   let crashes = 0;
   let partitions = 0;
+  let fanOutSeeds = 0;
   for (let seed = START; seed < START + SEEDS; seed++) {
     const r = await runPairSeed(seed);
     crashes += r.crashes;
     partitions += r.partitions;
     if (r.config.mode === 'sync' && r.config.onLinkFailure === 'fail-writes' && !r.config.powerLoss) strictSeeds++;
+    if (r.config.fanOut) fanOutSeeds++;
     if (!r.ok) failures.push(`seed ${seed} (${describePairConfig(r.config)}): ${r.failure}`);
   }
   assert.deepEqual(failures, [], `reproduce one with: npm run sim -- --suite pair --seed N`);
   // The campaign must actually exercise what it claims to.
   assert.ok(strictSeeds >= SEEDS / 10, `only ${strictSeeds} seeds checked the sync guarantee`);
   assert.ok(crashes > 0 && partitions > 0, 'no crashes or partitions were injected');
+  assert.ok(fanOutSeeds >= SEEDS / 10, `only ${fanOutSeeds} seeds fanned out to a second pair`);
 });
 
 // Seeds that found bugs, pinned (each failed before its fix):
