@@ -48,7 +48,10 @@ test(`remote pairs: ${SEEDS} seeds of host writes, partitions and crashes; sync 
 //       data its flush did not cover (a track shipped again keeps its bit until the next persist).
 // (Seed 203 found answers of R1's previous incarnation being matched to new requests with the same
 // id; the simulator's timing has since moved on, so test/unit/peer-rpc.test.ts pins that bug.)
-for (const seed of [2, 13, 28, 8965, 31760, 32326, 32845, 33808]) {
+// 53   — fan-out: a write the sync pair refused (fail-writes, link down) had reached R1's store,
+//        but the volume skipped the other hooks' afterWrite, so the second pair never owed it and
+//        its R2 stayed behind (a refused write now still passes every afterWrite).
+for (const seed of [2, 13, 28, 53, 8965, 31760, 32326, 32845, 33808]) {
   test(`remote pairs: regression seed ${seed}`, async () => {
     const r = await runPairSeed(seed);
     assert.ok(r.ok, `seed ${seed} (${describePairConfig(r.config)}): ${r.failure}`);
