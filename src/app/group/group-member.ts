@@ -154,7 +154,7 @@ export class GroupMemberSide {
       if (r.group.tag !== undefined && heard !== undefined && now - heard < SILENT_COORDINATOR_MS) continue;
       const table = this.tables.get(r.record.id);
       if (!table) continue;
-      const key = memberKey({ array: this.host.arrayName, volume: r.record.name });
+      const key = memberKey({ array: this.host.arrayName, volume: r.record.localVolume });
       let member: boolean | undefined;
       if (table.coordinator === this.host.arrayName) {
         member = this.host.isMemberHere(table.group, key);
@@ -167,7 +167,7 @@ export class GroupMemberSide {
       }
       if (member === false || member === undefined) {
         if (r.capturing && r.asyncR1!.groupFrom !== null) {
-          await this.leaveAndSuspend(r.record.name, `group ${table.group} no longer counts this pair (evicted or removed while out of reach)`);
+          await this.leaveAndSuspend(r.record.localVolume, `group ${table.group} no longer counts this pair (evicted or removed while out of reach)`);
           continue;
         }
         r.group = undefined;
