@@ -13,6 +13,10 @@ export const COMMANDS = [
   ['volume', 'create'], ['volume', 'list'], ['volume', 'show'], ['volume', 'delete'], ['volume', 'set-state'], ['volume', 'changes'],
   ['clone', 'establish'], ['clone', 'split'], ['clone', 'reestablish'], ['clone', 'restore'], ['clone', 'terminate'],
   ['clone', 'list'], ['clone', 'show'], ['clone', 'wait'],
+  ['peer', 'add'], ['peer', 'list'], ['peer', 'show'], ['peer', 'remove'],
+  ['pair', 'create'], ['pair', 'list'], ['pair', 'show'], ['pair', 'wait'], ['pair', 'establish'], ['pair', 'resume'],
+  ['pair', 'suspend'], ['pair', 'split'], ['pair', 'failover'], ['pair', 'failback'], ['pair', 'restore'], ['pair', 'swap'],
+  ['pair', 'set-mode'], ['pair', 'delete'],
 ];
 
 export function renderCliDocs() {

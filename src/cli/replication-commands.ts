@@ -9,7 +9,7 @@ import { ErrorCode, TidemarkError, invalidArgument } from '../core/errors.js';
 
 interface PeerJson { name: string; address: string; link: string; createdAt: string }
 interface PairJson {
-  pair: string; id: string; role: string; mode: string; state: string; intent: string; localVolume: string; peer: string;
+  pair: string; volume: string; id: string; role: string; mode: string; state: string; intent: string; localVolume: string; peer: string;
   remoteVolume: string; onLinkFailure: string; generation: number; diverged: boolean;
   invalidTracks: { local: number; remote: number | null }; tracksOwed: number; tracksToPull: number; bytesOwed: number;
   lagSeconds: number; link: { state: string }; peerMissing: boolean; lastError: string | null;
@@ -36,7 +36,7 @@ const COMMANDS: Array<[string, string]> = [
   ['split', 'stop replicating and make R2 writable too; both sides record their changes'],
   ['failover', "make R2 writable and R1 write-disabled (on R2's array it works with the link down)"],
   ['failback', "copy R2's changes back to R1, then replicate R1 → R2 again"],
-  ['restore', "copy R2's image over R1 (discarding R1's changes), then replicate R1 → R2 again"],
+  ['restore', "copy R2's image over R1 (discarding R1's changes), then replicate R1 → R2 again; R1's other pairs get the restored tracks"],
   ['swap', 'exchange roles: R2 becomes the source, R1 the write-disabled target'],
 ];
 const WAIT_TARGETS = ['synchronized', 'suspended', 'split', 'failed-over', 'partitioned'];
@@ -54,7 +54,7 @@ const path = (pair: string): string => `/v1/pairs/${encodeURIComponent(pair)}`;
 
 function showPair(p: PairJson): void {
   printFields([
-    ['pair', `${p.localVolume} (${p.role}) ↔ ${p.peer}:${p.remoteVolume}`], ['id', p.id], ['state', p.state],
+    ['pair', p.pair], ['volume', `${p.volume} (${p.role}) ↔ ${p.peer}:${p.remoteVolume}`], ['id', p.id], ['state', p.state],
     ['mode', p.mode], ...(p.group ? [['group', p.group] as [string, string]] : []), ['link', p.link.state], ['generation', p.generation],
     ['invalid tracks', `${p.invalidTracks.local} here, ${p.invalidTracks.remote ?? '?'} on ${p.peer}`],
     ['owed', `${p.tracksOwed} tracks (${formatSize(p.bytesOwed)})`], ['lag', `${p.lagSeconds.toFixed(1)} s`],
@@ -74,7 +74,7 @@ function showPair(p: PairJson): void {
 }
 
 const line = (p: PairJson, verb: string): string =>
-  `${verb} ${p.localVolume} (${p.role}) ↔ ${p.peer}:${p.remoteVolume}: ${p.state}${p.tracksOwed > 0 ? `, ${p.tracksOwed} tracks owed` : ''}\n`;
+  `${verb} ${p.pair}${p.pair === p.volume ? '' : ` (${p.volume})`} (${p.role}) ↔ ${p.peer}:${p.remoteVolume}: ${p.state}${p.tracksOwed > 0 ? `, ${p.tracksOwed} tracks owed` : ''}\n`;
 
 async function waitFor(client: ApiClient, globals: GlobalOptions, pair: string, until: string, timeoutSeconds: number): Promise<void> {
   const deadline = Date.now() + timeoutSeconds * 1000;
@@ -135,9 +135,10 @@ export function registerReplicationCommands(program: Command, run: (action: Run)
     else process.stdout.write(`removed peer ${name}\n`);
   }));
 
-  const pair = program.command('pair').description('remote pairs: a local volume (R1) replicated to a volume on a peer (R2); PAIR is the local volume');
+  const pair = program.command('pair').description('remote pairs: a local volume (R1) replicated to a volume on a peer (R2); PAIR is the pair\'s name (by default its volume\'s)');
   pair.command('create <volume>')
-    .description('pair VOLUME with a volume of the same size on a peer; R2 becomes write-disabled and a full establish starts')
+    .description('pair VOLUME with a volume of the same size on a peer; R2 becomes write-disabled and a full establish starts (a volume may be the R1 of up to 4 pairs)')
+    .option('--name <name>', "the pair's name on both arrays; defaults to VOLUME while it has no pair, required when it has one")
     .requiredOption('--peer <name>', 'the peer array')
     .requiredOption('--remote-volume <name>', 'the volume on the peer that becomes R2')
     .requiredOption('--mode <mode>', MODES.join(' | '))
@@ -148,13 +149,13 @@ export function registerReplicationCommands(program: Command, run: (action: Run)
     .option('--extents <ranges>', 'replicate only these byte ranges, OFFSET:LENGTH[,…] in whole tracks (e.g. 0:1GiB,4GiB:512MiB); the rest of R2 stays usable by its hosts')
     .option('--protect-with <clone>', "a clone session of the remote volume on the peer: split before every resync, so a consistent image of R2 survives a disaster mid-resync")
     .action((volume: string, opts: {
-      peer: string; remoteVolume: string; mode: string; onLinkFailure: string; protectWith?: string; extents?: string; cycleMs: string;
+      name?: string; peer: string; remoteVolume: string; mode: string; onLinkFailure: string; protectWith?: string; extents?: string; cycleMs: string;
       cycleMemory: string; spillLimit: string;
     }) => run(async (client, globals) => {
       if (!MODES.includes(opts.mode)) throw invalidArgument(`--mode must be one of ${MODES.join(', ')}`);
       if (!POLICIES.includes(opts.onLinkFailure)) throw invalidArgument(`--on-link-failure must be one of ${POLICIES.join(', ')}`);
       const p = await client.request<PairJson>('POST', '/v1/pairs',
-        { volume, peer: opts.peer, remoteVolume: opts.remoteVolume, mode: opts.mode, onLinkFailure: opts.onLinkFailure,
+        { volume, ...(opts.name !== undefined ? { name: opts.name } : {}), peer: opts.peer, remoteVolume: opts.remoteVolume, mode: opts.mode, onLinkFailure: opts.onLinkFailure,
           ...(opts.protectWith ? { protectWith: opts.protectWith } : {}),
           ...(opts.extents ? { extents: parseExtents(opts.extents) } : {}),
           cycleMs: Number(opts.cycleMs), cycleMemoryBytes: parseSize(opts.cycleMemory), spillLimitBytes: parseSize(opts.spillLimit) });
@@ -164,8 +165,8 @@ export function registerReplicationCommands(program: Command, run: (action: Run)
   pair.command('list').description('list pair halves on this array').action(() => run(async (client, globals) => {
     const { pairs } = await client.request<{ pairs: PairJson[] }>('GET', '/v1/pairs');
     if (globals.json) return printJson({ pairs });
-    printTable(['PAIR', 'ROLE', 'PEER', 'REMOTE', 'MODE', 'STATE', 'OWED', 'LAG'],
-      pairs.map((p) => [p.pair, p.role, p.peer, p.remoteVolume, p.mode, p.state, String(p.tracksOwed), `${p.lagSeconds.toFixed(1)} s`]));
+    printTable(['PAIR', 'VOLUME', 'ROLE', 'PEER', 'REMOTE', 'MODE', 'STATE', 'OWED', 'LAG'],
+      pairs.map((p) => [p.pair, p.volume, p.role, p.peer, p.remoteVolume, p.mode, p.state, String(p.tracksOwed), `${p.lagSeconds.toFixed(1)} s`]));
   }));
   pair.command('show <pair>').description('one pair: role, mode, state, invalid tracks on both sides, owed bytes, lag, link, generation')
     .action((name: string) => run(async (client, globals) => {
@@ -197,7 +198,7 @@ export function registerReplicationCommands(program: Command, run: (action: Run)
       if (globals.json) printJson(p);
       else process.stdout.write(line(p, `mode ${mode}:`));
     }));
-  pair.command('delete <pair>').description('delete the pair (both halves when the link is up); both volumes become ready')
+  pair.command('delete <pair>').description("delete the pair (both halves when the link is up); both volumes become ready unless their other pairs say otherwise")
     .action((name: string) => run(async (client, globals) => {
       const r = await client.request<{ peerDeleted: boolean }>('DELETE', path(name));
       if (globals.json) printJson(r);

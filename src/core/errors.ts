@@ -21,6 +21,10 @@ export const ErrorCode = {
   PairDiverged: 'TM_ERR_PAIR_DIVERGED',
   LinkDown: 'TM_ERR_LINK_DOWN',
   PairSuspended: 'TM_ERR_PAIR_SUSPENDED',
+  /** The volume already has a pair: a new one needs --name. */
+  PairNameRequired: 'TM_ERR_PAIR_NAME_REQUIRED',
+  /** The command would be ambiguous given the volume's other pairs (see docs/replication.md). */
+  PairConflict: 'TM_ERR_PAIR_CONFLICT',
   LinkAuthFailed: 'TM_ERR_LINK_AUTH_FAILED',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];

@@ -17,6 +17,8 @@ export function httpStatusOf(code: ErrorCode): number {
     case ErrorCode.InvalidState:
     case ErrorCode.PairDiverged:
     case ErrorCode.PairSuspended:
+    case ErrorCode.PairNameRequired:
+    case ErrorCode.PairConflict:
       return 409;
     case ErrorCode.LimitExceeded:
       return 422;

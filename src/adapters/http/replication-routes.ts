@@ -28,13 +28,14 @@ export const PeerSchema = Type.Object({
 export type PeerView = Static<typeof PeerSchema>;
 
 export const PairStatusSchema = Type.Object({
-  pair: Type.String({ description: 'The pair as named on this array: its local volume.' }),
+  pair: Type.String({ description: 'The pair\'s name on this array (what the pair routes take). R2 knows the pair by the name R1 gave it; pairs created before pairs had names are named after their local volume.' }),
+  volume: Type.String({ description: 'The local volume: the source on R1, the replica on R2.' }),
   id: Type.String({ description: 'The pair id, the same on both arrays.' }),
   role: literals(['R1', 'R2']),
   mode: literals(PAIR_MODES),
   state: literals(PAIR_STATES),
   intent: literals(PAIR_INTENTS),
-  localVolume: Type.String(),
+  localVolume: Type.String({ description: 'The same as volume (kept for older scripts).' }),
   peer: Type.String(),
   remoteVolume: Type.String(),
   onLinkFailure: literals(LINK_FAILURE_POLICIES),
@@ -107,6 +108,8 @@ const PeerBody = Type.Object({
 }, { additionalProperties: false });
 const PairCreateBodySchema = Type.Object({
   volume: Name,
+  name: Type.Optional(Type.String({ minLength: 1, maxLength: 63, pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$',
+    description: 'The pair\'s name, unique on this array and on the peer. Defaults to the volume\'s name while the volume has no pair; required when it has one (TM_ERR_PAIR_NAME_REQUIRED).' })),
   peer: Name,
   remoteVolume: Name,
   mode: literals(PAIR_MODES),
@@ -129,7 +132,7 @@ const repl = (backend: ApiBackend): ReplicationBackend => backend.replication;
 const param = (request: RouteRequest, key: string): string => (request.params as Record<string, string>)[key]!;
 const stateErrors = {
   404: error('No such peer, volume or pair (TM_ERR_NOT_FOUND).'),
-  409: error('Not allowed now (TM_ERR_INVALID_STATE, TM_ERR_PAIR_DIVERGED, TM_ERR_VOLUME_BUSY, TM_ERR_ALREADY_EXISTS).'),
+  409: error('Not allowed now (TM_ERR_INVALID_STATE, TM_ERR_PAIR_DIVERGED, TM_ERR_PAIR_CONFLICT, TM_ERR_PAIR_NAME_REQUIRED, TM_ERR_VOLUME_BUSY, TM_ERR_ALREADY_EXISTS).'),
   503: error('The link to the peer is down (TM_ERR_LINK_DOWN).'),
 };
 
@@ -166,9 +169,12 @@ export const REPLICATION_ROUTES: readonly RouteSpec[] = [
   },
   {
     method: 'POST', url: '/v1/pairs', operationId: 'createPair', tag: 'replication',
-    summary: 'Pairs a local volume (R1) with a volume of the same size on a peer (R2): R2 becomes write-disabled and a full establish starts.',
+    summary: 'Pairs a local volume (R1) with a volume of the same size on a peer (R2): R2 becomes write-disabled and a full establish starts. A volume may be the R1 of up to 4 pairs (fan-out) and the R2 of one (a chain).',
     body: PairCreateBodySchema,
-    responses: { 201: { description: 'The new pair.', schema: PairStatusSchema }, 400: error('Sizes differ or bad input (TM_ERR_INVALID_ARGUMENT).'), ...stateErrors },
+    responses: {
+      201: { description: 'The new pair.', schema: PairStatusSchema }, 400: error('Sizes differ or bad input (TM_ERR_INVALID_ARGUMENT).'), ...stateErrors,
+      422: error('The volume is already the R1 of 4 pairs (TM_ERR_LIMIT_EXCEEDED).'),
+    },
     handler: async (request, backend) => ok(await repl(backend).createPair(request.body as PairCreateBody), 201),
   },
   {
@@ -178,7 +184,7 @@ export const REPLICATION_ROUTES: readonly RouteSpec[] = [
   },
   {
     method: 'GET', url: '/v1/pairs/:pair', operationId: 'getPair', tag: 'replication',
-    summary: 'One pair (named by its local volume): role, mode, state, invalid tracks on both sides, bytes owed, lag, link, generation.',
+    summary: 'One pair (by name): role, mode, state, invalid tracks on both sides, bytes owed, lag, link, generation.',
     params: PairParams,
     responses: { 200: { description: 'The pair.', schema: PairStatusSchema }, 404: stateErrors[404] },
     handler: async (request, backend) => ok(await repl(backend).showPair(param(request, 'pair'))),
@@ -199,7 +205,7 @@ export const REPLICATION_ROUTES: readonly RouteSpec[] = [
   },
   {
     method: 'DELETE', url: '/v1/pairs/:pair', operationId: 'deletePair', tag: 'replication',
-    summary: 'Deletes the pair (both halves when the link is up); both volumes become ready.',
+    summary: 'Deletes the pair (both halves when the link is up); both volumes become ready unless their other pairs say otherwise.',
     params: PairParams,
     responses: { 200: { description: 'Deleted.', schema: Type.Object({ pair: Type.String(), deleted: Type.Literal(true), peerDeleted: Type.Boolean() }) }, ...stateErrors },
     handler: async (request, backend) => {

@@ -8,7 +8,10 @@ import {
   DEFAULT_CYCLE_MEMORY_BYTES, DEFAULT_SPILL_LIMIT_BYTES, LINK_FAILURE_POLICIES, MIN_CYCLE_MEMORY_BYTES, PAIR_INTENTS, PAIR_MODES,
   parsePairRecord, type LinkFailurePolicy, type PairIntent, type PairMode, type PairRecord,
 } from '../../core/replication/pair-record.js';
-import { checkCommand, pairVolumeState, volumeStateFor, type PairCommand, type PairState } from '../../core/replication/pair-rules.js';
+import { checkCommand, volumeStateFor, type PairCommand, type PairState } from '../../core/replication/pair-rules.js';
+import {
+  checkNewR1, checkNewR2, checkR1VolumeState, checkSiblings, choosePairName, combinedVolumeState,
+} from '../../core/replication/pair-set.js';
 import { validateExtents, type ByteExtent } from '../../core/replication/pair-extents.js';
 import type { Segment } from '../../core/replication/peer-messages.js';
 import { trackRange } from '../../core/volume/geometry.js';
@@ -59,6 +62,8 @@ export interface PairHost {
 
 export interface PairCreateOptions {
   readonly volume: string;
+  /** Defaults to the volume's name while the volume has no pair; required after. */
+  readonly name?: string;
   readonly peer: string;
   readonly remoteVolume: string;
   readonly mode: PairMode;
@@ -76,7 +81,10 @@ export interface PairCreateOptions {
 }
 
 export interface PairStatus {
+  /** The pair's name on this array (what commands take). */
   readonly pair: string;
+  /** The local volume (R1's source or R2's replica). */
+  readonly volume: string;
   readonly id: string;
   readonly role: 'R1' | 'R2';
   readonly mode: PairMode;
@@ -147,8 +155,10 @@ export interface CycleStatus {
 }
 
 export class PairManager {
-  /** Local volume name → its pair half. */
+  /** Pair name → its half on this array. */
   private readonly pairs = new Map<string, PairRuntime>();
+  /** Volume name → the pair halves on it, in creation order (fan-out, chains). */
+  private readonly byVolume = new Map<string, PairRuntime[]>();
   private readonly hooked = new Set<string>();
   private readonly stopKicking: () => void;
   private closed = false;
@@ -177,40 +187,56 @@ export class PairManager {
       if (!Array.isArray(stored)) throw new TidemarkError(ErrorCode.MetadataCorrupt, `pairs of ${name} are not a list`);
       for (const value of stored) {
         const record = parsePairRecord(value, `pair of volume ${name}`);
+        if (this.pairs.has(record.name)) throw new TidemarkError(ErrorCode.MetadataCorrupt, `two pairs are named ${record.name}`);
         const runtime = this.attach(record, v);
-        await v.setState(pairVolumeState(record));
         if (record.role === 'R2' && record.mode === 'async') runtime.asyncR2 = await R2Async.recover(this.r2CyclesHost(runtime));
       }
+      if (stored.length > 0) await v.setState(combinedVolumeState(this.recordsOn(name)));
     }
   }
 
   private attach(record: PairRecord, volume: Volume): PairRuntime {
     const runtime = new PairRuntime(record, volume, this.rpc, this.timeouts, this.host.nowMs);
-    this.pairs.set(volume.name, runtime);
-    volume.setExtension(EXTENSION_KEY, () => {
-      const current = this.pairs.get(volume.name);
-      return current ? [current.record] : [];
-    });
+    this.pairs.set(record.name, runtime);
+    this.byVolume.set(volume.name, [...this.onVolume(volume.name), runtime]);
+    volume.setExtension(EXTENSION_KEY, () => this.recordsOn(volume.name));
     if (!this.hooked.has(volume.name)) {
       this.hooked.add(volume.name);
-      // One hook per volume, finding the pair half at call time: role changes replace the runtime.
+      // One hook per volume, finding its pair halves at call time (role changes replace a runtime).
+      // Every half sees every write: a host's, a replica's (a chain forwards what it receives) and
+      // a restore's pull (the volume's other pairs must get the restored tracks too).
       volume.hooks.push({
         beforeHostWrite: (first, last, source) => {
-          if (source !== 'host') return undefined;
-          const r = this.pairs.get(volume.name);
-          r?.checkHostWrite(first, last);
-          return r?.capturing ? r.asyncR1!.admission() : undefined;
+          let waits: Array<Promise<void>> | undefined;
+          for (const r of this.onVolume(volume.name)) {
+            // Refusals (extents of an R2, fail-writes) concern the volume's hosts; a replica write
+            // is never refused by a pair downstream of it: that pair owes the tracks instead.
+            if (source === 'host') r.checkHostWrite(first, last);
+            const wait = r.capturing ? r.asyncR1!.admission() : undefined;
+            if (wait) (waits ??= []).push(wait);
+          }
+          return waits === undefined ? undefined : Promise.all(waits).then(() => undefined);
         },
-        beginWrite: (write) => this.pairs.get(volume.name)?.beginWrite(write),
-        localWriteFailed: (write) => this.pairs.get(volume.name)?.localWriteFailed(write),
-        afterWrite: (write) => this.pairs.get(volume.name)?.afterWrite(write),
-        afterHostFlush: () => this.pairs.get(volume.name)?.afterHostFlush(),
+        // The write completes when every pair that ships it alongside (sync, semi-sync) has it.
+        beginWrite: (write) => allOf(this.onVolume(volume.name).map((r) => r.beginWrite(write))),
+        localWriteFailed: (write) => { for (const r of this.onVolume(volume.name)) r.localWriteFailed(write); },
+        afterWrite: (write) => allOf(this.onVolume(volume.name).map((r) => r.afterWrite(write))),
+        afterHostFlush: () => allOf(this.onVolume(volume.name).map((r) => r.afterHostFlush())),
       });
       volume.beforePersist.push(async () => {
-        await this.pairs.get(volume.name)?.beforePersist();
+        for (const r of this.onVolume(volume.name)) await r.beforePersist();
       });
     }
     return runtime;
+  }
+
+  /** The pair halves on a volume (R1 of up to four pairs, R2 of at most one). */
+  private onVolume(volume: string): PairRuntime[] {
+    return this.byVolume.get(volume) ?? [];
+  }
+
+  private recordsOn(volume: string): PairRecord[] {
+    return this.onVolume(volume).map((r) => r.record);
   }
 
   private async save(runtime: PairRuntime, record: PairRecord): Promise<void> {
@@ -222,8 +248,9 @@ export class PairManager {
 
   /** Sets the volume's host access for the pair's role and intent; a write window makes it atomic. */
   private async applyAccess(runtime: PairRuntime, intent: PairIntent = runtime.record.intent): Promise<void> {
-    const wanted = pairVolumeState(runtime.record, intent);
-    if (runtime.volume.state === wanted) return;
+    const wanted = combinedVolumeState(this.recordsOn(runtime.volume.name), { record: runtime.record, intent });
+    // An attached clone session owns its target's access (not ready) until it splits.
+    if (runtime.volume.state === wanted || runtime.volume.state === 'not-ready') return;
     const release = await runtime.volume.holdWrites();
     try {
       await runtime.volume.setState(wanted);
@@ -237,24 +264,38 @@ export class PairManager {
     if (runtime.capturing) runtime.stopAsync(); // its spill files go with it
     const ids = runtime.ids;
     for (const id of [ids.out, ids.own, ids.pull]) runtime.volume.removePosition(id);
-    this.pairs.delete(runtime.volume.name);
+    this.pairs.delete(runtime.record.name);
+    const rest = this.onVolume(runtime.volume.name).filter((r) => r !== runtime);
+    if (rest.length > 0) this.byVolume.set(runtime.volume.name, rest);
+    else this.byVolume.delete(runtime.volume.name);
   }
 
   // ---- queries ----
 
-  /** The pair half on a local volume (the PAIR argument of the CLI is the local volume's name). */
+  /**
+   * The pair half named `pair` on this array (the PAIR argument of the CLI). A volume's name stands
+   * for its pair while it has only one: scripts written when pairs were named after their volume
+   * (on R2 too, where the pair now carries R1's name) keep working.
+   */
   runtime(pair: string): PairRuntime {
     const r = this.pairs.get(pair);
-    if (!r) throw notFound(`volume ${JSON.stringify(pair)} has no remote pair on this array`, { pair });
-    return r;
+    if (r) return r;
+    const on = this.onVolume(pair);
+    if (on.length === 1) return on[0]!;
+    if (on.length > 1) {
+      throw new TidemarkError(ErrorCode.PairNameRequired,
+        `volume ${pair} takes part in pairs ${on.map((x) => x.record.name).join(', ')}; name the pair`, { volume: pair, pairs: on.map((x) => x.record.name) });
+    }
+    throw notFound(`no pair named ${JSON.stringify(pair)} on this array`, { pair });
   }
 
+  /** Whether the volume takes part in any pair. */
   isPaired(volume: string): boolean {
-    return this.pairs.has(volume);
+    return this.onVolume(volume).length > 0;
   }
 
   checkVolumeChange(volume: string, what: string): void {
-    if (this.pairs.has(volume)) {
+    if (this.isPaired(volume)) {
       throw new TidemarkError(ErrorCode.VolumeBusy, `volume ${volume} is in a remote pair; ${what} is refused (delete the pair first)`, { volume });
     }
   }
@@ -267,7 +308,7 @@ export class PairManager {
     const r = this.runtime(pair);
     const rec = r.record;
     return {
-      pair: rec.localVolume, id: rec.id, role: rec.role, mode: rec.mode, state: r.state(), intent: rec.intent,
+      pair: rec.name, volume: rec.localVolume, id: rec.id, role: rec.role, mode: rec.mode, state: r.state(), intent: rec.intent,
       localVolume: rec.localVolume, peer: rec.peer, remoteVolume: rec.remoteVolume, onLinkFailure: rec.onLinkFailure,
       protectWith: rec.protectWith, extents: rec.extents ? rec.extents.map((e) => ({ ...e })) : null, protecting: r.needsProtection,
       generation: rec.generation, diverged: rec.diverged,
@@ -336,8 +377,15 @@ export class PairManager {
     if (!LINK_FAILURE_POLICIES.includes(onLinkFailure)) throw invalidArgument(`on-link-failure must be one of ${LINK_FAILURE_POLICIES.join(', ')}`);
     const volume = this.host.volume(name);
     this.host.checkPeer(peer);
-    if (this.pairs.has(name)) throw new TidemarkError(ErrorCode.AlreadyExists, `volume ${name} is already in a remote pair`, { volume: name });
-    if (volume.state !== 'ready') throw new TidemarkError(ErrorCode.InvalidState, `volume ${name} is ${volume.state}; an R1 must be ready`, { volume: name });
+    const siblings = this.recordsOn(name);
+    const pairName = choosePairName(name, options.name, siblings, (n) => this.pairs.has(n));
+    checkNewR1(name, siblings);
+    checkR1VolumeState(name, volume.state, siblings);
+    const upstream = siblings.find((r) => r.role === 'R2');
+    if (upstream && upstream.peer === peer && upstream.remoteVolume === remoteVolume) {
+      throw new TidemarkError(ErrorCode.PairConflict,
+        `volume ${name} receives from ${peer}:${remoteVolume} (pair ${upstream.name}); replicating back to it would loop`, { pair: upstream.name });
+    }
     const extents = options.extents ? validateExtents(options.extents, volume.geometry) : null;
     const cycleMs = options.cycleMs ?? DEFAULT_CYCLE_MS;
     if (!Number.isSafeInteger(cycleMs) || cycleMs < MIN_CYCLE_MS) throw invalidArgument(`--cycle-ms must be a whole number of at least ${MIN_CYCLE_MS}`);
@@ -347,9 +395,9 @@ export class PairManager {
     }
     const spillLimitBytes = options.spillLimitBytes ?? DEFAULT_SPILL_LIMIT_BYTES;
     if (!Number.isSafeInteger(spillLimitBytes) || spillLimitBytes < 0) throw invalidArgument('--spill-limit must be a whole number of bytes ≥ 0');
-    const id = `${this.host.arrayName}.${name}.${this.host.randomId()}`;
+    const id = `${this.host.arrayName}.${pairName}.${this.host.randomId()}`;
     const record: PairRecord = {
-      id, role: 'R1', localVolume: name, peer, remoteVolume, mode, intent: 'replicating', onLinkFailure,
+      id, name: pairName, role: 'R1', localVolume: name, peer, remoteVolume, mode, intent: 'replicating', onLinkFailure,
       generation: 1, diverged: false, protectWith, extents, cycleMs, cycleMemoryBytes, spillLimitBytes, createdAtMs: Math.floor(this.host.nowMs()),
     };
     // R2 first: a crash after it leaves a half R1 does not know (refused later, deletable on R2),
@@ -360,15 +408,16 @@ export class PairManager {
     }, [], CONTROL_TIMEOUT_MS);
     const runtime = this.attach(record, volume);
     await this.save(runtime, record);
-    this.host.onEvent('pair created', { pair: id, volume: name, peer, remoteVolume, mode });
+    this.host.onEvent('pair created', { pair: pairName, id, volume: name, peer, remoteVolume, mode });
     runtime.kickPush();
-    return this.status(name);
+    return this.status(pairName);
   }
 
   async command(pair: string, command: PairCommand): Promise<PairStatus> {
     const r = this.runtime(pair);
     if (r.record.role === 'R2') return this.commandOnR2(r, command);
     checkCommand(command, r.record);
+    checkSiblings(command, r.record, this.recordsOn(r.volume.name));
     if (command === 'swap') refuseIfGrouped(r, 'swap it');
     switch (command) {
       case 'establish': await this.establish(r); break;
@@ -410,7 +459,7 @@ export class PairManager {
   private async commandOnR2(r: PairRuntime, command: PairCommand): Promise<PairStatus> {
     if (r.linkUp) {
       await this.rpc.request(r.record.peer, { op: 'pair.command', pair: r.record.id, command }, [], CONTROL_TIMEOUT_MS * 4);
-      return this.show(r.record.localVolume);
+      return this.show(r.record.name);
     }
     if (command !== 'failover') {
       throw new TidemarkError(ErrorCode.LinkDown,
@@ -421,7 +470,7 @@ export class PairManager {
     await this.save(r, { ...r.record, intent: 'failed-over', generation: r.record.generation + 1 });
     await this.applyAccess(r);
     this.host.onEvent('pair failover (R1 unreachable)', { pair: r.record.id, generation: r.record.generation });
-    return this.status(r.record.localVolume);
+    return this.status(r.record.name);
   }
 
   /** Sets the intent on both halves: R2 first when it becomes less writable, R1 first otherwise. */
@@ -522,11 +571,17 @@ export class PairManager {
       await r.volume.persistBitmaps();
       if (r.record.intent === 'replicating' && (r.owed.count > 0 || r.state() !== 'synchronized')) {
         throw new TidemarkError(ErrorCode.InvalidState,
-          `pair ${r.record.localVolume} is ${r.state()}; swap a replicating pair only when synchronized`, { pair: r.record.id });
+          `pair ${r.record.name} is ${r.state()}; swap a replicating pair only when synchronized`, { pair: r.record.id });
       }
       await r.volume.setState('write-disabled');
-      await this.rpc.request(r.record.peer, { op: 'pair.swap', pair: r.record.id, generation },
-        [{ kind: 'data', offset: 0, data: r.bits.toBytes() }], CONTROL_TIMEOUT_MS);
+      try {
+        await this.rpc.request(r.record.peer, { op: 'pair.swap', pair: r.record.id, generation },
+          [{ kind: 'data', offset: 0, data: r.bits.toBytes() }], CONTROL_TIMEOUT_MS);
+      } catch (error) {
+        // Refused (the peer's volume is the R1 of too many pairs) or lost: hosts keep this side.
+        await r.volume.setState(combinedVolumeState(this.recordsOn(r.volume.name)));
+        throw error;
+      }
       await this.becomeR2(r, generation);
     } finally {
       release();
@@ -576,7 +631,8 @@ export class PairManager {
     await r.volume.persistBitmaps();
     const release = await r.volume.holdWrites();
     try {
-      await r.volume.setState('ready');
+      // The volume's other pairs still decide its access (e.g. it stays an R2 of another pair).
+      await r.volume.setState(combinedVolumeState(this.recordsOn(r.volume.name)));
     } finally {
       release();
     }
@@ -652,7 +708,7 @@ export class PairManager {
           // while the others' R2s go on. It suspends first (before its tracks are owed, so no push
           // starts), leaves the group, and keeps R2 at the last group boundary it holds.
           const group = reason === 'stopped' ? undefined : runtime.group?.name;
-          if (group !== undefined) void this.suspendForGroup(runtime.record.localVolume, `the cycles fell back to bitmaps (${reason}); left group ${group}`);
+          if (group !== undefined) void this.suspendForGroup(runtime.record.name, `the cycles fell back to bitmaps (${reason}); left group ${group}`);
           runtime.cyclesFellBack(tracks);
           if (reason !== 'stopped') this.cyclesFellBack(runtime, tracks.length, reason);
         },
@@ -793,10 +849,15 @@ export class PairManager {
         throw invalidArgument(`volume ${record.localVolume} on ${this.host.arrayName} is ${volume.geometry.sizeBytes} bytes with ` +
           `${volume.geometry.trackBytes}-byte tracks; R1 has ${String(h.sizeBytes)} and ${String(h.trackBytes)}`);
       }
-      const existing = this.pairs.get(record.localVolume);
-      if (existing) {
+      const siblings = this.recordsOn(record.localVolume);
+      checkNewR2(record.localVolume, siblings);
+      if (siblings.some((s) => s.role === 'R1' && s.peer === peer && s.remoteVolume === record.remoteVolume)) {
+        throw new TidemarkError(ErrorCode.PairConflict,
+          `volume ${record.localVolume} on ${this.host.arrayName} replicates to ${peer}:${record.remoteVolume}; receiving from it would loop`);
+      }
+      if (this.pairs.has(record.name)) {
         throw new TidemarkError(ErrorCode.AlreadyExists,
-          `volume ${record.localVolume} on ${this.host.arrayName} is already in a pair (${existing.record.id})`);
+          `${this.host.arrayName} already has a pair named ${record.name}; give the new pair another --name`, { pair: record.name });
       }
       this.host.checkPeer(peer);
       if (record.extents !== null) validateExtents(record.extents, volume.geometry);
@@ -808,7 +869,7 @@ export class PairManager {
       runtime.bits.clearAll();
       await this.save(runtime, record);
       await this.applyAccess(runtime);
-      this.host.onEvent('pair created (R2)', { pair: record.id, volume: record.localVolume, peer });
+      this.host.onEvent('pair created (R2)', { pair: record.name, id: record.id, volume: record.localVolume, peer });
       return { header: {}, segments: [] };
     });
     rpc.handle('pair.apply', (peer, h, segments) => {
@@ -953,19 +1014,21 @@ export class PairManager {
     rpc.handle('pair.set-mode', async (peer, h) => {
       const r = this.halfFor(peer, h);
       if (!PAIR_MODES.includes(h.mode as PairMode)) throw invalidArgument('bad mode');
-      if (r.record.role === 'R1') await this.setMode(r.record.localVolume, h.mode as PairMode);
+      if (r.record.role === 'R1') await this.setMode(r.record.name, h.mode as PairMode);
       else await this.save(r, { ...r.record, mode: h.mode as PairMode });
       return { header: {}, segments: [] };
     });
     rpc.handle('pair.command', async (peer, h) => {
       const r = this.halfFor(peer, h, 'R1');
-      await this.command(r.record.localVolume, h.command as PairCommand);
+      await this.command(r.record.name, h.command as PairCommand);
       return { header: {}, segments: [] };
     });
     rpc.handle('pair.swap', async (peer, h, segments) => {
       const r = this.halfFor(peer, h, 'R2');
       const theirs = segments[0];
       if (theirs?.kind !== 'data' || !Number.isSafeInteger(h.generation)) throw invalidArgument('bad pair.swap');
+      // Checked before anything changes: R1 takes its volume back if this refuses.
+      checkNewR1(r.volume.name, this.recordsOn(r.volume.name).filter((x) => x.id !== r.record.id));
       const out = TrackBitmap.fromBytes(r.volume.geometry.trackCount, theirs.data.slice()).or(r.bits);
       const record: PairRecord = { ...r.record, role: 'R1', intent: 'replicating', generation: h.generation as number, diverged: false };
       this.detach(r);
@@ -1017,6 +1080,15 @@ async function lockedRead(volume: Volume, offset: number, length: number): Promi
   }
 }
 
+/** One promise for the halves' work on a write (undefined when none has any). */
+function allOf(started: ReadonlyArray<Promise<void> | undefined>): Promise<void> | undefined {
+  const pending = started.filter((p): p is Promise<void> => p !== undefined);
+  if (pending.length <= 1) return pending[0];
+  // Each is handled: one rejecting must not leave the others' rejections unobserved.
+  for (const p of pending) p.catch(() => undefined);
+  return Promise.all(pending).then(() => undefined);
+}
+
 function formatBytes(n: number): string {
   for (const [unit, size] of [['GiB', 2 ** 30], ['MiB', 2 ** 20], ['KiB', 2 ** 10]] as const) {
     if (n >= size) return `${Number((n / size).toFixed(1))} ${unit}`;
@@ -1041,7 +1113,7 @@ function trackList(value: unknown, trackCount: number): number[] {
 function refuseIfGrouped(r: PairRuntime, what: string): void {
   if (r.group) {
     throw new TidemarkError(ErrorCode.InvalidState,
-      `pair ${r.record.localVolume} is in consistency group ${r.group.name}: remove it from the group before you ${what}`, { group: r.group.name });
+      `pair ${r.record.name} is in consistency group ${r.group.name}: remove it from the group before you ${what}`, { group: r.group.name });
   }
 }
 

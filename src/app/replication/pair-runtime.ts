@@ -241,7 +241,7 @@ export class PairRuntime {
     if (this.record.role === 'R2') {
       if (this.scope && volumeStateFor('R2', this.record.intent) === 'write-disabled' && this.scope.anyInRange(first, last)) {
         throw new TidemarkError(ErrorCode.VolumeWriteDisabled,
-          `volume ${this.record.localVolume} is write-disabled in the extents it replicates from ${this.record.peer}`, { volume: this.record.localVolume });
+          `volume ${this.record.localVolume} is write-disabled in the extents it replicates from ${this.record.peer} (pair ${this.record.name})`, { volume: this.record.localVolume });
       }
       return;
     }
@@ -249,13 +249,17 @@ export class PairRuntime {
     if (this.record.intent !== 'replicating' || this.record.onLinkFailure !== 'fail-writes') return;
     if (!this.linkUp || this.peerMissing) {
       throw new TidemarkError(ErrorCode.LinkDown,
-        `pair ${this.record.localVolume} cannot replicate (link to ${this.record.peer} is down) and is set to fail writes`);
+        `pair ${this.record.name} cannot replicate (link to ${this.record.peer} is down) and is set to fail writes`);
     }
   }
 
-  /** Whether this write is shipped to R2 as it happens (sync, semi-sync) rather than marked owed. */
+  /**
+   * Whether this write is shipped to R2 as it happens (sync, semi-sync) rather than marked owed. A
+   * replica write is new data for this volume (it is the R2 of another pair: a chain), so it ships
+   * like a host's — except the tracks this pair pulls from its own R2 (a restore).
+   */
   private forwards(write: AppliedWrite): boolean {
-    return write.source === 'host' && this.replicatingNow && (this.record.mode === 'sync' || this.record.mode === 'semisync') &&
+    return (write.source === 'host' || (write.source === 'replica' && write.skipPosition !== this.ids.out)) && this.replicatingNow && (this.record.mode === 'sync' || this.record.mode === 'semisync') &&
       this.inScope(write);
   }
 
@@ -300,7 +304,7 @@ export class PairRuntime {
         this.markOwed(write);
         this.forwarded.add(write);
         return Promise.reject(new TidemarkError(ErrorCode.LinkDown,
-          `pair ${this.record.localVolume} cannot replicate (link to ${this.record.peer} is down) and is set to fail writes`));
+          `pair ${this.record.name} cannot replicate (link to ${this.record.peer} is down) and is set to fail writes`));
       }
       return undefined;
     }
@@ -379,7 +383,8 @@ export class PairRuntime {
     } catch (error) {
       this.markOwed(write);
       this.noteFailure(error);
-      if (this.record.onLinkFailure === 'fail-writes') throw error;
+      // Only the volume's hosts get a refusal; a replica write from upstream is owed instead.
+      if (this.record.onLinkFailure === 'fail-writes' && write.source === 'host') throw error;
     } finally {
       for (const t of tracks) {
         const n = (this.syncInFlight.get(t) ?? 1) - 1;

@@ -29,7 +29,7 @@ export function replicationBackend(service: ArrayService): ReplicationBackend {
     showPeer: (name) => view(service.peers.get(name)),
     removePeer: (name) => service.removePeer(name),
     createPair: (b) => service.pairs.create({
-      volume: b.volume, peer: b.peer, remoteVolume: b.remoteVolume, mode: b.mode as PairMode,
+      volume: b.volume, ...(b.name !== undefined ? { name: b.name } : {}), peer: b.peer, remoteVolume: b.remoteVolume, mode: b.mode as PairMode,
       onLinkFailure: (b.onLinkFailure ?? 'continue') as LinkFailurePolicy,
       ...(b.protectWith !== undefined ? { protectWith: b.protectWith } : {}),
       ...(b.extents !== undefined ? { extents: b.extents } : {}),

@@ -440,8 +440,12 @@ export class Volume {
         await Promise.allSettled(alongside);
         throw error;
       }
-      if (alongside.length > 0) await Promise.all(alongside);
+      // The bytes are in the store now, whether or not work alongside failed the write: every hook
+      // still learns of them (a volume in several pairs: one pair refusing the write must not keep
+      // the others from owing or capturing it — found by pair seed 53 with fan-out).
+      const settled = alongside.length > 0 ? await Promise.allSettled(alongside) : [];
       if (write) for (const h of this.hooks) await h.afterWrite?.(write);
+      for (const s of settled) if (s.status === 'rejected') throw s.reason;
     } finally {
       this.inFlight.delete(entry);
       finish();

@@ -1,6 +1,7 @@
 // A remote pair as each array persists its half (SPEC §4): who this side is (R1 or R2), the mode,
 // what the operator last asked for (the intent), and the generation that orders role changes.
 import { ErrorCode, TidemarkError } from '../errors.js';
+import { isValidVolumeName } from '../volume/volume-record.js';
 import type { ByteExtent } from './pair-extents.js';
 
 export const PAIR_MODES = ['sync', 'semisync', 'adaptive', 'async'] as const;
@@ -27,6 +28,12 @@ export type LinkFailurePolicy = (typeof LINK_FAILURE_POLICIES)[number];
 export interface PairRecord {
   /** Chosen by R1 at create; the same on both halves. */
   readonly id: string;
+  /**
+   * What commands and the API call the pair on this array (volume-name rules, unique per array).
+   * R2 takes R1's name at create. Records written before pairs had names carry none: they are
+   * named after their local volume, as they were addressed then.
+   */
+  readonly name: string;
   readonly role: PairRole;
   readonly localVolume: string;
   readonly peer: string;
@@ -65,6 +72,8 @@ export function parsePairRecord(value: unknown, what: string): PairRecord {
   for (const key of ['id', 'localVolume', 'peer', 'remoteVolume'] as const) {
     if (typeof r[key] !== 'string' || (r[key] as string).length === 0) throw bad(`${key} missing`);
   }
+  const name = r.name === undefined ? r.localVolume : r.name;
+  if (typeof name !== 'string' || !isValidVolumeName(name)) throw bad('name is not a valid pair name');
   if (r.role !== 'R1' && r.role !== 'R2') throw bad('role must be R1 or R2');
   if (!isOneOf(PAIR_MODES, r.mode)) throw bad('unknown mode');
   if (!isOneOf(PAIR_INTENTS, r.intent)) throw bad('unknown intent');
@@ -90,7 +99,7 @@ export function parsePairRecord(value: unknown, what: string): PairRecord {
     extents = (r.extents as ByteExtent[]).map((e) => ({ offset: e.offset, length: e.length }));
   }
   return {
-    id: r.id as string, role: r.role, localVolume: r.localVolume as string, peer: r.peer as string,
+    id: r.id as string, name, role: r.role, localVolume: r.localVolume as string, peer: r.peer as string,
     remoteVolume: r.remoteVolume as string, mode: r.mode, intent: r.intent, onLinkFailure: r.onLinkFailure,
     generation: r.generation as number, diverged: r.diverged, protectWith: (r.protectWith as string | null | undefined) ?? null,
     extents, cycleMs: cycleMs as number, cycleMemoryBytes: cycleMemoryBytes as number, spillLimitBytes: spillLimitBytes as number, createdAtMs: r.createdAtMs as number,

@@ -63,12 +63,12 @@ export function checkCommand(command: PairCommand, record: PairRecord): void {
   const allowed = ALLOWED[command];
   if (!allowed.includes(record.intent)) {
     throw new TidemarkError(ErrorCode.InvalidState,
-      `pair ${record.localVolume}: '${command}' is not allowed while ${record.intent} (allowed while ${allowed.join(', ')})`,
-      { pair: record.id, intent: record.intent, command });
+      `pair ${record.name}: '${command}' is not allowed while ${record.intent} (allowed while ${allowed.join(', ')})`,
+      { pair: record.name, id: record.id, intent: record.intent, command });
   }
   if (record.diverged && (command === 'resume' || command === 'failback' || command === 'swap')) {
     throw new TidemarkError(ErrorCode.PairDiverged,
-      `pair ${record.localVolume}: both sides were written after they parted; choose the surviving side: ` +
+      `pair ${record.name}: both sides were written after they parted; choose the surviving side: ` +
       `'pair establish' keeps R1's data, 'pair restore' keeps R2's`,
       { pair: record.id });
   }

@@ -10,6 +10,9 @@
 //   last acknowledged write to it or a later one — an acknowledged write is never missing from R2,
 //   and R2 never goes back to older data (no loss, no duplicate or out-of-order application).
 // - Every pair: after the liveness phase R2 equals R1 byte for byte.
+// Some seeds also fan out: R1's volume is the R1 of a second pair, named db-n, to a third array
+// (north) in another mode; it goes through the same partitions and R1 crashes, and after the
+// liveness phase north equals R1 too.
 import { Prng } from '../../core/lib/prng.js';
 import { isTidemarkError } from '../../core/errors.js';
 import type { PairMode, LinkFailurePolicy } from '../../core/replication/pair-record.js';
@@ -47,6 +50,8 @@ export interface PairSimConfig {
   /** async: R1's cycle memory and spill limit (not drawn: set by a configure function; default the pair's). */
   readonly cycleMemoryBytes?: number;
   readonly spillLimitBytes?: number;
+  /** A second pair on R1's volume, to a third array, in this mode (fan-out); null: none. */
+  readonly fanOut?: PairMode | null;
 }
 
 export function choosePairConfig(prng: Prng): PairSimConfig {
@@ -73,13 +78,16 @@ export function choosePairConfig(prng: Prng): PairSimConfig {
   }
   // Also drawn after the rest: some semi-sync seeds run ordered async cycles instead.
   const finalMode: PairMode = drawn.mode === 'semisync' && prng.chance(0.6) ? 'async' : drawn.mode;
-  return { ...drawn, mode: finalMode, extents };
+  // Drawn last too: a second pair on the volume (fan-out) in some seeds.
+  const fanOut = prng.chance(0.2) ? prng.pick(['sync', 'semisync', 'adaptive', 'async'] as const) : null;
+  return { ...drawn, mode: finalMode, extents, fanOut };
 }
 
 export const describePairConfig = (c: PairSimConfig): string =>
   `${c.mode}/${c.onLinkFailure}, ${c.sizeBytes / 1024} KiB, ${c.writes} writes ×≤${c.maxConcurrent}, ` +
   `partition ${c.partitionChance}, crash ${c.crashChance}${c.powerLoss ? ' (power loss)' : ''}` +
-  (c.extents ? `, extents ${c.extents.map((e) => `${e.offset / TRACK_BYTES}+${e.length / TRACK_BYTES}`).join(',')} tracks` : '');
+  (c.extents ? `, extents ${c.extents.map((e) => `${e.offset / TRACK_BYTES}+${e.length / TRACK_BYTES}`).join(',')} tracks` : '') +
+  (c.fanOut ? `, fan-out ${c.fanOut} to north` : '');
 
 export interface PairSeedResult {
   readonly seed: number;
@@ -131,7 +139,7 @@ class SimArray {
 
   constructor(
     readonly name: string,
-    readonly peer: string,
+    readonly peers: readonly string[],
     readonly volumeName: string,
     readonly sizeBytes: number,
     private readonly scheduler: Scheduler,
@@ -183,7 +191,7 @@ class SimArray {
     links.onSessionReset((p) => pairs.sessionReset(p));
     await this.pairs.load([this.volumeName]);
     this.volume = volume;
-    links.addPeer({ name: this.peer, address: 'sim', secret: new Uint8Array(16) });
+    for (const peer of this.peers) links.addPeer({ name: peer, address: 'sim', secret: new Uint8Array(16) });
   }
 
   /** The process dies: nothing more it does has effect; with power loss, unflushed data is lost too. */
@@ -233,6 +241,8 @@ class PairSim {
   private readonly links: SimLinks;
   private readonly east: SimArray;
   private readonly west: SimArray;
+  /** The fan-out target (config.fanOut), never crashed. */
+  private readonly north: SimArray | undefined;
 
   get spillWrites(): number {
     return this.east.spill.writes + this.west.spill.writes;
@@ -256,11 +266,14 @@ class PairSim {
     this.faults = root.fork();
     this.links = new SimLinks(this.scheduler, root.fork());
     const onError = (): void => undefined; // background errors are expected under faults; the oracle judges
-    this.east = new SimArray('east', 'west', 'db', this.config.sizeBytes, this.scheduler, this.links, root.fork(), onError);
-    this.west = new SimArray('west', 'east', 'db-r', this.config.sizeBytes, this.scheduler, this.links, root.fork(), onError);
+    const fanOut = this.config.fanOut ?? null;
+    this.east = new SimArray('east', fanOut ? ['west', 'north'] : ['west'], 'db', this.config.sizeBytes, this.scheduler, this.links, root.fork(), onError);
+    this.west = new SimArray('west', ['east'], 'db-r', this.config.sizeBytes, this.scheduler, this.links, root.fork(), onError);
     this.ackedId = new Uint32Array(this.config.sizeBytes / UNIT);
     this.failedPromise = new Promise<never>((_, reject) => { this.failed = reject; });
     this.failedPromise.catch(() => undefined);
+    // Forked last, and only when used: seeds without fan-out draw what they drew before.
+    if (fanOut) this.north = new SimArray('north', ['east'], 'db-n', this.config.sizeBytes, this.scheduler, this.links, root.fork(), onError);
   }
 
   /** For checks in callbacks: the failure is recorded and ends the run; nothing is thrown here. */
@@ -300,6 +313,7 @@ class PairSim {
     const body = (async () => {
       await this.east.start(this.seed);
       await this.west.start(this.seed);
+      await this.north?.start(this.seed);
       this.watchR2();
       this.watchR1Cycles();
       await this.waitFor('link up', () => this.east.linkEndpoint!.isUp('west'), 1000);
@@ -309,6 +323,12 @@ class PairSim {
         ...(this.config.cycleMemoryBytes !== undefined ? { cycleMemoryBytes: this.config.cycleMemoryBytes } : {}),
         ...(this.config.spillLimitBytes !== undefined ? { spillLimitBytes: this.config.spillLimitBytes } : {}),
       });
+      if (this.north && this.config.fanOut) {
+        await this.waitFor('link to north up', () => this.east.linkEndpoint!.isUp('north'), 1000);
+        await this.east.pairs!.create({
+          volume: 'db', name: 'db-n', peer: 'north', remoteVolume: 'db-n', mode: this.config.fanOut, onLinkFailure: 'continue', cycleMs: 100,
+        });
+      }
       this.phase = 'safety';
       await this.safety();
       this.phase = 'liveness';
@@ -410,9 +430,12 @@ class PairSim {
       if (this.links.isPartitioned('east', 'west')) {
         this.trace('heal');
         this.links.heal('east', 'west');
+        if (this.north) this.links.heal('east', 'north');
       } else {
         this.trace('partition');
         this.links.partition('east', 'west');
+        // The fan-out link fails with it (no draw of its own: the seed's faults stay as they were).
+        if (this.north) this.links.partition('east', 'north');
         this.partitions++;
       }
     }
@@ -526,6 +549,7 @@ class PairSim {
 
   private async liveness(): Promise<void> {
     this.links.heal('east', 'west');
+    if (this.north) this.links.heal('east', 'north');
     await this.waitFor('pair synchronized after healing', () => {
       const pairs = this.east.pairs;
       return pairs !== undefined && pairs.isPaired('db') && pairs.status('db').state === 'synchronized';
@@ -547,5 +571,18 @@ class PairSim {
       }
       if (!this.config.powerLoss && a < this.ackedId[u]!) this.fail(`R1 unit ${u} lost acknowledged write ${this.ackedId[u]}`);
     }
+    if (this.north) await this.fanOutLiveness();
+  }
+
+  /** The fan-out pair converges too: north equals R1 byte for byte (the whole volume replicates to it). */
+  private async fanOutLiveness(): Promise<void> {
+    const north = this.north!;
+    const same = (): boolean => {
+      if (this.east.pairs?.status('db-n').state !== 'synchronized') return false;
+      return Buffer.compare(this.east.disk.visibleBytes(0, this.config.sizeBytes), north.disk.visibleBytes(0, this.config.sizeBytes)) === 0;
+    };
+    await this.waitFor('the fan-out pair converged', same, 120_000);
+    const r1 = this.east.disk.visibleBytes(0, this.config.sizeBytes);
+    for (let u = 0; u < this.ackedId.length; u++) this.idAt(r1, u, 'R1');
   }
 }
