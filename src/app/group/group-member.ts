@@ -141,7 +141,7 @@ export class GroupMemberSide {
     let m = this.machines.get(r.record.id);
     if (!m) {
       m = new GroupMemberMachine({
-        name: memberKey({ array: this.host.arrayName, volume: r.record.localVolume }),
+        name: memberKey({ array: this.host.arrayName, volume: r.record.name }),
         windowTimeoutMs: this.windowTimeoutMs, silentCoordinatorMs: SILENT_COORDINATOR_MS,
       }, this.tables.get(r.record.id) ?? null);
       this.machines.set(r.record.id, m);
@@ -161,7 +161,7 @@ export class GroupMemberSide {
       if (!table) continue;
       const machine = this.machineFor(r);
       if (!machine.membershipCheckDue(now, pairFacts(r))) continue;
-      const key = memberKey({ array: this.host.arrayName, volume: r.record.localVolume });
+      const key = memberKey({ array: this.host.arrayName, volume: r.record.name });
       let member: boolean | undefined;
       if (table.coordinator === this.host.arrayName) {
         member = this.host.isMemberHere(table.group, key);
@@ -210,7 +210,7 @@ export class GroupMemberSide {
     if (r.group && r.group.name !== group) throw invalidState(`pair ${volume} is already in group ${r.group.name}`);
     // Added explicitly: a table that lists it is welcome again, even if it left before.
     this.machineFor(r).rejoin();
-    return { array: this.host.arrayName, volume, pairId: r.record.id, r2Array: r.record.peer, r2Volume: r.record.remoteVolume };
+    return { array: this.host.arrayName, volume: r.record.name, pairId: r.record.id, r2Array: r.record.peer, r2Volume: r.record.remoteVolume };
   }
 
   memberStatus(volume: string): MemberStatus {
@@ -245,14 +245,14 @@ export class GroupMemberSide {
       throw error;
     }
     // A re-sent open-window answers once the hold has taken effect.
-    if (reply.answer?.kind === 'window-opened') await this.windows.get(volume)?.opened;
+    if (reply.answer?.kind === 'window-opened') await this.windows.get(r.record.name)?.opened;
     if (!reply.answer) throw new TidemarkError(ErrorCode.InvalidState, `no answer to ${command.kind}`);
     return reply.answer;
   }
 
   /** Carries out the member machine's actions on the real pair, in order. `strict`: R2 must learn the table now. */
   private async execute(r: PairRuntime, actions: readonly MemberAction[], strict: boolean): Promise<void> {
-    const volume = r.record.localVolume;
+    const volume = r.record.name;
     const pending: Promise<void>[] = [];
     for (const action of actions) {
       switch (action.kind) {
@@ -314,7 +314,7 @@ export class GroupMemberSide {
 
   /** Holds the volume's writes for window `id`; fails if the window closed while the hold was pending. */
   private async hold(r: PairRuntime, id: number): Promise<void> {
-    const volume = r.record.localVolume;
+    const volume = r.record.name;
     const w: HeldWindow = { id, release: undefined, opened: Promise.resolve(), cancelTimer: () => undefined };
     this.windows.set(volume, w);
     w.opened = (async () => {
