@@ -9,7 +9,8 @@
 // - Sync pair that fails writes it cannot replicate: at every moment, each unit of R2 holds the
 //   last acknowledged write to it or a later one — an acknowledged write is never missing from R2,
 //   and R2 never goes back to older data (no loss, no duplicate or out-of-order application).
-// - Every pair: after the liveness phase R2 equals R1 byte for byte.
+// - Every pair: after the liveness phase R2 equals R1 byte for byte, and once idle R1's bitmap
+//   is clean on disk (its flush rounds made R2 durable and cleared the bits; hosts never flush).
 import { Prng } from '../../core/lib/prng.js';
 import { isTidemarkError } from '../../core/errors.js';
 import type { PairMode, LinkFailurePolicy } from '../../core/replication/pair-record.js';
@@ -18,6 +19,7 @@ import type { VolumeRecord } from '../../core/volume/volume-record.js';
 import { Volume, volumeKey, type VolumeDeps } from '../../app/volume/volume.js';
 import { PeerRpc } from '../../app/replication/peer-rpc.js';
 import { PairManager } from '../../app/replication/pair-manager.js';
+import { DEFAULT_CLEAN_ROUND } from '../../core/replication/clean-round.js';
 import type { Timers } from '../../ports/timers.js';
 import type { PeerLinks } from '../../ports/peer-transport.js';
 import { Scheduler, SimStuckError } from '../scheduler.js';
@@ -47,11 +49,14 @@ export interface PairSimConfig {
   /** async: R1's cycle memory and spill limit (not drawn: set by a configure function; default the pair's). */
   readonly cycleMemoryBytes?: number;
   readonly spillLimitBytes?: number;
+  /** R1's flush rounds: when shipped-but-unflushed data is this old or this large. */
+  readonly cleanAfterMs: number;
+  readonly cleanAfterBytes: number;
 }
 
 export function choosePairConfig(prng: Prng): PairSimConfig {
   const mode: PairMode = prng.pick(['sync', 'sync', 'semisync', 'adaptive'] as const);
-  const drawn: Omit<PairSimConfig, 'extents'> = {
+  const drawn: Omit<PairSimConfig, 'extents' | 'cleanAfterMs' | 'cleanAfterBytes'> = {
     mode,
     onLinkFailure: mode === 'sync' && prng.chance(0.6) ? 'fail-writes' : 'continue',
     sizeBytes: prng.int(8, 64) * TRACK_BYTES,
@@ -73,13 +78,18 @@ export function choosePairConfig(prng: Prng): PairSimConfig {
   }
   // Also drawn after the rest: some semi-sync seeds run ordered async cycles instead.
   const finalMode: PairMode = drawn.mode === 'semisync' && prng.chance(0.6) ? 'async' : drawn.mode;
-  return { ...drawn, mode: finalMode, extents };
+  // Drawn last too. Rounds far more often than the daemon's (~1 s, tens of MiB) so that they meet
+  // writes, partitions and crashes in runs that last a few hundred virtual ms.
+  const cleanAfterMs = prng.pick([5, 20, 80, 1000]);
+  const cleanAfterBytes = prng.pick([4096, 32 * 1024, 64 * 1024 * 1024]);
+  return { ...drawn, mode: finalMode, extents, cleanAfterMs, cleanAfterBytes };
 }
 
 export const describePairConfig = (c: PairSimConfig): string =>
   `${c.mode}/${c.onLinkFailure}, ${c.sizeBytes / 1024} KiB, ${c.writes} writes ×≤${c.maxConcurrent}, ` +
   `partition ${c.partitionChance}, crash ${c.crashChance}${c.powerLoss ? ' (power loss)' : ''}` +
-  (c.extents ? `, extents ${c.extents.map((e) => `${e.offset / TRACK_BYTES}+${e.length / TRACK_BYTES}`).join(',')} tracks` : '');
+  (c.extents ? `, extents ${c.extents.map((e) => `${e.offset / TRACK_BYTES}+${e.length / TRACK_BYTES}`).join(',')} tracks` : '') +
+  `, clean after ${c.cleanAfterMs} ms/${c.cleanAfterBytes / 1024} KiB`;
 
 export interface PairSeedResult {
   readonly seed: number;
@@ -93,6 +103,8 @@ export interface PairSeedResult {
   readonly virtualMs: number;
   /** Writes R1's cycles made to their spill store. */
   readonly spillWrites: number;
+  /** Flush rounds R1 started on its own (all its incarnations). */
+  readonly flushRounds: number;
 }
 
 class OracleFailure extends Error {}
@@ -128,6 +140,13 @@ class SimArray {
   pairs: PairManager | undefined;
   rpc: PeerRpc | undefined;
   linkEndpoint: PeerLinks | undefined;
+  /** Flush rounds of the pair halves of earlier incarnations. */
+  private earlierFlushRounds = 0;
+
+  get flushRounds(): number {
+    const pairs = this.pairs;
+    return this.earlierFlushRounds + (pairs?.isPaired(this.volumeName) ? pairs.runtime(this.volumeName).counters.flushRounds : 0);
+  }
 
   constructor(
     readonly name: string,
@@ -146,7 +165,7 @@ class SimArray {
     this.spill = new SimSpillStore(scheduler, prng.fork());
   }
 
-  async start(seed: number): Promise<void> {
+  async start(seed: number, clean: { cleanAfterMs: number; cleanAfterBytes: number }): Promise<void> {
     const generation = this.generation;
     const alive = (): boolean => generation === this.generation;
     const deps: VolumeDeps = {
@@ -177,7 +196,7 @@ class SimArray {
       meta: deps.meta,
       spill: this.spill,
       randomId: () => `s${seed}`,
-    }, this.rpc, { writeAckMs: 5000, copyAckMs: 10_000 });
+    }, this.rpc, { writeAckMs: 5000, copyAckMs: 10_000, cleanRound: { ...DEFAULT_CLEAN_ROUND, ...clean, retryAfterMs: 50, maxRetryMs: 400 } });
     const pairs = this.pairs;
     links.onPeerUp((p) => { void pairs.peerUp(p); });
     links.onSessionReset((p) => pairs.sessionReset(p));
@@ -188,6 +207,7 @@ class SimArray {
 
   /** The process dies: nothing more it does has effect; with power loss, unflushed data is lost too. */
   crash(powerLoss: boolean): void {
+    this.earlierFlushRounds = this.flushRounds;
     this.generation++;
     this.links.drop(this.name);
     void this.pairs?.close();
@@ -217,7 +237,7 @@ export async function runPairSeed(seed: number, configure?: (c: PairSimConfig) =
   return {
     seed, ok: failure === undefined, ...(failure === undefined ? {} : { failure }), config: sim.config,
     acked: sim.acked, crashes: sim.crashes, partitions: sim.partitions, events: sim.scheduler.events, virtualMs: sim.scheduler.nowMs,
-    spillWrites: sim.spillWrites,
+    spillWrites: sim.spillWrites, flushRounds: sim.flushRounds,
   };
 }
 
@@ -236,6 +256,14 @@ class PairSim {
 
   get spillWrites(): number {
     return this.east.spill.writes + this.west.spill.writes;
+  }
+
+  get flushRounds(): number {
+    return this.east.flushRounds + this.west.flushRounds;
+  }
+
+  private get cleanConfig(): { cleanAfterMs: number; cleanAfterBytes: number } {
+    return { cleanAfterMs: this.config.cleanAfterMs, cleanAfterBytes: this.config.cleanAfterBytes };
   }
   /** Per 4 KiB unit: the id of the last acknowledged write to it (0: never written). */
   private readonly ackedId: Uint32Array;
@@ -298,8 +326,8 @@ class PairSim {
 
   async run(): Promise<void> {
     const body = (async () => {
-      await this.east.start(this.seed);
-      await this.west.start(this.seed);
+      await this.east.start(this.seed, this.cleanConfig);
+      await this.west.start(this.seed, this.cleanConfig);
       this.watchR2();
       this.watchR1Cycles();
       await this.waitFor('link up', () => this.east.linkEndpoint!.isUp('west'), 1000);
@@ -425,7 +453,7 @@ class PairSim {
       if (victim === this.east && this.config.powerLoss) this.r1PowerLost = true;
       victim.crash(this.config.powerLoss);
       await this.scheduler.sleep(f.next() * 50);
-      await victim.start(this.seed);
+      await victim.start(this.seed, this.cleanConfig);
       if (victim === this.west) this.watchR2();
       else this.watchR1Cycles();
     }
@@ -547,5 +575,10 @@ class PairSim {
       }
       if (!this.config.powerLoss && a < this.ackedId[u]!) this.fail(`R1 unit ${u} lost acknowledged write ${this.ackedId[u]}`);
     }
+    // Idle now (no host ever flushed): R1's flush rounds must leave its bitmap clean on disk.
+    await this.waitFor('R1 clean on disk once idle', () => {
+      const shown = this.east.pairs!.status('db').invalidTracks;
+      return shown.local === 0 && shown.persisted === 0;
+    }, this.config.cleanAfterMs + 5000);
   }
 }
