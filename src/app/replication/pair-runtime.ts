@@ -583,22 +583,40 @@ export class PairRuntime {
 
   private async push(): Promise<void> {
     let cursor = 0;
+    // Tracks in another worker's batch: still owed until that worker takes them after R2's digests
+    // arrive, so without this a worker wrapping round the bitmap asked R2 for them again.
+    const claimed = new Set<number>();
     const nextBatch = (): number[] => {
+      const owed = this.owed.owed;
       const batch: number[] = [];
+      const start = cursor;
+      let wrapped = false;
+      let t = owed.nextSet(start);
       while (batch.length < BATCH_TRACKS) {
-        let t = this.owed.owed.nextSet(cursor);
-        if (t < 0 && cursor > 0) t = this.owed.owed.nextSet(0);
-        if (t < 0 || batch.includes(t)) break;
-        batch.push(t);
-        cursor = t + 1;
+        if (t < 0 || (wrapped && t >= start)) {
+          if (wrapped || start === 0) break;
+          wrapped = true;
+          t = owed.nextSet(0);
+          continue;
+        }
+        if (!claimed.has(t)) {
+          batch.push(t);
+          cursor = t + 1;
+        }
+        t = owed.nextSet(t + 1);
       }
+      for (const b of batch) claimed.add(b);
       return batch;
     };
     const worker = async (): Promise<void> => {
       while (this.replicatingNow) {
         const batch = nextBatch();
         if (batch.length === 0) return;
-        await this.pushBatch(batch);
+        try {
+          await this.pushBatch(batch);
+        } finally {
+          for (const b of batch) claimed.delete(b);
+        }
       }
     };
     try {
