@@ -75,7 +75,8 @@ const PAIR_SUITE: SeedSuite<Awaited<ReturnType<typeof runPairSeed>>> = {
   name: 'pair',
   run: (seed, trace) => runPairSeed(seed, undefined, trace),
   config: (r) => describePairConfig(r.config),
-  passed: (r) => `${r.acked} writes acknowledged, ${r.crashes} crashes, ${r.partitions} partitions, ${r.events} events, ${r.virtualMs.toFixed(1)} virtual ms`,
+  passed: (r) => `${r.acked} writes acknowledged, ${r.crashes} crashes, ${r.partitions} partitions, ${r.flushRounds} flush rounds, ` +
+    `${r.events} events, ${r.virtualMs.toFixed(1)} virtual ms`,
 };
 
 const CYCLES_SUITE: SeedSuite<Awaited<ReturnType<typeof runCyclesSeed>>> = {

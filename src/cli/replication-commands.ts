@@ -11,7 +11,7 @@ interface PeerJson { name: string; address: string; link: string; createdAt: str
 interface PairJson {
   pair: string; volume: string; id: string; role: string; mode: string; state: string; intent: string; localVolume: string; peer: string;
   remoteVolume: string; onLinkFailure: string; generation: number; diverged: boolean;
-  invalidTracks: { local: number; remote: number | null }; tracksOwed: number; tracksToPull: number; bytesOwed: number;
+  invalidTracks: { local: number; remote: number | null; persisted: number | null }; tracksOwed: number; tracksToPull: number; bytesOwed: number;
   lagSeconds: number; link: { state: string }; peerMissing: boolean; lastError: string | null;
   protectWith: string | null; protecting: boolean; extents: Array<{ offset: number; length: number }> | null;
   cycleMs: number; cycleMemoryBytes: number; spillLimitBytes: number;
@@ -56,7 +56,7 @@ function showPair(p: PairJson): void {
   printFields([
     ['pair', p.pair], ['volume', `${p.volume} (${p.role}) ↔ ${p.peer}:${p.remoteVolume}`], ['id', p.id], ['state', p.state],
     ['mode', p.mode], ...(p.group ? [['group', p.group] as [string, string]] : []), ['link', p.link.state], ['generation', p.generation],
-    ['invalid tracks', `${p.invalidTracks.local} here, ${p.invalidTracks.remote ?? '?'} on ${p.peer}`],
+    ['invalid tracks', `${p.invalidTracks.local} here (${p.invalidTracks.persisted ?? '?'} on disk), ${p.invalidTracks.remote ?? '?'} on ${p.peer}`],
     ['owed', `${p.tracksOwed} tracks (${formatSize(p.bytesOwed)})`], ['lag', `${p.lagSeconds.toFixed(1)} s`],
     ...(p.tracksToPull > 0 ? [['to pull from R2', `${p.tracksToPull} tracks`] as [string, string]] : []),
     ...(p.cycles ? [['cycles', `capture ${p.cycles.captureCycle ?? '-'} (${p.cycles.captureRecords} records, ${formatSize(p.cycles.captureBytes)}), ` +

@@ -47,6 +47,7 @@ export const PairStatusSchema = Type.Object({
   invalidTracks: Type.Object({
     local: Type.Integer({ minimum: 0, description: 'R1: tracks R2 may lack. R2: tracks its own hosts changed.' }),
     remote: Type.Union([Type.Integer({ minimum: 0 }), Type.Null()], { description: 'The same figure on the peer, when known.' }),
+    persisted: Type.Union([Type.Integer({ minimum: 0 }), Type.Null()], { description: "`local` as last written to this array's disk: what a crash restarts from (plus the tracks of the activity log's hot extents). R1 clears the bits of tracks R2 holds in a flush round at most ~1 s after shipping them, so an idle synchronized pair shows 0 here. null: not written since the array started." }),
   }),
   tracksOwed: Type.Integer({ minimum: 0 }),
   tracksToPull: Type.Integer({ minimum: 0, description: 'During failback/restore: tracks R1 still takes from R2.' }),
@@ -81,7 +82,10 @@ export const PairStatusSchema = Type.Object({
   }), Type.Null()], { description: 'async mode: the ordered cycles (null while none run, e.g. during a resync).' }),
   counters: Type.Object({
     writesForwarded: Type.Integer(), recordsShipped: Type.Integer(), bytesShipped: Type.Integer(), zeroMarkers: Type.Integer(),
-    recordsIdentical: Type.Integer(), tracksCopied: Type.Integer(), recordsPulled: Type.Integer(), bytesPulled: Type.Integer(),
+    recordsIdentical: Type.Integer(), tracksCopied: Type.Integer(),
+    tracksCompared: Type.Integer({ description: "Tracks the background copy compared with R2's copy record by record (digests) because which records changed was unknown — after R1 restarted, an establish, a lost link session: what a resync examined. Since the array started." }),
+    flushRounds: Type.Integer({ description: 'R1: flush rounds it started on its own (flush here, flush on R2, persist the cleared bits) since the array started.' }),
+    recordsPulled: Type.Integer(), bytesPulled: Type.Integer(),
     cycleFallbacks: Type.Integer({ description: 'async: times the cycles fell back to bitmaps on their own since the array started.' }),
   }),
 });

@@ -32,6 +32,8 @@ const EXTENSION_KEY = 'pairs';
 const CONTROL_TIMEOUT_MS = 15_000;
 const KICK_INTERVAL_MS = 250;
 const CYCLE_TICK_MS = 25;
+/** How often R1 asks whether a flush round is due (rounds are ~1 s apart; see clean-round.ts). */
+const CLEAN_TICK_MS = 100;
 /** How long R2 may take to apply what it committed before it takes anything else. */
 const STOP_CYCLES_TIMEOUT_MS = 120_000;
 /** Splitting R2's protection clone may first have to copy what R2 changed since its last split. */
@@ -100,7 +102,8 @@ export interface PairStatus {
   readonly protecting: boolean;
   readonly generation: number;
   readonly diverged: boolean;
-  readonly invalidTracks: { readonly local: number; readonly remote: number | null };
+  /** `persisted`: `local` as last written to disk (null: not yet by this process). */
+  readonly invalidTracks: { readonly local: number; readonly remote: number | null; readonly persisted: number | null };
   readonly tracksOwed: number;
   readonly tracksToPull: number;
   readonly bytesOwed: number;
@@ -174,7 +177,10 @@ export class PairManager {
     const stopCycles = host.timers.every(CYCLE_TICK_MS, () => {
       for (const r of this.pairs.values()) if (r.capturing) r.asyncR1!.pump();
     });
-    this.stopKicking = () => { stopKick(); stopCycles(); };
+    const stopClean = host.timers.every(CLEAN_TICK_MS, () => {
+      for (const r of this.pairs.values()) r.kickClean();
+    });
+    this.stopKicking = () => { stopKick(); stopCycles(); stopClean(); };
   }
 
   // ---- loading and persistence ----
@@ -312,7 +318,7 @@ export class PairManager {
       localVolume: rec.localVolume, peer: rec.peer, remoteVolume: rec.remoteVolume, onLinkFailure: rec.onLinkFailure,
       protectWith: rec.protectWith, extents: rec.extents ? rec.extents.map((e) => ({ ...e })) : null, protecting: r.needsProtection,
       generation: rec.generation, diverged: rec.diverged,
-      invalidTracks: { local: r.bits.count(), remote: r.remoteTracks ?? null },
+      invalidTracks: { local: r.bits.count(), remote: r.remoteTracks ?? null, persisted: r.persistedInvalidTracks },
       tracksOwed: rec.role === 'R1' ? r.owed.count : 0,
       tracksToPull: r.pull?.count() ?? 0,
       bytesOwed: rec.role === 'R1' ? r.bytesOwed() : 0,

@@ -4,6 +4,7 @@
 import { TrackBitmap } from '../../core/bitmap/track-bitmap.js';
 import { ErrorCode, TidemarkError } from '../../core/errors.js';
 import { OwedTracks, type RecordSelection } from '../../core/replication/owed-tracks.js';
+import { CleanRound, DEFAULT_CLEAN_ROUND, type CleanRoundConfig } from '../../core/replication/clean-round.js';
 import type { PairRecord } from '../../core/replication/pair-record.js';
 import { pairState, volumeStateFor, type PairState } from '../../core/replication/pair-rules.js';
 import { clipToExtents, extentTracks, intersectsExtents } from '../../core/replication/pair-extents.js';
@@ -31,6 +32,8 @@ export interface PairTimeouts {
   /** How long a forwarded host write waits for R2 before the pair counts the link as failed. */
   readonly writeAckMs: number;
   readonly copyAckMs: number;
+  /** When R1 makes R2 durable on its own and clears the bits (default: DEFAULT_CLEAN_ROUND). */
+  readonly cleanRound?: CleanRoundConfig;
 }
 
 export interface PairCounters {
@@ -44,6 +47,14 @@ export interface PairCounters {
   /** Records not shipped because R2 already held identical data. */
   recordsIdentical: number;
   tracksCopied: number;
+  /**
+   * Tracks the background push compared with R2's copy record by record (R2's digests), because
+   * which records changed was unknown: after R1 restarted (crash: its persisted bits plus the
+   * activity log's hot extents), an establish, a lost link session. What a resync examined.
+   */
+  tracksCompared: number;
+  /** Flush rounds R1 started on its own to make R2 durable and clear the bits (see clean-round.ts). */
+  flushRounds: number;
   /** R2 → R1 (failback, restore). */
   recordsPulled: number;
   bytesPulled: number;
@@ -84,8 +95,8 @@ export class PairRuntime {
   peerMissing = false;
   lastError: string | undefined;
   readonly counters: PairCounters = {
-    writesForwarded: 0, recordsShipped: 0, bytesShipped: 0, zeroMarkers: 0, recordsIdentical: 0, tracksCopied: 0,
-    recordsPulled: 0, bytesPulled: 0, cycleFallbacks: 0,
+    writesForwarded: 0, recordsShipped: 0, bytesShipped: 0, zeroMarkers: 0, recordsIdentical: 0, tracksCopied: 0, tracksCompared: 0,
+    flushRounds: 0, recordsPulled: 0, bytesPulled: 0, cycleFallbacks: 0,
   };
   /** Set when the pair is torn down or its role changes: loops and hooks stop. */
   retired = false;
@@ -113,6 +124,9 @@ export class PairRuntime {
   private lastCycle = 0;
   /** Grows when the peer's link session ends for good (it restarted). */
   private sessionEpoch = 0;
+  /** When to run a flush round (bits of shipped tracks clear only in one). */
+  private readonly cleaner: CleanRound;
+  private cleaning = false;
 
   get hasUndurableClears(): boolean {
     return !this.clearedNotDurable.isEmpty();
@@ -177,6 +191,7 @@ export class PairRuntime {
     this.clearedNotDurable = new TrackBitmap(trackCount);
     this.committedClears = new TrackBitmap(trackCount);
     this.pulledClears = new TrackBitmap(trackCount);
+    this.cleaner = new CleanRound(timeouts.cleanRound ?? DEFAULT_CLEAN_ROUND);
   }
 
   get ids(): { out: string; own: string; pull: string } {
@@ -207,7 +222,13 @@ export class PairRuntime {
    * copy is durable too, unless a later cycle or write holds them then.
    */
   cyclesCommitted(tracks: ReadonlySet<number>, busy: (track: number) => boolean): void {
-    for (const t of tracks) if (!busy(t)) this.committedClears.set(t);
+    let any = false;
+    for (const t of tracks) {
+      if (busy(t)) continue;
+      this.committedClears.set(t);
+      any = true;
+    }
+    if (any) this.noteUnflushed(0);
   }
 
   state(): PairState {
@@ -394,6 +415,7 @@ export class PairRuntime {
           this.noteShipped(t);
         }
       }
+      this.noteUnflushed(write.kind === 'write' ? write.length : 0);
     }
   }
 
@@ -433,8 +455,32 @@ export class PairRuntime {
    */
   private noteShipped(track: number): void {
     // The bit clears only at the next persist, after both copies were flushed (found by pair seed
-    // 32326: a persist already past its flush wrote a bit cleared just after it).
+    // 32326: a persist already past its flush wrote a bit cleared just after it). Hosts that never
+    // flush would leave it set for ever: the cleaner starts such a persist (kickClean).
     this.clearedNotDurable.set(track);
+  }
+
+  /** R2 holds data it may not have flushed yet: a round falls due by age, or now if the bytes add up. */
+  private noteUnflushed(bytes: number): void {
+    this.cleaner.handle({ type: 'shipped', bytes }, this.nowMs());
+    this.kickClean();
+  }
+
+  /**
+   * A flush round, if one is due: R1 persists its bitmaps, and the persist (beforePersist) flushes
+   * both copies and clears what it may. Called on a timer; returns at once.
+   */
+  kickClean(): void {
+    if (this.cleaning || this.record.role !== 'R1' || this.retired || !this.linkUp || this.peerMissing) return;
+    if (!this.cleaner.due(this.nowMs())) return;
+    this.cleaning = true;
+    this.counters.flushRounds++;
+    void this.volume.persistBitmaps().catch((error: unknown) => this.noteFailure(error)).finally(() => { this.cleaning = false; });
+  }
+
+  /** The local invalid-track figure as last persisted (null: not persisted by this process yet). */
+  get persistedInvalidTracks(): number | null {
+    return this.volume.persistedInvalid(this.record.role === 'R1' ? this.ids.out : this.ids.own) ?? null;
   }
 
   /** Whether anything still owes, ships or captures the track (its bit must stay set). */
@@ -450,13 +496,25 @@ export class PairRuntime {
    */
   async beforePersist(): Promise<void> {
     if (this.record.role !== 'R1') return;
+    // Whoever started this persist, it takes every pending clear: the cleaner's clock restarts.
+    this.cleaner.handle({ type: 'taken' }, this.nowMs());
+    let ok = false;
+    try {
+      ok = await this.clearDurable();
+    } finally {
+      this.cleaner.handle({ type: 'ended', ok }, this.nowMs());
+    }
+  }
+
+  /** Returns false when R2 could not be made durable (its tracks are owed again). */
+  private async clearDurable(): Promise<boolean> {
     const pulled = this.pulledClears.copy();
     this.pulledClears.clearAll();
     const committed = this.committedClears.copy();
     this.committedClears.clearAll();
     const cleared = this.clearedNotDurable.copy();
     this.clearedNotDurable.clearAll();
-    if (pulled.isEmpty() && committed.isEmpty() && cleared.isEmpty()) return;
+    if (pulled.isEmpty() && committed.isEmpty() && cleared.isEmpty()) return true;
     // R1's own copy first: a power loss must not take back data R2 keeps (pair seed 28).
     try {
       await this.volume.internalFlush();
@@ -475,7 +533,7 @@ export class PairRuntime {
     for (let t = committed.nextSet(0); t >= 0; t = committed.nextSet(t + 1)) {
       if (!this.busyTrack(t) && !this.committedClears.test(t)) this.bits.clear(t);
     }
-    if (cleared.isEmpty()) return;
+    if (cleared.isEmpty()) return true;
     // The flush must be answered by the R2 that received the data: if its session ends meanwhile
     // (it restarted, maybe losing what it had not flushed), a new R2's flush proves nothing.
     const session = this.sessionEpoch;
@@ -485,11 +543,12 @@ export class PairRuntime {
     } catch (error) {
       this.owed.markWholeBitmap(cleared, this.nowMs());
       this.noteFailure(error);
-      return;
+      return false;
     }
     for (let t = cleared.nextSet(0); t >= 0; t = cleared.nextSet(t + 1)) {
       if (!this.busyTrack(t) && !this.clearedNotDurable.test(t)) this.bits.clear(t);
     }
+    return true;
   }
 
   /**
@@ -529,22 +588,40 @@ export class PairRuntime {
 
   private async push(): Promise<void> {
     let cursor = 0;
+    // Tracks in another worker's batch: still owed until that worker takes them after R2's digests
+    // arrive, so without this a worker wrapping round the bitmap asked R2 for them again.
+    const claimed = new Set<number>();
     const nextBatch = (): number[] => {
+      const owed = this.owed.owed;
       const batch: number[] = [];
+      const start = cursor;
+      let wrapped = false;
+      let t = owed.nextSet(start);
       while (batch.length < BATCH_TRACKS) {
-        let t = this.owed.owed.nextSet(cursor);
-        if (t < 0 && cursor > 0) t = this.owed.owed.nextSet(0);
-        if (t < 0 || batch.includes(t)) break;
-        batch.push(t);
-        cursor = t + 1;
+        if (t < 0 || (wrapped && t >= start)) {
+          if (wrapped || start === 0) break;
+          wrapped = true;
+          t = owed.nextSet(0);
+          continue;
+        }
+        if (!claimed.has(t)) {
+          batch.push(t);
+          cursor = t + 1;
+        }
+        t = owed.nextSet(t + 1);
       }
+      for (const b of batch) claimed.add(b);
       return batch;
     };
     const worker = async (): Promise<void> => {
       while (this.replicatingNow) {
         const batch = nextBatch();
         if (batch.length === 0) return;
-        await this.pushBatch(batch);
+        try {
+          await this.pushBatch(batch);
+        } finally {
+          for (const b of batch) claimed.delete(b);
+        }
       }
     };
     try {
@@ -570,6 +647,7 @@ export class PairRuntime {
           if (s.kind === 'zero') remote.set(t, 'zero');
           else if (s.data.length === recordsPerTrack * DIGEST_BYTES) remote.set(t, s.data);
         });
+        this.counters.tracksCompared += remote.size;
       } catch (error) {
         this.noteFailure(error);
         return;
@@ -598,6 +676,7 @@ export class PairRuntime {
           this.counters.recordsIdentical += this.volume.geometry.trackBytes / this.volume.geometry.recordBytes;
           this.counters.tracksCopied++;
           this.noteShipped(track);
+          this.noteUnflushed(0);
           return;
         }
       }
@@ -643,6 +722,7 @@ export class PairRuntime {
       this.counters.tracksCopied++;
       this.pushInFlight.delete(track);
       this.noteShipped(track);
+      this.noteUnflushed(shipped);
     } catch (error) {
       this.owed.giveBack(track, selection, this.nowMs());
       this.pushInFlight.delete(track);

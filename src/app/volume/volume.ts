@@ -129,6 +129,8 @@ export class Volume {
   /** Run before every bitmap persist (e.g. make copied data durable before its cleared bits are). */
   readonly beforePersist: Array<() => Promise<void>> = [];
   private readonly extensionProviders = new Map<string, ExtensionProvider>();
+  /** Set bits per position as last written to the metadata store (what a crash restarts from). */
+  private persistedCounts = new Map<string, number>();
 
   private constructor(
     private record: VolumeRecord,
@@ -172,6 +174,7 @@ export class Volume {
     const tracksMarked = positions.reduce((n, p, i) => Math.max(n, p.invalid.count() - before[i]!), 0);
     const log = new ActivityLog(config, recovered);
     const volume = new Volume(record, deps, log, positions, { crashed: hot.length > 0, tracksMarked }, extensions);
+    if (stored !== undefined) volume.persistedCounts = new Map(positions.map((p, i) => [p.id, before[i]!]));
     if (hot.length > 0) {
       // Make the recovered bitmaps the new clean state, so a second crash does not depend on the old log.
       await volume.persistBitmaps();
@@ -515,7 +518,9 @@ export class Volume {
       // is carried over as it was loaded, never dropped.
       const extensions: Record<string, unknown> = { ...this.loadedExtensions };
       for (const [key, provide] of this.extensionProviders) extensions[key] = provide();
+      const counts = new Map(this.positions.map((p) => [p.id, p.invalid.count()]));
       await this.deps.meta.write(bitmapsKey(this.name), encodePositions(this.positions, extensions));
+      this.persistedCounts = counts;
     })();
     this.persisting = run.catch(() => undefined);
     await run;
@@ -538,6 +543,14 @@ export class Volume {
   removePosition(id: string): void {
     const i = this.positions.findIndex((p) => p.id === id);
     if (i >= 0) this.positions.splice(i, 1);
+  }
+
+  /**
+   * A position's set bits as last persisted (undefined: never persisted). After a crash the volume
+   * restarts from this figure plus the tracks of the activity log's hot extents.
+   */
+  persistedInvalid(id: string): number | undefined {
+    return this.persistedCounts.get(id);
   }
 
   findPosition(id: string): MirrorPosition | undefined {

@@ -9,7 +9,8 @@
 // - Sync pair that fails writes it cannot replicate: at every moment, each unit of R2 holds the
 //   last acknowledged write to it or a later one — an acknowledged write is never missing from R2,
 //   and R2 never goes back to older data (no loss, no duplicate or out-of-order application).
-// - Every pair: after the liveness phase R2 equals R1 byte for byte.
+// - Every pair: after the liveness phase R2 equals R1 byte for byte, and once idle R1's bitmap
+//   is clean on disk (its flush rounds made R2 durable and cleared the bits; hosts never flush).
 // Some seeds also fan out: R1's volume is the R1 of a second pair, named db-n, to a third array
 // (north) in another mode; it goes through the same partitions and R1 crashes, and after the
 // liveness phase north equals R1 too.
@@ -21,6 +22,7 @@ import type { VolumeRecord } from '../../core/volume/volume-record.js';
 import { Volume, volumeKey, type VolumeDeps } from '../../app/volume/volume.js';
 import { PeerRpc } from '../../app/replication/peer-rpc.js';
 import { PairManager } from '../../app/replication/pair-manager.js';
+import { DEFAULT_CLEAN_ROUND } from '../../core/replication/clean-round.js';
 import type { Timers } from '../../ports/timers.js';
 import type { PeerLinks } from '../../ports/peer-transport.js';
 import { Scheduler, SimStuckError } from '../scheduler.js';
@@ -52,11 +54,14 @@ export interface PairSimConfig {
   readonly spillLimitBytes?: number;
   /** A second pair on R1's volume, to a third array, in this mode (fan-out); null: none. */
   readonly fanOut?: PairMode | null;
+  /** R1's flush rounds: when shipped-but-unflushed data is this old or this large. */
+  readonly cleanAfterMs: number;
+  readonly cleanAfterBytes: number;
 }
 
 export function choosePairConfig(prng: Prng): PairSimConfig {
   const mode: PairMode = prng.pick(['sync', 'sync', 'semisync', 'adaptive'] as const);
-  const drawn: Omit<PairSimConfig, 'extents'> = {
+  const drawn: Omit<PairSimConfig, 'extents' | 'cleanAfterMs' | 'cleanAfterBytes'> = {
     mode,
     onLinkFailure: mode === 'sync' && prng.chance(0.6) ? 'fail-writes' : 'continue',
     sizeBytes: prng.int(8, 64) * TRACK_BYTES,
@@ -80,14 +85,19 @@ export function choosePairConfig(prng: Prng): PairSimConfig {
   const finalMode: PairMode = drawn.mode === 'semisync' && prng.chance(0.6) ? 'async' : drawn.mode;
   // Drawn last too: a second pair on the volume (fan-out) in some seeds.
   const fanOut = prng.chance(0.2) ? prng.pick(['sync', 'semisync', 'adaptive', 'async'] as const) : null;
-  return { ...drawn, mode: finalMode, extents, fanOut };
+  // Drawn after that. Rounds far more often than the daemon's (~1 s, tens of MiB) so that they meet
+  // writes, partitions and crashes in runs that last a few hundred virtual ms.
+  const cleanAfterMs = prng.pick([5, 20, 80, 1000]);
+  const cleanAfterBytes = prng.pick([4096, 32 * 1024, 64 * 1024 * 1024]);
+  return { ...drawn, mode: finalMode, extents, fanOut, cleanAfterMs, cleanAfterBytes };
 }
 
 export const describePairConfig = (c: PairSimConfig): string =>
   `${c.mode}/${c.onLinkFailure}, ${c.sizeBytes / 1024} KiB, ${c.writes} writes ×≤${c.maxConcurrent}, ` +
   `partition ${c.partitionChance}, crash ${c.crashChance}${c.powerLoss ? ' (power loss)' : ''}` +
   (c.extents ? `, extents ${c.extents.map((e) => `${e.offset / TRACK_BYTES}+${e.length / TRACK_BYTES}`).join(',')} tracks` : '') +
-  (c.fanOut ? `, fan-out ${c.fanOut} to north` : '');
+  (c.fanOut ? `, fan-out ${c.fanOut} to north` : '') +
+  `, clean after ${c.cleanAfterMs} ms/${c.cleanAfterBytes / 1024} KiB`;
 
 export interface PairSeedResult {
   readonly seed: number;
@@ -101,6 +111,8 @@ export interface PairSeedResult {
   readonly virtualMs: number;
   /** Writes R1's cycles made to their spill store. */
   readonly spillWrites: number;
+  /** Flush rounds R1 started on its own (all its incarnations). */
+  readonly flushRounds: number;
 }
 
 class OracleFailure extends Error {}
@@ -136,6 +148,13 @@ class SimArray {
   pairs: PairManager | undefined;
   rpc: PeerRpc | undefined;
   linkEndpoint: PeerLinks | undefined;
+  /** Flush rounds of the pair halves of earlier incarnations. */
+  private earlierFlushRounds = 0;
+
+  get flushRounds(): number {
+    const pairs = this.pairs;
+    return this.earlierFlushRounds + (pairs?.isPaired(this.volumeName) ? pairs.runtime(this.volumeName).counters.flushRounds : 0);
+  }
 
   constructor(
     readonly name: string,
@@ -154,7 +173,7 @@ class SimArray {
     this.spill = new SimSpillStore(scheduler, prng.fork());
   }
 
-  async start(seed: number): Promise<void> {
+  async start(seed: number, clean: { cleanAfterMs: number; cleanAfterBytes: number }): Promise<void> {
     const generation = this.generation;
     const alive = (): boolean => generation === this.generation;
     const deps: VolumeDeps = {
@@ -185,7 +204,7 @@ class SimArray {
       meta: deps.meta,
       spill: this.spill,
       randomId: () => `s${seed}`,
-    }, this.rpc, { writeAckMs: 5000, copyAckMs: 10_000 });
+    }, this.rpc, { writeAckMs: 5000, copyAckMs: 10_000, cleanRound: { ...DEFAULT_CLEAN_ROUND, ...clean, retryAfterMs: 50, maxRetryMs: 400 } });
     const pairs = this.pairs;
     links.onPeerUp((p) => { void pairs.peerUp(p); });
     links.onSessionReset((p) => pairs.sessionReset(p));
@@ -196,6 +215,7 @@ class SimArray {
 
   /** The process dies: nothing more it does has effect; with power loss, unflushed data is lost too. */
   crash(powerLoss: boolean): void {
+    this.earlierFlushRounds = this.flushRounds;
     this.generation++;
     this.links.drop(this.name);
     void this.pairs?.close();
@@ -225,7 +245,7 @@ export async function runPairSeed(seed: number, configure?: (c: PairSimConfig) =
   return {
     seed, ok: failure === undefined, ...(failure === undefined ? {} : { failure }), config: sim.config,
     acked: sim.acked, crashes: sim.crashes, partitions: sim.partitions, events: sim.scheduler.events, virtualMs: sim.scheduler.nowMs,
-    spillWrites: sim.spillWrites,
+    spillWrites: sim.spillWrites, flushRounds: sim.flushRounds,
   };
 }
 
@@ -246,6 +266,14 @@ class PairSim {
 
   get spillWrites(): number {
     return this.east.spill.writes + this.west.spill.writes;
+  }
+
+  get flushRounds(): number {
+    return this.east.flushRounds + this.west.flushRounds;
+  }
+
+  private get cleanConfig(): { cleanAfterMs: number; cleanAfterBytes: number } {
+    return { cleanAfterMs: this.config.cleanAfterMs, cleanAfterBytes: this.config.cleanAfterBytes };
   }
   /** Per 4 KiB unit: the id of the last acknowledged write to it (0: never written). */
   private readonly ackedId: Uint32Array;
@@ -311,9 +339,9 @@ class PairSim {
 
   async run(): Promise<void> {
     const body = (async () => {
-      await this.east.start(this.seed);
-      await this.west.start(this.seed);
-      await this.north?.start(this.seed);
+      await this.east.start(this.seed, this.cleanConfig);
+      await this.west.start(this.seed, this.cleanConfig);
+      await this.north?.start(this.seed, this.cleanConfig);
       this.watchR2();
       this.watchR1Cycles();
       await this.waitFor('link up', () => this.east.linkEndpoint!.isUp('west'), 1000);
@@ -448,7 +476,7 @@ class PairSim {
       if (victim === this.east && this.config.powerLoss) this.r1PowerLost = true;
       victim.crash(this.config.powerLoss);
       await this.scheduler.sleep(f.next() * 50);
-      await victim.start(this.seed);
+      await victim.start(this.seed, this.cleanConfig);
       if (victim === this.west) this.watchR2();
       else this.watchR1Cycles();
     }
@@ -571,10 +599,15 @@ class PairSim {
       }
       if (!this.config.powerLoss && a < this.ackedId[u]!) this.fail(`R1 unit ${u} lost acknowledged write ${this.ackedId[u]}`);
     }
+    // Idle now (no host ever flushed): R1's flush rounds must leave its bitmap clean on disk.
+    await this.waitFor('R1 clean on disk once idle', () => {
+      const shown = this.east.pairs!.status('db').invalidTracks;
+      return shown.local === 0 && shown.persisted === 0;
+    }, this.config.cleanAfterMs + 5000);
     if (this.north) await this.fanOutLiveness();
   }
 
-  /** The fan-out pair converges too: north equals R1 byte for byte (the whole volume replicates to it). */
+  /** The fan-out pair converges too: north equals R1 byte for byte (the whole volume replicates to it), and its bits end clean on disk. */
   private async fanOutLiveness(): Promise<void> {
     const north = this.north!;
     const same = (): boolean => {
@@ -584,5 +617,9 @@ class PairSim {
     await this.waitFor('the fan-out pair converged', same, 120_000);
     const r1 = this.east.disk.visibleBytes(0, this.config.sizeBytes);
     for (let u = 0; u < this.ackedId.length; u++) this.idAt(r1, u, 'R1');
+    await this.waitFor('the fan-out pair clean on disk once idle', () => {
+      const shown = this.east.pairs!.status('db-n').invalidTracks;
+      return shown.local === 0 && shown.persisted === 0;
+    }, this.config.cleanAfterMs + 5000);
   }
 }

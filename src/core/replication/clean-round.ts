@@ -1,0 +1,107 @@
+// When R1 runs a flush round on its own. R2 acknowledges shipped data before it is durable there, so
+// R1 may clear a track's bit only after both copies were flushed (inside a bitmap persist). Hosts
+// that never FLUSH would leave those bits set for ever, and a crash of R1 would then compare the
+// whole volume. So R1 starts a round itself — flush here, flush there, persist the cleared bits —
+// once the shipped-but-unflushed data is old enough or large enough.
+//
+// This is only the decision of *when*; the round itself (and every rule of which bit may clear) is
+// the pair runtime's persist. Any persist that takes the pending clears counts as a round here, so a
+// persist run for another reason (an activity-log eviction, a state change) also resets the clock.
+import { assert } from '../lib/assert.js';
+
+export interface CleanRoundConfig {
+  /** Run a round once the oldest shipped-but-unflushed data is this old. */
+  readonly cleanAfterMs: number;
+  /** Run a round at once when this much shipped data awaits a flush. */
+  readonly cleanAfterBytes: number;
+  /** After a failed round, wait this long before the next (doubling up to `maxRetryMs`). */
+  readonly retryAfterMs: number;
+  readonly maxRetryMs: number;
+}
+
+export const DEFAULT_CLEAN_ROUND: CleanRoundConfig = {
+  cleanAfterMs: 1000,
+  cleanAfterBytes: 64 * 1024 * 1024,
+  retryAfterMs: 1000,
+  maxRetryMs: 30_000,
+};
+
+export type CleanRoundEvent =
+  /** R2 acknowledged data it has not yet flushed, or R2 committed a cycle R1 has not flushed (bytes 0: unknown). */
+  | { readonly type: 'shipped'; readonly bytes: number }
+  /** A persist took every pending clear (whoever started it). */
+  | { readonly type: 'taken' }
+  /** That persist ended: `ok` false when a flush failed (the clears were given back or owed again). */
+  | { readonly type: 'ended'; readonly ok: boolean };
+
+interface Pending {
+  readonly sinceMs: number;
+  readonly bytes: number;
+}
+
+export class CleanRound {
+  private pending: Pending | undefined;
+  /** What the round in progress took; given back if it fails. */
+  private taken: Pending | undefined;
+  private inRound = false;
+  private notBeforeMs = 0;
+  private backoffMs: number;
+
+  constructor(readonly config: CleanRoundConfig = DEFAULT_CLEAN_ROUND) {
+    assert(config.cleanAfterMs >= 0 && Number.isFinite(config.cleanAfterMs), 'cleanAfterMs');
+    assert(config.cleanAfterBytes > 0, 'cleanAfterBytes');
+    assert(config.retryAfterMs > 0 && config.maxRetryMs >= config.retryAfterMs, 'retry bounds');
+    this.backoffMs = config.retryAfterMs;
+  }
+
+  handle(event: CleanRoundEvent, nowMs: number): void {
+    switch (event.type) {
+      case 'shipped':
+        assert(event.bytes >= 0, 'shipped bytes');
+        this.pending = { sinceMs: this.pending?.sinceMs ?? nowMs, bytes: (this.pending?.bytes ?? 0) + event.bytes };
+        return;
+      case 'taken':
+        assert(!this.inRound, 'a clean round taken while another is in progress');
+        this.inRound = true;
+        this.taken = this.pending;
+        this.pending = undefined;
+        return;
+      case 'ended':
+        assert(this.inRound, 'a clean round ended that was not taken');
+        this.inRound = false;
+        if (event.ok) {
+          this.backoffMs = this.config.retryAfterMs;
+        } else {
+          // What the round took is pending again (age kept), but not retried before the backoff.
+          const t = this.taken;
+          if (t) this.pending = { sinceMs: Math.min(t.sinceMs, this.pending?.sinceMs ?? t.sinceMs), bytes: t.bytes + (this.pending?.bytes ?? 0) };
+          this.notBeforeMs = nowMs + this.backoffMs;
+          this.backoffMs = Math.min(this.config.maxRetryMs, this.backoffMs * 2);
+        }
+        this.taken = undefined;
+        return;
+      default: {
+        const never: never = event;
+        throw new Error(`unknown clean-round event ${JSON.stringify(never)}`);
+      }
+    }
+  }
+
+  /** Whether the pair should start a round now. */
+  due(nowMs: number): boolean {
+    const p = this.pending;
+    if (this.inRound || p === undefined || nowMs < this.notBeforeMs) return false;
+    return p.bytes >= this.config.cleanAfterBytes || nowMs - p.sinceMs >= this.config.cleanAfterMs;
+  }
+
+  /** When a round falls due by age alone (undefined: nothing pending). */
+  nextDeadlineMs(): number | undefined {
+    if (this.pending === undefined || this.inRound) return undefined;
+    return Math.max(this.notBeforeMs, this.pending.sinceMs + this.config.cleanAfterMs);
+  }
+
+  /** Shipped data awaiting a round (for status). */
+  get pendingBytes(): number {
+    return (this.pending?.bytes ?? 0) + (this.taken?.bytes ?? 0);
+  }
+}
