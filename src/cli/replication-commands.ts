@@ -6,24 +6,11 @@ import { ApiClient } from './api-client.js';
 import { formatSize, parseSize } from './sizes.js';
 import { printFields, printJson, printTable, type GlobalOptions } from './output.js';
 import { ErrorCode, TidemarkError, invalidArgument } from '../core/errors.js';
+import type { PairStatusView, PeerView } from '../adapters/http/replication-routes.js';
 
-interface PeerJson { name: string; address: string; link: string; createdAt: string }
-interface PairJson {
-  pair: string; id: string; role: string; mode: string; state: string; intent: string; localVolume: string; peer: string;
-  remoteVolume: string; onLinkFailure: string; generation: number; diverged: boolean;
-  invalidTracks: { local: number; remote: number | null }; tracksOwed: number; tracksToPull: number; bytesOwed: number;
-  lagSeconds: number; link: { state: string }; peerMissing: boolean; lastError: string | null;
-  protectWith: string | null; protecting: boolean; extents: Array<{ offset: number; length: number }> | null;
-  cycleMs: number; cycleMemoryBytes: number; spillLimitBytes: number;
-  cycles: {
-    captureCycle: number | null; transmitCycle: number | null; appliedCycle: number; captureRecords: number; transmitRecords: number;
-    memoryBytes: number; spilledRecords: number; spilledBytes: number; captureBytes: number; transmitBytes: number;
-    recoverableCycle: number | null;
-  } | null;
-  cyclesFallback: { at: string; reason: string; tracks: number; message: string } | null;
-  group: string | null;
-  counters: Record<string, number>;
-}
+// The API's own shapes (type-only: the CLI still talks to the array over HTTP alone).
+type PeerJson = PeerView;
+type PairJson = PairStatusView;
 
 type Run = (client: ApiClient, globals: GlobalOptions) => Promise<void>;
 

@@ -1,6 +1,7 @@
 // The replication part of the HTTP API (SPEC §4): peers and remote pairs, in the same table form as routes.ts.
 import { Type, type Static } from '@sinclair/typebox';
 import { errorResponse as error, ok, param, type RouteSpec } from './route-kit.js';
+import { literals } from './schemas.js';
 import { LINK_FAILURE_POLICIES, PAIR_INTENTS, PAIR_MODES } from '../../core/replication/pair-record.js';
 
 const PAIR_STATES = ['synchronizing', 'synchronized', 'partitioned', 'suspended', 'split', 'failed-over', 'restoring', 'diverged'] as const;
@@ -11,7 +12,6 @@ const ExtentSchema = Type.Object({
   offset: Type.Integer({ minimum: 0 }), length: Type.Integer({ minimum: 1 }),
 }, { additionalProperties: false });
 
-const literals = (values: readonly string[]) => Type.Union(values.map((v) => Type.Literal(v)));
 const Name = Type.String({ minLength: 1, maxLength: 63 });
 
 export const PeerSchema = Type.Object({
@@ -82,7 +82,10 @@ export const PairStatusSchema = Type.Object({
     cycleFallbacks: Type.Integer({ description: 'async: times the cycles fell back to bitmaps on their own since the array started.' }),
   }),
 });
+/** A pair's status as the API gives it: the one definition, used by the array and the CLI alike. */
 export type PairStatusView = Static<typeof PairStatusSchema>;
+export type PairCyclesView = NonNullable<PairStatusView['cycles']>;
+export type CyclesFallbackView = NonNullable<PairStatusView['cyclesFallback']>;
 
 /** What the API needs from the array's replication. */
 export interface ReplicationBackend {
