@@ -5,12 +5,10 @@ import { ApiClient } from './api-client.js';
 import { formatSize } from './sizes.js';
 import { printFields, printJson, printTable, type GlobalOptions } from './output.js';
 import { ErrorCode, TidemarkError, invalidArgument } from '../core/errors.js';
+import type { CloneStatus, SplitResult } from '../adapters/http/clone-routes.js';
 
-interface CloneJson {
-  id: number; std: string; clone: string; state: string; operation: string; splitAt: string | null;
-  tracksToCopy: number; tracksCopied: number; bytesCopied: number; percent: number; bytesPerSecond: number;
-  etaSeconds: number | null; protectedTracks: number; cloneChangedTracks: number; differentialTracks?: number;
-}
+// The API's own shape (type-only: the CLI still talks to the array over HTTP alone).
+type CloneJson = CloneStatus & Partial<Pick<SplitResult, 'differentialTracks'>>;
 
 type Run = (client: ApiClient, globals: GlobalOptions) => Promise<void>;
 

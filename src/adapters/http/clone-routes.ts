@@ -1,12 +1,13 @@
 // The clone-session part of the HTTP API (SPEC §3), in the same table form as routes.ts.
 import { Type, type Static } from '@sinclair/typebox';
 import { errorResponse as error, ok, type RouteRequest, type RouteSpec } from './route-kit.js';
+import { literals } from './schemas.js';
 import { CLONE_STATES } from '../../core/clone/clone-session.js';
 
 /** What the API needs from the array's clone sessions. */
 export interface CloneBackend {
   establish(std: string, clone: string): Promise<CloneStatus>;
-  split(std: string, clone: string, differential: boolean): Promise<CloneStatus & { differentialTracks: number }>;
+  split(std: string, clone: string, differential: boolean): Promise<SplitResult>;
   reestablish(std: string, clone: string): Promise<CloneStatus>;
   restore(std: string, clone: string, incremental: boolean): Promise<CloneStatus>;
   terminate(std: string, clone: string): Promise<void>;
@@ -20,7 +21,7 @@ export const CloneStatusSchema = Type.Object({
   id: Type.Integer({ minimum: 0, maximum: 15, description: 'Session number on the standard volume.' }),
   std: Type.String({ description: 'The standard volume.' }),
   clone: Type.String(),
-  state: Type.Union(CLONE_STATES.map((s) => Type.Literal(s))),
+  state: literals(CLONE_STATES),
   operation: Type.String({ description: 'The copy operation in progress or last run: establish, reestablish, restore, restore-incremental, none.' }),
   splitAt: Type.Union([Type.String({ format: 'date-time' }), Type.Null()], { description: 'The instant the clone image was taken.' }),
   tracksToCopy: Type.Integer({ minimum: 0, description: 'Tracks the current operation still has to copy.' }),
@@ -32,11 +33,13 @@ export const CloneStatusSchema = Type.Object({
   protectedTracks: Type.Integer({ minimum: 0, description: 'Tracks the standard changed since the last split.' }),
   cloneChangedTracks: Type.Integer({ minimum: 0, description: "Tracks the clone's own hosts changed since the split." }),
 });
+/** A clone session's status as the API gives it: the one definition, used by the array and the CLI alike. */
 export type CloneStatus = Static<typeof CloneStatusSchema>;
 
 const SplitResultSchema = Type.Intersect([CloneStatusSchema, Type.Object({
   differentialTracks: Type.Integer({ minimum: 0, description: "Tracks marked invalid on the clone's own mirrors (--differential)." }),
 })]);
+export type SplitResult = Static<typeof SplitResultSchema>;
 
 const PairParams = Type.Object({ std: Name, clone: Name });
 const EstablishBody = Type.Object({ std: Name, clone: Name }, { additionalProperties: false });

@@ -1,9 +1,9 @@
 // The consistency-group part of the HTTP API (SPEC §5), in the same table form as routes.ts.
-import { Type, type Static, type TSchema } from '@sinclair/typebox';
+import { Type, type Static } from '@sinclair/typebox';
 import { errorResponse as error, ok, param, type RouteSpec } from './route-kit.js';
+import { Nullable } from './schemas.js';
 
 const Name = Type.String({ minLength: 1, maxLength: 63 });
-const Nullable = <T extends TSchema>(t: T) => Type.Union([t, Type.Null()]);
 
 const MemberStatusSchema = Type.Object({
   member: Type.String(),
@@ -35,7 +35,10 @@ export const GroupViewSchema = Type.Object({
   })),
   evicted: Type.Array(Type.Object({ member: Type.String(), reason: Type.String() })),
 });
+/** A group's status as the API gives it: the one definition, used by the array and the CLI alike. */
 export type GroupViewBody = Static<typeof GroupViewSchema>;
+export type GroupMemberViewBody = GroupViewBody['members'][number];
+export type MemberStatusView = Static<typeof MemberStatusSchema>;
 
 const GroupSummarySchema = Type.Object({
   name: Type.String(), coordinator: Type.String(), members: Type.Integer({ minimum: 0 }), coordinatedHere: Type.Boolean(),

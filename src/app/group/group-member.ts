@@ -17,6 +17,7 @@ import type { Timers } from '../../ports/timers.js';
 import type { PairManager } from '../replication/pair-manager.js';
 import type { PairRuntime } from '../replication/pair-runtime.js';
 import type { PeerRpc } from '../replication/peer-rpc.js';
+import type { MemberStatusView } from '../../adapters/http/group-routes.js';
 
 /** Longer than the coordinator can keep a window open (opening + switching + closing, with retries). */
 export const WINDOW_TIMEOUT_MS = 8000;
@@ -47,19 +48,8 @@ export type MemberAnswer =
   /** Another array coordinates the group now (it took the role over, with a newer epoch). */
   | { readonly kind: 'superseded'; readonly coordinator: string; readonly epoch: number };
 
-export interface MemberStatus {
-  readonly member: string;
-  readonly pairState: string;
-  readonly captureCycle: number | null;
-  readonly captureTag: number | null;
-  readonly transmitCycle: number | null;
-  /** The last cycle R2 committed (it applies it next): R2's image is R1's after it. */
-  readonly committedCycle: number | null;
-  readonly ready: boolean;
-  readonly lagSeconds: number;
-  readonly windowOpen: boolean;
-  readonly lastError: string | null;
-}
+/** A member's status is the API's shape: the schema is its one definition. */
+export type MemberStatus = MemberStatusView;
 
 export interface MemberRecovery {
   readonly member: string;
