@@ -1,8 +1,7 @@
 // The tidemark CLI as a user runs it: a child process talking to a real daemon, --json and human output.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFile } from 'node:fs/promises';
-import { DaemonFixture, tidemarkBin, type DaemonProcess } from '../helpers/daemon.js';
+import { DaemonFixture, peerUp, tidemarkBin, type DaemonProcess } from '../helpers/daemon.js';
 import { mustRun, runCommand } from '../helpers/in-process-array.js';
 
 let fixture: DaemonFixture;
@@ -114,10 +113,7 @@ test('wait commands (clone, pair): the reached line, the status with --json, a t
     assert.equal(r.code, 0, `tidemark ${args.join(' ')}: ${r.stderr}`);
     return r.stdout;
   };
-  const secret = `${fixture.dir}/wait-secret`;
-  await writeFile(secret, 'a secret between east and west, long enough\n', { mode: 0o600 });
-  await must(east, 'peer', 'add', 'west', '--address', west.linkAddress!, '--secret-file', secret);
-  await must(west, 'peer', 'add', 'east', '--address', east.linkAddress!, '--secret-file', secret);
+  await peerUp(fixture, east, 'east', west, 'west');
   await must(east, 'volume', 'create', 'db', '--size', '16MiB');
   await must(west, 'volume', 'create', 'db-r', '--size', '16MiB');
   await must(east, 'pair', 'create', 'db', '--peer', 'west', '--remote-volume', 'db-r', '--mode', 'sync');

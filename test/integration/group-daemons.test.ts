@@ -5,9 +5,9 @@
 // Repeated with the kill at different moments.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { DaemonFixture, waitFor, type DaemonProcess } from '../helpers/daemon.js';
+import { DaemonFixture, peerUp, waitFor, type DaemonProcess } from '../helpers/daemon.js';
 import { mustRun, runCommand } from '../helpers/in-process-array.js';
 import { RawNbdClient } from '../helpers/raw-nbd-client.js';
 import { tidemarkBin } from '../helpers/daemon.js';
@@ -26,14 +26,6 @@ interface GroupJson {
 interface RecoveryJson {
   carriedOut: boolean; consistent: boolean; targetTag: number | null; problems: string[];
   members: Array<{ member: string; action: string; resultTag: number | null }>;
-}
-
-async function peerUp(fixture: DaemonFixture, a: DaemonProcess, aName: string, b: DaemonProcess, bName: string): Promise<void> {
-  const secret = join(fixture.dir, `secret-${aName}-${bName}`);
-  await writeFile(secret, `secret between ${aName} and ${bName}, long enough\n`, { mode: 0o600 });
-  await cli(a, 'peer', 'add', bName, '--address', b.linkAddress!, '--secret-file', secret);
-  await cli(b, 'peer', 'add', aName, '--address', a.linkAddress!, '--secret-file', secret);
-  await waitFor(`link ${aName}-${bName}`, async () => (await json<{ link: string }>(a, 'peer', 'show', bName)).link === 'up', 15_000);
 }
 
 /** Write i goes to volume i % 2, record i >> 1: every write has a slot of its own. */

@@ -1,9 +1,9 @@
 // The consistency-group part of the HTTP API (SPEC §5), in the same table form as routes.ts.
 import { Type, type Static } from '@sinclair/typebox';
 import { errorResponse as error, ok, param, type RouteSpec } from './route-kit.js';
-import { Nullable } from './schemas.js';
+import { Nullable, ShortName } from './schemas.js';
 
-const Name = Type.String({ minLength: 1, maxLength: 63 });
+const Name = ShortName;
 
 const MemberStatusSchema = Type.Object({
   member: Type.String(),

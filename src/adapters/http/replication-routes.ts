@@ -1,7 +1,7 @@
 // The replication part of the HTTP API (SPEC §4): peers and remote pairs, in the same table form as routes.ts.
 import { Type, type Static } from '@sinclair/typebox';
 import { errorResponse as error, ok, param, type RouteSpec } from './route-kit.js';
-import { literals } from './schemas.js';
+import { literals, ShortName } from './schemas.js';
 import { LINK_FAILURE_POLICIES, PAIR_INTENTS, PAIR_MODES } from '../../core/replication/pair-record.js';
 
 const PAIR_STATES = ['synchronizing', 'synchronized', 'partitioned', 'suspended', 'split', 'failed-over', 'restoring', 'diverged'] as const;
@@ -12,7 +12,7 @@ const ExtentSchema = Type.Object({
   offset: Type.Integer({ minimum: 0 }), length: Type.Integer({ minimum: 1 }),
 }, { additionalProperties: false });
 
-const Name = Type.String({ minLength: 1, maxLength: 63 });
+const Name = ShortName;
 
 export const PeerSchema = Type.Object({
   name: Type.String(),

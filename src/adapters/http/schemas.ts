@@ -17,6 +17,9 @@ export const DEFAULT_CHANGE_RUNS = 10_000;
 export const literals = <T extends string>(values: readonly T[], options?: SchemaOptions): TUnion<Array<TLiteral<T>>> =>
   Type.Union(values.map((v) => Type.Literal(v)), options);
 
+/** The name of a peer, pair or group in a request. */
+export const ShortName = Type.String({ minLength: 1, maxLength: 63 });
+
 export const Nullable = <T extends TSchema>(schema: T, options?: SchemaOptions): TUnion<[T, TNull]> =>
   Type.Union([schema, Type.Null()], options);
 
