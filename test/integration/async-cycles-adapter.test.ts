@@ -68,6 +68,14 @@ async function rig(): Promise<Rig> {
   return r;
 }
 
+/** Stops R1's pump and R2's actions before the arrays (and the directories R2 writes into) go away. */
+async function stop(r: Rig, timer: NodeJS.Timeout): Promise<void> {
+  clearInterval(timer);
+  await r.r2.halt();
+  await r.a.close();
+  await r.b.close();
+}
+
 /** Issues sequential writes through the capture path; returns [cycle, R1 image hash after it] per write. */
 async function workload(r: Rig, writes: number, onEach?: (i: number, history: Array<[number, string]>) => Promise<void>):
   Promise<Array<[number, string]>> {
@@ -129,9 +137,7 @@ test('cycles carry R1 writes to R2, which is always R1 at a cycle boundary and e
     assert.ok(lastCycle >= 3, `the writes spanned several cycles (${lastCycle})`);
     assert.equal(sha(await r.b.service.volume('db-r').internalRead(0, SIZE)), history[history.length - 1]![1]);
   } finally {
-    clearInterval(timer);
-    await r.a.close();
-    await r.b.close();
+    await stop(r, timer);
   }
 });
 
@@ -150,8 +156,6 @@ test('R2 stops mid-stream and recovers from its metadata: no cycle is lost, R2 e
     await until('R2 applied the last written cycle', () => r.r2.appliedCycle >= lastCycle);
     assert.equal(sha(await r.b.service.volume('db-r').internalRead(0, SIZE)), history[history.length - 1]![1]);
   } finally {
-    clearInterval(timer);
-    await r.a.close();
-    await r.b.close();
+    await stop(r, timer);
   }
 });
