@@ -1,16 +1,14 @@
 // tidemark clone …: establish, split, reestablish, restore, terminate, list, show, wait.
 import type { Command } from 'commander';
-import { SingleBar } from 'cli-progress';
 import { ApiClient } from './api-client.js';
 import { formatSize } from './sizes.js';
 import { printFields, printJson, printTable, type GlobalOptions } from './output.js';
-import { ErrorCode, TidemarkError, invalidArgument } from '../core/errors.js';
+import { parseWaitOptions, waitWithProgress, withWaitOptions, type WaitOptions } from './wait.js';
+import { ErrorCode, TidemarkError } from '../core/errors.js';
+import type { CloneStatus, SplitResult } from '../adapters/http/clone-routes.js';
 
-interface CloneJson {
-  id: number; std: string; clone: string; state: string; operation: string; splitAt: string | null;
-  tracksToCopy: number; tracksCopied: number; bytesCopied: number; percent: number; bytesPerSecond: number;
-  etaSeconds: number | null; protectedTracks: number; cloneChangedTracks: number; differentialTracks?: number;
-}
+// The API's own shape (type-only: the CLI still talks to the array over HTTP alone).
+type CloneJson = CloneStatus & Partial<Pick<SplitResult, 'differentialTracks'>>;
 
 type Run = (client: ApiClient, globals: GlobalOptions) => Promise<void>;
 
@@ -33,37 +31,16 @@ function summary(c: CloneJson, verb: string): string {
 
 const WAIT_TARGETS = ['synchronized', 'restored', 'split'] as const;
 
-async function wait(client: ApiClient, globals: GlobalOptions, std: string, clone: string, until: string, timeoutSeconds: number): Promise<void> {
-  const deadline = Date.now() + timeoutSeconds * 1000;
-  const bar = !globals.json && process.stderr.isTTY
-    ? new SingleBar({ format: `${std} → ${clone} [{bar}] {percent}% | {value}/{total} tracks | {rate}/s | eta {eta}s`, stream: process.stderr, hideCursor: true })
-    : undefined;
-  let started = false;
-  try {
-    for (;;) {
-      const c = await client.request<CloneJson>('GET', path(std, clone));
-      if (bar) {
-        const total = c.tracksCopied + c.tracksToCopy;
-        if (!started) bar.start(Math.max(1, total), c.tracksCopied, { rate: formatSize(c.bytesPerSecond) });
-        started = true;
-        bar.setTotal(Math.max(1, total));
-        bar.update(c.tracksCopied, { rate: formatSize(c.bytesPerSecond) });
-      }
-      if (c.state === until) {
-        bar?.stop();
-        if (globals.json) printJson(c);
-        else process.stdout.write(summary(c, 'reached'));
-        return;
-      }
-      if (Date.now() > deadline) {
-        throw new TidemarkError(ErrorCode.Unavailable, `${std} → ${clone} is ${c.state}, not ${until}, after ${timeoutSeconds} s`,
-          { state: c.state, tracksToCopy: c.tracksToCopy });
-      }
-      await new Promise((r) => setTimeout(r, 200));
-    }
-  } finally {
-    if (started) bar?.stop();
-  }
+function wait(client: ApiClient, globals: GlobalOptions, std: string, clone: string, options: WaitOptions): Promise<void> {
+  return waitWithProgress<CloneJson>(globals, options, {
+    poll: () => client.request<CloneJson>('GET', path(std, clone)),
+    state: (c) => c.state,
+    barFormat: `${std} → ${clone} [{bar}] {percent}% | {value}/{total} tracks | {rate}/s | eta {eta}s`,
+    progress: (c) => ({ done: c.tracksCopied, total: Math.max(1, c.tracksCopied + c.tracksToCopy), payload: { rate: formatSize(c.bytesPerSecond) } }),
+    reached: (c) => summary(c, 'reached'),
+    timedOut: (c, { until, timeoutSeconds }) => new TidemarkError(ErrorCode.Unavailable,
+      `${std} → ${clone} is ${c.state}, not ${until}, after ${timeoutSeconds} s`, { state: c.state, tracksToCopy: c.tracksToCopy }),
+  });
 }
 
 export function registerCloneCommands(program: Command, run: (action: Run) => Promise<void>): void {
@@ -119,14 +96,10 @@ export function registerCloneCommands(program: Command, run: (action: Run) => Pr
       else showClone(status);
     }));
 
-  clone.command('wait <std> <clone>')
+  withWaitOptions(clone.command('wait <std> <clone>'), WAIT_TARGETS)
     .description('wait until the session reaches a state, with a progress bar on a terminal')
-    .requiredOption('--until <state>', `${WAIT_TARGETS.join(' | ')}`)
-    .option('--timeout <seconds>', 'give up after this long (exit 1)', '3600')
     .action((std: string, c: string, opts: { until: string; timeout: string }) => run(async (client, globals) => {
-      if (!(WAIT_TARGETS as readonly string[]).includes(opts.until)) throw invalidArgument(`--until must be one of ${WAIT_TARGETS.join(', ')}`);
-      const timeout = Number(opts.timeout);
-      if (!Number.isFinite(timeout) || timeout <= 0) throw invalidArgument('--timeout must be a positive number of seconds');
-      await wait(client, globals, std, c, opts.until, timeout);
+      await wait(client, globals, std, c, parseWaitOptions(opts, WAIT_TARGETS));
     }));
+
 }

@@ -3,22 +3,11 @@ import type { Command } from 'commander';
 import { ApiClient } from './api-client.js';
 import { printFields, printJson, printTable, type GlobalOptions } from './output.js';
 import { ErrorCode, TidemarkError, invalidArgument } from '../core/errors.js';
+import type { GroupRecoveryBody, GroupViewBody } from '../adapters/http/group-routes.js';
 
-interface MemberStatusJson {
-  pairState: string; captureCycle: number | null; captureTag: number | null; transmitCycle: number | null; committedCycle: number | null;
-  ready: boolean; lagSeconds: number; windowOpen: boolean; lastError: string | null;
-}
-interface GroupJson {
-  name: string; coordinator: string; cycleMs: number; phase: string; tag: number; switches: number; waitingFor: string[]; lagSeconds: number;
-  members: Array<{ member: string; r2Array: string; r2Volume: string; status: MemberStatusJson | null; error: string | null }>;
-  evicted: Array<{ member: string; reason: string }>;
-  lastSwitchAgeSeconds: number; stalled: { cause: string } | null;
-}
-interface RecoveryJson {
-  group: string; carriedOut: boolean; targetTag: number | null; consistent: boolean; problems: string[];
-  members: Array<{ member: string; r2Array: string; r2Volume: string; action: string; reason: string; committedTag: number | null;
-    receivedTag: number | null; receivedComplete: boolean | null; resultTag: number | null; appliedCycle: number | null }>;
-}
+// The API's own shapes (type-only: the CLI still talks to the array over HTTP alone).
+type GroupJson = GroupViewBody;
+type RecoveryJson = GroupRecoveryBody;
 
 type Run = (client: ApiClient, globals: GlobalOptions) => Promise<void>;
 

@@ -1,29 +1,16 @@
 // tidemark peer … and tidemark pair …: peer arrays and remote pairs (SPEC §4).
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
-import { SingleBar } from 'cli-progress';
 import { ApiClient } from './api-client.js';
 import { formatSize, parseSize } from './sizes.js';
 import { printFields, printJson, printTable, type GlobalOptions } from './output.js';
+import { parseWaitOptions, waitWithProgress, withWaitOptions, type WaitOptions } from './wait.js';
 import { ErrorCode, TidemarkError, invalidArgument } from '../core/errors.js';
+import type { PairStatusView, PeerView } from '../adapters/http/replication-routes.js';
 
-interface PeerJson { name: string; address: string; link: string; createdAt: string }
-interface PairJson {
-  pair: string; volume: string; id: string; role: string; mode: string; state: string; intent: string; localVolume: string; peer: string;
-  remoteVolume: string; onLinkFailure: string; generation: number; diverged: boolean;
-  invalidTracks: { local: number; remote: number | null; persisted: number | null }; tracksOwed: number; tracksToPull: number; bytesOwed: number;
-  lagSeconds: number; link: { state: string }; peerMissing: boolean; lastError: string | null;
-  protectWith: string | null; protecting: boolean; extents: Array<{ offset: number; length: number }> | null;
-  cycleMs: number; cycleMemoryBytes: number; spillLimitBytes: number;
-  cycles: {
-    captureCycle: number | null; transmitCycle: number | null; appliedCycle: number; captureRecords: number; transmitRecords: number;
-    memoryBytes: number; spilledRecords: number; spilledBytes: number; captureBytes: number; transmitBytes: number;
-    recoverableCycle: number | null;
-  } | null;
-  cyclesFallback: { at: string; reason: string; tracks: number; message: string } | null;
-  group: string | null;
-  counters: Record<string, number>;
-}
+// The API's own shapes (type-only: the CLI still talks to the array over HTTP alone).
+type PeerJson = PeerView;
+type PairJson = PairStatusView;
 
 type Run = (client: ApiClient, globals: GlobalOptions) => Promise<void>;
 
@@ -76,36 +63,21 @@ function showPair(p: PairJson): void {
 const line = (p: PairJson, verb: string): string =>
   `${verb} ${p.pair}${p.pair === p.volume ? '' : ` (${p.volume})`} (${p.role}) ↔ ${p.peer}:${p.remoteVolume}: ${p.state}${p.tracksOwed > 0 ? `, ${p.tracksOwed} tracks owed` : ''}\n`;
 
-async function waitFor(client: ApiClient, globals: GlobalOptions, pair: string, until: string, timeoutSeconds: number): Promise<void> {
-  const deadline = Date.now() + timeoutSeconds * 1000;
-  const bar = !globals.json && process.stderr.isTTY
-    ? new SingleBar({ format: `${pair} [{bar}] {percent}% | {owed} tracks owed | {state}`, stream: process.stderr, hideCursor: true })
-    : undefined;
-  let total = 0;
-  try {
-    for (;;) {
-      const p = await client.request<PairJson>('GET', path(pair));
+function waitFor(client: ApiClient, globals: GlobalOptions, pair: string, options: WaitOptions): Promise<void> {
+  let total = 0; // the most ever owed while waiting: the bar fills as the debt is paid
+  return waitWithProgress<PairJson>(globals, options, {
+    poll: () => client.request<PairJson>('GET', path(pair)),
+    state: (p) => p.state,
+    barFormat: `${pair} [{bar}] {percent}% | {owed} tracks owed | {state}`,
+    progress: (p) => {
       const owed = p.tracksOwed + p.tracksToPull;
-      if (bar) {
-        if (total === 0) bar.start(Math.max(1, owed), 0, { owed, state: p.state });
-        total = Math.max(total, owed, 1);
-        bar.setTotal(total);
-        bar.update(total - owed, { owed, state: p.state });
-      }
-      if (p.state === until) {
-        bar?.stop();
-        if (globals.json) printJson(p);
-        else process.stdout.write(line(p, 'reached'));
-        return;
-      }
-      if (Date.now() > deadline) {
-        throw new TidemarkError(ErrorCode.Unavailable, `pair ${pair} is ${p.state}, not ${until}, after ${timeoutSeconds} s`, { state: p.state });
-      }
-      await new Promise((r) => setTimeout(r, 200));
-    }
-  } finally {
-    if (total > 0) bar?.stop();
-  }
+      total = Math.max(total, owed, 1);
+      return { done: total - owed, total, payload: { owed, state: p.state } };
+    },
+    reached: (p) => line(p, 'reached'),
+    timedOut: (p, { until, timeoutSeconds }) =>
+      new TidemarkError(ErrorCode.Unavailable, `pair ${pair} is ${p.state}, not ${until}, after ${timeoutSeconds} s`, { state: p.state }),
+  });
 }
 
 export function registerReplicationCommands(program: Command, run: (action: Run) => Promise<void>): void {
@@ -174,16 +146,12 @@ export function registerReplicationCommands(program: Command, run: (action: Run)
       if (globals.json) printJson(p);
       else showPair(p);
     }));
-  pair.command('wait <pair>')
+  withWaitOptions(pair.command('wait <pair>'), WAIT_TARGETS)
     .description('wait until the pair reaches a state, with a progress bar on a terminal')
-    .requiredOption('--until <state>', WAIT_TARGETS.join(' | '))
-    .option('--timeout <seconds>', 'give up after this long (exit 1)', '3600')
     .action((name: string, opts: { until: string; timeout: string }) => run(async (client, globals) => {
-      if (!WAIT_TARGETS.includes(opts.until)) throw invalidArgument(`--until must be one of ${WAIT_TARGETS.join(', ')}`);
-      const timeout = Number(opts.timeout);
-      if (!Number.isFinite(timeout) || timeout <= 0) throw invalidArgument('--timeout must be a positive number of seconds');
-      await waitFor(client, globals, name, opts.until, timeout);
+      await waitFor(client, globals, name, parseWaitOptions(opts, WAIT_TARGETS));
     }));
+
   for (const [command, description] of COMMANDS) {
     pair.command(`${command} <pair>`).description(description).action((name: string) => run(async (client, globals) => {
       const p = await client.request<PairJson>('POST', `${path(name)}/${command}`, {});

@@ -2,10 +2,11 @@
 // ephemeral ports, its address read from the 'array started' log line. Every wait has a timeout and
 // every process started here is killed by cleanup().
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { runCommand } from './in-process-array.js';
 
 /** The repository root, from dist/test/helpers. */
 export const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
@@ -154,4 +155,21 @@ export async function waitFor(what: string, condition: () => Promise<boolean>, t
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+/**
+ * Makes two daemons (started with `--name` and `--link`) each other's peer with one secret, through
+ * the CLI, and waits for the link to come up.
+ */
+export async function peerUp(fixture: DaemonFixture, a: DaemonProcess, aName: string, b: DaemonProcess, bName: string): Promise<void> {
+  const secret = join(fixture.dir, `secret-${aName}-${bName}`);
+  await writeFile(secret, `secret between ${aName} and ${bName}, long enough\n`, { mode: 0o600 });
+  const cli = async (array: DaemonProcess, ...args: string[]): Promise<string> => {
+    const r = await runCommand(tidemarkBin, ['--array', array.apiUrl, '--json', ...args]);
+    if (r.code !== 0) throw new Error(`tidemark ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
+    return r.stdout;
+  };
+  await cli(a, 'peer', 'add', bName, '--address', b.linkAddress!, '--secret-file', secret);
+  await cli(b, 'peer', 'add', aName, '--address', a.linkAddress!, '--secret-file', secret);
+  await waitFor(`link ${aName}-${bName}`, async () => (JSON.parse(await cli(a, 'peer', 'show', bName)) as { link: string }).link === 'up', 15_000);
 }

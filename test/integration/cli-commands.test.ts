@@ -1,7 +1,7 @@
 // The tidemark CLI as a user runs it: a child process talking to a real daemon, --json and human output.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { DaemonFixture, tidemarkBin, type DaemonProcess } from '../helpers/daemon.js';
+import { DaemonFixture, peerUp, tidemarkBin, type DaemonProcess } from '../helpers/daemon.js';
 import { mustRun, runCommand } from '../helpers/in-process-array.js';
 
 let fixture: DaemonFixture;
@@ -85,6 +85,50 @@ test('clone commands: establish, wait, split, show, list, reestablish, terminate
   assert.match(refused.stderr, /TM_ERR_INVALID_STATE/);
   assert.equal((await cli('clone', 'terminate', 'std', 'bak')).code, 0);
   assert.equal((await cliJson<{ sessions: unknown[] }>('clone', 'list')).sessions.length, 0);
+});
+
+test('wait commands (clone, pair): the reached line, the status with --json, a timeout naming the state, bad options refused', async () => {
+  // The clone wait, on the daemon of this file.
+  await cliJson('volume', 'create', 'wstd', '--size', '16MiB');
+  await cliJson('volume', 'create', 'wbak', '--size', '16MiB');
+  await cliJson('clone', 'establish', 'wstd', 'wbak');
+  const cloneReached = await cli('clone', 'wait', 'wstd', 'wbak', '--until', 'synchronized', '--timeout', '30');
+  assert.equal(cloneReached.code, 0, cloneReached.stderr);
+  assert.match(cloneReached.stdout, /^reached wstd → wbak/m);
+  assert.equal(cloneReached.stderr, '', 'no progress bar when stderr is not a terminal');
+  const cloneLate = await cli('clone', 'wait', 'wstd', 'wbak', '--until', 'split', '--timeout', '0.3');
+  assert.equal(cloneLate.code, 1);
+  assert.match(cloneLate.stderr, /wstd → wbak is synchronized, not split, after 0\.3 s \[TM_ERR_UNAVAILABLE\]/);
+  const cloneBad = await cli('clone', 'wait', 'wstd', 'wbak', '--until', 'nowhere');
+  assert.equal(cloneBad.code, 1);
+  assert.match(cloneBad.stderr, /--until must be one of synchronized, restored, split \[TM_ERR_INVALID_ARGUMENT\]/);
+  assert.equal((await cli('clone', 'terminate', 'wstd', 'wbak')).code, 0);
+
+  // The pair wait, between two more daemons.
+  const start = (name: string): Promise<DaemonProcess> => fixture.start(undefined, ['--name', name, '--link', '127.0.0.1:0']);
+  const [east, west] = await Promise.all([start('east'), start('west')]);
+  const on = (array: DaemonProcess, ...args: string[]) => runCommand(tidemarkBin, ['--array', array.apiUrl, ...args]);
+  const must = async (array: DaemonProcess, ...args: string[]): Promise<string> => {
+    const r = await on(array, ...args);
+    assert.equal(r.code, 0, `tidemark ${args.join(' ')}: ${r.stderr}`);
+    return r.stdout;
+  };
+  await peerUp(fixture, east, 'east', west, 'west');
+  await must(east, 'volume', 'create', 'db', '--size', '16MiB');
+  await must(west, 'volume', 'create', 'db-r', '--size', '16MiB');
+  await must(east, 'pair', 'create', 'db', '--peer', 'west', '--remote-volume', 'db-r', '--mode', 'sync');
+  const pairReached = await must(east, 'pair', 'wait', 'db', '--until', 'synchronized', '--timeout', '60');
+  assert.match(pairReached, /^reached db \(R1\) ↔ west:db-r: synchronized$/m);
+  const pairJson = JSON.parse(await must(east, '--json', 'pair', 'wait', 'db', '--until', 'synchronized', '--timeout', '5')) as { pair: string; state: string };
+  assert.deepEqual([pairJson.pair, pairJson.state], ['db', 'synchronized']);
+  const pairLate = await on(east, '--json', 'pair', 'wait', 'db', '--until', 'split', '--timeout', '0.3');
+  assert.equal(pairLate.code, 1);
+  assert.equal(pairLate.stdout, '', 'nothing on stdout when the state is not reached');
+  const error = (JSON.parse(pairLate.stderr) as { error: { code: string; message: string; details: { state: string } } }).error;
+  assert.deepEqual([error.code, error.message, error.details.state], ['TM_ERR_UNAVAILABLE', 'pair db is synchronized, not split, after 0.3 s', 'synchronized']);
+  const pairBad = await on(east, 'pair', 'wait', 'db', '--until', 'synchronized', '--timeout', '0');
+  assert.equal(pairBad.code, 1);
+  assert.match(pairBad.stderr, /--timeout must be a positive number of seconds/);
 });
 
 test('every command has accurate help', async () => {

@@ -5,9 +5,9 @@
 // Repeated with the kill at different moments.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { DaemonFixture, waitFor, type DaemonProcess } from '../helpers/daemon.js';
+import { DaemonFixture, peerUp, waitFor, type DaemonProcess } from '../helpers/daemon.js';
 import { mustRun, runCommand } from '../helpers/in-process-array.js';
 import { RawNbdClient } from '../helpers/raw-nbd-client.js';
 import { tidemarkBin } from '../helpers/daemon.js';
@@ -28,14 +28,6 @@ interface RecoveryJson {
   members: Array<{ member: string; action: string; resultTag: number | null }>;
 }
 
-async function peerUp(fixture: DaemonFixture, a: DaemonProcess, aName: string, b: DaemonProcess, bName: string): Promise<void> {
-  const secret = join(fixture.dir, `secret-${aName}-${bName}`);
-  await writeFile(secret, `secret between ${aName} and ${bName}, long enough\n`, { mode: 0o600 });
-  await cli(a, 'peer', 'add', bName, '--address', b.linkAddress!, '--secret-file', secret);
-  await cli(b, 'peer', 'add', aName, '--address', a.linkAddress!, '--secret-file', secret);
-  await waitFor(`link ${aName}-${bName}`, async () => (await json<{ link: string }>(a, 'peer', 'show', bName)).link === 'up', 15_000);
-}
-
 /** Write i goes to volume i % 2, record i >> 1: every write has a slot of its own. */
 function writeBytes(i: number): Buffer {
   const data = Buffer.alloc(RECORD, (i % 251) + 1);
@@ -44,8 +36,11 @@ function writeBytes(i: number): Buffer {
   return data;
 }
 
-/** Issues dependent writes until `stop()` or a connection fails; returns how many were acknowledged. */
-async function dependentWrites(ports: [number, number], names: [string, string], until: { stopped: boolean }): Promise<number> {
+/**
+ * Issues dependent writes until `until.stopped`, or until a connection fails once `until.killing`
+ * is set; returns how many were acknowledged. A failure before the kill is the test's failure.
+ */
+async function dependentWrites(ports: [number, number], names: [string, string], until: { stopped: boolean; killing: boolean }): Promise<number> {
   const clients = await Promise.all(ports.map(async (port, v) => {
     const c = await RawNbdClient.connect(port);
     await c.greeting();
@@ -61,7 +56,8 @@ async function dependentWrites(ports: [number, number], names: [string, string],
       if (reply.error !== 0) throw new Error(`write ${i} failed: ${reply.error}`);
       acked = i + 1;
     }
-  } catch {
+  } catch (error) {
+    if (!until.killing) throw error;
     // The array died under the host: the writes acknowledged so far are the issued sequence.
   } finally {
     for (const c of clients) c.close();
@@ -115,10 +111,11 @@ async function oneRun(killAfterMs: number, restartR2: boolean): Promise<{ acked:
     assert.match(metrics, /tidemark_group_members\{group="orders"\} 2/);
     assert.match(metrics, /tidemark_group_tag\{group="orders"\} [1-9]/);
 
-    const until = { stopped: false };
+    const until = { stopped: false, killing: false };
     const workload = dependentWrites([east1.nbdPort, east2.nbdPort], ['db1', 'db2'], until);
     await new Promise((r) => setTimeout(r, killAfterMs));
     // Both R1 arrays die at once (the coordinator with them).
+    until.killing = true;
     await Promise.all([east1.stop('SIGKILL'), east2.stop('SIGKILL')]);
     until.stopped = true;
     const acked = await workload;
@@ -139,6 +136,7 @@ async function oneRun(killAfterMs: number, restartR2: boolean): Promise<{ acked:
     }, 20_000);
     assert.ok(recovery!.carriedOut, `recovery carried out: ${JSON.stringify(recovery)}`);
     assert.equal(recovery!.consistent, true);
+    assert.equal(recovery!.members.length, 2, 'recovery decided for both members');
     assert.ok(recovery!.members.every((m) => m.resultTag === recovery!.targetTag), 'every member ends at the group tag');
 
     const present = [...await writesIn(fixture, west1, 'db1-r', 0), ...await writesIn(fixture, west2, 'db2-r', 1)].sort((a, b) => a - b);
@@ -148,7 +146,7 @@ async function oneRun(killAfterMs: number, restartR2: boolean): Promise<{ acked:
 
     // Idempotent: a second recover finds nothing left to decide.
     const again = await json<RecoveryJson>(west1, 'group', 'recover', 'orders');
-    assert.ok(again.members.every((m) => m.action === 'none'));
+    assert.deepEqual(again.members.map((m) => m.action), ['none', 'none']);
     return { acked, recovered: k, tag: recovery!.targetTag };
   } finally {
     await fixture.cleanup();

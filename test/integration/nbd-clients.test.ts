@@ -6,8 +6,11 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { mustRun, runCommand, startTestArray, type TestArray } from '../helpers/in-process-array.js';
 import { QemuIoSession } from '../helpers/nbd-qemu-io-session.js';
+import { missingTools, requirement } from '../helpers/requirement.js';
 
 const MiB = 1024 * 1024;
+/** The `skip` option for a test that runs these client tools. */
+const needs = (...tools: string[]): { skip: string | false } => ({ skip: requirement(missingTools(tools)) });
 let array: TestArray;
 
 before(async () => {
@@ -22,7 +25,7 @@ after(async () => {
 
 const sha256 = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
 
-test('qemu-io: pattern writes, FUA, write-zeroes, discard and aio read back through TCP and the Unix socket', async () => {
+test('qemu-io: pattern writes, FUA, write-zeroes, discard and aio read back through TCP and the Unix socket', needs('qemu-io'), async () => {
   for (const uri of [array.uri('disk0'), array.unixUri('disk0')]) {
     await mustRun('qemu-io', ['-f', 'raw',
       '-c', 'write -P 0xa5 0 1M', '-c', 'read -P 0xa5 0 1M',
@@ -36,13 +39,13 @@ test('qemu-io: pattern writes, FUA, write-zeroes, discard and aio read back thro
   }
 });
 
-test('qemu-io detects a pattern mismatch (the verification can fail)', async () => {
+test('qemu-io detects a pattern mismatch (the verification can fail)', needs('qemu-io'), async () => {
   await mustRun('qemu-io', ['-f', 'raw', '-c', 'write -P 0x01 8M 64k', array.uri('disk0')]);
   const result = await runCommand('qemu-io', ['-f', 'raw', '-c', 'read -P 0x02 8M 64k', array.uri('disk0')]);
   assert.match(result.stdout + result.stderr, /Pattern verification failed/);
 });
 
-test('qemu-img info, convert to and from an export, and compare', async () => {
+test('qemu-img info, convert to and from an export, and compare', needs('qemu-img'), async () => {
   const info = JSON.parse(await mustRun('qemu-img', ['info', '--output=json', '-f', 'raw', array.uri('disk1')])) as { 'virtual-size': number };
   assert.equal(info['virtual-size'], 64 * MiB);
   const source = join(array.dir, 'source.img');
@@ -59,7 +62,7 @@ test('qemu-img info, convert to and from an export, and compare', async () => {
   assert.ok(map.some((e) => !e.data && e.zero), 'unwritten ranges are holes that read as zero');
 });
 
-test('nbdinfo: info, --json, --list, and --map showing data after writes and holes after trim and zeroing', async () => {
+test('nbdinfo: info, --json, --list, and --map showing data after writes and holes after trim and zeroing', needs('nbdinfo', 'qemu-io'), async () => {
   const json = JSON.parse(await mustRun('nbdinfo', ['--json', array.uri('disk0')])) as {
     exports: Array<{
       'export-name': string; 'export-size': number; can_multi_conn: boolean; is_read_only: boolean; can_fua: boolean;
@@ -96,7 +99,7 @@ test('nbdinfo: info, --json, --list, and --map showing data after writes and hol
     '-c', 'read -P 0 19M 1M', '-c', 'read -P 9 20M 4M', array.uri('disk0')]);
 });
 
-test('qemu-nbd -L lists exports, their flags, block sizes and meta contexts', async () => {
+test('qemu-nbd -L lists exports, their flags, block sizes and meta contexts', needs('qemu-nbd'), async () => {
   const out = await mustRun('qemu-nbd', ['-L', '-b', '127.0.0.1', '-p', String(array.nbd.tcpAddress!.port)]);
   assert.match(out, /exports available: 3/);
   assert.match(out, /export: 'disk0'/);
@@ -105,11 +108,11 @@ test('qemu-nbd -L lists exports, their flags, block sizes and meta contexts', as
   assert.match(out, /base:allocation/);
 });
 
-test('qemu-io fast zero (-z -n) of the whole export succeeds and reads back as zeros', async () => {
+test('qemu-io fast zero (-z -n) of the whole export succeeds and reads back as zeros', needs('qemu-io'), async () => {
   await mustRun('qemu-io', ['-f', 'raw', '-c', 'write -P 0x5a 30M 2M', '-c', 'write -z -n -u 0 64M', '-c', 'read -P 0 30M 2M', array.uri('fio')]);
 });
 
-test('nbdcopy round trip keeps the bytes identical (multi-conn, TCP in, Unix socket out)', async () => {
+test('nbdcopy round trip keeps the bytes identical (multi-conn, TCP in, Unix socket out)', needs('nbdcopy', 'qemu-img'), async () => {
   const source = join(array.dir, 'copy-src.img');
   const image = Buffer.alloc(32 * MiB);
   for (let i = 0; i < image.length; i += 4096) image.writeUInt32LE((i * 2654435761) >>> 0, i);
@@ -124,7 +127,7 @@ test('nbdcopy round trip keeps the bytes identical (multi-conn, TCP in, Unix soc
   await mustRun('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', out, array.unixUri('disk1')]);
 });
 
-test('fio nbd engine: random writes verified with crc32c, with flushes, over TCP and Unix socket', async () => {
+test('fio nbd engine: random writes verified with crc32c, with flushes, over TCP and Unix socket', needs('fio'), async () => {
   for (const uri of [array.uri('fio'), array.unixUri('fio')]) {
     const output = await mustRun('fio', ['--name=verify', '--ioengine=nbd', `--uri=${uri}`, '--rw=randwrite', '--bs=4k',
       '--iodepth=16', '--size=16m', '--verify=crc32c', '--do_verify=1', '--verify_state_save=0', '--fsync=32', '--output-format=json'], 120_000);
@@ -135,7 +138,7 @@ test('fio nbd engine: random writes verified with crc32c, with flushes, over TCP
   }
 });
 
-test('fio nbd engine: four connections at once, mixed block sizes, deep queues, verified', async () => {
+test('fio nbd engine: four connections at once, mixed block sizes, deep queues, verified', needs('fio'), async () => {
   const output = await mustRun('fio', ['--name=multi', '--ioengine=nbd', `--uri=${array.uri('fio')}`, '--rw=randwrite',
     '--bsrange=4k-128k', '--iodepth=32', '--numjobs=4', '--size=8m', '--offset_increment=8m', '--verify=crc32c', '--do_verify=1',
     '--verify_state_save=0', '--fsync=16', '--group_reporting', '--output-format=json'], 120_000);
@@ -145,7 +148,7 @@ test('fio nbd engine: four connections at once, mixed block sizes, deep queues, 
   assert.equal(report.jobs[0]!.read.io_bytes, 32 * MiB, 'every block was read back and verified');
 });
 
-test('a write-disabled volume serves reads and refuses writes with EPERM; a not-ready volume refuses connections', async () => {
+test('a write-disabled volume serves reads and refuses writes with EPERM; a not-ready volume refuses connections', needs('qemu-io', 'nbdinfo'), async () => {
   await mustRun('qemu-io', ['-f', 'raw', '-c', 'write -P 0x77 0 64k', array.uri('disk1')]);
   const session = QemuIoSession.open(array.uri('disk1'));
   try {

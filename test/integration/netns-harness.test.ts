@@ -8,9 +8,10 @@ import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import type { ChildProcess } from 'node:child_process';
 import { NetnsPair } from '../helpers/netns.js';
+import { requirement } from '../helpers/requirement.js';
 
 const availability = await NetnsPair.available();
-const skip = availability.available ? false : availability.reason;
+const skip = requirement(availability.available ? false : `network namespaces unavailable: ${availability.reason}`);
 if (availability.available && availability.backend !== 'netem') {
   console.log(`# netns harness: using the ${availability.backend} link backend: ${availability.note ?? ''}`);
 }

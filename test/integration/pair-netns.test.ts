@@ -12,9 +12,10 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { NetnsPair } from '../helpers/netns.js';
 import { NetnsArray, mustRunRoot, peerUp, pollUntil, runRoot, volumeHash, type PairJson } from '../helpers/netns-arrays.js';
+import { missingTools, requirement } from '../helpers/requirement.js';
 
 const availability = await NetnsPair.available();
-const skip = availability.available ? false : `network namespaces unavailable: ${availability.reason}`;
+const skip = requirement(availability.available ? missingTools(['qemu-io', 'nbdcopy']) : `network namespaces unavailable: ${availability.reason}`);
 
 const KiB = 1024;
 const MiB = 1024 * KiB;

@@ -52,6 +52,7 @@ test('base:allocation: neighbours merge, REQ_ONE gives one descriptor within the
   assert.deepEqual(statusExtents([], false, 512), [{ length: 512, status: 0 }]);
   const huge = statusExtents([{ offset: 0, length: 2 ** 33, kind: 'hole' }], false, 2 ** 32 - 1);
   assert.ok(huge.every((e) => e.length > 0 && e.length <= 0xffff_ffff), 'descriptor lengths fit in u32');
+  assert.equal(huge.reduce((sum, e) => sum + e.length, 0), 2 ** 33, 'and together describe the whole run, split');
   const many = Array.from({ length: 5000 }, (_, i) => ({ offset: i * 512, length: 512, kind: i % 2 ? 'hole' as const : 'data' as const }));
   const capped = statusExtents(many, false, 5000 * 512);
   assert.equal(capped.length, MAX_DESCRIPTORS);

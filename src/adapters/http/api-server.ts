@@ -3,7 +3,7 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import { ErrorCode, TidemarkError } from '../../core/errors.js';
 import { errorBody, httpStatusOf, toTidemarkError } from './error-status.js';
 import { renderOpenApi } from './openapi.js';
-import type { RouteSpec } from './routes.js';
+import type { RouteSpec } from './route-kit.js';
 import { API_ROUTES, API_SCHEMAS } from './all-routes.js';
 import type { ApiBackend, ApiLogger } from './types.js';
 import { compileValidator, type RequestPart, type Validator } from './validation.js';
@@ -25,7 +25,7 @@ export interface ApiServer {
 const BODY_LIMIT_BYTES = 64 * 1024;
 const REQUEST_TIMEOUT_MS = 60_000;
 
-function register(app: FastifyInstance, route: RouteSpec, backend: ApiBackend): void {
+function register(app: FastifyInstance, route: RouteSpec<ApiBackend>, backend: ApiBackend): void {
   const validators: Partial<Record<RequestPart, Validator>> = {};
   if (route.params) validators.params = compileValidator(route.params, 'params');
   if (route.querystring) validators.querystring = compileValidator(route.querystring, 'querystring');

@@ -1,14 +1,13 @@
 // The clone-session part of the HTTP API (SPEC §3), in the same table form as routes.ts.
 import { Type, type Static } from '@sinclair/typebox';
-import type { RouteReply, RouteRequest, RouteSpec, ResponseSpec } from './routes.js';
-import { ErrorSchema } from './schemas.js';
-import type { ApiBackend } from './types.js';
+import { errorResponse as error, ok, type RouteRequest, type RouteSpec } from './route-kit.js';
+import { literals } from './schemas.js';
 import { CLONE_STATES } from '../../core/clone/clone-session.js';
 
 /** What the API needs from the array's clone sessions. */
 export interface CloneBackend {
   establish(std: string, clone: string): Promise<CloneStatus>;
-  split(std: string, clone: string, differential: boolean): Promise<CloneStatus & { differentialTracks: number }>;
+  split(std: string, clone: string, differential: boolean): Promise<SplitResult>;
   reestablish(std: string, clone: string): Promise<CloneStatus>;
   restore(std: string, clone: string, incremental: boolean): Promise<CloneStatus>;
   terminate(std: string, clone: string): Promise<void>;
@@ -22,7 +21,7 @@ export const CloneStatusSchema = Type.Object({
   id: Type.Integer({ minimum: 0, maximum: 15, description: 'Session number on the standard volume.' }),
   std: Type.String({ description: 'The standard volume.' }),
   clone: Type.String(),
-  state: Type.Union(CLONE_STATES.map((s) => Type.Literal(s))),
+  state: literals(CLONE_STATES),
   operation: Type.String({ description: 'The copy operation in progress or last run: establish, reestablish, restore, restore-incremental, none.' }),
   splitAt: Type.Union([Type.String({ format: 'date-time' }), Type.Null()], { description: 'The instant the clone image was taken.' }),
   tracksToCopy: Type.Integer({ minimum: 0, description: 'Tracks the current operation still has to copy.' }),
@@ -34,11 +33,13 @@ export const CloneStatusSchema = Type.Object({
   protectedTracks: Type.Integer({ minimum: 0, description: 'Tracks the standard changed since the last split.' }),
   cloneChangedTracks: Type.Integer({ minimum: 0, description: "Tracks the clone's own hosts changed since the split." }),
 });
+/** A clone session's status as the API gives it: the one definition, used by the array and the CLI alike. */
 export type CloneStatus = Static<typeof CloneStatusSchema>;
 
 const SplitResultSchema = Type.Intersect([CloneStatusSchema, Type.Object({
   differentialTracks: Type.Integer({ minimum: 0, description: "Tracks marked invalid on the clone's own mirrors (--differential)." }),
 })]);
+export type SplitResult = Static<typeof SplitResultSchema>;
 
 const PairParams = Type.Object({ std: Name, clone: Name });
 const EstablishBody = Type.Object({ std: Name, clone: Name }, { additionalProperties: false });
@@ -46,16 +47,13 @@ const SplitBody = Type.Object({ differential: Type.Optional(Type.Boolean()) }, {
 const RestoreBody = Type.Object({ incremental: Type.Optional(Type.Boolean()) }, { additionalProperties: false });
 const ListQuery = Type.Object({ std: Type.Optional(Name) }, { additionalProperties: false });
 
-const error = (description: string): ResponseSpec => ({ description, schema: ErrorSchema });
-const ok = (body: unknown, status = 200): RouteReply => ({ status, body });
 const pair = (request: RouteRequest): { std: string; clone: string } => request.params as Static<typeof PairParams>;
-const clones = (backend: ApiBackend): CloneBackend => (backend as ApiBackend & { clones: CloneBackend }).clones;
 const stateErrors = {
   404: error('No such volume or session (TM_ERR_NOT_FOUND).'),
   409: error('Not allowed in the current state, or the clone is exported (TM_ERR_INVALID_STATE, TM_ERR_VOLUME_BUSY).'),
 };
 
-export const CLONE_ROUTES: readonly RouteSpec[] = [
+export const CLONE_ROUTES: readonly RouteSpec<CloneBackend>[] = [
   {
     method: 'POST', url: '/v1/clones', operationId: 'establishClone', tag: 'clones',
     summary: 'Establishes a clone session: the clone becomes not ready and every track is copied from the standard volume.',
@@ -66,9 +64,9 @@ export const CLONE_ROUTES: readonly RouteSpec[] = [
       422: error('The standard volume already has 16 sessions (TM_ERR_LIMIT_EXCEEDED).'),
       ...stateErrors,
     },
-    handler: async (request, backend) => {
+    handler: async (request, clones) => {
       const body = request.body as Static<typeof EstablishBody>;
-      return ok(await clones(backend).establish(body.std, body.clone), 201);
+      return ok(await clones.establish(body.std, body.clone), 201);
     },
   },
   {
@@ -76,14 +74,14 @@ export const CLONE_ROUTES: readonly RouteSpec[] = [
     summary: 'Every clone session, or those of one standard volume.',
     querystring: ListQuery,
     responses: { 200: { description: 'The sessions.', schema: Type.Object({ sessions: Type.Array(CloneStatusSchema) }) } },
-    handler: async (request, backend) => ok({ sessions: clones(backend).list((request.query as Static<typeof ListQuery>).std) }),
+    handler: async (request, clones) => ok({ sessions: clones.list((request.query as Static<typeof ListQuery>).std) }),
   },
   {
     method: 'GET', url: '/v1/clones/:std/:clone', operationId: 'getClone', tag: 'clones',
     summary: 'One session: state and copy progress.',
     params: PairParams,
     responses: { 200: { description: 'The session.', schema: CloneStatusSchema }, 404: stateErrors[404] },
-    handler: async (request, backend) => ok(clones(backend).show(pair(request).std, pair(request).clone)),
+    handler: async (request, clones) => ok(clones.show(pair(request).std, pair(request).clone)),
   },
   {
     method: 'POST', url: '/v1/clones/:std/:clone/split', operationId: 'splitClone', tag: 'clones',
@@ -91,9 +89,9 @@ export const CLONE_ROUTES: readonly RouteSpec[] = [
     params: PairParams,
     body: SplitBody,
     responses: { 200: { description: 'The split session.', schema: SplitResultSchema }, ...stateErrors },
-    handler: async (request, backend) => {
+    handler: async (request, clones) => {
       const { std, clone } = pair(request);
-      return ok(await clones(backend).split(std, clone, (request.body as Static<typeof SplitBody> | undefined)?.differential ?? false));
+      return ok(await clones.split(std, clone, (request.body as Static<typeof SplitBody> | undefined)?.differential ?? false));
     },
   },
   {
@@ -101,7 +99,7 @@ export const CLONE_ROUTES: readonly RouteSpec[] = [
     summary: 'Reattaches a split clone, copying only tracks changed on either side since the split.',
     params: PairParams,
     responses: { 200: { description: 'The session.', schema: CloneStatusSchema }, ...stateErrors },
-    handler: async (request, backend) => ok(await clones(backend).reestablish(pair(request).std, pair(request).clone)),
+    handler: async (request, clones) => ok(await clones.reestablish(pair(request).std, pair(request).clone)),
   },
   {
     method: 'POST', url: '/v1/clones/:std/:clone/restore', operationId: 'restoreClone', tag: 'clones',
@@ -109,9 +107,9 @@ export const CLONE_ROUTES: readonly RouteSpec[] = [
     params: PairParams,
     body: RestoreBody,
     responses: { 200: { description: 'The session.', schema: CloneStatusSchema }, ...stateErrors },
-    handler: async (request, backend) => {
+    handler: async (request, clones) => {
       const { std, clone } = pair(request);
-      return ok(await clones(backend).restore(std, clone, (request.body as Static<typeof RestoreBody> | undefined)?.incremental ?? false));
+      return ok(await clones.restore(std, clone, (request.body as Static<typeof RestoreBody> | undefined)?.incremental ?? false));
     },
   },
   {
@@ -119,9 +117,9 @@ export const CLONE_ROUTES: readonly RouteSpec[] = [
     summary: 'Ends a session (refused while restoring). The clone becomes ready with the data it holds.',
     params: PairParams,
     responses: { 200: { description: 'Terminated.', schema: Type.Object({ std: Type.String(), clone: Type.String(), terminated: Type.Literal(true) }) }, ...stateErrors },
-    handler: async (request, backend) => {
+    handler: async (request, clones) => {
       const { std, clone } = pair(request);
-      await clones(backend).terminate(std, clone);
+      await clones.terminate(std, clone);
       return ok({ std, clone, terminated: true });
     },
   },

@@ -1,11 +1,9 @@
 // The consistency-group part of the HTTP API (SPEC §5), in the same table form as routes.ts.
-import { Type, type Static, type TSchema } from '@sinclair/typebox';
-import type { RouteReply, RouteRequest, RouteSpec, ResponseSpec } from './routes.js';
-import { ErrorSchema } from './schemas.js';
-import type { ApiBackend } from './types.js';
+import { Type, type Static } from '@sinclair/typebox';
+import { errorResponse as error, ok, param, type RouteSpec } from './route-kit.js';
+import { Nullable, ShortName } from './schemas.js';
 
-const Name = Type.String({ minLength: 1, maxLength: 63 });
-const Nullable = <T extends TSchema>(t: T) => Type.Union([t, Type.Null()]);
+const Name = ShortName;
 
 const MemberStatusSchema = Type.Object({
   member: Type.String(),
@@ -41,7 +39,10 @@ export const GroupViewSchema = Type.Object({
     description: 'Set while the group has not switched for longer than its stall bound (10 cycles, at least 25 s).',
   }),
 });
+/** A group's status as the API gives it: the one definition, used by the array and the CLI alike. */
 export type GroupViewBody = Static<typeof GroupViewSchema>;
+export type GroupMemberViewBody = GroupViewBody['members'][number];
+export type MemberStatusView = Static<typeof MemberStatusSchema>;
 
 const GroupSummarySchema = Type.Object({
   name: Type.String(), coordinator: Type.String(), members: Type.Integer({ minimum: 0 }), coordinatedHere: Type.Boolean(),
@@ -96,45 +97,41 @@ const TakeOverBody = Type.Object({
 const NameParams = Type.Object({ name: Name });
 const MemberParams = Type.Object({ name: Name, array: Name, pair: Name });
 
-const error = (description: string): ResponseSpec => ({ description, schema: ErrorSchema });
-const ok = (body: unknown, status = 200): RouteReply => ({ status, body });
-const groups = (backend: ApiBackend): GroupBackend => backend.groups;
-const param = (request: RouteRequest, key: string): string => (request.params as Record<string, string>)[key]!;
 const stateErrors = {
   404: error('No such group, member or pair (TM_ERR_NOT_FOUND).'),
   409: error('Not allowed now (TM_ERR_INVALID_STATE, TM_ERR_ALREADY_EXISTS).'),
   503: error('A member or the coordinator cannot be reached (TM_ERR_LINK_DOWN, TM_ERR_UNAVAILABLE).'),
 };
 
-export const GROUP_ROUTES: readonly RouteSpec[] = [
+export const GROUP_ROUTES: readonly RouteSpec<GroupBackend>[] = [
   {
     method: 'POST', url: '/v1/groups', operationId: 'createGroup', tag: 'groups',
     summary: 'Creates a consistency group coordinated by this array.',
     body: CreateBody,
     responses: { 201: { description: 'The group.', schema: GroupViewSchema }, 400: error('Bad name or cycle time (TM_ERR_INVALID_ARGUMENT).'), ...stateErrors },
-    handler: async (request, backend) => {
+    handler: async (request, groups) => {
       const b = request.body as Static<typeof CreateBody>;
-      return ok(await groups(backend).create(b.name, b.cycleMs), 201);
+      return ok(await groups.create(b.name, b.cycleMs), 201);
     },
   },
   {
     method: 'GET', url: '/v1/groups', operationId: 'listGroups', tag: 'groups', summary: 'Groups this array coordinates or holds members of.',
     responses: { 200: { description: 'The groups.', schema: Type.Object({ groups: Type.Array(GroupSummarySchema) }) } },
-    handler: async (_request, backend) => ok({ groups: groups(backend).list() }),
+    handler: async (_request, groups) => ok({ groups: groups.list() }),
   },
   {
     method: 'GET', url: '/v1/groups/:name', operationId: 'getGroup', tag: 'groups',
     summary: 'The group: phase, tag, who it waits for, and per member its cycles, readiness and lag (asked of the coordinator).',
     params: NameParams,
     responses: { 200: { description: 'The group.', schema: GroupViewSchema }, ...stateErrors },
-    handler: async (request, backend) => ok(await groups(backend).show(param(request, 'name'))),
+    handler: async (request, groups) => ok(await groups.show(param(request, 'name'))),
   },
   {
     method: 'DELETE', url: '/v1/groups/:name', operationId: 'deleteGroup', tag: 'groups', summary: 'Deletes a group without members.',
     params: NameParams,
     responses: { 200: { description: 'Deleted.', schema: Type.Object({ name: Type.String(), deleted: Type.Literal(true) }) }, ...stateErrors },
-    handler: async (request, backend) => {
-      await groups(backend).delete(param(request, 'name'));
+    handler: async (request, groups) => {
+      await groups.delete(param(request, 'name'));
       return ok({ name: param(request, 'name'), deleted: true });
     },
   },
@@ -144,9 +141,9 @@ export const GROUP_ROUTES: readonly RouteSpec[] = [
     params: NameParams,
     body: MemberBody,
     responses: { 200: { description: 'The group.', schema: GroupViewSchema }, ...stateErrors },
-    handler: async (request, backend) => {
+    handler: async (request, groups) => {
       const b = request.body as Static<typeof MemberBody>;
-      return ok(await groups(backend).add(param(request, 'name'), b.pair, b.array));
+      return ok(await groups.add(param(request, 'name'), b.pair, b.array));
     },
   },
   {
@@ -154,9 +151,9 @@ export const GROUP_ROUTES: readonly RouteSpec[] = [
     summary: 'Removes a member (ARRAY: its R1 array, `-` for this one): its pair goes on replicating in async mode, switching on its own.',
     params: MemberParams,
     responses: { 200: { description: 'The group.', schema: GroupViewSchema }, ...stateErrors },
-    handler: async (request, backend) => {
+    handler: async (request, groups) => {
       const array = param(request, 'array');
-      return ok(await groups(backend).remove(param(request, 'name'), param(request, 'pair'), array === '-' ? undefined : array));
+      return ok(await groups.remove(param(request, 'name'), param(request, 'pair'), array === '-' ? undefined : array));
     },
   },
   {
@@ -165,9 +162,9 @@ export const GROUP_ROUTES: readonly RouteSpec[] = [
     params: NameParams,
     body: TakeOverBody,
     responses: { 200: { description: 'The group, now coordinated here.', schema: GroupViewSchema }, ...stateErrors },
-    handler: async (request, backend) => {
+    handler: async (request, groups) => {
       const b = (request.body ?? {}) as Static<typeof TakeOverBody>;
-      return ok(await groups(backend).takeOver(param(request, 'name'), b.force ?? false));
+      return ok(await groups.takeOver(param(request, 'name'), b.force ?? false));
     },
   },
   {
@@ -176,9 +173,9 @@ export const GROUP_ROUTES: readonly RouteSpec[] = [
     params: NameParams,
     body: RecoverBody,
     responses: { 200: { description: 'The decision per member and whether it was carried out.', schema: RecoverySchema }, ...stateErrors },
-    handler: async (request, backend) => {
+    handler: async (request, groups) => {
       const b = (request.body ?? {}) as Static<typeof RecoverBody>;
-      return ok(await groups(backend).recover(param(request, 'name'), b.dryRun ?? false, b.force ?? false));
+      return ok(await groups.recover(param(request, 'name'), b.dryRun ?? false, b.force ?? false));
     },
   },
 ];

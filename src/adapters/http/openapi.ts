@@ -1,7 +1,7 @@
 // The OpenAPI 3.1 document, generated from the route table and its schemas. docs/api/openapi.json
 // is this output committed; a test compares the two so the document cannot fall behind the server.
 import type { TSchema } from '@sinclair/typebox';
-import type { RouteSpec } from './routes.js';
+import type { RouteSpec } from './route-kit.js';
 
 type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 
@@ -22,7 +22,7 @@ function withRefs(value: Json, named: Named, self?: string): Json {
   return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, withRefs(v, named)]));
 }
 
-function parametersOf(route: RouteSpec, named: Named): Json[] {
+function parametersOf(route: RouteSpec<never>, named: Named): Json[] {
   const out: Json[] = [];
   const add = (schema: TSchema | undefined, where: 'path' | 'query'): void => {
     if (!schema) return;
@@ -41,7 +41,7 @@ function parametersOf(route: RouteSpec, named: Named): Json[] {
   return out;
 }
 
-function operationOf(route: RouteSpec, named: Named): Json {
+function operationOf(route: RouteSpec<never>, named: Named): Json {
   const schemaRef = (schema: TSchema): Json => withRefs(plain(schema), named);
   const responses: Record<string, Json> = {};
   for (const [status, spec] of Object.entries(route.responses)) {
@@ -62,7 +62,7 @@ function operationOf(route: RouteSpec, named: Named): Json {
   };
 }
 
-export function buildOpenApiDocument(routes: readonly RouteSpec[], schemas: Readonly<Record<string, TSchema>>, version: string): Json {
+export function buildOpenApiDocument(routes: readonly RouteSpec<never>[], schemas: Readonly<Record<string, TSchema>>, version: string): Json {
   const named = namesByText(schemas);
   const paths: Record<string, Record<string, Json>> = {};
   for (const route of routes) {
@@ -91,5 +91,5 @@ export function buildOpenApiDocument(routes: readonly RouteSpec[], schemas: Read
 }
 
 /** The committed file's exact text. */
-export const renderOpenApi = (routes: readonly RouteSpec[], schemas: Readonly<Record<string, TSchema>>, version: string): string =>
+export const renderOpenApi = (routes: readonly RouteSpec<never>[], schemas: Readonly<Record<string, TSchema>>, version: string): string =>
   `${JSON.stringify(buildOpenApiDocument(routes, schemas, version), null, 2)}\n`;

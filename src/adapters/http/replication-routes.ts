@@ -1,8 +1,7 @@
 // The replication part of the HTTP API (SPEC §4): peers and remote pairs, in the same table form as routes.ts.
 import { Type, type Static } from '@sinclair/typebox';
-import type { RouteReply, RouteRequest, RouteSpec, ResponseSpec } from './routes.js';
-import { ErrorSchema } from './schemas.js';
-import type { ApiBackend } from './types.js';
+import { errorResponse as error, ok, param, type RouteSpec } from './route-kit.js';
+import { literals, ShortName } from './schemas.js';
 import { LINK_FAILURE_POLICIES, PAIR_INTENTS, PAIR_MODES } from '../../core/replication/pair-record.js';
 
 const PAIR_STATES = ['synchronizing', 'synchronized', 'partitioned', 'suspended', 'split', 'failed-over', 'restoring', 'diverged'] as const;
@@ -13,8 +12,7 @@ const ExtentSchema = Type.Object({
   offset: Type.Integer({ minimum: 0 }), length: Type.Integer({ minimum: 1 }),
 }, { additionalProperties: false });
 
-const literals = (values: readonly string[]) => Type.Union(values.map((v) => Type.Literal(v)));
-const Name = Type.String({ minLength: 1, maxLength: 63 });
+const Name = ShortName;
 
 export const PeerSchema = Type.Object({
   name: Type.String(),
@@ -89,7 +87,10 @@ export const PairStatusSchema = Type.Object({
     cycleFallbacks: Type.Integer({ description: 'async: times the cycles fell back to bitmaps on their own since the array started.' }),
   }),
 });
+/** A pair's status as the API gives it: the one definition, used by the array and the CLI alike. */
 export type PairStatusView = Static<typeof PairStatusSchema>;
+export type PairCyclesView = NonNullable<PairStatusView['cycles']>;
+export type CyclesFallbackView = NonNullable<PairStatusView['cyclesFallback']>;
 
 /** What the API needs from the array's replication. */
 export interface ReplicationBackend {
@@ -130,44 +131,40 @@ const NameParams = Type.Object({ name: Name });
 const PairParams = Type.Object({ pair: Name });
 const CommandParams = Type.Object({ pair: Name, command: literals(PAIR_COMMANDS) });
 
-const error = (description: string): ResponseSpec => ({ description, schema: ErrorSchema });
-const ok = (body: unknown, status = 200): RouteReply => ({ status, body });
-const repl = (backend: ApiBackend): ReplicationBackend => backend.replication;
-const param = (request: RouteRequest, key: string): string => (request.params as Record<string, string>)[key]!;
 const stateErrors = {
   404: error('No such peer, volume or pair (TM_ERR_NOT_FOUND).'),
   409: error('Not allowed now (TM_ERR_INVALID_STATE, TM_ERR_PAIR_DIVERGED, TM_ERR_PAIR_CONFLICT, TM_ERR_PAIR_NAME_REQUIRED, TM_ERR_VOLUME_BUSY, TM_ERR_ALREADY_EXISTS).'),
   503: error('The link to the peer is down (TM_ERR_LINK_DOWN).'),
 };
 
-export const REPLICATION_ROUTES: readonly RouteSpec[] = [
+export const REPLICATION_ROUTES: readonly RouteSpec<ReplicationBackend>[] = [
   {
     method: 'POST', url: '/v1/peers', operationId: 'addPeer', tag: 'replication',
     summary: 'Adds a peer array: its link address and the shared secret both arrays authenticate the link with.',
     body: PeerBody,
     responses: { 201: { description: 'The peer.', schema: PeerSchema }, 400: error('Bad name, address or secret (TM_ERR_INVALID_ARGUMENT).'), ...stateErrors },
-    handler: async (request, backend) => {
+    handler: async (request, replication) => {
       const b = request.body as Static<typeof PeerBody>;
-      return ok(await repl(backend).addPeer(b.name, b.address, b.secretFile), 201);
+      return ok(await replication.addPeer(b.name, b.address, b.secretFile), 201);
     },
   },
   {
     method: 'GET', url: '/v1/peers', operationId: 'listPeers', tag: 'replication', summary: 'Every peer and its link state.',
     responses: { 200: { description: 'The peers.', schema: Type.Object({ peers: Type.Array(PeerSchema) }) } },
-    handler: async (_request, backend) => ok({ peers: repl(backend).listPeers() }),
+    handler: async (_request, replication) => ok({ peers: replication.listPeers() }),
   },
   {
     method: 'GET', url: '/v1/peers/:name', operationId: 'getPeer', tag: 'replication', summary: 'One peer.',
     params: NameParams,
     responses: { 200: { description: 'The peer.', schema: PeerSchema }, 404: stateErrors[404] },
-    handler: async (request, backend) => ok(repl(backend).showPeer(param(request, 'name'))),
+    handler: async (request, replication) => ok(replication.showPeer(param(request, 'name'))),
   },
   {
     method: 'DELETE', url: '/v1/peers/:name', operationId: 'removePeer', tag: 'replication', summary: 'Removes a peer without pairs.',
     params: NameParams,
     responses: { 200: { description: 'Removed.', schema: Type.Object({ name: Type.String(), removed: Type.Literal(true) }) }, ...stateErrors },
-    handler: async (request, backend) => {
-      await repl(backend).removePeer(param(request, 'name'));
+    handler: async (request, replication) => {
+      await replication.removePeer(param(request, 'name'));
       return ok({ name: param(request, 'name'), removed: true });
     },
   },
@@ -179,41 +176,41 @@ export const REPLICATION_ROUTES: readonly RouteSpec[] = [
       201: { description: 'The new pair.', schema: PairStatusSchema }, 400: error('Sizes differ or bad input (TM_ERR_INVALID_ARGUMENT).'), ...stateErrors,
       422: error('The volume is already the R1 of 4 pairs (TM_ERR_LIMIT_EXCEEDED).'),
     },
-    handler: async (request, backend) => ok(await repl(backend).createPair(request.body as PairCreateBody), 201),
+    handler: async (request, replication) => ok(await replication.createPair(request.body as PairCreateBody), 201),
   },
   {
     method: 'GET', url: '/v1/pairs', operationId: 'listPairs', tag: 'replication', summary: 'Every pair half on this array.',
     responses: { 200: { description: 'The pairs.', schema: Type.Object({ pairs: Type.Array(PairStatusSchema) }) } },
-    handler: async (_request, backend) => ok({ pairs: repl(backend).listPairs() }),
+    handler: async (_request, replication) => ok({ pairs: replication.listPairs() }),
   },
   {
     method: 'GET', url: '/v1/pairs/:pair', operationId: 'getPair', tag: 'replication',
     summary: 'One pair (by name): role, mode, state, invalid tracks on both sides, bytes owed, lag, link, generation.',
     params: PairParams,
     responses: { 200: { description: 'The pair.', schema: PairStatusSchema }, 404: stateErrors[404] },
-    handler: async (request, backend) => ok(await repl(backend).showPair(param(request, 'pair'))),
+    handler: async (request, replication) => ok(await replication.showPair(param(request, 'pair'))),
   },
   {
     method: 'POST', url: '/v1/pairs/:pair/:command', operationId: 'pairCommand', tag: 'replication',
     summary: 'establish | resume | suspend | split | failover | failback | restore | swap (see docs/replication.md).',
     params: CommandParams,
     responses: { 200: { description: 'The pair after the command.', schema: PairStatusSchema }, ...stateErrors },
-    handler: async (request, backend) => ok(await repl(backend).pairCommand(param(request, 'pair'), param(request, 'command') as PairCommandName)),
+    handler: async (request, replication) => ok(await replication.pairCommand(param(request, 'pair'), param(request, 'command') as PairCommandName)),
   },
   {
     method: 'PUT', url: '/v1/pairs/:pair/mode', operationId: 'setPairMode', tag: 'replication', summary: 'Switches the mode while running.',
     params: PairParams,
     body: ModeBody,
     responses: { 200: { description: 'The pair.', schema: PairStatusSchema }, ...stateErrors },
-    handler: async (request, backend) => ok(await repl(backend).setPairMode(param(request, 'pair'), (request.body as Static<typeof ModeBody>).mode as (typeof PAIR_MODES)[number])),
+    handler: async (request, replication) => ok(await replication.setPairMode(param(request, 'pair'), (request.body as Static<typeof ModeBody>).mode as (typeof PAIR_MODES)[number])),
   },
   {
     method: 'DELETE', url: '/v1/pairs/:pair', operationId: 'deletePair', tag: 'replication',
     summary: 'Deletes the pair (both halves when the link is up); both volumes become ready unless their other pairs say otherwise.',
     params: PairParams,
     responses: { 200: { description: 'Deleted.', schema: Type.Object({ pair: Type.String(), deleted: Type.Literal(true), peerDeleted: Type.Boolean() }) }, ...stateErrors },
-    handler: async (request, backend) => {
-      const { peerDeleted } = await repl(backend).deletePair(param(request, 'pair'));
+    handler: async (request, replication) => {
+      const { peerDeleted } = await replication.deletePair(param(request, 'pair'));
       return ok({ pair: param(request, 'pair'), deleted: true, peerDeleted });
     },
   },

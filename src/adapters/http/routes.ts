@@ -1,49 +1,15 @@
 // The HTTP API as a table: one entry per operation with its schemas and handler. The server
 // registers the table and the OpenAPI document is generated from it.
-import type { Static, TSchema } from '@sinclair/typebox';
+import type { Static } from '@sinclair/typebox';
 import {
-  ArrayInfoSchema, ChangesQuery, ChangesSchema, CreateVolumeBody, DEFAULT_CHANGE_RUNS, DeletedSchema, ErrorSchema,
+  ArrayInfoSchema, ChangesQuery, ChangesSchema, CreateVolumeBody, DEFAULT_CHANGE_RUNS, DeletedSchema,
   SetStateBody, VolumeListSchema, VolumeNameParams, VolumeSchema, type Changes,
 } from './schemas.js';
 import type { ApiBackend, ChangeBitmap } from './types.js';
 import type { VolumeState } from '../../core/volume/state.js';
+import { errorResponse as error, ok, type RouteSpec } from './route-kit.js';
 
-export interface ResponseSpec {
-  readonly description: string;
-  /** JSON body schema; absent for non-JSON bodies. */
-  readonly schema?: TSchema;
-  readonly contentType?: string;
-}
-
-export interface RouteRequest {
-  readonly params: unknown;
-  readonly query: unknown;
-  readonly body: unknown;
-}
-
-export interface RouteReply {
-  readonly status: number;
-  readonly body: unknown;
-  readonly contentType?: string;
-}
-
-export interface RouteSpec {
-  readonly method: 'GET' | 'POST' | 'PUT' | 'DELETE';
-  /** Fastify syntax: `/v1/volumes/:name`. */
-  readonly url: string;
-  readonly operationId: string;
-  readonly summary: string;
-  readonly tag: string;
-  readonly params?: TSchema;
-  readonly querystring?: TSchema;
-  readonly body?: TSchema;
-  readonly responses: Readonly<Record<number, ResponseSpec>>;
-  readonly handler: (request: RouteRequest, backend: ApiBackend) => Promise<RouteReply>;
-}
-
-const error = (description: string): ResponseSpec => ({ description, schema: ErrorSchema });
-const ok = (body: unknown, status = 200): RouteReply => ({ status, body });
-const nameOf = (request: RouteRequest): string => (request.params as Static<typeof VolumeNameParams>).name;
+const nameOf = (request: { params: unknown }): string => (request.params as Static<typeof VolumeNameParams>).name;
 
 /** Runs of set tracks from `fromTrack`, at most `maxRuns`; `nextTrack` says where to resume. */
 export function collectRuns(bitmap: ChangeBitmap, trackCount: number, fromTrack: number, maxRuns: number):
@@ -69,7 +35,7 @@ function changesOf(backend: ApiBackend, name: string, query: Static<typeof Chang
   };
 }
 
-export const ROUTES: readonly RouteSpec[] = [
+export const ROUTES: readonly RouteSpec<ApiBackend>[] = [
   {
     method: 'GET', url: '/v1/array', operationId: 'getArray', tag: 'array',
     summary: 'The array: name, version, uptime, listening addresses, volume count.',

@@ -1,6 +1,6 @@
 // JSON schemas (TypeBox) for every request and response of the HTTP API. They validate input,
 // shape output, and are the source of the OpenAPI document, so the three cannot disagree.
-import { Type, type Static, type TSchema } from '@sinclair/typebox';
+import { Type, type SchemaOptions, type Static, type TLiteral, type TNull, type TSchema, type TUnion } from '@sinclair/typebox';
 import { ErrorCode } from '../../core/errors.js';
 import { MAX_TRACK_BYTES, MAX_VOLUME_BYTES, MIN_TRACK_BYTES } from '../../core/volume/geometry.js';
 import { VOLUME_STATES } from '../../core/volume/state.js';
@@ -10,8 +10,21 @@ import { VOLUME_NAME_RULE } from '../../core/volume/volume-record.js';
 export const MAX_CHANGE_RUNS = 100_000;
 export const DEFAULT_CHANGE_RUNS = 10_000;
 
-const literalUnion = <T extends readonly string[]>(values: T, description: string): TSchema =>
-  Type.Union(values.map((v) => Type.Literal(v)), { description });
+/**
+ * A union of string literals whose static type is the union of `values` (a mapped array of
+ * literals alone gives TypeBox only `string`), so types derived from a schema keep it.
+ */
+export const literals = <T extends string>(values: readonly T[], options?: SchemaOptions): TUnion<Array<TLiteral<T>>> =>
+  Type.Union(values.map((v) => Type.Literal(v)), options);
+
+/** The name of a peer, pair or group in a request. */
+export const ShortName = Type.String({ minLength: 1, maxLength: 63 });
+
+export const Nullable = <T extends TSchema>(schema: T, options?: SchemaOptions): TUnion<[T, TNull]> =>
+  Type.Union([schema, Type.Null()], options);
+
+const literalUnion = <T extends string>(values: readonly T[], description: string): TUnion<Array<TLiteral<T>>> =>
+  literals(values, { description });
 
 export const VolumeStateSchema = literalUnion(VOLUME_STATES,
   'Host access: ready (read/write), write-disabled (reads only), not-ready (no access).');

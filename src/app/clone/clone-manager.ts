@@ -2,12 +2,14 @@
 // keep STD and its clones consistent, and persistence (session state rides in the STD volume's
 // bitmaps record, so bitmaps and state are always persisted together).
 import { TrackBitmap } from '../../core/bitmap/track-bitmap.js';
-import { CloneSession, type CloneSessionRecord, type CloneState } from '../../core/clone/clone-session.js';
+import { CloneSession, type CloneSessionRecord } from '../../core/clone/clone-session.js';
 import { MAX_SESSIONS_PER_VOLUME } from '../../core/clone/clone-limits.js';
 import { ErrorCode, TidemarkError, invalidArgument, notFound } from '../../core/errors.js';
 import { trackRange } from '../../core/volume/geometry.js';
 import type { MirrorPosition } from '../../core/volume/mirror-positions.js';
 import type { Volume } from '../volume/volume.js';
+// A session's status is the API's shape: the schema is its one definition.
+import type { CloneStatus, SplitResult } from '../../adapters/http/clone-routes.js';
 
 const EXTENSION_KEY = 'clones';
 /** Tracks one session copies at once: enough to keep the disk busy, few enough to leave room for hosts. */
@@ -19,23 +21,6 @@ export interface CloneHost {
   exportCount(name: string): number;
   nowMs(): number;
   onError(error: unknown, context: Record<string, unknown>): void;
-}
-
-export interface CloneStatus {
-  readonly id: number;
-  readonly std: string;
-  readonly clone: string;
-  readonly state: CloneState;
-  readonly operation: string;
-  readonly splitAt: string | null;
-  readonly tracksToCopy: number;
-  readonly tracksCopied: number;
-  readonly bytesCopied: number;
-  readonly percent: number;
-  readonly bytesPerSecond: number;
-  readonly etaSeconds: number | null;
-  readonly protectedTracks: number;
-  readonly cloneChangedTracks: number;
 }
 
 interface Attached {
@@ -210,7 +195,7 @@ export class CloneManager {
     return this.status(entry);
   }
 
-  async split(stdName: string, cloneName: string, differential: boolean): Promise<CloneStatus & { differentialTracks: number }> {
+  async split(stdName: string, cloneName: string, differential: boolean): Promise<SplitResult> {
     const entry = this.entry(stdName, cloneName);
     const { session, std, clone } = entry;
     if (session.state === 'synchronizing' || session.state === 'restoring') {

@@ -7,6 +7,7 @@ import { CoordinatedGroup } from './coordinated-group.js';
 import type { GroupStall } from '../../core/group/coordinator.js';
 import type { GroupStats } from '../metrics.js';
 import { GroupMemberSide, type GroupMemberHost, type GroupRecoveryReport, type MemberAnswer, type MemberCommand, type MemberStatus } from './group-member.js';
+import type { GroupMemberViewBody, GroupViewBody } from '../../adapters/http/group-routes.js';
 
 export const DEFAULT_GROUP_CYCLE_MS = 1000;
 export const MIN_GROUP_CYCLE_MS = 100;
@@ -16,33 +17,9 @@ const MEMBERSHIP_CHECK_MS = 3000;
 /** `group add` / `group remove` wait this long for the table to reach every member. */
 const MEMBERSHIP_WAIT_MS = 20_000;
 
-export interface GroupMemberView extends GroupMemberRef {
-  readonly member: string;
-  readonly status: MemberStatus | null;
-  /** Why the status is missing (array unreachable…). */
-  readonly error: string | null;
-}
-
-export interface GroupView {
-  readonly name: string;
-  readonly coordinator: string;
-  readonly cycleMs: number;
-  /** waiting, polling, opening, switching, closing or reconfiguring. */
-  readonly phase: string;
-  /** The group's current capture tag. */
-  readonly tag: number;
-  readonly switches: number;
-  /** Members the coordinator is waiting for (who holds the group back). */
-  readonly waitingFor: string[];
-  /** The largest member lag: the group's R2 images are as old as the oldest. */
-  readonly lagSeconds: number;
-  readonly members: GroupMemberView[];
-  readonly evicted: Array<{ member: string; reason: string }>;
-  /** Seconds since the last completed switch (or the coordinator's start). */
-  readonly lastSwitchAgeSeconds: number;
-  /** Set while the group has not switched for longer than its stall bound: why, in words. */
-  readonly stalled: { readonly cause: string } | null;
-}
+// A group's status is the API's shape: the schema is its one definition.
+export type GroupMemberView = GroupMemberViewBody;
+export type GroupView = GroupViewBody;
 
 const recordKey = (name: string): string => `group/${name}`;
 const stallView = (stall: GroupStall | null): { cause: string } | null => (stall ? { cause: stall.cause } : null);

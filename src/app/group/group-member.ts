@@ -13,6 +13,7 @@ import type { Timers } from '../../ports/timers.js';
 import type { PairManager } from '../replication/pair-manager.js';
 import type { PairRuntime } from '../replication/pair-runtime.js';
 import type { PeerRpc } from '../replication/peer-rpc.js';
+import type { MemberStatusView } from '../../adapters/http/group-routes.js';
 
 export type { MemberAnswer, MemberCommand } from '../../core/group/member.js';
 
@@ -22,19 +23,8 @@ export const WINDOW_TIMEOUT_MS = 8000;
 const SILENT_COORDINATOR_MS = 10_000;
 const CONTROL_TIMEOUT_MS = 10_000;
 
-export interface MemberStatus {
-  readonly member: string;
-  readonly pairState: string;
-  readonly captureCycle: number | null;
-  readonly captureTag: number | null;
-  readonly transmitCycle: number | null;
-  /** The last cycle R2 committed (it applies it next): R2's image is R1's after it. */
-  readonly committedCycle: number | null;
-  readonly ready: boolean;
-  readonly lagSeconds: number;
-  readonly windowOpen: boolean;
-  readonly lastError: string | null;
-}
+/** A member's status is the API's shape: the schema is its one definition. */
+export type MemberStatus = MemberStatusView;
 
 export interface MemberRecovery {
   readonly member: string;

@@ -8,7 +8,7 @@ import {
   DEFAULT_CYCLE_MEMORY_BYTES, DEFAULT_SPILL_LIMIT_BYTES, LINK_FAILURE_POLICIES, MIN_CYCLE_MEMORY_BYTES, PAIR_INTENTS, PAIR_MODES,
   parsePairRecord, type LinkFailurePolicy, type PairIntent, type PairMode, type PairRecord,
 } from '../../core/replication/pair-record.js';
-import { checkCommand, volumeStateFor, type PairCommand, type PairState } from '../../core/replication/pair-rules.js';
+import { checkCommand, volumeStateFor, type PairCommand } from '../../core/replication/pair-rules.js';
 import {
   checkNewR1, checkNewR2, checkR1VolumeState, checkSiblings, choosePairName, combinedVolumeState,
 } from '../../core/replication/pair-set.js';
@@ -16,7 +16,7 @@ import { validateExtents, type ByteExtent } from '../../core/replication/pair-ex
 import type { Segment } from '../../core/replication/peer-messages.js';
 import { trackRange } from '../../core/volume/geometry.js';
 import type { Volume } from '../volume/volume.js';
-import { PairRuntime, positionIds, type PairCounters, type PairTimeouts } from './pair-runtime.js';
+import { PairRuntime, positionIds, type PairTimeouts } from './pair-runtime.js';
 import type { PeerRpc, RpcReply } from './peer-rpc.js';
 import { digestEqual, isAllZero, recordDigests } from './record-digests.js';
 import { holeTracks } from './hole-tracks.js';
@@ -25,6 +25,8 @@ import {
 } from './async-cycles.js';
 import type { R1Message, R2Message } from '../../core/replication/cycles/cycle-messages.js';
 import type { MetaStore } from '../../ports/meta-store.js';
+// A pair's status is the API's shape: the schema is its one definition.
+import type { PairCyclesView as CycleStatus, PairStatusView as PairStatus } from '../../adapters/http/replication-routes.js';
 import type { Timers } from '../../ports/timers.js';
 import type { SpillStore } from '../../ports/spill-store.js';
 
@@ -80,81 +82,6 @@ export interface PairCreateOptions {
   readonly cycleMemoryBytes?: number;
   /** async mode: spilled data above this makes R1 fall back to bitmaps (0: never spill). */
   readonly spillLimitBytes?: number;
-}
-
-export interface PairStatus {
-  /** The pair's name on this array (what commands take). */
-  readonly pair: string;
-  /** The local volume (R1's source or R2's replica). */
-  readonly volume: string;
-  readonly id: string;
-  readonly role: 'R1' | 'R2';
-  readonly mode: PairMode;
-  readonly state: PairState;
-  readonly intent: PairIntent;
-  readonly localVolume: string;
-  readonly peer: string;
-  readonly remoteVolume: string;
-  readonly onLinkFailure: LinkFailurePolicy;
-  readonly protectWith: string | null;
-  readonly extents: ByteExtent[] | null;
-  /** A resync waits for R2's protection clone to be split. */
-  readonly protecting: boolean;
-  readonly generation: number;
-  readonly diverged: boolean;
-  /** `persisted`: `local` as last written to disk (null: not yet by this process). */
-  readonly invalidTracks: { readonly local: number; readonly remote: number | null; readonly persisted: number | null };
-  readonly tracksOwed: number;
-  readonly tracksToPull: number;
-  readonly bytesOwed: number;
-  readonly lagSeconds: number;
-  readonly link: { readonly state: string };
-  readonly peerMissing: boolean;
-  readonly lastError: string | null;
-  readonly counters: PairCounters;
-  /** async mode: the cycles on this side (null when none run). */
-  readonly cycles: CycleStatus | null;
-  readonly cycleMs: number;
-  readonly cycleMemoryBytes: number;
-  readonly spillLimitBytes: number;
-  /** R1, async: the cycles' last unplanned fall back to bitmaps (null once they run again). */
-  readonly cyclesFallback: CyclesFallback | null;
-  /** R1: the consistency group whose coordinator switches this pair's cycles (null: none). */
-  readonly group: string | null;
-}
-
-export interface CyclesFallback {
-  readonly at: string;
-  readonly reason: Exclude<CyclesFallBackReason, 'stopped'>;
-  /** Tracks the cycles held, now owed through the bitmaps. */
-  readonly tracks: number;
-  readonly message: string;
-}
-
-export interface CycleStatus {
-  /** R1: the cycle capturing writes now; R2: null. */
-  readonly captureCycle: number | null;
-  /** R1: the cycle being sent; R2: the cycle being received. */
-  readonly transmitCycle: number | null;
-  /** The last cycle R2 has (R1: commit acknowledged; R2: applied): R2's image is R1's after it. */
-  readonly appliedCycle: number;
-  readonly captureRecords: number;
-  readonly transmitRecords: number;
-  /** R1: bytes the capture and transmit cycles' writes wrote (what they ship). */
-  readonly captureBytes: number;
-  readonly transmitBytes: number;
-  /** R1: record data of the cycles in memory (spill writes not yet done included). */
-  readonly memoryBytes: number;
-  /** R1: records of the cycles spilled to disk, and the bytes of their slots. */
-  readonly spilledRecords: number;
-  readonly spilledBytes: number;
-  /** On R1: the cycle R2 reported applied when last asked. */
-  readonly remoteAppliedCycle: number | null;
-  /**
-   * R2's recoverable point: the last cycle it has committed, which it applies even after its own
-   * crash (R2: now; R1: as R2 last reported).
-   */
-  readonly recoverableCycle: number | null;
 }
 
 export class PairManager {

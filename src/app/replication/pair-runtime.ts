@@ -15,7 +15,7 @@ import type { PeerRpc } from './peer-rpc.js';
 import { DIGEST_BYTES, digestEqual, isAllZero, recordDigests } from './record-digests.js';
 import { holeTracks } from './hole-tracks.js';
 import type { R1Async, R2Async } from './async-cycles.js';
-import type { CyclesFallback } from './pair-manager.js';
+import type { CyclesFallbackView as CyclesFallback } from '../../adapters/http/replication-routes.js';
 
 export const positionIds = (pairId: string): { out: string; own: string; pull: string } => ({
   out: `pair:${pairId}:out`, own: `pair:${pairId}:own`, pull: `pair:${pairId}:pull`,
