@@ -102,6 +102,7 @@ export class ArrayService {
       protect: (std, clone) => this.protectWithClone(std, clone),
     }, this.rpc, deps.pairTimeouts);
     this.links.onPeerUp((peer) => { void this.pairs.peerUp(peer); });
+    this.links.onPeerDown((peer) => this.pairs.peerDown(peer));
     this.links.onSessionReset((peer) => this.pairs.sessionReset(peer));
     this.clones = new CloneManager({
       volume: (name) => this.volume(name),

@@ -176,6 +176,35 @@ test('swap reverses the direction over the same link; R2-side failover with the 
   }
 });
 
+test('--protect-with: nothing ships after the link returns until R1 has reconciled with R2 (the clone is split first)', async () => {
+  const { hub, a, b } = await twoArrays();
+  try {
+    await protectedSyncPair(a, b);
+    const db = a.service.volume('db');
+    await db.write(MiB, randomBytes(64 * 1024));
+    const consistent = await image(b, 'db-r');
+    hub.partition('east', 'west');
+    await until('partitioned', () => state(a, 'db') === 'partitioned');
+    await db.write(3 * MiB, randomBytes(128 * 1024)); // owed: a resync will follow
+    const r1 = a.service.pairs.runtime('db');
+    assert.equal(r1.needsReconcile, true, 'a link loss calls for a reconcile');
+    hub.heal('east', 'west');
+    // The link is up at once, before R1 has asked R2 anything: a push started now (as the
+    // periodic kick could) reached R2 before its clone was split.
+    assert.equal(r1.linkUp, true);
+    r1.kickPush();
+    await db.write(5 * MiB, randomBytes(4096)); // nor is a host write forwarded ahead of the reconcile
+    await until('resynchronized', () => state(a, 'db') === 'synchronized');
+    assert.equal(b.service.clones.show('db-r', 'db-r-safe').state, 'split');
+    assert.equal(sha(await b.service.volume('db-r-safe').internalRead(0, SIZE)), sha(consistent),
+      'the protection clone holds R2 as it was before the resync');
+    await sameImages(a, b);
+  } finally {
+    await a.close();
+    await b.close();
+  }
+});
+
 /** A sync pair db → db-r protected by the clone session db-r → db-r-safe on west, synchronized. */
 async function protectedSyncPair(a: TestArray, b: TestArray): Promise<void> {
   await b.service.createVolume('db-r-safe', SIZE);

@@ -121,15 +121,20 @@ export class PairManager {
       for (const value of stored) {
         const record = parsePairRecord(value, `pair of volume ${name}`);
         if (this.pairs.has(record.name)) throw new TidemarkError(ErrorCode.MetadataCorrupt, `two pairs are named ${record.name}`);
-        const runtime = this.attach(record, v);
+        const runtime = this.attach(record, v, false);
         if (record.role === 'R2' && record.mode === 'async') runtime.asyncR2 = await R2Async.recover(this.r2CyclesHost(runtime));
       }
       if (stored.length > 0) await v.setState(combinedVolumeState(this.recordsOn(name)));
     }
   }
 
-  private attach(record: PairRecord, volume: Volume): PairRuntime {
+  /**
+   * `live`: made in an exchange with the peer just now (create, swap), so R1 and R2 agree already;
+   * a half loaded at start reconciles with its peer before it ships anything.
+   */
+  private attach(record: PairRecord, volume: Volume, live = true): PairRuntime {
     const runtime = new PairRuntime(record, volume, this.rpc, this.timeouts, this.host.nowMs);
+    if (live) runtime.reconciledFor(runtime.reconcileStarting());
     this.pairs.set(record.name, runtime);
     this.byVolume.set(volume.name, [...this.onVolume(volume.name), runtime]);
     volume.setExtension(EXTENSION_KEY, () => this.recordsOn(volume.name));
@@ -577,6 +582,11 @@ export class PairManager {
     if (this.closed) return;
     for (const r of this.pairs.values()) {
       if (r.record.role !== 'R1') continue;
+      if (r.needsReconcile) {
+        // The link is up but R1 has not compared notes with R2 since it came back (or that failed): again.
+        if (r.linkUp && !r.reconciling) void this.reconcileSafely(r);
+        continue;
+      }
       if (r.record.intent === 'restoring') this.kickRestore(r);
       else if (r.needsProtection) void this.protectReplica(r);
       else {
@@ -611,7 +621,7 @@ export class PairManager {
    */
   private async startCycles(r: PairRuntime): Promise<void> {
     const ready = (): boolean => r.record.role === 'R1' && r.record.mode === 'async' && r.record.intent === 'replicating' &&
-      !r.capturing && !r.startingAsync && !r.needsProtection && r.linkUp && !r.peerMissing && !r.retired && r.quiet &&
+      !r.capturing && !r.startingAsync && !r.needsProtection && !r.needsReconcile && r.linkUp && !r.peerMissing && !r.retired && r.quiet &&
       (r.group === undefined || r.group.tag !== undefined);
     if (!ready()) return;
     r.startingAsync = true;
@@ -704,11 +714,28 @@ export class PairManager {
   async peerUp(peer: string): Promise<void> {
     for (const r of [...this.pairs.values()]) {
       if (r.record.peer !== peer || r.record.role !== 'R1') continue;
-      try {
-        await this.reconcile(r);
-      } catch (error) {
-        r.lastError = error instanceof Error ? error.message : String(error);
-      }
+      await this.reconcileSafely(r);
+    }
+  }
+
+  /** The link to `peer` went down: its R1 halves ship nothing after it returns until they have reconciled. */
+  peerDown(peer: string): void {
+    for (const r of this.pairs.values()) if (r.record.peer === peer) r.linkLost();
+  }
+
+  private async reconcileSafely(r: PairRuntime): Promise<void> {
+    if (r.reconciling) return;
+    r.reconciling = true;
+    const epoch = r.reconcileStarting();
+    try {
+      await this.reconcile(r);
+      r.reconciledFor(epoch);
+      // What reconcile decided may ship now (a resync without protection, a restore).
+      if (!r.needsProtection) r.kickPush();
+    } catch (error) {
+      r.lastError = error instanceof Error ? error.message : String(error);
+    } finally {
+      r.reconciling = false;
     }
   }
 

@@ -138,6 +138,36 @@ export class PairRuntime {
   }
   /** A resync must wait until R2's protection clone is split (nothing is shipped meanwhile). */
   needsProtection = false;
+
+  /**
+   * Each time the link to the peer comes back, R1 first compares notes with R2 (PairManager
+   * reconcile: generations, a failover there, whether a resync needs R2's protection clone split
+   * first). Until then nothing is shipped: a background push or a forwarded write that slipped in
+   * before reconcile set needsProtection reached R2 before its clone was split, so the clone no
+   * longer held R2's last consistent image (the flaky --protect-with tests).
+   */
+  private linkEpoch = 0;
+  private reconciledEpoch = -1;
+  reconciling = false;
+
+  /** The link to the peer went down: the next link-up needs a reconcile before anything ships. */
+  linkLost(): void {
+    this.linkEpoch++;
+  }
+
+  /** A reconcile starts: returns the link epoch it is for. */
+  reconcileStarting(): number {
+    return this.linkEpoch;
+  }
+
+  /** The reconcile for `epoch` is done; it counts only if the link did not go down meanwhile. */
+  reconciledFor(epoch: number): void {
+    if (epoch === this.linkEpoch) this.reconciledEpoch = epoch;
+  }
+
+  get needsReconcile(): boolean {
+    return this.reconciledEpoch !== this.linkEpoch;
+  }
   protectionInFlight = false;
 
   /**
@@ -249,7 +279,7 @@ export class PairRuntime {
 
   private get replicatingNow(): boolean {
     return this.record.role === 'R1' && this.record.intent === 'replicating' && this.linkUp && !this.peerMissing && !this.retired &&
-      !this.needsProtection;
+      !this.needsProtection && !this.needsReconcile;
   }
 
   // ---- R1 host write path ----

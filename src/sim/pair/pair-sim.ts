@@ -207,6 +207,7 @@ class SimArray {
     }, this.rpc, { writeAckMs: 5000, copyAckMs: 10_000, cleanRound: { ...DEFAULT_CLEAN_ROUND, ...clean, retryAfterMs: 50, maxRetryMs: 400 } });
     const pairs = this.pairs;
     links.onPeerUp((p) => { void pairs.peerUp(p); });
+    links.onPeerDown((p) => pairs.peerDown(p));
     links.onSessionReset((p) => pairs.sessionReset(p));
     await this.pairs.load([this.volumeName]);
     this.volume = volume;
