@@ -87,3 +87,16 @@ test('events out of order are bugs', () => {
   assert.throws(() => c.handle({ type: 'taken' }, 0));
   assert.throws(() => new CleanRound({ ...config, cleanAfterBytes: 0 }));
 });
+
+test('a bitmap stale on disk (bits cleared without shipping) falls due by age too; a round clears it', () => {
+  const c = new CleanRound(config);
+  c.handle({ type: 'stale-on-disk' }, 100);
+  c.handle({ type: 'stale-on-disk' }, 800); // seen again on the next tick: the clock keeps running from the first
+  assert.equal(c.nextDeadlineMs(), 1100);
+  assert.equal(c.due(1099), false);
+  assert.equal(c.due(1100), true);
+  c.handle({ type: 'taken' }, 1100);
+  c.handle({ type: 'stale-on-disk' }, 1101); // during the round: that round will write it
+  c.handle({ type: 'ended', ok: true }, 1150);
+  assert.equal(c.due(1e9), false, 'nothing pending after the round');
+});

@@ -502,6 +502,8 @@ export class PairRuntime {
    */
   kickClean(): void {
     if (this.cleaning || this.record.role !== 'R1' || this.retired || !this.linkUp || this.peerMissing) return;
+    const onDisk = this.persistedInvalidTracks;
+    if (onDisk !== null && onDisk > this.bits.count()) this.cleaner.handle({ type: 'stale-on-disk' }, this.nowMs());
     if (!this.cleaner.due(this.nowMs())) return;
     this.cleaning = true;
     this.counters.flushRounds++;

@@ -29,6 +29,12 @@ export const DEFAULT_CLEAN_ROUND: CleanRoundConfig = {
 export type CleanRoundEvent =
   /** R2 acknowledged data it has not yet flushed, or R2 committed a cycle R1 has not flushed (bytes 0: unknown). */
   | { readonly type: 'shipped'; readonly bytes: number }
+  /**
+   * The bitmap on disk marks more tracks than the one in memory, with nothing shipped to flush:
+   * bits cleared without shipping (outside the pair's extents, or found equal on R2) after a
+   * restart marked the activity log's hot extents. Only a persist makes the disk say so.
+   */
+  | { readonly type: 'stale-on-disk' }
   /** A persist took every pending clear (whoever started it). */
   | { readonly type: 'taken' }
   /** That persist ended: `ok` false when a flush failed (the clears were given back or owed again). */
@@ -59,6 +65,11 @@ export class CleanRound {
       case 'shipped':
         assert(event.bytes >= 0, 'shipped bytes');
         this.pending = { sinceMs: this.pending?.sinceMs ?? nowMs, bytes: (this.pending?.bytes ?? 0) + event.bytes };
+        return;
+      case 'stale-on-disk':
+        // Due by age like shipped data (pairs seeds 1050485, 1052032: an idle R1 stayed marked on
+        // disk for ever after a crash, since nothing was ever shipped to start a round).
+        if (!this.inRound) this.pending ??= { sinceMs: nowMs, bytes: 0 };
         return;
       case 'taken':
         assert(!this.inRound, 'a clean round taken while another is in progress');

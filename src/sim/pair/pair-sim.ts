@@ -371,10 +371,10 @@ class PairSim {
     }
   }
 
-  private async waitFor(what: string, done: () => boolean, timeoutMs: number): Promise<void> {
+  private async waitFor(what: string, done: () => boolean, timeoutMs: number, detail?: () => string): Promise<void> {
     const deadline = this.scheduler.nowMs + timeoutMs;
     while (!done()) {
-      if (this.scheduler.nowMs > deadline) this.fail(`${what} did not happen within ${timeoutMs} virtual ms`);
+      if (this.scheduler.nowMs > deadline) this.fail(`${what} did not happen within ${timeoutMs} virtual ms${detail ? ` (${detail()})` : ''}`);
       await this.scheduler.sleep(5);
     }
   }
@@ -601,10 +601,14 @@ class PairSim {
       if (!this.config.powerLoss && a < this.ackedId[u]!) this.fail(`R1 unit ${u} lost acknowledged write ${this.ackedId[u]}`);
     }
     // Idle now (no host ever flushed): R1's flush rounds must leave its bitmap clean on disk.
+    const pairDetail = (name: string) => (): string => {
+      const st = this.east.pairs!.status(name);
+      return `${name}: ${st.state}, invalid tracks ${JSON.stringify(st.invalidTracks)}, owed ${st.tracksOwed}, flush rounds ${st.counters.flushRounds}`;
+    };
     await this.waitFor('R1 clean on disk once idle', () => {
       const shown = this.east.pairs!.status('db').invalidTracks;
       return shown.local === 0 && shown.persisted === 0;
-    }, this.config.cleanAfterMs + 5000);
+    }, this.config.cleanAfterMs + 5000, pairDetail('db'));
     if (this.north) await this.fanOutLiveness();
   }
 
