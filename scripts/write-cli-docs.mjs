@@ -8,20 +8,30 @@ import { dirname, join } from 'node:path';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const bin = join(root, 'bin', 'tidemark');
-export const COMMANDS = [
-  [], ['array', 'start'], ['array', 'show'],
-  ['volume', 'create'], ['volume', 'list'], ['volume', 'show'], ['volume', 'delete'], ['volume', 'set-state'], ['volume', 'changes'],
-  ['clone', 'establish'], ['clone', 'split'], ['clone', 'reestablish'], ['clone', 'restore'], ['clone', 'terminate'],
-  ['clone', 'list'], ['clone', 'show'], ['clone', 'wait'],
-  ['peer', 'add'], ['peer', 'list'], ['peer', 'show'], ['peer', 'remove'],
-  ['pair', 'create'], ['pair', 'list'], ['pair', 'show'], ['pair', 'wait'], ['pair', 'establish'], ['pair', 'resume'],
-  ['pair', 'suspend'], ['pair', 'split'], ['pair', 'failover'], ['pair', 'failback'], ['pair', 'restore'], ['pair', 'swap'],
-  ['pair', 'set-mode'], ['pair', 'delete'],
-];
+const help = (args) => execFileSync(bin, [...args, '--help'], { encoding: 'utf8', env: { ...process.env, COLUMNS: '100' } }).trimEnd();
+
+/** The subcommands a --help text lists under "Commands:" (first word of each entry, help excluded). */
+function listedCommands(text) {
+  const at = text.indexOf('\nCommands:\n');
+  if (at < 0) return [];
+  return text.slice(at).split('\n').slice(2)
+    .map((line) => /^ {2}([a-z][a-z-]*)/.exec(line)?.[1])
+    .filter((name) => name !== undefined && name !== 'help');
+}
+
+/** Every command, found by walking the CLI's own help (so a new command cannot be left out). */
+export function discoverCommands() {
+  const commands = [[]];
+  for (const family of listedCommands(help([]))) {
+    const subs = listedCommands(help([family]));
+    if (subs.length === 0) commands.push([family]);
+    for (const sub of subs) commands.push([family, sub]);
+  }
+  return commands;
+}
 
 export function renderCliDocs() {
-  const help = (args) => execFileSync(bin, [...args, '--help'], { encoding: 'utf8', env: { ...process.env, COLUMNS: '100' } }).trimEnd();
-  const sections = COMMANDS.map((args) => `## ${['tidemark', ...args].join(' ')}\n\n\`\`\`\n${help(args)}\n\`\`\`\n`);
+  const sections = discoverCommands().map((args) => `## ${['tidemark', ...args].join(' ')}\n\n\`\`\`\n${help(args)}\n\`\`\`\n`);
   return `# CLI reference
 
 Generated from \`tidemark … --help\` by \`scripts/write-cli-docs.mjs\`. Every command talks to one array
