@@ -153,8 +153,6 @@ interface Member {
   groupSwitches: number;
   wantsJoin: boolean;
   wantsLeave: boolean;
-  /** Left the group (leaveGroup): a standalone pair again, for good. */
-  left: boolean;
   /** Fell back to bitmaps (evicted, or its window timed out after it switched): suspended for good. */
   fallenBack: boolean;
   /** Newest membership table stored: (coordinator generation, table version). */
@@ -269,7 +267,7 @@ export async function runCyclesSeed(
       r2Vol: new Uint8Array(volumeBytes), r2Up: true, incarnation: 0,
       persisted: { appliedCycle: 0, appliedTag: inGroup ? firstTag - 1 : 0, cycles: new Map() },
       partitionedUntil: 0,
-      joiner, joinCycle: 0, groupSwitches: 0, wantsJoin: false, wantsLeave: false, left: false, fallenBack: false,
+      joiner, joinCycle: 0, groupSwitches: 0, wantsJoin: false, wantsLeave: false, fallenBack: false,
       tableGen: 0, tableVersion: 0, controlPartitionedUntil: 0,
       machine: new GroupMemberMachine({ name: `m${i}/vol`, windowTimeoutMs, silentCoordinatorMs }, null, 0),
     });
@@ -464,7 +462,6 @@ export async function runCyclesSeed(
         case 'leave-group':
           m.wantsLeave = false;
           m.r1.leaveGroup();
-          m.left = true;
           leaves++;
           break;
         case 'fall-back':
