@@ -131,7 +131,7 @@ export class PeerRpc {
       message = decodeMessage(bytes);
     } catch (error) {
       const id = peekRequestId(bytes);
-      this.onError(error, { peer, ...(id === undefined ? { dropped: true } : { id }) });
+      this.onError(error, { peer, code: ErrorCode.Protocol, ...(id === undefined ? { dropped: true } : { id }) });
       if (id !== undefined) this.respond(peer, id, { ok: false, error: errorJson(error) }, []);
       return;
     }
@@ -146,7 +146,7 @@ export class PeerRpc {
     }
     const rpc = typeof message.header.rpc === 'string' ? message.header.rpc : undefined;
     const fail = (error: TidemarkError | Error, context: Record<string, unknown>): void => {
-      this.onError(error, { peer, id: message.id, ...context });
+      this.onError(error, { peer, id: message.id, ...context, code: isTidemarkError(error) ? error.code : ErrorCode.Internal });
       this.respond(peer, message.id, { ok: false, error: errorJson(error), rpc }, []);
     };
     const decoded = decodeRequest(message.header);

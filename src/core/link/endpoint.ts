@@ -528,7 +528,7 @@ export class LinkEndpoint {
     const own = this.cfg.protocolVersion;
     const reason = `peer protocol version mismatch: ${hello.name} speaks v${hello.protocolVersion}, ${this.config.arrayName} speaks v${own}` +
       (hello.protocolVersion < own ? ` (upgrade ${hello.name})` : ` (upgrade ${this.config.arrayName})`);
-    this.log('error', 'link refused: peer protocol version mismatch', { peer: hello.name, connId: conn.id, peerVersion: hello.protocolVersion, ownVersion: own });
+    this.log('error', 'link refused: peer protocol version mismatch', { peer: hello.name, connId: conn.id, peerVersion: hello.protocolVersion, ownVersion: own, reason });
     this.sendFrame(conn, encodeFrame(FrameType.Error, 0, 0, encodeError(LinkErrorCode.VersionMismatch, reason)));
     this.closeConn(conn, reason, true);
   }
