@@ -191,7 +191,12 @@ function rig(): {
   return { rpc, errors, calls, send: (bytes) => void east.send('west', bytes), replies, raw };
 }
 
-const settle = (): Promise<void> => new Promise((resolve) => setTimeout(resolve, 20));
+/** Waits until `count` replies arrived (then a little longer, so a reply that should not come would be seen). */
+async function replies(r: { replies: unknown[] }, count: number): Promise<void> {
+  const deadline = Date.now() + 5000;
+  while (r.replies.length < count && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 5));
+  await new Promise((resolve) => setTimeout(resolve, 30));
+}
 
 const request = (id: number, header: Record<string, unknown>): Uint8Array =>
   encodeMessage({ type: 'request', id, header: { ...header, rpc: 'client' }, segments: [] });
@@ -203,7 +208,7 @@ test('PeerRpc: unknown and malformed requests get error replies and one log line
   r.send(request(3, { op: 'pair.status' }));
   // Valid: proves the rig does answer, and runs the handler.
   r.send(request(4, { op: 'pair.status', pair }));
-  await settle();
+  await replies(r, 4);
   const byId = new Map(r.replies.map((m) => [m.id, m]));
   const codeOf = (id: number): unknown => (byId.get(id)?.header.error as { code?: string } | undefined)?.code;
   assert.equal(byId.get(1)?.header.ok, false);
@@ -222,7 +227,7 @@ test('PeerRpc: a handler that throws synchronously is answered with its error co
   const r = rig();
   r.send(request(5, { op: 'pair.apply', pair, fua: false }));
   r.send(request(6, { op: 'pair.flush', pair }));
-  await settle();
+  await replies(r, 2);
   const byId = new Map(r.replies.map((m) => [m.id, m]));
   assert.equal((byId.get(5)?.header.error as { code?: string }).code, ErrorCode.NotFound);
   assert.equal((byId.get(6)?.header.error as { code?: string }).code, ErrorCode.Internal);
@@ -241,7 +246,7 @@ test('PeerRpc: a header that is not JSON is answered when its id is readable; a 
   r.send(good.subarray(0, 20));
   // Too short to hold an id.
   r.send(Uint8Array.of(0, 0, 0));
-  await settle();
+  await replies(r, 2);
   const byId = new Map(r.replies.map((m) => [m.id, m]));
   assert.equal(r.replies.length, 2, 'one reply per message with a readable id');
   assert.equal((byId.get(8)?.header.error as { code?: string }).code, ErrorCode.Protocol);

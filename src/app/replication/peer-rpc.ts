@@ -117,9 +117,11 @@ export class PeerRpc {
         this.onError(decoded.error, { peer, op: header.op });
         throw new TidemarkError(ErrorCode.Protocol, `${peer}: ${decoded.error.message}`, { peer, ...decoded.error.details });
       }
-      const e = r.header.error as { code?: string; message?: string; details?: Record<string, unknown> } | undefined;
-      const code = Object.values(ErrorCode).includes(e?.code as ErrorCode) ? (e!.code as ErrorCode) : ErrorCode.Internal;
-      throw new TidemarkError(code, `${peer}: ${e?.message ?? 'request failed'}`, { peer, ...(e?.details ?? {}) });
+      // The error envelope is checked field by field: a peer's bad error must not become ours.
+      const e = isObject(r.header.error) ? r.header.error : {};
+      const code = (Object.values(ErrorCode) as unknown[]).includes(e.code) ? (e.code as ErrorCode) : ErrorCode.Internal;
+      const message = typeof e.message === 'string' ? e.message : 'request failed';
+      throw new TidemarkError(code, `${peer}: ${message}`, { peer, ...(isObject(e.details) ? e.details : {}) });
     });
     reply.catch(() => undefined);
     return { queued, reply };
@@ -194,6 +196,8 @@ export class PeerRpc {
     this.pending.clear();
   }
 }
+
+const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
 
 function errorJson(error: unknown): { code: string; message: string; details: Readonly<Record<string, unknown>> } {
   return isTidemarkError(error) ? error.toJSON() : { code: ErrorCode.Internal, message: String(error), details: {} };
