@@ -309,6 +309,10 @@ export class ArrayService {
     return this.links.peerCounters(name);
   }
 
+  peerLinkLastError(name: string): string | null {
+    return this.links.peerLastError(name);
+  }
+
   async abandon(): Promise<void> {
     this.groups.close();
     await this.pairs.close();

@@ -99,7 +99,7 @@ export function registerReplicationCommands(program: Command, run: (action: Run)
   peer.command('show <name>').description('one peer').action((name: string) => run(async (client, globals) => {
     const p = await client.request<PeerJson>('GET', `/v1/peers/${encodeURIComponent(name)}`);
     if (globals.json) printJson(p);
-    else printFields([['name', p.name], ['address', p.address], ['link', p.link], ['added', p.createdAt]]);
+    else printFields([['name', p.name], ['address', p.address], ['link', p.link], ['added', p.createdAt], ...(p.lastError ? [['last error', p.lastError] as [string, string]] : [])]);
   }));
   peer.command('remove <name>').description('remove a peer that has no pairs').action((name: string) => run(async (client, globals) => {
     const r = await client.request<unknown>('DELETE', `/v1/peers/${encodeURIComponent(name)}`);

@@ -21,6 +21,8 @@ export interface PeerLinks extends PeerTransport {
   /** connecting / up / down / auth-failed, or 'unknown' for a peer the links do not have. */
   peerState(name: string): string;
   peerCounters(name: string): { bytesSent: number; bytesReceived: number; retransmittedPackets: number };
+  /** Why the link last failed or was refused (kept after it recovers), or null. */
+  peerLastError(name: string): string | null;
 }
 
 /** Links for an array started without a link listener or peers: every peer is down. */
@@ -35,4 +37,5 @@ export const NO_LINKS: PeerLinks = {
   removePeer: () => undefined,
   peerState: () => 'down',
   peerCounters: () => ({ bytesSent: 0, bytesReceived: 0, retransmittedPackets: 0 }),
+  peerLastError: () => null,
 };

@@ -75,6 +75,7 @@ export class SimLinks {
       removePeer: (peer) => { e.peers.delete(peer); },
       peerState: (peer) => (alive() && this.linked(name, peer) ? 'up' : 'down'),
       peerCounters: () => ({ bytesSent: 0, bytesReceived: 0, retransmittedPackets: 0 }),
+      peerLastError: () => null,
     };
   }
 

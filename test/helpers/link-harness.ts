@@ -42,6 +42,8 @@ export interface Node {
   endpoint: LinkEndpoint;
   readonly delivered: Uint8Array[];
   readonly events: LinkAction[];
+  /** The endpoint's log lines (kept apart from the events, whose order tests check). */
+  readonly logs: Array<Extract<LinkAction, { kind: 'log' }>>;
   /** Wires leaving this node, by its own connId. */
   readonly out: Map<ConnId, Wire>;
 }
@@ -52,8 +54,8 @@ export class LinkPair {
   readonly b: Node;
 
   constructor(a: LinkEndpoint, b: LinkEndpoint) {
-    this.a = { name: a.arrayName, endpoint: a, delivered: [], events: [], out: new Map() };
-    this.b = { name: b.arrayName, endpoint: b, delivered: [], events: [], out: new Map() };
+    this.a = { name: a.arrayName, endpoint: a, delivered: [], events: [], logs: [], out: new Map() };
+    this.b = { name: b.arrayName, endpoint: b, delivered: [], events: [], logs: [], out: new Map() };
   }
 
   other(node: Node): Node {
@@ -75,7 +77,8 @@ export class LinkPair {
   }
 
   private perform(node: Node, action: LinkAction): void {
-    if (action.kind !== 'send' && action.kind !== 'log') node.events.push(action);
+    if (action.kind === 'log') node.logs.push(action);
+    else if (action.kind !== 'send') node.events.push(action);
     switch (action.kind) {
       case 'dial': {
         const peer = this.other(node);

@@ -11,7 +11,6 @@ import { startTestArray, type TestArray } from '../helpers/in-process-array.js';
 import { inProcessLinks } from '../../src/sim/sim-links.js';
 import { PeerRpc } from '../../src/app/replication/peer-rpc.js';
 import { R1Async, R2Async, cycleMessageFromWire, type R2AsyncHost } from '../../src/app/replication/async-cycles.js';
-import type { R1Message, R2Message } from '../../src/core/replication/cycles/cycle-messages.js';
 import { FileMetaStore } from '../../src/adapters/fs/file-meta-store.js';
 
 const MiB = 1024 * 1024;
@@ -58,11 +57,11 @@ async function rig(): Promise<Rig> {
   };
   const r: Rig = { a, b, r1, r2Host, r2: await R2Async.start(r2Host, 1) };
   rpcB.handle('pair.cycle', async (_peer, header, segments) => {
-    r.r2.handle(cycleMessageFromWire(header, segments) as R1Message);
+    r.r2.handle(cycleMessageFromWire(header.msg, segments));
     return { header: {}, segments: [] };
   });
   rpcA.handle('pair.cycle-r2', async (_peer, header, segments) => {
-    r1.receive(cycleMessageFromWire(header, segments) as R2Message);
+    r1.receive(cycleMessageFromWire(header.msg, segments));
     return { header: {}, segments: [] };
   });
   return r;

@@ -5,7 +5,7 @@ import {
   DataFlag, encodeFrame, FRAME_HEADER_BYTES, FRAME_MAGIC, FrameDecoder, frameToBytes, FrameType, LINK_PROTOCOL_VERSION,
   type DecodeResult, type Frame,
 } from '../../src/core/link/frame.js';
-import { decodeHello, encodeHello } from '../../src/core/link/handshake.js';
+import { decodeHello, encodeHello, UNVERSIONED_PROTOCOL } from '../../src/core/link/handshake.js';
 import { Prng } from '../../src/core/lib/prng.js';
 import { pattern } from '../helpers/link-harness.js';
 
@@ -141,10 +141,11 @@ test('every single-bit flip of a frame is caught', () => {
 });
 
 test('HELLO payloads round-trip and malformed ones are refused', () => {
-  const hello = { windowBytes: 1 << 20, nonce: pattern(32, 1), incarnation: pattern(8, 2), name: 'site-a.1' };
+  const hello = { windowBytes: 1 << 20, nonce: pattern(32, 1), incarnation: pattern(8, 2), name: 'site-a.1', protocolVersion: 7 };
   const decoded = decodeHello(encodeHello(hello));
   assert.ok(decoded.ok);
   assert.equal(decoded.value.name, 'site-a.1');
+  assert.equal(decoded.value.protocolVersion, 7);
   assert.equal(decoded.value.windowBytes, 1 << 20);
   assert.deepEqual(decoded.value.nonce, hello.nonce);
   const bytes = encodeHello(hello);
@@ -152,4 +153,16 @@ test('HELLO payloads round-trip and malformed ones are refused', () => {
   assert.equal(decodeHello(encodeHello({ ...hello, windowBytes: 100 })).ok, false);
   assert.equal(decodeHello(encodeHello({ ...hello, name: 'bad name' })).ok, false);
   assert.equal(decodeHello(new Uint8Array(0)).ok, false);
+  assert.equal(decodeHello(Uint8Array.of(...bytes, 0)).ok, false, 'one byte too many');
+});
+
+test('a HELLO in the layout before it carried a version decodes as peer protocol v1', () => {
+  const hello = { windowBytes: 1 << 20, nonce: pattern(32, 1), incarnation: pattern(8, 2), name: 'old-array', protocolVersion: 9 };
+  const bytes = encodeHello(hello);
+  // The old layout is the new one without the trailing u16 version.
+  const old = decodeHello(bytes.subarray(0, bytes.length - 2));
+  assert.ok(old.ok);
+  assert.equal(old.value.name, 'old-array');
+  assert.equal(old.value.protocolVersion, UNVERSIONED_PROTOCOL);
+  assert.equal(UNVERSIONED_PROTOCOL, 1);
 });

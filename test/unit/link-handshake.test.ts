@@ -5,6 +5,7 @@ import { LinkEndpoint } from '../../src/core/link/endpoint.js';
 import { DataFlag, encodeFrame, frameToBytes, FrameType, type Frame } from '../../src/core/link/frame.js';
 import { computeProof, decodeError, decodeHello, encodeHello, LinkErrorCode, type Hello } from '../../src/core/link/handshake.js';
 import { Prng } from '../../src/core/lib/prng.js';
+import { PEER_PROTOCOL_VERSION } from '../../src/core/replication/peer-protocol.js';
 import {
   bytesOf, decodeAll, drainActions, LinkPair, linkConfig, OTHER_SECRET, pattern, SECRET, testCrypto,
 } from '../helpers/link-harness.js';
@@ -84,7 +85,7 @@ test('names must differ and secrets must be non-trivial', () => {
 const dialerNonce = pattern(32, 11);
 const dialerIncarnation = pattern(8, 12);
 function helloFrame(overrides: Partial<Hello> = {}, version?: number): Uint8Array {
-  const hello: Hello = { windowBytes: 1 << 20, nonce: dialerNonce, incarnation: dialerIncarnation, name: 'alpha', ...overrides };
+  const hello: Hello = { windowBytes: 1 << 20, nonce: dialerNonce, incarnation: dialerIncarnation, name: 'alpha', protocolVersion: PEER_PROTOCOL_VERSION, ...overrides };
   return frameToBytes(encodeFrame(FrameType.Hello, 0, 0, encodeHello(hello), version));
 }
 
@@ -123,7 +124,7 @@ test('a correct raw dialer gets HELLO, then the acceptor proof only after its ow
   assert.deepEqual(afterHello.map((f) => f.type), [FrameType.Hello]);
   const betaHello = decodeHello(afterHello[0]!.payload);
   assert.ok(betaHello.ok);
-  const input = { dialer: { windowBytes: 1 << 20, nonce: dialerNonce, incarnation: dialerIncarnation, name: 'alpha' }, acceptor: betaHello.value };
+  const input = { dialer: { windowBytes: 1 << 20, nonce: dialerNonce, incarnation: dialerIncarnation, name: 'alpha', protocolVersion: PEER_PROTOCOL_VERSION }, acceptor: betaHello.value };
   const crypto = testCrypto();
   beta.handle({ kind: 'data', connId: id, bytes: frameToBytes(encodeFrame(FrameType.Auth, 0, 0, computeProof(crypto, SECRET, 'dialer', input))) }, 0);
   const afterAuth = decodeAll(drainActions(beta).sent.get(id)!);
@@ -138,7 +139,7 @@ test('a reflected proof (the acceptor role) or a wrong proof is refused', () => 
     beta.handle({ kind: 'data', connId: id, bytes: helloFrame() }, 0);
     const betaHello = decodeHello(decodeAll(drainActions(beta).sent.get(id)!)[0]!.payload);
     assert.ok(betaHello.ok);
-    const input = { dialer: { windowBytes: 1 << 20, nonce: dialerNonce, incarnation: dialerIncarnation, name: 'alpha' }, acceptor: betaHello.value };
+    const input = { dialer: { windowBytes: 1 << 20, nonce: dialerNonce, incarnation: dialerIncarnation, name: 'alpha', protocolVersion: PEER_PROTOCOL_VERSION }, acceptor: betaHello.value };
     const proof = role === 'acceptor' ? computeProof(testCrypto(), SECRET, 'acceptor', input) : pattern(32, 99);
     beta.handle({ kind: 'data', connId: id, bytes: frameToBytes(encodeFrame(FrameType.Auth, 0, 0, proof)) }, 0);
     const { sent, actions } = drainActions(beta);
@@ -207,4 +208,58 @@ test('unauthenticated inbound connections are bounded', () => {
   const beta = new LinkEndpoint(linkConfig('beta', { maxPendingInbound: 3 }), 0);
   const ids = [beta.accept(0), beta.accept(0), beta.accept(0), beta.accept(0)];
   assert.deepEqual(ids.map((id) => id === undefined), [false, false, false, true]);
+});
+
+// ---- the peer protocol version in the HELLO ----
+
+test('arrays speaking different peer protocol versions refuse each other at the handshake, and both say why', () => {
+  const alpha = new LinkEndpoint(linkConfig('alpha', { protocolVersion: PEER_PROTOCOL_VERSION + 1 }), 0);
+  const beta = new LinkEndpoint(linkConfig('beta'), 0);
+  alpha.addPeer({ name: 'beta', address: 'beta:1', secret: SECRET }, 0);
+  beta.addPeer({ name: 'alpha', address: 'alpha:1', secret: SECRET }, 0);
+  const p = new LinkPair(alpha, beta);
+  p.a.endpoint.send('beta', bytesOf('must not arrive'));
+  p.run();
+  p.advance(300);
+  const a = p.a.endpoint.stats('beta')!;
+  const b = p.b.endpoint.stats('alpha')!;
+  assert.notEqual(a.state, 'up');
+  assert.notEqual(b.state, 'up');
+  const expected = new RegExp(`peer protocol version mismatch: alpha speaks v${PEER_PROTOCOL_VERSION + 1}, beta speaks v${PEER_PROTOCOL_VERSION}`);
+  assert.match(b.lastError!, expected, 'the acceptor shows the refusal');
+  assert.match(a.lastError!, expected, 'the dialer shows the reason the acceptor sent');
+  assert.deepEqual(p.b.delivered, []);
+  assert.equal(p.b.events.filter((e) => e.kind === 'peer-up').length + p.a.events.filter((e) => e.kind === 'peer-up').length, 0);
+  assert.ok(p.a.logs.some((e) => e.level === 'error' && /refused by the peer/.test(e.msg)), 'the dialer logs it');
+  assert.ok(p.b.logs.some((e) => e.level === 'error' && /version mismatch/.test(e.msg)), 'the acceptor logs it');
+});
+
+test('a dialer whose HELLO has no version field (the old layout) is refused as v1 before any proof', () => {
+  const beta = acceptor();
+  const hello = encodeHello({ windowBytes: 1 << 20, nonce: dialerNonce, incarnation: dialerIncarnation, name: 'alpha', protocolVersion: 0 });
+  const oldLayout = hello.subarray(0, hello.length - 2);
+  const { frames, closed } = rawDial(beta, 'alpha', [frameToBytes(encodeFrame(FrameType.Hello, 0, 0, oldLayout))]);
+  assert.deepEqual(frames.map((f) => f.type), [FrameType.Error], 'no HELLO of its own, no proof');
+  assert.equal(decodeError(frames[0]!.payload).code, LinkErrorCode.VersionMismatch);
+  assert.match(errorOf(frames), new RegExp(`alpha speaks v1, beta speaks v${PEER_PROTOCOL_VERSION} \\(upgrade alpha\\)`));
+  assert.ok(closed);
+  assert.match(beta.stats('alpha')!.lastError!, /alpha speaks v1/);
+});
+
+test('a dialer answered by an acceptor of another version refuses before sending its proof', () => {
+  const alpha = new LinkEndpoint(linkConfig('alpha'), 0);
+  alpha.addPeer({ name: 'beta', address: 'beta:1', secret: SECRET }, 0);
+  alpha.handle({ kind: 'tick' }, 0);
+  const dial = drainActions(alpha).actions.find((x) => x.kind === 'dial')!;
+  assert.ok(dial && dial.kind === 'dial');
+  alpha.handle({ kind: 'connected', connId: dial.connId }, 0);
+  drainActions(alpha);
+  const betaHello = encodeHello({ windowBytes: 1 << 20, nonce: pattern(32, 5), incarnation: pattern(8, 6), name: 'beta', protocolVersion: PEER_PROTOCOL_VERSION + 3 });
+  alpha.handle({ kind: 'data', connId: dial.connId, bytes: frameToBytes(encodeFrame(FrameType.Hello, 0, 0, betaHello)) }, 0);
+  const { sent, actions } = drainActions(alpha);
+  const frames = decodeAll(sent.get(dial.connId) ?? []);
+  assert.deepEqual(frames.map((f) => f.type), [FrameType.Error], 'no AUTH proof is sent to it');
+  assert.equal(decodeError(frames[0]!.payload).code, LinkErrorCode.VersionMismatch);
+  assert.ok(actions.some((x) => x.kind === 'close' && x.connId === dial.connId));
+  assert.match(alpha.stats('beta')!.lastError!, new RegExp(`beta speaks v${PEER_PROTOCOL_VERSION + 3}, alpha speaks v${PEER_PROTOCOL_VERSION} \\(upgrade alpha\\)`));
 });

@@ -14,17 +14,17 @@ test('an answer to a request of an earlier incarnation is never taken for a new 
   const westRpc = new PeerRpc(west, () => undefined);
   let releaseSlow!: () => void;
   const slowStarted = new Promise<void>((started) => {
-    westRpc.handle('slow', () => new Promise((resolve) => {
+    westRpc.handle('group.locate', () => new Promise((resolve) => {
       started();
-      releaseSlow = () => resolve({ header: { answer: 'slow' }, segments: [] });
+      releaseSlow = () => resolve({ header: { coordinates: false }, segments: [] });
     }));
   });
-  westRpc.handle('fast', async () => ({ header: { answer: 'fast' }, segments: [] }));
+  westRpc.handle('group.is-member', async () => ({ header: { member: true }, segments: [] }));
 
   const east1 = hub.endpoint('east');
   east1.addPeer({ name: 'west', address: '-', secret: SECRET });
   const rpc1 = new PeerRpc(east1, () => undefined, undefined, 'east-1');
-  const old = rpc1.request('west', { op: 'slow' });
+  const old = rpc1.request('west', { op: 'group.locate', group: 'g' });
   old.catch(() => undefined);
   await slowStarted;
 
@@ -33,8 +33,8 @@ test('an answer to a request of an earlier incarnation is never taken for a new 
   const east2 = hub.endpoint('east');
   east2.addPeer({ name: 'west', address: '-', secret: SECRET });
   const rpc2 = new PeerRpc(east2, () => undefined, undefined, 'east-2');
-  const fresh = rpc2.request('west', { op: 'fast' });
+  const fresh = rpc2.request('west', { op: 'group.is-member', group: 'g', member: 'east/v' });
   releaseSlow(); // west answers the old request now, to the new incarnation
   const reply = await fresh;
-  assert.equal(reply.header.answer, 'fast');
+  assert.equal(reply.header.member, true);
 });

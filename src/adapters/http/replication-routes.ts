@@ -21,6 +21,9 @@ export const PeerSchema = Type.Object({
   bytesSent: Type.Integer({ minimum: 0, description: 'Link bytes sent to this peer since the array started (frames, headers included).' }),
   bytesReceived: Type.Integer({ minimum: 0 }),
   retransmittedPackets: Type.Integer({ minimum: 0 }),
+  lastError: Type.Union([Type.String(), Type.Null()], {
+    description: 'Why the link last failed or was refused (authentication, peer protocol version mismatch, connection lost); kept after it recovers.',
+  }),
   createdAt: Type.String({ format: 'date-time' }),
 });
 export type PeerView = Static<typeof PeerSchema>;

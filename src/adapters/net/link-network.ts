@@ -18,6 +18,8 @@ export interface LinkNetworkOptions {
   readonly streams?: number;
   readonly heartbeatIntervalMs?: number;
   readonly deadAfterMs?: number;
+  /** The peer protocol version announced in the HELLO (default: this build's; tests pose as other versions). */
+  readonly protocolVersion?: number;
   readonly log?: (level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void;
 }
 export type LinkPeerState = 'connecting' | 'up' | 'down' | 'auth-failed';
@@ -93,6 +95,7 @@ export class LinkNetwork {
       ...(options.streams !== undefined ? { streams: options.streams } : {}),
       ...(options.heartbeatIntervalMs !== undefined ? { heartbeatIntervalMs: options.heartbeatIntervalMs } : {}),
       ...(options.deadAfterMs !== undefined ? { deadAfterMs: options.deadAfterMs } : {}),
+      ...(options.protocolVersion !== undefined ? { protocolVersion: options.protocolVersion } : {}),
     }, nowMs());
   }
 

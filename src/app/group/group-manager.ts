@@ -83,7 +83,7 @@ export class GroupManager {
   private async deliver(group: string, m: GroupMemberRef, command: MemberCommand): Promise<MemberAnswer> {
     if (m.array === this.host.arrayName) return this.member.command(m.volume, command, group, this.host.arrayName);
     const reply = await this.host.rpc.request(m.array, { op: 'group.command', group, volume: m.volume, command }, [], CONTROL_TIMEOUT_MS);
-    return reply.header.answer as MemberAnswer;
+    return reply.header.answer;
   }
 
   /** Another array took the coordinator role over: forget the group here. */
@@ -177,7 +177,7 @@ export class GroupManager {
     if (g.record.members.some((m) => memberKey(m) === key)) throw new TidemarkError(ErrorCode.AlreadyExists, `${key} is already in group ${name}`);
     const ref = array === this.host.arrayName
       ? this.member.memberInfo(volume, name)
-      : (await this.host.rpc.request(array, { op: 'group.member-info', volume, group: name }, [], CONTROL_TIMEOUT_MS)).header.member as GroupMemberRef;
+      : (await this.host.rpc.request(array, { op: 'group.member-info', volume, group: name }, [], CONTROL_TIMEOUT_MS)).header.member;
     await g.join(ref);
     await this.waitSettled(g, () => g.isMember(key) || g.evictions.has(key));
     if (!g.isMember(key)) throw new TidemarkError(ErrorCode.Unavailable, `${key} did not store the membership table: ${g.evictions.get(key) ?? 'no answer'}`);
@@ -277,10 +277,10 @@ export class GroupManager {
 
   private registerHandlers(): void {
     const { rpc } = this.host;
-    rpc.handle('group.show', async (_peer, h) => ({ header: { view: await this.show(String(h.group)) }, segments: [] }));
-    rpc.handle('group.locate', async (_peer, h) => ({ header: { coordinates: this.coordinated.has(String(h.group)) }, segments: [] }));
-    rpc.handle('group.is-member', async (_peer, h) => ({ header: { member: this.isMemberHere(String(h.group), String(h.member)) ?? null }, segments: [] }));
-    rpc.handle('group.add', async (peer, h) => ({ header: { view: await this.add(String(h.group), String(h.volume), peer) }, segments: [] }));
-    rpc.handle('group.remove', async (peer, h) => ({ header: { view: await this.remove(String(h.group), String(h.volume), peer) }, segments: [] }));
+    rpc.handle('group.show', async (_peer, h) => ({ header: { view: await this.show(h.group) }, segments: [] }));
+    rpc.handle('group.locate', async (_peer, h) => ({ header: { coordinates: this.coordinated.has(h.group) }, segments: [] }));
+    rpc.handle('group.is-member', async (_peer, h) => ({ header: { member: this.isMemberHere(h.group, h.member) ?? null }, segments: [] }));
+    rpc.handle('group.add', async (peer, h) => ({ header: { view: await this.add(h.group, h.volume, peer) }, segments: [] }));
+    rpc.handle('group.remove', async (peer, h) => ({ header: { view: await this.remove(h.group, h.volume, peer) }, segments: [] }));
   }
 }

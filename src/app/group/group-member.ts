@@ -158,7 +158,7 @@ export class GroupMemberSide {
       } else if (this.host.rpc.isUp(table.coordinator)) {
         const reply = await this.host.rpc.request(table.coordinator, { op: 'group.is-member', group: table.group, member: key }, [], CONTROL_TIMEOUT_MS)
           .catch(() => undefined);
-        member = reply ? (reply.header.member as boolean | undefined) ?? undefined : true;
+        member = reply ? reply.header.member ?? undefined : true;
       } else {
         continue;
       }
@@ -428,13 +428,13 @@ export class GroupMemberSide {
   private stateOn(m: GroupMemberRef, force: boolean): Promise<MemberRecoveryInput> {
     if (m.r2Array === this.host.arrayName) return this.r2State(m, force);
     return this.host.rpc.request(m.r2Array, { op: 'group.r2-state', member: m, force }, [], CONTROL_TIMEOUT_MS)
-      .then((reply) => reply.header.input as MemberRecoveryInput);
+      .then((reply) => reply.header.input);
   }
 
   private resolveOn(m: GroupMemberRef, action: RecoveryAction | 'release'): Promise<{ appliedCycle: number; appliedTag: number | null }> {
     if (m.r2Array === this.host.arrayName) return this.r2Resolve(m, action);
     return this.host.rpc.request(m.r2Array, { op: 'group.r2-resolve', member: m, action }, [], CONTROL_TIMEOUT_MS * 6)
-      .then((reply) => reply.header as { appliedCycle: number; appliedTag: number | null });
+      .then(({ header }) => ({ appliedCycle: header.appliedCycle, appliedTag: header.appliedTag }));
   }
 
   // ---- requests from peer arrays ----
@@ -442,31 +442,28 @@ export class GroupMemberSide {
   private registerHandlers(): void {
     const { rpc } = this.host;
     rpc.handle('group.command', async (peer, h) => {
-      const command = h.command as MemberCommand;
-      if (!command || typeof command !== 'object' || typeof command.kind !== 'string') throw invalidArgument('bad group.command');
-      const checked = command.kind === 'store-table' ? { ...command, table: parseMembershipTable(command.table, 'group.command') } : command;
-      return { header: { answer: await this.command(String(h.volume), checked, String(h.group), peer) }, segments: [] };
+      const command = h.command;
+      // The schema checked the table's shape; parsing also refuses a member listed twice.
+      const checked: MemberCommand = command.kind === 'store-table' ? { ...command, table: parseMembershipTable(command.table, 'group.command') } : command;
+      return { header: { answer: await this.command(h.volume, checked, h.group, peer) }, segments: [] };
     });
-    rpc.handle('group.member-info', async (_peer, h) => ({ header: { member: this.memberInfo(String(h.volume), String(h.group)) }, segments: [] }));
-    rpc.handle('group.member-status', async (_peer, h) => ({ header: { status: this.memberStatus(String(h.volume)) }, segments: [] }));
+    rpc.handle('group.member-info', async (_peer, h) => ({ header: { member: this.memberInfo(h.volume, h.group) }, segments: [] }));
+    rpc.handle('group.member-status', async (_peer, h) => ({ header: { status: this.memberStatus(h.volume) }, segments: [] }));
     rpc.handle('group.r2-table', async (peer, h) => {
-      const pairId = String(h.pair);
+      const pairId = h.pair;
       const r = this.host.pairs.halfById(pairId, peer);
       if (!r || r.record.role !== 'R2') throw notFound(`no R2 half of pair ${pairId} with ${peer} on ${this.host.arrayName}`);
       await this.keepTable(pairId, h.table === null ? null : parseMembershipTable(h.table, 'group.r2-table'));
       const groupFrom = h.groupFrom;
-      if (groupFrom !== null && !Number.isSafeInteger(groupFrom)) throw invalidArgument('bad group.r2-table');
-      if (r.asyncR2 && !r.asyncR2.stopped && (h.table === null || groupFrom !== null)) await r.asyncR2.setGroupFrom(groupFrom as number | null);
+      if (r.asyncR2 && !r.asyncR2.stopped && (h.table === null || groupFrom !== null)) await r.asyncR2.setGroupFrom(groupFrom);
       return { header: {}, segments: [] };
     });
     rpc.handle('group.r2-state', async (_peer, h) => {
-      const input = await this.r2State(h.member as GroupMemberRef, h.force === true);
+      const input = await this.r2State(h.member, h.force);
       return { header: { input }, segments: [] };
     });
     rpc.handle('group.r2-resolve', async (_peer, h) => {
-      const action = h.action as RecoveryAction | 'release';
-      if (!['apply', 'discard', 'none', 'release'].includes(action)) throw invalidArgument('bad group.r2-resolve');
-      return { header: await this.r2Resolve(h.member as GroupMemberRef, action), segments: [] };
+      return { header: await this.r2Resolve(h.member, h.action), segments: [] };
     });
   }
 }

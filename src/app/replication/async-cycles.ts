@@ -13,6 +13,7 @@ import type { MetaStore } from '../../ports/meta-store.js';
 import type { Volume } from '../volume/volume.js';
 import type { MemberRecoveryInput, RecoveryAction } from '../../core/group/group-recovery.js';
 import type { PeerRpc } from './peer-rpc.js';
+import type { RequestOf } from '../../core/replication/peer-protocol.js';
 import type { SpillStore } from '../../ports/spill-store.js';
 import { CycleSpill } from './cycle-spill.js';
 import { DEFAULT_CYCLE_MEMORY_BYTES, DEFAULT_SPILL_LIMIT_BYTES } from '../../core/replication/pair-record.js';
@@ -25,10 +26,14 @@ const RETRANSMIT_AFTER_MS = 2000;
 
 // ---- messages on the link ----
 
-type Wire = Record<string, unknown>;
+/** A cycle message's metadata as it travels in a pair.cycle / pair.cycle-r2 header (schemas: core/replication/peer-protocol.ts). */
+export type R1WireMessage = RequestOf<'pair.cycle'>['msg'];
+export type R2WireMessage = RequestOf<'pair.cycle-r2'>['msg'];
 
 /** A cycle message as an RPC header (metadata as JSON) and segments (record data). */
-export function cycleMessageToWire(message: R1Message | R2Message): { header: Wire; segments: Segment[] } {
+export function cycleMessageToWire(message: R1Message): { header: { msg: R1WireMessage }; segments: Segment[] };
+export function cycleMessageToWire(message: R2Message): { header: { msg: R2WireMessage }; segments: Segment[] };
+export function cycleMessageToWire(message: R1Message | R2Message): { header: { msg: R1WireMessage | R2WireMessage }; segments: Segment[] } {
   if (message.kind !== 'records') return { header: { msg: message }, segments: [] };
   const records = message.records.map((r) => ({ record: r.record, version: r.version, ranges: r.ranges }));
   return {
@@ -37,19 +42,19 @@ export function cycleMessageToWire(message: R1Message | R2Message): { header: Wi
   };
 }
 
-/** Validates what a peer sent (the machines then validate the protocol). */
-export function cycleMessageFromWire(header: Readonly<Wire>, segments: readonly Segment[]): R1Message | R2Message {
-  const m = header.msg as Wire | undefined;
-  const bad = (): TidemarkError => new TidemarkError(ErrorCode.Protocol, 'bad cycle message');
-  if (!m || typeof m !== 'object' || typeof m.kind !== 'string' || !Number.isSafeInteger(m.cycle)) throw bad();
-  if (m.kind !== 'records') return m as unknown as R1Message | R2Message;
-  if (!Array.isArray(m.records) || m.records.length !== segments.length) throw bad();
-  const records: CycleRecord[] = (m.records as Wire[]).map((r, i) => {
+/** Joins a validated header's records to their data segments (the machines then validate the protocol). */
+export function cycleMessageFromWire(msg: R1WireMessage, segments: readonly Segment[]): R1Message;
+export function cycleMessageFromWire(msg: R2WireMessage, segments: readonly Segment[]): R2Message;
+export function cycleMessageFromWire(msg: R1WireMessage | R2WireMessage, segments: readonly Segment[]): R1Message | R2Message {
+  if (msg.kind !== 'records') return msg;
+  const bad = (): TidemarkError => new TidemarkError(ErrorCode.Protocol, 'bad cycle message: one data segment per record');
+  if (msg.records.length !== segments.length) throw bad();
+  const records: CycleRecord[] = msg.records.map((r, i) => {
     const s = segments[i]!;
-    if (s.kind !== 'data' || !Number.isSafeInteger(r.record) || !Number.isSafeInteger(r.version) || !Array.isArray(r.ranges)) throw bad();
-    return { record: r.record as number, version: r.version as number, ranges: r.ranges as ByteRange[], data: s.data.slice() };
+    if (s.kind !== 'data') throw bad();
+    return { record: r.record, version: r.version, ranges: r.ranges, data: s.data.slice() };
   });
-  return { kind: 'records', cycle: m.cycle as number, records };
+  return { kind: 'records', cycle: msg.cycle, records };
 }
 
 // ---- R1 ----

@@ -17,5 +17,6 @@ export function linksOver(network: LinkNetwork): PeerLinks {
       const p = network.peer(name);
       return { bytesSent: p?.bytesSent ?? 0, bytesReceived: p?.bytesReceived ?? 0, retransmittedPackets: p?.retransmittedPackets ?? 0 };
     },
+    peerLastError: (name) => network.peer(name)?.lastError ?? null,
   };
 }

@@ -5,7 +5,7 @@
 import { TrackBitmap } from '../../core/bitmap/track-bitmap.js';
 import { ErrorCode, TidemarkError, invalidArgument, notFound } from '../../core/errors.js';
 import {
-  DEFAULT_CYCLE_MEMORY_BYTES, DEFAULT_SPILL_LIMIT_BYTES, LINK_FAILURE_POLICIES, MIN_CYCLE_MEMORY_BYTES, PAIR_INTENTS, PAIR_MODES,
+  DEFAULT_CYCLE_MEMORY_BYTES, DEFAULT_SPILL_LIMIT_BYTES, LINK_FAILURE_POLICIES, MIN_CYCLE_MEMORY_BYTES, PAIR_MODES,
   parsePairRecord, type LinkFailurePolicy, type PairIntent, type PairMode, type PairRecord,
 } from '../../core/replication/pair-record.js';
 import { checkCommand, volumeStateFor, type PairCommand } from '../../core/replication/pair-rules.js';
@@ -23,7 +23,6 @@ import { holeTracks } from './hole-tracks.js';
 import {
   DEFAULT_CYCLE_MS, MIN_CYCLE_MS, R1Async, R2Async, cycleMessageFromWire, type CyclesFallBackReason, type R2AsyncHost,
 } from './async-cycles.js';
-import type { R1Message, R2Message } from '../../core/replication/cycles/cycle-messages.js';
 import type { MetaStore } from '../../ports/meta-store.js';
 // A pair's status is the API's shape: the schema is its one definition.
 import type { PairCyclesView as CycleStatus, PairStatusView as PairStatus } from '../../adapters/http/replication-routes.js';
@@ -802,6 +801,7 @@ export class PairManager {
   private registerHandlers(): void {
     const rpc = this.rpc;
     rpc.handle('pair.create', async (peer, h) => {
+      // The schema checked the record; parsing copies only its known fields into what is persisted.
       const record = parsePairRecord(h.record, 'pair.create');
       if (record.role !== 'R2' || record.peer !== peer) throw invalidArgument('pair.create must describe an R2 half paired with the sender');
       const volume = this.host.volume(record.localVolume);
@@ -846,7 +846,7 @@ export class PairManager {
           ? r.volume.internalWrite(s.offset, s.data.slice(), options)
           : r.volume.internalZero(s.offset, s.length, options)));
         return Promise.all(applied).then(async () => {
-          if (h.fua === true) await r.volume.internalFlush();
+          if (h.fua) await r.volume.internalFlush();
           return { header: {}, segments: [] };
         });
       };
@@ -917,9 +917,8 @@ export class PairManager {
     });
     rpc.handle('pair.set-intent', async (peer, h) => {
       const r = this.halfFor(peer, h, 'R2');
-      if (!PAIR_INTENTS.includes(h.intent as PairIntent) || !Number.isSafeInteger(h.generation)) throw invalidArgument('bad pair.set-intent');
-      const generation = Math.max(r.record.generation, h.generation as number);
-      const next: PairRecord = { ...r.record, intent: h.intent as PairIntent, generation };
+      const generation = Math.max(r.record.generation, h.generation);
+      const next: PairRecord = { ...r.record, intent: h.intent, generation };
       // R2 stops being a cycle target at a consistent point: every committed cycle applied.
       if (next.intent !== 'replicating') await this.stopR2Cycles(r);
       // Less writable first (before the bitmap is read), more writable after the record is durable.
@@ -935,22 +934,21 @@ export class PairManager {
     });
     rpc.handle('pair.cycles-start', async (peer, h) => {
       const r = this.halfFor(peer, h, 'R2');
-      if (!Number.isSafeInteger(h.cycle) || (h.cycle as number) < 1) throw invalidArgument('bad pair.cycles-start');
-      const groupFrom = typeof h.groupFrom === 'number' ? h.groupFrom : null;
-      if (groupFrom !== null && groupFrom !== h.cycle) throw invalidArgument('bad pair.cycles-start');
+      const groupFrom = h.groupFrom;
+      if (groupFrom !== null && groupFrom !== h.cycle) throw invalidArgument('bad pair.cycles-start: groupFrom must be null or the first cycle');
       await this.stopR2Cycles(r);
-      r.asyncR2 = await R2Async.start(this.r2CyclesHost(r), h.cycle as number, groupFrom);
+      r.asyncR2 = await R2Async.start(this.r2CyclesHost(r), h.cycle, groupFrom);
       return { header: {}, segments: [] };
     });
     rpc.handle('pair.cycle', async (peer, h, segments) => {
       const r = this.halfFor(peer, h, 'R2');
       if (!r.asyncR2 || r.stoppingR2) throw new TidemarkError(ErrorCode.InvalidState, `R2 ${r.record.localVolume} runs no cycles`);
-      r.asyncR2.handle(cycleMessageFromWire(h, segments) as R1Message);
+      r.asyncR2.handle(cycleMessageFromWire(h.msg, segments));
       return { header: {}, segments: [] };
     });
     rpc.handle('pair.cycle-r2', async (peer, h, segments) => {
       const r = this.halfFor(peer, h, 'R1');
-      const message = cycleMessageFromWire(h, segments) as R2Message;
+      const message = cycleMessageFromWire(h.msg, segments);
       if (r.capturing) r.asyncR1!.receive(message);
       return { header: {}, segments: [] };
     });
@@ -959,7 +957,7 @@ export class PairManager {
       if (r.record.protectWith === null || !this.host.protect) return { header: { protected: false }, segments: [] };
       // The clone already holds R2's last consistent image and R1 has not seen R2 whole since (a
       // resync interrupted, R1 restarted meanwhile): refreshing it now would copy a half-resynced R2.
-      if (h.whole !== true && await this.host.meta.read(protectHeldKey(r.record.id))) return { header: { protected: true, kept: true }, segments: [] };
+      if (!h.whole && await this.host.meta.read(protectHeldKey(r.record.id))) return { header: { protected: true, kept: true }, segments: [] };
       await this.host.protect(r.record.localVolume, r.record.protectWith);
       await this.host.meta.write(protectHeldKey(r.record.id), new TextEncoder().encode(String(this.host.nowMs())));
       this.host.onEvent('replica protected by a clone split before resync', { pair: r.record.id, clone: r.record.protectWith });
@@ -973,24 +971,23 @@ export class PairManager {
     });
     rpc.handle('pair.set-mode', async (peer, h) => {
       const r = this.halfFor(peer, h);
-      if (!PAIR_MODES.includes(h.mode as PairMode)) throw invalidArgument('bad mode');
-      if (r.record.role === 'R1') await this.setMode(r.record.name, h.mode as PairMode);
-      else await this.save(r, { ...r.record, mode: h.mode as PairMode });
+      if (r.record.role === 'R1') await this.setMode(r.record.name, h.mode);
+      else await this.save(r, { ...r.record, mode: h.mode });
       return { header: {}, segments: [] };
     });
     rpc.handle('pair.command', async (peer, h) => {
       const r = this.halfFor(peer, h, 'R1');
-      await this.command(r.record.name, h.command as PairCommand);
+      await this.command(r.record.name, h.command);
       return { header: {}, segments: [] };
     });
     rpc.handle('pair.swap', async (peer, h, segments) => {
       const r = this.halfFor(peer, h, 'R2');
       const theirs = segments[0];
-      if (theirs?.kind !== 'data' || !Number.isSafeInteger(h.generation)) throw invalidArgument('bad pair.swap');
+      if (theirs?.kind !== 'data') throw invalidArgument('bad pair.swap: the outgoing bitmap segment is missing');
       // Checked before anything changes: R1 takes its volume back if this refuses.
       checkNewR1(r.volume.name, this.recordsOn(r.volume.name).filter((x) => x.id !== r.record.id));
       const out = TrackBitmap.fromBytes(r.volume.geometry.trackCount, theirs.data.slice()).or(r.bits);
-      const record: PairRecord = { ...r.record, role: 'R1', intent: 'replicating', generation: h.generation as number, diverged: false };
+      const record: PairRecord = { ...r.record, role: 'R1', intent: 'replicating', generation: h.generation, diverged: false };
       this.detach(r);
       r.volume.addPosition({ id: positionIds(record.id).out, kind: 'remote-out', marksOn: 'all', invalid: out });
       const next = this.attach(record, r.volume);
@@ -1062,11 +1059,10 @@ function bitmapFrom(reply: RpcReply, trackCount: number): TrackBitmap {
   return TrackBitmap.fromBytes(trackCount, s.data.slice());
 }
 
-function trackList(value: unknown, trackCount: number): number[] {
-  if (!Array.isArray(value) || value.length > 1024 || !value.every((t) => Number.isSafeInteger(t) && t >= 0 && t < trackCount)) {
-    throw invalidArgument('bad track list');
-  }
-  return value as number[];
+/** The schema bounds the list and its entries; whether each track exists is a fact of the local volume. */
+function trackList(tracks: readonly number[], trackCount: number): readonly number[] {
+  if (!tracks.every((t) => t < trackCount)) throw invalidArgument(`bad track list: a track is beyond the volume's ${trackCount} tracks`);
+  return tracks;
 }
 
 /** A consistency group member must leave its group before it stops being an async R1. */

@@ -1,23 +1,39 @@
-// Requests and responses between arrays over a peer transport. A request names an operation in its
-// header; the handler for it runs synchronously on delivery (so data applies begin in link order)
-// and its promise's result is sent back. A request whose peer goes away fails with TM_ERR_LINK_DOWN.
+// Requests and responses between arrays over a peer transport. A request names an operation of the
+// peer protocol (core/replication/peer-protocol.ts); its header is validated there before any
+// handler runs, so handlers take typed input. The handler runs synchronously on delivery (so data
+// applies begin in link order) and its promise's result is sent back; a reply is validated against
+// its operation's reply schema before the requester sees it. A request whose peer goes away fails
+// with TM_ERR_LINK_DOWN.
+//
+// What a peer may send that is wrong, and what it gets:
+// - an unknown operation: an error reply TM_ERR_UNSUPPORTED, one log line;
+// - a header that does not match its operation (or is not JSON, or the segments are truncated,
+//   as long as the message type and id are readable): an error reply TM_ERR_PROTOCOL, one log line;
+// - a handler that throws synchronously: an error reply with its code, one log line;
+// - anything too short to carry an id, or a bad response: one log line, dropped (no one to answer).
+// None of these reaches a handler (or the event loop) or changes any state.
 import { ErrorCode, TidemarkError, isTidemarkError } from '../../core/errors.js';
-import { decodeMessage, encodeMessage, type PeerMessage, type Segment } from '../../core/replication/peer-messages.js';
+import { decodeMessage, encodeMessage, peekRequestId, type PeerMessage, type Segment } from '../../core/replication/peer-messages.js';
+import {
+  decodeReply, decodeRequest, type PeerOp, type PeerRequest, type ReplyOf, type RequestOf,
+} from '../../core/replication/peer-protocol.js';
 import type { PeerTransport } from '../../ports/peer-transport.js';
 import type { Timers } from '../../ports/timers.js';
 import { REAL_TIMERS } from '../real-timers.js';
 import { randomBytes } from 'node:crypto';
 
-export interface RpcReply {
-  readonly header: Readonly<Record<string, unknown>>;
+export interface RpcReply<Op extends PeerOp = PeerOp> {
+  readonly header: ReplyOf<Op>;
   readonly segments: readonly Segment[];
 }
 
-export type RpcHandler = (peer: string, header: Readonly<Record<string, unknown>>, segments: readonly Segment[]) => Promise<RpcReply>;
+export type RpcHandler<Op extends PeerOp> = (peer: string, request: RequestOf<Op>, segments: readonly Segment[]) => Promise<RpcReply<Op>>;
+
+type AnyHandler = (peer: string, request: PeerRequest, segments: readonly Segment[]) => Promise<{ readonly header: object; readonly segments: readonly Segment[] }>;
 
 interface Pending {
   readonly peer: string;
-  readonly resolve: (reply: RpcReply) => void;
+  readonly resolve: (reply: { header: Readonly<Record<string, unknown>>; segments: readonly Segment[] }) => void;
   readonly reject: (error: unknown) => void;
   readonly cancelTimer: () => void;
 }
@@ -27,7 +43,7 @@ const MAX_REQUEST_ID = 0xffff_ffff;
 export class PeerRpc {
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
-  private readonly handlers = new Map<string, RpcHandler>();
+  private readonly handlers = new Map<PeerOp, AnyHandler>();
   private closed = false;
 
   constructor(
@@ -45,8 +61,9 @@ export class PeerRpc {
     transport.onSessionReset((peer) => this.failPeer(peer, `link session with ${peer} was reset`));
   }
 
-  handle(op: string, handler: RpcHandler): void {
-    this.handlers.set(op, handler);
+  handle<Op extends PeerOp>(op: Op, handler: RpcHandler<Op>): void {
+    // Dispatch is by the decoded request's op, so the handler only ever sees RequestOf<Op>.
+    this.handlers.set(op, handler as unknown as AnyHandler);
   }
 
   isUp(peer: string): boolean {
@@ -54,7 +71,7 @@ export class PeerRpc {
   }
 
   /** Sends a request and waits for its response (or the timeout, or the link going down). */
-  async request(peer: string, header: Record<string, unknown>, segments: readonly Segment[] = [], timeoutMs = 30_000): Promise<RpcReply> {
+  async request<Op extends PeerOp>(peer: string, header: RequestOf<Op>, segments: readonly Segment[] = [], timeoutMs = 30_000): Promise<RpcReply<Op>> {
     const { queued, reply } = this.send(peer, header, segments, timeoutMs);
     await queued;
     return reply;
@@ -64,8 +81,8 @@ export class PeerRpc {
    * Sends a request; `queued` settles once the link has taken it (what follows is ordered after it),
    * `reply` with the response. Both reject if the request cannot be sent.
    */
-  send(peer: string, header: Record<string, unknown>, segments: readonly Segment[], timeoutMs: number):
-    { queued: Promise<void>; reply: Promise<RpcReply> } {
+  send<Op extends PeerOp>(peer: string, header: RequestOf<Op>, segments: readonly Segment[], timeoutMs: number):
+    { queued: Promise<void>; reply: Promise<RpcReply<Op>> } {
     if (this.closed) {
       const e = Promise.reject(new TidemarkError(ErrorCode.ShuttingDown, 'array is shutting down'));
       e.catch(() => undefined);
@@ -78,7 +95,7 @@ export class PeerRpc {
     }
     const id = this.nextId;
     this.nextId = this.nextId >= MAX_REQUEST_ID ? 1 : this.nextId + 1;
-    const answer = new Promise<RpcReply>((resolve, reject) => {
+    const answer = new Promise<{ header: Readonly<Record<string, unknown>>; segments: readonly Segment[] }>((resolve, reject) => {
       const cancelTimer = this.timers.after(timeoutMs, () => {
         this.pending.delete(id);
         reject(new TidemarkError(ErrorCode.LinkDown, `${peer} did not answer ${String(header.op)} within ${timeoutMs} ms`, { peer }));
@@ -93,11 +110,18 @@ export class PeerRpc {
       this.pending.delete(id);
       p.reject(error);
     });
-    const reply = answer.then((r) => {
-      if (r.header.ok === true) return r;
-      const e = r.header.error as { code?: string; message?: string; details?: Record<string, unknown> } | undefined;
-      const code = Object.values(ErrorCode).includes(e?.code as ErrorCode) ? (e!.code as ErrorCode) : ErrorCode.Internal;
-      throw new TidemarkError(code, `${peer}: ${e?.message ?? 'request failed'}`, { peer, ...(e?.details ?? {}) });
+    const reply = answer.then((r): RpcReply<Op> => {
+      if (r.header.ok === true) {
+        const decoded = decodeReply(header.op, r.header);
+        if (decoded.ok) return { header: decoded.value, segments: r.segments };
+        this.onError(decoded.error, { peer, op: header.op });
+        throw new TidemarkError(ErrorCode.Protocol, `${peer}: ${decoded.error.message}`, { peer, ...decoded.error.details });
+      }
+      // The error envelope is checked field by field: a peer's bad error must not become ours.
+      const e = isObject(r.header.error) ? r.header.error : {};
+      const code = (Object.values(ErrorCode) as unknown[]).includes(e.code) ? (e.code as ErrorCode) : ErrorCode.Internal;
+      const message = typeof e.message === 'string' ? e.message : 'request failed';
+      throw new TidemarkError(code, `${peer}: ${message}`, { peer, ...(isObject(e.details) ? e.details : {}) });
     });
     reply.catch(() => undefined);
     return { queued, reply };
@@ -108,7 +132,9 @@ export class PeerRpc {
     try {
       message = decodeMessage(bytes);
     } catch (error) {
-      this.onError(error, { peer });
+      const id = peekRequestId(bytes);
+      this.onError(error, { peer, code: ErrorCode.Protocol, ...(id === undefined ? { dropped: true } : { id }) });
+      if (id !== undefined) this.respond(peer, id, { ok: false, error: errorJson(error) }, []);
       return;
     }
     if (message.type === 'response') {
@@ -120,18 +146,28 @@ export class PeerRpc {
       p.resolve({ header: message.header, segments: message.segments });
       return;
     }
-    const op = String(message.header.op);
-    const handler = this.handlers.get(op);
-    const result = handler
-      ? handler(peer, message.header, message.segments)
-      : Promise.reject(new TidemarkError(ErrorCode.Unsupported, `unknown replication request ${JSON.stringify(op)}`));
-    const rpc = message.header.rpc;
+    const rpc = typeof message.header.rpc === 'string' ? message.header.rpc : undefined;
+    const fail = (error: TidemarkError | Error, context: Record<string, unknown>): void => {
+      this.onError(error, { peer, id: message.id, ...context, code: isTidemarkError(error) ? error.code : ErrorCode.Internal });
+      this.respond(peer, message.id, { ok: false, error: errorJson(error), rpc }, []);
+    };
+    const decoded = decodeRequest(message.header);
+    if (!decoded.ok) return fail(decoded.error, { op: typeof message.header.op === 'string' ? message.header.op.slice(0, 100) : null });
+    const request = decoded.value;
+    const handler = this.handlers.get(request.op);
+    if (!handler) return fail(new TidemarkError(ErrorCode.Unsupported, `${request.op} is not served by this array`, { op: request.op }), { op: request.op });
+    let result: ReturnType<AnyHandler>;
+    try {
+      result = handler(peer, request, message.segments);
+    } catch (error) {
+      // A handler that refuses before its first await: answered like any refusal, never thrown into the link.
+      return fail(error instanceof Error ? error : new Error(String(error)), { op: request.op, thrown: 'synchronously' });
+    }
     result.then(
       (reply) => this.respond(peer, message.id, { ...reply.header, ok: true, rpc }, reply.segments),
       (error: unknown) => {
-        const err = isTidemarkError(error) ? error.toJSON() : { code: ErrorCode.Internal, message: String(error), details: {} };
-        if (!isTidemarkError(error)) this.onError(error, { peer, op });
-        this.respond(peer, message.id, { ok: false, error: err, rpc }, []);
+        if (!isTidemarkError(error)) this.onError(error, { peer, op: request.op });
+        this.respond(peer, message.id, { ok: false, error: errorJson(error), rpc }, []);
       },
     );
   }
@@ -140,6 +176,7 @@ export class PeerRpc {
     if (this.closed || !this.transport.isUp(peer)) return;
     this.transport.send(peer, encodeMessage({ type: 'response', id, header, segments })).catch(() => undefined);
   }
+
 
   private failPeer(peer: string, why: string): void {
     for (const [id, p] of this.pending) {
@@ -158,4 +195,10 @@ export class PeerRpc {
     }
     this.pending.clear();
   }
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
+
+function errorJson(error: unknown): { code: string; message: string; details: Readonly<Record<string, unknown>> } {
+  return isTidemarkError(error) ? error.toJSON() : { code: ErrorCode.Internal, message: String(error), details: {} };
 }

@@ -21,7 +21,7 @@ async function readSecret(path: string): Promise<Uint8Array> {
 
 export function replicationBackend(service: ArrayService): ReplicationBackend {
   const view = (p: PeerRecord): ReturnType<ReplicationBackend['showPeer']> => ({
-    name: p.name, address: p.address, link: service.peerLinkState(p.name), ...service.peerLinkCounters(p.name), createdAt: new Date(p.createdAtMs).toISOString(),
+    name: p.name, address: p.address, link: service.peerLinkState(p.name), ...service.peerLinkCounters(p.name), lastError: service.peerLinkLastError(p.name), createdAt: new Date(p.createdAtMs).toISOString(),
   });
   return {
     addPeer: async (name, address, secretFile) => view(await service.addPeer(name, address, await readSecret(secretFile))),

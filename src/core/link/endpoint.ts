@@ -20,6 +20,7 @@ import {
   LinkErrorCode, NONCE_BYTES, PROOF_BYTES, type Hello, type Role,
 } from './handshake.js';
 import { messageCostBytes, ReceiveSide, SendSide } from './session.js';
+import { PEER_PROTOCOL_VERSION } from '../replication/peer-protocol.js';
 import {
   LINK_DEFAULTS, MAX_STREAMS, type ConnId, type LinkAction, type LinkConfig, type LinkEvent, type PeerConfig, type PeerState,
   type PeerStats,
@@ -108,6 +109,7 @@ export class LinkEndpoint {
       handshakeTimeoutMs: config.handshakeTimeoutMs ?? LINK_DEFAULTS.handshakeTimeoutMs,
       maxPendingInbound: config.maxPendingInbound ?? LINK_DEFAULTS.maxPendingInbound,
       ackDelayMs: config.ackDelayMs ?? LINK_DEFAULTS.ackDelayMs,
+      protocolVersion: config.protocolVersion ?? PEER_PROTOCOL_VERSION,
     };
     const c = this.cfg;
     if (!isValidArrayName(config.arrayName)) throw invalidArgument(`invalid array name ${JSON.stringify(config.arrayName)}`);
@@ -315,7 +317,8 @@ export class LinkEndpoint {
       // The protocol's cap, not our own packet size: peers may be configured differently.
       decoder: new FrameDecoder(MAX_FRAME_PAYLOAD_BYTES),
       // The acceptor's HELLO names its incarnation for that peer, so it is filled in once the peer is known.
-      ownHello: { windowBytes: this.cfg.windowBytes, nonce, incarnation: peer?.incarnation ?? new Uint8Array(INCARNATION_BYTES), name: this.config.arrayName },
+      ownHello: { windowBytes: this.cfg.windowBytes, nonce, incarnation: peer?.incarnation ?? new Uint8Array(INCARNATION_BYTES), name: this.config.arrayName,
+        protocolVersion: this.cfg.protocolVersion },
       peerHello: undefined,
       openedMs: this.nowMs,
       lastReceivedMs: this.nowMs,
@@ -466,6 +469,7 @@ export class LinkEndpoint {
     if (frame.type === FrameType.Error) {
       const { code, message } = decodeError(frame.payload);
       const reason = `peer closed the link: ${message}`;
+      if (code === LinkErrorCode.VersionMismatch) this.log('error', 'link refused by the peer', { peer: conn.peer?.config.name, connId: conn.id, reason: message });
       if (conn.peer && code === LinkErrorCode.AuthFailed) this.authFailed(conn, conn.peer, reason);
       else if (conn.peer) conn.peer.lastError = reason;
       this.closeConn(conn, reason, true);
@@ -491,6 +495,7 @@ export class LinkEndpoint {
       if (hello.name !== peer.config.name) {
         return this.violation(conn, LinkErrorCode.UnknownPeer, `dialled ${peer.config.name} at ${peer.config.address} but ${hello.name} answered`);
       }
+      if (hello.protocolVersion !== this.cfg.protocolVersion) return this.versionRefused(conn, hello);
       conn.peerHello = hello;
       conn.phase = 'auth';
       const proof = computeProof(this.config.crypto, peer.config.secret, 'dialer', { dialer: conn.ownHello, acceptor: hello });
@@ -507,10 +512,25 @@ export class LinkEndpoint {
     }
     conn.peer = peer;
     peer.conns.add(conn);
+    // Refused before this side says anything of itself: the ERROR carries both versions.
+    if (hello.protocolVersion !== this.cfg.protocolVersion) return this.versionRefused(conn, hello);
     conn.peerHello = hello;
     conn.ownHello = { ...conn.ownHello, incarnation: peer.incarnation };
     conn.phase = 'auth';
     this.sendFrame(conn, encodeFrame(FrameType.Hello, 0, 0, encodeHello(conn.ownHello)));
+  }
+
+  /**
+   * The peer speaks another version of the messages between arrays: nothing it would send could be
+   * trusted to mean what this array reads. Both sides show why in the peer's last error.
+   */
+  private versionRefused(conn: Conn, hello: Hello): void {
+    const own = this.cfg.protocolVersion;
+    const reason = `peer protocol version mismatch: ${hello.name} speaks v${hello.protocolVersion}, ${this.config.arrayName} speaks v${own}` +
+      (hello.protocolVersion < own ? ` (upgrade ${hello.name})` : ` (upgrade ${this.config.arrayName})`);
+    this.log('error', 'link refused: peer protocol version mismatch', { peer: hello.name, connId: conn.id, peerVersion: hello.protocolVersion, ownVersion: own, reason });
+    this.sendFrame(conn, encodeFrame(FrameType.Error, 0, 0, encodeError(LinkErrorCode.VersionMismatch, reason)));
+    this.closeConn(conn, reason, true);
   }
 
   private onAuth(conn: Conn, frame: Frame): void {

@@ -1,7 +1,8 @@
 // The link handshake's payloads and the mutual proof of the shared secret.
 //
-//   dialer   → HELLO {window, nonce, incarnation, name}
-//   acceptor → HELLO {window, nonce, incarnation, name}   (only once it knows the dialer's name)
+//   dialer   → HELLO {window, nonce, incarnation, name, peer protocol version}
+//   acceptor → HELLO {window, nonce, incarnation, name, peer protocol version}   (only once it knows
+//              the dialer's name and speaks the dialer's peer protocol version)
 //   dialer   → AUTH  proof(role=dialer)
 //   acceptor → AUTH  proof(role=acceptor)                 (only after the dialer's proof verified)
 //
@@ -28,7 +29,16 @@ export interface Hello {
   readonly nonce: Uint8Array;
   readonly incarnation: Uint8Array;
   readonly name: string;
+  /**
+   * The version of the messages the arrays exchange over the link (core/replication/peer-protocol.ts
+   * PEER_PROTOCOL_VERSION). Arrays speaking different versions refuse each other at the handshake.
+   */
+  readonly protocolVersion: number;
 }
+
+/** What a HELLO without a version field (the layout before the field was added) speaks. */
+export const UNVERSIONED_PROTOCOL = 1;
+const VERSION_BYTES = 2;
 
 export function isValidArrayName(name: string): boolean {
   return NAME_PATTERN.test(name) && new TextEncoder().encode(name).length <= MAX_NAME_BYTES;
@@ -36,12 +46,16 @@ export function isValidArrayName(name: string): boolean {
 
 export function encodeHello(hello: Hello): Uint8Array {
   const name = new TextEncoder().encode(hello.name);
-  const out = new Uint8Array(4 + NONCE_BYTES + INCARNATION_BYTES + 1 + name.length);
-  new DataView(out.buffer).setUint32(0, hello.windowBytes);
+  const fixed = 4 + NONCE_BYTES + INCARNATION_BYTES + 1;
+  const out = new Uint8Array(fixed + name.length + VERSION_BYTES);
+  const view = new DataView(out.buffer);
+  view.setUint32(0, hello.windowBytes);
   out.set(hello.nonce, 4);
   out.set(hello.incarnation, 4 + NONCE_BYTES);
-  out[4 + NONCE_BYTES + INCARNATION_BYTES] = name.length;
-  out.set(name, 4 + NONCE_BYTES + INCARNATION_BYTES + 1);
+  out[fixed - 1] = name.length;
+  out.set(name, fixed);
+  // After the name, so the layout before versions is this one without its last two bytes.
+  view.setUint16(fixed + name.length, hello.protocolVersion);
   return out;
 }
 
@@ -51,12 +65,13 @@ export function decodeHello(payload: Uint8Array): Parsed<Hello> {
   const fixed = 4 + NONCE_BYTES + INCARNATION_BYTES + 1;
   if (payload.length < fixed + 1) return { ok: false, reason: `HELLO too short (${payload.length} bytes)` };
   const nameLength = payload[fixed - 1]!;
-  if (payload.length !== fixed + nameLength) return { ok: false, reason: 'HELLO length does not match its name length' };
+  const versioned = payload.length === fixed + nameLength + VERSION_BYTES;
+  if (!versioned && payload.length !== fixed + nameLength) return { ok: false, reason: 'HELLO length does not match its name length' };
   const windowBytes = new DataView(payload.buffer, payload.byteOffset, 4).getUint32(0);
   if (windowBytes < MIN_WINDOW_BYTES) return { ok: false, reason: `HELLO window ${windowBytes} below ${MIN_WINDOW_BYTES}` };
   let name: string;
   try {
-    name = new TextDecoder('utf-8', { fatal: true }).decode(payload.subarray(fixed));
+    name = new TextDecoder('utf-8', { fatal: true }).decode(payload.subarray(fixed, fixed + nameLength));
   } catch {
     return { ok: false, reason: 'HELLO name is not UTF-8' };
   }
@@ -68,6 +83,7 @@ export function decodeHello(payload: Uint8Array): Parsed<Hello> {
       nonce: payload.slice(4, 4 + NONCE_BYTES),
       incarnation: payload.slice(4 + NONCE_BYTES, 4 + NONCE_BYTES + INCARNATION_BYTES),
       name,
+      protocolVersion: versioned ? new DataView(payload.buffer, payload.byteOffset + fixed + nameLength, VERSION_BYTES).getUint16(0) : UNVERSIONED_PROTOCOL,
     },
   };
 }

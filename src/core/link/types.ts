@@ -35,6 +35,8 @@ export interface LinkConfig {
   readonly ackDelayMs?: number;
   /** Accepted connections that have not yet authenticated, bounding what an attacker can hold open. */
   readonly maxPendingInbound?: number;
+  /** The peer protocol version announced in the HELLO (default PEER_PROTOCOL_VERSION; tests pose as other versions). */
+  readonly protocolVersion?: number;
 }
 
 export const LINK_DEFAULTS = {

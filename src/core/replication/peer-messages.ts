@@ -56,6 +56,16 @@ export function encodeMessage(message: PeerMessage): Uint8Array {
   return out;
 }
 
+/**
+ * The id of a request whose first 9 bytes are readable, even when the rest does not decode (a
+ * header that is not JSON, truncated segments): such a request still gets an error reply.
+ * Undefined for a response or anything too short to carry an id (logged and dropped).
+ */
+export function peekRequestId(bytes: Uint8Array): number | undefined {
+  if (bytes.length < 9 || TYPES[bytes[0]!] !== 'request') return undefined;
+  return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(1);
+}
+
 const protocolError = (why: string): TidemarkError => new TidemarkError(ErrorCode.Protocol, `bad replication message: ${why}`);
 
 /** Decodes and validates a message; data segments are views into `bytes` (no copy). */
