@@ -8,7 +8,7 @@ import {
   DEFAULT_CYCLE_MEMORY_BYTES, DEFAULT_SPILL_LIMIT_BYTES, LINK_FAILURE_POLICIES, MIN_CYCLE_MEMORY_BYTES, PAIR_INTENTS, PAIR_MODES,
   parsePairRecord, type LinkFailurePolicy, type PairIntent, type PairMode, type PairRecord, type PairRole,
 } from '../../core/replication/pair-record.js';
-import { checkCommand, volumeStateFor, type PairCommand } from '../../core/replication/pair-rules.js';
+import { checkCommand, intentChange, volumeStateFor, type IntentChange, type PairCommand } from '../../core/replication/pair-rules.js';
 import {
   checkNewR1, checkNewR2, checkR1VolumeState, checkSiblings, choosePairName, combinedVolumeState,
 } from '../../core/replication/pair-set.js';
@@ -357,14 +357,14 @@ export class PairManager {
     checkCommand(command, r.record);
     checkSiblings(command, r.record, this.recordsOn(r.volume.name));
     if (command === 'swap') refuseIfGrouped(r, 'swap it');
+    const change = intentChange(command, r.record);
     switch (command) {
-      case 'establish': await this.establish(r); break;
+      case 'establish': await this.establish(r, change.generation); break;
       case 'resume': await this.resume(r); break;
-      case 'suspend': await this.setBoth(r, 'suspended', r.record.generation, false); break;
-      case 'split': await this.setBoth(r, 'split', r.record.generation + 1, true); break;
-      case 'failover': await this.failover(r); break;
-      case 'failback': case 'restore': await this.startRestore(r); break;
-      case 'swap': await this.swap(r); break;
+      case 'suspend': case 'split': await this.setBoth(r, change); break;
+      case 'failover': await this.failover(r, change.generation); break;
+      case 'failback': case 'restore': await this.startRestore(r, change.generation); break;
+      case 'swap': await this.swap(r, change.generation); break;
     }
     this.host.onEvent(`pair ${command}`, { pair: r.record.id, state: r.state(), generation: r.record.generation });
     return this.status(pair);
@@ -405,17 +405,17 @@ export class PairManager {
     }
     checkCommand(command, { ...r.record, role: 'R1' });
     // The disaster case: R2 takes over alone. A newer generation tells R1 when the link returns.
-    await this.save(r, { ...r.record, intent: 'failed-over', generation: r.record.generation + 1 });
+    await this.save(r, { ...r.record, intent: 'failed-over', generation: intentChange(command, r.record).generation });
     await this.applyAccess(r);
     this.host.onEvent('pair failover (R1 unreachable)', { pair: r.record.id, generation: r.record.generation });
     return this.status(r.record.name);
   }
 
-  /** Sets the intent on both halves: R2 first when it becomes less writable, R1 first otherwise. */
-  private async setBoth(r: PairRuntime, intent: PairIntent, generation: number, r2Writable: boolean): Promise<void> {
+  /** Sets the intent on both halves, in the order the change says (never both writable). */
+  private async setBoth(r: PairRuntime, { intent, generation, r2First }: IntentChange): Promise<void> {
     const tellR2 = (): Promise<RpcReply> =>
       this.rpc.request(r.record.peer, { op: 'pair.set-intent', pair: r.record.id, intent, generation }, [], CONTROL_TIMEOUT_MS);
-    if (!r2Writable) {
+    if (r2First) {
       try {
         await tellR2();
       } catch (error) {
@@ -425,7 +425,7 @@ export class PairManager {
     }
     await this.save(r, { ...r.record, intent, generation });
     await this.applyAccess(r);
-    if (r2Writable) await tellR2();
+    if (!r2First) await tellR2();
   }
 
   private async resume(r: PairRuntime): Promise<void> {
@@ -441,8 +441,7 @@ export class PairManager {
   }
 
   /** R1's image wins: R2 is write-disabled and every track either side changed is shipped. */
-  private async establish(r: PairRuntime): Promise<void> {
-    const generation = r.record.intent === 'replicating' ? r.record.generation : r.record.generation + 1;
+  private async establish(r: PairRuntime, generation: number): Promise<void> {
     const reply = await this.rpc.request(r.record.peer,
       { op: 'pair.set-intent', pair: r.record.id, intent: 'replicating', generation, returnOwn: true }, [], CONTROL_TIMEOUT_MS);
     const own = bitmapFrom(reply, r.volume.geometry.trackCount);
@@ -454,22 +453,20 @@ export class PairManager {
     this.startResync(r);
   }
 
-  private async failover(r: PairRuntime): Promise<void> {
+  private async failover(r: PairRuntime, generation: number): Promise<void> {
     if (!r.linkUp) {
       throw new TidemarkError(ErrorCode.LinkDown,
         `the link to R2 (${r.record.peer}) is down; give 'pair failover' on R2's array to take over there`, { pair: r.record.id });
     }
     // R1 stops taking writes before R2 starts: never both writable through a failover.
-    const generation = r.record.generation + 1;
     await this.save(r, { ...r.record, intent: 'failed-over', generation });
     await this.applyAccess(r);
     await this.rpc.request(r.record.peer, { op: 'pair.set-intent', pair: r.record.id, intent: 'failed-over', generation }, [], CONTROL_TIMEOUT_MS);
   }
 
   /** R2's image wins (failback, restore): both write-disabled, R1 pulls what differs, then replication resumes. */
-  private async startRestore(r: PairRuntime): Promise<void> {
+  private async startRestore(r: PairRuntime, generation: number): Promise<void> {
     if (!r.linkUp) throw new TidemarkError(ErrorCode.LinkDown, `the link to ${r.record.peer} is down`, { pair: r.record.id });
-    const generation = r.record.generation + 1;
     await this.save(r, { ...r.record, intent: 'restoring', generation, diverged: false });
     await this.applyAccess(r);
     const reply = await this.rpc.request(r.record.peer,
@@ -500,9 +497,8 @@ export class PairManager {
   }
 
   /** Roles exchange over the same link: R2 becomes R1 (taking what the old R1 had not shipped), then R1 becomes R2. */
-  private async swap(r: PairRuntime): Promise<void> {
+  private async swap(r: PairRuntime, generation: number): Promise<void> {
     if (!r.linkUp) throw new TidemarkError(ErrorCode.LinkDown, `the link to ${r.record.peer} is down`, { pair: r.record.id });
-    const generation = r.record.generation + 1;
     const release = await r.volume.holdWrites();
     try {
       // What was shipped becomes durable on both sides, so its bits clear and are not handed over.
