@@ -187,7 +187,7 @@ test('--protect-with: nothing ships after the link returns until R1 has reconcil
     await until('partitioned', () => state(a, 'db') === 'partitioned');
     await db.write(3 * MiB, randomBytes(128 * 1024)); // owed: a resync will follow
     const r1 = a.service.pairs.runtime('db');
-    assert.equal(r1.needsReconcile, true, 'a link loss calls for a reconcile');
+    assert.equal(r1.lifecycle.needsReconcile, true, 'a link loss calls for a reconcile');
     hub.heal('east', 'west');
     // The link is up at once, before R1 has asked R2 anything: a push started now (as the
     // periodic kick could) reached R2 before its clone was split.

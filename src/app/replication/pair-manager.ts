@@ -8,7 +8,7 @@ import {
   DEFAULT_CYCLE_MEMORY_BYTES, DEFAULT_SPILL_LIMIT_BYTES, LINK_FAILURE_POLICIES, MIN_CYCLE_MEMORY_BYTES, PAIR_MODES,
   parsePairRecord, type LinkFailurePolicy, type PairIntent, type PairMode, type PairRecord,
 } from '../../core/replication/pair-record.js';
-import { checkCommand, volumeStateFor, type PairCommand } from '../../core/replication/pair-rules.js';
+import { checkCommand, intentChange, volumeStateFor, type IntentChange, type PairCommand } from '../../core/replication/pair-rules.js';
 import {
   checkNewR1, checkNewR2, checkR1VolumeState, checkSiblings, choosePairName, combinedVolumeState,
 } from '../../core/replication/pair-set.js';
@@ -17,6 +17,7 @@ import type { Segment } from '../../core/replication/peer-messages.js';
 import { trackRange } from '../../core/volume/geometry.js';
 import type { Volume } from '../volume/volume.js';
 import { PairRuntime, positionIds, type PairTimeouts } from './pair-runtime.js';
+import type { LifecycleStep, PeerHalfStatus } from '../../core/replication/pair-lifecycle.js';
 import type { PeerRpc, RpcReply } from './peer-rpc.js';
 import { digestEqual, isAllZero, recordDigests } from './record-digests.js';
 import { holeTracks } from './hole-tracks.js';
@@ -132,8 +133,7 @@ export class PairManager {
    * a half loaded at start reconciles with its peer before it ships anything.
    */
   private attach(record: PairRecord, volume: Volume, live = true): PairRuntime {
-    const runtime = new PairRuntime(record, volume, this.rpc, this.timeouts, this.host.nowMs);
-    if (live) runtime.reconciledFor(runtime.reconcileStarting());
+    const runtime = new PairRuntime(record, volume, this.rpc, this.timeouts, this.host.nowMs, live);
     this.pairs.set(record.name, runtime);
     this.byVolume.set(volume.name, [...this.onVolume(volume.name), runtime]);
     volume.setExtension(EXTENSION_KEY, () => this.recordsOn(volume.name));
@@ -197,7 +197,7 @@ export class PairManager {
   }
 
   private detach(runtime: PairRuntime): void {
-    runtime.retired = true;
+    runtime.retire();
     if (runtime.capturing) runtime.stopAsync(); // its spill files go with it
     const ids = runtime.ids;
     for (const id of [ids.out, ids.own, ids.pull]) runtime.volume.removePosition(id);
@@ -356,14 +356,14 @@ export class PairManager {
     checkCommand(command, r.record);
     checkSiblings(command, r.record, this.recordsOn(r.volume.name));
     if (command === 'swap') refuseIfGrouped(r, 'swap it');
+    const change = intentChange(command, r.record);
     switch (command) {
-      case 'establish': await this.establish(r); break;
+      case 'establish': await this.establish(r, change.generation); break;
       case 'resume': await this.resume(r); break;
-      case 'suspend': await this.setBoth(r, 'suspended', r.record.generation, false); break;
-      case 'split': await this.setBoth(r, 'split', r.record.generation + 1, true); break;
-      case 'failover': await this.failover(r); break;
-      case 'failback': case 'restore': await this.startRestore(r); break;
-      case 'swap': await this.swap(r); break;
+      case 'suspend': case 'split': await this.setBoth(r, change); break;
+      case 'failover': await this.failover(r, change.generation); break;
+      case 'failback': case 'restore': await this.startRestore(r, change.generation); break;
+      case 'swap': await this.swap(r, change.generation); break;
     }
     this.host.onEvent(`pair ${command}`, { pair: r.record.id, state: r.state(), generation: r.record.generation });
     return this.status(pair);
@@ -404,17 +404,17 @@ export class PairManager {
     }
     checkCommand(command, { ...r.record, role: 'R1' });
     // The disaster case: R2 takes over alone. A newer generation tells R1 when the link returns.
-    await this.save(r, { ...r.record, intent: 'failed-over', generation: r.record.generation + 1 });
+    await this.save(r, { ...r.record, intent: 'failed-over', generation: intentChange(command, r.record).generation });
     await this.applyAccess(r);
     this.host.onEvent('pair failover (R1 unreachable)', { pair: r.record.id, generation: r.record.generation });
     return this.status(r.record.name);
   }
 
-  /** Sets the intent on both halves: R2 first when it becomes less writable, R1 first otherwise. */
-  private async setBoth(r: PairRuntime, intent: PairIntent, generation: number, r2Writable: boolean): Promise<void> {
+  /** Sets the intent on both halves, in the order the change says (never both writable). */
+  private async setBoth(r: PairRuntime, { intent, generation, r2First }: IntentChange): Promise<void> {
     const tellR2 = (): Promise<RpcReply> =>
       this.rpc.request(r.record.peer, { op: 'pair.set-intent', pair: r.record.id, intent, generation }, [], CONTROL_TIMEOUT_MS);
-    if (!r2Writable) {
+    if (r2First) {
       try {
         await tellR2();
       } catch (error) {
@@ -424,7 +424,7 @@ export class PairManager {
     }
     await this.save(r, { ...r.record, intent, generation });
     await this.applyAccess(r);
-    if (r2Writable) await tellR2();
+    if (!r2First) await tellR2();
   }
 
   private async resume(r: PairRuntime): Promise<void> {
@@ -440,8 +440,7 @@ export class PairManager {
   }
 
   /** R1's image wins: R2 is write-disabled and every track either side changed is shipped. */
-  private async establish(r: PairRuntime): Promise<void> {
-    const generation = r.record.intent === 'replicating' ? r.record.generation : r.record.generation + 1;
+  private async establish(r: PairRuntime, generation: number): Promise<void> {
     const reply = await this.rpc.request(r.record.peer,
       { op: 'pair.set-intent', pair: r.record.id, intent: 'replicating', generation, returnOwn: true }, [], CONTROL_TIMEOUT_MS);
     const own = bitmapFrom(reply, r.volume.geometry.trackCount);
@@ -453,22 +452,20 @@ export class PairManager {
     this.startResync(r);
   }
 
-  private async failover(r: PairRuntime): Promise<void> {
+  private async failover(r: PairRuntime, generation: number): Promise<void> {
     if (!r.linkUp) {
       throw new TidemarkError(ErrorCode.LinkDown,
         `the link to R2 (${r.record.peer}) is down; give 'pair failover' on R2's array to take over there`, { pair: r.record.id });
     }
     // R1 stops taking writes before R2 starts: never both writable through a failover.
-    const generation = r.record.generation + 1;
     await this.save(r, { ...r.record, intent: 'failed-over', generation });
     await this.applyAccess(r);
     await this.rpc.request(r.record.peer, { op: 'pair.set-intent', pair: r.record.id, intent: 'failed-over', generation }, [], CONTROL_TIMEOUT_MS);
   }
 
   /** R2's image wins (failback, restore): both write-disabled, R1 pulls what differs, then replication resumes. */
-  private async startRestore(r: PairRuntime): Promise<void> {
+  private async startRestore(r: PairRuntime, generation: number): Promise<void> {
     if (!r.linkUp) throw new TidemarkError(ErrorCode.LinkDown, `the link to ${r.record.peer} is down`, { pair: r.record.id });
-    const generation = r.record.generation + 1;
     await this.save(r, { ...r.record, intent: 'restoring', generation, diverged: false });
     await this.applyAccess(r);
     const reply = await this.rpc.request(r.record.peer,
@@ -499,9 +496,8 @@ export class PairManager {
   }
 
   /** Roles exchange over the same link: R2 becomes R1 (taking what the old R1 had not shipped), then R1 becomes R2. */
-  private async swap(r: PairRuntime): Promise<void> {
+  private async swap(r: PairRuntime, generation: number): Promise<void> {
     if (!r.linkUp) throw new TidemarkError(ErrorCode.LinkDown, `the link to ${r.record.peer} is down`, { pair: r.record.id });
-    const generation = r.record.generation + 1;
     const release = await r.volume.holdWrites();
     try {
       // What was shipped becomes durable on both sides, so its bits clear and are not handed over.
@@ -581,37 +577,56 @@ export class PairManager {
     if (this.closed) return;
     for (const r of this.pairs.values()) {
       if (r.record.role !== 'R1') continue;
-      if (r.needsReconcile) {
-        // The link is up but R1 has not compared notes with R2 since it came back (or that failed): again.
-        if (r.linkUp && !r.reconciling) void this.reconcileSafely(r);
-        continue;
-      }
-      if (r.record.intent === 'restoring') this.kickRestore(r);
-      else if (r.needsProtection) void this.protectReplica(r);
-      else {
-        r.kickPush();
-        if (r.record.mode === 'async') void this.startCycles(r);
+      r.lifecycle.handle({ type: 'tick', facts: r.facts() }, this.host.nowMs());
+      this.execute(r);
+    }
+  }
+
+  /** Carries out what the pair's lifecycle asks for; each step reports back to it when it ends. */
+  private execute(r: PairRuntime): void {
+    for (const action of r.lifecycle.poll()) {
+      switch (action.type) {
+        case 'ask-peer-status': void this.step(r, 'reconcile', action.epoch, () => this.askPeerStatus(r, action.epoch), false); break;
+        case 'become-r2': void this.step(r, 'reconcile', action.epoch, () => this.becomeR2(r, action.generation)); break;
+        case 'adopt-failover': void this.step(r, 'reconcile', action.epoch, () => this.adoptFailover(r, action.generation)); break;
+        case 'confirm-replicating':
+          void this.step(r, 'reconcile', action.epoch, async () => {
+            await this.rpc.request(r.record.peer,
+              { op: 'pair.set-intent', pair: r.record.id, intent: 'replicating', generation: action.generation }, [], CONTROL_TIMEOUT_MS);
+            this.startResync(r);
+          });
+          break;
+        case 'restore': this.kickRestore(r); break;
+        case 'protect': void this.step(r, 'protect', action.epoch, () => this.protectReplica(r, action.whole)); break;
+        case 'push': r.kickPush(); break;
+        case 'start-cycles': void this.step(r, 'start-cycles', action.epoch, () => this.startCycles(r)); break;
       }
     }
+  }
+
+  /**
+   * Runs one step of the lifecycle and tells it how the step ended (`done`: the step is over when
+   * `run` returns; otherwise `run` answers through another event), then executes what follows.
+   */
+  private async step(r: PairRuntime, step: LifecycleStep, epoch: number, run: () => Promise<void>, done = true): Promise<void> {
+    try {
+      await run();
+      if (done) r.lifecycle.handle({ type: 'step-done', step, epoch }, this.host.nowMs());
+    } catch (error) {
+      const message = error instanceof Error ? error.message : String(error);
+      r.lastError = step === 'reconcile' ? message
+        : step === 'protect' ? `protecting R2 before the resync failed (will retry): ${message}` : `starting async cycles: ${message}`;
+      r.lifecycle.handle({ type: 'step-failed', step, epoch, error: message }, this.host.nowMs());
+    }
+    this.execute(r);
   }
 
   /**
    * A resync leaves R2 inconsistent until it ends: with --protect-with, R2's clone is split first
    * (on R2's array), and nothing is shipped to R2 until that is done.
    */
-  private async protectReplica(r: PairRuntime): Promise<void> {
-    if (r.protectionInFlight || !r.linkUp) return;
-    r.protectionInFlight = true;
-    try {
-      await this.rpc.request(r.record.peer, { op: 'pair.protect', pair: r.record.id, whole: r.r2WholeSinceProtection }, [], PROTECT_TIMEOUT_MS);
-      r.needsProtection = false;
-      r.r2WholeSinceProtection = false;
-      r.kickPush();
-    } catch (error) {
-      r.lastError = `protecting R2 before the resync failed (will retry): ${error instanceof Error ? error.message : String(error)}`;
-    } finally {
-      r.protectionInFlight = false;
-    }
+  private async protectReplica(r: PairRuntime, whole: boolean): Promise<void> {
+    await this.rpc.request(r.record.peer, { op: 'pair.protect', pair: r.record.id, whole }, [], PROTECT_TIMEOUT_MS);
   }
 
   /**
@@ -619,14 +634,9 @@ export class PairManager {
    * in the bitmaps and half in a cycle); R2 first applies whatever cycles it had committed.
    */
   private async startCycles(r: PairRuntime): Promise<void> {
-    const ready = (): boolean => r.record.role === 'R1' && r.record.mode === 'async' && r.record.intent === 'replicating' &&
-      !r.capturing && !r.startingAsync && !r.needsProtection && !r.needsReconcile && r.linkUp && !r.peerMissing && !r.retired && r.quiet &&
-      (r.group === undefined || r.group.tag !== undefined);
-    if (!ready()) return;
-    r.startingAsync = true;
     const release = await r.volume.holdWrites();
     try {
-      if (!r.quiet || r.record.mode !== 'async' || r.record.intent !== 'replicating' || r.retired) return;
+      if (!r.lifecycle.cyclesMayStart(r.facts())) return;
       // What the bitmaps shipped becomes durable on both sides first: from here R2's own restarts
       // cost nothing (it keeps its cycles), and no resync has to end the cycles for old tracks.
       await r.volume.persistBitmaps();
@@ -638,7 +648,7 @@ export class PairManager {
       await this.rpc.request(r.record.peer,
         { op: 'pair.cycles-start', pair: r.record.id, cycle: first, groupFrom: groupTag === undefined ? null : first }, [], CONTROL_TIMEOUT_MS);
       // The mode, intent or membership may have changed while R2 was answering: then no cycles after all.
-      if (r.record.mode !== 'async' || r.record.intent !== 'replicating' || r.retired || !r.quiet || r.group?.tag !== groupTag) return;
+      if (!r.lifecycle.cyclesMayStart(r.facts()) || r.group?.tag !== groupTag) return;
       const runtime = r;
       r.asyncR1 = new R1Async({
         volume: r.volume, rpc: this.rpc, peer: r.record.peer, pairId: r.record.id, cycleMs: r.record.cycleMs, nowMs: this.host.nowMs,
@@ -658,10 +668,7 @@ export class PairManager {
       }, first);
       r.cyclesFallback = undefined;
       this.host.onEvent('pair async cycles started', { pair: r.record.id, cycle: first });
-    } catch (error) {
-      r.lastError = `starting async cycles: ${error instanceof Error ? error.message : String(error)}`;
     } finally {
-      r.startingAsync = false;
       release();
     }
   }
@@ -700,77 +707,46 @@ export class PairManager {
 
   /** Before shipping owed tracks to R2 (a resync): protect R2 first if the pair says so. */
   private startResync(r: PairRuntime): void {
-    r.noteR2WholeIfQuiet();
-    if (r.record.protectWith !== null && r.owed.count > 0) {
-      r.needsProtection = true;
-      void this.protectReplica(r);
-    } else {
-      r.kickPush();
-    }
+    r.lifecycle.handle({ type: 'resync', facts: r.facts() }, this.host.nowMs());
+    this.execute(r);
   }
 
   /** A link to `peer` came up: R1 halves compare notes with their R2 and pick up where they were. */
-  async peerUp(peer: string): Promise<void> {
+  peerUp(peer: string): void {
     for (const r of [...this.pairs.values()]) {
-      if (r.record.peer !== peer || r.record.role !== 'R1') continue;
-      await this.reconcileSafely(r);
+      if (r.record.peer !== peer) continue;
+      r.lifecycle.handle({ type: 'link-up' }, this.host.nowMs());
+      this.execute(r);
     }
   }
 
   /** The link to `peer` went down: its R1 halves ship nothing after it returns until they have reconciled. */
   peerDown(peer: string): void {
-    for (const r of this.pairs.values()) if (r.record.peer === peer) r.linkLost();
+    for (const r of this.pairs.values()) if (r.record.peer === peer) r.lifecycle.handle({ type: 'link-down' }, this.host.nowMs());
   }
 
-  private async reconcileSafely(r: PairRuntime): Promise<void> {
-    if (r.reconciling) return;
-    r.reconciling = true;
-    const epoch = r.reconcileStarting();
-    try {
-      await this.reconcile(r);
-      r.reconciledFor(epoch);
-      // What reconcile decided may ship now (a resync without protection, a restore).
-      if (!r.needsProtection) r.kickPush();
-    } catch (error) {
-      r.lastError = error instanceof Error ? error.message : String(error);
-    } finally {
-      r.reconciling = false;
-    }
-  }
-
-  private async reconcile(r: PairRuntime): Promise<void> {
+  /** Reconcile, first step: what does R2 say of its half? The lifecycle decides what follows. */
+  private async askPeerStatus(r: PairRuntime, epoch: number): Promise<void> {
     const reply = await this.rpc.request(r.record.peer, { op: 'pair.status', pair: r.record.id }, [], CONTROL_TIMEOUT_MS);
     const h = reply.header;
-    if (h.exists !== true) {
-      r.peerMissing = true;
-      r.lastError = `${r.record.peer} has no half of this pair`;
-      return;
-    }
-    r.peerMissing = false;
-    r.remoteTracks = typeof h.invalidTracks === 'number' ? h.invalidTracks : undefined;
-    const theirGeneration = Number(h.generation);
-    if (theirGeneration > r.record.generation) {
-      if (h.role === 'R1') {
-        // A swap finished on the peer but not here.
-        await this.becomeR2(r, theirGeneration);
-        return;
+    r.remoteTracks = h.invalidTracks;
+    let status: PeerHalfStatus = { exists: false };
+    if (h.exists) {
+      if (h.role === undefined || h.intent === undefined || h.generation === undefined) {
+        throw new TidemarkError(ErrorCode.Protocol, `${r.record.peer} says it has a half of pair ${r.record.name} but not its role, intent and generation`);
       }
-      if (h.intent === 'failed-over') {
-        // R2 took over while this side could not hear it. Writes taken here since are a divergence.
-        const diverged = r.bits.count() > 0;
-        await this.save(r, { ...r.record, intent: 'failed-over', generation: theirGeneration, diverged });
-        await this.applyAccess(r);
-        this.host.onEvent('pair: R2 failed over while the link was down', { pair: r.record.id, diverged });
-        return;
-      }
+      status = { exists: true, role: h.role, intent: h.intent, generation: h.generation };
     }
-    if (r.record.intent === 'replicating') {
-      await this.rpc.request(r.record.peer,
-        { op: 'pair.set-intent', pair: r.record.id, intent: 'replicating', generation: r.record.generation }, [], CONTROL_TIMEOUT_MS);
-      this.startResync(r);
-    } else if (r.record.intent === 'restoring') {
-      this.kickRestore(r);
-    }
+    r.lifecycle.handle({ type: 'peer-status', epoch, status }, this.host.nowMs());
+    if (r.peerMissing) r.lastError = `${r.record.peer} has no half of this pair`;
+  }
+
+  /** R2 took over while this side could not hear it. Writes taken here since are a divergence. */
+  private async adoptFailover(r: PairRuntime, generation: number): Promise<void> {
+    const diverged = r.bits.count() > 0;
+    await this.save(r, { ...r.record, intent: 'failed-over', generation, diverged });
+    await this.applyAccess(r);
+    this.host.onEvent('pair: R2 failed over while the link was down', { pair: r.record.id, diverged });
   }
 
   /** The link session ended for good: whatever was in flight is owed again (the bits still say so). */
@@ -1019,7 +995,7 @@ export class PairManager {
     // R1's cycles end with the process (the bitmaps already cover their tracks); their spill goes.
     for (const r of this.pairs.values()) if (r.capturing) r.stopAsync();
     this.stopKicking();
-    for (const r of this.pairs.values()) r.retired = true;
+    for (const r of this.pairs.values()) r.retire();
   }
 }
 

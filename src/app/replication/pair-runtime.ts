@@ -9,6 +9,7 @@ import type { PairRecord } from '../../core/replication/pair-record.js';
 import { pairState, volumeStateFor, type PairState } from '../../core/replication/pair-rules.js';
 import { clipToExtents, extentTracks, intersectsExtents } from '../../core/replication/pair-extents.js';
 import type { Segment } from '../../core/replication/peer-messages.js';
+import { PairLifecycle, type LifecycleRecord, type PairFacts } from '../../core/replication/pair-lifecycle.js';
 import { trackRange, tracksOf } from '../../core/volume/geometry.js';
 import type { AppliedWrite, Volume } from '../volume/volume.js';
 import type { PeerRpc } from './peer-rpc.js';
@@ -92,13 +93,12 @@ export class PairRuntime {
   remoteAppliedCycle: number | undefined;
   /** Async: R2's recoverable point (last committed cycle) as last reported. */
   remoteRecoverableCycle: number | undefined;
-  peerMissing = false;
   lastError: string | undefined;
   readonly counters: PairCounters = {
     writesForwarded: 0, recordsShipped: 0, bytesShipped: 0, zeroMarkers: 0, recordsIdentical: 0, tracksCopied: 0, tracksCompared: 0,
     flushRounds: 0, recordsPulled: 0, bytesPulled: 0, cycleFallbacks: 0,
   };
-  /** Set when the pair is torn down or its role changes: loops and hooks stop. */
+  /** Set when the pair is torn down or its role changes (retire()): loops and hooks stop. */
   retired = false;
   /** Async mode: the ordered cycles, once started from a synchronized pair. */
   asyncR1: R1Async | undefined;
@@ -108,7 +108,6 @@ export class PairRuntime {
   asyncR2: R2Async | undefined;
   /** R2: a graceful stop of its cycles in progress (apply what was committed, drop the rest). */
   stoppingR2: Promise<void> | undefined;
-  startingAsync = false;
   /**
    * R1 in a consistency group: the coordinator switches its cycles. `tag` is the group's capture tag
    * as last heard from the coordinator; unknown after a restart until it asks again, and cycles do
@@ -136,62 +135,59 @@ export class PairRuntime {
   get quiet(): boolean {
     return this.owed.count === 0 && this.syncInFlight.size === 0 && this.pushInFlight.size === 0 && !this.pushing;
   }
-  /** A resync must wait until R2's protection clone is split (nothing is shipped meanwhile). */
-  needsProtection = false;
+  /** What the half should do next (reconcile, protection, cycle start): decided in the core. */
+  readonly lifecycle: PairLifecycle;
 
-  /**
-   * Each time the link to the peer comes back, R1 first compares notes with R2 (PairManager
-   * reconcile: generations, a failover there, whether a resync needs R2's protection clone split
-   * first). Until then nothing is shipped: a background push or a forwarded write that slipped in
-   * before reconcile set needsProtection reached R2 before its clone was split, so the clone no
-   * longer held R2's last consistent image (the flaky --protect-with tests).
-   */
-  private linkEpoch = 0;
-  private reconciledEpoch = -1;
-  reconciling = false;
-
-  /** The link to the peer went down: the next link-up needs a reconcile before anything ships. */
-  linkLost(): void {
-    this.linkEpoch++;
+  /** A resync waits until R2's protection clone is split (nothing is shipped meanwhile). */
+  get needsProtection(): boolean {
+    return this.lifecycle.needsProtection;
   }
 
-  /** A reconcile starts: returns the link epoch it is for. */
-  reconcileStarting(): number {
-    return this.linkEpoch;
+  get peerMissing(): boolean {
+    return this.lifecycle.peerMissing;
   }
 
-  /** The reconcile for `epoch` is done; it counts only if the link did not go down meanwhile. */
-  reconciledFor(epoch: number): void {
-    if (epoch === this.linkEpoch) this.reconciledEpoch = epoch;
+  /** What the lifecycle needs to know of the write path now. */
+  facts(): PairFacts {
+    return {
+      quiet: this.quiet, owedTracks: this.owed.count, capturing: this.capturing,
+      groupReady: this.group === undefined || this.group.tag !== undefined,
+    };
   }
 
-  get needsReconcile(): boolean {
-    return this.reconciledEpoch !== this.linkEpoch;
-  }
-  protectionInFlight = false;
-
-  /**
-   * This R1 saw R2 whole (holding everything, within this link session) since R2 last protected
-   * its clone. Sent with the next protection request: only then may R2 refresh the clone it holds;
-   * otherwise (a resync interrupted, R1 restarted, R2 lost a session) it keeps it.
-   */
-  r2WholeSinceProtection = false;
-
-  /**
-   * Nothing owed or in flight: R2 acknowledged everything R1 has (in this link session; a reset
-   * clears the mark). The link need not be up now: a partition right after changes nothing R2 holds.
-   */
+  /** R2 acknowledged everything R1 has, if nothing is owed or in flight (see PairLifecycle). */
   noteR2WholeIfQuiet(): void {
-    if (this.quiet && this.record.role === 'R1' && this.record.intent === 'replicating') this.r2WholeSinceProtection = true;
+    this.lifecycle.handle({ type: 'r2-whole', facts: this.facts() }, this.nowMs());
+  }
+
+  private current: PairRecord;
+
+  get record(): PairRecord {
+    return this.current;
+  }
+
+  set record(record: PairRecord) {
+    this.current = record;
+    this.lifecycle.handle({ type: 'record', record: lifecycleRecord(record) }, this.nowMs());
+  }
+
+  /** Torn down or replaced: loops and the write path leave it alone from now on. */
+  retire(): void {
+    this.retired = true;
+    this.lifecycle.handle({ type: 'retire' }, this.nowMs());
   }
 
   constructor(
-    public record: PairRecord,
+    record: PairRecord,
     readonly volume: Volume,
     private readonly rpc: PeerRpc,
     private readonly timeouts: PairTimeouts,
     private readonly nowMs: () => number,
+    /** Made in an exchange with the peer just now (create, swap): no reconcile needed first. */
+    live: boolean,
   ) {
+    this.current = record;
+    this.lifecycle = new PairLifecycle(lifecycleRecord(record), { linkUp: rpc.isUp(record.peer), live });
     const ids = positionIds(record.id);
     const trackCount = volume.geometry.trackCount;
     const mine = record.role === 'R1' ? ids.out : ids.own;
@@ -278,8 +274,7 @@ export class PairRuntime {
   }
 
   private get replicatingNow(): boolean {
-    return this.record.role === 'R1' && this.record.intent === 'replicating' && this.linkUp && !this.peerMissing && !this.retired &&
-      !this.needsProtection && !this.needsReconcile;
+    return this.lifecycle.mayShip;
   }
 
   // ---- R1 host write path ----
@@ -589,8 +584,8 @@ export class PairRuntime {
    */
   sessionReset(): void {
     this.sessionEpoch++;
+    this.lifecycle.handle({ type: 'session-reset' }, this.nowMs());
     if (this.record.role !== 'R1') return;
-    this.r2WholeSinceProtection = false;
     if (this.capturing) {
       // R2 keeps its cycles durably (it recovers them); only tracks shipped before the cycles
       // started and not yet flushed there may be gone — those need a resync, which ends the cycles.
@@ -826,4 +821,8 @@ function appendSegment(segments: Segment[], offset: number, bytes: Uint8Array, z
   } else {
     segments.push({ kind: 'data', offset, data: bytes });
   }
+}
+
+function lifecycleRecord(record: PairRecord): LifecycleRecord {
+  return { role: record.role, intent: record.intent, mode: record.mode, generation: record.generation, protects: record.protectWith !== null };
 }

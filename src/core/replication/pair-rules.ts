@@ -73,3 +73,36 @@ export function checkCommand(command: PairCommand, record: PairRecord): void {
       { pair: record.id });
   }
 }
+
+/** What a command makes of the pair's intent and generation, and which half learns it first. */
+export interface IntentChange {
+  readonly intent: PairIntent;
+  readonly generation: number;
+  /**
+   * R2's record changes before R1's: when R2 becomes or stays write-disabled (it must stop taking
+   * host writes before R1 goes on); otherwise R1 first, so the halves are never both writable.
+   */
+  readonly r2First: boolean;
+}
+
+const CHANGES: Record<PairCommand, { readonly intent: PairIntent; readonly newGeneration: boolean; readonly r2First: boolean }> = {
+  suspend: { intent: 'suspended', newGeneration: false, r2First: true },
+  resume: { intent: 'replicating', newGeneration: false, r2First: true },
+  // The images part (split, failover) or one side's image wins (restore, establish): a new
+  // generation, so a half that missed the change learns it from the number when the link returns.
+  split: { intent: 'split', newGeneration: true, r2First: false },
+  establish: { intent: 'replicating', newGeneration: true, r2First: true },
+  failover: { intent: 'failed-over', newGeneration: true, r2First: false },
+  failback: { intent: 'restoring', newGeneration: true, r2First: false },
+  restore: { intent: 'restoring', newGeneration: true, r2First: false },
+  // Roles exchange: the new R1 (today's R2) takes the new generation first.
+  swap: { intent: 'replicating', newGeneration: true, r2First: true },
+};
+
+/** The intent and generation a command (allowed: see checkCommand) leads to, from R1's record. */
+export function intentChange(command: PairCommand, record: PairRecord): IntentChange {
+  const change = CHANGES[command];
+  // Establishing a pair that already replicates re-ships R2's own changes: the lineage goes on.
+  const newGeneration = change.newGeneration && !(command === 'establish' && record.intent === 'replicating');
+  return { intent: change.intent, generation: record.generation + (newGeneration ? 1 : 0), r2First: change.r2First };
+}
