@@ -10,9 +10,9 @@ test('a write held in an admission step when a window opens waits for the window
   const array = await startTestArray();
   try {
     const volume = await array.service.createVolume('v', 1024 * 1024).then(() => array.service.volume('v'));
-    let releaseHook!: () => void;
-    const hookWaits = new Promise<void>((r) => { releaseHook = r; });
-    let hookCalls = 0;
+    let releaseStep!: () => void;
+    const stepWaits = new Promise<void>((r) => { releaseStep = r; });
+    let copyOuts = 0;
     // A clone session restoring track 0 (its position as the planner sees it): a host write there
     // is planned a copy-out first, and this one's first copy-out waits.
     const toStd = new TrackBitmap(volume.geometry.trackCount);
@@ -23,7 +23,7 @@ test('a write held in an admission step when a window opens waits for the window
       },
       execute: (step) => {
         assert.equal(step.kind, 'copy-out');
-        return ++hookCalls === 1 ? hookWaits : undefined;
+        return ++copyOuts === 1 ? stepWaits : undefined;
       },
     });
 
@@ -31,13 +31,13 @@ test('a write held in an admission step when a window opens waits for the window
     const write = volume.write(0, new Uint8Array(4096).fill(7)).then(() => { completed = true; });
     await new Promise((r) => setTimeout(r, 20)); // the write is inside the copy-out now
     const release = await volume.holdWrites(); // not in flight yet: the window opens at once
-    releaseHook();
+    releaseStep();
     await new Promise((r) => setTimeout(r, 50));
     assert.equal(completed, false, 'the write did not slip into the open window');
     release();
     await write;
     assert.equal(completed, true);
-    assert.equal(hookCalls, 2, 'the write was planned again after the window, and copied out again');
+    assert.equal(copyOuts, 2, 'the write was planned again after the window, and copied out again');
     assert.equal((await volume.internalRead(0, 4096))[0], 7);
   } finally {
     await array.close();

@@ -89,7 +89,8 @@ export class PairManager {
   private readonly pairs = new Map<string, PairRuntime>();
   /** Volume name → the pair halves on it, in creation order (fan-out, chains). */
   private readonly byVolume = new Map<string, PairRuntime[]>();
-  private readonly hooked = new Set<string>();
+  /** Volumes whose write plan this manager takes part in. */
+  private readonly participating = new Set<string>();
   private readonly stopKicking: () => void;
   private closed = false;
 
@@ -138,8 +139,8 @@ export class PairManager {
     this.pairs.set(record.name, runtime);
     this.byVolume.set(volume.name, [...this.onVolume(volume.name), runtime]);
     volume.setExtension(EXTENSION_KEY, () => this.recordsOn(volume.name));
-    if (!this.hooked.has(volume.name)) {
-      this.hooked.add(volume.name);
+    if (!this.participating.has(volume.name)) {
+      this.participating.add(volume.name);
       // One participant per volume in its write plan, finding its pair halves at call time (role
       // changes replace a runtime). Every half is a position of every write: a host's, a replica's (a
       // chain forwards what it receives) and a restore's pull (the volume's other pairs must get the
