@@ -392,14 +392,18 @@ export class Volume {
         `a ${length}-byte write spans more than the activity log's ${this.log.config.maxActiveExtents} extents`,
         { volume: this.name, offset, length });
     }
-    const planned: PlannedWrite | undefined = this.participants.length > 0
-      ? { source, kind, first, last, fua, fromPosition: skipPosition } : undefined;
+    // Planned at each decision point only if some feature takes part then (one may attach while the
+    // write waits: a pair created, a clone session established).
+    let described: PlannedWrite | undefined;
+    const planned = (): PlannedWrite | undefined => (this.participants.length === 0
+      ? undefined : (described ??= { source, kind, first, last, fua, fromPosition: skipPosition }));
     if (source !== 'copy') {
       const pass = async (): Promise<void> => {
         for (;;) {
           while (this.gate && !ordered) await this.gate;
           const windows = this.windowsOpened;
-          if (planned) await this.admit(planned);
+          const p = planned();
+          if (p) await this.admit(p);
           // A write window opened while the plan's steps were waiting: the write must not slip into
           // it (a group's switch relies on no write being admitted while its windows are open).
           // Wait for it to close and plan again (the steps are idempotent): the positions may have
@@ -438,11 +442,12 @@ export class Volume {
       if (this.log.admit(first, last)) mark();
       else await this.waitForActivityLog(first, last, mark);
       if (host) this.checkAccess('write');
-      if (!planned && this.observers.length === 0) {
+      const p = planned();
+      if (!p && this.observers.length === 0) {
         await apply();
         if (fua) await this.deps.store.flush();
       } else {
-        await this.applyPlanned(planned, { kind, source, offset, length, data, fua, skipPosition }, async () => {
+        await this.applyPlanned(p, { kind, source, offset, length, data, fua, skipPosition }, async () => {
           await apply();
           if (fua) await this.deps.store.flush();
         });
