@@ -403,7 +403,8 @@ export class Volume {
           while (this.gate && !ordered) await this.gate;
           const windows = this.windowsOpened;
           const p = planned();
-          if (p) await this.admit(p);
+          const admitting = p ? this.admit(p) : undefined;
+          if (admitting) await admitting;
           // A write window opened while the plan's steps were waiting: the write must not slip into
           // it (a group's switch relies on no write being admitted while its windows are open).
           // Wait for it to close and plan again (the steps are idempotent): the positions may have
@@ -471,13 +472,21 @@ export class Volume {
     return { positions, owners };
   }
 
-  /** One admission pass: the plan's steps before the write is ordered, each done before the next. */
-  private async admit(planned: PlannedWrite): Promise<void> {
+  /**
+   * One admission pass: the plan's steps before the write is ordered, each done before the next.
+   * Undefined when there are none (the common case costs no extra turn of the event loop).
+   */
+  private admit(planned: PlannedWrite): Promise<void> | undefined {
     const { positions, owners } = this.planPositions();
-    for (const step of planAdmission(positions, planned)) {
-      if (step.kind === 'refuse') throw step.error;
-      await owners[step.at]!.execute(step, positions[step.at]!, undefined);
-    }
+    const steps = planAdmission(positions, planned);
+    if (steps.length === 0) return undefined;
+    if (steps[0]!.kind === 'refuse') throw steps[0]!.error;
+    return (async () => {
+      for (const step of steps) {
+        const work = owners[step.at]!.execute(step, positions[step.at]!, undefined);
+        if (work) await work;
+      }
+    })();
   }
 
   /** Runs the write's apply plan (see ApplyPlan for the rules) around the local write. */
@@ -507,7 +516,10 @@ export class Volume {
     try {
       await local();
     } catch (error) {
-      for (const step of plan?.ifLocalFails ?? []) await run(step);
+      for (const step of plan?.ifLocalFails ?? []) {
+        const work = run(step);
+        if (work) await work;
+      }
       await Promise.allSettled(alongside);
       throw error;
     }
@@ -516,7 +528,10 @@ export class Volume {
     // not keep the others from owing or capturing it — found by pair seed 53 with fan-out).
     const settled = alongside.length > 0 ? await Promise.allSettled(alongside) : [];
     for (const o of this.observers) o.applied?.(write);
-    for (i++; i < steps.length; i++) await run(steps[i]!);
+    for (i++; i < steps.length; i++) {
+      const work = run(steps[i]!);
+      if (work) await work;
+    }
     for (const s of settled) if (s.status === 'rejected') throw s.reason;
   }
 

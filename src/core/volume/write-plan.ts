@@ -149,6 +149,8 @@ interface Rule<P extends PlanPosition> {
   /** Before the write is ordered (host and replica writes only; copies are the volume's own business). */
   refuse?(p: P, w: PlannedWrite): TidemarkError | undefined;
   admit?(p: P, w: PlannedWrite, at: number, out: AdmitStep[]): void;
+  /** Its admission steps come before other kinds' (work that may take a while and needs no one's leave). */
+  readonly admitsEarly?: boolean;
   /** Steps that start with the local write (before it), and after it. */
   apply?(p: P, w: PlannedWrite, at: number, before: ApplyStep[], after: ApplyStep[], ifLocalFails: ApplyStep[]): void;
   flush?(p: P, at: number, out: FlushStep[]): void;
@@ -170,6 +172,7 @@ function cloneNeedsCopyOut(p: ClonePosition, first: number, last: number): boole
 }
 
 const cloneRule: Rule<ClonePosition> = {
+  admitsEarly: true,
   admit(p, w, at, out) {
     if (p.copyIdle) out.push({ kind: 'start-copy', position: p.id, at });
     if (cloneNeedsCopyOut(p, w.first, w.last)) out.push({ kind: 'copy-out', position: p.id, at, first: w.first, last: w.last, durable: true });
@@ -248,16 +251,18 @@ export function planAdmission(positions: readonly PlanPosition[], w: PlannedWrit
     const error = ruleOf(p).refuse?.(p, w);
     if (error) return [{ kind: 'refuse', position: p.id, at, error }];
   }
-  const copies: AdmitStep[] = [];
-  const waits: AdmitStep[] = [];
-  for (let at = 0; at < positions.length; at++) {
-    const p = positions[at]!;
-    const rule = ruleOf(p);
-    rule.admit?.(p, w, at, p.kind === 'clone' ? copies : waits);
-  }
   // Clone work first: a copy-out may take a while and needs no cycle's leave; the cycles' wait is
   // the last thing before the write is ordered, so it lets in a write that is ready to go.
-  return waits.length === 0 ? copies : copies.concat(waits);
+  const steps: AdmitStep[] = [];
+  for (let round = 0; round < 2; round++) {
+    const early = round === 0;
+    for (let at = 0; at < positions.length; at++) {
+      const p = positions[at]!;
+      const rule = ruleOf(p);
+      if ((rule.admitsEarly === true) === early) rule.admit?.(p, w, at, steps);
+    }
+  }
+  return steps;
 }
 
 const NOTHING_BUT_LOCAL: ApplyPlan = { steps: [{ kind: 'apply-local' }], ifLocalFails: [] };
