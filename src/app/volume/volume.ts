@@ -394,16 +394,14 @@ export class Volume {
     }
     // Planned at each decision point only if some feature takes part then (one may attach while the
     // write waits: a pair created, a clone session established).
-    let described: PlannedWrite | undefined;
-    const planned = (): PlannedWrite | undefined => (this.participants.length === 0
-      ? undefined : (described ??= { source, kind, first, last, fua, fromPosition: skipPosition }));
+    let planned: PlannedWrite | undefined;
     if (source !== 'copy') {
       const pass = async (): Promise<void> => {
         for (;;) {
           while (this.gate && !ordered) await this.gate;
           const windows = this.windowsOpened;
-          const p = planned();
-          const admitting = p ? this.admit(p) : undefined;
+          if (this.participants.length > 0) planned ??= { source, kind, first, last, fua, fromPosition: skipPosition };
+          const admitting = planned ? this.admit(planned) : undefined;
           if (admitting) await admitting;
           // A write window opened while the plan's steps were waiting: the write must not slip into
           // it (a group's switch relies on no write being admitted while its windows are open).
@@ -443,12 +441,12 @@ export class Volume {
       if (this.log.admit(first, last)) mark();
       else await this.waitForActivityLog(first, last, mark);
       if (host) this.checkAccess('write');
-      const p = planned();
-      if (!p && this.observers.length === 0) {
+      if (this.participants.length > 0) planned ??= { source, kind, first, last, fua, fromPosition: skipPosition };
+      if (!planned && this.observers.length === 0) {
         await apply();
         if (fua) await this.deps.store.flush();
       } else {
-        await this.applyPlanned(p, { kind, source, offset, length, data, fua, skipPosition }, async () => {
+        await this.applyPlanned(planned, { kind, source, offset, length, data, fua, skipPosition }, async () => {
           await apply();
           if (fua) await this.deps.store.flush();
         });
