@@ -1028,7 +1028,6 @@ async function lockedRead(volume: Volume, offset: number, length: number): Promi
   }
 }
 
-/** One promise for the halves' work on a write (undefined when none has any). */
 function formatBytes(n: number): string {
   for (const [unit, size] of [['GiB', 2 ** 30], ['MiB', 2 ** 20], ['KiB', 2 ** 10]] as const) {
     if (n >= size) return `${Number((n / size).toFixed(1))} ${unit}`;

@@ -692,6 +692,7 @@ export class Volume {
   }
 }
 
+/** One promise for several positions' work (undefined when none has any). */
 function allOf(started: ReadonlyArray<Promise<void> | undefined>): Promise<void> | undefined {
   const pending = started.filter((p): p is Promise<void> => p !== undefined);
   if (pending.length <= 1) return pending[0];
