@@ -1,5 +1,5 @@
-// Clone sessions of one array: the commands, the background copy engine, the host-I/O hooks that
-// keep STD and its clones consistent, and persistence (session state rides in the STD volume's
+// Clone sessions of one array: the commands, the background copy engine, the steps of STD's write
+// plan that keep STD and its clones consistent, and persistence (session state rides in the STD volume's
 // bitmaps record, so bitmaps and state are always persisted together).
 import { TrackBitmap } from '../../core/bitmap/track-bitmap.js';
 import { CloneSession, type CloneSessionRecord } from '../../core/clone/clone-session.js';
@@ -7,6 +7,7 @@ import { MAX_SESSIONS_PER_VOLUME } from '../../core/clone/clone-limits.js';
 import { ErrorCode, TidemarkError, invalidArgument, notFound } from '../../core/errors.js';
 import { trackRange } from '../../core/volume/geometry.js';
 import type { MirrorPosition } from '../../core/volume/mirror-positions.js';
+import type { PlanPosition, PlanStep } from '../../core/volume/write-plan.js';
 import type { Volume } from '../volume/volume.js';
 // A session's status is the API's shape: the schema is its one definition.
 import type { CloneStatus, SplitResult } from '../../adapters/http/clone-routes.js';
@@ -96,9 +97,9 @@ export class CloneManager {
     if (!sessions) {
       sessions = new Map();
       this.byStd.set(std.name, sessions);
-      std.hooks.push({
-        beforeHostWrite: (first, last) => this.beforeStdWrite(std.name, first, last),
-        beforeHostRead: (first, last) => this.beforeStdRead(std.name, first, last),
+      std.participants.push({
+        positions: (into) => this.positionsOn(std.name, into),
+        execute: (step, position) => this.execute(std.name, step, position),
       });
       // A copy clears its bit in memory once the data is written, not yet durable. Before those
       // cleared bits are persisted, the copied data is made durable (STD for restores, the clones
@@ -324,31 +325,42 @@ export class CloneManager {
     };
   }
 
-  // ---- host I/O hooks on STD ----
+  // ---- STD's write plan: the sessions as positions, and their steps ----
 
-  private async beforeStdWrite(stdName: string, first: number, last: number): Promise<void> {
-    const sessions = this.byStd.get(stdName);
-    if (!sessions) return;
-    for (const entry of sessions.values()) {
-      // This write will leave a track to copy to an attached clone: make sure a copy loop runs.
-      if (entry.session.attached && !entry.running) setImmediate(() => this.startCopying(entry));
-      if (entry.session.state !== 'restoring' && entry.restoreNotDurable.isEmpty()) continue;
-      await this.restoreFirst(entry, first, last);
-      // A restored track must not be restored again after a crash once a host write has landed on
-      // it, so its cleared bit is made durable before the write goes ahead.
-      if (entry.restoreNotDurable.anyInRange(first, last)) {
-        const snapshot = entry.restoreNotDurable.copy();
-        await this.persist(entry.std);
-        entry.restoreNotDurable.andNot(snapshot);
-      }
+  private positionsOn(stdName: string, into: PlanPosition[]): void {
+    for (const entry of this.byStd.get(stdName)?.values() ?? []) {
+      const s = entry.session;
+      into.push({
+        kind: 'clone', id: entry.clone.name, copyIdle: s.attached && !entry.running, restoring: s.state === 'restoring',
+        toStd: s.toStd, restoredNotDurable: entry.restoreNotDurable,
+      });
     }
   }
 
-  private async beforeStdRead(stdName: string, first: number, last: number): Promise<void> {
-    const sessions = this.byStd.get(stdName);
-    if (!sessions) return;
-    for (const entry of sessions.values()) {
-      if (entry.session.state === 'restoring') await this.restoreFirst(entry, first, last);
+  private execute(stdName: string, step: PlanStep, position: PlanPosition): Promise<void> | undefined {
+    const entry = this.byStd.get(stdName)?.get(position.id);
+    if (!entry) return undefined; // the session ended since the plan was made
+    switch (step.kind) {
+      case 'start-copy':
+        // The write will leave a track to copy to the attached clone: make sure a copy loop runs.
+        if (!entry.running) setImmediate(() => this.startCopying(entry));
+        return undefined;
+      case 'copy-out':
+        return step.durable ? this.copyOut(entry, step.first, step.last) : this.restoreFirst(entry, step.first, step.last);
+      default:
+        throw new Error(`clone sessions do not execute ${step.kind} steps`);
+    }
+  }
+
+  /** Before a host write to STD lands on tracks first..last. */
+  private async copyOut(entry: Attached, first: number, last: number): Promise<void> {
+    await this.restoreFirst(entry, first, last);
+    // A restored track must not be restored again after a crash once a host write has landed on
+    // it, so its cleared bit is made durable before the write goes ahead.
+    if (entry.restoreNotDurable.anyInRange(first, last)) {
+      const snapshot = entry.restoreNotDurable.copy();
+      await this.persist(entry.std);
+      entry.restoreNotDurable.andNot(snapshot);
     }
   }
 

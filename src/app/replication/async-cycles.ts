@@ -1,5 +1,5 @@
 // Ordered asynchronous replication of one pair (SPEC §5, `--mode async`): the pure cycle machines
-// (src/core/replication/cycles) driven with the volume's write hooks, timers, the peer RPC and the
+// (src/core/replication/cycles) driven by the volume's write plan, timers, the peer RPC and the
 // metadata store. R1 starts cycles only from a synchronized pair, inside a write window; before
 // that, and after a fall-back, the pair's bitmaps carry the changes as in the other modes.
 import { R1Cycles, type SpillRead, type WriteToken } from '../../core/replication/cycles/r1-cycles.js';

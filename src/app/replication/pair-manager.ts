@@ -37,7 +37,8 @@ export class PairManager implements PairContext {
   private readonly pairs = new Map<string, PairRuntime>();
   /** Volume name → the pair halves on it, in creation order (fan-out, chains). */
   private readonly byVolume = new Map<string, PairRuntime[]>();
-  private readonly hooked = new Set<string>();
+  /** Volumes whose write plan this manager takes part in. */
+  private readonly participating = new Set<string>();
   private readonly stopKicking: () => void;
   private closed = false;
   private readonly commands: PairCommands = new PairCommands(this);
@@ -86,28 +87,15 @@ export class PairManager implements PairContext {
     this.pairs.set(record.name, runtime);
     this.byVolume.set(volume.name, [...this.onVolume(volume.name), runtime]);
     volume.setExtension(EXTENSION_KEY, () => this.recordsOn(volume.name));
-    if (!this.hooked.has(volume.name)) {
-      this.hooked.add(volume.name);
-      // One hook per volume, finding its pair halves at call time (role changes replace a runtime).
-      // Every half sees every write: a host's, a replica's (a chain forwards what it receives) and
-      // a restore's pull (the volume's other pairs must get the restored tracks too).
-      volume.hooks.push({
-        beforeHostWrite: (first, last, source) => {
-          let waits: Array<Promise<void>> | undefined;
-          for (const r of this.onVolume(volume.name)) {
-            // Refusals (extents of an R2, fail-writes) concern the volume's hosts; a replica write
-            // is never refused by a pair downstream of it: that pair owes the tracks instead.
-            if (source === 'host') r.checkHostWrite(first, last);
-            const wait = r.capturing ? r.asyncR1!.admission() : undefined;
-            if (wait) (waits ??= []).push(wait);
-          }
-          return waits === undefined ? undefined : Promise.all(waits).then(() => undefined);
-        },
-        // The write completes when every pair that ships it alongside (sync, semi-sync) has it.
-        beginWrite: (write) => allOf(this.onVolume(volume.name).map((r) => r.beginWrite(write))),
-        localWriteFailed: (write) => { for (const r of this.onVolume(volume.name)) r.localWriteFailed(write); },
-        afterWrite: (write) => allOf(this.onVolume(volume.name).map((r) => r.afterWrite(write))),
-        afterHostFlush: () => allOf(this.onVolume(volume.name).map((r) => r.afterHostFlush())),
+    if (!this.participating.has(volume.name)) {
+      this.participating.add(volume.name);
+      // One participant per volume in its write plan, finding its pair halves at call time (role
+      // changes replace a runtime). Every half is a position of every write: a host's, a replica's (a
+      // chain forwards what it receives) and a restore's pull (the volume's other pairs must get the
+      // restored tracks too).
+      volume.participants.push({
+        positions: (into) => { for (const r of this.onVolume(volume.name)) into.push(r.planPosition()); },
+        execute: (step, position, write) => this.onVolume(volume.name).find((r) => r.record.name === position.id)?.execute(step, write),
       });
       volume.beforePersist.push(async () => {
         for (const r of this.onVolume(volume.name)) await r.beforePersist();
@@ -465,15 +453,6 @@ export class PairManager implements PairContext {
     this.stopKicking();
     for (const r of this.pairs.values()) r.retire();
   }
-}
-
-/** One promise for the halves' work on a write (undefined when none has any). */
-function allOf(started: ReadonlyArray<Promise<void> | undefined>): Promise<void> | undefined {
-  const pending = started.filter((p): p is Promise<void> => p !== undefined);
-  if (pending.length <= 1) return pending[0];
-  // Each is handled: one rejecting must not leave the others' rejections unobserved.
-  for (const p of pending) p.catch(() => undefined);
-  return Promise.all(pending).then(() => undefined);
 }
 
 function formatBytes(n: number): string {

@@ -7,10 +7,11 @@ import { OwedTracks, type RecordSelection } from '../../core/replication/owed-tr
 import { CleanRound, DEFAULT_CLEAN_ROUND, type CleanRoundConfig } from '../../core/replication/clean-round.js';
 import type { PairRecord } from '../../core/replication/pair-record.js';
 import { pairState, volumeStateFor, type PairState } from '../../core/replication/pair-rules.js';
-import { clipToExtents, extentTracks, intersectsExtents } from '../../core/replication/pair-extents.js';
+import { clipToExtents, extentTracks } from '../../core/replication/pair-extents.js';
 import type { Segment } from '../../core/replication/peer-messages.js';
 import { PairLifecycle, type LifecycleRecord, type PairFacts } from '../../core/replication/pair-lifecycle.js';
 import { trackRange, tracksOf } from '../../core/volume/geometry.js';
+import type { PlanPosition, PlanStep } from '../../core/volume/write-plan.js';
 import type { AppliedWrite, Volume } from '../volume/volume.js';
 import type { PeerRpc } from './peer-rpc.js';
 import { DIGEST_BYTES, digestEqual, isAllZero, recordDigests } from './record-digests.js';
@@ -82,8 +83,6 @@ export class PairRuntime {
   /** The tracks of the pair's extents; undefined when the whole volume replicates. */
   readonly scope: TrackBitmap | undefined;
   private semiPrevious: Promise<void> = Promise.resolve();
-  /** Writes shipped by beginWrite (afterWrite must not also mark them owed). */
-  private readonly forwarded = new WeakSet<AppliedWrite>();
   private forwardBatch: { segments: Segment[]; bytes: number; fua: boolean; done: Promise<void> } | undefined;
   private pushing = false;
   private pulling = false;
@@ -280,42 +279,58 @@ export class PairRuntime {
   // ---- R1 host write path ----
 
   /**
-   * Before a host write: an R2 replicating some extents refuses writes into them (the rest of the
-   * volume is its hosts'); an R1 set to fail writes it cannot replicate refuses them while it cannot.
+   * This half as a position of its volume's write plan (core/volume/write-plan.ts decides what a
+   * write does here; the methods below carry out its steps). An R2 replicating some extents refuses
+   * host writes into them (the rest of the volume is its hosts'); an R1 set to fail writes it
+   * cannot replicate refuses them while it cannot.
    */
-  checkHostWrite(first: number, last: number): void {
-    if (this.record.role === 'R2') {
-      if (this.scope && volumeStateFor('R2', this.record.intent) === 'write-disabled' && this.scope.anyInRange(first, last)) {
-        throw new TidemarkError(ErrorCode.VolumeWriteDisabled,
-          `volume ${this.record.localVolume} is write-disabled in the extents it replicates from ${this.record.peer} (pair ${this.record.name})`, { volume: this.record.localVolume });
-      }
-      return;
+  planPosition(): PlanPosition {
+    const r = this.record;
+    if (r.role === 'R2') {
+      return {
+        kind: 'pair-r2', id: r.name, peer: r.peer, volume: r.localVolume,
+        refused: this.scope && volumeStateFor('R2', r.intent) === 'write-disabled' ? this.scope : undefined,
+      };
     }
-    if (this.scope && !this.scope.anyInRange(first, last)) return;
-    if (this.record.intent !== 'replicating' || this.record.onLinkFailure !== 'fail-writes') return;
-    if (!this.linkUp || this.peerMissing) {
-      throw new TidemarkError(ErrorCode.LinkDown,
-        `pair ${this.record.name} cannot replicate (link to ${this.record.peer} is down) and is set to fail writes`);
-    }
+    return {
+      kind: 'pair-r1', id: r.name, peer: r.peer, outPosition: this.ids.out, mode: r.mode, replicating: r.intent === 'replicating',
+      failWrites: r.onLinkFailure === 'fail-writes', linkUp: this.linkUp && !this.peerMissing, canShip: this.replicatingNow,
+      capturing: this.capturing, scope: this.scope, live: !this.retired,
+    };
   }
 
-  /**
-   * Whether this write is shipped to R2 as it happens (sync, semi-sync) rather than marked owed. A
-   * replica write is new data for this volume (it is the R2 of another pair: a chain), so it ships
-   * like a host's — except the tracks this pair pulls from its own R2 (a restore).
-   */
-  private forwards(write: AppliedWrite): boolean {
-    return (write.source === 'host' || (write.source === 'replica' && write.skipPosition !== this.ids.out)) && this.replicatingNow && (this.record.mode === 'sync' || this.record.mode === 'semisync') &&
-      this.inScope(write);
+  /** Carries out a step of the write plan made for this half. */
+  execute(step: PlanStep, write: AppliedWrite | undefined): Promise<void> | undefined {
+    if (step.kind === 'wait-admission') return this.capturing ? this.asyncR1!.admission() : undefined;
+    if (step.kind === 'flush-mirror') return this.afterHostFlush();
+    // The half may have been torn down, or its role changed, since the plan was made.
+    if (this.record.role !== 'R1' || this.retired || !write) return undefined;
+    switch (step.kind) {
+      case 'begin-capture':
+        // Async: the write belongs to the cycle open at its admission; its bytes are captured after it.
+        this.asyncR1?.begin(write, write.offset, write.length);
+        return undefined;
+      case 'ship':
+        return this.ship(write, step.mode);
+      case 'owe':
+        this.markOwed(write);
+        return undefined;
+      case 'fail':
+        return Promise.reject(step.error);
+      case 'capture':
+        this.capture(write);
+        return undefined;
+      case 'owe-whole':
+        this.localWriteFailed(write);
+        return undefined;
+      default:
+        throw new Error(`a pair does not execute ${step.kind} steps`);
+    }
   }
 
   /** Capturing into ordered cycles (async mode, started). */
   get capturing(): boolean {
     return this.asyncR1 !== undefined && !this.asyncR1.stopped;
-  }
-
-  private inScope(write: AppliedWrite): boolean {
-    return intersectsExtents(this.record.extents, write.offset, write.length);
   }
 
   /**
@@ -335,26 +350,8 @@ export class PairRuntime {
   }
 
   /** Sync: ship alongside the local write; the host's write completes when both are done. */
-  beginWrite(write: AppliedWrite): Promise<void> | undefined {
-    if (this.record.role !== 'R1' || this.retired) return undefined;
-    if (this.capturing && write.skipPosition !== this.ids.out && this.inScope(write)) {
-      // Async: the write belongs to the cycle open at its admission; its bytes are captured after it.
-      this.asyncR1!.begin(write, write.offset, write.length);
-      return undefined;
-    }
-    if (!this.forwards(write)) {
-      // The link went down after the write was let in: a pair that fails such writes fails it now.
-      // Its bytes may still reach R1's store, so its records are owed either way.
-      if (write.source === 'host' && this.record.intent === 'replicating' && (this.record.mode === 'sync' || this.record.mode === 'semisync') &&
-          this.record.onLinkFailure === 'fail-writes' && this.inScope(write)) {
-        this.markOwed(write);
-        this.forwarded.add(write);
-        return Promise.reject(new TidemarkError(ErrorCode.LinkDown,
-          `pair ${this.record.name} cannot replicate (link to ${this.record.peer} is down) and is set to fail writes`));
-      }
-      return undefined;
-    }
-    if (this.record.mode === 'sync') return this.forward(write);
+  private ship(write: AppliedWrite, mode: 'sync' | 'semisync'): Promise<void> {
+    if (mode === 'sync') return this.forward(write);
     // Semi-sync: the host's write completes at once, but not before the previous one was acknowledged.
     // Its tracks count as in flight from now (found by pair seed 32845: a previous write's
     // acknowledgement cleared the bit of a track this write had still to ship).
@@ -366,8 +363,7 @@ export class PairRuntime {
     });
   }
 
-  localWriteFailed(write: AppliedWrite): void {
-    if (this.record.role !== 'R1' || this.retired) return;
+  private localWriteFailed(write: AppliedWrite): void {
     this.asyncR1?.abandon(write);
     // R2 may get bytes R1 could not store: R1's real content is owed.
     for (const part of clipToExtents(this.record.extents, write.offset, write.length)) {
@@ -377,28 +373,23 @@ export class PairRuntime {
     }
   }
 
-  afterWrite(write: AppliedWrite): Promise<void> | undefined {
-    if (this.record.role !== 'R1' || this.retired) return undefined;
-    // Writes that make R1 equal to R2 (a pull during restore) owe nothing.
-    if (write.skipPosition === this.ids.out) return undefined;
-    // A forwarded write is R2's already (or marked owed by its failed forward).
-    if (this.forwarded.delete(write)) return undefined;
-    if (this.asyncR1?.owns(write)) {
-      if (this.record.extents === null) {
-        // The whole volume (the common case): no clipping.
-        if (!this.asyncR1.capture(write, write.offset, write.length, write.data ?? null)) this.oweRange(write.offset, write.length);
-        this.asyncR1.finish(write);
-        return undefined;
-      }
-      for (const part of clipToExtents(this.record.extents, write.offset, write.length)) {
-        const data = write.data ? write.data.subarray(part.offset - write.offset, part.offset - write.offset + part.length) : null;
-        if (!this.asyncR1.capture(write, part.offset, part.length, data)) this.oweRange(part.offset, part.length);
-      }
-      this.asyncR1.finish(write);
-      return undefined;
+  /** Async, after the local write: its bytes go into the cycle it began in (owed if the cycles stopped since). */
+  private capture(write: AppliedWrite): void {
+    if (!this.asyncR1?.owns(write)) {
+      this.markOwed(write);
+      return;
     }
-    this.markOwed(write);
-    return undefined;
+    if (this.record.extents === null) {
+      // The whole volume (the common case): no clipping.
+      if (!this.asyncR1.capture(write, write.offset, write.length, write.data ?? null)) this.oweRange(write.offset, write.length);
+      this.asyncR1.finish(write);
+      return;
+    }
+    for (const part of clipToExtents(this.record.extents, write.offset, write.length)) {
+      const data = write.data ? write.data.subarray(part.offset - write.offset, part.offset - write.offset + part.length) : null;
+      if (!this.asyncR1.capture(write, part.offset, part.length, data)) this.oweRange(part.offset, part.length);
+    }
+    this.asyncR1.finish(write);
   }
 
   /**
@@ -416,7 +407,6 @@ export class PairRuntime {
 
   /** `counted`: the tracks already counted in flight (semi-sync counts them when the write begins). */
   private async forward(write: AppliedWrite, counted?: number[]): Promise<void> {
-    this.forwarded.add(write);
     const parts = clipToExtents(this.record.extents, write.offset, write.length);
     const tracks = counted ?? this.inFlightTracks(write);
     if (!counted) for (const t of tracks) this.syncInFlight.set(t, (this.syncInFlight.get(t) ?? 0) + 1);

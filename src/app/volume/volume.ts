@@ -10,6 +10,9 @@ import {
   applyWrite, decodePositions, encodePositions, markRecovered, type MirrorPosition, type WriteSource,
 } from '../../core/volume/mirror-positions.js';
 import { checkHostAccess, type HostAccess, type VolumeState } from '../../core/volume/state.js';
+import {
+  planAdmission, planApply, planFlush, planRead, type ApplyPlan, type PlannedWrite, type PlanPosition, type PlanStep,
+} from '../../core/volume/write-plan.js';
 import type { VolumeRecord } from '../../core/volume/volume-record.js';
 import type { AllocationExtent, BlockStore } from '../../ports/block-store.js';
 import type { MetaStore, SlotJournal } from '../../ports/meta-store.js';
@@ -44,33 +47,28 @@ interface AlWaiter {
 export const CHANGES_POSITION = 'changes';
 
 /**
- * Features layered on a volume (clone sessions today) take part in its I/O through these hooks.
- * They run before the operation enters the volume's write ordering, so they may do I/O of their
- * own on the volume (e.g. copy a track from a clone before a host write or read lands on it).
+ * A feature that holds positions on a volume (clone sessions, pair halves) takes part in its I/O
+ * this way: it describes its positions as values, the core's planner (core/volume/write-plan.ts)
+ * decides the steps of each write, read and flush, and the feature carries out the steps named for
+ * its positions. Steps may do I/O of their own on the volume (a clone copies a track into STD
+ * before a host write or read lands on it).
  */
-export interface VolumeHooks {
+export interface WriteParticipant {
+  /** Appends this feature's positions on the volume, as they are now. */
+  positions(into: PlanPosition[]): void;
   /**
-   * Before a write of new data is ordered: a host's, or a replica write (a remote mirror's data).
-   * Clone sessions copy a track out before it changes; a pair refuses host writes it must not take.
+   * Carries out a step planned for `position` (one of the values it gave). Returns the work when
+   * it is not done at once; a rejection fails the write (or read, or flush).
    */
-  beforeHostWrite?(first: number, last: number, source: 'host' | 'replica'): Promise<void> | undefined;
-  beforeHostRead?(first: number, last: number): Promise<void> | undefined;
-  /**
-   * After a write of any source has reached the volume's store (and its FUA flush), while it still
-   * holds its place in the write ordering: a later overlapping write waits for this to finish, so a
-   * feature forwarding writes elsewhere (a remote mirror) forwards overlapping writes in order.
-   */
-  afterWrite?(write: AppliedWrite): Promise<void> | undefined;
-  /**
-   * When a write starts being applied to the store (admitted, ordered, bitmaps marked): work that
-   * runs alongside the local write (a sync mirror ships it to R2 meanwhile). The write completes
-   * when both are done; a rejection fails the write.
-   */
-  beginWrite?(write: AppliedWrite): Promise<void> | undefined;
-  /** The local store refused a write that beginWrite already saw (the mirror must not keep it as shipped). */
-  localWriteFailed?(write: AppliedWrite): void;
-  /** After a host FLUSH made the volume durable; a sync mirror makes its copy durable too. */
-  afterHostFlush?(): Promise<void> | undefined;
+  execute(step: PlanStep, position: PlanPosition, write: AppliedWrite | undefined): Promise<void> | undefined;
+}
+
+/** Sees writes go by without taking part (the simulator's tracing and oracles). */
+export interface WriteObserver {
+  /** The write starts being applied: admitted, ordered, bitmaps marked. */
+  begin?(write: AppliedWrite): void;
+  /** The write reached the store (and its FUA flush), still holding its place in the order. */
+  applied?(write: AppliedWrite): void;
 }
 
 export type WriteKind = 'write' | 'zero' | 'trim';
@@ -123,9 +121,13 @@ export class Volume {
   /** While set, new writes wait here (a write window: split, restore start). */
   private gate: Promise<void> | undefined;
   private openGate: (() => void) | undefined;
-  /** Replica writes pass their hooks one at a time, in arrival order. */
+  /** Write windows opened so far: an admission pass that saw one open (even briefly) runs again. */
+  private windowsOpened = 0;
+  /** Replica writes pass admission one at a time, in arrival order. */
   private replicaAdmission: Promise<void> = Promise.resolve();
-  readonly hooks: VolumeHooks[] = [];
+  /** The features holding positions on this volume: the write plan is made from what they describe. */
+  readonly participants: WriteParticipant[] = [];
+  readonly observers: WriteObserver[] = [];
   /** Run before every bitmap persist (e.g. make copied data durable before its cleared bits are). */
   readonly beforePersist: Array<() => Promise<void>> = [];
   private readonly extensionProviders = new Map<string, ExtensionProvider>();
@@ -230,9 +232,10 @@ export class Volume {
     this.checkRange(offset, length, ErrorCode.OutOfRange);
     const buffer = target ?? new Uint8Array(length);
     if (length > 0) {
-      if (this.hooks.length > 0) {
+      if (this.participants.length > 0) {
         const { first, last } = tracksOf(this.geometry, offset, length);
-        for (const h of this.hooks) await h.beforeHostRead?.(first, last);
+        const { positions, owners } = this.planPositions();
+        for (const step of planRead(positions, first, last)) await owners[step.at]!.execute(step, positions[step.at]!, undefined);
       }
       await this.deps.store.readInto(offset, length, buffer, 0);
     }
@@ -286,7 +289,7 @@ export class Volume {
     return this.deps.store.flush();
   }
 
-  /** Reads for internal copies: no host-access check, no hooks. */
+  /** Reads for internal copies: no host-access check, no plan. */
   async internalRead(offset: number, length: number, target?: Uint8Array): Promise<Uint8Array> {
     this.checkRange(offset, length, ErrorCode.OutOfRange);
     const buffer = target ?? new Uint8Array(length);
@@ -294,7 +297,7 @@ export class Volume {
     return buffer;
   }
 
-  /** Writes for internal copies: ordered and logged like host writes, but no host-access check or hooks. */
+  /** Writes for internal copies: ordered, logged and planned like host writes, but no host-access check. */
   internalWrite(offset: number, data: Uint8Array, options: InternalWriteOptions = {}): Promise<void> {
     return this.mutate('write', options.source ?? 'copy', offset, data.length, false, data, options.skipPosition,
       () => this.deps.store.write(offset, data));
@@ -330,6 +333,7 @@ export class Volume {
   async holdWrites(): Promise<() => void> {
     while (this.gate) await this.gate;
     this.gate = new Promise<void>((resolve) => { this.openGate = resolve; });
+    this.windowsOpened++;
     while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight].map((w) => w.done));
     return () => {
       const open = this.openGate;
@@ -344,7 +348,12 @@ export class Volume {
     const started = this.deps.nowMs();
     this.checkAccess('read');
     await this.deps.store.flush();
-    for (const h of this.hooks) await h.afterHostFlush?.();
+    if (this.participants.length > 0) {
+      // The mirrors are made durable together (a FLUSH to a volume with two sync mirrors costs one round trip).
+      const { positions, owners } = this.planPositions();
+      const steps = planFlush(positions);
+      await allOf(steps.map((step) => owners[step.at]!.execute(step, positions[step.at]!, undefined)));
+    }
     this.deps.onOp?.('flush', 0, started);
   }
 
@@ -383,22 +392,29 @@ export class Volume {
         `a ${length}-byte write spans more than the activity log's ${this.log.config.maxActiveExtents} extents`,
         { volume: this.name, offset, length });
     }
+    // Planned at each decision point only if some feature takes part then (one may attach while the
+    // write waits: a pair created, a clone session established).
+    let planned: PlannedWrite | undefined;
     if (source !== 'copy') {
       const pass = async (): Promise<void> => {
         for (;;) {
           while (this.gate && !ordered) await this.gate;
-          for (const h of this.hooks) await h.beforeHostWrite?.(first, last, source);
-          // A write window opened while a hook was waiting: the write must not slip into it (a
-          // group's switch relies on no write being admitted while its windows are open).
-          // Wait for it to close and pass the hooks again (they are idempotent).
-          if (!this.gate || ordered) return;
+          const windows = this.windowsOpened;
+          if (this.participants.length > 0) planned ??= { source, kind, first, last, fua, fromPosition: skipPosition };
+          const admitting = planned ? this.admit(planned) : undefined;
+          if (admitting) await admitting;
+          // A write window opened while the plan's steps were waiting: the write must not slip into
+          // it (a group's switch relies on no write being admitted while its windows are open).
+          // Wait for it to close and plan again (the steps are idempotent): the positions may have
+          // changed in the window (a restore started, a pair stopped).
+          if (ordered || (!this.gate && windows === this.windowsOpened)) return;
         }
       };
       if (host) {
         await pass();
       } else {
-        // Replica writes wait at write windows and go through the same hooks as host writes, one
-        // after another: unlike a host's concurrent writes, their order is the source's and is kept.
+        // Replica writes wait at write windows and pass admission like host writes, one after
+        // another: unlike a host's concurrent writes, their order is the source's and is kept.
         const admitted = this.replicaAdmission.then(pass);
         this.replicaAdmission = admitted.catch(() => undefined);
         await admitted;
@@ -407,6 +423,8 @@ export class Volume {
 
     // Overlapping writes apply in arrival order: wait for every earlier one that overlaps. A piece of
     // a large zero/trim already waited, as a whole, for the writes before it (and later ones wait for it).
+    // The plan's steps alongside and after the local write run while the write holds its place, so
+    // a later overlapping write reaches every mirror after this one.
     const earlier: Promise<void>[] = [];
     if (!ordered) for (const w of this.inFlight) if (w.start < offset + length && offset < w.end) earlier.push(w.done);
     let finish!: () => void;
@@ -423,37 +441,96 @@ export class Volume {
       if (this.log.admit(first, last)) mark();
       else await this.waitForActivityLog(first, last, mark);
       if (host) this.checkAccess('write');
-      const write: AppliedWrite | undefined = this.hooks.length > 0 ? { kind, source, offset, length, data, fua, skipPosition } : undefined;
-      const alongside: Array<Promise<void>> = [];
-      if (write) {
-        for (const h of this.hooks) {
-          const started = h.beginWrite?.(write);
-          if (started) {
-            // Handled now (it may reject while the local write is still running); awaited below.
-            started.catch(() => undefined);
-            alongside.push(started);
-          }
-        }
-      }
-      try {
+      if (this.participants.length > 0) planned ??= { source, kind, first, last, fua, fromPosition: skipPosition };
+      if (!planned && this.observers.length === 0) {
         await apply();
         if (fua) await this.deps.store.flush();
-      } catch (error) {
-        if (write) for (const h of this.hooks) h.localWriteFailed?.(write);
-        await Promise.allSettled(alongside);
-        throw error;
+      } else {
+        await this.applyPlanned(planned, { kind, source, offset, length, data, fua, skipPosition }, async () => {
+          await apply();
+          if (fua) await this.deps.store.flush();
+        });
       }
-      // The bytes are in the store now, whether or not work alongside failed the write: every hook
-      // still learns of them (a volume in several pairs: one pair refusing the write must not keep
-      // the others from owing or capturing it — found by pair seed 53 with fan-out).
-      const settled = alongside.length > 0 ? await Promise.allSettled(alongside) : [];
-      if (write) for (const h of this.hooks) await h.afterWrite?.(write);
-      for (const s of settled) if (s.status === 'rejected') throw s.reason;
     } finally {
       this.inFlight.delete(entry);
       finish();
     }
     if (host) this.deps.onOp?.(kind, length, started);
+  }
+
+  /** The participants' positions as values, and which participant gave each. */
+  private planPositions(): { positions: PlanPosition[]; owners: WriteParticipant[] } {
+    const positions: PlanPosition[] = [];
+    const owners: WriteParticipant[] = [];
+    for (const participant of this.participants) {
+      const from = positions.length;
+      participant.positions(positions);
+      for (let i = from; i < positions.length; i++) owners.push(participant);
+    }
+    return { positions, owners };
+  }
+
+  /**
+   * One admission pass: the plan's steps before the write is ordered, each done before the next.
+   * Undefined when there are none (the common case costs no extra turn of the event loop).
+   */
+  private admit(planned: PlannedWrite): Promise<void> | undefined {
+    const { positions, owners } = this.planPositions();
+    const steps = planAdmission(positions, planned);
+    if (steps.length === 0) return undefined;
+    if (steps[0]!.kind === 'refuse') throw steps[0]!.error;
+    return (async () => {
+      for (const step of steps) {
+        const work = owners[step.at]!.execute(step, positions[step.at]!, undefined);
+        if (work) await work;
+      }
+    })();
+  }
+
+  /** Runs the write's apply plan (see ApplyPlan for the rules) around the local write. */
+  private async applyPlanned(planned: PlannedWrite | undefined, write: AppliedWrite, local: () => Promise<void>): Promise<void> {
+    for (const o of this.observers) o.begin?.(write);
+    let plan: ApplyPlan | undefined;
+    let positions: PlanPosition[] = [];
+    let owners: WriteParticipant[] = [];
+    if (planned) {
+      ({ positions, owners } = this.planPositions());
+      plan = planApply(positions, planned);
+    }
+    const steps = plan?.steps ?? [];
+    // 'apply-local' is the volume's own step; every other names a position.
+    const run = (step: PlanStep): Promise<void> | undefined =>
+      step.kind === 'apply-local' ? undefined : owners[step.at]!.execute(step, positions[step.at]!, write);
+    const alongside: Array<Promise<void>> = [];
+    let i = 0;
+    for (; i < steps.length && steps[i]!.kind !== 'apply-local'; i++) {
+      const started = run(steps[i]!);
+      if (started) {
+        // Handled now (it may reject while the local write is still running); awaited below.
+        started.catch(() => undefined);
+        alongside.push(started);
+      }
+    }
+    try {
+      await local();
+    } catch (error) {
+      for (const step of plan?.ifLocalFails ?? []) {
+        const work = run(step);
+        if (work) await work;
+      }
+      await Promise.allSettled(alongside);
+      throw error;
+    }
+    // The bytes are in the store now, whether or not work alongside failed the write: every
+    // position still learns of them (a volume in several pairs: one pair refusing the write must
+    // not keep the others from owing or capturing it — found by pair seed 53 with fan-out).
+    const settled = alongside.length > 0 ? await Promise.allSettled(alongside) : [];
+    for (const o of this.observers) o.applied?.(write);
+    for (i++; i < steps.length; i++) {
+      const work = run(steps[i]!);
+      if (work) await work;
+    }
+    for (const s of settled) if (s.status === 'rejected') throw s.reason;
   }
 
   private waitForActivityLog(first: number, last: number, mark: () => void): Promise<void> {
@@ -613,4 +690,13 @@ export class Volume {
   get needsBitmapPersist(): boolean {
     return this.bitmapsDirty;
   }
+}
+
+/** One promise for several positions' work (undefined when none has any). */
+function allOf(started: ReadonlyArray<Promise<void> | undefined>): Promise<void> | undefined {
+  const pending = started.filter((p): p is Promise<void> => p !== undefined);
+  if (pending.length <= 1) return pending[0];
+  // Each is handled: one rejecting must not leave the others' rejections unobserved.
+  for (const p of pending) p.catch(() => undefined);
+  return Promise.all(pending).then(() => undefined);
 }

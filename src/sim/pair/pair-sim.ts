@@ -321,10 +321,9 @@ class PairSim {
   /** Traces what lands on R2 (for reproducing one seed). */
   private watchR2(): void {
     if (!this.traceLine) return;
-    this.west.volume?.hooks.push({
-      afterWrite: (w) => {
+    this.west.volume?.observers.push({
+      applied: (w) => {
         this.trace(`R2 ${w.source} ${w.kind} units ${w.offset / UNIT}+${w.length / UNIT}${w.data ? ` ids ${[...new Set(Array.from({ length: w.length / UNIT }, (_, i) => new DataView(w.data!.buffer, w.data!.byteOffset + i * UNIT).getUint32(0)))].join(',')}` : ''}`);
-        return undefined;
       },
     });
   }
@@ -394,10 +393,10 @@ class PairSim {
   /** Watches east's writes begin, to know the cycle of each (the async boundary oracle). */
   private watchR1Cycles(): void {
     if (this.config.mode !== 'async') return;
-    this.east.volume?.hooks.push({
-      beginWrite: (w) => {
+    this.east.volume?.observers.push({
+      begin: (w) => {
         const runtime = this.east.pairs?.isPaired('db') ? this.east.pairs.runtime('db') : undefined;
-        if (!runtime?.capturing || !w.data || w.source !== 'host') return undefined;
+        if (!runtime?.capturing || !w.data || w.source !== 'host') return;
         const id = new DataView(w.data.buffer, w.data.byteOffset).getUint32(0);
         if (runtime.asyncR1 !== this.epochCycles) {
           // The cycles started from a quiet pair: R1's image now is R2's at the epoch's start.
@@ -407,7 +406,6 @@ class PairSim {
           this.epochBaseline = Array.from({ length: this.ackedId.length }, (_, u) => this.idAt(image, u, 'R1'));
         }
         this.cycleOf.set(id, { epoch: this.epoch, cycle: runtime.asyncR1!.cycles.captureCycle });
-        return undefined;
       },
     });
   }

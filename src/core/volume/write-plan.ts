@@ -1,0 +1,302 @@
+// The write plan (ARCHITECTURE.md, "a volume and its mirror positions"; docs/design/write-plan.md):
+// given the positions a volume feeds, as values, and one write, which steps the app carries out and
+// in what order — refuse, copy out first, wait for admission, ship alongside the local write, owe or
+// capture after it. Features no longer join the write path as hooks run in registration order: they
+// describe their positions, this module decides, and they execute the steps named for them.
+//
+// The app asks at the moment each decision is due, with the positions as they are then:
+// `planAdmission` before the write takes its place in the volume's write order (again on each
+// pass, if a write window opened meanwhile), `planApply` once it holds its place and is about to
+// reach the store, `planFlush` after a host FLUSH, `planRead` before a host read.
+import { ErrorCode, TidemarkError } from '../errors.js';
+import type { PairMode } from '../replication/pair-record.js';
+import type { WriteSource } from './mirror-positions.js';
+
+/** What the planner reads of a track bitmap. */
+export interface TrackSet {
+  anyInRange(first: number, last: number): boolean;
+  isEmpty(): boolean;
+}
+
+/** A clone session on its standard volume (STD). */
+export interface ClonePosition {
+  readonly kind: 'clone';
+  readonly id: string;
+  /** The session's background copy is idle while the session is attached: a write leaves it work. */
+  readonly copyIdle: boolean;
+  readonly restoring: boolean;
+  /** Tracks STD still needs from the clone (an instant restore copies them before a host touches them). */
+  readonly toStd: TrackSet;
+  /** Tracks restored whose cleared bits are not yet durable (made durable before a write lands on them). */
+  readonly restoredNotDurable: TrackSet;
+}
+
+/** A pair on its R1: the volume feeds a remote mirror. */
+export interface PairR1Position {
+  readonly kind: 'pair-r1';
+  /** The pair's name. */
+  readonly id: string;
+  readonly peer: string;
+  /** Its invalid-track bitmap: a write marked as coming from there is the pair's own pull (restore). */
+  readonly outPosition: string;
+  readonly mode: PairMode;
+  /** The pair is meant to replicate (intent), whatever the link does. */
+  readonly replicating: boolean;
+  /** onLinkFailure is fail-writes: host writes are refused while the pair cannot replicate. */
+  readonly failWrites: boolean;
+  /** The link to the peer is up and the peer knows the pair. */
+  readonly linkUp: boolean;
+  /** Writes may be shipped to R2 now (replicating, link up, reconciled, not protecting). */
+  readonly canShip: boolean;
+  /** Async: the ordered cycles run and capture writes. */
+  readonly capturing: boolean;
+  /** The tracks of the pair's extents; undefined: the whole volume. */
+  readonly scope: TrackSet | undefined;
+  /** False once the pair half was torn down (it still refuses, it no longer ships, owes or captures). */
+  readonly live: boolean;
+}
+
+/** A pair on its R2: the volume receives a remote mirror's writes. */
+export interface PairR2Position {
+  readonly kind: 'pair-r2';
+  readonly id: string;
+  readonly peer: string;
+  readonly volume: string;
+  /** Tracks the volume's hosts may not write (the replicated extents while write-disabled). */
+  readonly refused: TrackSet | undefined;
+}
+
+/**
+ * Every kind of position the write path knows. A new mirror kind (a journal, a migration target)
+ * adds its value here and its rule to RULES below; TypeScript then insists the rule exists.
+ */
+export type PlanPosition = ClonePosition | PairR1Position | PairR2Position;
+export type PlanPositionKind = PlanPosition['kind'];
+
+/** The write being planned: its source, kind, byte range and tracks. */
+export interface PlannedWrite {
+  readonly source: WriteSource;
+  readonly kind: 'write' | 'zero' | 'trim';
+  readonly first: number;
+  readonly last: number;
+  readonly fua: boolean;
+  /** The position the write comes from (a replica's own bitmap, a pair's pull): it does not go back there. */
+  readonly fromPosition: string | undefined;
+}
+
+interface StepBase {
+  /** The position's id, and its index in the list the plan was made from (the app dispatches on it). */
+  readonly position: string;
+  readonly at: number;
+}
+
+export type AdmitStep =
+  /** The write fails with `error`; nothing else runs. */
+  | (StepBase & { readonly kind: 'refuse'; readonly error: TidemarkError })
+  | CopyOutStep
+  /** The write leaves an attached clone work: its background copy is started (the write does not wait). */
+  | (StepBase & { readonly kind: 'start-copy' })
+  /** Async cycles may hold the write back (their spill disk behind the host); it waits until let in. */
+  | (StepBase & { readonly kind: 'wait-admission' });
+
+export type ApplyStep =
+  /** The store takes the write (and its FUA flush). */
+  | { readonly kind: 'apply-local' }
+  /** Async: the write joins the cycle open now (before the local write). */
+  | (StepBase & { readonly kind: 'begin-capture' })
+  /** Sync / semi-sync: the write is shipped to R2 alongside the local write; it completes when both are done. */
+  | (StepBase & { readonly kind: 'ship'; readonly mode: 'sync' | 'semisync' })
+  /** The pair fails the write (link lost since admission, fail-writes); runs alongside, the local write still lands. */
+  | (StepBase & { readonly kind: 'fail'; readonly error: TidemarkError })
+  /** The write's records are owed to the mirror (the background push ships them). */
+  | (StepBase & { readonly kind: 'owe' })
+  /** Async: the written bytes go into the cycle the write joined. */
+  | (StepBase & { readonly kind: 'capture' })
+  /** The local write failed: the mirror may have got bytes the store lacks, so the tracks are owed whole. */
+  | (StepBase & { readonly kind: 'owe-whole' });
+
+/**
+ * How the app runs it: the steps before `apply-local` start in order, and any that returns work
+ * runs alongside the local write; `apply-local` starts next; the write then waits for the local
+ * write and for everything alongside. If the local write failed, `ifLocalFails` runs and the write
+ * fails with the store's error. Otherwise every step after `apply-local` runs, in order — even when
+ * something alongside failed (every position learns of bytes that are in the store: pair seed 53) —
+ * and then the write fails with the first failure alongside, if any.
+ */
+export interface ApplyPlan {
+  readonly steps: readonly ApplyStep[];
+  readonly ifLocalFails: readonly ApplyStep[];
+}
+
+/** After the local flush: each makes a mirror durable too; they run together. */
+export type FlushStep = StepBase & { readonly kind: 'flush-mirror' };
+
+/**
+ * A clone brings tracks first..last of STD up to date before a write or read lands on them (an
+ * instant restore copies them from the clone). `durable`: before a write, the restored tracks'
+ * cleared bits are made durable too (after a crash they must not be restored over the write).
+ */
+export type CopyOutStep = StepBase & {
+  readonly kind: 'copy-out'; readonly first: number; readonly last: number; readonly durable: boolean;
+};
+
+/** Before a host read, in order. */
+export type ReadStep = CopyOutStep;
+
+export type PlanStep = AdmitStep | ApplyStep | FlushStep | ReadStep;
+
+interface Rule<P extends PlanPosition> {
+  /** Before the write is ordered (host and replica writes only; copies are the volume's own business). */
+  refuse?(p: P, w: PlannedWrite): TidemarkError | undefined;
+  admit?(p: P, w: PlannedWrite, at: number, out: AdmitStep[]): void;
+  /** Its admission steps come before other kinds' (work that may take a while and needs no one's leave). */
+  readonly admitsEarly?: boolean;
+  /** Steps that start with the local write (before it), and after it. */
+  apply?(p: P, w: PlannedWrite, at: number, before: ApplyStep[], after: ApplyStep[], ifLocalFails: ApplyStep[]): void;
+  flush?(p: P, at: number, out: FlushStep[]): void;
+  read?(p: P, first: number, last: number, at: number, out: ReadStep[]): void;
+}
+
+const inScope = (scope: TrackSet | undefined, w: { first: number; last: number }): boolean =>
+  scope === undefined || scope.anyInRange(w.first, w.last);
+
+const shipsAlongside = (mode: PairMode): mode is 'sync' | 'semisync' => mode === 'sync' || mode === 'semisync';
+
+const linkDown = (p: PairR1Position): TidemarkError =>
+  new TidemarkError(ErrorCode.LinkDown, `pair ${p.id} cannot replicate (link to ${p.peer} is down) and is set to fail writes`);
+
+/** Whether a clone session has work before tracks first..last are written. */
+function cloneNeedsCopyOut(p: ClonePosition, first: number, last: number): boolean {
+  if (!p.restoring && p.restoredNotDurable.isEmpty()) return false;
+  return p.toStd.anyInRange(first, last) || p.restoredNotDurable.anyInRange(first, last);
+}
+
+const cloneRule: Rule<ClonePosition> = {
+  admitsEarly: true,
+  admit(p, w, at, out) {
+    if (p.copyIdle) out.push({ kind: 'start-copy', position: p.id, at });
+    if (cloneNeedsCopyOut(p, w.first, w.last)) out.push({ kind: 'copy-out', position: p.id, at, first: w.first, last: w.last, durable: true });
+  },
+  read(p, first, last, at, out) {
+    if (p.restoring && p.toStd.anyInRange(first, last)) out.push({ kind: 'copy-out', position: p.id, at, first, last, durable: false });
+  },
+};
+
+const pairR1Rule: Rule<PairR1Position> = {
+  refuse(p, w) {
+    // Refusals concern the volume's hosts; a replica write (a chain) is never refused by a pair
+    // downstream of it: that pair owes the tracks instead.
+    if (w.source !== 'host' || !inScope(p.scope, w)) return undefined;
+    if (!p.replicating || !p.failWrites || p.linkUp) return undefined;
+    return linkDown(p);
+  },
+  admit(p, _w, at, out) {
+    if (p.capturing) out.push({ kind: 'wait-admission', position: p.id, at });
+  },
+  apply(p, w, at, before, after, ifLocalFails) {
+    if (!p.live || !inScope(p.scope, w)) return;
+    // R2 may get bytes R1 could not store: R1's real content is owed then.
+    ifLocalFails.push({ kind: 'owe-whole', position: p.id, at });
+    // Writes that make R1 equal to R2 (the pair's own pull during a restore) owe nothing.
+    const ownPull = w.fromPosition === p.outPosition;
+    if (p.capturing && !ownPull) {
+      before.push({ kind: 'begin-capture', position: p.id, at });
+      after.push({ kind: 'capture', position: p.id, at });
+      return;
+    }
+    // A replica write is new data for this volume (it is the R2 of another pair: a chain), so it
+    // ships like a host's. Internal copies (a clone restoring into this volume) are owed.
+    const news = w.source === 'host' || (w.source === 'replica' && !ownPull);
+    if (news && p.canShip && shipsAlongside(p.mode)) {
+      before.push({ kind: 'ship', position: p.id, at, mode: p.mode });
+      return;
+    }
+    if (w.source === 'host' && p.replicating && shipsAlongside(p.mode) && p.failWrites) {
+      // The link went down after the write was let in: the pair fails it now. Its bytes may still
+      // reach the store, so its records are owed either way.
+      before.push({ kind: 'owe', position: p.id, at }, { kind: 'fail', position: p.id, at, error: linkDown(p) });
+      return;
+    }
+    if (!ownPull) after.push({ kind: 'owe', position: p.id, at });
+  },
+  flush(p, at, out) {
+    if (p.live && p.canShip && shipsAlongside(p.mode)) out.push({ kind: 'flush-mirror', position: p.id, at });
+  },
+};
+
+const pairR2Rule: Rule<PairR2Position> = {
+  refuse(p, w) {
+    if (w.source !== 'host' || p.refused === undefined || !p.refused.anyInRange(w.first, w.last)) return undefined;
+    return new TidemarkError(ErrorCode.VolumeWriteDisabled,
+      `volume ${p.volume} is write-disabled in the extents it replicates from ${p.peer} (pair ${p.id})`, { volume: p.volume });
+  },
+};
+
+const RULES: { readonly [K in PlanPositionKind]: Rule<Extract<PlanPosition, { kind: K }>> } = {
+  'clone': cloneRule,
+  'pair-r1': pairR1Rule,
+  'pair-r2': pairR2Rule,
+};
+
+const ruleOf = (p: PlanPosition): Rule<PlanPosition> => RULES[p.kind] as Rule<PlanPosition>;
+
+/**
+ * Before a host or replica write takes its place in the write order. Run in order, each finished
+ * before the next. A refusal comes alone: nothing else runs for a refused write.
+ */
+export function planAdmission(positions: readonly PlanPosition[], w: PlannedWrite): AdmitStep[] {
+  if (w.source === 'copy') return [];
+  for (let at = 0; at < positions.length; at++) {
+    const p = positions[at]!;
+    const error = ruleOf(p).refuse?.(p, w);
+    if (error) return [{ kind: 'refuse', position: p.id, at, error }];
+  }
+  // Clone work first: a copy-out may take a while and needs no cycle's leave; the cycles' wait is
+  // the last thing before the write is ordered, so it lets in a write that is ready to go.
+  const steps: AdmitStep[] = [];
+  for (let round = 0; round < 2; round++) {
+    const early = round === 0;
+    for (let at = 0; at < positions.length; at++) {
+      const p = positions[at]!;
+      const rule = ruleOf(p);
+      if ((rule.admitsEarly === true) === early) rule.admit?.(p, w, at, steps);
+    }
+  }
+  return steps;
+}
+
+const NOTHING_BUT_LOCAL: ApplyPlan = { steps: [{ kind: 'apply-local' }], ifLocalFails: [] };
+
+/** When the write holds its place in the order, its bits are marked and it is about to reach the store. */
+export function planApply(positions: readonly PlanPosition[], w: PlannedWrite): ApplyPlan {
+  const before: ApplyStep[] = [];
+  const after: ApplyStep[] = [];
+  const ifLocalFails: ApplyStep[] = [];
+  for (let at = 0; at < positions.length; at++) {
+    const p = positions[at]!;
+    ruleOf(p).apply?.(p, w, at, before, after, ifLocalFails);
+  }
+  if (before.length === 0 && after.length === 0 && ifLocalFails.length === 0) return NOTHING_BUT_LOCAL;
+  before.push({ kind: 'apply-local' });
+  return { steps: after.length === 0 ? before : before.concat(after), ifLocalFails };
+}
+
+/** After the store made a host FLUSH durable: the mirrors that must be durable too, together. */
+export function planFlush(positions: readonly PlanPosition[]): FlushStep[] {
+  const out: FlushStep[] = [];
+  for (let at = 0; at < positions.length; at++) {
+    const p = positions[at]!;
+    ruleOf(p).flush?.(p, at, out);
+  }
+  return out;
+}
+
+/** Before a host read of tracks first..last, in order. */
+export function planRead(positions: readonly PlanPosition[], first: number, last: number): ReadStep[] {
+  const out: ReadStep[] = [];
+  for (let at = 0; at < positions.length; at++) {
+    const p = positions[at]!;
+    ruleOf(p).read?.(p, first, last, at, out);
+  }
+  return out;
+}
