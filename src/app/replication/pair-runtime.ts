@@ -97,7 +97,7 @@ export class PairRuntime {
     writesForwarded: 0, recordsShipped: 0, bytesShipped: 0, zeroMarkers: 0, recordsIdentical: 0, tracksCopied: 0, tracksCompared: 0,
     flushRounds: 0, recordsPulled: 0, bytesPulled: 0, cycleFallbacks: 0,
   };
-  /** Set when the pair is torn down or its role changes (retire()): loops and hooks stop. */
+  /** Set when the pair is torn down or its role changes (retire()): loops stop and the write plan skips it. */
   retired = false;
   /** Async mode: the ordered cycles, once started from a synchronized pair. */
   asyncR1: R1Async | undefined;
