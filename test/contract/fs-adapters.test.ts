@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { FileBlockStoreFactory } from '../../src/adapters/fs/file-block-store.js';
 import { FileMetaStore, FileSlotJournal } from '../../src/adapters/fs/file-meta-store.js';
 import { blockStoreContract } from './block-store-contract.js';
-import { metaStoreContract, slotJournalContract } from './meta-store-contract.js';
+import { metaStoreConcurrencyContract, metaStoreContract, slotJournalContract } from './meta-store-contract.js';
 import { isTidemarkError } from '../../src/core/errors.js';
 import { FileSpillStore } from '../../src/adapters/fs/file-spill-store.js';
 import { spillStoreContract } from './spill-store-contract.js';
@@ -26,6 +26,11 @@ blockStoreContract('FileBlockStore', async () => {
 });
 
 metaStoreContract('FileMetaStore', async () => {
+  const dir = await tempDir();
+  return { store: await FileMetaStore.open(dir), cleanup: () => rm(dir, { recursive: true, force: true }) };
+});
+
+metaStoreConcurrencyContract('FileMetaStore', async () => {
   const dir = await tempDir();
   return { store: await FileMetaStore.open(dir), cleanup: () => rm(dir, { recursive: true, force: true }) };
 });
