@@ -15,8 +15,17 @@ export function parseHostPort(text: string, what: string): HostPort {
   return { host: match[1] ?? match[2]!, port };
 }
 
+/** A name for --api-host: a DNS name (no port, no scheme) or `*`. */
+function parseHostName(text: string): string {
+  const name = text.trim().toLowerCase().replace(/\.$/, '');
+  if (name !== '*' && !/^[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*$/.test(name)) {
+    throw invalidArgument(`invalid --api-host ${JSON.stringify(text)}: give a host name such as array1.example.com (no port)`);
+  }
+  return name;
+}
+
 interface StartOptions {
-  data: string; name?: string; api: string; nbd: string; nbdSocket?: string; noNbdTcp?: boolean; link?: string; linkStreams: string; alExtents: string;
+  data: string; name?: string; api: string; apiHost: string[]; nbd: string; nbdSocket?: string; noNbdTcp?: boolean; link?: string; linkStreams: string; alExtents: string;
 }
 
 type Run = (client: ApiClient, globals: GlobalOptions) => Promise<void>;
@@ -33,9 +42,18 @@ export function registerArrayCommands(program: Command, run: (action: Run) => Pr
 
   array.command('start')
     .description('run one array in the foreground (stop with SIGTERM or Ctrl-C)')
-    .requiredOption('--data <dir>', 'data directory (created if missing): volumes, metadata, activity logs')
+    .addHelpText('after', `
+The data directory is made private (mode 700) and every file in it is created mode 600. At the first
+start the array writes two API tokens there, never replaced afterwards:
+  DIR/api-token       full access: give it to the CLI with --token-file DIR/api-token
+  DIR/api-token.read  GET requests only, e.g. for monitoring scripts
+Every API request except GET /metrics needs the header "Authorization: Bearer TOKEN"; see docs/security.md.`)
+    .requiredOption('--data <dir>', 'data directory (created if missing, made private): volumes, metadata, activity logs, API tokens')
     .option('--name <name>', 'array name (default: the data directory name)')
     .option('--api <host:port>', 'HTTP API address', '127.0.0.1:7480')
+    .option('--api-host <name>', 'a host name clients use to reach the API (repeatable); requests with any other name in their ' +
+      'Host header are refused (DNS rebinding). IP addresses, localhost and the --api host are always accepted; * accepts any',
+    (value: string, previous: string[]) => [...previous, value], [] as string[])
     .option('--nbd <host:port>', 'NBD TCP address', '127.0.0.1:10809')
     .option('--nbd-socket <path>', 'also serve NBD on this Unix socket')
     .option('--link <host:port>', 'replication link listener for peer arrays (default: none; needed on both arrays of a pair)')
@@ -76,7 +94,7 @@ export function registerArrayCommands(program: Command, run: (action: Run) => Pr
         }
         const name = opts.name ?? (opts.data.replace(/\/+$/, '').split('/').pop() || 'array');
         running = await startArray({
-          dataDir: opts.data, name, api: parseHostPort(opts.api, 'API'), nbd: parseHostPort(opts.nbd, 'NBD'),
+          dataDir: opts.data, name, api: parseHostPort(opts.api, 'API'), apiHosts: opts.apiHost.map(parseHostName), nbd: parseHostPort(opts.nbd, 'NBD'),
           nbdSocket: opts.nbdSocket, link: opts.link ? parseHostPort(opts.link, 'link') : undefined, linkStreams, alExtents, version, logger: logger.child({ array: name }),
         });
         logger.info({

@@ -4,6 +4,7 @@ import { isTidemarkError } from '../core/errors.js';
 export interface GlobalOptions {
   readonly json?: boolean;
   readonly array?: string;
+  readonly tokenFile?: string;
 }
 
 export function printJson(value: unknown): void {
