@@ -65,7 +65,9 @@ Every API request except GET /metrics needs the header "Authorization: Bearer TO
       // The daemon's modules (fastify, prom-client, pino) load only here, so other commands start fast.
       const { startArray } = await import('../app/daemon.js');
       const { createLogger } = await import('../app/logger.js');
+      const { installFaultPolicy } = await import('../app/fault-policy.js');
       const logger = createLogger(opts.name ?? 'array');
+      const startedAtMs = Date.now();
       // Signals are handled from the first moment: one that arrives while the array is starting
       // stops it as soon as start-up completes, with the same clean shutdown.
       let running: RunningArray | undefined;
@@ -86,6 +88,11 @@ Every API request except GET /metrics needs the header "Authorization: Bearer TO
       };
       process.on('SIGTERM', () => stop('SIGTERM'));
       process.on('SIGINT', () => stop('SIGINT'));
+      // An exception nothing caught is a bug: log it and exit non-zero, never run on (fault-policy.ts).
+      installFaultPolicy(logger, () => ({
+        phase: stopping ? 'stopping' : running ? 'running' : 'starting',
+        data: opts.data, uptimeSeconds: (Date.now() - startedAtMs) / 1000,
+      }));
       try {
         const linkStreams = Number(opts.linkStreams);
         if (!Number.isInteger(linkStreams) || linkStreams < 1 || linkStreams > 16) throw invalidArgument('--link-streams must be a whole number from 1 to 16');

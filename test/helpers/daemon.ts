@@ -57,11 +57,11 @@ export class DaemonFixture {
     return new DaemonFixture(await mkdtemp(join(tmpdir(), 'tidemark-daemon-test-')));
   }
 
-  /** Spawns a daemon without waiting for it (for tests that expect it to fail). */
-  spawnDaemon(dataDir: string, extraArgs: string[] = []):
+  /** Spawns a daemon without waiting for it (for tests that expect it to fail); `env` replaces this process's. */
+  spawnDaemon(dataDir: string, extraArgs: string[] = [], env?: NodeJS.ProcessEnv):
     { child: ChildProcess; output: () => string; done: Promise<ExitResult & { output: string }> } {
     const child = spawn(tidemarkBin, ['array', 'start', '--data', dataDir, '--api', '127.0.0.1:0', '--nbd', '127.0.0.1:0', ...extraArgs],
-      { stdio: ['ignore', 'pipe', 'pipe'] });
+      { stdio: ['ignore', 'pipe', 'pipe'], ...(env ? { env } : {}) });
     this.children.add(child);
     let output = '';
     child.stdout!.on('data', (d: Buffer) => { output += d.toString(); });
@@ -77,9 +77,10 @@ export class DaemonFixture {
   }
 
   /** Starts a daemon on `dataDir` (default: a fresh one) and waits for 'array started'. */
-  async start(dataDir = join(this.dir, `array-${this.children.size}-${Date.now()}`), extraArgs: string[] = []): Promise<DaemonProcess> {
+  async start(dataDir = join(this.dir, `array-${this.children.size}-${Date.now()}`), extraArgs: string[] = [],
+    env?: NodeJS.ProcessEnv): Promise<DaemonProcess> {
     const socketPath = join(this.dir, `nbd-${Date.now()}-${Math.floor(Math.random() * 1e6)}.sock`);
-    const { child, output, done } = this.spawnDaemon(dataDir, ['--nbd-socket', socketPath, ...extraArgs]);
+    const { child, output, done } = this.spawnDaemon(dataDir, ['--nbd-socket', socketPath, ...extraArgs], env);
     const started = await new Promise<Record<string, unknown>>((resolve, reject) => {
       const timer = setTimeout(() => {
         child.kill('SIGKILL');
