@@ -25,7 +25,7 @@ function parseHostName(text: string): string {
 }
 
 interface StartOptions {
-  data: string; name?: string; api: string; apiHost: string[]; nbd: string; nbdSocket?: string; noNbdTcp?: boolean; link?: string; linkStreams: string; alExtents: string;
+  data: string; name?: string; api: string; apiHost: string[]; tlsCert?: string; tlsKey?: string; nbd: string; nbdSocket?: string; noNbdTcp?: boolean; link?: string; linkStreams: string; alExtents: string;
 }
 
 type Run = (client: ApiClient, globals: GlobalOptions) => Promise<void>;
@@ -54,6 +54,8 @@ Every API request except GET /metrics needs the header "Authorization: Bearer TO
     .option('--api-host <name>', 'a host name clients use to reach the API (repeatable); requests with any other name in their ' +
       'Host header are refused (DNS rebinding). IP addresses, localhost and the --api host are always accepted; * accepts any',
     (value: string, previous: string[]) => [...previous, value], [] as string[])
+    .option('--tls-cert <file>', 'serve the API over HTTPS with this certificate (PEM, with its chain); needs --tls-key')
+    .option('--tls-key <file>', 'the private key of --tls-cert (PEM)')
     .option('--nbd <host:port>', 'NBD TCP address', '127.0.0.1:10809')
     .option('--nbd-socket <path>', 'also serve NBD on this Unix socket')
     .option('--link <host:port>', 'replication link listener for peer arrays (default: none; needed on both arrays of a pair)')
@@ -99,13 +101,15 @@ Every API request except GET /metrics needs the header "Authorization: Bearer TO
         if (!Number.isInteger(alExtents) || alExtents < 16 || alExtents > max) {
           throw invalidArgument(`--al-extents must be a whole number from 16 to ${max}`);
         }
+        if ((opts.tlsCert === undefined) !== (opts.tlsKey === undefined)) throw invalidArgument('--tls-cert and --tls-key go together');
         const name = opts.name ?? (opts.data.replace(/\/+$/, '').split('/').pop() || 'array');
         running = await startArray({
-          dataDir: opts.data, name, api: parseHostPort(opts.api, 'API'), apiHosts: opts.apiHost.map(parseHostName), nbd: parseHostPort(opts.nbd, 'NBD'),
+          dataDir: opts.data, name, api: parseHostPort(opts.api, 'API'), apiHosts: opts.apiHost.map(parseHostName),
+          apiTls: opts.tlsCert !== undefined && opts.tlsKey !== undefined ? { certFile: opts.tlsCert, keyFile: opts.tlsKey } : undefined, nbd: parseHostPort(opts.nbd, 'NBD'),
           nbdSocket: opts.nbdSocket, link: opts.link ? parseHostPort(opts.link, 'link') : undefined, linkStreams, alExtents, version, logger: logger.child({ array: name }),
         });
         logger.info({
-          api: hostPort(running.api), nbd: running.nbd ? hostPort(running.nbd) : null, nbdSocket: running.nbdSocket ?? null,
+          api: hostPort(running.api), apiTls: running.apiTls, nbd: running.nbd ? hostPort(running.nbd) : null, nbdSocket: running.nbdSocket ?? null,
           link: running.link ? hostPort(running.link) : null,
           data: opts.data,
         }, 'array started');

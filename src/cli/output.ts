@@ -5,6 +5,7 @@ export interface GlobalOptions {
   readonly json?: boolean;
   readonly array?: string;
   readonly tokenFile?: string;
+  readonly ca?: string;
 }
 
 export function printJson(value: unknown): void {

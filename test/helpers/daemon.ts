@@ -104,7 +104,7 @@ export class DaemonFixture {
     const api = addressOf(started.api);
     const nbd = addressOf(started.nbd);
     const tokenFile = join(dataDir, 'api-token');
-    const apiUrl = `http://${api.host}:${api.port}`;
+    const apiUrl = `${started.apiTls === true ? 'https' : 'http'}://${api.host}:${api.port}`;
     return {
       dataDir, socketPath, pid: child.pid!, tokenFile,
       token: (await readFile(tokenFile, 'utf8')).trim(),

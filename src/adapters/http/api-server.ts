@@ -17,6 +17,8 @@ export interface ApiServerOptions {
   readonly version: string;
   /** Tokens and Host names; every request but those to public routes needs a token. */
   readonly access: ApiAccessPolicy;
+  /** Serve HTTPS with this certificate (PEM, chain included) and key instead of plain HTTP. */
+  readonly tls?: { readonly cert: Buffer; readonly key: Buffer } | undefined;
 }
 
 export interface ApiServer {
@@ -61,12 +63,11 @@ function register(app: FastifyInstance, route: RouteSpec<ApiBackend>, backend: A
 
 export async function startApiServer(options: ApiServerOptions): Promise<ApiServer> {
   const { backend, logger } = options;
-  const app = Fastify({
-    logger: false,
-    bodyLimit: BODY_LIMIT_BYTES,
-    requestTimeout: REQUEST_TIMEOUT_MS,
-    return503OnClosing: true,
-  });
+  const common = { logger: false, bodyLimit: BODY_LIMIT_BYTES, requestTimeout: REQUEST_TIMEOUT_MS, return503OnClosing: true } as const;
+  // One code path for both: the routes and hooks do not care which server carries them.
+  const app: FastifyInstance = options.tls
+    ? Fastify({ ...common, https: { cert: options.tls.cert, key: options.tls.key, minVersion: 'TLSv1.2' } }) as unknown as FastifyInstance
+    : Fastify(common);
   app.setErrorHandler((error, request, reply) => {
     const tm = toTidemarkError(error);
     const status = httpStatusOf(tm.code);
