@@ -88,14 +88,22 @@ export function checkAccess(request: AccessRequest, policy: ApiAccessPolicy): Ti
   return undefined;
 }
 
+/** The policy's token digests, computed once per policy rather than per request. */
+const digestsOf = new WeakMap<ApiAccessPolicy, ReadonlyArray<{ digest: Buffer; scope: TokenScope }>>();
+
 function scopeOf(authorization: string | undefined, policy: ApiAccessPolicy): TokenScope | undefined {
   const match = /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(authorization ?? '');
   if (!match) return undefined;
   const offered = digest(match[1]!);
+  let candidates = digestsOf.get(policy);
+  if (candidates === undefined) {
+    candidates = policy.tokens.map((t) => ({ digest: digest(t.token), scope: t.scope }));
+    digestsOf.set(policy, candidates);
+  }
   let scope: TokenScope | undefined;
   // Compare with every token, even after a match, so timing does not say which one matched.
-  for (const candidate of policy.tokens) {
-    if (timingSafeEqual(offered, digest(candidate.token)) && scope === undefined) scope = candidate.scope;
+  for (const candidate of candidates) {
+    if (timingSafeEqual(offered, candidate.digest) && scope === undefined) scope = candidate.scope;
   }
   return scope;
 }
