@@ -6,18 +6,13 @@ import { mkdtemp, rm, open, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freePort, run, startProcess, stopProcess, tidemarkBin, waitForPort } from './lib/processes.js';
+import { arrayApi, freePort, run, startProcess, stopProcess, tidemarkBin, waitForPort } from './lib/processes.js';
 
 const TRACK = 64 * 1024;
 
-async function api<T>(port: number, method: string, path: string, body?: unknown): Promise<T> {
-  const response = await fetch(`http://127.0.0.1:${port}${path}`, {
-    method, headers: body === undefined ? {} : { 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await response.text();
-  if (!response.ok) throw new Error(`${method} ${path}: ${text}`);
-  return JSON.parse(text) as T;
-}
+/** Set once the array is started: the API of the array under test. */
+let arrayCall: ReturnType<typeof arrayApi> | undefined;
+const api = <T>(_port: number, method: string, path: string, body?: unknown): Promise<T> => arrayCall!<T>(method, path, body);
 
 async function timeUntil(port: number, path: string, state: string): Promise<number> {
   const started = performance.now();
@@ -41,6 +36,7 @@ export async function benchClone(args: { sizeBytes: number }): Promise<void> {
     '--nbd', `127.0.0.1:${nbdPort}`], 'tidemark');
   try {
     await waitForPort(apiPort);
+    arrayCall = arrayApi(apiPort, join(dir, 'array'));
     const source = join(dir, 'source.img');
     // Incompressible data, written once to a file and once into the volume.
     const file = await open(source, 'w');

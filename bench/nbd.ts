@@ -4,7 +4,7 @@ import { mkdtemp, rm, open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runFio, type FioJob, type FioResult } from './lib/fio.js';
-import { freePort, startProcess, stopProcess, tidemarkBin, waitForPort } from './lib/processes.js';
+import { arrayApi, freePort, startProcess, stopProcess, tidemarkBin, waitForPort } from './lib/processes.js';
 
 const GiB = 1024 * 1024 * 1024;
 
@@ -26,11 +26,7 @@ export async function benchNbd(args: { seconds: number; sizeBytes: number }): Pr
   try {
     await waitForPort(apiPort);
     await waitForPort(kitPort);
-    const created = await fetch(`http://127.0.0.1:${apiPort}/v1/volumes`, {
-      method: 'POST', headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ name: 'bench', sizeBytes: args.sizeBytes }),
-    });
-    if (!created.ok) throw new Error(`volume create failed: ${await created.text()}`);
+    await arrayApi(apiPort, join(dir, 'array'))('POST', '/v1/volumes', { name: 'bench', sizeBytes: args.sizeBytes });
     const rows: Array<{ job: string; tidemark: FioResult; nbdkit: FioResult }> = [];
     for (const job of jobs) {
       // Alternate which server goes first so page-cache warm-up does not favour one side.

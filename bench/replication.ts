@@ -15,7 +15,7 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runFio, type FioJob, type FioResult } from './lib/fio.js';
-import { freePort, startProcess, stopProcess, tidemarkBin, waitForPort } from './lib/processes.js';
+import { arrayApi, freePort, startProcess, stopProcess, tidemarkBin, waitForPort } from './lib/processes.js';
 import { startQemuExport } from './lib/qemu-mirror.js';
 
 const MiB = 1024 * 1024;
@@ -65,11 +65,7 @@ export const tidemarkSubject: ReplicationSubject = {
       '--api', `127.0.0.1:${apiPort}`, '--nbd', `127.0.0.1:${nbdPort}`], 'tidemark');
     try {
       await waitForPort(apiPort);
-      const created = await fetch(`http://127.0.0.1:${apiPort}/v1/volumes`, {
-        method: 'POST', headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ name: 'bench', sizeBytes }),
-      });
-      if (!created.ok) throw new Error(`volume create failed: ${await created.text()}`);
+      await arrayApi(apiPort, join(dir, 'array'))('POST', '/v1/volumes', { name: 'bench', sizeBytes });
       await waitForPort(nbdPort);
     } catch (e) {
       await stopProcess(daemon);
@@ -78,14 +74,6 @@ export const tidemarkSubject: ReplicationSubject = {
     return { nbdUri: `nbd://127.0.0.1:${nbdPort}/bench`, stop: () => stopProcess(daemon) };
   },
 };
-
-async function call(apiPort: number, method: string, path: string, body: unknown): Promise<unknown> {
-  const response = await fetch(`http://127.0.0.1:${apiPort}${path}`, {
-    method, ...(body === undefined ? {} : { headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }),
-  });
-  if (!response.ok) throw new Error(`${method} ${path} failed: ${await response.text()}`);
-  return response.json();
-}
 
 /** Two tidemark arrays on loopback with a sync pair, measured through R1's export once synchronized. */
 export const tidemarkSyncSubject: ReplicationSubject = {
@@ -105,6 +93,8 @@ export const tidemarkSyncSubject: ReplicationSubject = {
       const [westApi, , westLink] = ports.west;
       await waitForPort(eastApi!);
       await waitForPort(westApi!);
+      const apis = { [eastApi!]: arrayApi(eastApi!, join(dir, 'east')), [westApi!]: arrayApi(westApi!, join(dir, 'west')) };
+      const call = (apiPort: number, method: string, path: string, body: unknown): Promise<unknown> => apis[apiPort]!(method, path, body);
       await call(eastApi!, 'POST', '/v1/peers', { name: 'west', address: `127.0.0.1:${westLink}`, secretFile: secret });
       await call(westApi!, 'POST', '/v1/peers', { name: 'east', address: `127.0.0.1:${eastLink}`, secretFile: secret });
       await call(eastApi!, 'POST', '/v1/volumes', { name: 'bench', sizeBytes });
@@ -117,7 +107,7 @@ export const tidemarkSyncSubject: ReplicationSubject = {
       }
       await call(eastApi!, 'POST', '/v1/pairs', { volume: 'bench', peer: 'west', remoteVolume: 'bench-r', mode: 'sync' });
       for (;;) {
-        const pair = await fetch(`http://127.0.0.1:${eastApi}/v1/pairs/bench`).then((r) => r.json()) as { state: string };
+        const pair = await call(eastApi!, 'GET', '/v1/pairs/bench', undefined) as { state: string };
         if (pair.state === 'synchronized') break;
         await new Promise((r) => setTimeout(r, 50));
       }

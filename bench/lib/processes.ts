@@ -3,6 +3,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer, connect } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
+import { readFile } from 'node:fs/promises';
 
 export const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 export const tidemarkBin = join(repoRoot, 'bin', 'tidemark');
@@ -63,4 +64,23 @@ export async function run(command: string, args: string[]): Promise<string> {
     child.once('error', reject);
     child.once('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`${command} ${args.join(' ')} failed (${code}): ${err}`))));
   });
+}
+
+/**
+ * An API caller for an array started on `dataDir` and listening on 127.0.0.1:`port`, with the token
+ * the array wrote to DATA/api-token (read on first use: the array writes it before it listens).
+ */
+export function arrayApi(port: number, dataDir: string): <T = unknown>(method: string, path: string, body?: unknown) => Promise<T> {
+  let token: string | undefined;
+  return async <T>(method: string, path: string, body?: unknown): Promise<T> => {
+    token ??= (await readFile(join(dataDir, 'api-token'), 'utf8')).trim();
+    const response = await fetch(`http://127.0.0.1:${port}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${token}`, ...(method === 'GET' ? {} : { 'content-type': 'application/json' }) },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const text = await response.text();
+    if (!response.ok) throw new Error(`${method} ${path} failed (${response.status}): ${text}`);
+    return JSON.parse(text) as T;
+  };
 }

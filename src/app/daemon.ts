@@ -1,6 +1,8 @@
 // The composition root of one array process: the data directory and its lock, metadata, volumes,
 // the NBD listeners, the HTTP API and metrics.
-import { mkdir } from 'node:fs/promises';
+import { chmod, mkdir, readFile, stat } from 'node:fs/promises';
+import { createSecureContext } from 'node:tls';
+import { invalidArgument } from '../core/errors.js';
 import { join, resolve } from 'node:path';
 import { ArrayService, type VolumeSummary } from './array-service.js';
 import { ArrayMetrics } from './metrics.js';
@@ -14,6 +16,8 @@ import { startApiServer, type ApiServer } from '../adapters/http/api-server.js';
 import type { ApiBackend } from '../adapters/http/types.js';
 import type { VolumeView } from '../adapters/http/schemas.js';
 import { lockDataDir } from '../adapters/lock/data-dir-lock.js';
+import { API_READ_TOKEN_FILE, API_TOKEN_FILE, ensureTokenFile } from '../adapters/fs/api-token.js';
+import { PRIVATE_DIR_MODE } from '../adapters/fs/private-modes.js';
 import { DEFAULT_ACTIVITY_LOG } from '../core/bitmap/activity-log.js';
 import { installCrc32c } from '../core/lib/crc32c.js';
 import { nativeFs } from '../adapters/fs/native.js';
@@ -31,6 +35,10 @@ export interface DaemonOptions {
   readonly dataDir: string;
   readonly name: string;
   readonly api: HostPort;
+  /** PEM files: the API is served over HTTPS with them. */
+  readonly apiTls?: { readonly certFile: string; readonly keyFile: string } | undefined;
+  /** Host names the API answers to besides IP literals and localhost (DNS rebinding protection); `*`: any. */
+  readonly apiHosts?: readonly string[];
   readonly nbd: HostPort | undefined;
   readonly nbdSocket: string | undefined;
   /** Replication link listener; without it the array can still dial peers whose names sort higher. */
@@ -44,6 +52,8 @@ export interface DaemonOptions {
 
 export interface RunningArray {
   readonly api: HostPort;
+  /** The API is served over HTTPS. */
+  readonly apiTls: boolean;
   readonly nbd: HostPort | undefined;
   readonly nbdSocket: string | undefined;
   readonly link: HostPort | undefined;
@@ -98,12 +108,49 @@ function apiBackend(service: ArrayService, metrics: ArrayMetrics, logger: Logger
   };
 }
 
+async function readTlsFiles(certFile: string, keyFile: string): Promise<{ cert: Buffer; key: Buffer }> {
+  const read = async (path: string, what: string): Promise<Buffer> => {
+    try {
+      const info = await stat(path);
+      if (!info.isFile() || info.size > MAX_PEM_BYTES) throw new Error(`not a regular file of at most ${MAX_PEM_BYTES} bytes`);
+      return await readFile(path);
+    } catch (error) {
+      throw invalidArgument(`cannot read the TLS ${what} ${path}: ${(error as Error).message}`);
+    }
+  };
+  const [cert, key] = [await read(certFile, 'certificate'), await read(keyFile, 'key')];
+  try {
+    createSecureContext({ cert, key }); // a mismatched or malformed pair fails here, with the reason
+  } catch (error) {
+    throw invalidArgument(`the TLS certificate ${certFile} and key ${keyFile} cannot be used together: ${(error as Error).message}`);
+  }
+  return { cert, key };
+}
+
+/** A certificate chain or key in PEM is a few KiB; a bigger file is the wrong one. */
+const MAX_PEM_BYTES = 1024 * 1024;
+
 export async function startArray(options: DaemonOptions): Promise<RunningArray> {
   const { logger } = options;
   if (!installCrc32c(nativeFs.crc32c)) logger.warn({}, 'native CRC-32C disagrees with the reference; using the JavaScript one');
   const dataDir = resolve(options.dataDir);
-  await mkdir(join(dataDir, 'volumes'), { recursive: true });
+  await mkdir(join(dataDir, 'volumes'), { recursive: true, mode: PRIVATE_DIR_MODE });
   const lock = await lockDataDir(dataDir, { name: options.name, pid: process.pid });
+  let tokens: { admin: string; read: string };
+  let tls: { cert: Buffer; key: Buffer } | undefined;
+  try {
+    if (options.apiTls) tls = await readTlsFiles(options.apiTls.certFile, options.apiTls.keyFile);
+    // Whatever created the directory (an operator, an older version, a package), only the array's
+    // user may look inside: it holds host data, peer secrets and the API tokens.
+    if (((await stat(dataDir)).mode & 0o777) !== PRIVATE_DIR_MODE) {
+      await chmod(dataDir, PRIVATE_DIR_MODE);
+      logger.info({ data: dataDir }, 'data directory made private (mode 700)');
+    }
+    tokens = { admin: await ensureTokenFile(dataDir, API_TOKEN_FILE), read: await ensureTokenFile(dataDir, API_READ_TOKEN_FILE) };
+  } catch (error) {
+    await lock.release();
+    throw error;
+  }
   const startedAtMs = Date.now();
   let service: ArrayService | undefined;
   let nbd: NbdServer | undefined;
@@ -168,6 +215,12 @@ export async function startArray(options: DaemonOptions): Promise<RunningArray> 
       port: options.api.port,
       version: options.version,
       logger: logger.child({ component: 'api' }),
+      tls,
+      access: {
+        tokens: [{ token: tokens.admin, scope: 'admin' }, { token: tokens.read, scope: 'read' }],
+        // The name it listens on is one it serves (an IP literal is accepted anyway).
+        hosts: new Set([options.api.host, ...(options.apiHosts ?? [])].map((h) => h.toLowerCase())),
+      },
       backend: apiBackend(svc, metrics, logger, () => ({
         name: options.name,
         version: options.version,
@@ -192,6 +245,7 @@ export async function startArray(options: DaemonOptions): Promise<RunningArray> 
   let stopping: Promise<void> | undefined;
   return {
     api: apiServer.address,
+    apiTls: options.apiTls !== undefined,
     nbd: nbdServer.tcpAddress,
     nbdSocket: nbdServer.socketPath,
     link: linkNetwork.address,

@@ -3,7 +3,7 @@
 // and how to use them.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -70,9 +70,17 @@ function startArray(site: Site): Promise<void> {
   });
 }
 
+/** The API token an array wrote to its data directory at its first start. */
+const tokenFile = (site: Site): string => join(dir, site.name, 'api-token');
+const tokens = new Map<string, string>();
+
 async function call(site: Site, method: string, path: string, body?: unknown): Promise<Record<string, unknown>> {
+  let token = tokens.get(site.name);
+  if (token === undefined) tokens.set(site.name, token = (await readFile(tokenFile(site), 'utf8')).trim());
   const response = await fetch(`http://${site.api}${path}`, {
-    method, ...(body === undefined ? {} : { headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }),
+    method,
+    headers: { authorization: `Bearer ${token}`, ...(method === 'GET' ? {} : { 'content-type': 'application/json' }) },
+    body: body === undefined ? undefined : JSON.stringify(body),
   });
   const json = await response.json() as Record<string, unknown>;
   if (!response.ok) {
@@ -112,7 +120,7 @@ The 1 GiB volume "demo" on east is replicated synchronously to "demo-r" on west.
   nbdinfo --map ${uri}
   fio --name=demo --ioengine=nbd --uri=${uri} --rw=randwrite --bs=4k --iodepth=32 --size=256m --runtime=10 --time_based
 
-  export TIDEMARK_ARRAY=http://${east.api}
+  export TIDEMARK_ARRAY=http://${east.api} TIDEMARK_TOKEN_FILE=${tokenFile(east)}
   ${tidemark} pair show demo                       # role, mode, state, owed tracks, lag, link
   ${tidemark} pair suspend demo && qemu-io -f raw -c 'write -P 1 0 64k' ${uri}
   ${tidemark} pair resume demo && ${tidemark} pair wait demo --until synchronized
@@ -123,6 +131,7 @@ The 1 GiB volume "demo" on east is replicated synchronously to "demo-r" on west.
   ${tidemark} group create g && ${tidemark} group add g demo && ${tidemark} group show g   # a consistency group (east coordinates)
   ${tidemark} volume create copy --size 1GiB && ${tidemark} clone establish demo copy
   curl -s http://${east.api}/metrics | grep tidemark_
+  curl -s -H "Authorization: Bearer $(cat ${tokenFile(east)})" http://${east.api}/v1/pairs   # every route but /metrics needs the token
 
 Press Ctrl-C to stop both arrays and remove ${dir}.
 `);

@@ -3,7 +3,7 @@ import { Command, CommanderError } from 'commander';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
-import { ApiClient, DEFAULT_ARRAY_URL } from '../cli/api-client.js';
+import { ApiClient, DEFAULT_ARRAY_URL, readCaFile, resolveToken } from '../cli/api-client.js';
 import { reportError, type GlobalOptions } from '../cli/output.js';
 import { registerVolumeCommands } from '../cli/volume-commands.js';
 import { registerArrayCommands } from '../cli/array-commands.js';
@@ -18,14 +18,19 @@ const program = new Command('tidemark')
   .description('tidemark storage array: NBD volumes, change bitmaps, clones and replication')
   .version(version)
   .option('--array <url>', `array API URL (env TIDEMARK_ARRAY, default ${DEFAULT_ARRAY_URL})`)
+  .option('--token-file <file>', 'file holding the array\'s API token, e.g. DATA/api-token (env TIDEMARK_TOKEN_FILE, or the ' +
+    'token itself in TIDEMARK_TOKEN)')
+  .option('--ca <file>', 'CA certificates (PEM) to verify an https:// array with (env TIDEMARK_CA_FILE; default: the system\'s)')
   .option('--json', 'machine-readable JSON output')
   .showHelpAfterError()
   .exitOverride();
 
 async function run(action: (client: ApiClient, globals: GlobalOptions) => Promise<void>): Promise<void> {
   const globals = program.opts<GlobalOptions>();
-  const client = new ApiClient(globals.array ?? process.env.TIDEMARK_ARRAY ?? DEFAULT_ARRAY_URL);
   try {
+    const token = await resolveToken(globals.tokenFile, process.env);
+    const ca = await readCaFile(globals.ca ?? (process.env.TIDEMARK_CA_FILE || undefined));
+    const client = new ApiClient(globals.array ?? process.env.TIDEMARK_ARRAY ?? DEFAULT_ARRAY_URL, { token, ca });
     await action(client, globals);
   } catch (error) {
     process.exitCode = reportError(error, globals.json ?? false);

@@ -15,8 +15,17 @@ export function parseHostPort(text: string, what: string): HostPort {
   return { host: match[1] ?? match[2]!, port };
 }
 
+/** A name for --api-host: a DNS name (no port, no scheme) or `*`. */
+function parseHostName(text: string): string {
+  const name = text.trim().toLowerCase().replace(/\.$/, '');
+  if (name !== '*' && !/^[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*$/.test(name)) {
+    throw invalidArgument(`invalid --api-host ${JSON.stringify(text)}: give a host name such as array1.example.com (no port)`);
+  }
+  return name;
+}
+
 interface StartOptions {
-  data: string; name?: string; api: string; nbd: string; nbdSocket?: string; noNbdTcp?: boolean; link?: string; linkStreams: string; alExtents: string;
+  data: string; name?: string; api: string; apiHost: string[]; tlsCert?: string; tlsKey?: string; nbd: string; nbdSocket?: string; noNbdTcp?: boolean; link?: string; linkStreams: string; alExtents: string;
 }
 
 type Run = (client: ApiClient, globals: GlobalOptions) => Promise<void>;
@@ -33,9 +42,20 @@ export function registerArrayCommands(program: Command, run: (action: Run) => Pr
 
   array.command('start')
     .description('run one array in the foreground (stop with SIGTERM or Ctrl-C)')
-    .requiredOption('--data <dir>', 'data directory (created if missing): volumes, metadata, activity logs')
+    .addHelpText('after', `
+The data directory is made private (mode 700) and every file in it is created mode 600. At the first
+start the array writes two API tokens there, never replaced afterwards:
+  DIR/api-token       full access: give it to the CLI with --token-file DIR/api-token
+  DIR/api-token.read  GET requests only, e.g. for monitoring scripts
+Every API request except GET /metrics needs the header "Authorization: Bearer TOKEN"; see docs/security.md.`)
+    .requiredOption('--data <dir>', 'data directory (created if missing, made private): volumes, metadata, activity logs, API tokens')
     .option('--name <name>', 'array name (default: the data directory name)')
     .option('--api <host:port>', 'HTTP API address', '127.0.0.1:7480')
+    .option('--api-host <name>', 'a host name clients use to reach the API (repeatable); requests with any other name in their ' +
+      'Host header are refused (DNS rebinding). IP addresses, localhost and the --api host are always accepted; * accepts any',
+    (value: string, previous: string[]) => [...previous, value], [] as string[])
+    .option('--tls-cert <file>', 'serve the API over HTTPS with this certificate (PEM, with its chain); needs --tls-key')
+    .option('--tls-key <file>', 'the private key of --tls-cert (PEM)')
     .option('--nbd <host:port>', 'NBD TCP address', '127.0.0.1:10809')
     .option('--nbd-socket <path>', 'also serve NBD on this Unix socket')
     .option('--link <host:port>', 'replication link listener for peer arrays (default: none; needed on both arrays of a pair)')
@@ -47,7 +67,9 @@ export function registerArrayCommands(program: Command, run: (action: Run) => Pr
       // The daemon's modules (fastify, prom-client, pino) load only here, so other commands start fast.
       const { startArray } = await import('../app/daemon.js');
       const { createLogger } = await import('../app/logger.js');
+      const { installFaultPolicy } = await import('../app/fault-policy.js');
       const logger = createLogger(opts.name ?? 'array');
+      const startedAtMs = Date.now();
       // Signals are handled from the first moment: one that arrives while the array is starting
       // stops it as soon as start-up completes, with the same clean shutdown.
       let running: RunningArray | undefined;
@@ -68,19 +90,26 @@ export function registerArrayCommands(program: Command, run: (action: Run) => Pr
       };
       process.on('SIGTERM', () => stop('SIGTERM'));
       process.on('SIGINT', () => stop('SIGINT'));
+      // An exception nothing caught is a bug: log it and exit non-zero, never run on (fault-policy.ts).
+      installFaultPolicy(logger, () => ({
+        phase: stopping ? 'stopping' : running ? 'running' : 'starting',
+        data: opts.data, uptimeSeconds: (Date.now() - startedAtMs) / 1000,
+      }));
       try {
         const linkStreams = Number(opts.linkStreams);
         if (!Number.isInteger(linkStreams) || linkStreams < 1 || linkStreams > 16) throw invalidArgument('--link-streams must be a whole number from 1 to 16');
         if (!Number.isInteger(alExtents) || alExtents < 16 || alExtents > max) {
           throw invalidArgument(`--al-extents must be a whole number from 16 to ${max}`);
         }
+        if ((opts.tlsCert === undefined) !== (opts.tlsKey === undefined)) throw invalidArgument('--tls-cert and --tls-key go together');
         const name = opts.name ?? (opts.data.replace(/\/+$/, '').split('/').pop() || 'array');
         running = await startArray({
-          dataDir: opts.data, name, api: parseHostPort(opts.api, 'API'), nbd: parseHostPort(opts.nbd, 'NBD'),
+          dataDir: opts.data, name, api: parseHostPort(opts.api, 'API'), apiHosts: opts.apiHost.map(parseHostName),
+          apiTls: opts.tlsCert !== undefined && opts.tlsKey !== undefined ? { certFile: opts.tlsCert, keyFile: opts.tlsKey } : undefined, nbd: parseHostPort(opts.nbd, 'NBD'),
           nbdSocket: opts.nbdSocket, link: opts.link ? parseHostPort(opts.link, 'link') : undefined, linkStreams, alExtents, version, logger: logger.child({ array: name }),
         });
         logger.info({
-          api: hostPort(running.api), nbd: running.nbd ? hostPort(running.nbd) : null, nbdSocket: running.nbdSocket ?? null,
+          api: hostPort(running.api), apiTls: running.apiTls, nbd: running.nbd ? hostPort(running.nbd) : null, nbdSocket: running.nbdSocket ?? null,
           link: running.link ? hostPort(running.link) : null,
           data: opts.data,
         }, 'array started');

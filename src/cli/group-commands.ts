@@ -1,6 +1,6 @@
 // tidemark group …: consistency groups of async pairs across arrays (SPEC §5).
 import type { Command } from 'commander';
-import { ApiClient } from './api-client.js';
+import { resolveToken, type ApiClient } from './api-client.js';
 import { printFields, printJson, printTable, type GlobalOptions } from './output.js';
 import { ErrorCode, TidemarkError, invalidArgument } from '../core/errors.js';
 import type { GroupRecoveryBody, GroupViewBody } from '../adapters/http/group-routes.js';
@@ -53,11 +53,13 @@ export function registerGroupCommands(program: Command, run: (action: Run) => Pr
   group.command('create <name>')
     .description('create a group; the coordinator array switches every member\'s cycles together')
     .option('--coordinator <url>', 'API URL of the array that coordinates the group (default: the array you talk to)')
+    .option('--coordinator-token-file <file>', 'that array\'s API token (default: the token given for the array you talk to)')
     .option('--cycle-ms <ms>', 'time between cycle switches (≥ 100)', '1000')
-    .action((name: string, opts: { coordinator?: string; cycleMs: string }) => run(async (client, globals) => {
+    .action((name: string, opts: { coordinator?: string; coordinatorTokenFile?: string; cycleMs: string }) => run(async (client, globals) => {
       const cycleMs = Number(opts.cycleMs);
       if (!Number.isSafeInteger(cycleMs) || cycleMs < 100) throw invalidArgument('--cycle-ms must be a whole number of at least 100');
-      const target = opts.coordinator ? new ApiClient(opts.coordinator) : client;
+      const token = opts.coordinatorTokenFile === undefined ? undefined : await resolveToken(opts.coordinatorTokenFile, {});
+      const target = opts.coordinator ? client.withUrl(opts.coordinator, token) : client;
       const g = await target.request<GroupJson>('POST', '/v1/groups', { name, cycleMs });
       if (globals.json) printJson(g);
       else process.stdout.write(`created group ${g.name}, coordinated by ${g.coordinator}, cycle ${g.cycleMs} ms\n`);

@@ -4,6 +4,8 @@ import { isTidemarkError } from '../core/errors.js';
 export interface GlobalOptions {
   readonly json?: boolean;
   readonly array?: string;
+  readonly tokenFile?: string;
+  readonly ca?: string;
 }
 
 export function printJson(value: unknown): void {

@@ -26,6 +26,12 @@ export const ErrorCode = {
   /** The command would be ambiguous given the volume's other pairs (see docs/replication.md). */
   PairConflict: 'TM_ERR_PAIR_CONFLICT',
   LinkAuthFailed: 'TM_ERR_LINK_AUTH_FAILED',
+  /** An API request without a valid bearer token. */
+  Unauthorized: 'TM_ERR_UNAUTHORIZED',
+  /** An API request the token or the Host header does not allow (a read-only token, a foreign Host). */
+  Forbidden: 'TM_ERR_FORBIDDEN',
+  /** A mutating API request whose Content-Type is not application/json. */
+  UnsupportedMediaType: 'TM_ERR_UNSUPPORTED_MEDIA_TYPE',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

@@ -1,5 +1,5 @@
 // Runs the port contracts against the real file-backed adapters.
-import { mkdtemp, rm, readFile, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, readFile, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { FileBlockStoreFactory } from '../../src/adapters/fs/file-block-store.js';
 import { FileMetaStore, FileSlotJournal } from '../../src/adapters/fs/file-meta-store.js';
 import { blockStoreContract } from './block-store-contract.js';
-import { metaStoreContract, slotJournalContract } from './meta-store-contract.js';
+import { metaStoreConcurrencyContract, metaStoreContract, slotJournalContract } from './meta-store-contract.js';
 import { isTidemarkError } from '../../src/core/errors.js';
 import { FileSpillStore } from '../../src/adapters/fs/file-spill-store.js';
 import { spillStoreContract } from './spill-store-contract.js';
@@ -26,6 +26,11 @@ blockStoreContract('FileBlockStore', async () => {
 });
 
 metaStoreContract('FileMetaStore', async () => {
+  const dir = await tempDir();
+  return { store: await FileMetaStore.open(dir), cleanup: () => rm(dir, { recursive: true, force: true }) };
+});
+
+metaStoreConcurrencyContract('FileMetaStore', async () => {
   const dir = await tempDir();
   return { store: await FileMetaStore.open(dir), cleanup: () => rm(dir, { recursive: true, force: true }) };
 });
@@ -86,6 +91,33 @@ test('FileSpillStore: one sparse file per (pair, cycle) under its directory; lef
     await store.close();
     assert.deepEqual(await readdir(join(dir, 'spill')), [], 'close deletes everything');
   } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('the file adapters create private files and directories whatever the umask', async () => {
+  const dir = await tempDir();
+  const umask = process.umask(0o000);
+  const mode = async (path: string): Promise<string> => ((await stat(path)).mode & 0o777).toString(8);
+  try {
+    const spill = await FileSpillStore.open(join(dir, 'spill'));
+    await spill.write('a.v.1', 7, [{ offset: 0, data: new Uint8Array(4096).fill(1) }]);
+    assert.equal(await mode(join(dir, 'spill')), '700');
+    assert.equal(await mode(spill.pairDirectory('a.v.1')), '700');
+    assert.equal(await mode(join(spill.pairDirectory('a.v.1'), '7')), '600');
+    await spill.close();
+    const meta = await FileMetaStore.open(join(dir, 'meta', 'deep'));
+    await meta.write('peer/x', new Uint8Array([1, 2, 3]));
+    assert.equal(await mode(join(dir, 'meta')), '700');
+    assert.equal(await mode(join(dir, 'meta', 'deep', 'peer%2Fx.rec')), '600');
+    const journal = await FileSlotJournal.open(join(dir, 'x.al'), 4, 512);
+    await journal.close();
+    assert.equal(await mode(join(dir, 'x.al')), '600');
+    const volume = await new FileBlockStoreFactory(dir).create('v', 65536);
+    await volume.close();
+    assert.equal(await mode(join(dir, 'v.vol')), '600');
+  } finally {
+    process.umask(umask);
     await rm(dir, { recursive: true, force: true });
   }
 });

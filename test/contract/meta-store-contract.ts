@@ -27,6 +27,24 @@ export function metaStoreContract(name: string, make: () => Promise<{ store: Met
   });
 }
 
+export function metaStoreConcurrencyContract(name: string, make: () => Promise<{ store: MetaStore; cleanup(): Promise<void> }>): void {
+  test(`${name}: concurrent writes and deletes of one record take effect in the order issued`, async () => {
+    const { store, cleanup } = await make();
+    try {
+      const payload = (i: number): Uint8Array => new Uint8Array(1 + ((i * 397) % 5000)).fill(i);
+      await Promise.all(Array.from({ length: 24 }, (_, i) => store.write('volume/x', payload(i))));
+      assert.deepEqual(plain(await store.read('volume/x')), payload(23));
+      await Promise.all([store.write('volume/y', payload(1)), store.delete('volume/y'), store.write('volume/y', payload(2))]);
+      assert.deepEqual(plain(await store.read('volume/y')), payload(2));
+      await Promise.all([store.write('volume/y', payload(3)), store.delete('volume/y')]);
+      assert.equal(await store.read('volume/y'), undefined);
+      assert.deepEqual(await store.list('volume/'), ['volume/x']);
+    } finally {
+      await cleanup();
+    }
+  });
+}
+
 export function slotJournalContract(name: string, make: () => Promise<{ journal: SlotJournal; cleanup(): Promise<void> }>): void {
   test(`${name}: slots start zeroed, are written in place and read back`, async () => {
     const { journal, cleanup } = await make();

@@ -2,7 +2,7 @@
 // ephemeral ports, its address read from the 'array started' log line. Every wait has a timeout and
 // every process started here is killed by cleanup().
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -20,9 +20,20 @@ export interface ExitResult {
   readonly signal: NodeJS.Signals | null;
 }
 
-export interface DaemonProcess {
+/** Where an API call goes: an array (with its token) or a bare URL (no token). */
+export interface ApiTarget {
+  readonly apiUrl: string;
+  readonly token?: string;
+}
+
+export interface DaemonProcess extends ApiTarget {
   readonly dataDir: string;
   readonly apiUrl: string;
+  /** DATA/api-token: the full-access token the array wrote at its first start. */
+  readonly tokenFile: string;
+  readonly token: string;
+  /** `--array URL --token-file FILE`, the CLI's way to this array. */
+  readonly cliArgs: readonly string[];
   readonly nbdPort: number;
   readonly socketPath: string;
   /** The replication link listener, when started with --link. */
@@ -46,11 +57,11 @@ export class DaemonFixture {
     return new DaemonFixture(await mkdtemp(join(tmpdir(), 'tidemark-daemon-test-')));
   }
 
-  /** Spawns a daemon without waiting for it (for tests that expect it to fail). */
-  spawnDaemon(dataDir: string, extraArgs: string[] = []):
+  /** Spawns a daemon without waiting for it (for tests that expect it to fail); `env` replaces this process's. */
+  spawnDaemon(dataDir: string, extraArgs: string[] = [], env?: NodeJS.ProcessEnv):
     { child: ChildProcess; output: () => string; done: Promise<ExitResult & { output: string }> } {
     const child = spawn(tidemarkBin, ['array', 'start', '--data', dataDir, '--api', '127.0.0.1:0', '--nbd', '127.0.0.1:0', ...extraArgs],
-      { stdio: ['ignore', 'pipe', 'pipe'] });
+      { stdio: ['ignore', 'pipe', 'pipe'], ...(env ? { env } : {}) });
     this.children.add(child);
     let output = '';
     child.stdout!.on('data', (d: Buffer) => { output += d.toString(); });
@@ -66,9 +77,10 @@ export class DaemonFixture {
   }
 
   /** Starts a daemon on `dataDir` (default: a fresh one) and waits for 'array started'. */
-  async start(dataDir = join(this.dir, `array-${this.children.size}-${Date.now()}`), extraArgs: string[] = []): Promise<DaemonProcess> {
+  async start(dataDir = join(this.dir, `array-${this.children.size}-${Date.now()}`), extraArgs: string[] = [],
+    env?: NodeJS.ProcessEnv): Promise<DaemonProcess> {
     const socketPath = join(this.dir, `nbd-${Date.now()}-${Math.floor(Math.random() * 1e6)}.sock`);
-    const { child, output, done } = this.spawnDaemon(dataDir, ['--nbd-socket', socketPath, ...extraArgs]);
+    const { child, output, done } = this.spawnDaemon(dataDir, ['--nbd-socket', socketPath, ...extraArgs], env);
     const started = await new Promise<Record<string, unknown>>((resolve, reject) => {
       const timer = setTimeout(() => {
         child.kill('SIGKILL');
@@ -91,10 +103,14 @@ export class DaemonFixture {
     });
     const api = addressOf(started.api);
     const nbd = addressOf(started.nbd);
+    const tokenFile = join(dataDir, 'api-token');
+    const apiUrl = `${started.apiTls === true ? 'https' : 'http'}://${api.host}:${api.port}`;
     return {
-      dataDir, socketPath, pid: child.pid!,
+      dataDir, socketPath, pid: child.pid!, tokenFile,
+      token: (await readFile(tokenFile, 'utf8')).trim(),
+      cliArgs: ['--array', apiUrl, '--token-file', tokenFile],
       linkAddress: started.link ? `${addressOf(started.link).host}:${addressOf(started.link).port}` : undefined,
-      apiUrl: `http://${api.host}:${api.port}`,
+      apiUrl,
       nbdPort: nbd.port,
       uri: (volume) => `nbd://127.0.0.1:${nbd.port}/${volume}`,
       unixUri: (volume) => `nbd+unix:///${volume}?socket=${socketPath}`,
@@ -133,13 +149,23 @@ export interface JsonResponse<T = unknown> {
   readonly body: T;
 }
 
-/** One API call with a timeout; the body parsed as JSON when it is JSON. */
-export async function api<T = Record<string, unknown>>(baseUrl: string, method: string, path: string, body?: unknown,
-  rawBody?: string): Promise<JsonResponse<T>> {
+const MUTATING = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
+
+/**
+ * One API call with a timeout, as the CLI makes it (the target's token; JSON content type on every
+ * mutating request); the body parsed as JSON when it is JSON. `headers` replace the defaults.
+ */
+export async function api<T = Record<string, unknown>>(target: ApiTarget | string, method: string, path: string, body?: unknown,
+  rawBody?: string, headers: Record<string, string> = {}): Promise<JsonResponse<T>> {
+  const { apiUrl, token } = typeof target === 'string' ? { apiUrl: target, token: undefined } : target;
   const payload = rawBody ?? (body === undefined ? undefined : JSON.stringify(body));
-  const response = await fetch(`${baseUrl}${path}`, {
+  const response = await fetch(`${apiUrl}${path}`, {
     method,
-    headers: payload === undefined ? {} : { 'content-type': 'application/json' },
+    headers: {
+      ...(token === undefined ? {} : { authorization: `Bearer ${token}` }),
+      ...(payload !== undefined || MUTATING.has(method) ? { 'content-type': 'application/json' } : {}),
+      ...headers,
+    },
     body: payload,
     signal: AbortSignal.timeout(10_000),
   });
@@ -165,7 +191,7 @@ export async function peerUp(fixture: DaemonFixture, a: DaemonProcess, aName: st
   const secret = join(fixture.dir, `secret-${aName}-${bName}`);
   await writeFile(secret, `secret between ${aName} and ${bName}, long enough\n`, { mode: 0o600 });
   const cli = async (array: DaemonProcess, ...args: string[]): Promise<string> => {
-    const r = await runCommand(tidemarkBin, ['--array', array.apiUrl, '--json', ...args]);
+    const r = await runCommand(tidemarkBin, [...array.cliArgs, '--json', ...args]);
     if (r.code !== 0) throw new Error(`tidemark ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
     return r.stdout;
   };

@@ -75,10 +75,10 @@ export interface RunResult {
   readonly stderr: string;
 }
 
-/** Runs a command to completion (killed after `timeoutMs`). */
-export function runCommand(command: string, args: string[], timeoutMs = 60_000): Promise<RunResult> {
+/** Runs a command to completion (killed after `timeoutMs`), in `env` when given. */
+export function runCommand(command: string, args: string[], timeoutMs = 60_000, env?: NodeJS.ProcessEnv): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], ...(env ? { env } : {}) });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });

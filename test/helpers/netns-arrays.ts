@@ -17,6 +17,7 @@ import type { ChildProcess } from 'node:child_process';
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { request } from 'node:http';
+import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -83,6 +84,7 @@ net.createServer((c) => {
 export class NetnsArray {
   private output = '';
   private relay: Promise<string> | undefined;
+  private token: string | undefined;
 
   private constructor(
     readonly name: string,
@@ -96,6 +98,11 @@ export class NetnsArray {
   /** `ip:port` of this array's link listener, for the other array's `peer add --address`. */
   get linkAddress(): string {
     return `${this.end.address}:${NS_LINK_PORT}`;
+  }
+
+  /** The array's API token file (the data directory is on the shared filesystem). */
+  get tokenFile(): string {
+    return join(this.dataDir, 'api-token');
   }
 
   /** The API URL as seen from inside this array's namespace. */
@@ -151,7 +158,7 @@ export class NetnsArray {
 
   /** `tidemark --array API --json ARGS` inside this array's namespace; the exit status is not checked. */
   runCli(args: readonly string[], timeoutMs = 60_000): Promise<CommandResult> {
-    const child = this.pair.spawnIn(this.end, tidemarkBin, ['--array', this.apiUrl, '--json', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = this.pair.spawnIn(this.end, tidemarkBin, ['--array', this.apiUrl, '--token-file', this.tokenFile, '--json', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     return collect(child, timeoutMs);
   }
 
@@ -173,10 +180,12 @@ export class NetnsArray {
   async api<T = Record<string, unknown>>(method: string, path: string, body?: unknown, timeoutMs = 30_000): Promise<T> {
     this.relay ??= this.startRelay();
     const socketPath = await this.relay;
-    const payload = body === undefined ? undefined : JSON.stringify(body);
+    const payload = body === undefined ? (method === 'GET' ? undefined : '') : JSON.stringify(body);
+    this.token ??= readFileSync(this.tokenFile, 'utf8').trim();
+    const headers: Record<string, string | number> = { authorization: `Bearer ${this.token}` };
+    if (payload !== undefined) Object.assign(headers, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) });
     return new Promise<T>((resolve, reject) => {
-      const req = request({ socketPath, method, path, timeout: timeoutMs,
-        headers: payload === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } }, (res) => {
+      const req = request({ socketPath, method, path, timeout: timeoutMs, headers }, (res) => {
         let text = '';
         res.setEncoding('utf8');
         res.on('data', (d: string) => { text += d; });

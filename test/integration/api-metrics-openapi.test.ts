@@ -19,7 +19,7 @@ after(async () => {
 });
 
 const metrics = async (): Promise<string> => {
-  const response = await api<string>(daemon.apiUrl, 'GET', '/metrics');
+  const response = await api<string>(daemon, 'GET', '/metrics');
   assert.equal(response.status, 200);
   return response.body;
 };
@@ -31,7 +31,7 @@ function sample(text: string, series: string): number | undefined {
 }
 
 test('/metrics counts bytes, ops and latency per volume and kind, and NBD connections', { timeout: 60_000 }, async () => {
-  await api(daemon.apiUrl, 'POST', '/v1/volumes', { name: 'm', sizeBytes: 4 * 1024 * 1024 });
+  await api(daemon, 'POST', '/v1/volumes', { name: 'm', sizeBytes: 4 * 1024 * 1024 });
   await mustRun('qemu-io', ['-f', 'raw', '-c', 'write -P 0x7 0 64k', '-c', 'write -P 0x7 64k 64k', '-c', 'flush',
     '-c', 'read -P 0x7 0 128k', daemon.uri('m')]);
   const text = await metrics();
@@ -55,12 +55,12 @@ test('/metrics counts bytes, ops and latency per volume and kind, and NBD connec
   }
   await waitFor('the connection gauge to drop', async () => sample(await metrics(), 'tidemark_nbd_connections') === 0);
 
-  await api(daemon.apiUrl, 'DELETE', '/v1/volumes/m');
+  await api(daemon, 'DELETE', '/v1/volumes/m');
   assert.doesNotMatch(await metrics(), /volume="m"/, 'a deleted volume leaves no series behind');
 });
 
 test('docs/api/openapi.json is exactly what the daemon serves', { timeout: 10_000 }, async () => {
-  const response = await fetch(`${daemon.apiUrl}/openapi.json`, { signal: AbortSignal.timeout(5000) });
+  const response = await fetch(`${daemon.apiUrl}/openapi.json`, { headers: { authorization: `Bearer ${daemon.token}` }, signal: AbortSignal.timeout(5000) });
   const served = await response.text();
   const committed = await readFile(join(repoRoot, 'docs', 'api', 'openapi.json'), 'utf8');
   assert.equal(committed, served,

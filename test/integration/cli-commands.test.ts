@@ -15,7 +15,7 @@ after(async () => {
   await fixture.cleanup();
 });
 
-const cli = (...args: string[]) => runCommand(tidemarkBin, ['--array', daemon.apiUrl, ...args]);
+const cli = (...args: string[]) => runCommand(tidemarkBin, [...daemon.cliArgs, ...args]);
 async function cliJson<T>(...args: string[]): Promise<T> {
   const result = await cli('--json', ...args);
   assert.equal(result.code, 0, `tidemark ${args.join(' ')} failed: ${result.stderr}`);
@@ -107,7 +107,7 @@ test('wait commands (clone, pair): the reached line, the status with --json, a t
   // The pair wait, between two more daemons.
   const start = (name: string): Promise<DaemonProcess> => fixture.start(undefined, ['--name', name, '--link', '127.0.0.1:0']);
   const [east, west] = await Promise.all([start('east'), start('west')]);
-  const on = (array: DaemonProcess, ...args: string[]) => runCommand(tidemarkBin, ['--array', array.apiUrl, ...args]);
+  const on = (array: DaemonProcess, ...args: string[]) => runCommand(tidemarkBin, [...array.cliArgs, ...args]);
   const must = async (array: DaemonProcess, ...args: string[]): Promise<string> => {
     const r = await on(array, ...args);
     assert.equal(r.code, 0, `tidemark ${args.join(' ')}: ${r.stderr}`);

@@ -22,7 +22,7 @@ function cli(args: string[], env: Record<string, string | undefined> = {}): Prom
   return new Promise((resolve, reject) => {
     const child = spawn(tidemarkBin, args, {
       stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, TIDEMARK_ARRAY: daemon.apiUrl, ...env },
+      env: { ...process.env, TIDEMARK_ARRAY: daemon.apiUrl, TIDEMARK_TOKEN_FILE: daemon.tokenFile, ...env },
     });
     let stdout = '';
     let stderr = '';
@@ -138,7 +138,7 @@ test('an unreachable array is a clear error, and --array overrides TIDEMARK_ARRA
   const down = await cli(['volume', 'list'], { TIDEMARK_ARRAY: 'http://127.0.0.1:1' });
   assert.equal(down.code, 1);
   assert.match(down.stderr, /cannot reach the array at http:\/\/127\.0\.0\.1:1.*\[TM_ERR_UNAVAILABLE\]/);
-  const viaFlag = await cli(['--array', daemon.apiUrl, '--json', 'volume', 'list'], { TIDEMARK_ARRAY: 'http://127.0.0.1:1' });
+  const viaFlag = await cli([...daemon.cliArgs, '--json', 'volume', 'list'], { TIDEMARK_ARRAY: 'http://127.0.0.1:1' });
   assert.equal(viaFlag.code, 0, viaFlag.stderr);
   assert.ok(Array.isArray((JSON.parse(viaFlag.stdout) as { volumes: unknown }).volumes));
 });

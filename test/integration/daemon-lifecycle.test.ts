@@ -26,20 +26,20 @@ test('a second daemon on the same data directory is refused and the first keeps 
   assert.equal(second.code, 1);
   assert.match(second.output, /in use by another tidemark array/);
   assert.match(second.output, new RegExp(`pid ${first.pid}`));
-  assert.equal((await api(first.apiUrl, 'GET', '/v1/array')).status, 200);
+  assert.equal((await api(first, 'GET', '/v1/array')).status, 200);
   assert.deepEqual(await first.stop(), { code: 0, signal: null });
 });
 
 test('SIGTERM stops cleanly (exit 0) and a restart sees the volumes and the data', { timeout: 60_000 }, async () => {
   const first = await fixture.start();
-  await api(first.apiUrl, 'POST', '/v1/volumes', { name: 'a', sizeBytes: 2 * MiB });
-  await api(first.apiUrl, 'POST', '/v1/volumes', { name: 'b', sizeBytes: 4 * MiB, trackBytes: 256 * 1024 });
+  await api(first, 'POST', '/v1/volumes', { name: 'a', sizeBytes: 2 * MiB });
+  await api(first, 'POST', '/v1/volumes', { name: 'b', sizeBytes: 4 * MiB, trackBytes: 256 * 1024 });
   await mustRun('qemu-io', ['-f', 'raw', '-c', 'write -P 0x61 0 64k', first.uri('a')]);
   assert.deepEqual(await first.stop('SIGTERM'), { code: 0, signal: null });
   assert.match(first.output(), /"array stopped/);
 
   const second = await fixture.start(first.dataDir);
-  const { volumes } = (await api<{ volumes: Volume[] }>(second.apiUrl, 'GET', '/v1/volumes')).body;
+  const { volumes } = (await api<{ volumes: Volume[] }>(second, 'GET', '/v1/volumes')).body;
   assert.deepEqual(volumes.map((v) => [v.name, v.sizeBytes]), [['a', 2 * MiB], ['b', 4 * MiB]]);
   const a = volumes[0]!;
   assert.equal(a.lastRecovery.crashed, false, 'a clean stop leaves nothing to recover');
@@ -50,16 +50,16 @@ test('SIGTERM stops cleanly (exit 0) and a restart sees the volumes and the data
 
 test('kill -9 and restart keep the volumes, flushed data and the changed tracks', { timeout: 60_000 }, async () => {
   const first = await fixture.start();
-  await api(first.apiUrl, 'POST', '/v1/volumes', { name: 'k', sizeBytes: 16 * MiB });
+  await api(first, 'POST', '/v1/volumes', { name: 'k', sizeBytes: 16 * MiB });
   await mustRun('qemu-io', ['-f', 'raw', '-c', 'write -P 0xa5 0 1M', '-c', 'write -P 0x5a 8M 4k', '-c', 'flush', first.uri('k')]);
   assert.deepEqual(await first.stop('SIGKILL'), { code: null, signal: 'SIGKILL' });
 
   const second = await fixture.start(first.dataDir);
-  const k = (await api<Volume>(second.apiUrl, 'GET', '/v1/volumes/k')).body;
+  const k = (await api<Volume>(second, 'GET', '/v1/volumes/k')).body;
   assert.equal(k.sizeBytes, 16 * MiB);
   assert.equal(k.lastRecovery.crashed, true);
   await mustRun('qemu-io', ['-f', 'raw', '-c', 'read -P 0xa5 0 1M', '-c', 'read -P 0x5a 8M 4k', '-c', 'read -P 0 1M 7M', second.uri('k')]);
-  const changes = (await api<{ runs: Array<{ start: number; end: number }> }>(second.apiUrl, 'GET', '/v1/volumes/k/changes')).body;
+  const changes = (await api<{ runs: Array<{ start: number; end: number }> }>(second, 'GET', '/v1/volumes/k/changes')).body;
   const changed = new Set(changes.runs.flatMap((r) => Array.from({ length: r.end - r.start }, (_, i) => r.start + i)));
   for (const track of [...Array.from({ length: 16 }, (_, i) => i), 128]) {
     assert.ok(changed.has(track), `track ${track} is marked changed after the crash`);
@@ -70,7 +70,7 @@ test('kill -9 and restart keep the volumes, flushed data and the changed tracks'
 
 test('corrupt metadata: the daemon refuses to start, names the record and exits non-zero', { timeout: 60_000 }, async () => {
   const first = await fixture.start();
-  await api(first.apiUrl, 'POST', '/v1/volumes', { name: 'c', sizeBytes: MiB });
+  await api(first, 'POST', '/v1/volumes', { name: 'c', sizeBytes: MiB });
   assert.equal((await first.stop()).code, 0);
   const metaDir = join(first.dataDir, 'meta');
   const record = (await readdir(metaDir)).find((f) => f.startsWith('volume') && f.endsWith('.rec'));

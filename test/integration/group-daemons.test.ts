@@ -16,7 +16,7 @@ const VOLUME_BYTES = 16 * 1024 * 1024;
 const RECORD = 4096;
 const MAGIC = 0x7a1d3a2c;
 
-const cli = (array: DaemonProcess, ...args: string[]): Promise<string> => mustRun(tidemarkBin, ['--array', array.apiUrl, '--json', ...args]);
+const cli = (array: DaemonProcess, ...args: string[]): Promise<string> => mustRun(tidemarkBin, [...array.cliArgs, '--json', ...args]);
 const json = async <T>(array: DaemonProcess, ...args: string[]): Promise<T> => JSON.parse(await cli(array, ...args)) as T;
 
 interface GroupJson {
@@ -129,7 +129,7 @@ async function oneRun(killAfterMs: number, restartR2: boolean): Promise<{ acked:
     // R2 arrays notice the links are gone; recovery refuses while an R1 still answers.
     let recovery: RecoveryJson | undefined;
     await waitFor('group recover', async () => {
-      const r = await runCommand(tidemarkBin, ['--array', west1.apiUrl, '--json', 'group', 'recover', 'orders']);
+      const r = await runCommand(tidemarkBin, [...west1.cliArgs, '--json', 'group', 'recover', 'orders']);
       if (r.code !== 0 && /link .* is up/.test(r.stderr)) return false;
       recovery = JSON.parse(r.stdout) as RecoveryJson;
       return true;

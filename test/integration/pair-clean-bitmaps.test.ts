@@ -20,7 +20,7 @@ interface PairJson {
   counters: { tracksCompared: number; tracksCopied: number; flushRounds: number; bytesShipped: number };
 }
 
-const cli = (array: DaemonProcess, ...args: string[]): Promise<string> => mustRun(tidemarkBin, ['--array', array.apiUrl, '--json', ...args]);
+const cli = (array: DaemonProcess, ...args: string[]): Promise<string> => mustRun(tidemarkBin, [...array.cliArgs, '--json', ...args]);
 const pair = async (array: DaemonProcess, name: string): Promise<PairJson> => JSON.parse(await cli(array, 'pair', 'show', name)) as PairJson;
 
 /** sha256 of a whole export, streamed by nbdcopy (no temporary image). */

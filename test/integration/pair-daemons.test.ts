@@ -15,7 +15,7 @@ interface PairJson {
   counters: { recordsShipped: number; bytesShipped: number; writesForwarded: number; bytesPulled: number };
 }
 
-const cli = (array: DaemonProcess, ...args: string[]): Promise<string> => mustRun(tidemarkBin, ['--array', array.apiUrl, '--json', ...args]);
+const cli = (array: DaemonProcess, ...args: string[]): Promise<string> => mustRun(tidemarkBin, [...array.cliArgs, '--json', ...args]);
 const pair = async (array: DaemonProcess, name: string): Promise<PairJson> => JSON.parse(await cli(array, 'pair', 'show', name)) as PairJson;
 
 async function hashOf(fixture: DaemonFixture, array: DaemonProcess, volume: string): Promise<string> {
@@ -91,7 +91,7 @@ test('sync pair between two daemons: establish, R2 refuses writes, R2 killed mid
     await cli(east, 'pair', 'wait', 'db', '--until', 'synchronized', '--timeout', '60');
     assert.equal((await pair(east, 'db')).counters.bytesPulled, 64 * 1024);
     assert.equal(await hashOf(fixture, west, 'db-r'), await hashOf(fixture, east, 'db'));
-    const { body } = await api<{ pairs: PairJson[] }>(west.apiUrl, 'GET', '/v1/pairs');
+    const { body } = await api<{ pairs: PairJson[] }>(west, 'GET', '/v1/pairs');
     assert.equal(body.pairs[0]!.role, 'R2');
   } finally {
     await fixture.cleanup();
@@ -114,7 +114,7 @@ test('an array with the wrong secret never becomes a peer', async () => {
     assert.notEqual(link, 'up');
     await cli(east, 'volume', 'create', 'db', '--size', '1MiB');
     await cli(west, 'volume', 'create', 'db', '--size', '1MiB');
-    const refused = await runCommand(tidemarkBin, ['--array', east.apiUrl, 'pair', 'create', 'db', '--peer', 'west', '--remote-volume', 'db', '--mode', 'sync']);
+    const refused = await runCommand(tidemarkBin, [...east.cliArgs, 'pair', 'create', 'db', '--peer', 'west', '--remote-volume', 'db', '--mode', 'sync']);
     assert.notEqual(refused.code, 0);
     assert.match(refused.stderr, /TM_ERR_LINK_DOWN/);
   } finally {
@@ -150,7 +150,7 @@ test('swap between two daemons, then R2 fails over alone while R1 keeps writing:
     await west.stop('SIGTERM');
     west = await fixture.start(westDir, ['--name', 'west', '--link', westLink]);
     await waitFor('divergence detected', async () => (await pair(east, 'db')).state === 'diverged', 20_000);
-    const refused = await runCommand(tidemarkBin, ['--array', east.apiUrl, 'pair', 'failback', 'db']);
+    const refused = await runCommand(tidemarkBin, [...east.cliArgs, 'pair', 'failback', 'db']);
     assert.notEqual(refused.code, 0);
     assert.match(refused.stderr, /TM_ERR_PAIR_DIVERGED/);
     await cli(east, 'pair', 'restore', 'db'); // the explicit choice: keep west's data
@@ -250,7 +250,7 @@ test('async pair between two daemons: with R2 down the cycles spill to disk past
     const files = await spillFiles(p.eastDir, down.id);
     assert.ok(files.length >= 1, 'a spill file per cycle under <data dir>/spill/<pair>/');
     assert.ok(files.reduce((n, f) => n + f.allocated, 0) >= 5 * MiB, 'the spilled records are on disk');
-    const text = await mustRun(tidemarkBin, ['--array', east.apiUrl, 'pair', 'show', 'db']);
+    const text = await mustRun(tidemarkBin, [...east.cliArgs, 'pair', 'show', 'db']);
     assert.match(text, /cycle memory:\s+.* of 256 KiB; spilled [\d.]+ MiB \(\d+ records\) of 64 MiB/);
     const metrics = await (await fetch(`${east.apiUrl}/metrics`)).text();
     const gauge = /tidemark_pair_cycle_spilled_bytes\{pair="db",peer="west",role="R1"\} (\d+)/.exec(metrics);
@@ -289,7 +289,7 @@ test('async pair between two daemons: past the spill limit the cycles fall back 
     assert.match(down.cyclesFallback.message, /256 KiB in memory plus the 1 MiB spill limit: fell back to bitmaps/);
     assert.equal(down.counters.cycleFallbacks, 1);
     assert.equal(down.state, 'partitioned');
-    const text = await mustRun(tidemarkBin, ['--array', east.apiUrl, 'pair', 'show', 'db']);
+    const text = await mustRun(tidemarkBin, [...east.cliArgs, 'pair', 'show', 'db']);
     assert.match(text, /cycles fell back:\s+\S+: the cycles outgrew 256 KiB in memory plus the 1 MiB spill limit/);
     const metrics = await (await fetch(`${east.apiUrl}/metrics`)).text();
     assert.match(metrics, /tidemark_pair_cycle_fallbacks\{pair="db",peer="west",role="R1"\} 1/);

@@ -21,7 +21,7 @@ interface PairJson {
   counters: { writesForwarded: number; recordsShipped: number };
 }
 
-const cli = (array: DaemonProcess, ...args: string[]): Promise<string> => mustRun(tidemarkBin, ['--array', array.apiUrl, '--json', ...args]);
+const cli = (array: DaemonProcess, ...args: string[]): Promise<string> => mustRun(tidemarkBin, [...array.cliArgs, '--json', ...args]);
 const pair = async (array: DaemonProcess, name: string): Promise<PairJson> => JSON.parse(await cli(array, 'pair', 'show', name)) as PairJson;
 
 async function peerUp(fixture: DaemonFixture, a: DaemonProcess, aName: string, b: DaemonProcess, bName: string): Promise<void> {
@@ -104,7 +104,7 @@ async function fanOutKill(killAfterMs: number): Promise<{ acked: number; sync: n
     await cli(north, 'volume', 'create', 'db-far', '--size', String(VOLUME_BYTES));
     await cli(east, 'pair', 'create', 'db', '--peer', 'west', '--remote-volume', 'db-r', '--mode', 'sync');
     // A second pair on the volume must be named.
-    const unnamed = await runCommand(tidemarkBin, ['--array', east.apiUrl, 'pair', 'create', 'db', '--peer', 'north', '--remote-volume', 'db-far', '--mode', 'async']);
+    const unnamed = await runCommand(tidemarkBin, [...east.cliArgs, 'pair', 'create', 'db', '--peer', 'north', '--remote-volume', 'db-far', '--mode', 'async']);
     assert.notEqual(unnamed.code, 0);
     assert.match(unnamed.stderr, /TM_ERR_PAIR_NAME_REQUIRED/);
     await cli(east, 'pair', 'create', 'db', '--name', 'db-far', '--peer', 'north', '--remote-volume', 'db-far', '--mode', 'async', '--cycle-ms', '100');
@@ -126,7 +126,7 @@ async function fanOutKill(killAfterMs: number): Promise<{ acked: number; sync: n
     assert.ok(sync.length <= acked + 1, `west holds no write beyond the one in flight (${sync.length} > ${acked} + 1)`);
 
     // The async replica, failed over on its own array, is east's image at a cycle boundary: the first K writes.
-    await waitFor('north fails over alone', async () => (await runCommand(tidemarkBin, ['--array', north.apiUrl, 'pair', 'failover', 'db-far'])).code === 0, 20_000);
+    await waitFor('north fails over alone', async () => (await runCommand(tidemarkBin, [...north.cliArgs, 'pair', 'failover', 'db-far'])).code === 0, 20_000);
     const far = writesIn(await imageOf(fixture, north, 'db-far'), 'north db-far');
     assert.ok(far.every((w, i) => w === i), `north holds the first ${far.length} writes and nothing else (got ${far.slice(0, 12).join(',')}…)`);
     assert.ok(far.length <= acked + 1);

@@ -5,6 +5,7 @@ import type { AllocationExtent, BlockStore, BlockStoreFactory } from '../../port
 import { nativeFs } from './native.js';
 import { fsyncDirectory } from './fsync-directory.js';
 import { IoBatcher } from './io-batcher.js';
+import { PRIVATE_FILE_MODE } from './private-modes.js';
 
 /** Zero buffer shared by every fallback zero write; never written to. */
 const ZEROES = Buffer.alloc(1024 * 1024);
@@ -24,7 +25,7 @@ export class FileBlockStore implements BlockStore {
   }
 
   static async open(path: string, sizeBytes: number, create: boolean): Promise<FileBlockStore> {
-    const handle = await open(path, create ? 'wx+' : 'r+');
+    const handle = await open(path, create ? 'wx+' : 'r+', PRIVATE_FILE_MODE);
     try {
       if (create) {
         await handle.truncate(sizeBytes);

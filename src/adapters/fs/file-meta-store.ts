@@ -1,19 +1,26 @@
 // Metadata records as one file each: write to a temporary file, fdatasync, rename over the old
-// record, fsync the directory. Reads verify the checksummed envelope.
+// record, fsync the directory. Reads verify the checksummed envelope. Every write has its own
+// temporary file and the writes and deletes of one key run one at a time, in the order issued, so
+// concurrent changes to a record never mix bytes or finish out of order (the last issued wins).
 import { open, readFile, readdir, rename, unlink, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { MetaStore, SlotJournal, SlotJournalFactory } from '../../ports/meta-store.js';
 import { decodeRecord, encodeRecord } from '../../core/lib/checksummed-record.js';
 import { fsyncDirectory } from './fsync-directory.js';
+import { PRIVATE_DIR_MODE, PRIVATE_FILE_MODE } from './private-modes.js';
 
 const fileOf = (key: string): string => `${encodeURIComponent(key)}.rec`;
 const keyOf = (file: string): string => decodeURIComponent(file.slice(0, -'.rec'.length));
 
 export class FileMetaStore implements MetaStore {
+  /** The last queued change of each key with one in progress. */
+  private readonly tails = new Map<string, Promise<void>>();
+  private temporaries = 0;
+
   private constructor(private readonly directory: string) {}
 
   static async open(directory: string): Promise<FileMetaStore> {
-    await mkdir(directory, { recursive: true });
+    await mkdir(directory, { recursive: true, mode: PRIVATE_DIR_MODE });
     // Leftover temporaries are writes that never completed their rename: the old record stands.
     for (const file of await readdir(directory)) {
       if (file.endsWith('.tmp')) {
@@ -36,21 +43,44 @@ export class FileMetaStore implements MetaStore {
     return decodeRecord(bytes, key);
   }
 
-  async write(key: string, data: Uint8Array): Promise<void> {
-    const final = join(this.directory, fileOf(key));
-    const temporary = `${final}.tmp`;
-    const handle = await open(temporary, 'w');
-    try {
-      await handle.writeFile(encodeRecord(data));
-      await handle.datasync();
-    } finally {
-      await handle.close();
-    }
-    await rename(temporary, final);
-    await fsyncDirectory(this.directory);
+  /** Runs `change` after every change of `key` issued before it, whether they failed or not. */
+  private serialized(key: string, change: () => Promise<void>): Promise<void> {
+    const result = (this.tails.get(key) ?? Promise.resolve()).then(change);
+    const tail = result.catch(() => undefined);
+    this.tails.set(key, tail);
+    void tail.then(() => {
+      if (this.tails.get(key) === tail) this.tails.delete(key);
+    });
+    return result;
   }
 
-  async delete(key: string): Promise<void> {
+  write(key: string, data: Uint8Array): Promise<void> {
+    const record = encodeRecord(data); // the caller may reuse `data` once this returns
+    return this.serialized(key, async () => {
+      const final = join(this.directory, fileOf(key));
+      const temporary = `${final}.${process.pid}.${this.temporaries++}.tmp`;
+      const handle = await open(temporary, 'wx', PRIVATE_FILE_MODE);
+      try {
+        try {
+          await handle.writeFile(record);
+          await handle.datasync();
+        } finally {
+          await handle.close();
+        }
+        await rename(temporary, final);
+      } catch (error) {
+        await unlink(temporary).catch(() => undefined);
+        throw error;
+      }
+      await fsyncDirectory(this.directory);
+    });
+  }
+
+  delete(key: string): Promise<void> {
+    return this.serialized(key, () => this.deleteNow(key));
+  }
+
+  private async deleteNow(key: string): Promise<void> {
     try {
       await unlink(join(this.directory, fileOf(key)));
     } catch (error) {
@@ -74,7 +104,7 @@ export class FileSlotJournal implements SlotJournal {
   ) {}
 
   static async open(path: string, slotCount: number, slotBytes: number): Promise<FileSlotJournal> {
-    const handle = await open(path, 'a+').then(async (h) => {
+    const handle = await open(path, 'a+', PRIVATE_FILE_MODE).then(async (h) => {
       await h.close();
       return open(path, 'r+');
     });

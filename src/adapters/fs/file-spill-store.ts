@@ -5,6 +5,7 @@ import { mkdir, open, rm, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { SpillPiece, SpillStore } from '../../ports/spill-store.js';
 import { nativeFs } from './native.js';
+import { PRIVATE_DIR_MODE, PRIVATE_FILE_MODE } from './private-modes.js';
 
 export class FileSpillStore implements SpillStore {
   private readonly handles = new Map<string, Promise<FileHandle>>();
@@ -15,7 +16,7 @@ export class FileSpillStore implements SpillStore {
   /** Starts empty: spill files of an earlier process are of cycles that no longer exist. */
   static async open(directory: string): Promise<FileSpillStore> {
     await rm(directory, { recursive: true, force: true });
-    await mkdir(directory, { recursive: true });
+    await mkdir(directory, { recursive: true, mode: PRIVATE_DIR_MODE });
     return new FileSpillStore(directory);
   }
 
@@ -38,8 +39,8 @@ export class FileSpillStore implements SpillStore {
     let handle = this.handles.get(key);
     if (!handle) {
       handle = (async () => {
-        await mkdir(this.pairDirectory(pair), { recursive: true });
-        return open(this.path(pair, cycle), 'w+');
+        await mkdir(this.pairDirectory(pair), { recursive: true, mode: PRIVATE_DIR_MODE });
+        return open(this.path(pair, cycle), 'w+', PRIVATE_FILE_MODE);
       })();
       this.handles.set(key, handle);
       handle.catch(() => this.handles.delete(key));
@@ -87,6 +88,6 @@ export class FileSpillStore implements SpillStore {
     this.handles.clear();
     for (const handle of handles) await (await handle.catch(() => undefined))?.close();
     await rm(this.directory, { recursive: true, force: true });
-    await mkdir(this.directory, { recursive: true });
+    await mkdir(this.directory, { recursive: true, mode: PRIVATE_DIR_MODE });
   }
 }

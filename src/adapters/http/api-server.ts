@@ -7,6 +7,7 @@ import type { RouteSpec } from './route-kit.js';
 import { API_ROUTES, API_SCHEMAS } from './all-routes.js';
 import type { ApiBackend, ApiLogger } from './types.js';
 import { compileValidator, type RequestPart, type Validator } from './validation.js';
+import { checkAccess, type ApiAccessPolicy } from './api-access.js';
 
 export interface ApiServerOptions {
   readonly backend: ApiBackend;
@@ -14,6 +15,10 @@ export interface ApiServerOptions {
   readonly host: string;
   readonly port: number;
   readonly version: string;
+  /** Tokens and Host names; every request but those to public routes needs a token. */
+  readonly access: ApiAccessPolicy;
+  /** Serve HTTPS with this certificate (PEM, chain included) and key instead of plain HTTP. */
+  readonly tls?: { readonly cert: Buffer; readonly key: Buffer } | undefined;
 }
 
 export interface ApiServer {
@@ -35,6 +40,7 @@ function register(app: FastifyInstance, route: RouteSpec<ApiBackend>, backend: A
   app.route({
     method: route.method,
     url: route.url,
+    config: { public: route.public === true },
     schema: {
       ...(route.params ? { params: route.params } : {}),
       ...(route.querystring ? { querystring: route.querystring } : {}),
@@ -57,18 +63,40 @@ function register(app: FastifyInstance, route: RouteSpec<ApiBackend>, backend: A
 
 export async function startApiServer(options: ApiServerOptions): Promise<ApiServer> {
   const { backend, logger } = options;
-  const app = Fastify({
-    logger: false,
-    bodyLimit: BODY_LIMIT_BYTES,
-    requestTimeout: REQUEST_TIMEOUT_MS,
-    return503OnClosing: true,
-  });
+  const common = { logger: false, bodyLimit: BODY_LIMIT_BYTES, requestTimeout: REQUEST_TIMEOUT_MS, return503OnClosing: true } as const;
+  // One code path for both: the routes and hooks do not care which server carries them.
+  const app: FastifyInstance = options.tls
+    ? Fastify({ ...common, https: { cert: options.tls.cert, key: options.tls.key, minVersion: 'TLSv1.2' } }) as unknown as FastifyInstance
+    : Fastify(common);
   app.setErrorHandler((error, request, reply) => {
     const tm = toTidemarkError(error);
     const status = httpStatusOf(tm.code);
     if (status >= 500) logger.error({ method: request.method, url: request.url, code: tm.code, err: tm.message }, 'api request failed');
     else logger.debug({ method: request.method, url: request.url, code: tm.code }, 'api request refused');
     void reply.code(status).type('application/json').send(errorBody(tm));
+  });
+  // Before routing and before the body is read: refused requests cost nothing and change nothing.
+  app.addHook('onRequest', async (request, reply) => {
+    const config = request.routeOptions.config as { public?: boolean } | undefined;
+    const refusal = checkAccess({
+      method: request.method,
+      host: request.headers.host,
+      authorization: request.headers.authorization,
+      contentType: request.headers['content-type'],
+      isPublic: config?.public === true,
+    }, options.access);
+    if (refusal === undefined) return;
+    logger.info({ method: request.method, url: request.url.split('?')[0], remote: request.ip, code: refusal.code }, 'api request refused');
+    if (refusal.code === ErrorCode.Unauthorized) void reply.header('www-authenticate', 'Bearer realm="tidemark"');
+    return reply.code(httpStatusOf(refusal.code)).type('application/json').send(errorBody(refusal));
+  });
+  // A mutating request carries Content-Type: application/json even when it has nothing to say
+  // (DELETE, a reset): an empty body is no body, not a JSON syntax error.
+  const parseJson = app.getDefaultJsonParser('error', 'error');
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, text, done) => {
+    if (text.length === 0) done(null, undefined);
+    else parseJson(request, text as string, done);
   });
   app.setNotFoundHandler((request, reply) => {
     const tm = new TidemarkError(ErrorCode.NotFound, `no API route ${request.method} ${request.url.split('?')[0]}`);

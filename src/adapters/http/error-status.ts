@@ -8,8 +8,14 @@ export function httpStatusOf(code: ErrorCode): number {
     case ErrorCode.OutOfRange:
     case ErrorCode.Protocol:
       return 400;
+    case ErrorCode.Unauthorized:
+      return 401;
+    case ErrorCode.Forbidden:
+      return 403;
     case ErrorCode.NotFound:
       return 404;
+    case ErrorCode.UnsupportedMediaType:
+      return 415;
     case ErrorCode.AlreadyExists:
     case ErrorCode.VolumeBusy:
     case ErrorCode.VolumeWriteDisabled:

@@ -56,6 +56,7 @@ function operationOf(route: RouteSpec<never>, named: Named): Json {
     operationId: route.operationId,
     summary: route.summary,
     tags: [route.tag],
+    ...(route.public ? { security: [] } : {}),
     ...(parameters.length > 0 ? { parameters } : {}),
     ...(route.body ? { requestBody: { required: true, content: { 'application/json': { schema: schemaRef(route.body) } } } } : {}),
     responses,
@@ -72,7 +73,10 @@ export function buildOpenApiDocument(routes: readonly RouteSpec<never>[], schema
   paths['/openapi.json'] = {
     get: {
       operationId: 'getOpenApi', summary: 'This document.', tags: ['operations'],
-      responses: { 200: { description: 'The OpenAPI document.', content: { 'application/json': { schema: { type: 'object' } } } } },
+      responses: {
+        200: { description: 'The OpenAPI document.', content: { 'application/json': { schema: { type: 'object' } } } },
+        401: { description: 'No bearer token, or not this array\'s token (TM_ERR_UNAUTHORIZED).', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } },
+      },
     },
   };
   return {
@@ -81,10 +85,17 @@ export function buildOpenApiDocument(routes: readonly RouteSpec<never>[], schema
       title: 'tidemark array API',
       version,
       description: 'Manage one tidemark array: its volumes, their states and change tracking. ' +
-        'Errors are {"error":{"code","message","details"}} with a stable TM_ERR_* code.',
+        'Errors are {"error":{"code","message","details"}} with a stable TM_ERR_* code. ' +
+        'Every operation but getMetrics needs "Authorization: Bearer TOKEN" with the token the array wrote to ' +
+        'DATA/api-token (DATA/api-token.read allows GET only); a Host header naming a host the array does not serve ' +
+        'is refused, and so is a POST, PUT or DELETE whose Content-Type is not application/json (see docs/security.md).',
     },
+    security: [{ bearerAuth: [] }],
     paths,
     components: {
+      securitySchemes: {
+        bearerAuth: { type: 'http', scheme: 'bearer', description: 'The contents of DATA/api-token (or DATA/api-token.read: GET only).' },
+      },
       schemas: Object.fromEntries(Object.entries(schemas).map(([name, schema]) => [name, withRefs(plain(schema), named, name)])),
     },
   };

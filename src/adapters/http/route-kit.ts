@@ -31,6 +31,11 @@ export interface RouteSpec<B> {
   readonly operationId: string;
   readonly summary: string;
   readonly tag: string;
+  /**
+   * Served without a token (only `/metrics`, which Prometheus scrapes). Every other route needs the
+   * bearer token: the server checks it before routing, so a new route is protected by default.
+   */
+  readonly public?: true;
   readonly params?: TSchema;
   readonly querystring?: TSchema;
   readonly body?: TSchema;

@@ -132,7 +132,7 @@ export const ROUTES: readonly RouteSpec<ApiBackend>[] = [
     },
   },
   {
-    method: 'GET', url: '/metrics', operationId: 'getMetrics', tag: 'operations',
+    method: 'GET', url: '/metrics', operationId: 'getMetrics', tag: 'operations', public: true,
     summary: 'Prometheus metrics (text exposition format).',
     responses: { 200: { description: 'Metrics.', contentType: 'text/plain; version=0.0.4; charset=utf-8' } },
     handler: async (_request, backend) => {
