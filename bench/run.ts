@@ -3,11 +3,13 @@
 // defaults to 256 MiB and --seconds to 8. async takes [--rate-mbit N] [--delay-ms N] [--hot BYTES]
 // [--lag-rate BYTES_PER_S] [--lag-seconds N] [--parts LIST]; its --size defaults to 64 MiB and
 // --seconds to 8; --parts runs only some of its three parts (e.g. `--parts 1` or `--parts 1,3`).
+// write-path takes [--size BYTES] (default 64 MiB) and [--writes N] (default 20000).
 import { benchNbd } from './nbd.js';
 import { benchClone } from './clone.js';
 import { benchReplication } from './replication.js';
 import { benchResync } from './resync.js';
 import { benchAsync } from './async.js';
+import { benchWritePath } from './write-path.js';
 
 const argv = process.argv.slice(2);
 const name = argv[0];
@@ -41,6 +43,7 @@ const benches: Record<string, (args: { seconds: number; sizeBytes: number }) => 
     delayMs: option('--delay-ms', 5), hotBytes: option('--hot', 8 * MiB), lagRateBytes: option('--lag-rate', 4e6),
     lagSeconds: option('--lag-seconds', 20), parts: parts(),
   }),
+  'write-path': () => benchWritePath({ sizeBytes: option('--size', 64 * MiB), writes: option('--writes', 20_000) }),
 };
 const bench = name ? benches[name] : undefined;
 if (!bench) {
