@@ -153,6 +153,23 @@ test("a frame sealed under another connection's keys (or the other direction's) 
   assert.match(reasonOf(decodeOne(decoder2, clear)), /frame authentication failed/);
 });
 
+test('every single-bit flip of a sealed frame is caught (never yields a frame)', () => {
+  const keys = deriveLinkKeys(crypto, SECRET, hellos);
+  const good = frameToBytes(new FrameSealer(crypto, keys.dialerToAcceptor).seal(FrameType.Data, DataFlag.First, 9, pattern(40, 5)));
+  let flips = 0;
+  for (let bit = 0; bit < good.length * 8; bit++) {
+    const bytes = good.slice();
+    bytes[bit >> 3]! ^= 1 << (bit & 7);
+    const decoder = new FrameDecoder();
+    decoder.openWith(new FrameOpener(crypto, keys.dialerToAcceptor));
+    const r = decodeOne(decoder, bytes);
+    // A longer length leaves the decoder waiting (the dead timer ends that); all else is an error.
+    assert.ok(r.kind === 'error' || r.kind === 'version-mismatch' || (r.kind === 'need-more' && bit >= 64 && bit < 96), `bit ${bit}: ${r.kind}`);
+    flips++;
+  }
+  assert.equal(flips, (FRAME_HEADER_BYTES + 40 + TAG_BYTES) * 8);
+});
+
 // ---- the endpoint: a bad frame resets the connection, the session survives ----
 
 function pair(overrides: Partial<LinkConfig> = {}, configs?: { a: LinkConfig; b: LinkConfig }): LinkPair {
@@ -199,6 +216,31 @@ for (const [what, tamper, expected] of [
     assert.equal(p.b.events.filter((e) => e.kind === 'session-reset').length, 0, 'the session survived');
   });
 }
+
+test('a HELLO altered in flight (window, not covered by the proofs) leaves the sides with different keys: the link resets, then recovers', () => {
+  const alpha = new LinkEndpoint(linkConfig('alpha'), 0);
+  const beta = new LinkEndpoint(linkConfig('beta'), 0);
+  alpha.addPeer({ name: 'beta', address: 'beta:1', secret: SECRET }, 0);
+  beta.addPeer({ name: 'alpha', address: 'alpha:1', secret: SECRET }, 0);
+  const p = new LinkPair(alpha, beta);
+  p.drain();
+  const [wire] = p.wires(p.a);
+  assert.ok(wire && wire.queue.length === 1, 'the dialer HELLO is queued');
+  const decoded = new FrameDecoder();
+  decoded.push(wire.queue[0]!);
+  const helloFrame = decoded.next();
+  assert.ok(helloFrame.kind === 'frame' && helloFrame.frame.type === FrameType.Hello);
+  const payload = helloFrame.frame.payload.slice();
+  new DataView(payload.buffer).setUint32(0, 4 * 1024 * 1024); // a different window, CRC recomputed by the attacker
+  wire.queue[0] = frameToBytes(encodeFrame(FrameType.Hello, 0, 0, payload));
+  p.run();
+  assert.ok([...p.a.logs, ...p.b.logs].some((l) => /frame authentication failed/.test(String(l.fields.reason))), 'the first sealed frame did not open');
+  p.advance(500);
+  assert.equal(p.a.endpoint.stats('beta')!.state, 'up', 'a clean reconnect works');
+  p.a.endpoint.send('beta', new TextEncoder().encode('through'));
+  p.run();
+  assert.deepEqual(texts(p.b.delivered), ['through']);
+});
 
 test('no (key, nonce) is ever used twice: reconnects, retransmissions, parallel streams and restarts', () => {
   const used = new Set<string>();
