@@ -21,7 +21,9 @@ const KiB = 1024;
 const HEADER_BYTES = 24;
 const DATA_FRAME = 5;
 const skip = requirement(missingTools(['qemu-io', 'nbdcopy']));
-const cli = (array: DaemonProcess, ...args: string[]): Promise<string> => mustRun(tidemarkBin, ['--array', array.apiUrl, '--json', ...args]);
+// The API-token branch gives DaemonProcess `cliArgs` (--array URL --token-file F); without it, --array alone.
+const cliArgs = (array: DaemonProcess): string[] => (array as DaemonProcess & { cliArgs?: string[] }).cliArgs ?? ['--array', array.apiUrl];
+const cli = (array: DaemonProcess, ...args: string[]): Promise<string> => mustRun(tidemarkBin, [...cliArgs(array), '--json', ...args]);
 
 /**
  * A TCP relay that records both directions and understands link framing (24-byte header, length
