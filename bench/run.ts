@@ -8,6 +8,7 @@ import { benchClone } from './clone.js';
 import { benchReplication } from './replication.js';
 import { benchResync } from './resync.js';
 import { benchAsync } from './async.js';
+import { benchLink } from './link.js';
 
 const argv = process.argv.slice(2);
 const name = argv[0];
@@ -30,6 +31,7 @@ const parts = (): number[] => {
 
 const benches: Record<string, (args: { seconds: number; sizeBytes: number }) => Promise<void>> = {
   nbd: benchNbd,
+  link: () => benchLink({ sizeBytes: option('--size', 256 * MiB) }),
   clone: benchClone,
   replication: (args) => benchReplication(args),
   resync: () => benchResync({
