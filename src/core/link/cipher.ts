@@ -81,11 +81,6 @@ export class FrameSealer {
     assert(key.length === KEY_BYTES, 'sealing key length');
   }
 
-  /** Frames sealed so far (the next frame's counter). */
-  get framesSealed(): number {
-    return this.counter;
-  }
-
   seal(type: FrameType, flags: number, seq: number, payload: Uint8Array): EncodedFrame {
     // 2^53 frames would take centuries at any rate a link reaches; the assert keeps the nonce unique regardless.
     assert(Number.isSafeInteger(this.counter + 1), 'frame counter exhausted');
@@ -106,10 +101,6 @@ export class FrameOpener implements SealedFrameOpener {
 
   constructor(private readonly crypto: Pick<LinkCrypto, 'aeadOpen'>, private readonly key: Uint8Array) {
     assert(key.length === KEY_BYTES, 'opening key length');
-  }
-
-  get framesOpened(): number {
-    return this.counter;
   }
 
   /** `header`: the 24 header bytes as received; `check`: its last field; `body`: ciphertext ‖ tag. */

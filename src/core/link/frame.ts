@@ -136,10 +136,6 @@ export class FrameDecoder {
     this.opener = opener;
   }
 
-  get sealed(): boolean {
-    return this.opener !== undefined;
-  }
-
   push(chunk: Uint8Array): void {
     if (this.failed === undefined) this.queue.push(chunk);
   }
