@@ -30,8 +30,6 @@ export { TAG_BYTES };
 export const AEAD_NONCE_BYTES = 12;
 const LABEL = new TextEncoder().encode('tidemark-link-keys-v2');
 
-export type Direction = 'dialer-to-acceptor' | 'acceptor-to-dialer';
-
 /** HKDF-SHA256 (extract, then expand) over the injected HMAC. */
 export function hkdfSha256(crypto: Pick<LinkCrypto, 'hmacSha256'>, salt: Uint8Array, ikm: Uint8Array, info: Uint8Array, length: number): Uint8Array {
   assert(length > 0 && length <= 255 * 32, `hkdf length ${length}`);
