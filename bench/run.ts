@@ -10,6 +10,7 @@ import { benchReplication } from './replication.js';
 import { benchResync } from './resync.js';
 import { benchAsync } from './async.js';
 import { benchWritePath } from './write-path.js';
+import { benchLink } from './link.js';
 
 const argv = process.argv.slice(2);
 const name = argv[0];
@@ -32,6 +33,7 @@ const parts = (): number[] => {
 
 const benches: Record<string, (args: { seconds: number; sizeBytes: number }) => Promise<void>> = {
   nbd: benchNbd,
+  link: () => benchLink({ sizeBytes: option('--size', 256 * MiB) }),
   clone: benchClone,
   replication: (args) => benchReplication(args),
   resync: () => benchResync({

@@ -4,6 +4,7 @@
 // of what the other side sent in the current session (no loss, duplication, reordering or
 // corruption); after the faults stop, everything sent is delivered within a bound.
 import { createHmac } from 'node:crypto';
+import { aes256GcmOpen, aes256GcmSeal } from '../adapters/net/node-crypto.js';
 import { LinkEndpoint } from '../core/link/endpoint.js';
 import type { LinkAction, LinkConfig } from '../core/link/types.js';
 import { crc32c } from '../core/lib/crc32c.js';
@@ -27,7 +28,7 @@ export interface LinkSeedResult {
   readonly virtualMs: number;
 }
 
-/** Deterministic crypto for the simulation: real HMAC, nonces from the seed. */
+/** Deterministic crypto for the simulation: real HMAC and AES-256-GCM (deterministic per key and nonce), nonces from the seed. */
 export function simCrypto(prng: Prng): LinkConfig['crypto'] {
   return {
     hmacSha256: (key, data) => new Uint8Array(createHmac('sha256', key).update(data).digest()),
@@ -36,6 +37,8 @@ export function simCrypto(prng: Prng): LinkConfig['crypto'] {
       prng.fill(b);
       return b;
     },
+    aeadSeal: aes256GcmSeal,
+    aeadOpen: aes256GcmOpen,
   };
 }
 

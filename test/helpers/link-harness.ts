@@ -2,6 +2,7 @@
 // queued per direction and delivered when the test says so (all at once, in a chosen order, or
 // dropped), so handshake and session behaviour can be driven step by step.
 import { createHmac } from 'node:crypto';
+import { aes256GcmOpen, aes256GcmSeal } from '../../src/adapters/net/node-crypto.js';
 import { LinkEndpoint } from '../../src/core/link/endpoint.js';
 import { FrameDecoder, frameToBytes, type Frame } from '../../src/core/link/frame.js';
 import type { ConnId, LinkAction, LinkConfig } from '../../src/core/link/types.js';
@@ -18,6 +19,8 @@ export function testCrypto(seed = 1): LinkConfig['crypto'] {
   return {
     hmacSha256: (key, data) => new Uint8Array(createHmac('sha256', key).update(data).digest()),
     randomBytes: (n) => { const b = new Uint8Array(n); prng.fill(b); return b; },
+    aeadSeal: aes256GcmSeal,
+    aeadOpen: aes256GcmOpen,
   };
 }
 

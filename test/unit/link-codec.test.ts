@@ -94,7 +94,8 @@ test('bad magic, CRC, flags, type, length and sequence are protocol errors', () 
   assert.match((corrupted((_, v) => v.setUint8(5, 99)) as { reason: string }).reason, /unknown frame type 99/);
   assert.match((corrupted((_, v) => v.setUint32(8, 2 ** 31)) as { reason: string }).reason, /exceeds/);
   assert.match((corrupted((_, v) => v.setUint32(12, 0xffffffff)) as { reason: string }).reason, /sequence/);
-  assert.deepEqual(corrupted((_, v) => v.setUint8(4, 2)), { kind: 'version-mismatch', peerVersion: 2 });
+  assert.deepEqual(corrupted((_, v) => v.setUint8(4, 1)), { kind: 'version-mismatch', peerVersion: 1 }, 'a v1 (unencrypted) peer');
+  assert.deepEqual(corrupted((_, v) => v.setUint8(4, 3)), { kind: 'version-mismatch', peerVersion: 3 });
   // Flags on a non-DATA frame.
   const ack = frameToBytes(encodeFrame(FrameType.Ack, 0, 1, new Uint8Array(0)));
   new DataView(ack.buffer).setUint16(6, 1);

@@ -2,7 +2,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { LinkEndpoint } from '../../src/core/link/endpoint.js';
-import { DataFlag, encodeFrame, frameToBytes, FrameType, type Frame } from '../../src/core/link/frame.js';
+import { DataFlag, encodeFrame, FrameDecoder, frameToBytes, FrameType, type Frame } from '../../src/core/link/frame.js';
+import { deriveLinkKeys, FrameOpener, FrameSealer } from '../../src/core/link/cipher.js';
 import { computeProof, decodeError, decodeHello, encodeHello, LinkErrorCode, type Hello } from '../../src/core/link/handshake.js';
 import { Prng } from '../../src/core/lib/prng.js';
 import { PEER_PROTOCOL_VERSION } from '../../src/core/replication/peer-protocol.js';
@@ -127,9 +128,27 @@ test('a correct raw dialer gets HELLO, then the acceptor proof only after its ow
   const input = { dialer: { windowBytes: 1 << 20, nonce: dialerNonce, incarnation: dialerIncarnation, name: 'alpha', protocolVersion: PEER_PROTOCOL_VERSION }, acceptor: betaHello.value };
   const crypto = testCrypto();
   beta.handle({ kind: 'data', connId: id, bytes: frameToBytes(encodeFrame(FrameType.Auth, 0, 0, computeProof(crypto, SECRET, 'dialer', input))) }, 0);
-  const afterAuth = decodeAll(drainActions(beta).sent.get(id)!);
-  assert.deepEqual(afterAuth.map((f) => f.type), [FrameType.Auth, FrameType.Resume]);
-  assert.deepEqual(afterAuth[0]!.payload, computeProof(crypto, SECRET, 'acceptor', input));
+  const afterAuthBytes = drainActions(beta).sent.get(id)!;
+  // The AUTH is the acceptor's last clear frame; what follows is sealed under keys the dialer derives itself.
+  const keys = deriveLinkKeys(crypto, SECRET, input);
+  const decoder = new FrameDecoder();
+  for (const chunk of afterAuthBytes) decoder.push(chunk);
+  const auth = decoder.next();
+  assert.ok(auth.kind === 'frame' && auth.frame.type === FrameType.Auth);
+  assert.deepEqual(auth.frame.payload, computeProof(crypto, SECRET, 'acceptor', input));
+  decoder.openWith(new FrameOpener(crypto, keys.acceptorToDialer));
+  const resume = decoder.next();
+  assert.ok(resume.kind === 'frame' && resume.frame.type === FrameType.Resume && resume.frame.seq === 0, JSON.stringify(resume));
+  assert.equal(decoder.next().kind, 'need-more');
+  assert.equal(decodeAll(afterAuthBytes).length, 1, 'the RESUME is not a clear frame');
+  // The dialer's own sealed RESUME and DATA are accepted and delivered.
+  const sealer = new FrameSealer(crypto, keys.dialerToAcceptor);
+  beta.handle({ kind: 'data', connId: id, bytes: frameToBytes(sealer.seal(FrameType.Resume, 0, 0, new Uint8Array(0))) }, 0);
+  beta.handle({ kind: 'data', connId: id, bytes: frameToBytes(sealer.seal(FrameType.Data, DataFlag.First | DataFlag.Last, 1, bytesOf('hello beta'))) }, 0);
+  const { actions } = drainActions(beta);
+  const delivered = actions.filter((a) => a.kind === 'deliver');
+  assert.deepEqual(delivered.map((a) => a.kind === 'deliver' && new TextDecoder().decode(a.message)), ['hello beta']);
+  assert.ok(!actions.some((a) => a.kind === 'close'));
 });
 
 test('a reflected proof (the acceptor role) or a wrong proof is refused', () => {
@@ -153,9 +172,9 @@ test('a reflected proof (the acceptor role) or a wrong proof is refused', () => 
 
 test('a protocol version mismatch is named clearly', () => {
   const beta = acceptor();
-  const { frames, closed } = rawDial(beta, 'alpha', [helloFrame({}, 2)]);
+  const { frames, closed } = rawDial(beta, 'alpha', [helloFrame({}, 1)]);
   assert.equal(closed, true);
-  assert.match(errorOf(frames), /protocol version mismatch: this array speaks v1, peer sent v2/);
+  assert.match(errorOf(frames), /protocol version mismatch: this array speaks v2, peer sent v1/);
 });
 
 test('an unknown name in a raw HELLO is refused', () => {

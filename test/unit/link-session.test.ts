@@ -3,8 +3,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { LinkEndpoint } from '../../src/core/link/endpoint.js';
-import { DataFlag, encodeFrame, frameToBytes, FrameType, type EncodedFrame } from '../../src/core/link/frame.js';
-import { ReceiveSide, SendSide } from '../../src/core/link/session.js';
+import { DataFlag, encodeFrame, frameToBytes, FrameType } from '../../src/core/link/frame.js';
+import { ReceiveSide, SendSide, type OutgoingPacket } from '../../src/core/link/session.js';
 import { Prng } from '../../src/core/lib/prng.js';
 import { bytesOf, LinkPair, linkConfig, pattern, SECRET } from '../helpers/link-harness.js';
 import type { LinkConfig } from '../../src/core/link/types.js';
@@ -28,8 +28,8 @@ test('packets arriving in any order are reassembled; an incomplete message is ne
   const send = new SendSide({ windowBytes: 1 << 20, maxPacketBytes: 100, maxMessageBytes: 10_000 });
   const messages = [pattern(250, 1), new Uint8Array(0), pattern(100, 2), pattern(1, 3)];
   for (const m of messages) send.accept(m);
-  const frames: EncodedFrame[] = [];
-  for (let f = send.next(1, 1 << 20); f; f = send.next(1, 1 << 20)) frames.push(f.frame);
+  const frames: OutgoingPacket[] = [];
+  for (let f = send.next(1, 1 << 20); f; f = send.next(1, 1 << 20)) frames.push(f.packet);
   assert.equal(frames.length, 3 + 1 + 1 + 1);
   const prng = new Prng(3);
   for (let trial = 0; trial < 50; trial++) {
@@ -37,8 +37,7 @@ test('packets arriving in any order are reassembled; an incomplete message is ne
     const receive = new ReceiveSide({ windowBytes: 1 << 20, maxMessageBytes: 10_000 });
     const delivered: Uint8Array[] = [];
     const decode = (i: number) => ({
-      type: FrameType.Data, flags: new DataView(frames[i]!.header.buffer).getUint16(6),
-      seq: i + 1, payload: frames[i]!.payload,
+      type: FrameType.Data, flags: frames[i]!.flags, seq: frames[i]!.seq, payload: frames[i]!.payload,
     });
     for (const { i } of order) {
       const r = receive.receive(decode(i));
@@ -231,14 +230,15 @@ test('send to an unknown peer is NotFound; removing a peer closes its connection
   assert.notEqual(p.b.endpoint.stats('alpha')!.state, 'up');
 });
 
-test('frames carried by a packet are the same bytes when retransmitted', () => {
+test('a retransmitted packet is the same packet (sequence, flags, payload), framed afresh for its new connection', () => {
   const send = new SendSide({ windowBytes: 1 << 20, maxPacketBytes: 100, maxMessageBytes: 1000 });
   send.accept(pattern(150, 1));
   const first = send.next(1, 1 << 20)!;
   send.connectionLost(1);
   const again = send.next(2, 1 << 20)!;
   assert.equal(again.retransmit, true);
-  assert.equal(again.frame, first.frame);
+  assert.equal(again.packet, first.packet);
+  assert.equal(again.packet.seq, 1);
   assert.equal(send.next(2, 1 << 20)!.retransmit, false);
   assert.ok(!send.ack(5).ok, 'acknowledging more than was sent is refused');
   assert.ok(encodeFrame(FrameType.Heartbeat, 0, 0, new Uint8Array(0)));

@@ -13,12 +13,13 @@
 import { assert, assertNever } from '../lib/assert.js';
 import { invalidArgument, notFound } from '../errors.js';
 import {
-  encodeFrame, FrameDecoder, frameBytes, FrameType, LINK_PROTOCOL_VERSION, MAX_FRAME_PAYLOAD_BYTES, type EncodedFrame, type Frame,
+  encodeFrame, FrameDecoder, frameBytes, FrameType, LINK_PROTOCOL_VERSION, MAX_FRAME_PAYLOAD_BYTES, type Frame,
 } from './frame.js';
 import {
   computeProof, constantTimeEqual, decodeError, decodeHello, encodeError, encodeHello, INCARNATION_BYTES, isValidArrayName,
   LinkErrorCode, NONCE_BYTES, PROOF_BYTES, type Hello, type Role,
 } from './handshake.js';
+import { deriveLinkKeys, FrameOpener, FrameSealer } from './cipher.js';
 import { messageCostBytes, ReceiveSide, SendSide } from './session.js';
 import { PEER_PROTOCOL_VERSION } from '../replication/peer-protocol.js';
 import {
@@ -43,6 +44,8 @@ interface Conn {
   writable: boolean;
   /** This connection ended in an authentication failure (the peer state says so until a later attempt). */
   authFailed: boolean;
+  /** Seals what we send once both proofs verified (cipher.ts); undefined during the handshake. */
+  sealer: FrameSealer | undefined;
 }
 
 interface Counters {
@@ -238,7 +241,7 @@ export class LinkEndpoint {
         if (!conn || conn.phase !== 'dialing') return;
         conn.phase = 'hello';
         conn.lastReceivedMs = this.nowMs;
-        this.sendFrame(conn, encodeFrame(FrameType.Hello, 0, 0, encodeHello(conn.ownHello)));
+        this.sendFrame(conn, FrameType.Hello, 0, 0, encodeHello(conn.ownHello));
         return;
       }
       case 'data': return this.onData(event.connId, event.bytes);
@@ -325,6 +328,7 @@ export class LinkEndpoint {
       lastSentMs: this.nowMs,
       writable: true,
       authFailed: false,
+      sealer: undefined,
     };
   }
 
@@ -334,7 +338,9 @@ export class LinkEndpoint {
     return `${hex(d)}-${hex(a)}`;
   }
 
-  private sendFrame(conn: Conn, frame: EncodedFrame): void {
+  /** Sends a frame: sealed once the connection has keys, clear (CRC) during the handshake. */
+  private sendFrame(conn: Conn, type: FrameType, flags: number, seq: number, payload: Uint8Array): void {
+    const frame = conn.sealer ? conn.sealer.seal(type, flags, seq, payload) : encodeFrame(type, flags, seq, payload);
     conn.lastSentMs = this.nowMs;
     if (conn.peer) conn.peer.counters.bytesSent += frameBytes(frame);
     this.emit({ kind: 'send', connId: conn.id, frame });
@@ -366,7 +372,7 @@ export class LinkEndpoint {
       } else if (now - conn.lastReceivedMs >= this.cfg.deadAfterMs) {
         this.closeConn(conn, `nothing received for ${now - conn.lastReceivedMs} ms`, true);
       } else if (conn.phase === 'open' && now - conn.lastSentMs >= this.cfg.heartbeatIntervalMs) {
-        this.sendFrame(conn, encodeFrame(FrameType.Heartbeat, 0, 0, new Uint8Array(0)));
+        this.sendFrame(conn, FrameType.Heartbeat, 0, 0, new Uint8Array(0));
       }
     }
     for (const peer of this.peers.values()) {
@@ -424,7 +430,7 @@ export class LinkEndpoint {
 
   /** A protocol violation: tell the peer why (best effort) and close. */
   private violation(conn: Conn, code: LinkErrorCode, reason: string): void {
-    this.sendFrame(conn, encodeFrame(FrameType.Error, 0, 0, encodeError(code, reason)));
+    this.sendFrame(conn, FrameType.Error, 0, 0, encodeError(code, reason));
     this.log('warn', 'link protocol error', { peer: conn.peer?.config.name, connId: conn.id, reason });
     this.closeConn(conn, reason, true);
   }
@@ -442,8 +448,8 @@ export class LinkEndpoint {
           this.maybeAck(conn);
           return;
         case 'version-mismatch':
-          this.sendFrame(conn, encodeFrame(FrameType.Error, 0, 0,
-            encodeError(LinkErrorCode.VersionMismatch, `protocol version mismatch: this array speaks v${LINK_PROTOCOL_VERSION}, peer sent v${result.peerVersion}`)));
+          this.sendFrame(conn, FrameType.Error, 0, 0,
+            encodeError(LinkErrorCode.VersionMismatch, `protocol version mismatch: this array speaks v${LINK_PROTOCOL_VERSION}, peer sent v${result.peerVersion}`));
           if (conn.peer) {
             conn.peer.lastError = `protocol version mismatch: peer speaks v${result.peerVersion}, we speak v${LINK_PROTOCOL_VERSION}`;
           }
@@ -499,7 +505,7 @@ export class LinkEndpoint {
       conn.peerHello = hello;
       conn.phase = 'auth';
       const proof = computeProof(this.config.crypto, peer.config.secret, 'dialer', { dialer: conn.ownHello, acceptor: hello });
-      this.sendFrame(conn, encodeFrame(FrameType.Auth, 0, 0, proof));
+      this.sendFrame(conn, FrameType.Auth, 0, 0, proof);
       return;
     }
     const peer = this.peers.get(hello.name);
@@ -517,7 +523,7 @@ export class LinkEndpoint {
     conn.peerHello = hello;
     conn.ownHello = { ...conn.ownHello, incarnation: peer.incarnation };
     conn.phase = 'auth';
-    this.sendFrame(conn, encodeFrame(FrameType.Hello, 0, 0, encodeHello(conn.ownHello)));
+    this.sendFrame(conn, FrameType.Hello, 0, 0, encodeHello(conn.ownHello));
   }
 
   /**
@@ -529,7 +535,7 @@ export class LinkEndpoint {
     const reason = `peer protocol version mismatch: ${hello.name} speaks v${hello.protocolVersion}, ${this.config.arrayName} speaks v${own}` +
       (hello.protocolVersion < own ? ` (upgrade ${hello.name})` : ` (upgrade ${this.config.arrayName})`);
     this.log('error', 'link refused: peer protocol version mismatch', { peer: hello.name, connId: conn.id, peerVersion: hello.protocolVersion, ownVersion: own, reason });
-    this.sendFrame(conn, encodeFrame(FrameType.Error, 0, 0, encodeError(LinkErrorCode.VersionMismatch, reason)));
+    this.sendFrame(conn, FrameType.Error, 0, 0, encodeError(LinkErrorCode.VersionMismatch, reason));
     this.closeConn(conn, reason, true);
   }
 
@@ -549,9 +555,22 @@ export class LinkEndpoint {
     }
     if (conn.role === 'acceptor') {
       // Only now does the acceptor prove itself: it reveals nothing to a dialer that failed.
-      this.sendFrame(conn, encodeFrame(FrameType.Auth, 0, 0, computeProof(this.config.crypto, peer.config.secret, 'acceptor', input)));
+      this.sendFrame(conn, FrameType.Auth, 0, 0, computeProof(this.config.crypto, peer.config.secret, 'acceptor', input));
     }
+    this.startSealing(conn, peer, input);
     this.authenticated(conn, peer, peerHello);
+  }
+
+  /**
+   * From here on every frame either side sends on this connection is sealed and every frame it
+   * receives must be: the acceptor's last clear frame is its AUTH, the dialer's is its AUTH sent
+   * before this point; each side's first sealed frame is its RESUME.
+   */
+  private startSealing(conn: Conn, peer: Peer, hellos: { dialer: Hello; acceptor: Hello }): void {
+    const keys = deriveLinkKeys(this.config.crypto, peer.config.secret, hellos);
+    const [sendKey, receiveKey] = conn.role === 'dialer' ? [keys.dialerToAcceptor, keys.acceptorToDialer] : [keys.acceptorToDialer, keys.dialerToAcceptor];
+    conn.sealer = new FrameSealer(this.config.crypto, sendKey);
+    conn.decoder.openWith(new FrameOpener(this.config.crypto, receiveKey));
   }
 
   private authFailed(conn: Conn, peer: Peer, reason: string): void {
@@ -592,7 +611,7 @@ export class LinkEndpoint {
     peer.peerIncarnation = hello.incarnation;
     peer.peerWindowBytes = hello.windowBytes;
     conn.phase = 'resume';
-    this.sendFrame(conn, encodeFrame(FrameType.Resume, 0, peer.receive.receivedThrough, new Uint8Array(0)));
+    this.sendFrame(conn, FrameType.Resume, 0, peer.receive.receivedThrough, new Uint8Array(0));
     peer.ackedToPeer = Math.max(peer.ackedToPeer, peer.receive.receivedThrough);
   }
 
@@ -677,7 +696,7 @@ export class LinkEndpoint {
     const through = peer.receive.receivedThrough;
     if (through <= peer.ackedToPeer) return;
     peer.ackedToPeer = through;
-    this.sendFrame(conn, encodeFrame(FrameType.Ack, 0, through, new Uint8Array(0)));
+    this.sendFrame(conn, FrameType.Ack, 0, through, new Uint8Array(0));
   }
 
   /** Puts one queued packet on an open, writable connection, rotating over peers and streams. */
@@ -693,7 +712,7 @@ export class LinkEndpoint {
       assert(next !== undefined, 'hasWork() but no packet');
       peer.counters.packetsSent++;
       if (next.retransmit) peer.counters.retransmittedPackets++;
-      this.sendFrame(conn, next.frame);
+      this.sendFrame(conn, FrameType.Data, next.packet.flags, next.packet.seq, next.packet.payload);
       this.pumpRotation = (this.pumpRotation + i + 1) % peers.length;
       return;
     }

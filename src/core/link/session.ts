@@ -3,8 +3,9 @@
 // send next on which connection.
 //
 // Sending: a message is copied, split into packets of at most maxPacketBytes, and every packet gets
-// the next session sequence number and its own CRC'd frame at once (so a retransmission resends the
-// same bytes). Packets stay until the peer's cumulative ACK covers them. The bytes held (frames
+// the next session sequence number. Packets are kept in the clear and framed only when put on a
+// connection: every connection has its own keys and frame counter (cipher.ts), so a retransmission
+// on a new connection is sealed afresh, never a copy of bytes sent under another key. Packets stay until the peer's cumulative ACK covers them. The bytes held (frames
 // including headers) are bounded by windowBytes: the app must wait (canAccept) when it is full.
 // Packets first sent on a connection that is lost are queued for resending; after a reconnect the
 // peer's RESUME says what it already has, so only the rest goes again.
@@ -13,13 +14,18 @@
 // gap fills; in-order packets are assembled into the current message, which is delivered only once
 // its LAST packet arrived. Duplicates (retransmissions) are dropped by sequence number.
 import { assert } from '../lib/assert.js';
-import { DataFlag, encodeFrame, FRAME_HEADER_BYTES, FrameType, type EncodedFrame, type Frame } from './frame.js';
+import { DataFlag, FRAME_HEADER_BYTES, FrameType, type Frame } from './frame.js';
 import type { ConnId } from './types.js';
 
-interface OutPacket {
+/** A DATA packet to frame (and seal) for one connection. */
+export interface OutgoingPacket {
   readonly seq: number;
-  readonly frame: EncodedFrame;
-  /** Frame bytes (header + payload): what the window counts. */
+  readonly flags: number;
+  readonly payload: Uint8Array;
+}
+
+interface OutPacket extends OutgoingPacket {
+  /** Header + payload bytes: what the window counts (the tag of a sealed frame is left out). */
   readonly bytes: number;
   readonly last: boolean;
   /** The connection it was last sent on; undefined: never sent, or that connection was lost. */
@@ -94,9 +100,9 @@ export class SendSide {
       let flags = 0;
       if (at === 0) flags |= DataFlag.First;
       if (end === data.length) flags |= DataFlag.Last;
-      const frame = encodeFrame(FrameType.Data, flags, this.nextSeq, data.subarray(at, end));
-      const bytes = frame.header.length + frame.payload.length;
-      this.packets.push({ seq: this.nextSeq++, frame, bytes, last: end === data.length, sentOn: undefined, sentCount: 0 });
+      const payload = data.subarray(at, end);
+      const bytes = FRAME_HEADER_BYTES + payload.length;
+      this.packets.push({ seq: this.nextSeq++, flags, payload, bytes, last: end === data.length, sentOn: undefined, sentCount: 0 });
       this.heldBytes += bytes;
       count++;
       at = end;
@@ -158,14 +164,14 @@ export class SendSide {
   }
 
   /** The next packet to put on `connId`: retransmissions first, then new packets within the peer's window. */
-  next(connId: ConnId, peerWindowBytes: number): { frame: EncodedFrame; retransmit: boolean } | undefined {
+  next(connId: ConnId, peerWindowBytes: number): { packet: OutgoingPacket; retransmit: boolean } | undefined {
     this.dropAckedResends();
     const again = this.resend[this.resendHead];
     if (again) {
       this.resendHead++;
       again.sentOn = connId;
       again.sentCount++;
-      return { frame: again.frame, retransmit: true };
+      return { packet: again, retransmit: true };
     }
     const p = this.packets[this.cursor];
     if (!p || !this.fitsInFlight(p, peerWindowBytes)) return undefined;
@@ -173,7 +179,7 @@ export class SendSide {
     p.sentOn = connId;
     p.sentCount++;
     this.inFlightBytes += p.bytes;
-    return { frame: p.frame, retransmit: false };
+    return { packet: p, retransmit: false };
   }
 
   private fitsInFlight(p: OutPacket, peerWindowBytes: number): boolean {

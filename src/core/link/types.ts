@@ -6,6 +6,8 @@ import type { EncodedFrame } from './frame.js';
 export interface LinkCrypto {
   hmacSha256(key: Uint8Array, data: Uint8Array): Uint8Array;
   randomBytes(n: number): Uint8Array;
+  aeadSeal(key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, plaintext: Uint8Array): Uint8Array;
+  aeadOpen(key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, sealed: Uint8Array): Uint8Array | undefined;
 }
 
 export type ConnId = number;
