@@ -308,8 +308,8 @@ test('allow-list: a certificate name on it is served; others get ERR_POLICY, an 
   assert.equal(feed(allowed, option(7, infoData('locked'))).pop()!.kind, 'transmission');
 
   const stranger = overTls('require', ['host-c']);
-  const actions = feed(stranger, concat(option(6, infoData('locked')), option(10, metaData('locked', ['base:allocation']))));
-  assert.deepEqual(replyTypes(actions), [[6, ERR_POLICY], [10, ERR_POLICY]]);
+  const actions = feed(stranger, concat(option(8), option(6, infoData('locked')), option(10, metaData('locked', ['base:allocation']))));
+  assert.deepEqual(replyTypes(actions), [[8, ACK], [6, ERR_POLICY], [10, ERR_POLICY]]);
   assert.deepEqual(actions.filter((a) => a.kind === 'access-denied'), [
     { kind: 'access-denied', export: 'locked', clientNames: ['host-c'] },
     { kind: 'access-denied', export: 'locked', clientNames: ['host-c'] },

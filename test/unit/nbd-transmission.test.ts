@@ -134,6 +134,8 @@ test('a client that negotiated block sizes: READ over 32 MiB is EINVAL, WRITE ov
   const oversize = 32 * MiB + 1;
   assert.deepEqual(errnoOf(feed(c, concat(request(WRITE, 3n, 0, oversize), payload(oversize, 7), request(FLUSH, 4n, 0, 0)))), [EINVAL, 'flush']);
   assert.equal(c.bufferedBytes, 0, 'the refused payload was dropped, not kept');
+  const small = transmitting();
+  assert.deepEqual(errnoOf(feed(small, request(WRITE, 5n, 0, 32 * MiB + 1))), ['close'], 'longer than the export and 32 MiB: closed unread');
 });
 
 test('without block-size negotiation, requests up to the export size are accepted; a long WRITE streams in 4 MiB pieces', () => {

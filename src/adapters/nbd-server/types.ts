@@ -7,6 +7,8 @@ export interface NbdVolume {
   readonly state: VolumeState;
   readonly geometry: { readonly sizeBytes: number };
   readonly canFastZero: boolean;
+  /** Client certificate names allowed to use the volume over NBD (empty: any). */
+  readonly allowedClients: readonly string[];
   checkAccess(access: 'read' | 'write'): void;
   read(offset: number, length: number, target?: Uint8Array): Promise<Uint8Array>;
   write(offset: number, data: Uint8Array, fua?: boolean): Promise<void>;

@@ -205,6 +205,18 @@ export class Volume {
     return this.inFlight.size;
   }
 
+  /** NBD client names allowed to use the volume (empty: any). */
+  get allowedClients(): readonly string[] {
+    return this.record.allowedClients ?? [];
+  }
+
+  /** Replaces the NBD allow-list durably (empty: any client); later handshakes see it at once. */
+  async setAllowedClients(names: readonly string[]): Promise<void> {
+    const next: VolumeRecord = { ...this.record, allowedClients: [...names] };
+    await this.deps.meta.write(volumeKey(this.name), new TextEncoder().encode(JSON.stringify(next)));
+    this.record = next;
+  }
+
   /** Changes the host-access state durably. */
   async setState(state: VolumeState): Promise<void> {
     const next = { ...this.record, state };

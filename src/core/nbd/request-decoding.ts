@@ -76,6 +76,9 @@ export function decodeRequest(header: Uint8Array, ctx: TransmissionContext): Dec
 
   switch (type) {
     case Cmd.Write: {
+      // Longer than the export and than any payload we accept: it can never succeed, and the spec
+      // allows a hard disconnect rather than reading (up to 4 GiB of) it.
+      if (length > Math.max(ctx.sizeBytes, MAX_PAYLOAD_BYTES)) return { kind: 'fatal', reason: `write of ${length} bytes exceeds the export` };
       const refuse = (errno: Errno, message: string): DecodedRequest => ({ kind: 'refused-write', cookie, length, errno, message });
       if (!flagsAllowed(0)) return refuse(Errno.EINVAL, 'invalid flags for WRITE');
       if (ctx.readOnly) return refuse(Errno.EPERM, 'export is read-only');
