@@ -15,12 +15,17 @@ export interface VolumeRecord {
 
 /** Most names one volume's allow-list holds. */
 export const MAX_ALLOWED_CLIENTS = 64;
-const CLIENT_NAME_PATTERN = /^[^\u0000-\u001f\u007f]{1,255}$/u;
+
 
 export const CLIENT_NAME_RULE = 'client names are 1-255 characters without control characters (a certificate CN or subjectAltName)';
 
 export function isValidClientName(name: string): boolean {
-  return CLIENT_NAME_PATTERN.test(name);
+  if (name.length === 0 || name.length > 255) return false;
+  for (let i = 0; i < name.length; i++) {
+    const code = name.charCodeAt(i);
+    if (code < 0x20 || code === 0x7f) return false;
+  }
+  return true;
 }
 
 /** A valid allow-list (deduplicated, in the order given), or why not. */
