@@ -1,7 +1,8 @@
 // The composition root of one array process: the data directory and its lock, metadata, volumes,
 // the NBD listeners, the HTTP API and metrics.
 import { chmod, mkdir, readFile, stat } from 'node:fs/promises';
-import { createSecureContext, type SecureContext } from 'node:tls';
+import { createSecureContext } from 'node:tls';
+import { X509Certificate } from 'node:crypto';
 import { invalidArgument } from '../core/errors.js';
 import { join, resolve } from 'node:path';
 import { ArrayService, type VolumeSummary } from './array-service.js';
@@ -13,6 +14,7 @@ import { FileMetaStore, FileSlotJournalFactory } from '../adapters/fs/file-meta-
 import { FileSpillStore } from '../adapters/fs/file-spill-store.js';
 import { startNbdServer, type NbdServer } from '../adapters/nbd-server/nbd-server.js';
 import type { NbdTlsMode } from '../core/nbd/connection.js';
+import type { SessionTls } from '../adapters/nbd-server/nbd-session.js';
 import { startApiServer, type ApiServer } from '../adapters/http/api-server.js';
 import type { ApiBackend } from '../adapters/http/types.js';
 import type { VolumeView } from '../adapters/http/schemas.js';
@@ -142,7 +144,7 @@ async function readTlsFiles(certFile: string, keyFile: string): Promise<{ cert: 
   return { cert, key };
 }
 
-async function readCaFile(path: string): Promise<Buffer> {
+async function readCaFile(path: string): Promise<{ pem: Buffer; certificates: X509Certificate[] }> {
   let ca: Buffer;
   try {
     const info = await stat(path);
@@ -154,10 +156,13 @@ async function readCaFile(path: string): Promise<Buffer> {
   if (!ca.includes('-----BEGIN CERTIFICATE-----')) throw invalidArgument(`the TLS CA file ${path} holds no PEM certificate`);
   try {
     createSecureContext({ ca });
+    const blocks = ca.toString('utf8').match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
+    const certificates = blocks.map((pem) => new X509Certificate(pem));
+    if (!certificates.some((c) => c.ca)) throw new Error('no certificate in it is a CA (basicConstraints CA:TRUE)');
+    return { pem: ca, certificates };
   } catch (error) {
     throw invalidArgument(`the TLS CA file ${path} cannot be used: ${(error as Error).message}`);
   }
-  return ca;
 }
 
 /** A certificate chain or key in PEM is a few KiB; a bigger file is the wrong one. */
@@ -171,7 +176,7 @@ export async function startArray(options: DaemonOptions): Promise<RunningArray> 
   const lock = await lockDataDir(dataDir, { name: options.name, pid: process.pid });
   let tokens: { admin: string; read: string };
   let tls: { cert: Buffer; key: Buffer } | undefined;
-  let nbdTls: { mode: Exclude<NbdTlsMode, 'off'>; context: SecureContext; verifyClients: boolean } | undefined;
+  let nbdTls: SessionTls | undefined;
   try {
     if (options.apiTls) tls = await readTlsFiles(options.apiTls.certFile, options.apiTls.keyFile);
     const nbdTlsMode = options.nbdTls ?? 'off';
@@ -179,8 +184,9 @@ export async function startArray(options: DaemonOptions): Promise<RunningArray> 
       if (!tls) throw invalidArgument(`--nbd-tls ${nbdTlsMode} needs the certificate and key: give --tls-cert and --tls-key`);
       const ca = options.tlsCaFile === undefined ? undefined : await readCaFile(options.tlsCaFile);
       nbdTls = {
-        mode: nbdTlsMode, verifyClients: ca !== undefined,
-        context: createSecureContext({ cert: tls.cert, key: tls.key, minVersion: 'TLSv1.2', ...(ca ? { ca } : {}) }),
+        mode: nbdTlsMode,
+        context: createSecureContext({ cert: tls.cert, key: tls.key, minVersion: 'TLSv1.2', ...(ca ? { ca: ca.pem } : {}) }),
+        ...(ca ? { clientCas: ca.certificates } : {}),
       };
     } else if (options.tlsCaFile !== undefined) {
       throw invalidArgument('--tls-ca verifies NBD client certificates: it needs --nbd-tls optional or require');

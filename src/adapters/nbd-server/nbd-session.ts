@@ -4,6 +4,7 @@
 // otherwise reading pauses and unread requests stay in the kernel's buffers.
 import type { Socket } from 'node:net';
 import { TLSSocket, type SecureContext } from 'node:tls';
+import type { X509Certificate } from 'node:crypto';
 import {
   NbdConnection, type ExportInfo, type NbdAction, type NbdCommand, type NbdTlsMode,
 } from '../../core/nbd/connection.js';
@@ -45,8 +46,11 @@ export interface SessionLimits {
 export interface SessionTls {
   readonly mode: Exclude<NbdTlsMode, 'off'>;
   readonly context: SecureContext;
-  /** Client certificates are required and verified against the context's CA (`--tls-ca`). */
-  readonly verifyClients: boolean;
+  /**
+   * `--tls-ca`: client certificates are required and must be issued by one of these. Checked here
+   * because a TLSSocket made over an existing socket (STARTTLS) runs no verification of its own.
+   */
+  readonly clientCas?: readonly X509Certificate[] | undefined;
 }
 
 export interface SessionContext {
@@ -232,9 +236,9 @@ export class NbdSession {
     plain.write(new Uint8Array(0), () => {
       if (this.closed || plain.destroyed) return;
       this.detach(plain);
+      const verifyClients = tls.clientCas !== undefined;
       const secure = new TLSSocket(plain, {
-        isServer: true, secureContext: tls.context,
-        requestCert: tls.verifyClients, rejectUnauthorized: tls.verifyClients,
+        isServer: true, secureContext: tls.context, requestCert: verifyClients, rejectUnauthorized: verifyClients,
       });
       this.rawSocket = plain;
       this.socket = secure;
@@ -242,8 +246,9 @@ export class NbdSession {
       plain.once('close', () => secure.destroy());
       this.attach(secure);
       secure.once('secure', () => {
-        if (tls.verifyClients && !secure.authorized) {
-          this.logger.warn({ connection: this.id, err: String(secure.authorizationError) }, 'nbd client certificate refused');
+        const refused = tls.clientCas ? clientCertificateProblem(secure, tls.clientCas, new Date()) : undefined;
+        if (refused !== undefined) {
+          this.logger.warn({ connection: this.id, remote: plain.remoteAddress ?? 'unix', reason: refused }, 'nbd client certificate refused');
           this.close();
           return;
         }
@@ -557,6 +562,20 @@ export class NbdSession {
     }
     this.close();
   }
+}
+
+/**
+ * Why the client's certificate is not acceptable, or undefined when it is: there must be one, it
+ * must be within its validity period and signed by one of `cas` (directly). The TLS handshake has
+ * already proved the client holds its private key.
+ */
+export function clientCertificateProblem(socket: TLSSocket, cas: readonly X509Certificate[], now: Date): string | undefined {
+  const peer = socket.getPeerX509Certificate();
+  if (!peer) return 'no client certificate';
+  if (now < new Date(peer.validFrom) || now > new Date(peer.validTo)) return `certificate of ${peer.subject.replace(/\n/g, ', ')} is not valid now`;
+  const issuer = cas.find((ca) => ca.ca && peer.checkIssued(ca) && peer.verify(ca.publicKey));
+  if (!issuer) return `certificate of ${peer.subject.replace(/\n/g, ', ')} is not signed by a CA in --tls-ca`;
+  return undefined;
 }
 
 /** The names a verified client certificate carries: its CN and its DNS, email and URI subjectAltNames. */
