@@ -168,7 +168,9 @@ export class NbdSession {
   }
 
   private get hasRoom(): boolean {
-    return !this.waitingForDrain && !this.upgrading && !this.exclusive && !this.ctx.budget.full &&
+    // The budget holds back requests, never the handshake (a refused client must still hear why).
+    const budgetFull = this.volume !== undefined && this.ctx.budget.full;
+    return !this.waitingForDrain && !this.upgrading && !this.exclusive && !budgetFull &&
       this.inFlight < MAX_IN_FLIGHT && this.inFlightBytes < MAX_IN_FLIGHT_BYTES;
   }
 
