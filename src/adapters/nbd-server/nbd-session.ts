@@ -13,7 +13,7 @@ import { isTidemarkError } from '../../core/errors.js';
 import { assertNever } from '../../core/lib/assert.js';
 import { Errno, MAX_PAYLOAD_BYTES } from '../../core/nbd/constants.js';
 import { replyErrnoOf } from '../../core/nbd/errno.js';
-import { statusExtents } from '../../core/nbd/block-status.js';
+import { MAX_DESCRIPTORS, statusExtents } from '../../core/nbd/block-status.js';
 import {
   blockStatusReply, errorReply, fillReadPieceHeader, fillReadReplyHeader, readReplyHeaderBytes, successReply,
 } from '../../core/nbd/replies.js';
@@ -428,7 +428,8 @@ export class NbdSession {
         return successReply(structured, command.cookie);
       case 'block-status': {
         const span = Math.min(command.length, MAX_STATUS_SPAN_BYTES, volume.geometry.sizeBytes - command.offset);
-        const runs = await volume.allocation(command.offset, span);
+        // Work per request is bounded too: the scan stops at the extents one reply can carry.
+        const runs = await volume.allocation(command.offset, span, command.reqOne ? 1 : MAX_DESCRIPTORS);
         return blockStatusReply(command.cookie, command.contextId, statusExtents(runs, command.reqOne, command.length));
       }
     }

@@ -15,7 +15,7 @@ export interface NbdVolume {
   writeZeroes(offset: number, length: number, allocate: boolean, fua?: boolean): Promise<void>;
   trim(offset: number, length: number, fua?: boolean): Promise<void>;
   flush(): Promise<void>;
-  allocation(offset: number, length: number): Promise<Array<{ offset: number; length: number; kind: 'hole' | 'data' }>>;
+  allocation(offset: number, length: number, maxExtents?: number): Promise<Array<{ offset: number; length: number; kind: 'hole' | 'data' }>>;
 }
 
 export interface ExportCatalog {

@@ -369,10 +369,10 @@ export class Volume {
     this.deps.onOp?.('flush', 0, started);
   }
 
-  async allocation(offset: number, length: number): Promise<AllocationExtent[]> {
+  async allocation(offset: number, length: number, maxExtents?: number): Promise<AllocationExtent[]> {
     this.checkAccess('read');
     this.checkRange(offset, length, ErrorCode.OutOfRange);
-    return this.deps.store.allocation(offset, length);
+    return this.deps.store.allocation(offset, length, maxExtents);
   }
 
   /** The allocation map for internal work (no host-access check). */
