@@ -217,3 +217,16 @@ test('a bad NBD TLS setup stops the start with a clear message', { skip, timeout
     assert.match(result.output, message);
   }
 });
+
+test('--nbd-tls optional: plain-text and TLS clients are both served by one daemon', { skip, timeout: 120_000 }, async () => {
+  const optional = await fixture.start(undefined, ['--tls-cert', pki.cert, '--tls-key', pki.key, '--nbd-tls', 'optional']);
+  await cli(optional, ['volume', 'create', 'vol', '--size', '16MiB']);
+  const plain = await runCommand('qemu-io', ['-f', 'raw', '-c', 'write -P 0x33 0 64k', optional.uri('vol')], 60_000);
+  assert.equal(plain.code, 0, plain.stderr);
+  const secure = await qemuTls(optional, pki.anonymous, ['read -P 0x33 0 64k']);
+  assert.equal(secure.code, 0, secure.stderr);
+  assert.doesNotMatch(secure.stdout, /Pattern verification failed/);
+  const info = JSON.parse(await mustRun('nbdinfo', ['--json', nbds(optional, pki.anonymous)])) as { exports: Array<{ 'export-size': number }> };
+  assert.equal(info.exports[0]!['export-size'], 16 * MiB);
+  await optional.stop();
+});
