@@ -41,14 +41,28 @@ export class ReplyBudget {
     const wasFull = this.full;
     this.used -= bytes;
     if (this.used < 0) throw new Error(`reply budget went negative (${this.used})`);
-    if (wasFull && !this.full) for (const wake of [...this.waiting]) wake();
+    if (wasFull && !this.full) this.wakeInTurn();
+  }
+
+  /**
+   * Wakes waiting sessions until the budget is full again, each woken one going to the back of the
+   * line: the room a slow client frees goes to each session in turn, so none is starved by those
+   * woken before it.
+   */
+  private wakeInTurn(): void {
+    for (const wake of [...this.waiting]) {
+      if (this.full) return;
+      if (!this.waiting.delete(wake)) continue; // stopped waiting meanwhile
+      this.waiting.add(wake);
+      wake();
+    }
   }
 
   countRefusal(): void {
     this.refusedConnections++;
   }
 
-  /** Calls `wake` whenever the budget drops below its cap, until the returned function is called. */
+  /** Calls `wake` when the budget drops below its cap (in turn with others), until the returned function is called. */
   onRoom(wake: () => void): () => void {
     this.waiting.add(wake);
     return () => this.waiting.delete(wake);
