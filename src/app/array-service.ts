@@ -6,7 +6,7 @@ import { ErrorCode, TidemarkError, invalidArgument, notFound } from '../core/err
 import { decodeJson, encodeJson } from '../core/lib/checksummed-record.js';
 import { DEFAULT_TRACK_BYTES, makeGeometry } from '../core/volume/geometry.js';
 import {
-  VOLUME_NAME_RULE, isValidVolumeName, parseVolumeRecord, type VolumeRecord,
+  VOLUME_NAME_RULE, checkAllowedClients, isValidVolumeName, parseVolumeRecord, type VolumeRecord,
 } from '../core/volume/volume-record.js';
 import type { VolumeState } from '../core/volume/state.js';
 import type { BlockStoreFactory } from '../ports/block-store.js';
@@ -62,6 +62,7 @@ export interface VolumeSummary {
   readonly changedTracks: number;
   readonly hotExtents: number;
   readonly lastRecovery: RecoveryReport;
+  readonly allowedClients: string[];
 }
 
 const AL_SLOTS = DEFAULT_ACTIVITY_LOG.slotCount;
@@ -182,6 +183,7 @@ export class ArrayService {
       changedTracks: v.position(CHANGES_POSITION).invalid.count(),
       hotExtents: v.hotExtents,
       lastRecovery: v.recovery,
+      allowedClients: [...v.allowedClients],
     };
   }
 
@@ -238,6 +240,19 @@ export class ArrayService {
     this.clones.checkDeletable(name);
     this.pairs.checkVolumeChange(name, 'setting its state by hand');
     await volume.setState(state);
+    return this.summary(name);
+  }
+
+  /**
+   * Limits NBD access to clients whose verified certificate carries one of `names` (CN or
+   * subjectAltName); an empty list lets any client in. Connections already serving the volume
+   * keep it; new handshakes see the list at once.
+   */
+  async setVolumeAccess(name: string, names: readonly string[]): Promise<VolumeSummary> {
+    const volume = this.volume(name);
+    const checked = checkAllowedClients(names);
+    if (!checked.ok) throw invalidArgument(checked.reason);
+    await volume.setAllowedClients(checked.names);
     return this.summary(name);
   }
 

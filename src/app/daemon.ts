@@ -2,6 +2,7 @@
 // the NBD listeners, the HTTP API and metrics.
 import { chmod, mkdir, readFile, stat } from 'node:fs/promises';
 import { createSecureContext } from 'node:tls';
+import { X509Certificate } from 'node:crypto';
 import { invalidArgument } from '../core/errors.js';
 import { join, resolve } from 'node:path';
 import { ArrayService, type VolumeSummary } from './array-service.js';
@@ -12,6 +13,8 @@ import { FileBlockStoreFactory } from '../adapters/fs/file-block-store.js';
 import { FileMetaStore, FileSlotJournalFactory } from '../adapters/fs/file-meta-store.js';
 import { FileSpillStore } from '../adapters/fs/file-spill-store.js';
 import { startNbdServer, type NbdServer } from '../adapters/nbd-server/nbd-server.js';
+import type { NbdTlsMode } from '../core/nbd/connection.js';
+import type { SessionTls } from '../adapters/nbd-server/nbd-session.js';
 import { startApiServer, type ApiServer } from '../adapters/http/api-server.js';
 import type { ApiBackend } from '../adapters/http/types.js';
 import type { VolumeView } from '../adapters/http/schemas.js';
@@ -41,6 +44,14 @@ export interface DaemonOptions {
   readonly apiHosts?: readonly string[];
   readonly nbd: HostPort | undefined;
   readonly nbdSocket: string | undefined;
+  /** STARTTLS on NBD with the --tls-cert/--tls-key pair (default off). */
+  readonly nbdTls?: NbdTlsMode | undefined;
+  /** PEM CA file: NBD clients must present a certificate it signed (names for volume allow-lists). */
+  readonly tlsCaFile?: string | undefined;
+  /** NBD connections in transmission silent this long with nothing executing are closed. */
+  readonly nbdIdleTimeoutMs?: number | undefined;
+  /** NBD reply bytes buffered across connections before backpressure and refusal of new ones. */
+  readonly nbdReplyBufferBytes?: number | undefined;
   /** Replication link listener; without it the array can still dial peers whose names sort higher. */
   readonly link?: HostPort | undefined;
   /** Parallel TCP connections per peer link. */
@@ -56,6 +67,7 @@ export interface RunningArray {
   readonly apiTls: boolean;
   readonly nbd: HostPort | undefined;
   readonly nbdSocket: string | undefined;
+  readonly nbdTls: NbdTlsMode;
   readonly link: HostPort | undefined;
   /** Stops listeners, flushes volumes and persists bitmaps, releases the data directory. Idempotent. */
   stop(): Promise<void>;
@@ -87,6 +99,11 @@ function apiBackend(service: ArrayService, metrics: ArrayMetrics, logger: Logger
       await service.deleteVolume(name);
       metrics.forgetVolume(name);
       logger.info({ volume: name }, 'volume deleted');
+    },
+    async setVolumeAccess(name, allowedClients) {
+      const volume = await service.setVolumeAccess(name, allowedClients);
+      logger.info({ volume: name, allowedClients: volume.allowedClients }, 'volume NBD access changed');
+      return volume;
     },
     async setVolumeState(name, state) {
       const volume = await service.setVolumeState(name, state);
@@ -127,6 +144,27 @@ async function readTlsFiles(certFile: string, keyFile: string): Promise<{ cert: 
   return { cert, key };
 }
 
+async function readCaFile(path: string): Promise<{ pem: Buffer; certificates: X509Certificate[] }> {
+  let ca: Buffer;
+  try {
+    const info = await stat(path);
+    if (!info.isFile() || info.size > MAX_PEM_BYTES) throw new Error(`not a regular file of at most ${MAX_PEM_BYTES} bytes`);
+    ca = await readFile(path);
+  } catch (error) {
+    throw invalidArgument(`cannot read the TLS CA file ${path}: ${(error as Error).message}`);
+  }
+  if (!ca.includes('-----BEGIN CERTIFICATE-----')) throw invalidArgument(`the TLS CA file ${path} holds no PEM certificate`);
+  try {
+    createSecureContext({ ca });
+    const blocks = ca.toString('utf8').match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
+    const certificates = blocks.map((pem) => new X509Certificate(pem));
+    if (!certificates.some((c) => c.ca)) throw new Error('no certificate in it is a CA (basicConstraints CA:TRUE)');
+    return { pem: ca, certificates };
+  } catch (error) {
+    throw invalidArgument(`the TLS CA file ${path} cannot be used: ${(error as Error).message}`);
+  }
+}
+
 /** A certificate chain or key in PEM is a few KiB; a bigger file is the wrong one. */
 const MAX_PEM_BYTES = 1024 * 1024;
 
@@ -138,8 +176,21 @@ export async function startArray(options: DaemonOptions): Promise<RunningArray> 
   const lock = await lockDataDir(dataDir, { name: options.name, pid: process.pid });
   let tokens: { admin: string; read: string };
   let tls: { cert: Buffer; key: Buffer } | undefined;
+  let nbdTls: SessionTls | undefined;
   try {
     if (options.apiTls) tls = await readTlsFiles(options.apiTls.certFile, options.apiTls.keyFile);
+    const nbdTlsMode = options.nbdTls ?? 'off';
+    if (nbdTlsMode !== 'off') {
+      if (!tls) throw invalidArgument(`--nbd-tls ${nbdTlsMode} needs the certificate and key: give --tls-cert and --tls-key`);
+      const ca = options.tlsCaFile === undefined ? undefined : await readCaFile(options.tlsCaFile);
+      nbdTls = {
+        mode: nbdTlsMode,
+        context: createSecureContext({ cert: tls.cert, key: tls.key, minVersion: 'TLSv1.2', ...(ca ? { ca: ca.pem } : {}) }),
+        ...(ca ? { clientCas: ca.certificates } : {}),
+      };
+    } else if (options.tlsCaFile !== undefined) {
+      throw invalidArgument('--tls-ca verifies NBD client certificates: it needs --nbd-tls optional or require');
+    }
     // Whatever created the directory (an operator, an older version, a package), only the array's
     // user may look inside: it holds host data, peer secrets and the API tokens.
     if (((await stat(dataDir)).mode & 0o777) !== PRIVATE_DIR_MODE) {
@@ -206,7 +257,11 @@ export async function startArray(options: DaemonOptions): Promise<RunningArray> 
       ...(options.nbd ? { tcp: options.nbd } : {}),
       ...(options.nbdSocket ? { socketPath: resolve(options.nbdSocket) } : {}),
       onConnection: metrics.onConnection,
+      tls: nbdTls,
+      idleTimeoutMs: options.nbdIdleTimeoutMs,
+      replyBufferCapBytes: options.nbdReplyBufferBytes,
     });
+    metrics.registerNbd(nbd.budget);
     const svc = service;
     const nbdServer = nbd;
     let apiAddress: HostPort = options.api;
@@ -246,6 +301,7 @@ export async function startArray(options: DaemonOptions): Promise<RunningArray> 
   return {
     api: apiServer.address,
     apiTls: options.apiTls !== undefined,
+    nbdTls: nbdTls?.mode ?? 'off',
     nbd: nbdServer.tcpAddress,
     nbdSocket: nbdServer.socketPath,
     link: linkNetwork.address,

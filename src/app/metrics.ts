@@ -117,6 +117,21 @@ export class ArrayMetrics {
     this.registerGroups(registers, groupStats);
   }
 
+  /** The NBD server's shared reply budget: buffered bytes now, the cap, connections refused at it. */
+  registerNbd(budget: { readonly bufferedBytes: number; readonly capBytes: number; readonly peakBytes: number; readonly refused: number }): void {
+    const registers = [this.registry];
+    const gauge = (name: string, help: string, value: () => number): void => {
+      new Gauge({ name, help, registers, collect() { this.set(value()); } });
+    };
+    gauge('tidemark_nbd_reply_buffered_bytes', 'NBD reply bytes held by the array (read, not yet passed to the kernel), all connections.', () => budget.bufferedBytes);
+    gauge('tidemark_nbd_reply_buffered_peak_bytes', 'Most NBD reply bytes held at once since start.', () => budget.peakBytes);
+    gauge('tidemark_nbd_reply_buffer_cap_bytes', 'Cap on NBD reply bytes held (array start --nbd-reply-buffer).', () => budget.capBytes);
+    new Counter({
+      name: 'tidemark_nbd_connections_refused_total', help: 'NBD connections refused because reply buffers were at their cap.', registers,
+      collect() { this.reset(); this.inc(budget.refused); },
+    });
+  }
+
   /** Consistency groups this array coordinates. */
   private registerGroups(registers: Registry[], groupStats: () => readonly GroupStats[]): void {
     const groupGauge = (name: string, help: string, value: (g: GroupStats) => number): void => {

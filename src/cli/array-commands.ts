@@ -5,6 +5,10 @@ import { printFields, printJson, type GlobalOptions } from './output.js';
 import type { HostPort, RunningArray } from '../app/daemon.js';
 import { invalidArgument } from '../core/errors.js';
 import { maxExtentsPerSlot, DEFAULT_ACTIVITY_LOG } from '../core/bitmap/activity-log.js';
+import type { NbdTlsMode } from '../core/nbd/connection.js';
+import { parseSize } from './sizes.js';
+
+const NBD_TLS_MODES: readonly NbdTlsMode[] = ['off', 'optional', 'require'];
 
 export function parseHostPort(text: string, what: string): HostPort {
   const match = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(text);
@@ -25,7 +29,7 @@ function parseHostName(text: string): string {
 }
 
 interface StartOptions {
-  data: string; name?: string; api: string; apiHost: string[]; tlsCert?: string; tlsKey?: string; nbd: string; nbdSocket?: string; noNbdTcp?: boolean; link?: string; linkStreams: string; alExtents: string;
+  data: string; name?: string; api: string; apiHost: string[]; tlsCert?: string; tlsKey?: string; tlsCa?: string; nbdTls: string; nbdIdleTimeout?: string; nbdReplyBuffer: string; nbd: string; nbdSocket?: string; noNbdTcp?: boolean; link?: string; linkStreams: string; alExtents: string;
 }
 
 type Run = (client: ApiClient, globals: GlobalOptions) => Promise<void>;
@@ -58,6 +62,13 @@ Every API request except GET /metrics needs the header "Authorization: Bearer TO
     .option('--tls-key <file>', 'the private key of --tls-cert (PEM)')
     .option('--nbd <host:port>', 'NBD TCP address', '127.0.0.1:10809')
     .option('--nbd-socket <path>', 'also serve NBD on this Unix socket')
+    .option('--nbd-tls <mode>', 'NBD STARTTLS with the --tls-cert/--tls-key pair: off, optional (plain and TLS clients) or ' +
+      'require (plain-text clients refused)', 'off')
+    .option('--tls-ca <file>', 'CA (PEM) for NBD client certificates: with it every TLS client must present a certificate it ' +
+      'signed, whose CN/subjectAltNames are matched by "volume set-access"; needs --nbd-tls')
+    .option('--nbd-idle-timeout <seconds>', 'close NBD connections that send nothing for this long while no request runs (default: never)')
+    .option('--nbd-reply-buffer <size>', 'NBD reply bytes buffered across all connections; at the cap no connection takes new ' +
+      'requests and new connections are refused', '256MiB')
     .option('--link <host:port>', 'replication link listener for peer arrays (default: none; needed on both arrays of a pair)')
     .option('--link-streams <n>', 'parallel TCP connections per peer link (1-16; packets are spread over them and reassembled in order)', '1')
     .option('--al-extents <n>', 'activity-log size: hot 4 MiB extents before bitmaps are persisted (16-1000)', '1000')
@@ -102,14 +113,22 @@ Every API request except GET /metrics needs the header "Authorization: Bearer TO
           throw invalidArgument(`--al-extents must be a whole number from 16 to ${max}`);
         }
         if ((opts.tlsCert === undefined) !== (opts.tlsKey === undefined)) throw invalidArgument('--tls-cert and --tls-key go together');
+        if (!(NBD_TLS_MODES as readonly string[]).includes(opts.nbdTls)) throw invalidArgument(`--nbd-tls must be one of ${NBD_TLS_MODES.join(', ')}`);
+        const idleSeconds = opts.nbdIdleTimeout === undefined ? undefined : Number(opts.nbdIdleTimeout);
+        if (idleSeconds !== undefined && !(Number.isFinite(idleSeconds) && idleSeconds > 0 && idleSeconds <= 86_400)) {
+          throw invalidArgument('--nbd-idle-timeout must be a number of seconds from 0 (exclusive) to 86400');
+        }
+        const replyBuffer = parseSize(opts.nbdReplyBuffer);
+        if (replyBuffer < 1024 * 1024) throw invalidArgument('--nbd-reply-buffer must be at least 1MiB');
         const name = opts.name ?? (opts.data.replace(/\/+$/, '').split('/').pop() || 'array');
         running = await startArray({
           dataDir: opts.data, name, api: parseHostPort(opts.api, 'API'), apiHosts: opts.apiHost.map(parseHostName),
           apiTls: opts.tlsCert !== undefined && opts.tlsKey !== undefined ? { certFile: opts.tlsCert, keyFile: opts.tlsKey } : undefined, nbd: parseHostPort(opts.nbd, 'NBD'),
-          nbdSocket: opts.nbdSocket, link: opts.link ? parseHostPort(opts.link, 'link') : undefined, linkStreams, alExtents, version, logger: logger.child({ array: name }),
+          nbdSocket: opts.nbdSocket, nbdTls: opts.nbdTls as NbdTlsMode, tlsCaFile: opts.tlsCa,
+          nbdIdleTimeoutMs: idleSeconds === undefined ? undefined : idleSeconds * 1000, nbdReplyBufferBytes: replyBuffer, link: opts.link ? parseHostPort(opts.link, 'link') : undefined, linkStreams, alExtents, version, logger: logger.child({ array: name }),
         });
         logger.info({
-          api: hostPort(running.api), apiTls: running.apiTls, nbd: running.nbd ? hostPort(running.nbd) : null, nbdSocket: running.nbdSocket ?? null,
+          api: hostPort(running.api), apiTls: running.apiTls, nbdTls: running.nbdTls, nbd: running.nbd ? hostPort(running.nbd) : null, nbdSocket: running.nbdSocket ?? null,
           link: running.link ? hostPort(running.link) : null,
           data: opts.data,
         }, 'array started');

@@ -1,4 +1,4 @@
-// tidemark volume …: create, list, show, delete, set-state, changes.
+// tidemark volume …: create, list, show, delete, set-state, set-access, changes.
 import type { Command } from 'commander';
 import { ApiClient } from './api-client.js';
 import { formatSize, parseSize } from './sizes.js';
@@ -9,7 +9,7 @@ import { invalidArgument } from '../core/errors.js';
 interface VolumeJson {
   name: string; uuid: string; sizeBytes: number; trackBytes: number; recordBytes: number; trackCount: number;
   state: string; createdAt: string; exports: number; changedTracks: number; hotExtents: number;
-  lastRecovery: { crashed: boolean; tracksMarked: number };
+  lastRecovery: { crashed: boolean; tracksMarked: number }; allowedClients: string[];
 }
 interface ChangesJson {
   volume: string; trackBytes: number; trackCount: number; changedTracks: number;
@@ -24,6 +24,7 @@ function showVolume(v: VolumeJson): void {
     ['tracks', `${v.trackCount} × ${formatSize(v.trackBytes)} (records of ${formatSize(v.recordBytes)})`],
     ['state', v.state], ['created', v.createdAt], ['nbd connections', v.exports],
     ['changed tracks', `${v.changedTracks} since last reset`], ['hot extents', v.hotExtents],
+    ['nbd clients', v.allowedClients.length === 0 ? 'any' : v.allowedClients.join(', ')],
     ['last start', v.lastRecovery.crashed ? `after a crash: ${v.lastRecovery.tracksMarked} tracks marked changed` : 'clean'],
   ]);
 }
@@ -76,6 +77,25 @@ export function registerVolumeCommands(program: Command, run: (action: Run) => P
       const v = await client.request<VolumeJson>('PUT', `/v1/volumes/${encodeURIComponent(name)}/state`, { state });
       if (globals.json) printJson(v);
       else process.stdout.write(`volume ${v.name} is now ${v.state}\n`);
+    }));
+
+  volume.command('set-access <name>')
+    .description('limit NBD access to clients whose TLS certificate carries one of the names (CN or subjectAltName); ' +
+      'needs "array start --nbd-tls … --tls-ca FILE"')
+    .option('--allow <names...>', 'client certificate names allowed to use the volume (replaces the list)')
+    .option('--clear', 'remove the list: any client may use the volume')
+    .addHelpText('after', `
+A client not on the list is refused the volume (NBD_REP_ERR_POLICY; the array logs it) and does not see
+it in export lists. Connections already using the volume keep it. The list is stored with the volume.
+  tidemark volume set-access db1 --allow host-a.example.com host-b.example.com
+  tidemark volume set-access db1 --clear`)
+    .action((name: string, opts: { allow?: string[]; clear?: boolean }) => run(async (client, globals) => {
+      if ((opts.allow === undefined) === (opts.clear === undefined)) throw invalidArgument('give either --allow NAME… or --clear');
+      const allowedClients = opts.clear ? [] : opts.allow!;
+      const v = await client.request<VolumeJson>('PUT', `/v1/volumes/${encodeURIComponent(name)}/access`, { allowedClients });
+      if (globals.json) printJson(v);
+      else if (v.allowedClients.length === 0) process.stdout.write(`volume ${v.name}: any NBD client may use it\n`);
+      else process.stdout.write(`volume ${v.name}: NBD clients allowed: ${v.allowedClients.join(', ')}\n`);
     }));
 
   volume.command('changes <name>')

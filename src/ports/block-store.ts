@@ -21,8 +21,11 @@ export interface BlockStore {
   readonly canPunchHoles: boolean;
   /** Makes every completed write durable (fdatasync semantics). */
   flush(): Promise<void>;
-  /** Holes and data in [offset, offset+length), in order, covering the whole range. */
-  allocation(offset: number, length: number): Promise<AllocationExtent[]>;
+  /**
+   * Holes and data in [offset, offset+length), in order, covering the whole range — or, with
+   * `maxExtents`, at most that many covering a prefix of it (the scan stops there: bounded work).
+   */
+  allocation(offset: number, length: number, maxExtents?: number): Promise<AllocationExtent[]>;
   close(): Promise<void>;
 }
 

@@ -125,9 +125,9 @@ export class SimDisk implements BlockStore {
     });
   }
 
-  allocation(offset: number, length: number): Promise<AllocationExtent[]> {
+  allocation(offset: number, length: number, maxExtents = Infinity): Promise<AllocationExtent[]> {
     this.checkRange(offset, length);
-    return this.later(this.latency, () => allocationOf(this.visible, offset, length));
+    return this.later(this.latency, () => allocationOf(this.visible, offset, length).slice(0, maxExtents));
   }
 
   async close(): Promise<void> {

@@ -84,4 +84,25 @@ export function blockStoreContract(name: string, makeHarness: () => Promise<Bloc
       await h.cleanup();
     }
   });
+
+  test(`${name}: the allocation scan stops at maxExtents, covering a prefix that agrees with the whole map`, async () => {
+    const h = await makeHarness();
+    try {
+      const store = await h.create(4 * MiB);
+      // 64 KiB of data every 256 KiB: 32 extents, alternating.
+      for (let at = 0; at < 4 * MiB; at += 256 * 1024) await store.write(at, pattern(64 * 1024, at / 4096));
+      const whole = await store.allocation(0, 4 * MiB);
+      for (const max of [1, 2, 5]) {
+        const prefix = await store.allocation(0, 4 * MiB, max);
+        assert.ok(prefix.length >= 1 && prefix.length <= max, `${prefix.length} extents for maxExtents ${max}`);
+        assert.deepEqual(prefix, whole.slice(0, prefix.length), 'the prefix is the start of the whole map');
+      }
+      const fromMiddle = await store.allocation(MiB + 4096, MiB, 3);
+      assert.equal(fromMiddle[0]!.offset, MiB + 4096);
+      assert.ok(fromMiddle.length <= 3);
+      await store.close();
+    } finally {
+      await h.cleanup();
+    }
+  });
 }

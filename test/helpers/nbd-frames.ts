@@ -110,13 +110,15 @@ export function summary(actions: NbdAction[]): string[] {
         const c = a.command;
         const cookie = hex(c.cookie);
         switch (c.type) {
-          case 'write': return `write:${cookie}:${c.offset}:${hex(c.data)}:${c.fua}`;
+          case 'write': return `write:${cookie}:${c.offset}:${hex(c.data)}:${c.fua}${c.piece ? `:piece${c.piece.stream}${c.piece.last ? ':last' : ''}` : ''}`;
           case 'invalid': return `invalid:${cookie}:${c.errno}`;
           case 'flush': return `flush:${cookie}`;
           default: return `${c.type}:${cookie}:${c.offset}:${c.length}`;
         }
       }
       case 'transmission': return `transmission:${a.export.name}:${a.structured}:${a.flags}`;
+      case 'starttls': return 'starttls';
+      case 'access-denied': return `access-denied:${a.export}`;
       case 'disconnect': return 'disconnect';
       case 'close': return 'close';
     }

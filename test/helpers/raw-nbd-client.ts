@@ -3,13 +3,16 @@
 import { connect, type Socket } from 'node:net';
 
 export class RawNbdClient {
-  private buffer = Buffer.alloc(0);
+  /** Received bytes not yet read, as chunks (joined only when read, so large replies stay linear). */
+  private chunks: Buffer[] = [];
+  private buffered = 0;
   private waiters: Array<() => void> = [];
   closed = false;
 
   private constructor(readonly socket: Socket) {
     socket.on('data', (d: Buffer) => {
-      this.buffer = Buffer.concat([this.buffer, d]);
+      this.chunks.push(d);
+      this.buffered += d.length;
       this.wake();
     });
     socket.on('close', () => {
@@ -35,8 +38,8 @@ export class RawNbdClient {
   /** Reads exactly n bytes; rejects if the server closes first or after `timeoutMs`. */
   async read(n: number, timeoutMs = 5000): Promise<Buffer> {
     const deadline = Date.now() + timeoutMs;
-    while (this.buffer.length < n) {
-      if (this.closed) throw new Error(`connection closed with ${this.buffer.length}/${n} bytes`);
+    while (this.buffered < n) {
+      if (this.closed) throw new Error(`connection closed with ${this.buffered}/${n} bytes`);
       const left = deadline - Date.now();
       if (left <= 0) throw new Error(`timed out waiting for ${n} bytes`);
       await new Promise<void>((resolve) => {
@@ -44,9 +47,18 @@ export class RawNbdClient {
         this.waiters.push(() => { clearTimeout(timer); resolve(); });
       });
     }
-    const out = this.buffer.subarray(0, n);
-    this.buffer = this.buffer.subarray(n);
-    return Buffer.from(out);
+    const out = Buffer.allocUnsafe(n);
+    let filled = 0;
+    while (filled < n) {
+      const chunk = this.chunks[0]!;
+      const take = Math.min(chunk.length, n - filled);
+      chunk.copy(out, filled, 0, take);
+      filled += take;
+      if (take === chunk.length) this.chunks.shift();
+      else this.chunks[0] = chunk.subarray(take);
+    }
+    this.buffered -= n;
+    return out;
   }
 
   /** Resolves true when the server closes the connection within `timeoutMs`. */

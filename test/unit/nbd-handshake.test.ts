@@ -203,3 +203,132 @@ test('the meta context selection is bound to the export: "" and its canonical na
     option(7, infoData('other')), request(7, 1n, 0, 512)));
   assert.deepEqual(summary(elsewhere).slice(-1), ['invalid:0000000000000001:22']);
 });
+
+// ---- TLS (STARTTLS, modes, allow-lists) ----
+
+const ERR_TLS_REQD = 0x80000005;
+const ERR_SHUTDOWN = 0x80000007;
+const STARTTLS = 5;
+
+const locked: ExportInfo = { name: 'locked', sizeBytes: MiB, readOnly: false, canFastZero: false, description: '', allowedClients: ['host-a', 'host-b'] };
+const tlsDirectory: ExportDirectory = {
+  list: () => [disk0, locked],
+  lookup: (name) => (name === 'disk0' ? { kind: 'found', info: disk0 } : name === 'locked' ? { kind: 'found', info: locked } : { kind: 'unknown' }),
+};
+
+function tlsConnected(tls: 'off' | 'optional' | 'require'): NbdConnection {
+  const c = new NbdConnection(tlsDirectory, { tls });
+  drain(c);
+  feed(c, clientFlags(3));
+  return c;
+}
+
+/** STARTTLS, then the adapter's completed TLS handshake with these certificate names. */
+function overTls(tls: 'optional' | 'require', names: string[] = []): NbdConnection {
+  const c = tlsConnected(tls);
+  const actions = feed(c, option(STARTTLS));
+  assert.deepEqual(optionReplies(actions).map((r) => [r.option, r.type]), [[STARTTLS, ACK]]);
+  assert.equal(actions[actions.length - 1]!.kind, 'starttls');
+  c.tlsEstablished(names);
+  assert.equal(c.tls, true);
+  return c;
+}
+
+const replyTypes = (actions: ReturnType<typeof feed>): Array<[number, number]> => optionReplies(actions).map((r) => [r.option, r.type]);
+
+test('TLS off: STARTTLS gets ERR_UNSUP and ERR_TLS_REQD is never sent', () => {
+  const c = tlsConnected('off');
+  const actions = feed(c, concat(option(STARTTLS), option(3), option(7, infoData('disk0'))));
+  assert.deepEqual(replyTypes(actions).map(([, t]) => t).filter((t) => t >= 0x80000000), [ERR_UNSUP]);
+  assert.equal(actions[actions.length - 1]!.kind, 'transmission');
+});
+
+test('TLS required: every option but STARTTLS and ABORT gets ERR_TLS_REQD before TLS; EXPORT_NAME closes', () => {
+  const c = tlsConnected('require');
+  const actions = feed(c, concat(option(8), option(3), option(6, infoData('disk0')), option(7, infoData('disk0')),
+    option(9, metaData('disk0', [])), option(10, metaData('disk0', ['base:allocation'])), option(42, text('junk'))));
+  assert.deepEqual(replyTypes(actions), [8, 3, 6, 7, 9, 10, 42].map((o) => [o, ERR_TLS_REQD]));
+  assert.ok(!actions.some((a) => a.kind === 'transmission'));
+  const named = tlsConnected('require');
+  const closed = feed(named, option(1, text('disk0')));
+  assert.deepEqual(closed.map((a) => a.kind), ['close']);
+  assert.equal(named.ended, true);
+  const aborted = tlsConnected('require');
+  assert.deepEqual(replyTypes(feed(aborted, option(2))), [[2, ACK]], 'ABORT is answered');
+});
+
+test('TLS required: after STARTTLS and the TLS handshake the client negotiates afresh and is served', () => {
+  const c = overTls('require');
+  const actions = feed(c, concat(option(8), option(10, metaData('disk0', ['base:allocation'])), option(7, infoData('disk0', [3]))));
+  assert.deepEqual(replyTypes(actions).map(([, t]) => t), [ACK, META, ACK, INFO, INFO, ACK]);
+  const start = actions[actions.length - 1]!;
+  assert.equal(start.kind, 'transmission');
+  assert.equal((start as { structured: boolean }).structured, true);
+});
+
+test('STARTTLS forgets earlier negotiation: structured replies and meta contexts must be asked for again', () => {
+  const c = tlsConnected('optional');
+  feed(c, concat(option(8), option(10, metaData('disk0', ['base:allocation']))));
+  feed(c, option(STARTTLS));
+  c.tlsEstablished([]);
+  const actions = feed(c, option(7, infoData('disk0')));
+  const start = actions[actions.length - 1] as { kind: string; structured: boolean; flags: number };
+  assert.equal(start.kind, 'transmission');
+  assert.equal(start.structured, false, 'the pre-TLS STRUCTURED_REPLY no longer counts');
+  assert.equal(start.flags & 0x0080, 0, 'no DF without structured replies');
+});
+
+test('STARTTLS: with data it is ERR_INVALID; a second one is ERR_INVALID; plain bytes pipelined after it close the connection', () => {
+  const c = tlsConnected('optional');
+  assert.deepEqual(replyTypes(feed(c, option(STARTTLS, text('x')))), [[STARTTLS, ERR_INVALID]]);
+  const twice = overTls('optional');
+  assert.deepEqual(replyTypes(feed(twice, option(STARTTLS))), [[STARTTLS, ERR_INVALID]]);
+  // A client (or a man in the middle) that sends an option in clear right behind STARTTLS: those
+  // bytes must never be taken as if they had come over TLS.
+  const injected = tlsConnected('optional');
+  const actions = feed(injected, concat(option(STARTTLS), option(7, infoData('disk0'))));
+  assert.deepEqual(replyTypes(actions), [[STARTTLS, ACK]], 'nothing after STARTTLS is decoded before TLS');
+  injected.tlsEstablished([]);
+  assert.deepEqual(drain(injected).map((a) => a.kind), ['close']);
+  assert.equal(injected.ended, true);
+});
+
+test('TLS optional: plain clients are served; an allow-listed volume asks them for TLS', () => {
+  const c = tlsConnected('optional');
+  const listed = feed(c, concat(option(3), option(6, infoData('locked'))));
+  const replies = optionReplies(listed);
+  assert.deepEqual(replies.filter((r) => r.type === SERVER).map((r) => new TextDecoder().decode(r.data.subarray(4))), ['disk0first'],
+    'LIST hides volumes the client may not use');
+  assert.equal(replies[replies.length - 1]!.type, ERR_TLS_REQD);
+  assert.equal(feed(c, option(7, infoData('disk0'))).pop()!.kind, 'transmission');
+});
+
+test('allow-list: a certificate name on it is served; others get ERR_POLICY, an access-denied action, and EXPORT_NAME closes', () => {
+  const allowed = overTls('require', ['host-b', 'host-b.example.com']);
+  assert.equal(feed(allowed, option(7, infoData('locked'))).pop()!.kind, 'transmission');
+
+  const stranger = overTls('require', ['host-c']);
+  const actions = feed(stranger, concat(option(8), option(6, infoData('locked')), option(10, metaData('locked', ['base:allocation']))));
+  assert.deepEqual(replyTypes(actions), [[8, ACK], [6, ERR_POLICY], [10, ERR_POLICY]]);
+  assert.deepEqual(actions.filter((a) => a.kind === 'access-denied'), [
+    { kind: 'access-denied', export: 'locked', clientNames: ['host-c'] },
+    { kind: 'access-denied', export: 'locked', clientNames: ['host-c'] },
+  ]);
+  assert.equal(feed(stranger, option(7, infoData('disk0'))).pop()!.kind, 'transmission', 'volumes without a list stay open to it');
+
+  const byName = overTls('require', []);
+  const closing = feed(byName, option(1, text('locked')));
+  assert.deepEqual(closing.map((a) => a.kind), ['access-denied', 'close']);
+});
+
+test('a refusing server answers every option but ABORT with ERR_SHUTDOWN and its reason; EXPORT_NAME closes', () => {
+  const c = new NbdConnection(tlsDirectory, { tls: 'off', refusal: 'server busy' });
+  drain(c);
+  const actions = feed(c, concat(clientFlags(3), option(8), option(7, infoData('disk0'))));
+  const replies = optionReplies(actions);
+  assert.deepEqual(replies.map((r) => r.type), [ERR_SHUTDOWN, ERR_SHUTDOWN]);
+  assert.equal(new TextDecoder().decode(replies[1]!.data), 'server busy');
+  assert.deepEqual(replyTypes(feed(c, option(2))), [[2, ACK]]);
+  const named = new NbdConnection(tlsDirectory, { tls: 'off', refusal: 'server busy' });
+  assert.deepEqual(feed(named, concat(clientFlags(3), option(1, text('disk0')))).map((a) => a.kind), ['send', 'close']);
+});

@@ -10,6 +10,7 @@ const SIZE = 8 * MiB;
 const EPERM = 1;
 const EINVAL = 22;
 const ENOSPC = 28;
+const EOVERFLOW = 75;
 const READ = 0, WRITE = 1, DISC = 2, FLUSH = 3, TRIM = 4, CACHE = 5, WRITE_ZEROES = 6, BLOCK_STATUS = 7;
 const FUA = 0x01, NO_HOLE = 0x02, DF = 0x04, REQ_ONE = 0x08, FAST_ZERO = 0x10;
 
@@ -25,6 +26,14 @@ function transmitting(options: { simple?: boolean; info?: Partial<ExportInfo> } 
     ? concat(clientFlags(3), option(7, infoData('vol')))
     : concat(clientFlags(3), option(8), option(10, metaData('vol', ['base:allocation'])), option(7, infoData('vol')));
   const actions = feed(c, handshake);
+  assert.equal(actions[actions.length - 1]!.kind, 'transmission');
+  return c;
+}
+
+/** In transmission after GO asked for NBD_INFO_BLOCK_SIZE: the client promised to keep within 32 MiB. */
+function negotiated(info: Partial<ExportInfo> = {}): NbdConnection {
+  const c = new NbdConnection(exportOf(info));
+  const actions = feed(c, concat(clientFlags(3), option(8), option(7, infoData('vol', [3]))));
   assert.equal(actions[actions.length - 1]!.kind, 'transmission');
   return c;
 }
@@ -118,13 +127,46 @@ test('out-of-range requests: READ/TRIM/CACHE/BLOCK_STATUS get EINVAL, WRITE/WRIT
   assert.deepEqual(errnoOf(actions), [EINVAL, EINVAL, EINVAL, EINVAL, EINVAL, EINVAL, ENOSPC, ENOSPC, 'read', 'read']);
 });
 
-test('oversized requests: READ over 32 MiB is EINVAL; WRITE over 32 MiB closes before reading its payload', () => {
-  const c = transmitting();
+test('a client that negotiated block sizes: READ over 32 MiB is EINVAL, WRITE over 32 MiB is EINVAL after its payload is dropped', () => {
+  const c = negotiated({ sizeBytes: 1024 * MiB });
   assert.deepEqual(errnoOf(feed(c, request(READ, 1n, 0, 32 * MiB + 1))), [EINVAL]);
-  assert.deepEqual(errnoOf(feed(c, request(READ, 2n, 0, 32 * MiB))).length, 1);
-  const big = transmitting({ info: { sizeBytes: 1024 * MiB } });
-  assert.deepEqual(errnoOf(feed(big, request(WRITE, 3n, 0, 32 * MiB + 1))), ['close']);
-  assert.equal(big.ended, true);
+  assert.deepEqual(errnoOf(feed(c, request(READ, 2n, 0, 32 * MiB))), ['read']);
+  const oversize = 32 * MiB + 1;
+  assert.deepEqual(errnoOf(feed(c, concat(request(WRITE, 3n, 0, oversize), payload(oversize, 7), request(FLUSH, 4n, 0, 0)))), [EINVAL, 'flush']);
+  assert.equal(c.bufferedBytes, 0, 'the refused payload was dropped, not kept');
+  const small = transmitting();
+  assert.deepEqual(errnoOf(feed(small, request(WRITE, 5n, 0, 32 * MiB + 1))), ['close'], 'longer than the export and 32 MiB: closed unread');
+});
+
+test('without block-size negotiation, requests up to the export size are accepted; a long WRITE streams in 4 MiB pieces', () => {
+  const size = 64 * MiB;
+  const c = transmitting({ info: { sizeBytes: size } });
+  assert.deepEqual(errnoOf(feed(c, request(READ, 1n, 0, size))), ['read'], 'a whole-export READ');
+  assert.deepEqual(errnoOf(feed(c, request(READ, 2n, 0, size, DF))), [EOVERFLOW], 'DF: one chunk is at most 32 MiB');
+  const length = 50 * 1000 * 1000; // the issue's "single 50 MB write"
+  const data = new Uint8Array(length);
+  for (let i = 0; i < length; i += 4096) data[i] = (i / 4096) & 0xff;
+  // Fed in 1 MiB chunks, as a socket delivers it: every piece is emitted as soon as it is complete,
+  // so no buffer larger than a piece exists at any time.
+  const actions: NbdAction[] = feed(c, concat(request(WRITE, 3n, 4096, length, FUA), data), new Array(60).fill(MiB));
+  const writes = actions.map((a) => (a.kind === 'command' && a.command.type === 'write' ? a.command : undefined)).filter((w) => w !== undefined);
+  assert.equal(writes.length, Math.ceil(length / (4 * MiB)));
+  let at = 4096;
+  writes.forEach((w, i) => {
+    assert.equal(w.offset, at);
+    assert.ok(w.data.length <= 4 * MiB);
+    assert.deepEqual(w.piece, { stream: 1, last: i === writes.length - 1 });
+    assert.equal(w.fua, true);
+    assert.equal(Buffer.from(w.cookie).readBigUInt64BE(), 3n);
+    assert.deepEqual(w.data.subarray(0, 1), data.subarray(at - 4096, at - 4096 + 1));
+    at += w.data.length;
+  });
+  assert.equal(at - 4096, length, 'the pieces cover the write exactly');
+  assert.equal(Buffer.compare(Buffer.concat(writes.map((w) => w.data)), Buffer.from(data)), 0);
+  // Framing continues after the stream; a 32 MiB write is still one command.
+  const after = feed(c, concat(request(WRITE, 4n, 0, 32 * MiB), payload(32 * MiB, 1), request(READ, 5n, 0, 512)));
+  assert.deepEqual(summary(after).map((x) => x.split(':')[0]), ['write', 'read']);
+  assert.equal((after[0] as { command: { piece?: unknown } }).command.piece, undefined);
 });
 
 test('flags: unknown bits and flags foreign to a command get EINVAL; FUA is accepted everywhere', () => {

@@ -73,17 +73,20 @@ export class FileBlockStore implements BlockStore {
     await this.handle.datasync();
   }
 
-  async allocation(offset: number, length: number): Promise<AllocationExtent[]> {
+  async allocation(offset: number, length: number, maxExtents = Infinity): Promise<AllocationExtent[]> {
     const end = offset + length;
     const out: AllocationExtent[] = [];
     let pos = offset;
-    while (pos < end) {
+    // Two seeks per data extent: on a fragmented file an unbounded scan costs thousands of
+    // thread-pool round trips per request.
+    while (pos < end && out.length < maxExtents) {
       const data = await nativeFs.seekData(this.handle.fd, pos);
       if (data === -1 || data >= end) {
         out.push({ offset: pos, length: end - pos, kind: 'hole' });
         break;
       }
       if (data > pos) out.push({ offset: pos, length: data - pos, kind: 'hole' });
+      if (out.length >= maxExtents) break;
       const hole = await nativeFs.seekHole(this.handle.fd, data);
       const dataEnd = hole === -1 ? end : Math.min(hole, end);
       out.push({ offset: data, length: dataEnd - data, kind: 'data' });

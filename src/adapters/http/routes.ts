@@ -3,7 +3,7 @@
 import type { Static } from '@sinclair/typebox';
 import {
   ArrayInfoSchema, ChangesQuery, ChangesSchema, CreateVolumeBody, DEFAULT_CHANGE_RUNS, DeletedSchema,
-  SetStateBody, VolumeListSchema, VolumeNameParams, VolumeSchema, type Changes,
+  SetAccessBody, SetStateBody, VolumeListSchema, VolumeNameParams, VolumeSchema, type Changes,
 } from './schemas.js';
 import type { ApiBackend, ChangeBitmap } from './types.js';
 import type { VolumeState } from '../../core/volume/state.js';
@@ -100,6 +100,21 @@ export const ROUTES: readonly RouteSpec<ApiBackend>[] = [
     handler: async (request, backend) => {
       const { state } = request.body as { state: VolumeState };
       return ok(await backend.setVolumeState(nameOf(request), state));
+    },
+  },
+  {
+    method: 'PUT', url: '/v1/volumes/:name/access', operationId: 'setVolumeAccess', tag: 'volumes',
+    summary: 'Limits NBD access to clients whose verified TLS certificate names one of allowedClients; [] allows any client.',
+    params: VolumeNameParams,
+    body: SetAccessBody,
+    responses: {
+      200: { description: 'The volume with its new allow-list.', schema: VolumeSchema },
+      400: error('A bad client name or too many (TM_ERR_INVALID_ARGUMENT).'),
+      404: error('No such volume (TM_ERR_NOT_FOUND).'),
+    },
+    handler: async (request, backend) => {
+      const { allowedClients } = request.body as { allowedClients: string[] };
+      return ok(await backend.setVolumeAccess(nameOf(request), allowedClients));
     },
   },
   {

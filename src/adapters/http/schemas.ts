@@ -4,7 +4,7 @@ import { Type, type SchemaOptions, type Static, type TLiteral, type TNull, type 
 import { ErrorCode } from '../../core/errors.js';
 import { MAX_TRACK_BYTES, MAX_VOLUME_BYTES, MIN_TRACK_BYTES } from '../../core/volume/geometry.js';
 import { VOLUME_STATES } from '../../core/volume/state.js';
-import { VOLUME_NAME_RULE } from '../../core/volume/volume-record.js';
+import { MAX_ALLOWED_CLIENTS, VOLUME_NAME_RULE } from '../../core/volume/volume-record.js';
 
 /** Most change runs one response carries; a client pages on with `fromTrack`. */
 export const MAX_CHANGE_RUNS = 100_000;
@@ -71,6 +71,9 @@ export const VolumeSchema = Type.Object({
     crashed: Type.Boolean({ description: 'The previous run ended without a clean shutdown.' }),
     tracksMarked: Type.Integer({ minimum: 0, description: 'Tracks marked changed from the activity log at start-up.' }),
   }, { additionalProperties: false }),
+  allowedClients: Type.Array(Type.String(), {
+    description: 'NBD client certificate names (CN or subjectAltName) allowed to use the volume; empty: any client.',
+  }),
 }, { additionalProperties: false });
 
 export const VolumeListSchema = Type.Object({ volumes: Type.Array(VolumeSchema) }, { additionalProperties: false });
@@ -88,6 +91,14 @@ export const CreateVolumeBody = Type.Object({
 }, { additionalProperties: false });
 
 export const SetStateBody = Type.Object({ state: VolumeStateSchema }, { additionalProperties: false });
+
+export const SetAccessBody = Type.Object({
+  allowedClients: Type.Array(Type.String({ minLength: 1, maxLength: 255 }), {
+    maxItems: MAX_ALLOWED_CLIENTS,
+    description: 'Client certificate names (CN or subjectAltName) that may use the volume over NBD; [] lets any client in. ' +
+      'Needs `array start --tls-ca` to mean anything: without verified client certificates no client has a name.',
+  }),
+}, { additionalProperties: false });
 
 export const DeletedSchema = Type.Object({
   name: Type.String(),
@@ -129,6 +140,7 @@ export const NAMED_SCHEMAS: Readonly<Record<string, TSchema>> = {
   VolumeList: VolumeListSchema,
   CreateVolume: CreateVolumeBody,
   SetState: SetStateBody,
+  SetAccess: SetAccessBody,
   Deleted: DeletedSchema,
   Changes: ChangesSchema,
   VolumeState: VolumeStateSchema,

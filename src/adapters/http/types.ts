@@ -21,6 +21,7 @@ export interface ApiBackend {
   createVolume(name: string, sizeBytes: number, trackBytes?: number): Promise<VolumeView>;
   deleteVolume(name: string): Promise<void>;
   setVolumeState(name: string, state: VolumeState): Promise<VolumeView>;
+  setVolumeAccess(name: string, allowedClients: readonly string[]): Promise<VolumeView>;
   changeTracker(name: string): { trackBytes: number; trackCount: number; bitmap: ChangeBitmap };
   /** Clears the tracker. Must clear synchronously before its first await (the API snapshots then resets). */
   resetChanges(name: string): Promise<void>;

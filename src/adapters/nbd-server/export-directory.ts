@@ -10,6 +10,7 @@ export function directoryOf(catalog: ExportCatalog): ExportDirectory {
     readOnly: volume.state !== 'ready',
     canFastZero: volume.canFastZero,
     description: `tidemark volume ${volume.name} (${volume.state})`,
+    allowedClients: volume.allowedClients,
   });
   return {
     list: () => catalog.volumeNames().flatMap((name) => {

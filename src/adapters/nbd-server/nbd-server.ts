@@ -1,7 +1,8 @@
 // NBD listeners (TCP and Unix socket) serving the array's volumes as exports.
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { lstat, unlink } from 'node:fs/promises';
-import { NbdSession } from './nbd-session.js';
+import { NbdSession, type SessionTls } from './nbd-session.js';
+import { ReplyBudget } from './reply-budget.js';
 import type { ExportCatalog, NbdLogger } from './types.js';
 
 export type { ExportCatalog, NbdLogger, NbdVolume } from './types.js';
@@ -16,11 +17,19 @@ export interface NbdServerOptions {
   readonly onConnection?: (delta: 1 | -1) => void;
   /** A client must finish option haggling within this time (default 30 s). */
   readonly handshakeTimeoutMs?: number;
+  /** In transmission, a client silent this long with nothing executing is disconnected (default: never). */
+  readonly idleTimeoutMs?: number | undefined;
+  /** STARTTLS (mode optional or require) with this context; absent: no TLS. */
+  readonly tls?: SessionTls | undefined;
+  /** Reply bytes buffered across all connections before backpressure and refusal of new connections (default 256 MiB). */
+  readonly replyBufferCapBytes?: number | undefined;
 }
 
 export interface NbdServer {
   readonly tcpAddress: { host: string; port: number } | undefined;
   readonly socketPath: string | undefined;
+  /** The shared reply budget (bytes buffered now, peak, refused connections) for metrics and tests. */
+  readonly budget: ReplyBudget;
   /** Stops accepting; lets in-flight requests finish (bounded wait), then closes every connection. */
   close(): Promise<void>;
 }
@@ -36,19 +45,35 @@ const MAX_CONNECTIONS = 1024;
  * does not stall the pipeline. Reading: at most this much is read ahead while the session is paused.
  */
 const SOCKET_HIGH_WATER_BYTES = 1024 * 1024;
+export const DEFAULT_REPLY_BUFFER_CAP_BYTES = 256 * 1024 * 1024;
 
 export async function startNbdServer(options: NbdServerOptions): Promise<NbdServer> {
   const sessions = new Set<NbdSession>();
-  const limits = { handshakeTimeoutMs: options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS };
+  const limits = { handshakeTimeoutMs: options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS, idleTimeoutMs: options.idleTimeoutMs };
+  const budget = new ReplyBudget(options.replyBufferCapBytes ?? DEFAULT_REPLY_BUFFER_CAP_BYTES);
   let nextId = 1;
   const accept = (socket: Socket): void => {
-    const session = new NbdSession(socket, options.catalog, options.logger, nextId++, limits);
-    sessions.add(session);
-    options.onConnection?.(1);
-    socket.once('close', () => {
-      sessions.delete(session);
+    const id = nextId++;
+    // At the cap the connection is still greeted, so the client hears why: every option gets
+    // ERR_SHUTDOWN with this message (QEMU and libnbd print it).
+    const refusal = budget.full
+      ? `server busy: NBD reply buffers are at their cap of ${budget.capBytes} bytes (clients not reading); try again later`
+      : undefined;
+    if (refusal) {
+      budget.countRefusal();
+      options.logger.warn({ connection: id, bufferedBytes: budget.bufferedBytes, capBytes: budget.capBytes },
+        'nbd connection refused: reply buffers at their cap');
+    }
+    let session: NbdSession | undefined = undefined;
+    const onClosed = (): void => {
+      if (session) sessions.delete(session);
       options.onConnection?.(-1);
-    });
+    };
+    options.onConnection?.(1);
+    session = new NbdSession(socket, {
+      catalog: options.catalog, logger: options.logger, limits, tls: options.tls, budget, refusal, onClosed,
+    }, id);
+    sessions.add(session);
   };
   const newServer = (): Server => {
     // allowHalfOpen: a client that half-closes after DISC must still receive the outstanding replies.
@@ -94,6 +119,7 @@ export async function startNbdServer(options: NbdServerOptions): Promise<NbdServ
   return {
     tcpAddress,
     socketPath: options.socketPath,
+    budget,
     close(): Promise<void> {
       closing ??= (async () => {
         const stopped = servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve())));

@@ -7,13 +7,15 @@ export interface NbdVolume {
   readonly state: VolumeState;
   readonly geometry: { readonly sizeBytes: number };
   readonly canFastZero: boolean;
+  /** Client certificate names allowed to use the volume over NBD (empty: any). */
+  readonly allowedClients: readonly string[];
   checkAccess(access: 'read' | 'write'): void;
   read(offset: number, length: number, target?: Uint8Array): Promise<Uint8Array>;
   write(offset: number, data: Uint8Array, fua?: boolean): Promise<void>;
   writeZeroes(offset: number, length: number, allocate: boolean, fua?: boolean): Promise<void>;
   trim(offset: number, length: number, fua?: boolean): Promise<void>;
   flush(): Promise<void>;
-  allocation(offset: number, length: number): Promise<Array<{ offset: number; length: number; kind: 'hole' | 'data' }>>;
+  allocation(offset: number, length: number, maxExtents?: number): Promise<Array<{ offset: number; length: number; kind: 'hole' | 'data' }>>;
 }
 
 export interface ExportCatalog {

@@ -205,6 +205,18 @@ export class Volume {
     return this.inFlight.size;
   }
 
+  /** NBD client names allowed to use the volume (empty: any). */
+  get allowedClients(): readonly string[] {
+    return this.record.allowedClients ?? [];
+  }
+
+  /** Replaces the NBD allow-list durably (empty: any client); later handshakes see it at once. */
+  async setAllowedClients(names: readonly string[]): Promise<void> {
+    const next: VolumeRecord = { ...this.record, allowedClients: [...names] };
+    await this.deps.meta.write(volumeKey(this.name), new TextEncoder().encode(JSON.stringify(next)));
+    this.record = next;
+  }
+
   /** Changes the host-access state durably. */
   async setState(state: VolumeState): Promise<void> {
     const next = { ...this.record, state };
@@ -357,10 +369,10 @@ export class Volume {
     this.deps.onOp?.('flush', 0, started);
   }
 
-  async allocation(offset: number, length: number): Promise<AllocationExtent[]> {
+  async allocation(offset: number, length: number, maxExtents?: number): Promise<AllocationExtent[]> {
     this.checkAccess('read');
     this.checkRange(offset, length, ErrorCode.OutOfRange);
-    return this.deps.store.allocation(offset, length);
+    return this.deps.store.allocation(offset, length, maxExtents);
   }
 
   /** The allocation map for internal work (no host-access check). */

@@ -24,7 +24,30 @@ export interface ExportInfo {
   readonly readOnly: boolean;
   readonly canFastZero: boolean;
   readonly description: string;
+  /**
+   * Client names (from a verified TLS client certificate) that may use this export; undefined or
+   * empty: any client that got through the handshake.
+   */
+  readonly allowedClients?: readonly string[] | undefined;
 }
+
+/**
+ * off: STARTTLS is unsupported. optional: plain and TLS clients are both served. require: nothing
+ * but STARTTLS and ABORT before TLS (NBD "FORCEDTLS").
+ */
+export type NbdTlsMode = 'off' | 'optional' | 'require';
+
+export interface NbdConnectionOptions {
+  readonly tls: NbdTlsMode;
+  /**
+   * Set when the server takes no new connections (e.g. its reply buffers are at their cap): every
+   * option but ABORT is answered NBD_REP_ERR_SHUTDOWN with this message; EXPORT_NAME closes.
+   */
+  readonly refusal?: string | undefined;
+}
+
+/** Largest piece of a streamed WRITE (one longer than MAX_PAYLOAD_BYTES from a client that did not negotiate block sizes). */
+export const WRITE_PIECE_BYTES = 4 * 1024 * 1024;
 
 /** What the catalog says about a requested export name. */
 export type ExportLookup =
@@ -44,22 +67,34 @@ export type NbdAction =
   /** Option haggling is over: serve `export` with these transmission flags. */
   | { readonly kind: 'transmission'; readonly export: ExportInfo; readonly structured: boolean; readonly flags: number }
   | { readonly kind: 'command'; readonly command: NbdCommand }
+  /**
+   * STARTTLS was acknowledged (the ACK is the 'send' before this): once it has been flushed, run
+   * the TLS handshake on the socket and call tlsEstablished() — or close if it fails.
+   */
+  | { readonly kind: 'starttls' }
+  /** A client was refused an export by its allow-list (answered ERR_POLICY); for the log. */
+  | { readonly kind: 'access-denied'; readonly export: string; readonly clientNames: readonly string[] }
   /** NBD_CMD_DISC or NBD_OPT_ABORT: send the outstanding replies, then close. */
   | { readonly kind: 'disconnect' }
   /** Protocol violation (or a failed EXPORT_NAME): close at once. */
   | { readonly kind: 'close'; readonly reason: string };
 
 type Phase =
-  | 'client-flags' | 'option-header' | 'option-data'
+  | 'client-flags' | 'option-header' | 'option-data' | 'tls-pending'
   | 'request-header' | 'write-payload' | 'write-discard' | 'done';
 
 interface WriteInProgress {
   readonly cookie: Cookie;
+  /** Offset of `data` (the current piece). */
   readonly offset: number;
   readonly fua: boolean;
   /** Allocated once the header has been validated; filled as payload bytes arrive. */
   readonly data: Uint8Array;
   filled: number;
+  /** Payload bytes after this piece (streamed writes only). */
+  readonly remainingAfter: number;
+  /** Set for a write streamed in pieces. */
+  readonly stream: number | undefined;
 }
 
 interface WriteDiscard {
@@ -80,12 +115,47 @@ export class NbdConnection {
   private optionLength = 0;
   /** Canonical export name SET_META_CONTEXT bound base:allocation to, if it selected it. */
   private allocationExport: string | undefined;
+  /** GO asked for NBD_INFO_BLOCK_SIZE: the client promised to keep within MAX_PAYLOAD_BYTES. */
+  private blockSizeNegotiated = false;
+  private tlsActive = false;
+  /** Names from the verified client certificate (empty without one). */
+  private clientNames: readonly string[] = [];
+  private nextStream = 1;
   private current: { readonly info: ExportInfo; readonly allocationContextId: number | undefined } | undefined;
   private write: WriteInProgress | undefined;
   private discard: WriteDiscard | undefined;
 
-  constructor(private readonly directory: ExportDirectory) {
+  private readonly options: NbdConnectionOptions;
+
+  constructor(private readonly directory: ExportDirectory, options: NbdConnectionOptions = { tls: 'off' }) {
+    this.options = options;
     this.actions.push({ kind: 'send', bytes: greeting() });
+  }
+
+  /** TLS is running on the connection (after STARTTLS and a completed TLS handshake). */
+  get tls(): boolean {
+    return this.tlsActive;
+  }
+
+  /**
+   * The TLS handshake after STARTTLS completed; `clientNames` are the names of the verified client
+   * certificate (CN and subjectAltNames), empty without one. Negotiation starts over.
+   */
+  tlsEstablished(clientNames: readonly string[]): void {
+    if (this.phase !== 'tls-pending') throw new Error(`tlsEstablished in phase ${this.phase}`);
+    // Bytes that arrived in clear after STARTTLS were sent before TLS and must not be read as if
+    // they came over it (the STARTTLS command-injection attack): refuse the connection.
+    if (this.queue.length > 0) {
+      this.fail(`${this.queue.length} plain-text bytes followed STARTTLS`);
+      return;
+    }
+    this.tlsActive = true;
+    this.clientNames = [...clientNames];
+    // The spec: forget everything negotiated before TLS.
+    this.structured = false;
+    this.allocationExport = undefined;
+    this.blockSizeNegotiated = false;
+    this.phase = 'option-header';
   }
 
   /** Queues received bytes; nothing is parsed until poll(). */
@@ -125,6 +195,7 @@ export class NbdConnection {
       case 'client-flags': return this.readClientFlags();
       case 'option-header': return this.readOptionHeader();
       case 'option-data': return this.readOptionData();
+      case 'tls-pending': return false;
       case 'request-header': return this.readRequestHeader();
       case 'write-payload': return this.readWritePayload();
       case 'write-discard': return this.discardWritePayload();
@@ -176,6 +247,16 @@ export class NbdConnection {
   }
 
   private handleOption(data: Uint8Array): void {
+    const gate = optionGate(this.option, {
+      tls: this.options.tls, tlsActive: this.tlsActive, refusing: this.options.refusal !== undefined,
+    });
+    switch (gate) {
+      case 'allow': break;
+      case 'close': return void this.fail(this.options.refusal ?? 'EXPORT_NAME before STARTTLS on a server that requires TLS');
+      case 'tls-required': return this.replyError(Rep.ErrTlsReqd, 'this server requires TLS: use STARTTLS first');
+      case 'shutdown': return this.replyError(Rep.ErrShutdown, this.options.refusal ?? 'server is not taking connections');
+      default: return assertNever(gate, 'option gate');
+    }
     switch (this.option) {
       case Opt.ExportName: return this.exportName(data);
       case Opt.Abort:
@@ -192,9 +273,31 @@ export class NbdConnection {
         return this.reply(Rep.Ack);
       case Opt.ListMetaContext: return this.listMetaContext(data);
       case Opt.SetMetaContext: return this.setMetaContext(data);
-      case Opt.StartTls: return this.replyError(Rep.ErrUnsup, 'TLS is not configured on this server');
+      case Opt.StartTls: return this.startTls(data);
       default: return this.replyError(Rep.ErrUnsup, `option ${this.option} is not supported`);
     }
+  }
+
+  private startTls(data: Uint8Array): void {
+    if (data.length !== 0) return this.replyError(Rep.ErrInvalid, 'STARTTLS takes no data');
+    if (this.options.tls === 'off') return this.replyError(Rep.ErrUnsup, 'TLS is not configured on this server');
+    if (this.tlsActive) return this.replyError(Rep.ErrInvalid, 'TLS is already active');
+    this.reply(Rep.Ack);
+    this.phase = 'tls-pending';
+    this.emit({ kind: 'starttls' });
+  }
+
+  /** Whether this connection's client may use `info`; false after answering ERR_POLICY. */
+  private admitted(info: ExportInfo): boolean {
+    if (clientMayUse(info, this.clientNames)) return true;
+    // Before TLS the client has no name yet: tell it TLS is what it lacks (the spec's SELECTIVETLS).
+    if (!this.tlsActive && this.options.tls !== 'off') {
+      this.replyError(Rep.ErrTlsReqd, `volume ${info.name} is limited to named clients: use TLS with a client certificate`);
+    } else {
+      this.replyError(Rep.ErrPolicy, `volume ${info.name} is not available to this client`);
+    }
+    this.emit({ kind: 'access-denied', export: info.name, clientNames: this.clientNames });
+    return false;
   }
 
   /** Transmission flags, computed per connection: DF only with structured replies. */
@@ -215,6 +318,11 @@ export class NbdConnection {
       this.fail(`EXPORT_NAME ${JSON.stringify(name ?? '<invalid>')}: ${found?.kind === 'refused' ? found.message : 'unknown export'}`);
       return;
     }
+    if (!clientMayUse(found.info, this.clientNames)) {
+      this.emit({ kind: 'access-denied', export: found.info.name, clientNames: this.clientNames });
+      this.fail(`EXPORT_NAME ${JSON.stringify(name)}: not available to this client`);
+      return;
+    }
     const flags = this.flagsFor(found.info);
     this.emit({ kind: 'send', bytes: exportNameReply(found.info.sizeBytes, flags, this.noZeroes) });
     this.enterTransmission(found.info, flags);
@@ -229,7 +337,7 @@ export class NbdConnection {
 
   private list(data: Uint8Array): void {
     if (data.length !== 0) return this.replyError(Rep.ErrInvalid, 'LIST takes no data');
-    for (const info of this.directory.list()) this.reply(Rep.Server, serverPayload(info.name, info.description));
+    for (const info of this.directory.list().filter((i) => clientMayUse(i, this.clientNames))) this.reply(Rep.Server, serverPayload(info.name, info.description));
     this.reply(Rep.Ack);
   }
 
@@ -237,7 +345,7 @@ export class NbdConnection {
   private lookupOrReply(name: string): ExportInfo | false {
     const found = this.directory.lookup(name);
     switch (found.kind) {
-      case 'found': return found.info;
+      case 'found': return this.admitted(found.info) && found.info;
       case 'refused':
         this.replyError(Rep.ErrPolicy, found.message);
         return false;
@@ -262,7 +370,10 @@ export class NbdConnection {
       this.reply(Rep.Info, infoStringPayload(Info.Description, info.description));
     }
     this.reply(Rep.Ack);
-    if (go) this.enterTransmission(info, flags);
+    if (go) {
+      this.blockSizeNegotiated = parsed.value.requested.has(Info.BlockSize);
+      this.enterTransmission(info, flags);
+    }
   }
 
   private listMetaContext(data: Uint8Array): void {
@@ -300,16 +411,17 @@ export class NbdConnection {
     const decoded = decodeRequest(this.queue.take(REQUEST_HEADER_BYTES), {
       sizeBytes: info.sizeBytes, readOnly: info.readOnly, structured: this.structured,
       canFastZero: info.canFastZero, allocationContextId,
+      // The spec: a server SHOULD accept requests up to the export size from a client that did not
+      // negotiate block sizes; large writes are then streamed in pieces (readWritePayload).
+      maxPayloadBytes: this.blockSizeNegotiated ? MAX_PAYLOAD_BYTES : info.sizeBytes,
     });
     switch (decoded.kind) {
       case 'command':
         this.emit({ kind: 'command', command: decoded.command });
         return true;
       case 'write': {
-        // When the whole payload is here already, take() is usually a view into the received chunk.
-        const whole = this.queue.length >= decoded.length;
-        const data = whole ? this.queue.take(decoded.length) : new Uint8Array(decoded.length);
-        this.write = { cookie: decoded.cookie, offset: decoded.offset, fua: decoded.fua, data, filled: whole ? data.length : 0 };
+        const streamed = decoded.length > MAX_PAYLOAD_BYTES;
+        this.startPiece(decoded.cookie, decoded.offset, decoded.fua, decoded.length, streamed ? this.nextStream++ : undefined);
         this.phase = 'write-payload';
         return true;
       }
@@ -328,13 +440,28 @@ export class NbdConnection {
     }
   }
 
+  /** The next piece of a write: all of it, or WRITE_PIECE_BYTES of a streamed one. */
+  private startPiece(cookie: Cookie, offset: number, fua: boolean, remaining: number, stream: number | undefined): void {
+    const length = stream === undefined ? remaining : Math.min(WRITE_PIECE_BYTES, remaining);
+    // When the whole piece is here already, take() is usually a view into the received chunk.
+    const whole = this.queue.length >= length;
+    const data = whole ? this.queue.take(length) : new Uint8Array(length);
+    this.write = { cookie, offset, fua, data, filled: whole ? length : 0, remainingAfter: remaining - length, stream };
+  }
+
   private readWritePayload(): boolean {
     const write = this.write!;
     write.filled += this.queue.moveInto(write.data, write.filled);
     if (write.filled < write.data.length) return false;
-    this.write = undefined;
-    this.phase = 'request-header';
-    this.emit({ kind: 'command', command: { type: 'write', cookie: write.cookie, offset: write.offset, data: write.data, fua: write.fua } });
+    const { cookie, offset, data, fua, stream, remainingAfter } = write;
+    const piece = stream === undefined ? undefined : { stream, last: remainingAfter === 0 };
+    this.emit({ kind: 'command', command: { type: 'write', cookie, offset, data, fua, ...(piece ? { piece } : {}) } });
+    if (remainingAfter > 0) {
+      this.startPiece(cookie, offset + data.length, fua, remainingAfter, stream);
+    } else {
+      this.write = undefined;
+      this.phase = 'request-header';
+    }
     return true;
   }
 
@@ -348,4 +475,24 @@ export class NbdConnection {
     this.emit({ kind: 'command', command: { type: 'invalid', cookie: discard.cookie, errno: discard.errno, message: discard.message } });
     return true;
   }
+}
+
+/** Whether a client with these certificate names may use the export. */
+export function clientMayUse(info: ExportInfo, clientNames: readonly string[]): boolean {
+  const allowed = info.allowedClients;
+  return allowed === undefined || allowed.length === 0 || clientNames.some((n) => allowed.includes(n));
+}
+
+export type OptionGate = 'allow' | 'tls-required' | 'close' | 'shutdown';
+
+/**
+ * Which options a connection answers in its TLS state (the NBD spec's NOTLS / SELECTIVETLS /
+ * FORCEDTLS): with `require`, only STARTTLS and ABORT before TLS; EXPORT_NAME cannot carry an
+ * error, so it closes. A refusing server answers everything but ABORT with ERR_SHUTDOWN.
+ */
+export function optionGate(option: number, state: { tls: NbdTlsMode; tlsActive: boolean; refusing: boolean }): OptionGate {
+  if (option === Opt.Abort) return 'allow';
+  if (state.refusing) return option === Opt.ExportName ? 'close' : 'shutdown';
+  if (state.tls !== 'require' || state.tlsActive || option === Opt.StartTls) return 'allow';
+  return option === Opt.ExportName ? 'close' : 'tls-required';
 }

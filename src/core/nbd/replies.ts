@@ -184,3 +184,14 @@ export function blockStatusReply(cookie: Uint8Array, contextId: number, extents:
   });
   return out;
 }
+
+/**
+ * Fills the OFFSET_DATA chunk header in front of one piece of a streamed READ (data placed at
+ * `frame[readReplyHeaderBytes(true):]`); DONE only on the last piece.
+ */
+export function fillReadPieceHeader(frame: Uint8Array, cookie: Uint8Array, offset: number, last: boolean): void {
+  const view = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
+  const dataLength = frame.length - STRUCTURED_HEADER_BYTES - 8;
+  writeChunkHeader(view, 0, last ? ReplyFlag.Done : 0, Chunk.OffsetData, cookie, 8 + dataLength);
+  view.setBigUint64(STRUCTURED_HEADER_BYTES, BigInt(offset));
+}

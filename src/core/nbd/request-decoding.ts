@@ -11,7 +11,14 @@ export type Cookie = Uint8Array;
 
 export type NbdCommand =
   | { readonly type: 'read'; readonly cookie: Cookie; readonly offset: number; readonly length: number }
-  | { readonly type: 'write'; readonly cookie: Cookie; readonly offset: number; readonly data: Uint8Array; readonly fua: boolean }
+  | {
+    readonly type: 'write'; readonly cookie: Cookie; readonly offset: number; readonly data: Uint8Array; readonly fua: boolean;
+    /**
+     * One piece of a WRITE longer than MAX_PAYLOAD_BYTES, streamed as it arrives: the pieces of one
+     * stream share the cookie, and the reply goes out once the last one and all before it are done.
+     */
+    readonly piece?: { readonly stream: number; readonly last: boolean };
+  }
   | { readonly type: 'flush'; readonly cookie: Cookie }
   | { readonly type: 'trim'; readonly cookie: Cookie; readonly offset: number; readonly length: number; readonly fua: boolean }
   | {
@@ -34,6 +41,8 @@ export interface TransmissionContext {
   readonly canFastZero: boolean;
   /** Context id of base:allocation when SET_META_CONTEXT selected it for this export. */
   readonly allocationContextId: number | undefined;
+  /** Longest READ/WRITE accepted: MAX_PAYLOAD_BYTES if the client negotiated block sizes, else the export size. */
+  readonly maxPayloadBytes: number;
 }
 
 export type DecodedRequest =
@@ -67,18 +76,24 @@ export function decodeRequest(header: Uint8Array, ctx: TransmissionContext): Dec
 
   switch (type) {
     case Cmd.Write: {
-      // Too big to consume sensibly: the spec allows a hard disconnect rather than reading it.
-      if (length > MAX_PAYLOAD_BYTES) return { kind: 'fatal', reason: `write of ${length} bytes exceeds ${MAX_PAYLOAD_BYTES}` };
+      // Longer than the export and than any payload we accept: it can never succeed, and the spec
+      // allows a hard disconnect rather than reading (up to 4 GiB of) it.
+      if (length > Math.max(ctx.sizeBytes, MAX_PAYLOAD_BYTES)) return { kind: 'fatal', reason: `write of ${length} bytes exceeds the export` };
       const refuse = (errno: Errno, message: string): DecodedRequest => ({ kind: 'refused-write', cookie, length, errno, message });
       if (!flagsAllowed(0)) return refuse(Errno.EINVAL, 'invalid flags for WRITE');
       if (ctx.readOnly) return refuse(Errno.EPERM, 'export is read-only');
       if (!inside) return refuse(Errno.ENOSPC, 'write past the end of the export');
+      // Over the block size the client agreed to: the payload is dropped as it arrives (a refused
+      // write never occupies memory), then the error goes out.
+      if (length > ctx.maxPayloadBytes) return refuse(Errno.EINVAL, `write of ${length} bytes exceeds the negotiated ${ctx.maxPayloadBytes}`);
       return { kind: 'write', cookie, offset, length, fua };
     }
     case Cmd.Read:
       if (!flagsAllowed(ctx.structured ? CmdFlag.Df : 0)) return invalid(Errno.EINVAL, 'invalid flags for READ');
       if (!inside) return invalid(Errno.EINVAL, 'read past the end of the export');
-      if (length > MAX_PAYLOAD_BYTES) return invalid(Errno.EINVAL, `read of ${length} bytes exceeds ${MAX_PAYLOAD_BYTES}`);
+      if (length > ctx.maxPayloadBytes) return invalid(Errno.EINVAL, `read of ${length} bytes exceeds the negotiated ${ctx.maxPayloadBytes}`);
+      // DF asks for one data chunk; longer than our chunk limit it cannot be honoured (the spec's EOVERFLOW).
+      if ((flags & CmdFlag.Df) !== 0 && length > MAX_PAYLOAD_BYTES) return invalid(Errno.EOVERFLOW, `DF read of ${length} bytes exceeds ${MAX_PAYLOAD_BYTES}`);
       return { kind: 'command', command: { type: 'read', cookie, offset, length } };
     case Cmd.Disc:
       return { kind: 'disconnect' };
