@@ -1,5 +1,5 @@
 // The HTTP API server: fastify with the route table, TypeBox validation, one error shape.
-import Fastify, { type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { ErrorCode, TidemarkError } from '../../core/errors.js';
 import { errorBody, httpStatusOf, toTidemarkError } from './error-status.js';
 import { renderOpenApi } from './openapi.js';
@@ -63,7 +63,23 @@ function register(app: FastifyInstance, route: RouteSpec<ApiBackend>, backend: A
 
 export async function startApiServer(options: ApiServerOptions): Promise<ApiServer> {
   const { backend, logger } = options;
-  const common = { logger: false, bodyLimit: BODY_LIMIT_BYTES, requestTimeout: REQUEST_TIMEOUT_MS, return503OnClosing: true } as const;
+  const accessRefusal = (request: FastifyRequest, isPublic: boolean): TidemarkError | undefined => checkAccess({
+    method: request.method,
+    host: request.headers.host,
+    authorization: request.headers.authorization,
+    contentType: request.headers['content-type'],
+    isPublic,
+  }, options.access);
+  const common = {
+    logger: false, bodyLimit: BODY_LIMIT_BYTES, requestTimeout: REQUEST_TIMEOUT_MS, return503OnClosing: true,
+    // A URL fastify cannot route (bad percent-encoding, an over-long parameter) is answered before
+    // any hook: without this it got fastify's own error shape, and without the token check.
+    frameworkErrors: (error: Error, request: FastifyRequest, reply: FastifyReply): void => {
+      const tm = accessRefusal(request, false) ?? toTidemarkError(error);
+      if (tm.code === ErrorCode.Unauthorized) void reply.header('www-authenticate', 'Bearer realm="tidemark"');
+      void reply.code(httpStatusOf(tm.code)).type('application/json').send(errorBody(tm));
+    },
+  } as const;
   // One code path for both: the routes and hooks do not care which server carries them.
   const app: FastifyInstance = options.tls
     ? Fastify({ ...common, https: { cert: options.tls.cert, key: options.tls.key, minVersion: 'TLSv1.2' } }) as unknown as FastifyInstance
@@ -78,13 +94,7 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
   // Before routing and before the body is read: refused requests cost nothing and change nothing.
   app.addHook('onRequest', async (request, reply) => {
     const config = request.routeOptions.config as { public?: boolean } | undefined;
-    const refusal = checkAccess({
-      method: request.method,
-      host: request.headers.host,
-      authorization: request.headers.authorization,
-      contentType: request.headers['content-type'],
-      isPublic: config?.public === true,
-    }, options.access);
+    const refusal = accessRefusal(request, config?.public === true);
     if (refusal === undefined) return;
     logger.info({ method: request.method, url: request.url.split('?')[0], remote: request.ip, code: refusal.code }, 'api request refused');
     if (refusal.code === ErrorCode.Unauthorized) void reply.header('www-authenticate', 'Bearer realm="tidemark"');

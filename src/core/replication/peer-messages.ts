@@ -20,6 +20,12 @@ export interface PeerMessage {
 /** Bounds what one message may carry (the link's message limit is larger). */
 export const MAX_SEGMENTS = 4096;
 export const MAX_HEADER_BYTES = 1024 * 1024;
+/**
+ * Deepest nesting of arrays and objects a header may have. Real headers nest about five deep;
+ * JSON.parse builds any depth, but JSON.stringify, structured logging and schema checks recurse,
+ * so a header a few thousand levels deep would throw RangeError wherever it is used next.
+ */
+export const MAX_HEADER_DEPTH = 32;
 
 const TYPES: readonly MessageType[] = ['request', 'response'];
 const SEGMENT_DATA = 1;
@@ -68,6 +74,30 @@ export function peekRequestId(bytes: Uint8Array): number | undefined {
 
 const protocolError = (why: string): TidemarkError => new TidemarkError(ErrorCode.Protocol, `bad replication message: ${why}`);
 
+const OPEN_BRACE = 0x7b;
+const OPEN_BRACKET = 0x5b;
+const CLOSE_BRACE = 0x7d;
+const CLOSE_BRACKET = 0x5d;
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+
+/** Whether JSON text nests deeper than `max` (brackets inside strings do not count); one linear pass. */
+function nestsDeeperThan(text: Uint8Array, max: number): boolean {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i]!;
+    if (inString) {
+      if (c === BACKSLASH) i++;
+      else if (c === QUOTE) inString = false;
+    } else if (c === QUOTE) inString = true;
+    else if (c === OPEN_BRACE || c === OPEN_BRACKET) {
+      if (++depth > max) return true;
+    } else if (c === CLOSE_BRACE || c === CLOSE_BRACKET) depth--;
+  }
+  return false;
+}
+
 /** Decodes and validates a message; data segments are views into `bytes` (no copy). */
 export function decodeMessage(bytes: Uint8Array): PeerMessage {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -83,6 +113,7 @@ export function decodeMessage(bytes: Uint8Array): PeerMessage {
   at = 9;
   if (headerLength > MAX_HEADER_BYTES) throw protocolError('header too large');
   need(headerLength);
+  if (nestsDeeperThan(bytes.subarray(at, at + headerLength), MAX_HEADER_DEPTH)) throw protocolError(`header nests deeper than ${MAX_HEADER_DEPTH}`);
   let header: unknown;
   try {
     header = JSON.parse(dec.decode(bytes.subarray(at, at + headerLength)));
