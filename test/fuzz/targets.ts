@@ -13,7 +13,7 @@ import {
 } from '../../src/core/nbd/constants.js';
 import { NbdConnection, type ExportDirectory, type ExportInfo, type NbdAction } from '../../src/core/nbd/connection.js';
 import { parseInfoRequest, parseMetaContextRequest } from '../../src/core/nbd/option-parsing.js';
-import { decodeRequest as decodeNbdRequest, REQUEST_HEADER_BYTES } from '../../src/core/nbd/request-decoding.js';
+import { decodeRequest as decodeNbdRequest, REQUEST_HEADER_BYTES, type TransmissionContext } from '../../src/core/nbd/request-decoding.js';
 import {
   DataFlag, encodeFrame, FRAME_HEADER_BYTES, FrameDecoder, FrameType, frameToBytes, MAX_SEQ, type Frame,
 } from '../../src/core/link/frame.js';
@@ -163,16 +163,22 @@ const requestTarget = target(
     sizeBytes: fc.oneof(fc.constantFrom(0, 512, SIZE, 2 ** 53 - 1), fc.integer({ min: 0, max: 2 ** 40 })),
     readOnly: fc.boolean(), structured: fc.boolean(), canFastZero: fc.boolean(),
     allocationContextId: fc.option(fc.constant(1), { nil: undefined }),
+    blockSizeNegotiated: fc.boolean(),
   })),
-  ([r, ctx]) => {
+  ([r, drawn]) => {
+    // A client that negotiated block sizes gets MAX_PAYLOAD_BYTES; one that did not, the export's size.
+    const { blockSizeNegotiated, ...rest } = drawn;
+    const ctx: TransmissionContext = { ...rest, maxPayloadBytes: blockSizeNegotiated ? MAX_PAYLOAD_BYTES : drawn.sizeBytes };
     const decoded = decodeNbdRequest(requestHeader(r), ctx);
     const inside = r.offset + BigInt(r.length) <= BigInt(ctx.sizeBytes);
     if (r.magic !== REQUEST_MAGIC) { assert.equal(decoded.kind, 'fatal'); return; }
     switch (decoded.kind) {
-      case 'fatal': assert.ok(r.type === Cmd.Write && r.length > MAX_PAYLOAD_BYTES, 'only oversized writes are fatal'); return;
+      case 'fatal':
+        assert.ok(r.type === Cmd.Write && r.length > Math.max(ctx.sizeBytes, MAX_PAYLOAD_BYTES), 'only writes longer than the export and any payload are fatal');
+        return;
       case 'disconnect': assert.equal(r.type, Cmd.Disc); return;
       case 'write':
-        assert.ok(r.type === Cmd.Write && inside && !ctx.readOnly && r.length <= MAX_PAYLOAD_BYTES);
+        assert.ok(r.type === Cmd.Write && inside && !ctx.readOnly && r.length <= ctx.maxPayloadBytes);
         assert.equal(decoded.offset, Number(r.offset)); assert.deepEqual(decoded.cookie, r.cookie);
         return;
       case 'refused-write':
@@ -187,7 +193,7 @@ const requestTarget = target(
         if (c.type !== 'flush' && c.type !== 'write') {
           assert.ok(inside && Number.isSafeInteger(c.offset) && c.offset + c.length <= ctx.sizeBytes, 'accepted ranges lie inside the export');
         }
-        if (c.type === 'read') assert.ok(c.length <= MAX_PAYLOAD_BYTES);
+        if (c.type === 'read') assert.ok(c.length <= ctx.maxPayloadBytes);
         if (c.type === 'trim' || c.type === 'write-zeroes') assert.ok(!ctx.readOnly, 'nothing changes a read-only export');
         if (c.type === 'block-status') assert.ok(ctx.structured && ctx.allocationContextId !== undefined && c.length > 0);
         return;
@@ -329,7 +335,9 @@ function modelWalk(bytes: Uint8Array, actions: readonly NbdAction[]): number | u
       assert.equal(r.getUint32(16), a.bytes.length - 20, 'reply length field matches its payload');
       const type = r.getUint32(12);
       const known = ([Opt.List, Opt.Info, Opt.Go, Opt.StructuredReply, Opt.ListMetaContext, Opt.SetMetaContext] as number[]).includes(code);
-      if (!known) assert.equal(type, Rep.ErrUnsup, `unknown option ${code} must be refused as unsupported`);
+      // STARTTLS on a server without TLS (the machine's default): malformed (with data) or unsupported.
+      if (code === Opt.StartTls) assert.equal(type, length === 0 ? Rep.ErrUnsup : Rep.ErrInvalid, 'STARTTLS without TLS configured');
+      else if (!known) assert.equal(type, Rep.ErrUnsup, `unknown option ${code} must be refused as unsupported`);
       if (type === Rep.Ack || type >= 0x80000000) {
         if (code === Opt.Go && type === Rep.Ack) {
           const t = next('transmission after GO');
