@@ -229,6 +229,16 @@ test('unauthenticated inbound connections are bounded', () => {
   assert.deepEqual(ids.map((id) => id === undefined), [false, false, false, true]);
 });
 
+test('one source address cannot take every pending slot: the others still get in, and it gets in again once its handshakes end', () => {
+  const beta = new LinkEndpoint(linkConfig('beta', { maxPendingInbound: 6, maxPendingInboundPerSource: 2, handshakeTimeoutMs: 1000 }), 0);
+  const flood = [beta.accept(0, '203.0.113.9'), beta.accept(0, '203.0.113.9'), beta.accept(0, '203.0.113.9')];
+  assert.deepEqual(flood.map((id) => id === undefined), [false, false, true]);
+  assert.notEqual(beta.accept(0, '198.51.100.7'), undefined, 'another source is still admitted');
+  beta.handle({ kind: 'tick' }, 1000); // the flood's handshakes time out
+  for (const a of drainActions(beta).actions) if (a.kind === 'close') beta.handle({ kind: 'closed', connId: a.connId, reason: a.reason }, 1000);
+  assert.notEqual(beta.accept(1000, '203.0.113.9'), undefined);
+});
+
 // ---- the peer protocol version in the HELLO ----
 
 test('arrays speaking different peer protocol versions refuse each other at the handshake, and both say why', () => {

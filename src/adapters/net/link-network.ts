@@ -221,9 +221,9 @@ export class LinkNetwork {
       socket.destroy();
       return;
     }
-    const id = this.endpoint.accept(nowMs());
+    const id = this.endpoint.accept(nowMs(), socket.remoteAddress ?? '');
     if (id === undefined) {
-      this.log('warn', 'link connection refused: too many unauthenticated connections', { remote: socket.remoteAddress });
+      this.log('warn', 'link connection refused: too many unauthenticated connections (in all, or from this address)', { remote: socket.remoteAddress });
       socket.destroy();
       return;
     }

@@ -39,6 +39,8 @@ interface Conn {
   ownHello: Hello;
   peerHello: Hello | undefined;
   readonly openedMs: number;
+  /** An acceptor's remote address as the driver gave it ('' when unknown). */
+  readonly source?: string;
   lastReceivedMs: number;
   lastSentMs: number;
   writable: boolean;
@@ -111,6 +113,7 @@ export class LinkEndpoint {
       backoffMaxMs: config.backoffMaxMs ?? LINK_DEFAULTS.backoffMaxMs,
       handshakeTimeoutMs: config.handshakeTimeoutMs ?? LINK_DEFAULTS.handshakeTimeoutMs,
       maxPendingInbound: config.maxPendingInbound ?? LINK_DEFAULTS.maxPendingInbound,
+      maxPendingInboundPerSource: config.maxPendingInboundPerSource ?? LINK_DEFAULTS.maxPendingInboundPerSource,
       ackDelayMs: config.ackDelayMs ?? LINK_DEFAULTS.ackDelayMs,
       protocolVersion: config.protocolVersion ?? PEER_PROTOCOL_VERSION,
     };
@@ -220,16 +223,23 @@ export class LinkEndpoint {
   // ---- driver-facing ----
 
   /**
-   * The transport accepted an inbound connection: returns its connId, or undefined when too many
-   * unauthenticated connections are pending (the driver closes the socket at once).
+   * The transport accepted an inbound connection from `source` (its remote address): returns its
+   * connId, or undefined when too many unauthenticated connections are pending, in all or from
+   * that source (the driver closes the socket at once). The per-source bound keeps one host from
+   * taking every pending slot and so locking the real peers out until its handshakes time out.
    */
-  accept(nowMs: number): ConnId | undefined {
+  accept(nowMs: number, source = ''): ConnId | undefined {
     this.advance(nowMs);
     let pending = 0;
-    for (const c of this.conns.values()) if (c.role === 'acceptor' && c.phase !== 'open') pending++;
-    if (pending >= this.cfg.maxPendingInbound) return undefined;
+    let fromSource = 0;
+    for (const c of this.conns.values()) {
+      if (c.role !== 'acceptor' || c.phase === 'open') continue;
+      pending++;
+      if (c.source === source) fromSource++;
+    }
+    if (pending >= this.cfg.maxPendingInbound || fromSource >= this.cfg.maxPendingInboundPerSource) return undefined;
     const id = this.nextConnId++;
-    this.conns.set(id, this.newConn(id, 'acceptor', undefined));
+    this.conns.set(id, { ...this.newConn(id, 'acceptor', undefined), source });
     return id;
   }
 

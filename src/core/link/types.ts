@@ -37,6 +37,8 @@ export interface LinkConfig {
   readonly ackDelayMs?: number;
   /** Accepted connections that have not yet authenticated, bounding what an attacker can hold open. */
   readonly maxPendingInbound?: number;
+  /** Of those, how many may come from one source address. */
+  readonly maxPendingInboundPerSource?: number;
   /** The peer protocol version announced in the HELLO (default PEER_PROTOCOL_VERSION; tests pose as other versions). */
   readonly protocolVersion?: number;
 }
@@ -55,6 +57,7 @@ export const LINK_DEFAULTS = {
   // last ACK); immediate ones are what the 4,000 link seeds proved. Re-enable once understood.
   ackDelayMs: 0,
   maxPendingInbound: 64,
+  maxPendingInboundPerSource: 8,
 } as const;
 
 export const MAX_STREAMS = 16;
