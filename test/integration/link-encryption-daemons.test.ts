@@ -3,11 +3,15 @@
 // loopback would see of the link) and can alter a frame in flight.
 //  1. Hosts write distinctive text to a paired volume (the establish copy and forwarded sync
 //     writes): the replica gets it, the captured link bytes contain none of it.
+//  1b. The same seen by tcpdump on the loopback (root): both link legs carry none of it, while the
+//     NBD leg beside them, captured the same way, carries it in clear (the capture's control).
 //  2. The relay flips one byte of one DATA frame carrying a host write: west rejects the frame and
 //     resets the connection, the session resumes on a new one, the write completes, and the replica
 //     never holds anything but the old or the new data; afterwards it equals the source.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { createHash } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { createServer, connect, type Server, type Socket } from 'node:net';
@@ -21,6 +25,7 @@ const KiB = 1024;
 const HEADER_BYTES = 24;
 const DATA_FRAME = 5;
 const skip = requirement(missingTools(['qemu-io', 'nbdcopy']));
+const skipCapture = requirement(process.getuid?.() !== 0 ? 'needs root: tcpdump captures on the loopback' : missingTools(['qemu-io', 'nbdcopy', 'tcpdump']));
 // The API-token branch gives DaemonProcess `cliArgs` (--array URL --token-file F); without it, --array alone.
 const cliArgs = (array: DaemonProcess): string[] => (array as DaemonProcess & { cliArgs?: string[] }).cliArgs ?? ['--array', array.apiUrl];
 const cli = (array: DaemonProcess, ...args: string[]): Promise<string> => mustRun(tidemarkBin, [...cliArgs(array), '--json', ...args]);
@@ -170,6 +175,59 @@ test('link traffic on the wire contains none of the data hosts write to a paired
     assert.notEqual(replica.indexOf('TIDEMARK-PLAINTEXT'), -1);
     await dir.cleanup();
   } finally {
+    await s?.relay.close();
+    await s?.fixture.cleanup();
+  }
+});
+
+/** Starts tcpdump on the loopback writing the packets `filter` selects to `file`; the returned function stops it and reads the capture. */
+async function tcpdump(filter: string, file: string): Promise<() => Promise<Buffer>> {
+  const child = spawn('tcpdump', ['-i', 'lo', '-U', '-s', '0', '-w', file, filter], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  await new Promise<void>((resolve, reject) => {
+    child.stderr.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString();
+      if (stderr.includes('listening on')) resolve();
+    });
+    child.on('exit', (code) => reject(new Error(`tcpdump exited (${String(code)}) before capturing: ${stderr}`)));
+  });
+  return async () => {
+    const exited = once(child, 'exit');
+    child.kill('SIGINT');
+    await exited;
+    return readFile(file);
+  };
+}
+
+const portOf = (address: string): number => Number(address.slice(address.lastIndexOf(':') + 1));
+
+test('tcpdump on the loopback: the link legs carry none of a host\'s writes, the NBD leg beside them carries them in clear', { skip: skipCapture }, async () => {
+  let s: Setup | undefined;
+  const stops: Array<() => Promise<Buffer>> = [];
+  try {
+    s = await setup();
+    const { fixture, east, west, relay } = s;
+    const image = join(fixture.dir, 'captured.img');
+    await writeFile(image, markerImage('CAPTURED'));
+    // Both legs of the link (east → relay, relay → west), and east's NBD port as the control.
+    const link = await tcpdump(`tcp port ${portOf(relay.address)} or tcp port ${portOf(west.linkAddress!)}`, join(fixture.dir, 'link.pcap'));
+    stops.push(link);
+    const nbd = await tcpdump(`tcp port ${east.nbdPort}`, join(fixture.dir, 'nbd.pcap'));
+    stops.push(nbd);
+    await mustRun('nbdcopy', [image, east.uri('db')]);
+    await cli(east, 'pair', 'wait', 'db', '--until', 'synchronized', '--timeout', '60');
+    assert.ok((await imageOf(fixture, west, 'db-r')).includes('TIDEMARK-PLAINTEXT-CAPTURED-000000'), 'the writes reached the replica');
+    stops.length = 0;
+    const linkBytes = await link();
+    const nbdBytes = await nbd();
+    // The control: the capture does see host data where it travels in clear (NBD without TLS).
+    assert.notEqual(nbdBytes.indexOf('TIDEMARK-PLAINTEXT-CAPTURED'), -1, 'tcpdump captured the NBD leg in clear');
+    assert.ok(linkBytes.length > MiB, `the image crossed the link (${linkBytes.length} bytes captured)`);
+    for (const needle of ['TIDEMARK-PLAINTEXT', 'PLAINTEXT-CAPTURED', 'CAPTURED-0']) {
+      assert.equal(linkBytes.indexOf(needle), -1, `"${needle}" is not in the link capture`);
+    }
+  } finally {
+    for (const stop of stops) await stop().catch(() => undefined);
     await s?.relay.close();
     await s?.fixture.cleanup();
   }
