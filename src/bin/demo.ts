@@ -110,7 +110,7 @@ await call(east, 'POST', '/v1/pairs', { volume: 'demo', peer: 'west', remoteVolu
 const uri = `nbd://${east.nbd}/demo`;
 const replica = `nbd://${west.nbd}/demo-r`;
 process.stdout.write(`
-tidemark demo: arrays "east" and "west" in ${dir}, joined by an authenticated replication link
+tidemark demo: arrays "east" and "west" in ${dir}, joined by an authenticated, encrypted replication link
   east  API http://${east.api}   NBD ${uri}   (R1, read/write)
   west  API http://${west.api}   NBD ${replica}   (R2, write-disabled while replicating)
 The 1 GiB volume "demo" on east is replicated synchronously to "demo-r" on west. Try, in another terminal:
