@@ -25,7 +25,20 @@ const program = new Command('tidemark')
   .showHelpAfterError()
   .exitOverride();
 
+/**
+ * A reader that stops early (`tidemark pair list | head -1`) closes the pipe: that is its choice,
+ * not a failure of the command, so the CLI ends quietly instead of dying on EPIPE. Management
+ * commands only: the daemon (`array start`) keeps the fault policy for its own output.
+ */
+function endQuietlyOnClosedStdout(): void {
+  process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+    if (error.code !== 'EPIPE') throw error;
+    process.exit(typeof process.exitCode === 'number' ? process.exitCode : 0);
+  });
+}
+
 async function run(action: (client: ApiClient, globals: GlobalOptions) => Promise<void>): Promise<void> {
+  endQuietlyOnClosedStdout();
   const globals = program.opts<GlobalOptions>();
   try {
     const token = await resolveToken(globals.tokenFile, process.env);

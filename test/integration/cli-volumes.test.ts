@@ -190,6 +190,28 @@ test('array show, set-state and changes with --reset', { timeout: 60_000 }, asyn
   assert.equal((await cliJson<{ changedTracks: number }>(['volume', 'changes', 'tracked'])).changedTracks, 0);
 });
 
+test('a reader that closes the pipe early (| head) ends the command quietly, not with an EPIPE crash', { timeout: 60_000 }, async () => {
+  for (let i = 0; i < 40; i++) assert.equal((await cli(['volume', 'create', `pipe-${i}`, '--size', '1MiB'])).code, 0);
+  try {
+    const result = await new Promise<{ code: number | null; stderr: string }>((resolve, reject) => {
+      const child = spawn(tidemarkBin, ['volume', 'list'], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+        env: { ...process.env, TIDEMARK_ARRAY: daemon.apiUrl, TIDEMARK_TOKEN_FILE: daemon.tokenFile },
+      });
+      // Nobody will read: the command's first write meets a closed pipe.
+      child.stdout.destroy();
+      let stderr = '';
+      child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
+      child.once('error', reject);
+      child.once('close', (code) => resolve({ code, stderr }));
+    });
+    assert.equal(result.stderr, '', 'nothing on stderr (no EPIPE stack)');
+    assert.equal(result.code, 0);
+  } finally {
+    for (let i = 0; i < 40; i++) await cli(['volume', 'delete', `pipe-${i}`]);
+  }
+});
+
 test('volume delete is refused while an NBD client is connected', { timeout: 60_000 }, async () => {
   await cliJson(['volume', 'create', 'held', '--size', '1MiB']);
   const client = await RawNbdClient.connect(daemon.nbdPort);
