@@ -187,6 +187,18 @@ export class LinkPair {
 }
 
 /** Decodes every frame in a byte sequence (for raw handshake tests). */
+/** alpha and beta, peers of each other, linked and up (the harness's usual start). */
+export function connectedPair(overrides: Partial<LinkConfig> = {}, configs?: { a: LinkConfig; b: LinkConfig }): LinkPair {
+  const alpha = new LinkEndpoint(configs?.a ?? linkConfig('alpha', overrides), 0);
+  const beta = new LinkEndpoint(configs?.b ?? linkConfig('beta', overrides), 0);
+  alpha.addPeer({ name: 'beta', address: 'beta:1', secret: SECRET }, 0);
+  beta.addPeer({ name: 'alpha', address: 'alpha:1', secret: SECRET }, 0);
+  const p = new LinkPair(alpha, beta);
+  p.run();
+  if (alpha.stats('beta')?.state !== 'up') throw new Error(`the link did not come up: ${JSON.stringify(alpha.stats('beta'))}`);
+  return p;
+}
+
 export function decodeAll(chunks: readonly Uint8Array[]): Frame[] {
   const decoder = new FrameDecoder();
   const frames: Frame[] = [];

@@ -10,7 +10,7 @@ import { DataFlag, encodeFrame, FRAME_HEADER_BYTES, FrameDecoder, frameToBytes, 
 import type { Hello } from '../../src/core/link/handshake.js';
 import type { LinkConfig } from '../../src/core/link/types.js';
 import { PEER_PROTOCOL_VERSION } from '../../src/core/replication/peer-protocol.js';
-import { LinkPair, linkConfig, pattern, SECRET, testCrypto } from '../helpers/link-harness.js';
+import { connectedPair, LinkPair, linkConfig, pattern, SECRET, testCrypto } from '../helpers/link-harness.js';
 
 const crypto = testCrypto(7);
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
@@ -172,16 +172,7 @@ test('every single-bit flip of a sealed frame is caught (never yields a frame)',
 
 // ---- the endpoint: a bad frame resets the connection, the session survives ----
 
-function pair(overrides: Partial<LinkConfig> = {}, configs?: { a: LinkConfig; b: LinkConfig }): LinkPair {
-  const alpha = new LinkEndpoint(configs?.a ?? linkConfig('alpha', overrides), 0);
-  const beta = new LinkEndpoint(configs?.b ?? linkConfig('beta', overrides), 0);
-  alpha.addPeer({ name: 'beta', address: 'beta:1', secret: SECRET }, 0);
-  beta.addPeer({ name: 'alpha', address: 'alpha:1', secret: SECRET }, 0);
-  const p = new LinkPair(alpha, beta);
-  p.run();
-  assert.equal(alpha.stats('beta')!.state, 'up');
-  return p;
-}
+const pair = connectedPair;
 
 const texts = (list: readonly Uint8Array[]): string[] => list.map((m) => new TextDecoder().decode(m));
 

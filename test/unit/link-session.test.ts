@@ -6,21 +6,11 @@ import { LinkEndpoint } from '../../src/core/link/endpoint.js';
 import { DataFlag, encodeFrame, frameToBytes, FrameType } from '../../src/core/link/frame.js';
 import { ReceiveSide, SendSide, type OutgoingPacket } from '../../src/core/link/session.js';
 import { Prng } from '../../src/core/lib/prng.js';
-import { bytesOf, LinkPair, linkConfig, pattern, SECRET } from '../helpers/link-harness.js';
-import type { LinkConfig } from '../../src/core/link/types.js';
+import { bytesOf, connectedPair, linkConfig, pattern, SECRET } from '../helpers/link-harness.js';
 
 const KiB = 1024;
 
-function pair(overrides: Partial<LinkConfig> = {}): LinkPair {
-  const alpha = new LinkEndpoint(linkConfig('alpha', overrides), 0);
-  const beta = new LinkEndpoint(linkConfig('beta', overrides), 0);
-  alpha.addPeer({ name: 'beta', address: 'beta:1', secret: SECRET }, 0);
-  beta.addPeer({ name: 'alpha', address: 'alpha:1', secret: SECRET }, 0);
-  const p = new LinkPair(alpha, beta);
-  p.run();
-  assert.equal(alpha.stats('beta')!.state, 'up');
-  return p;
-}
+const pair = connectedPair;
 
 const hexOf = (messages: readonly Uint8Array[]): string[] => messages.map((m) => Buffer.from(m).toString('hex'));
 
