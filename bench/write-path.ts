@@ -6,6 +6,7 @@
 // ratio to the unpaired volume in the same run. The sync and fan-out cases also print how many
 // writes were forwarded synchronously (every one must be).
 import { startTestArray, type TestArray } from '../test/helpers/in-process-array.js';
+import { waitFor } from '../test/helpers/daemon.js';
 import { inProcessLinks } from '../src/sim/sim-links.js';
 import type { PairMode } from '../src/core/replication/pair-record.js';
 import type { Volume } from '../src/app/volume/volume.js';
@@ -40,14 +41,6 @@ async function run(volume: Volume, sizeBytes: number, writes: number): Promise<F
   return { cpuUsPerWrite: (cpu.user + cpu.system) / writes, wallUsPerWrite: ((performance.now() - t0) * 1000) / writes };
 }
 
-async function until(what: string, check: () => boolean, timeoutMs = 120_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
-
 export async function benchWritePath({ sizeBytes, writes }: WritePathArgs): Promise<void> {
   const hub = inProcessLinks();
   const east = await startTestArray({ name: 'east', links: hub.endpoint('east') });
@@ -71,7 +64,7 @@ export async function benchWritePath({ sizeBytes, writes }: WritePathArgs): Prom
         const name = i === 0 ? volume : `${volume}-${peer}`;
         await array.service.createVolume(`${volume}-r`, sizeBytes);
         await east.service.pairs.create({ volume, ...(i > 0 ? { name } : {}), peer, remoteVolume: `${volume}-r`, mode, onLinkFailure: 'continue' });
-        await until(`${name} synchronized`, () => east.service.pairs.status(name).state === 'synchronized');
+        await waitFor(`${name} synchronized`, async () => east.service.pairs.status(name).state === 'synchronized', 120_000);
         pairNames.push(name);
       }
       const v = east.service.volume(volume);

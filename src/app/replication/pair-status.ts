@@ -57,9 +57,10 @@ export async function showPair(context: PairContext, r: PairRuntime): Promise<Pa
   if (r.linkUp) {
     try {
       const reply = await context.rpc.request(r.record.peer, { op: 'pair.status', pair: r.record.id }, [], 2000);
-      r.remoteTracks = typeof reply.header.invalidTracks === 'number' ? reply.header.invalidTracks : undefined;
-      r.remoteAppliedCycle = typeof reply.header.appliedCycle === 'number' ? reply.header.appliedCycle : undefined;
-      r.remoteRecoverableCycle = typeof reply.header.recoverableCycle === 'number' ? reply.header.recoverableCycle : undefined;
+      // PeerRpc validated the reply against the pair.status schema: absent or null means unknown.
+      r.remoteTracks = reply.header.invalidTracks;
+      r.remoteAppliedCycle = reply.header.appliedCycle ?? undefined;
+      r.remoteRecoverableCycle = reply.header.recoverableCycle ?? undefined;
     } catch {
       // Shown from the last known figures.
     }

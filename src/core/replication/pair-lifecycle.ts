@@ -128,10 +128,6 @@ export class PairLifecycle {
     return this.reconciledEpoch !== this.linkEpoch;
   }
 
-  get reconciling(): boolean {
-    return this.inFlight?.step === 'reconcile';
-  }
-
   /** Async cycles may start from here (also re-checked by the app after each wait of a start). */
   cyclesMayStart(facts: PairFacts): boolean {
     return this.record.mode === 'async' && this.mayShip && !facts.capturing && facts.quiet && facts.groupReady;
@@ -167,7 +163,7 @@ export class PairLifecycle {
         this.resync(event.facts);
         return;
       case 'r2-whole':
-        if (event.facts.quiet && this.record.role === 'R1' && this.record.intent === 'replicating') this.r2WholeSinceProtection = true;
+        this.noteR2WholeIfQuiet(event.facts);
         return;
       case 'tick':
         this.tick(event.facts);
@@ -274,7 +270,7 @@ export class PairLifecycle {
 
   /** Owed tracks are to ship: with --protect-with, R2's clone is split first (nothing ships meanwhile). */
   private resync(facts: PairFacts): void {
-    if (facts.quiet && this.record.role === 'R1' && this.record.intent === 'replicating') this.r2WholeSinceProtection = true;
+    this.noteR2WholeIfQuiet(facts);
     if (this.record.protects && facts.owedTracks > 0) {
       this.needsProtection = true;
       // Inside a reconcile, the protection waits until the reconcile is over (the next tick).
@@ -282,6 +278,11 @@ export class PairLifecycle {
     } else {
       this.emit({ type: 'push' });
     }
+  }
+
+  /** Nothing owed or in flight on a replicating R1: R2 holds everything R1 has. */
+  private noteR2WholeIfQuiet(facts: PairFacts): void {
+    if (facts.quiet && this.record.role === 'R1' && this.record.intent === 'replicating') this.r2WholeSinceProtection = true;
   }
 
   private protect(): void {
