@@ -3,7 +3,8 @@
 // defaults to 256 MiB and --seconds to 8. async takes [--rate-mbit N] [--delay-ms N] [--hot BYTES]
 // [--lag-rate BYTES_PER_S] [--lag-seconds N] [--parts LIST]; its --size defaults to 64 MiB and
 // --seconds to 8; --parts runs only some of its three parts (e.g. `--parts 1` or `--parts 1,3`).
-// write-path takes [--size BYTES] (default 64 MiB) and [--writes N] (default 20000).
+// write-path takes [--size BYTES] (default 64 MiB) and [--writes N] (default 20000). clone's --size
+// defaults to 4 GiB.
 import { benchNbd } from './nbd.js';
 import { benchClone } from './clone.js';
 import { benchReplication } from './replication.js';
@@ -34,7 +35,7 @@ const parts = (): number[] => {
 const benches: Record<string, (args: { seconds: number; sizeBytes: number }) => Promise<void>> = {
   nbd: benchNbd,
   link: () => benchLink({ sizeBytes: option('--size', 256 * MiB) }),
-  clone: benchClone,
+  clone: () => benchClone({ sizeBytes: option('--size', 4 * 1024 * MiB) }),
   replication: (args) => benchReplication(args),
   resync: () => benchResync({
     seconds: option('--seconds', 8), sizeBytes: option('--size', 256 * MiB), dirtyBytes: option('--dirty', 64 * MiB),

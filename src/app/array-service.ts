@@ -337,6 +337,11 @@ export class ArrayService {
     this.volumes.clear();
   }
 
+  /** Answers every API request waiting for a state, as things are now (before the API closes). */
+  answerLongPolls(): void {
+    this.clones.answerLongPolls();
+  }
+
   async close(): Promise<void> {
     this.groups.close();
     await this.pairs.close();

@@ -309,6 +309,7 @@ export async function startArray(options: DaemonOptions): Promise<RunningArray> 
     stop: () => (stopping ??= (async () => {
       try {
         await nbdServer.close();
+        svc.answerLongPolls(); // the API closes once its requests are answered
         await apiServer.close();
         await svc.close();
         await linkNetwork.close();

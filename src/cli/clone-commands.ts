@@ -33,9 +33,10 @@ const WAIT_TARGETS = ['synchronized', 'restored', 'split'] as const;
 
 function wait(client: ApiClient, globals: GlobalOptions, std: string, clone: string, options: WaitOptions): Promise<void> {
   return waitWithProgress<CloneJson>(globals, options, {
-    poll: () => client.request<CloneJson>('GET', path(std, clone)),
+    poll: (until, waitMs) => client.request<CloneJson>('GET', `${path(std, clone)}?until=${until}&waitMs=${waitMs}`),
+    longPoll: true,
     state: (c) => c.state,
-    barFormat: `${std} → ${clone} [{bar}] {percent}% | {value}/{total} tracks | {rate}/s | eta {eta}s`,
+    barFormat: `${std} → ${clone} [{bar}] {percentage}% | {value}/{total} tracks | {rate}/s | eta {eta_formatted}`,
     progress: (c) => ({ done: c.tracksCopied, total: Math.max(1, c.tracksCopied + c.tracksToCopy), payload: { rate: formatSize(c.bytesPerSecond) } }),
     reached: (c) => summary(c, 'reached'),
     timedOut: (c, { until, timeoutSeconds }) => new TidemarkError(ErrorCode.Unavailable,
@@ -49,11 +50,21 @@ export function registerCloneCommands(program: Command, run: (action: Run) => Pr
   const act = (verb: string, call: (client: ApiClient, std: string, clone: string, opts: Record<string, unknown>) => Promise<CloneJson>) =>
     (std: string, cloneName: string, opts: Record<string, unknown>) => run(async (client, globals) => {
       const c = await call(client, std, cloneName, opts);
+      // --wait: one command for "start the copy and tell me when it is done" (`clone wait` folded in).
+      const until = opts.wait === true ? (c.state === 'restoring' ? 'restored' : 'synchronized') : undefined;
+      if (until !== undefined && c.state !== until) {
+        if (!globals.json) process.stdout.write(summary(c, verb));
+        return wait(client, globals, std, cloneName, parseWaitOptions({ until, timeout: String(opts.timeout) }, WAIT_TARGETS));
+      }
       if (globals.json) printJson(c);
       else process.stdout.write(summary(c, verb) + (c.differentialTracks ? `  ${c.differentialTracks} tracks marked for the clone's own mirrors\n` : ''));
     });
+  /** `--wait` on the commands that start a copy. */
+  const waitable = (command: Command): Command => command
+    .option('--wait', 'return when the copy is done (synchronized, or restored), with a progress bar on a terminal')
+    .option('--timeout <seconds>', 'with --wait: give up after this long (exit 1)', '3600');
 
-  clone.command('establish <std> <clone>')
+  waitable(clone.command('establish <std> <clone>'))
     .description('start a session: CLONE becomes not ready and every track of STD is copied to it')
     .action(act('established', (client, std, c) => client.request('POST', '/v1/clones', { std, clone: c })));
 
@@ -62,11 +73,11 @@ export function registerCloneCommands(program: Command, run: (action: Run) => Pr
     .option('--differential', "also mark the tracks STD changed since the last split invalid on CLONE's own mirrors (cascading)")
     .action(act('split', (client, std, c, opts) => client.request('POST', `${path(std, c)}/split`, { differential: opts.differential === true })));
 
-  clone.command('reestablish <std> <clone>')
+  waitable(clone.command('reestablish <std> <clone>'))
     .description('reattach CLONE, copying only tracks changed on either side since the split')
     .action(act('reestablished', (client, std, c) => client.request('POST', `${path(std, c)}/reestablish`, {})));
 
-  clone.command('restore <std> <clone>')
+  waitable(clone.command('restore <std> <clone>'))
     .description("copy CLONE back onto STD; STD stays online and reads the clone's data at once")
     .option('--incremental', 'copy only tracks changed on either side since the split')
     .action(act('restoring', (client, std, c, opts) => client.request('POST', `${path(std, c)}/restore`, { incremental: opts.incremental === true })));

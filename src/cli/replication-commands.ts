@@ -68,7 +68,7 @@ function waitFor(client: ApiClient, globals: GlobalOptions, pair: string, option
   return waitWithProgress<PairJson>(globals, options, {
     poll: () => client.request<PairJson>('GET', path(pair)),
     state: (p) => p.state,
-    barFormat: `${pair} [{bar}] {percent}% | {owed} tracks owed | {state}`,
+    barFormat: `${pair} [{bar}] {percentage}% | {owed} tracks owed | {state}`,
     progress: (p) => {
       const owed = p.tracksOwed + p.tracksToPull;
       total = Math.max(total, owed, 1);

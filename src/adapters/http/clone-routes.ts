@@ -1,6 +1,6 @@
 // The clone-session part of the HTTP API (SPEC §3), in the same table form as routes.ts.
 import { Type, type Static } from '@sinclair/typebox';
-import { errorResponse as error, ok, type RouteRequest, type RouteSpec } from './route-kit.js';
+import { errorResponse as error, MAX_LONG_POLL_MS, ok, type RouteRequest, type RouteSpec } from './route-kit.js';
 import { literals } from './schemas.js';
 import { CLONE_STATES } from '../../core/clone/clone-session.js';
 
@@ -13,6 +13,8 @@ export interface CloneBackend {
   terminate(std: string, clone: string): Promise<void>;
   list(std?: string): CloneStatus[];
   show(std: string, clone: string): CloneStatus;
+  /** The session once it is in `state`, or after `waitMs` as it is then. */
+  showWhen(std: string, clone: string, state: CloneStatus['state'], waitMs: number): Promise<CloneStatus>;
 }
 
 const Name = Type.String({ minLength: 1, maxLength: 255 });
@@ -46,6 +48,10 @@ const EstablishBody = Type.Object({ std: Name, clone: Name }, { additionalProper
 const SplitBody = Type.Object({ differential: Type.Optional(Type.Boolean()) }, { additionalProperties: false });
 const RestoreBody = Type.Object({ incremental: Type.Optional(Type.Boolean()) }, { additionalProperties: false });
 const ListQuery = Type.Object({ std: Type.Optional(Name) }, { additionalProperties: false });
+const ShowQuery = Type.Object({
+  until: Type.Optional(literals(CLONE_STATES, { description: 'Answer once the session is in this state (a long poll)…' })),
+  waitMs: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_LONG_POLL_MS, description: '…or after this many milliseconds, whichever comes first (default 0).' })),
+}, { additionalProperties: false });
 
 const pair = (request: RouteRequest): { std: string; clone: string } => request.params as Static<typeof PairParams>;
 const stateErrors = {
@@ -78,10 +84,15 @@ export const CLONE_ROUTES: readonly RouteSpec<CloneBackend>[] = [
   },
   {
     method: 'GET', url: '/v1/clones/:std/:clone', operationId: 'getClone', tag: 'clones',
-    summary: 'One session: state and copy progress.',
+    summary: 'One session: state and copy progress; with `until`, answered as soon as the session reaches that state (or after `waitMs`).',
     params: PairParams,
+    querystring: ShowQuery,
     responses: { 200: { description: 'The session.', schema: CloneStatusSchema }, 404: stateErrors[404] },
-    handler: async (request, clones) => ok(clones.show(pair(request).std, pair(request).clone)),
+    handler: async (request, clones) => {
+      const { std, clone } = pair(request);
+      const { until, waitMs } = request.query as Static<typeof ShowQuery>;
+      return ok(until === undefined ? clones.show(std, clone) : await clones.showWhen(std, clone, until, waitMs ?? 0));
+    },
   },
   {
     method: 'POST', url: '/v1/clones/:std/:clone/split', operationId: 'splitClone', tag: 'clones',

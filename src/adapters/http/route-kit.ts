@@ -50,6 +50,9 @@ export interface RouteSpec<B> {
  */
 export const errorResponse = (description: string): ResponseSpec => ({ description, schema: ErrorSchema });
 
+/** Longest a long-polling GET may hold its answer: a client that wants to wait longer asks again. */
+export const MAX_LONG_POLL_MS = 30_000;
+
 export const ok = (body: unknown, status = 200): RouteReply => ({ status, body });
 
 /** A path parameter (validated by the route's params schema before the handler runs). */

@@ -9,6 +9,7 @@ import { trackRange } from '../../core/volume/geometry.js';
 import type { MirrorPosition } from '../../core/volume/mirror-positions.js';
 import type { PlanPosition, PlanStep } from '../../core/volume/write-plan.js';
 import type { Volume } from '../volume/volume.js';
+import { StateWaiters } from '../state-waiters.js';
 // A session's status is the API's shape: the schema is its one definition.
 import type { CloneStatus, SplitResult } from '../../adapters/http/clone-routes.js';
 
@@ -46,6 +47,8 @@ export class CloneManager {
   /** Clone volume name → its session. */
   private readonly byClone = new Map<string, Attached>();
   private readonly persisting = new Map<string, Promise<void>>();
+  /** Woken whenever a session's state may have changed (long polls of `clone wait`). */
+  private readonly changes = new StateWaiters();
 
   private readonly kickTimer: ReturnType<typeof setInterval>;
 
@@ -136,7 +139,9 @@ export class CloneManager {
   }
 
   /** Persists a volume's bitmaps (and, for STD, its sessions); concurrent callers share the next run. */
+  /** Called after every state change of a session, so it is also where waiters learn of one. */
   private persist(volume: Volume): Promise<void> {
+    this.changes.notify();
     const previous = this.persisting.get(volume.name) ?? Promise.resolve();
     const next = previous.catch(() => undefined).then(() => volume.persistBitmaps());
     this.persisting.set(volume.name, next);
@@ -306,6 +311,12 @@ export class CloneManager {
     return this.status(this.entry(stdName, cloneName));
   }
 
+  /** The session's status once it is in `state`, or after `waitMs` in whatever state it is then. */
+  async showWhen(stdName: string, cloneName: string, state: CloneStatus['state'], waitMs: number): Promise<CloneStatus> {
+    await this.changes.until(() => this.entry(stdName, cloneName).session.state === state, waitMs);
+    return this.show(stdName, cloneName);
+  }
+
   private status(entry: Attached): CloneStatus {
     const s = entry.session;
     const left = s.tracksToCopy;
@@ -440,6 +451,11 @@ export class CloneManager {
       });
   }
 
+  /** Answers every long poll now, as things are (shutting down). */
+  answerLongPolls(): void {
+    this.changes.releaseAll();
+  }
+
   /** Resumes every copy loop that has work (a safety net for writes that raced a loop's end). */
   kick(): void {
     for (const entry of this.byClone.values()) if (entry.session.nextCopy(0)) this.startCopying(entry);
@@ -448,6 +464,7 @@ export class CloneManager {
   /** Stops every copy loop without persisting anything (a simulated crash); resolves when copies in flight settle. */
   async abandon(): Promise<void> {
     clearInterval(this.kickTimer);
+    this.changes.releaseAll();
     for (const entry of this.byClone.values()) entry.terminated = true;
     await Promise.allSettled([...this.byClone.values()].flatMap((e) => [...e.copying.values()]));
     await Promise.allSettled([...this.persisting.values()]);
@@ -455,6 +472,7 @@ export class CloneManager {
 
   async close(): Promise<void> {
     clearInterval(this.kickTimer);
+    this.changes.releaseAll();
     for (const entry of this.byClone.values()) entry.terminated = true;
     await Promise.allSettled([...this.byClone.values()].flatMap((e) => [...e.copying.values()]));
     await Promise.allSettled([...this.persisting.values()]);
