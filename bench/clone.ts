@@ -1,8 +1,8 @@
 // bench/clone: clone establish of a volume vs `cp` of the same image file, and a refresh after 1% of
 // the tracks changed vs `rsync --ignore-times --inplace --no-whole-file` of the image (--ignore-times: the
 // test changes the file within the same second as the copy, which rsync's size+mtime check would miss), in one run on one file system.
-// The refresh is timed as a user runs it: `tidemark clone reestablish` then `tidemark clone wait
-// --until synchronized`, two CLI processes, wall time. Prints tidemark/peer speed ratios (higher is
+// The refresh is timed as a user runs it: `tidemark clone reestablish --wait`, a CLI process from
+// start to exit (the wait is a long poll answered when the copy ends). Prints tidemark/peer speed ratios (higher is
 // better for tidemark) and the goal (refresh ≥ 10× rsync). Neither side fsyncs.
 import { mkdtemp, rm, open, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
@@ -69,8 +69,7 @@ export async function benchClone(args: { sizeBytes: number }): Promise<void> {
 
     const cli = ['--array', `http://127.0.0.1:${apiPort}`, '--token-file', join(dir, 'array', 'api-token')];
     const refreshSeconds = await timed(async () => {
-      await run(tidemarkBin, [...cli, 'clone', 'reestablish', 'std', 'copy']);
-      await run(tidemarkBin, [...cli, 'clone', 'wait', 'std', 'copy', '--until', 'synchronized']);
+      await run(tidemarkBin, [...cli, 'clone', 'reestablish', 'std', 'copy', '--wait']);
     });
     const refreshed = await api<{ tracksCopied: number }>(apiPort, 'GET', '/v1/clones/std/copy');
     const rsyncSeconds = await timed(() => run('rsync', ['--ignore-times', '--inplace', '--no-whole-file', source, join(dir, 'rsync-copy.img')]));
@@ -79,7 +78,7 @@ export async function benchClone(args: { sizeBytes: number }): Promise<void> {
     console.log(`bench/clone: ${gib} GiB volume, ${changed.size} of ${tracks} tracks changed before the refresh`);
     console.log(`full copy   tidemark establish ${establishSeconds.toFixed(2)} s   cp ${cpSeconds.toFixed(2)} s   ` +
       `ratio ${(cpSeconds / establishSeconds).toFixed(2)}x (cp time / establish time)`);
-    console.log(`refresh 1%  tidemark reestablish + wait (CLI) ${refreshSeconds.toFixed(3)} s (${refreshed.tracksCopied} tracks)   ` +
+    console.log(`refresh 1%  tidemark clone reestablish --wait (CLI) ${refreshSeconds.toFixed(3)} s (${refreshed.tracksCopied} tracks)   ` +
       `rsync ${rsyncSeconds.toFixed(2)} s   ratio ${(rsyncSeconds / refreshSeconds).toFixed(1)}x (rsync time / reestablish time)`);
     goal('clone refresh of 1% vs rsync of the image, wall time through the CLI', rsyncSeconds / refreshSeconds, 'atLeast', 10);
     await writeFile(join(dir, 'done'), '');
