@@ -11,7 +11,9 @@
 //     in each pass, so after ≥ 1 pass the unique dirty bytes are exactly 8 MiB), then wait
 //     `synchronized`. Link bytes = delta of R1's `bytesSent` to the peer (frames, headers included)
 //     over workload + resync (target ≤ 1.05). Shown for the pair replicating during the workload,
-//     and for the pair suspended during it and resumed after (the floor: pure coalescing).
+//     and for the pair suspended during it and resumed after (the floor: pure coalescing), and for the
+//     pair replicating with a minimum age (`minAgeMs`, default 2 s): each record ships at most once
+//     per interval, so payload ÷ unique ≤ workload seconds ÷ interval + 1 (the goal printed).
 //
 // The API is reached through a relay in each namespace, NBD through Unix sockets (see
 // test/helpers/netns-arrays.ts); only link traffic crosses the shaped link.
@@ -19,6 +21,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { NetnsPair, type LinkShape } from '../test/helpers/netns.js';
 import { NetnsArray, collect, mustRunRoot, type PairJson, type PeerJson } from '../test/helpers/netns-arrays.js';
+import { goal } from './lib/goals.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -35,6 +38,8 @@ export interface ResyncBenchArgs {
   readonly delayMs: number;
   /** The rewrite workload's hot set. */
   readonly hotBytes: number;
+  /** The adaptive pair's minimum age in the third variant of part 2. */
+  readonly minAgeMs: number;
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -101,10 +106,10 @@ async function untilSynchronized(east: NetnsArray, pairName: string, peer: strin
   }
 }
 
-async function createPair(east: NetnsArray, west: NetnsArray, volume: string, sizeBytes: number, mode: 'sync' | 'adaptive'): Promise<void> {
+async function createPair(east: NetnsArray, west: NetnsArray, volume: string, sizeBytes: number, mode: 'sync' | 'adaptive', minAgeMs = 0): Promise<void> {
   await east.api('POST', '/v1/volumes', { name: volume, sizeBytes });
   await west.api('POST', '/v1/volumes', { name: `${volume}-r`, sizeBytes });
-  await east.api('POST', '/v1/pairs', { volume, peer: west.name, remoteVolume: `${volume}-r`, mode });
+  await east.api('POST', '/v1/pairs', { volume, peer: west.name, remoteVolume: `${volume}-r`, mode, ...(minAgeMs > 0 ? { minAgeMs } : {}) });
   await untilSynchronized(east, volume, west.name, 120_000);
 }
 
@@ -175,9 +180,9 @@ export async function benchResync(args: ResyncBenchArgs): Promise<void> {
     console.log('');
     console.log(`2. rewrite-heavy workload, adaptive mode: fio randwrite 4 KiB QD8 over a ${(args.hotBytes / MiB).toFixed(0)} MiB hot set for ${args.seconds} s`);
     const recordsInSet = args.hotBytes / RECORD_BYTES;
-    for (const variant of ['replicating', 'suspended'] as const) {
-      const volume = variant === 'replicating' ? 'hot' : 'cold';
-      await createPair(east, west, volume, 64 * MiB, 'adaptive');
+    for (const variant of ['replicating', 'suspended', 'min-age'] as const) {
+      const volume = { replicating: 'hot', suspended: 'cold', 'min-age': 'aged' }[variant];
+      await createPair(east, west, volume, 64 * MiB, 'adaptive', variant === 'min-age' ? args.minAgeMs : 0);
       const start = await counters(east, volume);
       if (variant === 'suspended') await east.api('POST', `/v1/pairs/${volume}/suspend`, {});
       const w = await fio(east.uri(volume), [`--size=${args.hotBytes}`, '--time_based', `--runtime=${args.seconds}`, '--iodepth=8']);
@@ -190,11 +195,16 @@ export async function benchResync(args: ResyncBenchArgs): Promise<void> {
       const end = await counters(east, volume);
       const link = end.sent - start.sent;
       const payload = end.shipped - start.shipped;
-      console.log(`   ${variant === 'replicating' ? 'pair replicating during the workload' : 'pair suspended during the workload, resumed after'}:`);
+      console.log(`   ${{ replicating: 'pair replicating during the workload', suspended: 'pair suspended during the workload, resumed after',
+        'min-age': `pair replicating during the workload with a minimum age of ${args.minAgeMs} ms` }[variant]}:`);
       console.log(`     host writes ${w.total_ios} × 4 KiB = ${mb(w.io_bytes)} MB (${(w.total_ios / recordsInSet).toFixed(1)} writes per record, ${w.iops.toFixed(0)} IOPS); ` +
         `unique dirty ${mb(uniqueBytes)} MB; synchronized ${(syncedMs / 1000).toFixed(2)} s after the workload`);
       console.log(`     link bytes sent ${mb(link)} MB; payload shipped (counters.bytesShipped) ${mb(payload)} MB; link ÷ payload ${(link / payload).toFixed(3)}`);
       console.log(`     RATIO link bytes ÷ unique dirty bytes = ${(link / uniqueBytes).toFixed(3)}  (target ≤ 1.05); payload ÷ unique ${(payload / uniqueBytes).toFixed(3)}`);
+      if (variant === 'min-age') {
+        goal(`adaptive with a ${args.minAgeMs} ms minimum age: payload ÷ unique dirty bytes`, payload / uniqueBytes, 'atMost',
+          (args.seconds * 1000) / args.minAgeMs + 1);
+      }
       await east.api('DELETE', `/v1/pairs/${volume}`);
     }
   } finally {

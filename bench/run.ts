@@ -1,5 +1,5 @@
 // Benchmark entry point: `npm run bench -- <name> [--seconds N] [--size BYTES]`.
-// resync also takes [--rate-mbit N] [--delay-ms N] [--dirty BYTES] [--hot BYTES]; its --size
+// resync also takes [--rate-mbit N] [--delay-ms N] [--dirty BYTES] [--hot BYTES] [--min-age-ms N]; its --size
 // defaults to 256 MiB and --seconds to 8. async takes [--rate-mbit N] [--delay-ms N] [--hot BYTES]
 // [--lag-rate BYTES_PER_S] [--lag-seconds N] [--parts LIST]; its --size defaults to 64 MiB and
 // --seconds to 8; --parts runs only some of its three parts (e.g. `--parts 1` or `--parts 1,3`).
@@ -40,6 +40,7 @@ const benches: Record<string, (args: { seconds: number; sizeBytes: number }) => 
   resync: () => benchResync({
     seconds: option('--seconds', 8), sizeBytes: option('--size', 256 * MiB), dirtyBytes: option('--dirty', 64 * MiB),
     rateMbit: option('--rate-mbit', 100), delayMs: option('--delay-ms', 5), hotBytes: option('--hot', 8 * MiB),
+    minAgeMs: option('--min-age-ms', 2000),
   }),
   async: () => benchAsync({
     seconds: option('--seconds', 8), sizeBytes: option('--size', 64 * MiB), rateMbit: option('--rate-mbit', 100),

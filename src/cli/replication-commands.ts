@@ -3,6 +3,7 @@ import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { ApiClient } from './api-client.js';
 import { formatSize, parseSize } from './sizes.js';
+import { formatDurationMs, parseDurationMs } from './durations.js';
 import { printFields, printJson, printTable, type GlobalOptions } from './output.js';
 import { parseWaitOptions, waitWithProgress, withWaitOptions, type WaitOptions } from './wait.js';
 import { ErrorCode, TidemarkError, invalidArgument } from '../core/errors.js';
@@ -45,6 +46,7 @@ function showPair(p: PairJson): void {
     ['mode', p.mode], ...(p.group ? [['group', p.group] as [string, string]] : []), ['link', p.link.state], ['generation', p.generation],
     ['invalid tracks', `${p.invalidTracks.local} here (${p.invalidTracks.persisted ?? '?'} on disk), ${p.invalidTracks.remote ?? '?'} on ${p.peer}`],
     ['owed', `${p.tracksOwed} tracks (${formatSize(p.bytesOwed)})`], ['lag', `${p.lagSeconds.toFixed(1)} s`],
+    ...(p.mode === 'adaptive' ? [['minimum age', p.minAgeMs > 0 ? `${formatDurationMs(p.minAgeMs)}: changes ship no sooner` : 'none: changes ship at once'] as [string, string]] : []),
     ...(p.tracksToPull > 0 ? [['to pull from R2', `${p.tracksToPull} tracks`] as [string, string]] : []),
     ...(p.cycles ? [['cycles', `capture ${p.cycles.captureCycle ?? '-'} (${p.cycles.captureRecords} records, ${formatSize(p.cycles.captureBytes)}), ` +
       `transmit ${p.cycles.transmitCycle ?? '-'} (${p.cycles.transmitRecords}, ${formatSize(p.cycles.transmitBytes)}), applied ${p.cycles.appliedCycle}, ` +
@@ -118,11 +120,12 @@ export function registerReplicationCommands(program: Command, run: (action: Run)
     .option('--cycle-ms <ms>', 'async mode: the shortest time between cycle switches (≥ 100)', '1000')
     .option('--cycle-memory <size>', "async mode: record data R1's cycles keep in memory before spilling to disk (≥ 64KiB)", '64MiB')
     .option('--spill-limit <size>', 'async mode: cycle data R1 may spill to disk (under its data directory) before the pair falls back to bitmaps; 0: never spill', '4GiB')
+    .option('--min-age <duration>', 'adaptive mode: ship a change no sooner than this long after it was made (e.g. 2s), so a track rewritten all the time ships once per interval', '0')
     .option('--extents <ranges>', 'replicate only these byte ranges, OFFSET:LENGTH[,…] in whole tracks (e.g. 0:1GiB,4GiB:512MiB); the rest of R2 stays usable by its hosts')
     .option('--protect-with <clone>', "a clone session of the remote volume on the peer: split before every resync, so a consistent image of R2 survives a disaster mid-resync")
     .action((volume: string, opts: {
       name?: string; peer: string; remoteVolume: string; mode: string; onLinkFailure: string; protectWith?: string; extents?: string; cycleMs: string;
-      cycleMemory: string; spillLimit: string;
+      cycleMemory: string; spillLimit: string; minAge: string;
     }) => run(async (client, globals) => {
       if (!MODES.includes(opts.mode)) throw invalidArgument(`--mode must be one of ${MODES.join(', ')}`);
       if (!POLICIES.includes(opts.onLinkFailure)) throw invalidArgument(`--on-link-failure must be one of ${POLICIES.join(', ')}`);
@@ -130,7 +133,8 @@ export function registerReplicationCommands(program: Command, run: (action: Run)
         { volume, ...(opts.name !== undefined ? { name: opts.name } : {}), peer: opts.peer, remoteVolume: opts.remoteVolume, mode: opts.mode, onLinkFailure: opts.onLinkFailure,
           ...(opts.protectWith ? { protectWith: opts.protectWith } : {}),
           ...(opts.extents ? { extents: parseExtents(opts.extents) } : {}),
-          cycleMs: Number(opts.cycleMs), cycleMemoryBytes: parseSize(opts.cycleMemory), spillLimitBytes: parseSize(opts.spillLimit) });
+          cycleMs: Number(opts.cycleMs), cycleMemoryBytes: parseSize(opts.cycleMemory), spillLimitBytes: parseSize(opts.spillLimit),
+          ...(parseDurationMs(opts.minAge, '--min-age') > 0 ? { minAgeMs: parseDurationMs(opts.minAge, '--min-age') } : {}) });
       if (globals.json) printJson(p);
       else process.stdout.write(line(p, 'created'));
     }));

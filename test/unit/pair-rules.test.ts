@@ -7,7 +7,7 @@ import { checkCommand, intentChange, volumeStateFor, type PairCommand } from '..
 const base: PairRecord = {
   id: 'east.db.x', name: 'db', role: 'R1', localVolume: 'db', peer: 'west', remoteVolume: 'db-r', mode: 'sync', intent: 'replicating',
   onLinkFailure: 'continue', generation: 5, diverged: false, protectWith: null, extents: null, cycleMs: 1000,
-  cycleMemoryBytes: 64 * 1024 * 1024, spillLimitBytes: 0, createdAtMs: 0,
+  cycleMemoryBytes: 64 * 1024 * 1024, spillLimitBytes: 0, minAgeMs: 0, createdAtMs: 0,
 };
 const COMMANDS: PairCommand[] = ['establish', 'resume', 'suspend', 'split', 'failover', 'failback', 'restore', 'swap'];
 const INTENTS = ['replicating', 'suspended', 'split', 'failed-over', 'restoring'] as const;

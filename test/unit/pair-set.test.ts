@@ -10,7 +10,7 @@ import { isTidemarkError } from '../../src/core/errors.js';
 const base: PairRecord = {
   id: 'east.db.x', name: 'db', role: 'R1', localVolume: 'db', peer: 'west', remoteVolume: 'db-r', mode: 'sync', intent: 'replicating',
   onLinkFailure: 'continue', generation: 1, diverged: false, protectWith: null, extents: null, cycleMs: 1000,
-  cycleMemoryBytes: 64 * 1024 * 1024, spillLimitBytes: 0, createdAtMs: 0,
+  cycleMemoryBytes: 64 * 1024 * 1024, spillLimitBytes: 0, minAgeMs: 0, createdAtMs: 0,
 };
 const pair = (over: Partial<PairRecord>): PairRecord => ({ ...base, ...over });
 const code = (c: string) => (e: unknown): boolean => isTidemarkError(e) && e.code === c;

@@ -2,7 +2,7 @@
 import { Type, type Static } from '@sinclair/typebox';
 import { errorResponse as error, ok, param, type RouteSpec } from './route-kit.js';
 import { literals, ShortName } from './schemas.js';
-import { LINK_FAILURE_POLICIES, PAIR_INTENTS, PAIR_MODES } from '../../core/replication/pair-record.js';
+import { LINK_FAILURE_POLICIES, MAX_MIN_AGE_MS, PAIR_INTENTS, PAIR_MODES } from '../../core/replication/pair-record.js';
 
 const PAIR_STATES = ['synchronizing', 'synchronized', 'partitioned', 'suspended', 'split', 'failed-over', 'restoring', 'diverged'] as const;
 export const PAIR_COMMANDS = ['establish', 'resume', 'suspend', 'split', 'failover', 'failback', 'restore', 'swap'] as const;
@@ -58,6 +58,7 @@ export const PairStatusSchema = Type.Object({
   peerMissing: Type.Boolean(),
   lastError: Type.Union([Type.String(), Type.Null()]),
   cycleMs: Type.Integer({ minimum: 100 }),
+  minAgeMs: Type.Integer({ minimum: 0, description: 'adaptive mode: a change ships no sooner than this long after it was made (0: at once). Until then it counts in tracksOwed and lagSeconds.' }),
   cycleMemoryBytes: Type.Integer({ minimum: 0, description: "async mode: R1's cycles spill to disk above this much record data in memory." }),
   spillLimitBytes: Type.Integer({ minimum: 0, description: 'async mode: spilled cycle data above this makes R1 fall back to bitmaps (0: R1 never spills; it falls back at the memory budget).' }),
   group: Type.Union([Type.String(), Type.Null()], { description: 'R1: the consistency group that switches this pair\'s cycles.' }),
@@ -127,6 +128,7 @@ const PairCreateBodySchema = Type.Object({
   cycleMs: Type.Optional(Type.Integer({ minimum: 100, maximum: 3_600_000, description: 'async mode: the shortest time between cycle switches (default 1000).' })),
   cycleMemoryBytes: Type.Optional(Type.Integer({ minimum: 64 * 1024, description: "async mode: record data R1's cycles keep in memory before spilling to disk (default 64 MiB)." })),
   spillLimitBytes: Type.Optional(Type.Integer({ minimum: 0, description: 'async mode: cycle data R1 may spill to disk (under the data directory) before the pair falls back to bitmaps (default 4 GiB; 0: never spill).' })),
+  minAgeMs: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_MIN_AGE_MS, description: 'adaptive mode only: a change ships no sooner than this long after it was made, so a track rewritten all the time ships once per interval (default 0: at once).' })),
 }, { additionalProperties: false });
 export type PairCreateBody = Static<typeof PairCreateBodySchema>;
 const ModeBody = Type.Object({ mode: literals(PAIR_MODES) }, { additionalProperties: false });

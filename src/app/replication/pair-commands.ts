@@ -6,7 +6,7 @@
 import { TrackBitmap } from '../../core/bitmap/track-bitmap.js';
 import { ErrorCode, TidemarkError, invalidArgument } from '../../core/errors.js';
 import {
-  DEFAULT_CYCLE_MEMORY_BYTES, DEFAULT_SPILL_LIMIT_BYTES, LINK_FAILURE_POLICIES, MIN_CYCLE_MEMORY_BYTES, PAIR_MODES,
+  DEFAULT_CYCLE_MEMORY_BYTES, DEFAULT_SPILL_LIMIT_BYTES, LINK_FAILURE_POLICIES, MAX_MIN_AGE_MS, MIN_CYCLE_MEMORY_BYTES, PAIR_MODES,
   type LinkFailurePolicy, type PairMode, type PairRecord,
 } from '../../core/replication/pair-record.js';
 import { checkCommand, intentChange, type IntentChange, type PairCommand } from '../../core/replication/pair-rules.js';
@@ -38,6 +38,8 @@ export interface PairCreateOptions {
   readonly cycleMemoryBytes?: number;
   /** async mode: spilled data above this makes R1 fall back to bitmaps (0: never spill). */
   readonly spillLimitBytes?: number;
+  /** adaptive mode: a change ships no sooner than this long after it was made. */
+  readonly minAgeMs?: number;
 }
 
 export class PairCommands {
@@ -76,10 +78,15 @@ export class PairCommands {
     }
     const spillLimitBytes = options.spillLimitBytes ?? DEFAULT_SPILL_LIMIT_BYTES;
     if (!Number.isSafeInteger(spillLimitBytes) || spillLimitBytes < 0) throw invalidArgument('--spill-limit must be a whole number of bytes ≥ 0');
+    const minAgeMs = options.minAgeMs ?? 0;
+    if (!Number.isSafeInteger(minAgeMs) || minAgeMs < 0 || minAgeMs > MAX_MIN_AGE_MS) {
+      throw invalidArgument(`--min-age must be from 0 to ${MAX_MIN_AGE_MS / 1000} s`);
+    }
+    if (minAgeMs > 0 && mode !== 'adaptive') throw invalidArgument('--min-age applies to adaptive mode only');
     const id = `${this.context.host.arrayName}.${pairName}.${this.context.host.randomId()}`;
     const record: PairRecord = {
       id, name: pairName, role: 'R1', localVolume: name, peer, remoteVolume, mode, intent: 'replicating', onLinkFailure,
-      generation: 1, diverged: false, protectWith, extents, cycleMs, cycleMemoryBytes, spillLimitBytes, createdAtMs: Math.floor(this.context.host.nowMs()),
+      generation: 1, diverged: false, protectWith, extents, cycleMs, cycleMemoryBytes, spillLimitBytes, minAgeMs, createdAtMs: Math.floor(this.context.host.nowMs()),
     };
     // R2 first: a crash after it leaves a half R1 does not know (refused later, deletable on R2),
     // never an R1 shipping to a volume that was not made a replica.

@@ -608,7 +608,11 @@ export class PairRuntime {
     // Tracks in another worker's batch: still owed until that worker takes them after R2's digests
     // arrive, so without this a worker wrapping round the bitmap asked R2 for them again.
     const claimed = new Set<number>();
+    // Adaptive copy with a minimum age: a track whose oldest unshipped change is younger waits for a
+    // later push (the manager's kick starts one every quarter second), so rewrites coalesce.
+    const minAgeMs = this.record.mode === 'adaptive' ? this.record.minAgeMs : 0;
     const nextBatch = (): number[] => {
+      const cutoffMs = this.nowMs() - minAgeMs;
       const owed = this.owed.owed;
       const batch: number[] = [];
       const start = cursor;
@@ -621,7 +625,7 @@ export class PairRuntime {
           t = owed.nextSet(0);
           continue;
         }
-        if (!claimed.has(t)) {
+        if (!claimed.has(t) && (minAgeMs === 0 || this.owed.dueBy(t, cutoffMs))) {
           batch.push(t);
           cursor = t + 1;
         }

@@ -23,6 +23,7 @@ export function pairStatus(context: PairContext, r: PairRuntime): PairStatus {
     counters: { ...r.counters },
     cycles: cycleStatus(r),
     cycleMs: rec.cycleMs,
+    minAgeMs: rec.minAgeMs,
     cycleMemoryBytes: rec.cycleMemoryBytes,
     spillLimitBytes: context.host.spill ? rec.spillLimitBytes : 0,
     cyclesFallback: rec.role === 'R1' && !r.capturing ? r.cyclesFallback ?? null : null,

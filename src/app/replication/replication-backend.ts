@@ -58,6 +58,7 @@ export function replicationBackend(service: ArrayService): ReplicationBackend {
       ...(b.cycleMs !== undefined ? { cycleMs: b.cycleMs } : {}),
       ...(b.cycleMemoryBytes !== undefined ? { cycleMemoryBytes: b.cycleMemoryBytes } : {}),
       ...(b.spillLimitBytes !== undefined ? { spillLimitBytes: b.spillLimitBytes } : {}),
+      ...(b.minAgeMs !== undefined ? { minAgeMs: b.minAgeMs } : {}),
     }),
     listPairs: () => service.pairs.list(),
     showPair: (pair) => service.pairs.show(pair),

@@ -16,6 +16,12 @@ export class OwedTracks {
   private readonly maskWords: number;
   /** When the oldest still-owed change was made (for lag); undefined when nothing is owed. */
   private oldestOwedAtMs: number | undefined;
+  /**
+   * Per track owed by a write: when its oldest unshipped change was made (a minimum age before
+   * shipping counts from it). Tracks owed whole, or given back by a failed shipment, have none:
+   * they are due at once.
+   */
+  private readonly owedSinceMs = new Map<number, number>();
 
   constructor(private readonly geometry: Geometry, initiallyOwed: TrackBitmap, nowMs: number) {
     assert(initiallyOwed.size === geometry.trackCount, 'owed bitmap size');
@@ -47,6 +53,7 @@ export class OwedTracks {
       const wasOwed = this.owed.test(t);
       let mask = this.masks.get(t);
       if (wasOwed && !mask) continue; // already owed whole
+      if (!this.owedSinceMs.has(t)) this.owedSinceMs.set(t, nowMs);
       if (!mask) {
         mask = new Uint32Array(this.maskWords);
         this.masks.set(t, mask);
@@ -62,12 +69,21 @@ export class OwedTracks {
   /** Tracks owed whole: which records differ is not known (recovery, establish, a lost shipment). */
   markWhole(first: number, last: number, nowMs: number): void {
     this.noteOwed(nowMs);
-    for (let t = first; t <= last; t++) this.masks.delete(t);
+    for (let t = first; t <= last; t++) {
+      this.masks.delete(t);
+      this.owedSinceMs.delete(t);
+    }
     this.owed.setRange(first, last);
   }
 
   markWholeBitmap(bits: TrackBitmap, nowMs: number): void {
     for (let t = bits.nextSet(0); t >= 0; t = bits.nextSet(t + 1)) this.markWhole(t, t, nowMs);
+  }
+
+  /** Whether an owed track's oldest unshipped change was made at or before `cutoffMs`. */
+  dueBy(track: number, cutoffMs: number): boolean {
+    const since = this.owedSinceMs.get(track);
+    return since === undefined || since <= cutoffMs;
   }
 
   hasMask(track: number): boolean {
@@ -79,6 +95,7 @@ export class OwedTracks {
     assert(this.owed.test(track), 'taking a track that is not owed');
     const mask = this.masks.get(track);
     this.masks.delete(track);
+    this.owedSinceMs.delete(track);
     this.owed.clear(track);
     return mask ?? 'all';
   }
@@ -90,6 +107,8 @@ export class OwedTracks {
       return;
     }
     this.noteOwed(nowMs);
+    // Those records were due when taken: they stay due, whatever was written since.
+    this.owedSinceMs.delete(track);
     const wasOwed = this.owed.test(track);
     const mask = this.masks.get(track);
     if (wasOwed && !mask) return;
@@ -110,6 +129,7 @@ export class OwedTracks {
   clearAll(): void {
     this.owed.clearAll();
     this.masks.clear();
+    this.owedSinceMs.clear();
     this.oldestOwedAtMs = undefined;
   }
 }

@@ -21,6 +21,8 @@ export const DEFAULT_CYCLE_MEMORY_BYTES = 64 * 1024 * 1024;
 export const MIN_CYCLE_MEMORY_BYTES = 64 * 1024;
 /** async mode: cycle data R1 may spill to disk before the pair falls back to bitmaps (0: never spill). */
 export const DEFAULT_SPILL_LIMIT_BYTES = 4 * 1024 * 1024 * 1024;
+/** adaptive mode: the longest minimum age a change may be given before it ships. */
+export const MAX_MIN_AGE_MS = 3_600_000;
 
 export const LINK_FAILURE_POLICIES = ['continue', 'fail-writes'] as const;
 export type LinkFailurePolicy = (typeof LINK_FAILURE_POLICIES)[number];
@@ -59,6 +61,11 @@ export interface PairRecord {
   readonly cycleMemoryBytes: number;
   /** async mode: spilled cycle data above this makes R1 fall back to bitmaps (0: never spill). */
   readonly spillLimitBytes: number;
+  /**
+   * adaptive mode: a change ships no sooner than this long after it was made (0: at once), so a
+   * track rewritten all the time ships once per interval instead of after every write.
+   */
+  readonly minAgeMs: number;
   readonly createdAtMs: number;
 }
 
@@ -90,6 +97,10 @@ export function parsePairRecord(value: unknown, what: string): PairRecord {
   if (!Number.isSafeInteger(cycleMemoryBytes) || (cycleMemoryBytes as number) < MIN_CYCLE_MEMORY_BYTES) throw bad('cycleMemoryBytes too small');
   const spillLimitBytes = r.spillLimitBytes === undefined ? DEFAULT_SPILL_LIMIT_BYTES : r.spillLimitBytes;
   if (!Number.isSafeInteger(spillLimitBytes) || (spillLimitBytes as number) < 0) throw bad('spillLimitBytes must be a whole number ≥ 0');
+  const minAgeMs = r.minAgeMs === undefined ? 0 : r.minAgeMs;
+  if (!Number.isSafeInteger(minAgeMs) || (minAgeMs as number) < 0 || (minAgeMs as number) > MAX_MIN_AGE_MS) {
+    throw bad(`minAgeMs must be a whole number from 0 to ${MAX_MIN_AGE_MS}`);
+  }
   let extents: ByteExtent[] | null = null;
   if (r.extents !== undefined && r.extents !== null) {
     if (!Array.isArray(r.extents) || !r.extents.every((e: unknown) => e !== null && typeof e === 'object' &&
@@ -102,6 +113,7 @@ export function parsePairRecord(value: unknown, what: string): PairRecord {
     id: r.id as string, name, role: r.role, localVolume: r.localVolume as string, peer: r.peer as string,
     remoteVolume: r.remoteVolume as string, mode: r.mode, intent: r.intent, onLinkFailure: r.onLinkFailure,
     generation: r.generation as number, diverged: r.diverged, protectWith: (r.protectWith as string | null | undefined) ?? null,
-    extents, cycleMs: cycleMs as number, cycleMemoryBytes: cycleMemoryBytes as number, spillLimitBytes: spillLimitBytes as number, createdAtMs: r.createdAtMs as number,
+    extents, cycleMs: cycleMs as number, cycleMemoryBytes: cycleMemoryBytes as number, spillLimitBytes: spillLimitBytes as number,
+    minAgeMs: minAgeMs as number, createdAtMs: r.createdAtMs as number,
   };
 }

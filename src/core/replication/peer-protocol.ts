@@ -14,7 +14,7 @@
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
 import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler';
 import { ErrorCode, TidemarkError } from '../errors.js';
-import { LINK_FAILURE_POLICIES, PAIR_INTENTS, PAIR_MODES } from './pair-record.js';
+import { LINK_FAILURE_POLICIES, MAX_MIN_AGE_MS, PAIR_INTENTS, PAIR_MODES } from './pair-record.js';
 
 /**
  * 1: the untyped protocol, before the HELLO carried a version (a HELLO without the field is v1).
@@ -55,6 +55,7 @@ const PairRecordWire = Type.Object({
   cycleMs: Type.Integer({ minimum: 100, maximum: Number.MAX_SAFE_INTEGER }),
   cycleMemoryBytes: Count,
   spillLimitBytes: Count,
+  minAgeMs: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_MIN_AGE_MS })),
   createdAtMs: Count,
 });
 
