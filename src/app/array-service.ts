@@ -22,6 +22,7 @@ import { PeerRpc } from './replication/peer-rpc.js';
 import { PairManager } from './replication/pair-manager.js';
 import type { PairTimeouts } from './replication/pair-runtime.js';
 import { GroupManager } from './group/group-manager.js';
+import { MigrationManager } from './migration/migration-manager.js';
 
 export interface ArrayDeps {
   readonly name: string;
@@ -74,6 +75,7 @@ export class ArrayService {
   /** Names with a create or delete in progress: a second command on the same name is refused. */
   private readonly busyNames = new Set<string>();
   readonly clones: CloneManager;
+  readonly migrations: MigrationManager;
   readonly peers: PeerRegistry;
   readonly pairs: PairManager;
   /** Consistency groups: the ones this array coordinates and its pairs' memberships. Set by open(). */
@@ -112,18 +114,34 @@ export class ArrayService {
       nowMs: deps.nowMs,
       onError: (error, context) => deps.onBackgroundError?.(error, context),
     });
+    this.migrations = new MigrationManager({
+      meta: deps.meta, stores: deps.stores, nowMs: deps.nowMs,
+      volume: (name) => this.volume(name),
+      findVolume: (name) => this.findVolume(name),
+      exportCount: (name) => this.exportCounts.get(name) ?? 0,
+      checkVolumeFree: (name, what) => {
+        this.clones.checkDeletable(name);
+        this.pairs.checkVolumeChange(name, what);
+      },
+      forgetVolume: (name) => this.forgetVolume(name),
+      onError,
+      onEvent: (message, fields) => deps.onEvent?.(message, fields),
+    });
   }
 
   /** Opens every volume found in the metadata store, recovering bitmaps after a crash. */
   static async open(deps: ArrayDeps): Promise<ArrayService> {
     const service = new ArrayService(deps);
+    // A migration's cutover exchanged two volumes' stores (and a finish may need completing).
+    const storeOf = await MigrationManager.recoverStores(deps.meta, deps.stores, deps.journals);
     for (const key of await deps.meta.list('volume/')) {
       const bytes = await deps.meta.read(key);
       if (!bytes) continue;
       const record = parseVolumeRecord(decodeJson(bytes, key), key);
-      service.volumes.set(record.name, await service.openVolume(record));
+      service.volumes.set(record.name, await service.openVolume(record, storeOf.get(record.name)));
     }
     await service.clones.load(service.volumeNames());
+    await service.migrations.load(service.volumeNames());
     await service.peers.load();
     for (const p of service.peers.list()) service.links.addPeer(linkPeer(p));
     await service.pairs.load(service.volumeNames());
@@ -137,10 +155,10 @@ export class ArrayService {
     return service;
   }
 
-  private async openVolume(record: VolumeRecord): Promise<Volume> {
+  private async openVolume(record: VolumeRecord, storeName = record.name): Promise<Volume> {
     const { deps } = this;
     const geometry = makeGeometry(record.sizeBytes, record.trackBytes);
-    const store = await deps.stores.open(record.name, record.sizeBytes);
+    const store = await deps.stores.open(storeName, record.sizeBytes);
     const journal = await deps.journals.open(record.name, AL_SLOTS, AL_SLOT_BYTES);
     return Volume.open(record, {
       store, meta: deps.meta, journal, nowMs: deps.nowMs,
@@ -216,6 +234,7 @@ export class ArrayService {
     const v = this.volume(name);
     this.clones.checkDeletable(name);
     this.pairs.checkVolumeChange(name, 'deleting it');
+    this.migrations.checkVolumeChange(name, 'deleting it');
     const uses = this.exportCounts.get(name) ?? 0;
     if (uses > 0) {
       throw new TidemarkError(ErrorCode.VolumeBusy, `volume ${name} is exported to ${uses} NBD connection(s)`, { volume: name, exports: uses });
@@ -235,10 +254,24 @@ export class ArrayService {
     }
   }
 
+  /**
+   * Closes a volume and drops its record, bitmaps and activity log, but not its storage file (a
+   * finished migration: the file is VOL's storage, renamed next).
+   */
+  private async forgetVolume(name: string): Promise<void> {
+    const v = this.volume(name);
+    this.volumes.delete(name);
+    await v.close();
+    await this.deps.meta.delete(volumeKey(name));
+    await this.deps.meta.delete(bitmapsKey(name));
+    await this.deps.journals.remove(name);
+  }
+
   async setVolumeState(name: string, state: VolumeState): Promise<VolumeSummary> {
     const volume = this.volume(name);
     this.clones.checkDeletable(name);
     this.pairs.checkVolumeChange(name, 'setting its state by hand');
+    this.migrations.checkVolumeChange(name, 'setting its state by hand');
     await volume.setState(state);
     return this.summary(name);
   }
@@ -333,6 +366,7 @@ export class ArrayService {
     await this.pairs.close();
     this.rpc.close();
     await this.clones.abandon();
+    await this.migrations.close();
     for (const v of this.volumes.values()) v.abandon();
     this.volumes.clear();
   }
@@ -342,6 +376,7 @@ export class ArrayService {
     await this.pairs.close();
     this.rpc.close();
     await this.clones.close();
+    await this.migrations.close();
     const all = [...this.volumes.values()];
     this.volumes.clear();
     await Promise.all(all.map((v) => v.close()));

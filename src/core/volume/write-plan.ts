@@ -67,10 +67,24 @@ export interface PairR2Position {
 }
 
 /**
+ * A migration (docs/design/migration.md): the volume's other storage — the target's while copying,
+ * VOL's old one after the cutover — which takes the volume's writes while it is mirrored.
+ */
+export interface MigrationPosition {
+  readonly kind: 'migration';
+  /** The target volume's name. */
+  readonly id: string;
+  /** The other storage receives the volume's writes (copying, cut over); false detached or finished. */
+  readonly mirroring: boolean;
+  /** Tracks the other storage lacks: the copy (or the replay) takes them, with the volume's data of then. */
+  readonly left: TrackSet & { nextClear(from: number): number };
+}
+
+/**
  * Every kind of position the write path knows. A new mirror kind (a journal, a migration target)
  * adds its value here and its rule to RULES below; TypeScript then insists the rule exists.
  */
-export type PlanPosition = ClonePosition | PairR1Position | PairR2Position;
+export type PlanPosition = ClonePosition | PairR1Position | PairR2Position | MigrationPosition;
 export type PlanPositionKind = PlanPosition['kind'];
 
 /** The write being planned: its source, kind, byte range and tracks. */
@@ -113,7 +127,9 @@ export type ApplyStep =
   /** Async: the written bytes go into the cycle the write joined. */
   | (StepBase & { readonly kind: 'capture' })
   /** The local write failed: the mirror may have got bytes the store lacks, so the tracks are owed whole. */
-  | (StepBase & { readonly kind: 'owe-whole' });
+  | (StepBase & { readonly kind: 'owe-whole' })
+  /** Migration: the write goes to the other storage too, alongside the local write. */
+  | (StepBase & { readonly kind: 'mirror' });
 
 /**
  * How the app runs it: the steps before `apply-local` start in order, and any that returns work
@@ -232,10 +248,29 @@ const pairR2Rule: Rule<PairR2Position> = {
   },
 };
 
+/** Every track of first..last is still to be copied. */
+const allLeft = (p: MigrationPosition, first: number, last: number): boolean => {
+  const clear = p.left.nextClear(first);
+  return clear === -1 || clear > last;
+};
+
+const migrationRule: Rule<MigrationPosition> = {
+  apply(p, w, at, before, _after, ifLocalFails) {
+    // Every source counts (a clone restoring into the volume changes what its hosts read).
+    if (!p.mirroring) return;
+    // The other storage may have got bytes the store refused: the tracks are copied again.
+    ifLocalFails.push({ kind: 'owe-whole', position: p.id, at });
+    // Not copied yet: the copy takes the track after this write (it reads in the write order).
+    if (allLeft(p, w.first, w.last)) return;
+    before.push({ kind: 'mirror', position: p.id, at });
+  },
+};
+
 const RULES: { readonly [K in PlanPositionKind]: Rule<Extract<PlanPosition, { kind: K }>> } = {
   'clone': cloneRule,
   'pair-r1': pairR1Rule,
   'pair-r2': pairR2Rule,
+  'migration': migrationRule,
 };
 
 const ruleOf = (p: PlanPosition): Rule<PlanPosition> => RULES[p.kind] as Rule<PlanPosition>;
