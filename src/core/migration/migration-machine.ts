@@ -55,7 +55,7 @@ const refuse = (record: MigrationRecord, command: string, why: string): Tidemark
 
 export function newMigration(volume: string, target: string, manualCutover: boolean, nowMs: number): MigrationRecord {
   return {
-    volume, target, state: 'copying', manualCutover, startedAtMs: nowMs, cutOverAtMs: null, detachedAtMs: null,
+    volume, target, state: 'copying', manualCutover, startedAtMs: Math.floor(nowMs), cutOverAtMs: null, detachedAtMs: null,
     tracksReplayed: 0, settled: false,
   };
 }
@@ -143,10 +143,10 @@ export class MigrationMachine {
     const r = this.current;
     switch (event.kind) {
       case 'cut-over':
-        this.current = { ...r, state: 'cut-over', cutOverAtMs: nowMs };
+        this.current = { ...r, state: 'cut-over', cutOverAtMs: Math.floor(nowMs) };
         break;
       case 'detach':
-        this.current = { ...r, state: 'detached', detachedAtMs: nowMs };
+        this.current = { ...r, state: 'detached', detachedAtMs: Math.floor(nowMs) };
         break;
       case 'reattach':
         this.current = { ...r, state: 'cut-over', detachedAtMs: null, tracksReplayed: event.tracksLeft };
