@@ -9,7 +9,7 @@ import {
   MigrationMachine, newMigration, parseMigrationRecord, type MigrationEvent, type MigrationRecord,
 } from '../../core/migration/migration-machine.js';
 import { trackRange, tracksOf } from '../../core/volume/geometry.js';
-import type { PlanPosition, PlanStep } from '../../core/volume/write-plan.js';
+import type { PlanStep } from '../../core/volume/write-plan.js';
 import type { BlockStoreFactory } from '../../ports/block-store.js';
 import type { MetaStore, SlotJournalFactory } from '../../ports/meta-store.js';
 import { bitmapsKey, volumeKey, type AppliedWrite, type Volume, type WriteParticipant } from '../volume/volume.js';
