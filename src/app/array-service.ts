@@ -23,6 +23,8 @@ import { PairManager } from './replication/pair-manager.js';
 import type { PairTimeouts } from './replication/pair-runtime.js';
 import { GroupManager } from './group/group-manager.js';
 import { MigrationManager } from './migration/migration-manager.js';
+import { ImportManager } from './migration/import-manager.js';
+import type { ImportSourceConnector } from '../ports/import-source.js';
 
 export interface ArrayDeps {
   readonly name: string;
@@ -46,6 +48,8 @@ export interface ArrayDeps {
   readonly groupWindowTimeoutMs?: number;
   /** A coordinated group that has not switched this long reports itself stalled (tests shorten it). */
   readonly groupStallAfterMs?: number;
+  /** Connects to the NBD servers online imports read from (the daemon: the NBD client adapter). */
+  readonly importSources?: ImportSourceConnector;
   /** Notable replication events (pair state changes), for the log. */
   readonly onEvent?: (message: string, fields: Record<string, unknown>) => void;
 }
@@ -76,6 +80,7 @@ export class ArrayService {
   private readonly busyNames = new Set<string>();
   readonly clones: CloneManager;
   readonly migrations: MigrationManager;
+  readonly imports: ImportManager;
   readonly peers: PeerRegistry;
   readonly pairs: PairManager;
   /** Consistency groups: the ones this array coordinates and its pairs' memberships. Set by open(). */
@@ -127,6 +132,14 @@ export class ArrayService {
       onError,
       onEvent: (message, fields) => deps.onEvent?.(message, fields),
     });
+    this.imports = new ImportManager({
+      meta: deps.meta, connect: deps.importSources, nowMs: deps.nowMs,
+      createVolume: (name, sizeBytes, trackBytes) => this.createVolume(name, sizeBytes, trackBytes),
+      volume: (name) => this.volume(name),
+      findVolume: (name) => this.findVolume(name),
+      onError,
+      onEvent: (message, fields) => deps.onEvent?.(message, fields),
+    });
   }
 
   /** Opens every volume found in the metadata store, recovering bitmaps after a crash. */
@@ -142,6 +155,7 @@ export class ArrayService {
     }
     await service.clones.load(service.volumeNames());
     await service.migrations.load(service.volumeNames());
+    await service.imports.load();
     await service.peers.load();
     for (const p of service.peers.list()) service.links.addPeer(linkPeer(p));
     await service.pairs.load(service.volumeNames());
@@ -235,6 +249,7 @@ export class ArrayService {
     this.clones.checkDeletable(name);
     this.pairs.checkVolumeChange(name, 'deleting it');
     this.migrations.checkVolumeChange(name, 'deleting it');
+    this.imports.checkVolumeChange(name, 'deleting it');
     const uses = this.exportCounts.get(name) ?? 0;
     if (uses > 0) {
       throw new TidemarkError(ErrorCode.VolumeBusy, `volume ${name} is exported to ${uses} NBD connection(s)`, { volume: name, exports: uses });
@@ -367,6 +382,7 @@ export class ArrayService {
     this.rpc.close();
     await this.clones.abandon();
     await this.migrations.close();
+    await this.imports.close();
     for (const v of this.volumes.values()) v.abandon();
     this.volumes.clear();
   }
@@ -377,6 +393,7 @@ export class ArrayService {
     this.rpc.close();
     await this.clones.close();
     await this.migrations.close();
+    await this.imports.close();
     const all = [...this.volumes.values()];
     this.volumes.clear();
     await Promise.all(all.map((v) => v.close()));

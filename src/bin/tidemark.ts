@@ -11,6 +11,7 @@ import { registerCloneCommands } from '../cli/clone-commands.js';
 import { registerReplicationCommands } from '../cli/replication-commands.js';
 import { registerGroupCommands } from '../cli/group-commands.js';
 import { registerMigrationCommands } from '../cli/migration-commands.js';
+import { registerImportCommands } from '../cli/import-commands.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const version = (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string }).version;
@@ -57,6 +58,7 @@ registerCloneCommands(program, run);
 registerReplicationCommands(program, run);
 registerGroupCommands(program, run);
 registerMigrationCommands(program, run);
+registerImportCommands(program, run);
 
 try {
   await program.parseAsync(process.argv);

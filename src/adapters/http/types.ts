@@ -6,6 +6,7 @@ import type { CloneBackend } from './clone-routes.js';
 import type { ReplicationBackend } from './replication-routes.js';
 import type { GroupBackend } from './group-routes.js';
 import type { MigrationBackend } from './migration-routes.js';
+import type { ImportBackend } from './import-routes.js';
 
 export interface ChangeBitmap {
   count(): number;
@@ -31,6 +32,7 @@ export interface ApiBackend {
   readonly replication: ReplicationBackend;
   readonly groups: GroupBackend;
   readonly migrations: MigrationBackend;
+  readonly imports: ImportBackend;
 }
 
 export interface ApiLogger {

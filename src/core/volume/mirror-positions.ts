@@ -21,7 +21,9 @@ export type PositionKind =
   /** On a pair's R2: tracks R2's own hosts changed while it was writable (split, failover). */
   | 'remote-own'
   /** On a migrating volume: tracks its other storage lacks (the copy, later the replay, takes them). */
-  | 'migration';
+  | 'migration'
+  /** On an importing volume: tracks not yet fetched from the source. */
+  | 'import';
 
 /**
  * Which writes mark a position: host writes only, host writes and internal copies, or none.
@@ -83,7 +85,7 @@ export function markRecovered(positions: readonly MirrorPosition[], runs: Readon
 // words; then u32 length and a UTF-8 JSON object of extensions (state owned by features that use
 // these positions, e.g. clone sessions), so bitmaps and that state are persisted atomically together.
 const KINDS: readonly PositionKind[] = [
-  'change-tracker', 'clone-protection', 'clone-to-clone', 'clone-to-std', 'clone-own', 'remote-out', 'remote-own', 'migration',
+  'change-tracker', 'clone-protection', 'clone-to-clone', 'clone-to-std', 'clone-own', 'remote-out', 'remote-own', 'migration', 'import',
 ];
 const MARKS: readonly MarksOn[] = ['host', 'all', 'never', 'recovery'];
 const enc = new TextEncoder();
