@@ -25,6 +25,7 @@ import { GroupManager } from './group/group-manager.js';
 import { MigrationManager } from './migration/migration-manager.js';
 import { ImportManager } from './migration/import-manager.js';
 import type { ImportSourceConnector } from '../ports/import-source.js';
+import type { Timers } from '../ports/timers.js';
 
 export interface ArrayDeps {
   readonly name: string;
@@ -48,6 +49,9 @@ export interface ArrayDeps {
   readonly groupWindowTimeoutMs?: number;
   /** A coordinated group that has not switched this long reports itself stalled (tests shorten it). */
   readonly groupStallAfterMs?: number;
+  /** Timers and pauses of the migration and import copies (default: the event loop's; the simulator: virtual time). */
+  readonly copyTimers?: Timers;
+  readonly copyPause?: (ms: number) => Promise<void>;
   /** Connects to the NBD servers online imports read from (the daemon: the NBD client adapter). */
   readonly importSources?: ImportSourceConnector;
   /** Notable replication events (pair state changes), for the log. */
@@ -129,6 +133,7 @@ export class ArrayService {
         this.pairs.checkVolumeChange(name, what);
       },
       forgetVolume: (name) => this.forgetVolume(name),
+      timers: deps.copyTimers ?? REAL_TIMERS, pause: deps.copyPause ?? pauseOnEventLoop,
       onError,
       onEvent: (message, fields) => deps.onEvent?.(message, fields),
     });
@@ -137,6 +142,7 @@ export class ArrayService {
       createVolume: (name, sizeBytes, trackBytes) => this.createVolume(name, sizeBytes, trackBytes),
       volume: (name) => this.volume(name),
       findVolume: (name) => this.findVolume(name),
+      timers: deps.copyTimers ?? REAL_TIMERS, pause: deps.copyPause ?? pauseOnEventLoop,
       onError,
       onEvent: (message, fields) => deps.onEvent?.(message, fields),
     });
@@ -399,6 +405,10 @@ export class ArrayService {
     await Promise.all(all.map((v) => v.close()));
   }
 }
+
+/** Background copies yield to host I/O: one turn of the event loop, or `ms` when pacing. */
+const pauseOnEventLoop = (ms: number): Promise<void> =>
+  new Promise((resolve) => (ms > 0 ? setTimeout(resolve, ms) : setImmediate(resolve)));
 
 function linkPeer(p: PeerRecord): { name: string; address: string; secret: Uint8Array } {
   return { name: p.name, address: p.address, secret: new Uint8Array(Buffer.from(p.secretBase64, 'base64')) };

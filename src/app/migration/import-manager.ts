@@ -11,6 +11,7 @@ import { parseNbdUrl } from '../../core/nbd/nbd-url.js';
 import { DEFAULT_TRACK_BYTES, makeGeometry, trackRange } from '../../core/volume/geometry.js';
 import type { PlanStep } from '../../core/volume/write-plan.js';
 import type { ImportSource, ImportSourceConnector } from '../../ports/import-source.js';
+import type { Timers } from '../../ports/timers.js';
 import type { MetaStore } from '../../ports/meta-store.js';
 import type { AppliedWrite, Volume, WriteParticipant } from '../volume/volume.js';
 import type { ImportStatus } from '../../adapters/http/import-routes.js';
@@ -30,6 +31,10 @@ export interface ImportHost {
   volume(name: string): Volume;
   findVolume(name: string): Volume | undefined;
   nowMs(): number;
+  /** The event loop's timers in the daemon, virtual time in the simulator. */
+  readonly timers: Timers;
+  /** Waits `ms` (0: one turn, so host I/O goes first). */
+  pause(ms: number): Promise<void>;
   onError(error: unknown, context: Record<string, unknown>): void;
   onEvent(message: string, fields: Record<string, unknown>): void;
 }
@@ -54,11 +59,10 @@ interface Importing {
 export class ImportManager {
   private readonly active = new Map<string, Importing>();
   private readonly finished = new Map<string, ImportRecord>();
-  private readonly kickTimer: ReturnType<typeof setInterval>;
+  private readonly stopKick: () => void;
 
   constructor(private readonly host: ImportHost) {
-    this.kickTimer = setInterval(() => this.kick(), 500);
-    this.kickTimer.unref();
+    this.stopKick = host.timers.every(500, () => this.kick());
   }
 
   async load(): Promise<void> {
@@ -347,7 +351,8 @@ export class ImportManager {
     let paced = 0;
     const worker = async (): Promise<void> => {
       for (;;) {
-        if (entry.stopped || entry.machine.sourceDown) return;
+        // A source failure ends this run (the fetch throws); the machine says when to try again.
+        if (entry.stopped) return;
         const next = entry.left.nextSet(cursor);
         if (next < 0) return;
         cursor = next + 1;
@@ -361,7 +366,7 @@ export class ImportManager {
         }
         // Host I/O first: a turn of the event loop between tracks, and the cap if one is set.
         const due = cap === null ? 0 : paceStart + (paced / cap) * 1000 - this.host.nowMs();
-        await new Promise<void>((resolve) => (due > 0 ? setTimeout(resolve, due) : setImmediate(resolve)));
+        await this.host.pause(Math.max(0, due));
       }
     };
     void Promise.all(Array.from({ length: COPY_CONCURRENCY }, worker))
@@ -382,7 +387,7 @@ export class ImportManager {
   }
 
   async close(): Promise<void> {
-    clearInterval(this.kickTimer);
+    this.stopKick();
     for (const entry of this.active.values()) entry.stopped = true;
     await Promise.allSettled([...this.active.values()].flatMap((e) => [...e.fetching.values()]));
     for (const entry of this.active.values()) entry.source?.close();

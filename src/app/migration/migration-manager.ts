@@ -11,6 +11,7 @@ import {
 import { trackRange, tracksOf } from '../../core/volume/geometry.js';
 import type { PlanStep } from '../../core/volume/write-plan.js';
 import type { BlockStoreFactory } from '../../ports/block-store.js';
+import type { Timers } from '../../ports/timers.js';
 import type { MetaStore, SlotJournalFactory } from '../../ports/meta-store.js';
 import { bitmapsKey, volumeKey, type AppliedWrite, type Volume, type WriteParticipant } from '../volume/volume.js';
 import type { MigrationStatus } from '../../adapters/http/migration-routes.js';
@@ -35,6 +36,10 @@ export interface MigrationHost {
   /** Closes a volume and drops its records and activity log, keeping its storage file. */
   forgetVolume(name: string): Promise<void>;
   nowMs(): number;
+  /** The event loop's timers in the daemon, virtual time in the simulator. */
+  readonly timers: Timers;
+  /** Waits `ms` (0: one turn, so host I/O goes first). */
+  pause(ms: number): Promise<void>;
   onError(error: unknown, context: Record<string, unknown>): void;
   onEvent(message: string, fields: Record<string, unknown>): void;
 }
@@ -60,11 +65,10 @@ export class MigrationManager {
   private readonly active = new Map<string, Running>();
   /** VOL name → a finished migration's record (for `show`). */
   private readonly finished = new Map<string, MigrationRecord>();
-  private readonly kickTimer: ReturnType<typeof setInterval>;
+  private readonly stopKick: () => void;
 
   constructor(private readonly host: MigrationHost) {
-    this.kickTimer = setInterval(() => this.kick(), 1000);
-    this.kickTimer.unref();
+    this.stopKick = host.timers.every(1000, () => this.kick());
   }
 
   /**
@@ -458,7 +462,7 @@ export class MigrationManager {
           await entry.vol.persistBitmaps();
         }
         // Host I/O goes first: one turn of the event loop between tracks.
-        await new Promise<void>((resolve) => setImmediate(resolve));
+        await this.host.pause(0);
       }
     };
     void Promise.all(Array.from({ length: COPY_CONCURRENCY }, worker))
@@ -483,7 +487,7 @@ export class MigrationManager {
   }
 
   async close(): Promise<void> {
-    clearInterval(this.kickTimer);
+    this.stopKick();
     for (const entry of this.active.values()) entry.stopped = true;
     await Promise.allSettled([...this.active.values()].flatMap((e) => [...e.copying.values()]));
   }
