@@ -22,6 +22,10 @@ import { PeerRpc } from './replication/peer-rpc.js';
 import { PairManager } from './replication/pair-manager.js';
 import type { PairTimeouts } from './replication/pair-runtime.js';
 import { GroupManager } from './group/group-manager.js';
+import { MigrationManager } from './migration/migration-manager.js';
+import { ImportManager } from './migration/import-manager.js';
+import type { ImportSourceConnector } from '../ports/import-source.js';
+import type { Timers } from '../ports/timers.js';
 
 export interface ArrayDeps {
   readonly name: string;
@@ -45,6 +49,11 @@ export interface ArrayDeps {
   readonly groupWindowTimeoutMs?: number;
   /** A coordinated group that has not switched this long reports itself stalled (tests shorten it). */
   readonly groupStallAfterMs?: number;
+  /** Timers and pauses of the migration and import copies (default: the event loop's; the simulator: virtual time). */
+  readonly copyTimers?: Timers;
+  readonly copyPause?: (ms: number) => Promise<void>;
+  /** Connects to the NBD servers online imports read from (the daemon: the NBD client adapter). */
+  readonly importSources?: ImportSourceConnector;
   /** Notable replication events (pair state changes), for the log. */
   readonly onEvent?: (message: string, fields: Record<string, unknown>) => void;
 }
@@ -74,6 +83,8 @@ export class ArrayService {
   /** Names with a create or delete in progress: a second command on the same name is refused. */
   private readonly busyNames = new Set<string>();
   readonly clones: CloneManager;
+  readonly migrations: MigrationManager;
+  readonly imports: ImportManager;
   readonly peers: PeerRegistry;
   readonly pairs: PairManager;
   /** Consistency groups: the ones this array coordinates and its pairs' memberships. Set by open(). */
@@ -112,18 +123,45 @@ export class ArrayService {
       nowMs: deps.nowMs,
       onError: (error, context) => deps.onBackgroundError?.(error, context),
     });
+    this.migrations = new MigrationManager({
+      meta: deps.meta, stores: deps.stores, nowMs: deps.nowMs,
+      volume: (name) => this.volume(name),
+      findVolume: (name) => this.findVolume(name),
+      exportCount: (name) => this.exportCounts.get(name) ?? 0,
+      checkVolumeFree: (name, what) => {
+        this.clones.checkDeletable(name);
+        this.pairs.checkVolumeChange(name, what);
+      },
+      forgetVolume: (name) => this.forgetVolume(name),
+      timers: deps.copyTimers ?? REAL_TIMERS, pause: deps.copyPause ?? pauseOnEventLoop,
+      onError,
+      onEvent: (message, fields) => deps.onEvent?.(message, fields),
+    });
+    this.imports = new ImportManager({
+      meta: deps.meta, connect: deps.importSources, nowMs: deps.nowMs,
+      createVolume: (name, sizeBytes, trackBytes) => this.createVolume(name, sizeBytes, trackBytes),
+      volume: (name) => this.volume(name),
+      findVolume: (name) => this.findVolume(name),
+      timers: deps.copyTimers ?? REAL_TIMERS, pause: deps.copyPause ?? pauseOnEventLoop,
+      onError,
+      onEvent: (message, fields) => deps.onEvent?.(message, fields),
+    });
   }
 
   /** Opens every volume found in the metadata store, recovering bitmaps after a crash. */
   static async open(deps: ArrayDeps): Promise<ArrayService> {
     const service = new ArrayService(deps);
+    // A migration's cutover exchanged two volumes' stores (and a finish may need completing).
+    const storeOf = await MigrationManager.recoverStores(deps.meta, deps.stores, deps.journals);
     for (const key of await deps.meta.list('volume/')) {
       const bytes = await deps.meta.read(key);
       if (!bytes) continue;
       const record = parseVolumeRecord(decodeJson(bytes, key), key);
-      service.volumes.set(record.name, await service.openVolume(record));
+      service.volumes.set(record.name, await service.openVolume(record, storeOf.get(record.name)));
     }
     await service.clones.load(service.volumeNames());
+    await service.migrations.load(service.volumeNames());
+    await service.imports.load();
     await service.peers.load();
     for (const p of service.peers.list()) service.links.addPeer(linkPeer(p));
     await service.pairs.load(service.volumeNames());
@@ -137,10 +175,10 @@ export class ArrayService {
     return service;
   }
 
-  private async openVolume(record: VolumeRecord): Promise<Volume> {
+  private async openVolume(record: VolumeRecord, storeName = record.name): Promise<Volume> {
     const { deps } = this;
     const geometry = makeGeometry(record.sizeBytes, record.trackBytes);
-    const store = await deps.stores.open(record.name, record.sizeBytes);
+    const store = await deps.stores.open(storeName, record.sizeBytes);
     const journal = await deps.journals.open(record.name, AL_SLOTS, AL_SLOT_BYTES);
     return Volume.open(record, {
       store, meta: deps.meta, journal, nowMs: deps.nowMs,
@@ -216,6 +254,8 @@ export class ArrayService {
     const v = this.volume(name);
     this.clones.checkDeletable(name);
     this.pairs.checkVolumeChange(name, 'deleting it');
+    this.migrations.checkVolumeChange(name, 'deleting it');
+    this.imports.checkVolumeChange(name, 'deleting it');
     const uses = this.exportCounts.get(name) ?? 0;
     if (uses > 0) {
       throw new TidemarkError(ErrorCode.VolumeBusy, `volume ${name} is exported to ${uses} NBD connection(s)`, { volume: name, exports: uses });
@@ -235,10 +275,24 @@ export class ArrayService {
     }
   }
 
+  /**
+   * Closes a volume and drops its record, bitmaps and activity log, but not its storage file (a
+   * finished migration: the file is VOL's storage, renamed next).
+   */
+  private async forgetVolume(name: string): Promise<void> {
+    const v = this.volume(name);
+    this.volumes.delete(name);
+    await v.close();
+    await this.deps.meta.delete(volumeKey(name));
+    await this.deps.meta.delete(bitmapsKey(name));
+    await this.deps.journals.remove(name);
+  }
+
   async setVolumeState(name: string, state: VolumeState): Promise<VolumeSummary> {
     const volume = this.volume(name);
     this.clones.checkDeletable(name);
     this.pairs.checkVolumeChange(name, 'setting its state by hand');
+    this.migrations.checkVolumeChange(name, 'setting its state by hand');
     await volume.setState(state);
     return this.summary(name);
   }
@@ -333,6 +387,8 @@ export class ArrayService {
     await this.pairs.close();
     this.rpc.close();
     await this.clones.abandon();
+    await this.migrations.close();
+    await this.imports.close();
     for (const v of this.volumes.values()) v.abandon();
     this.volumes.clear();
   }
@@ -347,11 +403,17 @@ export class ArrayService {
     await this.pairs.close();
     this.rpc.close();
     await this.clones.close();
+    await this.migrations.close();
+    await this.imports.close();
     const all = [...this.volumes.values()];
     this.volumes.clear();
     await Promise.all(all.map((v) => v.close()));
   }
 }
+
+/** Background copies yield to host I/O: one turn of the event loop, or `ms` when pacing. */
+const pauseOnEventLoop = (ms: number): Promise<void> =>
+  new Promise((resolve) => (ms > 0 ? setTimeout(resolve, ms) : setImmediate(resolve)));
 
 function linkPeer(p: PeerRecord): { name: string; address: string; secret: Uint8Array } {
   return { name: p.name, address: p.address, secret: new Uint8Array(Buffer.from(p.secretBase64, 'base64')) };

@@ -10,6 +10,7 @@ import { ArrayMetrics } from './metrics.js';
 import type { Logger } from './logger.js';
 import { CHANGES_POSITION } from './volume/volume.js';
 import { FileBlockStoreFactory } from '../adapters/fs/file-block-store.js';
+import { connectNbdSource } from '../adapters/nbd-client/nbd-client.js';
 import { FileMetaStore, FileSlotJournalFactory } from '../adapters/fs/file-meta-store.js';
 import { FileSpillStore } from '../adapters/fs/file-spill-store.js';
 import { startNbdServer, type NbdServer } from '../adapters/nbd-server/nbd-server.js';
@@ -122,6 +123,8 @@ function apiBackend(service: ArrayService, metrics: ArrayMetrics, logger: Logger
     clones: service.clones,
     replication: replicationBackend(service),
     groups: groupBackend(() => service.groups),
+    migrations: service.migrations,
+    imports: service.imports,
   };
 }
 
@@ -241,6 +244,7 @@ export async function startArray(options: DaemonOptions): Promise<RunningArray> 
       activityLog: { ...DEFAULT_ACTIVITY_LOG, maxActiveExtents: options.alExtents },
       onOp: metrics.onOp,
       links: linksOver(links),
+      importSources: connectNbdSource,
       onEvent: (message, fields) => logger.info(fields, message),
       onBackgroundError: (error, context) => logger.warn({ ...context, err: (error as Error).message }, 'background error'),
     });

@@ -33,4 +33,10 @@ export interface BlockStoreFactory {
   create(name: string, sizeBytes: number): Promise<BlockStore>;
   open(name: string, sizeBytes: number): Promise<BlockStore>;
   remove(name: string): Promise<void>;
+  /**
+   * Gives store `from` the name `to`, atomically replacing any store named `to` (a finished
+   * migration: VOL's storage takes VOL's name, its old storage goes). A missing `from` is not an
+   * error: the rename happened before a crash.
+   */
+  rename(from: string, to: string): Promise<void>;
 }

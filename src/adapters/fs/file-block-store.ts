@@ -1,5 +1,5 @@
 // A volume backed by one sparse file, with positional I/O through a FileHandle.
-import { open, unlink, type FileHandle } from 'node:fs/promises';
+import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { AllocationExtent, BlockStore, BlockStoreFactory } from '../../ports/block-store.js';
 import { nativeFs } from './native.js';
@@ -119,6 +119,14 @@ export class FileBlockStoreFactory implements BlockStoreFactory {
 
   async remove(name: string): Promise<void> {
     await unlink(this.pathOf(name)).catch((error: NodeJS.ErrnoException) => {
+      if (error.code !== 'ENOENT') throw error;
+    });
+    await fsyncDirectory(this.directory);
+  }
+
+  async rename(from: string, to: string): Promise<void> {
+    // An open handle on either file keeps working: it names the inode, not the path.
+    await rename(this.pathOf(from), this.pathOf(to)).catch((error: NodeJS.ErrnoException) => {
       if (error.code !== 'ENOENT') throw error;
     });
     await fsyncDirectory(this.directory);

@@ -5,6 +5,8 @@ import type { ArrayInfo, VolumeView } from './schemas.js';
 import type { CloneBackend } from './clone-routes.js';
 import type { ReplicationBackend } from './replication-routes.js';
 import type { GroupBackend } from './group-routes.js';
+import type { MigrationBackend } from './migration-routes.js';
+import type { ImportBackend } from './import-routes.js';
 
 export interface ChangeBitmap {
   count(): number;
@@ -29,6 +31,8 @@ export interface ApiBackend {
   readonly clones: CloneBackend;
   readonly replication: ReplicationBackend;
   readonly groups: GroupBackend;
+  readonly migrations: MigrationBackend;
+  readonly imports: ImportBackend;
 }
 
 export interface ApiLogger {

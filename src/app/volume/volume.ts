@@ -133,6 +133,8 @@ export class Volume {
   private readonly extensionProviders = new Map<string, ExtensionProvider>();
   /** Set bits per position as last written to the metadata store (what a crash restarts from). */
   private persistedCounts = new Map<string, number>();
+  /** The storage serving the volume: a migration's cutover exchanges it under open connections. */
+  private store: BlockStore;
 
   private constructor(
     private record: VolumeRecord,
@@ -144,6 +146,7 @@ export class Volume {
     readonly loadedExtensions: Readonly<Record<string, unknown>>,
   ) {
     this.geometry = makeGeometry(record.sizeBytes, record.trackBytes);
+    this.store = deps.store;
   }
 
   /** Opens a volume, recovering its bitmaps from the last clean state plus the activity log. */
@@ -249,25 +252,25 @@ export class Volume {
         const { positions, owners } = this.planPositions();
         for (const step of planRead(positions, first, last)) await owners[step.at]!.execute(step, positions[step.at]!, undefined);
       }
-      await this.deps.store.readInto(offset, length, buffer, 0);
+      await this.store.readInto(offset, length, buffer, 0);
     }
     this.deps.onOp?.('read', length, started);
     return buffer;
   }
 
   write(offset: number, data: Uint8Array, fua = false): Promise<void> {
-    return this.mutate('write', 'host', offset, data.length, fua, data, undefined, () => this.deps.store.write(offset, data));
+    return this.mutate('write', 'host', offset, data.length, fua, data, undefined, () => this.store.write(offset, data));
   }
 
   /** Zeroes a range; `allocate` false allows punching a hole. */
   writeZeroes(offset: number, length: number, allocate: boolean, fua = false): Promise<void> {
     return this.inPieces(offset, length, (o, l, ordered) =>
-      this.mutate('zero', 'host', o, l, fua, undefined, undefined, () => this.deps.store.writeZeroes(o, l, allocate), ordered));
+      this.mutate('zero', 'host', o, l, fua, undefined, undefined, () => this.store.writeZeroes(o, l, allocate), ordered));
   }
 
   trim(offset: number, length: number, fua = false): Promise<void> {
     return this.inPieces(offset, length, (o, l, ordered) =>
-      this.mutate('trim', 'host', o, l, fua, undefined, undefined, () => this.deps.store.trim(o, l), ordered));
+      this.mutate('trim', 'host', o, l, fua, undefined, undefined, () => this.store.trim(o, l), ordered));
   }
 
   /**
@@ -298,27 +301,27 @@ export class Volume {
 
   /** fdatasync for internal work (no host-access check). */
   internalFlush(): Promise<void> {
-    return this.deps.store.flush();
+    return this.store.flush();
   }
 
   /** Reads for internal copies: no host-access check, no plan. */
   async internalRead(offset: number, length: number, target?: Uint8Array): Promise<Uint8Array> {
     this.checkRange(offset, length, ErrorCode.OutOfRange);
     const buffer = target ?? new Uint8Array(length);
-    if (length > 0) await this.deps.store.readInto(offset, length, buffer, 0);
+    if (length > 0) await this.store.readInto(offset, length, buffer, 0);
     return buffer;
   }
 
   /** Writes for internal copies: ordered, logged and planned like host writes, but no host-access check. */
   internalWrite(offset: number, data: Uint8Array, options: InternalWriteOptions = {}): Promise<void> {
     return this.mutate('write', options.source ?? 'copy', offset, data.length, false, data, options.skipPosition,
-      () => this.deps.store.write(offset, data));
+      () => this.store.write(offset, data));
   }
 
   /** Zeroes for internal copies (a zeroed range shipped as a marker); may punch a hole. */
   internalZero(offset: number, length: number, options: InternalWriteOptions = {}): Promise<void> {
     return this.inPieces(offset, length, (o, l, ordered) => this.mutate('zero', options.source ?? 'copy', o, l, false, undefined,
-      options.skipPosition, () => this.deps.store.writeZeroes(o, l, false), ordered));
+      options.skipPosition, () => this.store.writeZeroes(o, l, false), ordered));
   }
 
   /**
@@ -359,7 +362,7 @@ export class Volume {
   async flush(): Promise<void> {
     const started = this.deps.nowMs();
     this.checkAccess('read');
-    await this.deps.store.flush();
+    await this.store.flush();
     if (this.participants.length > 0) {
       // The mirrors are made durable together (a FLUSH to a volume with two sync mirrors costs one round trip).
       const { positions, owners } = this.planPositions();
@@ -372,17 +375,17 @@ export class Volume {
   async allocation(offset: number, length: number, maxExtents?: number): Promise<AllocationExtent[]> {
     this.checkAccess('read');
     this.checkRange(offset, length, ErrorCode.OutOfRange);
-    return this.deps.store.allocation(offset, length, maxExtents);
+    return this.store.allocation(offset, length, maxExtents);
   }
 
   /** The allocation map for internal work (no host-access check). */
   async internalAllocation(offset: number, length: number): Promise<AllocationExtent[]> {
     this.checkRange(offset, length, ErrorCode.OutOfRange);
-    return this.deps.store.allocation(offset, length);
+    return this.store.allocation(offset, length);
   }
 
   get canFastZero(): boolean {
-    return this.deps.store.canPunchHoles;
+    return this.store.canPunchHoles;
   }
 
   private async mutate(
@@ -456,11 +459,11 @@ export class Volume {
       if (this.participants.length > 0) planned ??= { source, kind, first, last, fua, fromPosition: skipPosition };
       if (!planned && this.observers.length === 0) {
         await apply();
-        if (fua) await this.deps.store.flush();
+        if (fua) await this.store.flush();
       } else {
         await this.applyPlanned(planned, { kind, source, offset, length, data, fua, skipPosition }, async () => {
           await apply();
-          if (fua) await this.deps.store.flush();
+          if (fua) await this.store.flush();
         });
       }
     } finally {
@@ -678,6 +681,18 @@ export class Volume {
     await this.persistBitmaps();
   }
 
+  /**
+   * Exchanges storage with `other` (a migration's cutover): hosts keep their connections to this
+   * volume and read and write the other storage from the next operation on. Call it inside both
+   * volumes' write windows (`holdWrites`), with no read of either in flight that must see the old one.
+   */
+  exchangeStore(other: Volume): void {
+    assert(other.geometry.sizeBytes === this.geometry.sizeBytes && other.geometry.trackBytes === this.geometry.trackBytes,
+      'stores exchanged between volumes of one geometry');
+    assert(this.inFlight.size === 0 && other.inFlight.size === 0, 'stores exchanged with writes in flight');
+    [this.store, other.store] = [other.store, this.store];
+  }
+
   /** Waits for in-flight writes, makes data and bitmaps durable and empties the activity log. */
   async close(): Promise<void> {
     if (this.closed) return;
@@ -685,12 +700,12 @@ export class Volume {
     while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight].map((w) => w.done));
     while (this.alPump) await this.alPump;
     if (!this.failure) {
-      await this.deps.store.flush();
+      await this.store.flush();
       await this.persistBitmaps();
       await this.writeCleanLog();
     }
     await this.deps.journal.close();
-    await this.deps.store.close();
+    await this.store.close();
     assert(this.inFlight.size === 0, 'writes in flight after close');
   }
 

@@ -19,10 +19,18 @@ export type PositionKind =
   /** On a pair's R1: tracks the remote mirror (R2) may lack. */
   | 'remote-out'
   /** On a pair's R2: tracks R2's own hosts changed while it was writable (split, failover). */
-  | 'remote-own';
+  | 'remote-own'
+  /** On a migrating volume: tracks its other storage lacks (the copy, later the replay, takes them). */
+  | 'migration'
+  /** On an importing volume: tracks not yet fetched from the source. */
+  | 'import';
 
-/** Which writes mark a position: host writes only, host writes and internal copies, or none. */
-export type MarksOn = 'host' | 'all' | 'never';
+/**
+ * Which writes mark a position: host writes only, host writes and internal copies, or none.
+ * 'recovery': no write marks it (its feature mirrors them), but crash recovery does: a write in a
+ * hot extent may have reached one storage and not the other.
+ */
+export type MarksOn = 'host' | 'all' | 'never' | 'recovery';
 
 export interface MirrorPosition {
   readonly id: string;
@@ -77,9 +85,9 @@ export function markRecovered(positions: readonly MirrorPosition[], runs: Readon
 // words; then u32 length and a UTF-8 JSON object of extensions (state owned by features that use
 // these positions, e.g. clone sessions), so bitmaps and that state are persisted atomically together.
 const KINDS: readonly PositionKind[] = [
-  'change-tracker', 'clone-protection', 'clone-to-clone', 'clone-to-std', 'clone-own', 'remote-out', 'remote-own',
+  'change-tracker', 'clone-protection', 'clone-to-clone', 'clone-to-std', 'clone-own', 'remote-out', 'remote-own', 'migration', 'import',
 ];
-const MARKS: readonly MarksOn[] = ['host', 'all', 'never'];
+const MARKS: readonly MarksOn[] = ['host', 'all', 'never', 'recovery'];
 const enc = new TextEncoder();
 const dec = new TextDecoder('utf-8', { fatal: true });
 

@@ -67,10 +67,40 @@ export interface PairR2Position {
 }
 
 /**
+ * A migration (docs/design/migration.md): the volume's other storage — the target's while copying,
+ * VOL's old one after the cutover — which takes the volume's writes while it is mirrored.
+ */
+export interface MigrationPosition {
+  readonly kind: 'migration';
+  /** The target volume's name. */
+  readonly id: string;
+  /** The other storage receives the volume's writes (copying, cut over); false detached or finished. */
+  readonly mirroring: boolean;
+  /** Tracks the other storage lacks: the copy (or the replay) takes them, with the volume's data of then. */
+  readonly left: TrackSet & { nextClear(from: number): number };
+}
+
+/**
+ * An online import (docs/design/migration.md): the volume is filled from another NBD server's
+ * export; tracks not fetched yet are fetched before a host reads or writes them.
+ */
+export interface ImportPosition {
+  readonly kind: 'import';
+  /** The position's id (its bitmap on the volume). */
+  readonly id: string;
+  /** Tracks not yet fetched from the source. */
+  readonly left: TrackSet;
+  /** Tracks fetched whose cleared bits are not durable yet (made durable before a write lands on them). */
+  readonly fetchedNotDurable: TrackSet;
+  /** --write-back: the volume's writes reach the source before they are acknowledged. */
+  readonly writeBack: boolean;
+}
+
+/**
  * Every kind of position the write path knows. A new mirror kind (a journal, a migration target)
  * adds its value here and its rule to RULES below; TypeScript then insists the rule exists.
  */
-export type PlanPosition = ClonePosition | PairR1Position | PairR2Position;
+export type PlanPosition = ClonePosition | PairR1Position | PairR2Position | MigrationPosition | ImportPosition;
 export type PlanPositionKind = PlanPosition['kind'];
 
 /** The write being planned: its source, kind, byte range and tracks. */
@@ -97,7 +127,8 @@ export type AdmitStep =
   /** The write leaves an attached clone work: its background copy is started (the write does not wait). */
   | (StepBase & { readonly kind: 'start-copy' })
   /** Async cycles may hold the write back (their spill disk behind the host); it waits until let in. */
-  | (StepBase & { readonly kind: 'wait-admission' });
+  | (StepBase & { readonly kind: 'wait-admission' })
+  | FetchStep;
 
 export type ApplyStep =
   /** The store takes the write (and its FUA flush). */
@@ -113,7 +144,11 @@ export type ApplyStep =
   /** Async: the written bytes go into the cycle the write joined. */
   | (StepBase & { readonly kind: 'capture' })
   /** The local write failed: the mirror may have got bytes the store lacks, so the tracks are owed whole. */
-  | (StepBase & { readonly kind: 'owe-whole' });
+  | (StepBase & { readonly kind: 'owe-whole' })
+  /** Migration: the write goes to the other storage too, alongside the local write. */
+  | (StepBase & { readonly kind: 'mirror' })
+  /** Import with write-back: the write goes to the source too, alongside the local write. */
+  | (StepBase & { readonly kind: 'forward' });
 
 /**
  * How the app runs it: the steps before `apply-local` start in order, and any that returns work
@@ -140,8 +175,17 @@ export type CopyOutStep = StepBase & {
   readonly kind: 'copy-out'; readonly first: number; readonly last: number; readonly durable: boolean;
 };
 
+/**
+ * An import fetches tracks first..last's unfetched tracks from its source into the volume before a
+ * read or write lands on them. `durable`: before a write, the fetched tracks' cleared bits are made
+ * durable too (after a crash they must not be fetched again over the write).
+ */
+export type FetchStep = StepBase & {
+  readonly kind: 'fetch'; readonly first: number; readonly last: number; readonly durable: boolean;
+};
+
 /** Before a host read, in order. */
-export type ReadStep = CopyOutStep;
+export type ReadStep = CopyOutStep | FetchStep;
 
 export type PlanStep = AdmitStep | ApplyStep | FlushStep | ReadStep;
 
@@ -232,10 +276,49 @@ const pairR2Rule: Rule<PairR2Position> = {
   },
 };
 
+/** Every track of first..last is still to be copied. */
+const allLeft = (p: MigrationPosition, first: number, last: number): boolean => {
+  const clear = p.left.nextClear(first);
+  return clear === -1 || clear > last;
+};
+
+const migrationRule: Rule<MigrationPosition> = {
+  apply(p, w, at, before, _after, ifLocalFails) {
+    // Every source counts (a clone restoring into the volume changes what its hosts read).
+    if (!p.mirroring) return;
+    // The other storage may have got bytes the store refused: the tracks are copied again.
+    ifLocalFails.push({ kind: 'owe-whole', position: p.id, at });
+    // Not copied yet: the copy takes the track after this write (it reads in the write order).
+    if (allLeft(p, w.first, w.last)) return;
+    before.push({ kind: 'mirror', position: p.id, at });
+  },
+};
+
+const importRule: Rule<ImportPosition> = {
+  admitsEarly: true,
+  admit(p, w, at, out) {
+    if (p.left.anyInRange(w.first, w.last) || p.fetchedNotDurable.anyInRange(w.first, w.last)) {
+      out.push({ kind: 'fetch', position: p.id, at, first: w.first, last: w.last, durable: true });
+    }
+  },
+  apply(p, w, at, before) {
+    // The import's own fills come from the source (marked as from its position): nothing to send back.
+    if (p.writeBack && w.fromPosition !== p.id) before.push({ kind: 'forward', position: p.id, at });
+  },
+  flush(p, at, out) {
+    if (p.writeBack) out.push({ kind: 'flush-mirror', position: p.id, at });
+  },
+  read(p, first, last, at, out) {
+    if (p.left.anyInRange(first, last)) out.push({ kind: 'fetch', position: p.id, at, first, last, durable: false });
+  },
+};
+
 const RULES: { readonly [K in PlanPositionKind]: Rule<Extract<PlanPosition, { kind: K }>> } = {
   'clone': cloneRule,
   'pair-r1': pairR1Rule,
   'pair-r2': pairR2Rule,
+  'migration': migrationRule,
+  'import': importRule,
 };
 
 const ruleOf = (p: PlanPosition): Rule<PlanPosition> => RULES[p.kind] as Rule<PlanPosition>;
