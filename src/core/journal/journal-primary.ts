@@ -46,6 +46,12 @@ export type PrimaryAction =
   | { readonly kind: 'token-done'; readonly writeId: number }
   | { readonly kind: 'send'; readonly to: string; readonly message: JournalMessage };
 
+/** Deliberate bugs, for the test that shows the simulator's oracle catches them. */
+export interface PrimaryBugs {
+  /** `tokens sync` completes the write as soon as its token is assigned, like `ahead`. */
+  readonly syncDoneAtGrant?: boolean;
+}
+
 interface OutBuffer {
   readonly stream: OutStream;
   tokens: Token[];
@@ -74,7 +80,7 @@ export class JournalPrimary {
   issuedHigh = 0;
   sentHigh = 0;
 
-  constructor(private readonly config: PrimaryConfig) {
+  constructor(private readonly config: PrimaryConfig, private readonly bugs: PrimaryBugs = {}) {
     assert(config.batchBytes > 0 && config.intervalMs >= 0, 'batch bytes and interval must be positive');
   }
 
@@ -127,7 +133,7 @@ export class JournalPrimary {
             secondaries.add(t.secondary);
           }
           this.actions.push({ kind: 'tokens', writeId: w.writeId, tokens });
-          if (this.config.tokens === 'ahead') this.actions.push({ kind: 'token-done', writeId: w.writeId });
+          if (this.config.tokens === 'ahead' || this.bugs.syncDoneAtGrant) this.actions.push({ kind: 'token-done', writeId: w.writeId });
           else this.syncPending.set(w.writeId, secondaries.size);
         }
         if (this.config.tokens === 'sync') this.sendTokensNow(req.writes, now);
@@ -154,7 +160,8 @@ export class JournalPrimary {
         b.stream.ack(event.ackUpTo);
         while (b.syncWaits.length > 0 && b.syncWaits[0]!.continuity <= event.ackUpTo) {
           const { writeId } = b.syncWaits.shift()!;
-          const left = (this.syncPending.get(writeId) ?? 1) - 1;
+          if (!this.syncPending.has(writeId)) continue;
+          const left = this.syncPending.get(writeId)! - 1;
           if (left === 0) { this.syncPending.delete(writeId); this.actions.push({ kind: 'token-done', writeId }); } else this.syncPending.set(writeId, left);
         }
         return;

@@ -17,6 +17,8 @@ export interface QueueState {
   readonly tokens: readonly Token[];
   /** Sequence numbers above appliedUpTo whose data (this secondary's pieces) is in the queue. */
   readonly dataSequences: readonly number[];
+  /** This secondary's tokens above appliedUpTo that its primary sent (not only the sequencer). */
+  readonly primaryTokens: readonly number[];
   readonly lastMessageMs: number | null;
 }
 
@@ -38,6 +40,13 @@ export interface RecoveryReport {
   readonly consistentTime: number | null;
   readonly lost: readonly LossEntry[];
   readonly stranded: readonly LossEntry[];
+  /**
+   * `tokens sync` only: numbers beyond the point whose token the sequencer handed out but whose
+   * primary never delivered it to the secondary — no host saw those writes acknowledged (the write
+   * completes only once its secondary holds the token), so they are not losses. Under `ahead` they
+   * are in `lost`.
+   */
+  readonly unacknowledged: readonly LossEntry[];
   /** The highest number any secondary knows; numbers between it and the point that no one knows are `unknown`. */
   readonly highestKnown: number;
   readonly unknownSequences: number;
@@ -52,7 +61,7 @@ const toLoss = (t: Token): LossEntry => ({
 });
 
 /** `secondaries`: every secondary array of the journal; recovery needs each one's state. */
-export function computeRecovery(secondaries: readonly string[], states: readonly QueueState[]): RecoveryReport {
+export function computeRecovery(secondaries: readonly string[], states: readonly QueueState[], tokens: 'ahead' | 'sync'): RecoveryReport {
   const byName = new Map<string, QueueState>();
   for (const s of states) {
     if (byName.has(s.secondary)) throw new TidemarkError(ErrorCode.InvalidArgument, `two queue states for secondary ${s.secondary}`);
@@ -69,8 +78,10 @@ export function computeRecovery(secondaries: readonly string[], states: readonly
   for (const s of states) {
     if (s.appliedUpTo > floor) { floor = s.appliedUpTo; floorTime = s.appliedTimeMs; }
   }
-  const tokens = new Map<number, Token>();
-  for (const s of states) for (const t of s.tokens) if (t.sequence > floor && !tokens.has(t.sequence)) tokens.set(t.sequence, t);
+  const known = new Map<number, Token>();
+  for (const s of states) for (const t of s.tokens) if (t.sequence > floor && !known.has(t.sequence)) known.set(t.sequence, t);
+  const viaPrimary = new Map<string, Set<number>>();
+  for (const s of states) viaPrimary.set(s.secondary, new Set(s.primaryTokens));
   const data = new Map<string, Set<number>>();
   for (const s of states) data.set(s.secondary, new Set(s.dataSequences));
   const hasData = (t: Token): boolean => {
@@ -81,19 +92,22 @@ export function computeRecovery(secondaries: readonly string[], states: readonly
   let point = floor;
   let time = floorTime;
   for (;;) {
-    const t = tokens.get(point + 1);
+    const t = known.get(point + 1);
     if (!t || !hasData(t)) break;
     point++;
     time = t.timeMs;
   }
   const lost: LossEntry[] = [];
   const stranded: LossEntry[] = [];
+  const unacknowledged: LossEntry[] = [];
   let highestKnown = point;
-  for (const seq of [...tokens.keys()].sort((a, b) => a - b)) {
+  for (const seq of [...known.keys()].sort((a, b) => a - b)) {
     if (seq <= point) continue;
-    const t = tokens.get(seq)!;
+    const t = known.get(seq)!;
     highestKnown = seq;
-    (hasData(t) ? stranded : lost).push(toLoss(t));
+    if (hasData(t)) stranded.push(toLoss(t));
+    else if (tokens === 'sync' && !(viaPrimary.get(t.secondary)?.has(seq) ?? false)) unacknowledged.push(toLoss(t));
+    else lost.push(toLoss(t));
   }
   let lastMessageAt: number | null = null;
   for (const s of states) if (s.lastMessageMs !== null && (lastMessageAt === null || s.lastMessageMs > lastMessageAt)) lastMessageAt = s.lastMessageMs;
@@ -102,8 +116,9 @@ export function computeRecovery(secondaries: readonly string[], states: readonly
     consistentTime: point === 0 ? null : time,
     lost,
     stranded,
+    unacknowledged,
     highestKnown,
-    unknownSequences: highestKnown - point - lost.length - stranded.length,
+    unknownSequences: highestKnown - point - lost.length - stranded.length - unacknowledged.length,
     lastMessageAt,
     secondaries: states.map((s) => ({
       secondary: s.secondary,

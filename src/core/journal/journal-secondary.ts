@@ -31,6 +31,11 @@ export interface SecondaryDurable {
   readonly expected: Map<string, number>;
   /** Known tokens above appliedUpTo, every secondary's. */
   readonly tokens: Map<number, Token>;
+  /**
+   * This array's tokens above appliedUpTo that came from their primary (not only from the sequencer's
+   * fan-out): with `tokens sync` only those can belong to writes a host saw acknowledged.
+   */
+  readonly fromPrimary: Set<number>;
   /** This array's entries' bytes above appliedUpTo. */
   readonly data: Map<number, Uint8Array>;
   /** When the last message from a primary arrived (for the report under `tokens ahead`). */
@@ -40,7 +45,7 @@ export interface SecondaryDurable {
 }
 
 export const emptyDurable = (): SecondaryDurable => ({
-  appliedUpTo: 0, appliedTimeMs: null, expected: new Map(), tokens: new Map(), data: new Map(), lastMessageMs: null, recoveredAt: null,
+  appliedUpTo: 0, appliedTimeMs: null, expected: new Map(), tokens: new Map(), fromPrimary: new Set(), data: new Map(), lastMessageMs: null, recoveredAt: null,
 });
 
 export type SecondaryEvent =
@@ -51,7 +56,7 @@ export type SecondaryEvent =
 
 export type SecondaryAction =
   /** Make the message's contribution durable (with the sender's next continuity) before anything after it. */
-  | { readonly kind: 'persist'; readonly stream: string; readonly expected: number; readonly tokens: readonly Token[]; readonly entries: readonly DataEntry[]; readonly lastMessageMs: number | null }
+  | { readonly kind: 'persist'; readonly stream: string; readonly expected: number; readonly tokens: readonly Token[]; readonly fromPrimary: readonly number[]; readonly entries: readonly DataEntry[]; readonly lastMessageMs: number | null }
   | { readonly kind: 'send'; readonly to: string; readonly message: JournalMessage }
   /** Tell the other secondaries how far this queue is complete. */
   | { readonly kind: 'announce'; readonly completeUpTo: number }
@@ -99,6 +104,11 @@ export class JournalSecondary {
     return p;
   }
 
+  /** The point of the apply running now, if any. */
+  get applyingUpTo(): number | undefined {
+    return this.applying;
+  }
+
   get queuedEntries(): number {
     return this.durable.data.size;
   }
@@ -139,6 +149,7 @@ export class JournalSecondary {
         d.appliedUpTo = event.upTo;
         for (const s of [...d.tokens.keys()]) if (s <= event.upTo) d.tokens.delete(s);
         for (const s of [...d.data.keys()]) if (s <= event.upTo) d.data.delete(s);
+        for (const s of [...d.fromPrimary]) if (s <= event.upTo) d.fromPrimary.delete(s);
         this.actions.push({ kind: 'prune', upTo: event.upTo, timeMs: d.appliedTimeMs });
         return;
       }
@@ -158,8 +169,11 @@ export class JournalSecondary {
     if (accept === 'new') {
       const tokens: Token[] = [];
       const entries: DataEntry[] = [];
+      const fromPrimary: number[] = [];
       for (const t of m.tokens) {
-        if (t.sequence <= d.appliedUpTo || d.tokens.has(t.sequence)) continue;
+        if (t.sequence <= d.appliedUpTo) continue;
+        if (m.role === 'primary' && t.secondary === this.config.self && !d.fromPrimary.has(t.sequence)) { d.fromPrimary.add(t.sequence); fromPrimary.push(t.sequence); }
+        if (d.tokens.has(t.sequence)) continue;
         d.tokens.set(t.sequence, t);
         tokens.push(t);
       }
@@ -167,13 +181,14 @@ export class JournalSecondary {
         const s = e.token.sequence;
         if (s <= d.appliedUpTo || e.token.secondary !== this.config.self || d.data.has(s)) continue;
         if (!d.tokens.has(s)) { d.tokens.set(s, e.token); tokens.push(e.token); }
+        if (!d.fromPrimary.has(s)) { d.fromPrimary.add(s); fromPrimary.push(s); }
         d.data.set(s, e.data);
         entries.push(e);
       }
       d.expected.set(key, expected + 1);
       // A primary's stream tells how fresh the queue is (writes after its last message may be unknown).
       if (m.role === 'primary') d.lastMessageMs = now;
-      this.actions.push({ kind: 'persist', stream: key, expected: expected + 1, tokens, entries, lastMessageMs: d.lastMessageMs });
+      this.actions.push({ kind: 'persist', stream: key, expected: expected + 1, tokens, fromPrimary, entries, lastMessageMs: d.lastMessageMs });
       this.advance();
     }
     const ackUpTo = (d.expected.get(key) ?? 1) - 1;
@@ -220,6 +235,7 @@ export class JournalSecondary {
       appliedTimeMs: d.appliedTimeMs,
       tokens: [...d.tokens.values()].sort((a, b) => a.sequence - b.sequence),
       dataSequences: [...d.data.keys()].sort((a, b) => a - b),
+      primaryTokens: [...d.fromPrimary].sort((a, b) => a - b),
       lastMessageMs: d.lastMessageMs,
     };
   }
