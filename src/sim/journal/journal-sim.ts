@@ -99,7 +99,9 @@ export interface JournalSeedOptions {
   readonly override?: Partial<JournalSimConfig>;
 }
 
-class SimFailure extends Error {}
+class SimFailure extends Error {
+  readonly fromOracle = true;
+}
 
 interface Pair { readonly id: string; readonly volume: string; readonly secondary: string; readonly extents: { offset: number; length: number }[] | undefined }
 
