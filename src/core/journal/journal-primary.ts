@@ -12,7 +12,8 @@
 import { assert } from '../lib/assert.js';
 import { OutStream } from './stream.js';
 import type { Grant } from './sequencer.js';
-import type { DataEntry, JournalMessage, Token, TokenSpec } from './journal-types.js';
+import { entryBytes, type DataEntry, type JournalMessage, type Token, type TokenSpec } from './journal-types.js';
+import { MAX_JOURNAL_ENTRIES } from './journal-wire.js';
 
 export type TokenMode = 'ahead' | 'sync';
 
@@ -34,7 +35,7 @@ export type PrimaryEvent =
   | { readonly kind: 'write'; readonly writeId: number; readonly specs: readonly TokenSpec[] }
   | { readonly kind: 'grant'; readonly grant: Grant }
   /** The write reached the local store: its bytes, one buffer per piece in spec order. */
-  | { readonly kind: 'captured'; readonly writeId: number; readonly data: readonly Uint8Array[] }
+  | { readonly kind: 'captured'; readonly writeId: number; readonly data: readonly (Uint8Array | null)[] }
   /** A secondary made the stream durable up to this continuity. */
   | { readonly kind: 'ack'; readonly from: string; readonly ackUpTo: number };
 
@@ -146,11 +147,11 @@ export class JournalPrimary {
         this.tokensOf.delete(event.writeId);
         tokens.forEach((token, i) => {
           const data = event.data[i]!;
-          assert(data.length === token.length, 'captured bytes match the token');
+          assert(data === null || data.length === token.length, 'captured bytes match the token');
           const b = this.buffer(token.secondary);
           if (b.entries.length === 0) b.oldestMs = now;
           b.entries.push({ token, data });
-          b.bytes += data.length;
+          b.bytes += entryBytes(data);
         });
         return;
       }
@@ -194,7 +195,7 @@ export class JournalPrimary {
   private takeEntries(b: OutBuffer): DataEntry[] {
     let bytes = 0;
     let n = 0;
-    while (n < b.entries.length && (n === 0 || bytes + b.entries[n]!.data.length <= this.config.batchBytes)) bytes += b.entries[n++]!.data.length;
+    while (n < b.entries.length && n < MAX_JOURNAL_ENTRIES && (n === 0 || bytes + entryBytes(b.entries[n]!.data) <= this.config.batchBytes)) bytes += entryBytes(b.entries[n++]!.data);
     const taken = b.entries.splice(0, n);
     b.bytes -= bytes;
     return taken;
@@ -213,7 +214,8 @@ export class JournalPrimary {
     for (const [to, b] of this.out) {
       // Resent messages first, so a new message never overtakes an older one it depends on.
       for (const message of b.stream.due(now)) this.actions.push({ kind: 'send', to, message });
-      while (b.stream.hasRoom && b.entries.length > 0 && (b.bytes >= this.config.batchBytes || now - b.oldestMs >= this.config.intervalMs)) {
+      while (b.stream.hasRoom && b.entries.length > 0 &&
+        (b.bytes >= this.config.batchBytes || b.entries.length >= MAX_JOURNAL_ENTRIES || now - b.oldestMs >= this.config.intervalMs)) {
         this.emit(to, b, true, now);
         if (b.entries.length > 0) b.oldestMs = now;
       }

@@ -11,7 +11,7 @@
 import { assert } from '../lib/assert.js';
 import { acceptContinuity } from './stream.js';
 import type { QueueState } from './journal-recovery.js';
-import { streamKey, type DataEntry, type JournalMessage, type Token } from './journal-types.js';
+import { entryBytes, streamKey, type DataEntry, type JournalMessage, type Token } from './journal-types.js';
 
 export interface SecondaryConfig {
   readonly journal: string;
@@ -37,7 +37,7 @@ export interface SecondaryDurable {
    */
   readonly fromPrimary: Set<number>;
   /** This array's entries' bytes above appliedUpTo. */
-  readonly data: Map<number, Uint8Array>;
+  readonly data: Map<number, Uint8Array | null>;
   /** When the last message from a primary arrived (for the report under `tokens ahead`). */
   lastMessageMs: number | null;
   /** After recovery the queue takes no more messages. */
@@ -115,7 +115,7 @@ export class JournalSecondary {
 
   get queuedBytes(): number {
     let n = 0;
-    for (const d of this.durable.data.values()) n += d.length;
+    for (const d of this.durable.data.values()) n += entryBytes(d);
     return n;
   }
 

@@ -22,13 +22,16 @@ export interface Token extends TokenSpec {
   readonly timeMs: number;
 }
 
-/** A token with the written bytes (the data mover's entry). */
+/** A token with the written bytes (the data mover's entry); null: the piece was zeroed or trimmed. */
 export interface DataEntry {
   readonly token: Token;
-  readonly data: Uint8Array;
+  readonly data: Uint8Array | null;
 }
 
-/** SPEC §6 message types. `tokens` carries no data entries, only the token list (sequencer fan-out). */
+/** Bytes an entry carries on the link (a zeroed piece travels as a marker). */
+export const entryBytes = (data: Uint8Array | null): number => (data === null ? 0 : data.length);
+
+/** SPEC §6 message types (this version sends data and ack; the others are reserved for initial copy and teardown). */
 export const JOURNAL_MESSAGE_TYPES = ['data', 'establish', 'terminate', 'initial-copy', 'ack', 'exception'] as const;
 export type JournalMessageType = (typeof JOURNAL_MESSAGE_TYPES)[number];
 
@@ -64,7 +67,7 @@ export interface JournalMessage {
 
 export function messageBytes(m: JournalMessage): number {
   let n = 32 + m.tokens.length * 48;
-  for (const e of m.entries) n += 48 + e.data.length;
+  for (const e of m.entries) n += 48 + entryBytes(e.data);
   return n;
 }
 

@@ -58,6 +58,22 @@ export class Sequencer {
     for (const s of config.secondaries) this.streams.set(s, new OutStream(config.retransmitMs, config.windowMessages));
   }
 
+  /**
+   * A secondary joins: it gets every token granted from now on. Returns the numbers issued so far
+   * (its queue starts after them). Tokens already queued for the fan-out go out before it joins.
+   */
+  addSecondary(name: string, now: number): number {
+    if (!this.streams.has(name)) {
+      this.flushPending(now, true);
+      this.streams.set(name, new OutStream(this.config.retransmitMs, this.config.windowMessages));
+    }
+    return this.issued;
+  }
+
+  get secondaries(): string[] {
+    return [...this.streams.keys()];
+  }
+
   /** The next number it will hand out (the app persists it before a grant leaves). */
   get nextSequence(): number {
     return this.next;
@@ -98,20 +114,23 @@ export class Sequencer {
 
   /** Grants, then the token fan-out (one message per secondary with every token since the last). */
   poll(now: number): SequencerAction[] {
-    if (this.pending.length > 0) {
-      const tokens = this.pending;
-      let sent = true;
-      for (const s of this.streams.values()) sent &&= s.hasRoom;
-      if (sent) {
-        this.pending = [];
-        for (const [to, stream] of this.streams) {
-          const message = stream.send({ journal: this.config.journal, from: this.config.self, role: 'sequencer', type: 'data', tokens, entries: [] }, now);
-          this.actions.push({ kind: 'send', to, message });
-        }
-      }
-    }
+    this.flushPending(now, false);
     for (const [to, stream] of this.streams) for (const message of stream.due(now)) this.actions.push({ kind: 'send', to, message });
     return this.actions.splice(0);
+  }
+
+  /** One message per secondary with every token since the last (held while a receiver is too far behind, unless forced). */
+  private flushPending(now: number, force: boolean): void {
+    if (this.pending.length === 0) return;
+    let room = true;
+    for (const s of this.streams.values()) room &&= s.hasRoom;
+    if (!room && !force) return;
+    const tokens = this.pending;
+    this.pending = [];
+    for (const [to, stream] of this.streams) {
+      const message = stream.send({ journal: this.config.journal, from: this.config.self, role: 'sequencer', type: 'data', tokens, entries: [] }, now);
+      this.actions.push({ kind: 'send', to, message });
+    }
   }
 
   nextDeadline(): number | undefined {

@@ -423,7 +423,8 @@ class JournalSim {
           t += this.prng.next() * 0.5;
           this.loop.at(t, () => {
             if (!s.up || s.incarnation !== incarnation) return;
-            s.images.get(e.token.volume)!.set(e.data, e.token.offset);
+            const image = s.images.get(e.token.volume)!;
+            if (e.data === null) image.fill(0, e.token.offset, e.token.offset + e.token.length); else image.set(e.data, e.token.offset);
           });
         }
         this.loop.at(t + this.prng.next(), () => {
