@@ -54,7 +54,7 @@ const REQUESTS: { [Op in PeerOp]: RequestOf<Op> } = {
   'journal.create': { op: 'journal.create', record: jrecord },
   'journal.join': { op: 'journal.join', journal: 'j', secondary: 'west' },
   'journal.members': { op: 'journal.members', journal: 'j', secondaries: ['west', 'north'] },
-  'journal.pair-create': { op: 'journal.pair-create', record: jrecord, base: 4,
+  'journal.pair-create': { op: 'journal.pair-create', record: jrecord, base: 4, secondaries: ['west'],
     pair: { id: 'j.db.west', primaryArray: 'east', primaryVolume: 'db', secondaryArray: 'west', secondaryVolume: 'db-r', extents: null } },
   'journal.request': { op: 'journal.request', journal: 'j', incarnation: 3, requestId: 9, specs: [{ pair: 'j.db.west', volume: 'db', offset: 0, length: 512, secondary: 'west' }] },
   'journal.message': { op: 'journal.message', journal: 'j', message: { from: 'east', role: 'primary', type: 'data', continuity: 5, tokens: [jtoken], entries: [jtoken] } },

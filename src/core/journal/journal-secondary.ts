@@ -130,7 +130,9 @@ export class JournalSecondary {
     for (;;) {
       const next = this.completeHigh + 1;
       const t = d.tokens.get(next);
-      if (!t || (t.secondary === this.config.self && !d.data.has(next))) return;
+      // A piece for a secondary this queue has not heard of yet (it joined a moment ago) waits
+      // until it is a member: only then do the watermarks cover it.
+      if (!t || !this.config.secondaries.includes(t.secondary) || (t.secondary === this.config.self && !d.data.has(next))) return;
       this.completeHigh = next;
     }
   }

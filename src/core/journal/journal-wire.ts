@@ -72,7 +72,7 @@ export const JOURNAL_PEER_OPERATIONS = {
     'primary → sequencer: a secondary joins; base: the numbers issued so far (the new queue starts after them)'),
   'journal.members': op(Type.Object({ journal: VolumeName, secondaries: Type.Array(Name, { minItems: 1 }) }), Empty,
     'sequencer → secondaries: every secondary of the journal (they exchange watermarks)'),
-  'journal.pair-create': op(Type.Object({ record: JournalRecordWire, pair: JournalPairWire, base: Count }), Empty,
+  'journal.pair-create': op(Type.Object({ record: JournalRecordWire, pair: JournalPairWire, base: Count, secondaries: Type.Array(Name, { minItems: 1 }) }), Empty,
     'primary → secondary: the secondary half of a journal pair (write-disabled until recovery)'),
   'journal.request': op(Type.Object({ journal: VolumeName, incarnation: Count, requestId: Positive, specs: Type.Array(TokenSpecWire, { minItems: 1, maxItems: MAX_JOURNAL_TOKENS }) }),
     Type.Object({ first: Positive, count: Positive, timeMs: Count }),
