@@ -26,6 +26,7 @@ import { MigrationManager } from './migration/migration-manager.js';
 import { ImportManager } from './migration/import-manager.js';
 import type { ImportSourceConnector } from '../ports/import-source.js';
 import type { Timers } from '../ports/timers.js';
+import { JournalManager } from './journal/journal-manager.js';
 
 export interface ArrayDeps {
   readonly name: string;
@@ -89,6 +90,8 @@ export class ArrayService {
   readonly pairs: PairManager;
   /** Consistency groups: the ones this array coordinates and its pairs' memberships. Set by open(). */
   groups!: GroupManager;
+  /** Journals (SPEC §6): sequencer, primary positions and secondary queues on this array. Set by open(). */
+  journals!: JournalManager;
   private readonly links: PeerLinks;
   private readonly rpc: PeerRpc;
 
@@ -171,6 +174,12 @@ export class ArrayService {
       ...(deps.groupWindowTimeoutMs !== undefined ? { windowTimeoutMs: deps.groupWindowTimeoutMs } : {}),
       ...(deps.groupStallAfterMs !== undefined ? { stallAfterMs: deps.groupStallAfterMs } : {}),
       onEvent: (message, fields) => deps.onEvent?.(message, fields),
+    });
+    service.journals = await JournalManager.open({
+      self: deps.name, rpc: service.rpc, meta: deps.meta, timers: REAL_TIMERS, nowMs: deps.nowMs,
+      volume: (name) => service.volume(name), findVolume: (name) => service.findVolume(name),
+      checkPeer: (name) => { service.peers.get(name); },
+      onError: (error, context) => deps.onBackgroundError?.(error, context),
     });
     return service;
   }
@@ -383,6 +392,7 @@ export class ArrayService {
   }
 
   async abandon(): Promise<void> {
+    this.journals.close();
     this.groups.close();
     await this.pairs.close();
     this.rpc.close();
@@ -399,6 +409,7 @@ export class ArrayService {
   }
 
   async close(): Promise<void> {
+    this.journals.close();
     this.groups.close();
     await this.pairs.close();
     this.rpc.close();

@@ -125,6 +125,7 @@ function apiBackend(service: ArrayService, metrics: ArrayMetrics, logger: Logger
     groups: groupBackend(() => service.groups),
     migrations: service.migrations,
     imports: service.imports,
+    journals: service.journals,
   };
 }
 

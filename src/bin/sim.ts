@@ -1,4 +1,4 @@
-// The seed runner: `npm run sim -- [--suite volume|pair|cycles|link] --seeds N [--start K] [--seed S] [--verbose] [--trace]`.
+// The seed runner: `npm run sim -- [--suite volume|pair|cycles|link|journal] --seeds N [--start K] [--seed S] [--verbose] [--trace]`.
 // Runs the volume (default), remote-pair, async-cycles/consistency-group or link simulation for each seed, prints every failure with a command that reproduces
 // it, then a summary line. Exits 1 when any seed fails.
 import { performance } from 'node:perf_hooks';
@@ -8,6 +8,7 @@ import { describeConfig } from '../sim/volume/config.js';
 import { describePairConfig, runPairSeed } from '../sim/pair/pair-sim.js';
 import { describeCyclesConfig, runCyclesSeed } from '../sim/cycles/cycles-sim.js';
 import { runLinkSeed } from '../sim/link-sim.js';
+import { describeJournalConfig, runJournalSeed } from '../sim/journal/journal-sim.js';
 
 function parseSeed(text: string, what: string): number {
   const n = Number(text);
@@ -27,7 +28,7 @@ async function main(): Promise<number> {
     },
     strict: true,
   });
-  if (!['volume', 'pair', 'cycles', 'link'].includes(values.suite)) throw new Error('--suite must be volume, pair, cycles or link');
+  if (!['volume', 'pair', 'cycles', 'link', 'journal'].includes(values.suite)) throw new Error('--suite must be volume, pair, cycles, link or journal');
   let seeds: Iterable<number>;
   if (values.seed !== undefined) {
     seeds = [parseSeed(values.seed, '--seed')];
@@ -40,6 +41,7 @@ async function main(): Promise<number> {
   const single = values.seed !== undefined;
   if (values.suite === 'pair') return runSuite(PAIR_SUITE, seeds, single, values.verbose === true, values.trace === true);
   if (values.suite === 'cycles') return runSuite(CYCLES_SUITE, seeds, single, values.verbose === true, values.trace === true);
+  if (values.suite === 'journal') return runSuite(JOURNAL_SUITE, seeds, single, values.verbose === true, values.trace === true);
   if (values.suite === 'link') return runSuite(LINK_SUITE, seeds, single, values.verbose === true, false);
   const summary = await runSeeds(seeds, {
     now: () => performance.now(),
@@ -85,6 +87,15 @@ const CYCLES_SUITE: SeedSuite<Awaited<ReturnType<typeof runCyclesSeed>>> = {
   config: (r) => describeCyclesConfig(r.config),
   passed: (r) => `${r.writesAcked} writes acknowledged, ${r.switches} switches, ${r.coordinatorCrashes} coordinator crashes, ` +
     `${r.evictions} evictions, ${r.r2Crashes} R2 crashes, recovered ${r.recoveredWrites ?? '-'}`,
+};
+
+const JOURNAL_SUITE: SeedSuite<ReturnType<typeof runJournalSeed>> = {
+  name: 'journal',
+  run: (seed, trace) => Promise.resolve(runJournalSeed(seed, trace ? { trace } : {})),
+  config: (r) => describeJournalConfig(r.config),
+  passed: (r) => `${r.acked} writes acknowledged, ${r.issued} numbers issued, ${r.secondaryCrashes} secondary crashes, ${r.messages} messages` +
+    (r.report ? `; recovered to ${r.report.consistentSequence}: lost ${r.report.lost.length}, stranded ${r.report.stranded.length}, ` +
+      `unacknowledged ${r.report.unacknowledged.length}, acknowledged beyond the point ${r.ackedBeyond}` : '; converged'),
 };
 
 const LINK_SUITE: SeedSuite<Awaited<ReturnType<typeof runLinkSeed>>> = {

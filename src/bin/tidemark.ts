@@ -12,6 +12,7 @@ import { registerReplicationCommands } from '../cli/replication-commands.js';
 import { registerGroupCommands } from '../cli/group-commands.js';
 import { registerMigrationCommands } from '../cli/migration-commands.js';
 import { registerImportCommands } from '../cli/import-commands.js';
+import { registerJournalCommands } from '../cli/journal-commands.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const version = (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string }).version;
@@ -59,6 +60,7 @@ registerReplicationCommands(program, run);
 registerGroupCommands(program, run);
 registerMigrationCommands(program, run);
 registerImportCommands(program, run);
+registerJournalCommands(program, run);
 
 try {
   await program.parseAsync(process.argv);

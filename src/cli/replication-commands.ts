@@ -8,6 +8,7 @@ import { printFields, printJson, printTable, type GlobalOptions } from './output
 import { parseWaitOptions, waitWithProgress, withWaitOptions, type WaitOptions } from './wait.js';
 import { ErrorCode, TidemarkError, invalidArgument } from '../core/errors.js';
 import type { PairStatusView, PeerView } from '../adapters/http/replication-routes.js';
+import { createJournalPair } from './journal-commands.js';
 
 // The API's own shapes (type-only: the CLI still talks to the array over HTTP alone).
 type PeerJson = PeerView;
@@ -115,7 +116,8 @@ export function registerReplicationCommands(program: Command, run: (action: Run)
     .option('--name <name>', "the pair's name on both arrays; defaults to VOLUME while it has no pair, required when it has one")
     .requiredOption('--peer <name>', 'the peer array')
     .requiredOption('--remote-volume <name>', 'the volume on the peer that becomes R2')
-    .requiredOption('--mode <mode>', MODES.join(' | '))
+    .requiredOption('--mode <mode>', `${MODES.join(' | ')} | journal (with --journal)`)
+    .option('--journal <name>', 'journal mode: the journal the pair joins (see tidemark journal create)')
     .option('--on-link-failure <policy>', `${POLICIES.join(' | ')}: what host writes do while R2 cannot be reached`, 'continue')
     .option('--cycle-ms <ms>', 'async mode: the shortest time between cycle switches (≥ 100)', '1000')
     .option('--cycle-memory <size>', "async mode: record data R1's cycles keep in memory before spilling to disk (≥ 64KiB)", '64MiB')
@@ -125,8 +127,13 @@ export function registerReplicationCommands(program: Command, run: (action: Run)
     .option('--protect-with <clone>', "a clone session of the remote volume on the peer: split before every resync, so a consistent image of R2 survives a disaster mid-resync")
     .action((volume: string, opts: {
       name?: string; peer: string; remoteVolume: string; mode: string; onLinkFailure: string; protectWith?: string; extents?: string; cycleMs: string;
-      cycleMemory: string; spillLimit: string; minAge: string;
+      cycleMemory: string; spillLimit: string; minAge: string; journal?: string;
     }) => run(async (client, globals) => {
+      if (opts.mode === 'journal' || opts.journal !== undefined) {
+        if (opts.mode !== 'journal' || opts.journal === undefined) throw invalidArgument('a journal pair takes --mode journal and --journal NAME together');
+        await createJournalPair(client, globals, opts.journal, volume, opts.peer, opts.remoteVolume, opts.extents ? parseExtents(opts.extents) : undefined);
+        return;
+      }
       if (!MODES.includes(opts.mode)) throw invalidArgument(`--mode must be one of ${MODES.join(', ')}`);
       if (!POLICIES.includes(opts.onLinkFailure)) throw invalidArgument(`--on-link-failure must be one of ${POLICIES.join(', ')}`);
       const p = await client.request<PairJson>('POST', '/v1/pairs',

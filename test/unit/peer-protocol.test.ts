@@ -19,6 +19,8 @@ const record = {
   extents: [{ offset: 0, length: 65536 }], cycleMs: 1000, cycleMemoryBytes: 64 << 20, spillLimitBytes: 1 << 30, createdAtMs: 1_700_000_000_000,
 };
 const pair = 'east.db.1a2b';
+const jrecord = { name: 'j', sequencer: 'east', intervalMs: 100, batchBytes: 1 << 20, tokens: 'sync' as const, createdAtMs: 1_700_000_000_000 };
+const jtoken = { pair: 'j.db.west', volume: 'db', offset: 4096, length: 4096, secondary: 'west', sequence: 17, timeMs: 1_700_000_000_123 };
 
 /** One valid request per operation: the type makes this list complete. */
 const REQUESTS: { [Op in PeerOp]: RequestOf<Op> } = {
@@ -49,6 +51,17 @@ const REQUESTS: { [Op in PeerOp]: RequestOf<Op> } = {
   'group.is-member': { op: 'group.is-member', group: 'g', member: 'east/db' },
   'group.add': { op: 'group.add', group: 'g', volume: 'db' },
   'group.remove': { op: 'group.remove', group: 'g', volume: 'db' },
+  'journal.create': { op: 'journal.create', record: jrecord },
+  'journal.join': { op: 'journal.join', journal: 'j', secondary: 'west' },
+  'journal.members': { op: 'journal.members', journal: 'j', secondaries: ['west', 'north'] },
+  'journal.pair-create': { op: 'journal.pair-create', record: jrecord, base: 4, secondaries: ['west'],
+    pair: { id: 'j.db.west', primaryArray: 'east', primaryVolume: 'db', secondaryArray: 'west', secondaryVolume: 'db-r', extents: null } },
+  'journal.request': { op: 'journal.request', journal: 'j', incarnation: 3, requestId: 9, specs: [{ pair: 'j.db.west', volume: 'db', offset: 0, length: 512, secondary: 'west' }] },
+  'journal.message': { op: 'journal.message', journal: 'j', message: { from: 'east', role: 'primary', type: 'data', continuity: 5, tokens: [jtoken], entries: [jtoken] } },
+  'journal.watermark': { op: 'journal.watermark', journal: 'j', completeUpTo: 40 },
+  'journal.queue-state': { op: 'journal.queue-state', journal: 'j' },
+  'journal.recover': { op: 'journal.recover', journal: 'j', point: 40 },
+  'journal.delete': { op: 'journal.delete', journal: 'j' },
 };
 
 const REPLIES: { [Op in PeerOp]: ReplyOf<Op> } = {
@@ -79,12 +92,22 @@ const REPLIES: { [Op in PeerOp]: ReplyOf<Op> } = {
   'group.is-member': { member: null },
   'group.add': { view: { name: 'g' } },
   'group.remove': { view: { name: 'g' } },
+  'journal.create': {},
+  'journal.join': { base: 12, secondaries: ['west'] },
+  'journal.members': {},
+  'journal.pair-create': {},
+  'journal.request': { first: 18, count: 3, timeMs: 1_700_000_000_124 },
+  'journal.message': { ackUpTo: 5 },
+  'journal.watermark': {},
+  'journal.queue-state': { tokens: 'sync', state: { secondary: 'west', appliedUpTo: 3, appliedTimeMs: 1, tokens: [jtoken], dataSequences: [17], primaryTokens: [17], lastMessageMs: null } },
+  'journal.recover': { appliedUpTo: 40 },
+  'journal.delete': {},
 };
 
 const segments: Segment[] = [{ kind: 'data', offset: 0, data: Uint8Array.of(1, 2, 3) }, { kind: 'zero', offset: 4096, length: 4096 }];
 
 test('every operation round-trips through the codec and the decoder, request and reply', () => {
-  assert.equal(PEER_OPS.length, 27);
+  assert.equal(PEER_OPS.length, 37);
   for (const op of PEER_OPS) {
     const bytes = encodeMessage({ type: 'request', id: 7, header: { ...REQUESTS[op], rpc: 'x' }, segments });
     const message = decodeMessage(bytes);

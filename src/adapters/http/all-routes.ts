@@ -10,6 +10,7 @@ import { PairStatusSchema, PeerSchema, REPLICATION_ROUTES } from './replication-
 import { GROUP_ROUTES, GroupViewSchema } from './group-routes.js';
 import { MIGRATION_ROUTES, MigrationStatusSchema } from './migration-routes.js';
 import { IMPORT_ROUTES, ImportStatusSchema } from './import-routes.js';
+import { JOURNAL_ROUTES, JournalRecoverySchema, JournalSchema } from './journal-routes.js';
 
 /** The refusals the server's access check (api-access.ts) can answer any route with, documented on each. */
 function withAccessResponses<B>(route: RouteSpec<B>): RouteSpec<B> {
@@ -30,9 +31,11 @@ export const API_ROUTES: readonly RouteSpec<ApiBackend>[] = [
   ...scoped(GROUP_ROUTES, (backend: ApiBackend) => backend.groups),
   ...scoped(MIGRATION_ROUTES, (backend: ApiBackend) => backend.migrations),
   ...scoped(IMPORT_ROUTES, (backend: ApiBackend) => backend.imports),
+  ...scoped(JOURNAL_ROUTES, (backend: ApiBackend) => backend.journals),
 ].map(withAccessResponses);
 
 export const API_SCHEMAS: Readonly<Record<string, TSchema>> = { ...NAMED_SCHEMAS, CloneStatus: CloneStatusSchema, PairStatus: PairStatusSchema, Peer: PeerSchema, Group: GroupViewSchema,
   Migration: MigrationStatusSchema,
   Import: ImportStatusSchema,
+  Journal: JournalSchema, JournalRecovery: JournalRecoverySchema,
 };

@@ -7,6 +7,7 @@ import type { ReplicationBackend } from './replication-routes.js';
 import type { GroupBackend } from './group-routes.js';
 import type { MigrationBackend } from './migration-routes.js';
 import type { ImportBackend } from './import-routes.js';
+import type { JournalBackend } from './journal-routes.js';
 
 export interface ChangeBitmap {
   count(): number;
@@ -33,6 +34,7 @@ export interface ApiBackend {
   readonly groups: GroupBackend;
   readonly migrations: MigrationBackend;
   readonly imports: ImportBackend;
+  readonly journals: JournalBackend;
 }
 
 export interface ApiLogger {

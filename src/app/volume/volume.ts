@@ -410,13 +410,15 @@ export class Volume {
     // Planned at each decision point only if some feature takes part then (one may attach while the
     // write waits: a pair created, a clone session established).
     let planned: PlannedWrite | undefined;
+    // One value for the whole write: admission steps see it too (a journal's token names its bytes).
+    const applied: AppliedWrite = { kind, source, offset, length, data, fua, skipPosition };
     if (source !== 'copy') {
       const pass = async (): Promise<void> => {
         for (;;) {
           while (this.gate && !ordered) await this.gate;
           const windows = this.windowsOpened;
           if (this.participants.length > 0) planned ??= { source, kind, first, last, fua, fromPosition: skipPosition };
-          const admitting = planned ? this.admit(planned) : undefined;
+          const admitting = planned ? this.admit(planned, applied) : undefined;
           if (admitting) await admitting;
           // A write window opened while the plan's steps were waiting: the write must not slip into
           // it (a group's switch relies on no write being admitted while its windows are open).
@@ -461,7 +463,7 @@ export class Volume {
         await apply();
         if (fua) await this.store.flush();
       } else {
-        await this.applyPlanned(planned, { kind, source, offset, length, data, fua, skipPosition }, async () => {
+        await this.applyPlanned(planned, applied, async () => {
           await apply();
           if (fua) await this.store.flush();
         });
@@ -489,14 +491,14 @@ export class Volume {
    * One admission pass: the plan's steps before the write is ordered, each done before the next.
    * Undefined when there are none (the common case costs no extra turn of the event loop).
    */
-  private admit(planned: PlannedWrite): Promise<void> | undefined {
+  private admit(planned: PlannedWrite, write: AppliedWrite): Promise<void> | undefined {
     const { positions, owners } = this.planPositions();
     const steps = planAdmission(positions, planned);
     if (steps.length === 0) return undefined;
     if (steps[0]!.kind === 'refuse') throw steps[0]!.error;
     return (async () => {
       for (const step of steps) {
-        const work = owners[step.at]!.execute(step, positions[step.at]!, undefined);
+        const work = owners[step.at]!.execute(step, positions[step.at]!, write);
         if (work) await work;
       }
     })();

@@ -15,12 +15,14 @@ import { Type, type Static, type TSchema } from '@sinclair/typebox';
 import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler';
 import { ErrorCode, TidemarkError } from '../errors.js';
 import { LINK_FAILURE_POLICIES, MAX_MIN_AGE_MS, PAIR_INTENTS, PAIR_MODES } from './pair-record.js';
+import { JOURNAL_PEER_OPERATIONS } from '../journal/journal-wire.js';
 
 /**
  * 1: the untyped protocol, before the HELLO carried a version (a HELLO without the field is v1).
  * 2: every operation below, validated at the boundary.
+ * 3: journal operations (core/journal/journal-wire.ts).
  */
-export const PEER_PROTOCOL_VERSION = 2;
+export const PEER_PROTOCOL_VERSION = 3;
 
 // ---- building blocks ----
 
@@ -184,6 +186,8 @@ export const PEER_OPERATIONS = {
     'member\'s array → coordinator: add the sender\'s pair on this volume'),
   'group.remove': op(Type.Object({ group: Name, volume: Name }), Type.Object({ view: ApiView }),
     'member\'s array → coordinator: remove the sender\'s pair on this volume'),
+  // Journals (SPEC §6).
+  ...JOURNAL_PEER_OPERATIONS,
 } as const;
 
 export type PeerOp = keyof typeof PEER_OPERATIONS;

@@ -97,10 +97,22 @@ export interface ImportPosition {
 }
 
 /**
+ * A journal session on one of its primary volumes (SPEC §6): every journal pair of the volume in
+ * one position, so a write spanning extents that go to two secondaries asks for its numbers once.
+ */
+export interface JournalPosition {
+  readonly kind: 'journal';
+  readonly id: string;
+  readonly journal: string;
+  /** The tracks of the pairs' extents; undefined: the whole volume. */
+  readonly scope: TrackSet | undefined;
+}
+
+/**
  * Every kind of position the write path knows. A new mirror kind (a journal, a migration target)
  * adds its value here and its rule to RULES below; TypeScript then insists the rule exists.
  */
-export type PlanPosition = ClonePosition | PairR1Position | PairR2Position | MigrationPosition | ImportPosition;
+export type PlanPosition = ClonePosition | PairR1Position | PairR2Position | MigrationPosition | ImportPosition | JournalPosition;
 export type PlanPositionKind = PlanPosition['kind'];
 
 /** The write being planned: its source, kind, byte range and tracks. */
@@ -128,7 +140,9 @@ export type AdmitStep =
   | (StepBase & { readonly kind: 'start-copy' })
   /** Async cycles may hold the write back (their spill disk behind the host); it waits until let in. */
   | (StepBase & { readonly kind: 'wait-admission' })
-  | FetchStep;
+  | FetchStep
+  /** A journal: the write waits for its global sequence numbers (last: a write ready to go gets them). */
+  | (StepBase & { readonly kind: 'take-token' });
 
 export type ApplyStep =
   /** The store takes the write (and its FUA flush). */
@@ -148,7 +162,13 @@ export type ApplyStep =
   /** Migration: the write goes to the other storage too, alongside the local write. */
   | (StepBase & { readonly kind: 'mirror' })
   /** Import with write-back: the write goes to the source too, alongside the local write. */
-  | (StepBase & { readonly kind: 'forward' });
+  | (StepBase & { readonly kind: 'forward' })
+  /**
+   * A journal: the written bytes go into the journal's outgoing buffer under the write's tokens; the
+   * write completes when the token rule holds (ahead: assigned; sync: durable at the secondaries).
+   * Also when the local write failed: the numbers are handed out and the secondaries wait for them.
+   */
+  | (StepBase & { readonly kind: 'journal-capture' });
 
 /**
  * How the app runs it: the steps before `apply-local` start in order, and any that returns work
@@ -195,6 +215,8 @@ interface Rule<P extends PlanPosition> {
   admit?(p: P, w: PlannedWrite, at: number, out: AdmitStep[]): void;
   /** Its admission steps come before other kinds' (work that may take a while and needs no one's leave). */
   readonly admitsEarly?: boolean;
+  /** Its admission steps come after every other kind's (a journal's sequence number). */
+  readonly admitsLast?: boolean;
   /** Steps that start with the local write (before it), and after it. */
   apply?(p: P, w: PlannedWrite, at: number, before: ApplyStep[], after: ApplyStep[], ifLocalFails: ApplyStep[]): void;
   flush?(p: P, at: number, out: FlushStep[]): void;
@@ -313,12 +335,27 @@ const importRule: Rule<ImportPosition> = {
   },
 };
 
+const journalRule: Rule<JournalPosition> = {
+  admitsLast: true,
+  admit(p, w, at, out) {
+    // Host writes only: a replica or copy written into a journal's primary volume is not journaled
+    // (docs/design/journal.md, "what is not journaled").
+    if (w.source === 'host' && inScope(p.scope, w)) out.push({ kind: 'take-token', position: p.id, at });
+  },
+  apply(p, w, at, _before, after, ifLocalFails) {
+    if (w.source !== 'host' || !inScope(p.scope, w)) return;
+    after.push({ kind: 'journal-capture', position: p.id, at });
+    ifLocalFails.push({ kind: 'journal-capture', position: p.id, at });
+  },
+};
+
 const RULES: { readonly [K in PlanPositionKind]: Rule<Extract<PlanPosition, { kind: K }>> } = {
   'clone': cloneRule,
   'pair-r1': pairR1Rule,
   'pair-r2': pairR2Rule,
   'migration': migrationRule,
   'import': importRule,
+  'journal': journalRule,
 };
 
 const ruleOf = (p: PlanPosition): Rule<PlanPosition> => RULES[p.kind] as Rule<PlanPosition>;
@@ -334,15 +371,16 @@ export function planAdmission(positions: readonly PlanPosition[], w: PlannedWrit
     const error = ruleOf(p).refuse?.(p, w);
     if (error) return [{ kind: 'refuse', position: p.id, at, error }];
   }
-  // Clone work first: a copy-out may take a while and needs no cycle's leave; the cycles' wait is
-  // the last thing before the write is ordered, so it lets in a write that is ready to go.
+  // Clone work first: a copy-out may take a while and needs no cycle's leave; the cycles' wait
+  // comes after it, so it lets in a write that is ready to go; a journal's token last of all, so
+  // the number is taken by a write nothing else holds back (numbers are handed out in order).
   const steps: AdmitStep[] = [];
-  for (let round = 0; round < 2; round++) {
-    const early = round === 0;
+  for (let round = 0; round < 3; round++) {
     for (let at = 0; at < positions.length; at++) {
       const p = positions[at]!;
       const rule = ruleOf(p);
-      if ((rule.admitsEarly === true) === early) rule.admit?.(p, w, at, steps);
+      const phase = rule.admitsEarly === true ? 0 : rule.admitsLast === true ? 2 : 1;
+      if (phase === round) rule.admit?.(p, w, at, steps);
     }
   }
   return steps;

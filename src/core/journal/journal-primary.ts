@@ -1,0 +1,242 @@
+// A journal's position on one primary array (seed 004's serializer and data mover): host writes of
+// the journal's volumes wait for sequence numbers (all writes waiting when no request is out go in
+// one request: one round trip serves many writes), their bytes are captured after the local write,
+// and messages — the tokens since the previous message, then token+data entries — leave for each
+// secondary when `batchBytes` fill or `intervalMs` has passed since the oldest unsent entry.
+//
+// `tokens: 'ahead'` (the source's behaviour): a write may complete once its token is assigned;
+// the token rides in the next message. `tokens: 'sync'`: the token leaves at once and the write
+// completes only when its secondary has made it durable, so nothing acknowledged to a host can be
+// unknown to the secondary (the loss report is exact). The app completes the host write when the
+// local write is done too.
+import { assert } from '../lib/assert.js';
+import { OutStream } from './stream.js';
+import type { Grant } from './sequencer.js';
+import { entryBytes, type DataEntry, type JournalMessage, type Token, type TokenSpec } from './journal-types.js';
+import { MAX_JOURNAL_ENTRIES } from './journal-wire.js';
+
+export type TokenMode = 'ahead' | 'sync';
+
+export interface PrimaryConfig {
+  readonly journal: string;
+  readonly self: string;
+  readonly sequencer: string;
+  readonly tokens: TokenMode;
+  readonly intervalMs: number;
+  readonly batchBytes: number;
+  readonly retransmitMs: number;
+  readonly windowMessages: number;
+  /** Tells this process's requests apart from an earlier one's (the sequencer re-grants a repeated request). */
+  readonly incarnation: number;
+}
+
+export type PrimaryEvent =
+  /** A host write of the journal arrived (after clone work): it needs one number per piece. */
+  | { readonly kind: 'write'; readonly writeId: number; readonly specs: readonly TokenSpec[] }
+  | { readonly kind: 'grant'; readonly grant: Grant }
+  /** The write reached the local store: its bytes, one buffer per piece in spec order. */
+  | { readonly kind: 'captured'; readonly writeId: number; readonly data: readonly (Uint8Array | null)[] }
+  /** A secondary made the stream durable up to this continuity. */
+  | { readonly kind: 'ack'; readonly from: string; readonly ackUpTo: number };
+
+export type PrimaryAction =
+  | { readonly kind: 'request'; readonly to: string; readonly incarnation: number; readonly requestId: number; readonly specs: readonly TokenSpec[] }
+  /** The write has its tokens: it may be applied locally now. */
+  | { readonly kind: 'tokens'; readonly writeId: number; readonly tokens: readonly Token[] }
+  /** The token condition for completing the write holds (ahead: assigned; sync: durable at every secondary). */
+  | { readonly kind: 'token-done'; readonly writeId: number }
+  | { readonly kind: 'send'; readonly to: string; readonly message: JournalMessage };
+
+/** Deliberate bugs, for the test that shows the simulator's oracle catches them. */
+export interface PrimaryBugs {
+  /** `tokens sync` completes the write as soon as its token is assigned, like `ahead`. */
+  readonly syncDoneAtGrant?: boolean;
+}
+
+interface OutBuffer {
+  readonly stream: OutStream;
+  tokens: Token[];
+  entries: DataEntry[];
+  bytes: number;
+  oldestMs: number;
+  /** sync: continuity of the message that carried each waiting write's token. */
+  readonly syncWaits: Array<{ continuity: number; writeId: number }>;
+}
+
+interface WaitingWrite {
+  readonly writeId: number;
+  readonly specs: readonly TokenSpec[];
+}
+
+export class JournalPrimary {
+  private waiting: WaitingWrite[] = [];
+  private inflight: { requestId: number; writes: WaitingWrite[]; sentMs: number } | undefined;
+  private requestIds = 0;
+  private readonly tokensOf = new Map<number, Token[]>();
+  /** sync: secondaries still to make the write's tokens durable. */
+  private readonly syncPending = new Map<number, number>();
+  private readonly out = new Map<string, OutBuffer>();
+  private readonly actions: PrimaryAction[] = [];
+  /** Counters for status. */
+  issuedHigh = 0;
+  sentHigh = 0;
+
+  constructor(private readonly config: PrimaryConfig, private readonly bugs: PrimaryBugs = {}) {
+    assert(config.batchBytes > 0 && config.intervalMs >= 0, 'batch bytes and interval must be positive');
+  }
+
+  private buffer(to: string): OutBuffer {
+    let b = this.out.get(to);
+    if (!b) {
+      b = { stream: new OutStream(this.config.retransmitMs, this.config.windowMessages), tokens: [], entries: [], bytes: 0, oldestMs: 0, syncWaits: [] };
+      this.out.set(to, b);
+    }
+    return b;
+  }
+
+  get waitingWrites(): number {
+    return this.waiting.length + (this.inflight?.writes.length ?? 0);
+  }
+
+  get bufferedBytes(): number {
+    let n = 0;
+    for (const b of this.out.values()) n += b.bytes;
+    return n;
+  }
+
+  get unackedMessages(): number {
+    let n = 0;
+    for (const b of this.out.values()) n += b.stream.inFlight;
+    return n;
+  }
+
+  handle(event: PrimaryEvent, now: number): void {
+    switch (event.kind) {
+      case 'write':
+        assert(event.specs.length > 0, 'a journal write has at least one piece');
+        this.waiting.push({ writeId: event.writeId, specs: event.specs });
+        return;
+      case 'grant': {
+        const req = this.inflight;
+        if (!req || req.requestId !== event.grant.requestId) return; // a repeated grant
+        const specCount = req.writes.reduce((n, w) => n + w.specs.length, 0);
+        assert(event.grant.count === specCount, `grant of ${event.grant.count} numbers for ${specCount} pieces`);
+        this.inflight = undefined;
+        let seq = event.grant.first;
+        for (const w of req.writes) {
+          const tokens = w.specs.map((s) => ({ ...s, sequence: seq++, timeMs: event.grant.timeMs }));
+          this.tokensOf.set(w.writeId, tokens);
+          this.issuedHigh = Math.max(this.issuedHigh, seq - 1);
+          const secondaries = new Set<string>();
+          for (const t of tokens) {
+            const b = this.buffer(t.secondary);
+            b.tokens.push(t);
+            secondaries.add(t.secondary);
+          }
+          this.actions.push({ kind: 'tokens', writeId: w.writeId, tokens });
+          if (this.config.tokens === 'ahead' || this.bugs.syncDoneAtGrant) this.actions.push({ kind: 'token-done', writeId: w.writeId });
+          else this.syncPending.set(w.writeId, secondaries.size);
+        }
+        if (this.config.tokens === 'sync') this.sendTokensNow(req.writes, now);
+        return;
+      }
+      case 'captured': {
+        const tokens = this.tokensOf.get(event.writeId);
+        assert(tokens !== undefined, `write ${event.writeId} captured without tokens`);
+        assert(event.data.length === tokens.length, 'one buffer per piece');
+        this.tokensOf.delete(event.writeId);
+        tokens.forEach((token, i) => {
+          const data = event.data[i]!;
+          assert(data === null || data.length === token.length, 'captured bytes match the token');
+          const b = this.buffer(token.secondary);
+          if (b.entries.length === 0) b.oldestMs = now;
+          b.entries.push({ token, data });
+          b.bytes += entryBytes(data);
+        });
+        return;
+      }
+      case 'ack': {
+        const b = this.out.get(event.from);
+        if (!b) return;
+        b.stream.ack(event.ackUpTo);
+        while (b.syncWaits.length > 0 && b.syncWaits[0]!.continuity <= event.ackUpTo) {
+          const { writeId } = b.syncWaits.shift()!;
+          if (!this.syncPending.has(writeId)) continue;
+          const left = this.syncPending.get(writeId)! - 1;
+          if (left === 0) { this.syncPending.delete(writeId); this.actions.push({ kind: 'token-done', writeId }); } else this.syncPending.set(writeId, left);
+        }
+        return;
+      }
+      default: {
+        const never: never = event;
+        throw new Error(`unknown journal primary event ${JSON.stringify(never)}`);
+      }
+    }
+  }
+
+  /** sync: every secondary named by these writes gets their tokens in a message of its own now. */
+  private sendTokensNow(writes: readonly WaitingWrite[], now: number): void {
+    for (const [to, b] of this.out) {
+      if (b.tokens.length === 0) continue;
+      const message = this.emit(to, b, false, now);
+      for (const w of writes) if (w.specs.some((s) => s.secondary === to)) b.syncWaits.push({ continuity: message.continuity, writeId: w.writeId });
+    }
+  }
+
+  private emit(to: string, b: OutBuffer, withEntries: boolean, now: number): JournalMessage {
+    const entries = withEntries ? this.takeEntries(b) : [];
+    const message = b.stream.send({ journal: this.config.journal, from: this.config.self, role: 'primary', type: 'data', tokens: b.tokens, entries }, now);
+    b.tokens = [];
+    for (const e of entries) this.sentHigh = Math.max(this.sentHigh, e.token.sequence);
+    this.actions.push({ kind: 'send', to, message });
+    return message;
+  }
+
+  private takeEntries(b: OutBuffer): DataEntry[] {
+    let bytes = 0;
+    let n = 0;
+    while (n < b.entries.length && n < MAX_JOURNAL_ENTRIES && (n === 0 || bytes + entryBytes(b.entries[n]!.data) <= this.config.batchBytes)) bytes += entryBytes(b.entries[n++]!.data);
+    const taken = b.entries.splice(0, n);
+    b.bytes -= bytes;
+    return taken;
+  }
+
+  poll(now: number): PrimaryAction[] {
+    if (this.inflight === undefined && this.waiting.length > 0) {
+      const writes = this.waiting;
+      this.waiting = [];
+      this.inflight = { requestId: ++this.requestIds, writes, sentMs: now };
+      this.actions.push(this.requestAction());
+    } else if (this.inflight !== undefined && now - this.inflight.sentMs >= this.config.retransmitMs) {
+      this.inflight.sentMs = now;
+      this.actions.push(this.requestAction());
+    }
+    for (const [to, b] of this.out) {
+      // Resent messages first, so a new message never overtakes an older one it depends on.
+      for (const message of b.stream.due(now)) this.actions.push({ kind: 'send', to, message });
+      while (b.stream.hasRoom && b.entries.length > 0 &&
+        (b.bytes >= this.config.batchBytes || b.entries.length >= MAX_JOURNAL_ENTRIES || now - b.oldestMs >= this.config.intervalMs)) {
+        this.emit(to, b, true, now);
+        if (b.entries.length > 0) b.oldestMs = now;
+      }
+    }
+    return this.actions.splice(0);
+  }
+
+  private requestAction(): PrimaryAction {
+    const req = this.inflight!;
+    return { kind: 'request', to: this.config.sequencer, incarnation: this.config.incarnation, requestId: req.requestId, specs: req.writes.flatMap((w) => w.specs) };
+  }
+
+  /** When poll has something to do next without any event (an interval, a retransmit). */
+  nextDeadline(): number | undefined {
+    let d: number | undefined;
+    const take = (t: number | undefined): void => { if (t !== undefined && (d === undefined || t < d)) d = t; };
+    if (this.inflight) take(this.inflight.sentMs + this.config.retransmitMs);
+    for (const b of this.out.values()) {
+      take(b.stream.nextDeadline());
+      if (b.entries.length > 0) take(b.oldestMs + this.config.intervalMs);
+    }
+    return d;
+  }
+}

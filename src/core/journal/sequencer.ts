@@ -1,0 +1,144 @@
+// The sequencer of one journal (seed 004's "sequencing service"): it hands out contiguous ranges of
+// global sequence numbers to the journal's primary arrays and fans every token out to every
+// secondary array, so each secondary knows, for each number, whether the piece is its own or
+// another secondary's — without that, a secondary could not tell "not mine" from "not arrived".
+//
+// Dependent-write order across arrays: a primary asks for numbers only for writes that have
+// arrived, and one batch is granted at a time in arrival order of the requests, so a write issued
+// after another completed (its number was granted before its completion) gets a higher number.
+//
+// Pure: the app persists `nextSequence` before a grant leaves (`persist` action first), the
+// simulator runs it as is.
+import { assert } from '../lib/assert.js';
+import { OutStream } from './stream.js';
+import type { JournalMessage, Token, TokenSpec } from './journal-types.js';
+
+export interface SequencerConfig {
+  readonly journal: string;
+  /** This array's name (messages' `from`). */
+  readonly self: string;
+  readonly secondaries: readonly string[];
+  readonly retransmitMs: number;
+  readonly windowMessages: number;
+}
+
+export interface Grant {
+  readonly requestId: number;
+  readonly first: number;
+  readonly count: number;
+  readonly timeMs: number;
+}
+
+export type SequencerEvent =
+  /** A primary asks for numbers for `specs`, in order. `incarnation` tells a restarted primary's requests apart. */
+  | { readonly kind: 'request'; readonly from: string; readonly incarnation: number; readonly requestId: number; readonly specs: readonly TokenSpec[] }
+  /** A secondary acknowledged the token stream up to this continuity. */
+  | { readonly kind: 'ack'; readonly from: string; readonly ackUpTo: number };
+
+export type SequencerAction =
+  | { readonly kind: 'grant'; readonly to: string; readonly grant: Grant }
+  | { readonly kind: 'send'; readonly to: string; readonly message: JournalMessage };
+
+interface LastGrant {
+  readonly incarnation: number;
+  readonly grant: Grant;
+}
+
+export class Sequencer {
+  private next: number;
+  private readonly streams = new Map<string, OutStream>();
+  /** Tokens granted but not yet put into a message, for every secondary alike. */
+  private pending: Token[] = [];
+  private readonly lastGrant = new Map<string, LastGrant>();
+  private readonly actions: SequencerAction[] = [];
+
+  constructor(private readonly config: SequencerConfig, nextSequence = 1) {
+    assert(Number.isSafeInteger(nextSequence) && nextSequence >= 1, 'sequence numbers start at 1');
+    this.next = nextSequence;
+    for (const s of config.secondaries) this.streams.set(s, new OutStream(config.retransmitMs, config.windowMessages));
+  }
+
+  /**
+   * A secondary joins: it gets every token granted from now on. Returns the numbers issued so far
+   * (its queue starts after them). Tokens already queued for the fan-out go out before it joins.
+   */
+  addSecondary(name: string, now: number): number {
+    if (!this.streams.has(name)) {
+      this.flushPending(now, true);
+      this.streams.set(name, new OutStream(this.config.retransmitMs, this.config.windowMessages));
+    }
+    return this.issued;
+  }
+
+  get secondaries(): string[] {
+    return [...this.streams.keys()];
+  }
+
+  /** The next number it will hand out (the app persists it before a grant leaves). */
+  get nextSequence(): number {
+    return this.next;
+  }
+
+  get issued(): number {
+    return this.next - 1;
+  }
+
+  handle(event: SequencerEvent, now: number): void {
+    switch (event.kind) {
+      case 'request': {
+        const last = this.lastGrant.get(event.from);
+        // A repeated request (its grant was lost on the way) gets the same numbers again.
+        if (last && last.incarnation === event.incarnation && last.grant.requestId === event.requestId) {
+          this.actions.push({ kind: 'grant', to: event.from, grant: last.grant });
+          return;
+        }
+        if (last && last.incarnation === event.incarnation && event.requestId < last.grant.requestId) return; // stale
+        const first = this.next;
+        this.next += event.specs.length;
+        const grant: Grant = { requestId: event.requestId, first, count: event.specs.length, timeMs: now };
+        event.specs.forEach((spec, i) => this.pending.push({ ...spec, sequence: first + i, timeMs: now }));
+        this.lastGrant.set(event.from, { incarnation: event.incarnation, grant });
+        this.actions.push({ kind: 'grant', to: event.from, grant });
+        return;
+      }
+      case 'ack': {
+        this.streams.get(event.from)?.ack(event.ackUpTo);
+        return;
+      }
+      default: {
+        const never: never = event;
+        throw new Error(`unknown sequencer event ${JSON.stringify(never)}`);
+      }
+    }
+  }
+
+  /** Grants, then the token fan-out (one message per secondary with every token since the last). */
+  poll(now: number): SequencerAction[] {
+    this.flushPending(now, false);
+    for (const [to, stream] of this.streams) for (const message of stream.due(now)) this.actions.push({ kind: 'send', to, message });
+    return this.actions.splice(0);
+  }
+
+  /** One message per secondary with every token since the last (held while a receiver is too far behind, unless forced). */
+  private flushPending(now: number, force: boolean): void {
+    if (this.pending.length === 0) return;
+    let room = true;
+    for (const s of this.streams.values()) room &&= s.hasRoom;
+    if (!room && !force) return;
+    const tokens = this.pending;
+    this.pending = [];
+    for (const [to, stream] of this.streams) {
+      const message = stream.send({ journal: this.config.journal, from: this.config.self, role: 'sequencer', type: 'data', tokens, entries: [] }, now);
+      this.actions.push({ kind: 'send', to, message });
+    }
+  }
+
+  nextDeadline(): number | undefined {
+    let d: number | undefined;
+    for (const s of this.streams.values()) {
+      const t = s.nextDeadline();
+      if (t !== undefined && (d === undefined || t < d)) d = t;
+    }
+    return d;
+  }
+}
