@@ -3,13 +3,15 @@ import assert from 'node:assert/strict';
 import { CascadeMachine, CASCADE_RETRY_MS, type CascadeAction, type CascadeFacts } from '../../src/core/cascade/cascade-machine.js';
 import { newCascadeRecord, parseCascadeRecord, type CascadeRecord } from '../../src/core/cascade/cascade-record.js';
 
-const base = (everyMs: number | null = 1000): CascadeRecord => newCascadeRecord({
-  name: 'cas', volume: 'r2', clone: 'cv', peer: 'c', remoteVolume: 'cr', remoteClone: 'cp', everyMs, createdAtMs: 0,
+// R2VOL without a source pair (the app settles such a record at create).
+const base = (everyMs: number | null = 1000): CascadeRecord => ({
+  ...newCascadeRecord({ name: 'cas', volume: 'r2', clone: 'cv', peer: 'c', remoteVolume: 'cr', remoteClone: 'cp', everyMs, createdAtMs: 0 }),
+  sourceSettled: true,
 });
 
 type CloneState = CascadeFacts['clone']['state'];
 const facts = (clone: CloneState, pair: CascadeFacts['pair'] = { exists: false }, splitAtMs: number | null = null): CascadeFacts =>
-  ({ clone: { state: clone, splitAtMs }, pair, trackCount: 100 });
+  ({ clone: { state: clone, splitAtMs }, pair, source: { kind: 'none' }, trackCount: 100 });
 const pair = (intent: 'replicating' | 'suspended' | 'split', owed = 0, persisted: number | null = owed, quiet = owed === 0, bytesShipped = 0) =>
   ({ exists: true as const, intent, owedTracks: owed, persistedOwed: persisted, quiet, bytesShipped });
 
@@ -26,7 +28,6 @@ function fullCycle(m: CascadeMachine, t: number, splitAt: number, first: boolean
   m.handle({ type: 'tick', facts: facts(first ? 'missing' : 'split', p0, 0) }, t);
   const a = m.poll();
   if (first) {
-    // The app persisted the new record at create: nothing changed since.
     assert.deepEqual(kinds(a), ['establish-clone']);
     m.handle({ type: 'done', action: 'establish-clone' }, t);
   } else {
@@ -195,4 +196,27 @@ test('a stored record is validated', () => {
   assert.throws(() => parseCascadeRecord({ ...good, phase: 'flying' }, 'x'), /TM_ERR_METADATA_CORRUPT|bad phase/);
   assert.throws(() => parseCascadeRecord({ ...good, cycles: -1 }, 'x'), /cycles/);
   assert.throws(() => parseCascadeRecord({ ...good, clone: '../x' }, 'x'), /clone/);
+});
+
+test('R2VOL fed by a pair: no split in a link session the source has not confirmed (a resync would tear the image)', () => {
+  const src = (upEpoch: string | null, confirmedEpoch: string | null): CascadeFacts['source'] => ({ kind: 'pair', upEpoch, confirmedEpoch });
+  const m = new CascadeMachine({ ...base(), phase: 'synchronizing', sourceSettled: true, sourceEpoch: 'b:1' });
+  const f = (source: CascadeFacts['source']): CascadeFacts => ({ ...facts('synchronized', pair('suspended')), source });
+  // The link came back (a new session): the source may be resyncing R2VOL.
+  m.handle({ type: 'tick', facts: f(src('b:2', 'b:1')) }, 0);
+  assert.deepEqual(kinds(m.poll()), ['persist']);
+  assert.equal(m.record.sourceSettled, false);
+  assert.match(m.waitingFor ?? '', /source/);
+  // The link went down again: R2VOL does not change, but it was not confirmed whole: still wait.
+  m.handle({ type: 'tick', facts: f(src(null, 'b:1')) }, 1);
+  assert.deepEqual(m.poll(), []);
+  m.handle({ type: 'tick', facts: f(src('b:2', 'b:2')) }, 2);
+  const a = m.poll();
+  assert.deepEqual(kinds(a), ['persist', 'split-clone']);
+  assert.equal(persisted(a).sourceSettled, true);
+  assert.equal(m.waitingFor, null);
+  // A source that dies while settled leaves R2VOL consistent: a restart with the link down may split.
+  const after = new CascadeMachine({ ...m.record, phase: 'synchronizing' });
+  after.handle({ type: 'tick', facts: f(src(null, null)) }, 3);
+  assert.deepEqual(kinds(after.poll()), ['persist', 'split-clone']);
 });

@@ -38,6 +38,14 @@ export interface CascadeFacts {
       /** Bytes the pair shipped since this array started (a counter that restarts at 0). */
       readonly bytesShipped: number;
     };
+  /**
+   * Where R2VOL's data comes from: nothing (`none`: it changes only by its own hosts) or a pair it is
+   * the R2 of: `upEpoch` names the link session to the source now up (null: down since this array
+   * started), `confirmedEpoch` the session in which the source last said it owed nothing.
+   */
+  readonly source:
+    | { readonly kind: 'none' }
+    | { readonly kind: 'pair'; readonly upEpoch: string | null; readonly confirmedEpoch: string | null };
   /** R2VOL's track count (the first cycle ships all of them). */
   readonly trackCount: number;
 }
@@ -81,6 +89,8 @@ export class CascadeMachine {
   private readonly actions: CascadeAction[] = [];
   /** Why the session is not progressing (a failed action, a volume in an unexpected state); null when fine. */
   lastError: string | null = null;
+  /** What the cycle waits for that is not an error (the source's resync); null when not waiting. */
+  waitingFor: string | null = null;
   finished = false;
 
   constructor(record: CascadeRecord) {
@@ -110,6 +120,7 @@ export class CascadeMachine {
     switch (event.type) {
       case 'tick':
         this.count(event.facts);
+        this.watchSource(event.facts);
         if (this.inFlight === undefined && nowMs >= this.retryAtMs) this.step(event.facts, nowMs);
         return;
       case 'request-cycle':
@@ -182,6 +193,25 @@ export class CascadeMachine {
     }
   }
 
+  private watchSource(facts: CascadeFacts): void {
+    const s = facts.source;
+    if (s.kind === 'none') {
+      if (!this.rec.sourceSettled) this.update({ sourceSettled: true });
+      return;
+    }
+    if (s.upEpoch !== null && s.upEpoch !== this.rec.sourceEpoch) {
+      this.update({ sourceEpoch: s.upEpoch, sourceSettled: false });
+    } else if (!this.rec.sourceSettled && s.confirmedEpoch !== null && s.confirmedEpoch === this.rec.sourceEpoch) {
+      this.update({ sourceSettled: true });
+    }
+  }
+
+  /** A torn R2VOL (its source resyncing) is never split; the clone stays attached meanwhile. */
+  private mayScheduleSplit(): boolean {
+    this.waitingFor = this.rec.sourceSettled ? null : `${this.rec.volume}'s source to confirm it owes nothing (a resync leaves it torn)`;
+    return this.rec.sourceSettled;
+  }
+
   private step(facts: CascadeFacts, nowMs: number): void {
     const { clone, pair } = facts;
     switch (this.rec.phase) {
@@ -202,6 +232,7 @@ export class CascadeMachine {
           case 'split': return this.act('reestablish-clone');
           case 'synchronizing': return;
           case 'synchronized':
+            if (!this.mayScheduleSplit()) return;
             this.update({ phase: 'splitting' });
             return this.act('split-clone');
           case 'restoring':
@@ -219,7 +250,7 @@ export class CascadeMachine {
               tracksShipping: pair.exists ? pair.owedTracks : facts.trackCount,
             });
             return this.act('ship');
-          case 'synchronized': return this.act('split-clone');
+          case 'synchronized': return this.mayScheduleSplit() ? this.act('split-clone') : undefined;
           // A restart re-marked tracks the activity log held hot: the session copies them first.
           case 'synchronizing': return;
           case 'missing': return this.blocked(`the clone session ${this.rec.volume}→${this.rec.clone} is gone`, nowMs);

@@ -48,6 +48,14 @@ export interface CascadeRecord {
   /** Bytes the cycle under way has shipped so far (kept across restarts of this array). */
   readonly bytesShippingCycle: number;
   readonly createdAtMs: number;
+  /**
+   * R2VOL holds a consistent image to split: its source pair is not resyncing. A resync can only
+   * follow the source link coming back, so each link session (`sourceEpoch`) must be confirmed
+   * (the source said it owes nothing) before a split; while the link is down R2VOL does not change
+   * and keeps what it was. Persisted: a restart with the source gone must not split a torn image.
+   */
+  readonly sourceEpoch: string | null;
+  readonly sourceSettled: boolean;
 }
 
 export const MIN_CASCADE_EVERY_MS = 100;
@@ -57,7 +65,7 @@ export function newCascadeRecord(
 ): CascadeRecord {
   return {
     ...fields, phase: 'synchronizing', cycles: 0, cycleStartedAtMs: fields.createdAtMs, splitAtMs: null, consistentAtMs: null,
-    requested: false, closing: false, tracksShipping: 0, tracksShippedLast: 0, bytesShippedLast: 0, bytesShipped: 0, bytesShippingCycle: 0,
+    requested: false, closing: false, sourceEpoch: null, sourceSettled: false, tracksShipping: 0, tracksShippedLast: 0, bytesShippedLast: 0, bytesShipped: 0, bytesShippingCycle: 0,
   };
 }
 
@@ -81,6 +89,7 @@ export function parseCascadeRecord(value: unknown, what: string): CascadeRecord 
     if (v[key] !== null && (typeof v[key] !== 'number' || !Number.isFinite(v[key]))) throw corrupt(what, `${key} is not a time`);
   };
   for (const key of ['everyMs', 'cycleStartedAtMs', 'splitAtMs', 'consistentAtMs']) time(key);
-  if (typeof v.requested !== 'boolean' || typeof v.closing !== 'boolean') throw corrupt(what, 'flags missing');
+  if (typeof v.requested !== 'boolean' || typeof v.closing !== 'boolean' || typeof v.sourceSettled !== 'boolean') throw corrupt(what, 'flags missing');
+  if (v.sourceEpoch !== null && typeof v.sourceEpoch !== 'string') throw corrupt(what, 'sourceEpoch is not a string');
   return v as unknown as CascadeRecord;
 }
