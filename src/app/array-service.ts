@@ -22,6 +22,7 @@ import { PeerRpc } from './replication/peer-rpc.js';
 import { PairManager } from './replication/pair-manager.js';
 import type { PairTimeouts } from './replication/pair-runtime.js';
 import { GroupManager } from './group/group-manager.js';
+import { CascadeManager } from './cascade/cascade-manager.js';
 
 export interface ArrayDeps {
   readonly name: string;
@@ -76,6 +77,8 @@ export class ArrayService {
   readonly clones: CloneManager;
   readonly peers: PeerRegistry;
   readonly pairs: PairManager;
+  /** Cascade sessions this array runs as the middle site (SPEC §7). */
+  readonly cascades: CascadeManager;
   /** Consistency groups: the ones this array coordinates and its pairs' memberships. Set by open(). */
   groups!: GroupManager;
   private readonly links: PeerLinks;
@@ -103,6 +106,7 @@ export class ArrayService {
       protect: (std, clone) => this.protectWithClone(std, clone),
     }, this.rpc, deps.pairTimeouts);
     this.links.onPeerUp((peer) => { void this.pairs.peerUp(peer); });
+    this.links.onPeerUp((peer) => this.cascades.peerUp(peer));
     this.links.onPeerDown((peer) => this.pairs.peerDown(peer));
     this.links.onSessionReset((peer) => this.pairs.sessionReset(peer));
     this.clones = new CloneManager({
@@ -111,6 +115,13 @@ export class ArrayService {
       exportCount: (name) => this.exportCounts.get(name) ?? 0,
       nowMs: deps.nowMs,
       onError: (error, context) => deps.onBackgroundError?.(error, context),
+    });
+    this.cascades = new CascadeManager({
+      meta: deps.meta, timers: REAL_TIMERS, clones: this.clones, pairs: this.pairs, rpc: this.rpc,
+      volume: (name) => this.volume(name), checkPeer: (name) => { this.peers.get(name); },
+      peerLinkUp: (name) => this.links.peerState(name) === 'up', exportCount: (name) => this.exportCounts.get(name) ?? 0,
+      nowMs: deps.nowMs, randomId: () => randomBytes(6).toString('hex'), onError,
+      onEvent: (message, fields) => deps.onEvent?.(message, fields),
     });
   }
 
@@ -127,6 +138,7 @@ export class ArrayService {
     await service.peers.load();
     for (const p of service.peers.list()) service.links.addPeer(linkPeer(p));
     await service.pairs.load(service.volumeNames());
+    await service.cascades.load();
     service.groups = await GroupManager.open({
       arrayName: deps.name, pairs: service.pairs, rpc: service.rpc, meta: deps.meta, timers: REAL_TIMERS, nowMs: deps.nowMs,
       peers: () => service.peers.list().map((p) => p.name),
@@ -214,6 +226,7 @@ export class ArrayService {
 
   async deleteVolume(name: string): Promise<void> {
     const v = this.volume(name);
+    this.cascades.checkDeletable(name);
     this.clones.checkDeletable(name);
     this.pairs.checkVolumeChange(name, 'deleting it');
     const uses = this.exportCounts.get(name) ?? 0;
@@ -330,6 +343,7 @@ export class ArrayService {
 
   async abandon(): Promise<void> {
     this.groups.close();
+    this.cascades.stop();
     await this.pairs.close();
     this.rpc.close();
     await this.clones.abandon();
@@ -339,6 +353,7 @@ export class ArrayService {
 
   async close(): Promise<void> {
     this.groups.close();
+    this.cascades.stop();
     await this.pairs.close();
     this.rpc.close();
     await this.clones.close();

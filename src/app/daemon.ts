@@ -122,6 +122,7 @@ function apiBackend(service: ArrayService, metrics: ArrayMetrics, logger: Logger
     clones: service.clones,
     replication: replicationBackend(service),
     groups: groupBackend(() => service.groups),
+    cascades: service.cascades,
   };
 }
 

@@ -10,6 +10,7 @@ import { registerArrayCommands } from '../cli/array-commands.js';
 import { registerCloneCommands } from '../cli/clone-commands.js';
 import { registerReplicationCommands } from '../cli/replication-commands.js';
 import { registerGroupCommands } from '../cli/group-commands.js';
+import { registerCascadeCommands } from '../cli/cascade-commands.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const version = (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string }).version;
@@ -55,6 +56,7 @@ registerVolumeCommands(program, run);
 registerCloneCommands(program, run);
 registerReplicationCommands(program, run);
 registerGroupCommands(program, run);
+registerCascadeCommands(program, run);
 
 try {
   await program.parseAsync(process.argv);

@@ -133,6 +133,7 @@ export function registerPairHandlers(context: PairContext, commands: PairCommand
         exists: true, role: r.record.role, intent: r.record.intent, generation: r.record.generation, invalidTracks: r.bits.count(),
         appliedCycle: r.asyncR2 && !r.asyncR2.stopped ? r.asyncR2.appliedCycle : null,
         recoverableCycle: r.asyncR2 && !r.asyncR2.stopped ? r.asyncR2.cycles.recoverablePoint.cycle : null,
+        ...(r.record.role === 'R1' ? { tracksOwed: r.backgroundTracks } : {}),
       },
       segments: [],
     };
