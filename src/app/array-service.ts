@@ -27,6 +27,7 @@ import { ImportManager } from './migration/import-manager.js';
 import type { ImportSourceConnector } from '../ports/import-source.js';
 import type { Timers } from '../ports/timers.js';
 import { JournalManager } from './journal/journal-manager.js';
+import { CascadeManager } from './cascade/cascade-manager.js';
 
 export interface ArrayDeps {
   readonly name: string;
@@ -88,6 +89,8 @@ export class ArrayService {
   readonly imports: ImportManager;
   readonly peers: PeerRegistry;
   readonly pairs: PairManager;
+  /** Cascade sessions this array runs as the middle site (SPEC §7). */
+  readonly cascades: CascadeManager;
   /** Consistency groups: the ones this array coordinates and its pairs' memberships. Set by open(). */
   groups!: GroupManager;
   /** Journals (SPEC §6): sequencer, primary positions and secondary queues on this array. Set by open(). */
@@ -117,6 +120,7 @@ export class ArrayService {
       protect: (std, clone) => this.protectWithClone(std, clone),
     }, this.rpc, deps.pairTimeouts);
     this.links.onPeerUp((peer) => { void this.pairs.peerUp(peer); });
+    this.links.onPeerUp((peer) => this.cascades.peerUp(peer));
     this.links.onPeerDown((peer) => this.pairs.peerDown(peer));
     this.links.onSessionReset((peer) => this.pairs.sessionReset(peer));
     this.clones = new CloneManager({
@@ -149,6 +153,13 @@ export class ArrayService {
       onError,
       onEvent: (message, fields) => deps.onEvent?.(message, fields),
     });
+    this.cascades = new CascadeManager({
+      meta: deps.meta, timers: REAL_TIMERS, clones: this.clones, pairs: this.pairs, rpc: this.rpc,
+      volume: (name) => this.volume(name), checkPeer: (name) => { this.peers.get(name); },
+      peerLinkUp: (name) => this.links.peerState(name) === 'up', exportCount: (name) => this.exportCounts.get(name) ?? 0,
+      nowMs: deps.nowMs, randomId: () => randomBytes(6).toString('hex'), onError,
+      onEvent: (message, fields) => deps.onEvent?.(message, fields),
+    });
   }
 
   /** Opens every volume found in the metadata store, recovering bitmaps after a crash. */
@@ -168,6 +179,7 @@ export class ArrayService {
     await service.peers.load();
     for (const p of service.peers.list()) service.links.addPeer(linkPeer(p));
     await service.pairs.load(service.volumeNames());
+    await service.cascades.load();
     service.groups = await GroupManager.open({
       arrayName: deps.name, pairs: service.pairs, rpc: service.rpc, meta: deps.meta, timers: REAL_TIMERS, nowMs: deps.nowMs,
       peers: () => service.peers.list().map((p) => p.name),
@@ -261,6 +273,7 @@ export class ArrayService {
 
   async deleteVolume(name: string): Promise<void> {
     const v = this.volume(name);
+    this.cascades.checkDeletable(name);
     this.clones.checkDeletable(name);
     this.pairs.checkVolumeChange(name, 'deleting it');
     this.migrations.checkVolumeChange(name, 'deleting it');
@@ -394,6 +407,7 @@ export class ArrayService {
   async abandon(): Promise<void> {
     this.journals.close();
     this.groups.close();
+    this.cascades.stop();
     await this.pairs.close();
     this.rpc.close();
     await this.clones.abandon();
@@ -411,6 +425,7 @@ export class ArrayService {
   async close(): Promise<void> {
     this.journals.close();
     this.groups.close();
+    this.cascades.stop();
     await this.pairs.close();
     this.rpc.close();
     await this.clones.close();

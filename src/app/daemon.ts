@@ -126,6 +126,7 @@ function apiBackend(service: ArrayService, metrics: ArrayMetrics, logger: Logger
     migrations: service.migrations,
     imports: service.imports,
     journals: service.journals,
+    cascades: service.cascades,
   };
 }
 

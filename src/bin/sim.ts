@@ -1,4 +1,4 @@
-// The seed runner: `npm run sim -- [--suite volume|pair|cycles|link|journal] --seeds N [--start K] [--seed S] [--verbose] [--trace]`.
+// The seed runner: `npm run sim -- [--suite volume|pair|cycles|link|journal|cascade] --seeds N [--start K] [--seed S] [--verbose] [--trace]`.
 // Runs the volume (default), remote-pair, async-cycles/consistency-group or link simulation for each seed, prints every failure with a command that reproduces
 // it, then a summary line. Exits 1 when any seed fails.
 import { performance } from 'node:perf_hooks';
@@ -9,6 +9,7 @@ import { describePairConfig, runPairSeed } from '../sim/pair/pair-sim.js';
 import { describeCyclesConfig, runCyclesSeed } from '../sim/cycles/cycles-sim.js';
 import { runLinkSeed } from '../sim/link-sim.js';
 import { describeJournalConfig, runJournalSeed } from '../sim/journal/journal-sim.js';
+import { describeCascadeConfig, runCascadeSeed } from '../sim/cascade/cascade-sim.js';
 
 function parseSeed(text: string, what: string): number {
   const n = Number(text);
@@ -28,7 +29,7 @@ async function main(): Promise<number> {
     },
     strict: true,
   });
-  if (!['volume', 'pair', 'cycles', 'link', 'journal'].includes(values.suite)) throw new Error('--suite must be volume, pair, cycles, link or journal');
+  if (!['volume', 'pair', 'cycles', 'link', 'journal', 'cascade'].includes(values.suite)) throw new Error('--suite must be volume, pair, cycles, link, journal or cascade');
   let seeds: Iterable<number>;
   if (values.seed !== undefined) {
     seeds = [parseSeed(values.seed, '--seed')];
@@ -43,6 +44,7 @@ async function main(): Promise<number> {
   if (values.suite === 'cycles') return runSuite(CYCLES_SUITE, seeds, single, values.verbose === true, values.trace === true);
   if (values.suite === 'journal') return runSuite(JOURNAL_SUITE, seeds, single, values.verbose === true, values.trace === true);
   if (values.suite === 'link') return runSuite(LINK_SUITE, seeds, single, values.verbose === true, false);
+  if (values.suite === 'cascade') return runSuite(CASCADE_SUITE, seeds, single, values.verbose === true, values.trace === true);
   const summary = await runSeeds(seeds, {
     now: () => performance.now(),
     ...(values.trace ? { trace: (line: string) => console.log(line) } : {}),
@@ -103,6 +105,13 @@ const LINK_SUITE: SeedSuite<Awaited<ReturnType<typeof runLinkSeed>>> = {
   run: (seed) => runLinkSeed(seed),
   config: (r) => `${r.streams} stream(s)`,
   passed: (r) => `${r.delivered}/${r.sent} messages delivered, ${r.cuts} cuts, ${r.corruptedChunks} corrupted chunks, ${r.retransmits} retransmits, ${r.resets} resets, ${r.restarts} restarts`,
+};
+
+const CASCADE_SUITE: SeedSuite<ReturnType<typeof runCascadeSeed>> = {
+  name: 'cascade',
+  run: (seed, trace) => Promise.resolve(runCascadeSeed(seed, {}, trace)),
+  config: (r) => describeCascadeConfig(r.config),
+  passed: (r) => `${r.cycles} cycles, ${r.splits} splits, ${r.writes} writes, B crashes ${JSON.stringify(r.bCrashes)}, C crashes ${JSON.stringify(r.cCrashes)}, ${r.flaps} flaps`,
 };
 
 async function runSuite<R extends { readonly ok: boolean; readonly failure?: string }>(

@@ -13,6 +13,7 @@ import { registerGroupCommands } from '../cli/group-commands.js';
 import { registerMigrationCommands } from '../cli/migration-commands.js';
 import { registerImportCommands } from '../cli/import-commands.js';
 import { registerJournalCommands } from '../cli/journal-commands.js';
+import { registerCascadeCommands } from '../cli/cascade-commands.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const version = (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string }).version;
@@ -61,6 +62,7 @@ registerGroupCommands(program, run);
 registerMigrationCommands(program, run);
 registerImportCommands(program, run);
 registerJournalCommands(program, run);
+registerCascadeCommands(program, run);
 
 try {
   await program.parseAsync(process.argv);

@@ -8,6 +8,7 @@ import type { GroupBackend } from './group-routes.js';
 import type { MigrationBackend } from './migration-routes.js';
 import type { ImportBackend } from './import-routes.js';
 import type { JournalBackend } from './journal-routes.js';
+import type { CascadeBackend } from './cascade-routes.js';
 
 export interface ChangeBitmap {
   count(): number;
@@ -35,6 +36,7 @@ export interface ApiBackend {
   readonly migrations: MigrationBackend;
   readonly imports: ImportBackend;
   readonly journals: JournalBackend;
+  readonly cascades: CascadeBackend;
 }
 
 export interface ApiLogger {

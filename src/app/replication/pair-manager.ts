@@ -74,7 +74,9 @@ export class PairManager implements PairContext {
         const runtime = this.attach(record, v, false);
         if (record.role === 'R2' && record.mode === 'async') runtime.asyncR2 = await R2Async.recover(this.r2CyclesHost(runtime));
       }
-      if (stored.length > 0) await v.setState(combinedVolumeState(this.recordsOn(name)));
+      // An attached clone session (loaded first) owns its target's access, as in applyAccess: a
+      // cascade's clone is the R1 of a suspended pair while it reattaches.
+      if (stored.length > 0 && v.state !== 'not-ready') await v.setState(combinedVolumeState(this.recordsOn(name)));
     }
   }
 

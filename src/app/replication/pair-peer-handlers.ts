@@ -133,6 +133,7 @@ export function registerPairHandlers(context: PairContext, commands: PairCommand
         exists: true, role: r.record.role, intent: r.record.intent, generation: r.record.generation, invalidTracks: r.bits.count(),
         appliedCycle: r.asyncR2 && !r.asyncR2.stopped ? r.asyncR2.appliedCycle : null,
         recoverableCycle: r.asyncR2 && !r.asyncR2.stopped ? r.asyncR2.cycles.recoverablePoint.cycle : null,
+        ...(r.record.role === 'R1' ? { tracksOwed: r.backgroundTracks } : {}),
       },
       segments: [],
     };
@@ -180,6 +181,9 @@ export function registerPairHandlers(context: PairContext, commands: PairCommand
     // The clone already holds R2's last consistent image and R1 has not seen R2 whole since (a
     // resync interrupted, R1 restarted meanwhile): refreshing it now would copy a half-resynced R2.
     if (!h.whole && await context.host.meta.read(protectHeldKey(r.record.id))) return { header: { protected: true, kept: true }, segments: [] };
+    // Not held while the clone is refreshed: it is attached (no image) until the split, and a crash
+    // meanwhile must not leave a later request believing it holds one (docs/design/cascade.md).
+    await context.host.meta.delete(protectHeldKey(r.record.id));
     await context.host.protect(r.record.localVolume, r.record.protectWith);
     await context.host.meta.write(protectHeldKey(r.record.id), new TextEncoder().encode(String(context.host.nowMs())));
     context.host.onEvent('replica protected by a clone split before resync', { pair: r.record.id, clone: r.record.protectWith });

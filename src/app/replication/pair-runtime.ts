@@ -130,6 +130,11 @@ export class PairRuntime {
     return !this.clearedNotDurable.isEmpty();
   }
 
+  /** Tracks the background copy still has to ship or has in flight (a cascade asks: is R2 being resynced?). */
+  get backgroundTracks(): number {
+    return this.owed.count + this.pushInFlight.size;
+  }
+
   /** Nothing owed, shipped or forwarded and not yet acknowledged: R2 equals R1 now. */
   get quiet(): boolean {
     return this.owed.count === 0 && this.syncInFlight.size === 0 && this.pushInFlight.size === 0 && !this.pushing;

@@ -146,6 +146,8 @@ export const PEER_OPERATIONS = {
     invalidTracks: Type.Optional(Count),
     appliedCycle: Type.Optional(Nullable(Count)),
     recoverableCycle: Type.Optional(Nullable(Count)),
+    /** R1: tracks its background copy still has to ship or has in flight (a resync under way when > 0). */
+    tracksOwed: Type.Optional(Count),
   }), 'either half: the other half\'s state (exists: false when it has none)'),
   'pair.set-intent': op(Type.Object({ pair: PairId, intent: OneOf(PAIR_INTENTS), generation: Count, returnOwn: Type.Optional(Type.Boolean()) }),
     Type.Object({ ownTracks: Count }),

@@ -1,0 +1,220 @@
+// Cascading to a third site with real array daemons (separate processes, authenticated links):
+// A → B sync pair, a cascade on B shipping differential-split images of B's replica to C every
+// second. Dependent writes reach A over NBD and A is killed with SIGKILL mid-load: after the next
+// cycle C's recoverable image is a prefix of the write sequence. A hot set rewritten continuously
+// ships far fewer bytes to C than the hosts write. B and C are killed -9 mid-cycle and the cascade
+// carries on without losing a track.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { DaemonFixture, api, peerUp, tidemarkBin, waitFor, type DaemonProcess } from '../helpers/daemon.js';
+import { mustRun } from '../helpers/in-process-array.js';
+import { RawNbdClient } from '../helpers/raw-nbd-client.js';
+import { missingTools, requirement } from '../helpers/requirement.js';
+
+const MiB = 1024 * 1024;
+const VOLUME_BYTES = 16 * MiB;
+const RECORD = 4096;
+const MAGIC = 0x5ca5cade;
+
+interface CascadeJson {
+  name: string; phase: string; cycles: number; consistentAt: string | null; splitAt: string | null;
+  bytesShipped: number; bytesShippedLast: number; tracksShippedLast: number; lastError: string | null; waitingFor: string | null;
+}
+
+const cli = (array: DaemonProcess, ...args: string[]): Promise<string> => mustRun(tidemarkBin, [...array.cliArgs, '--json', ...args], 120_000);
+const cascade = async (array: DaemonProcess, name: string): Promise<CascadeJson> => JSON.parse(await cli(array, 'cascade', 'show', name)) as CascadeJson;
+
+const startArray = (fixture: DaemonFixture, name: string, link = '127.0.0.1:0'): Promise<DaemonProcess> =>
+  fixture.start(join(fixture.dir, name), ['--name', name, '--link', link]);
+
+/** A → B (sync) and a cascade B → C every second, its first cycle complete. */
+async function threeSites(fixture: DaemonFixture): Promise<{ a: DaemonProcess; b: DaemonProcess; c: DaemonProcess }> {
+  const [a, b, c] = await Promise.all([startArray(fixture, 'a'), startArray(fixture, 'b'), startArray(fixture, 'c')]);
+  await peerUp(fixture, a, 'a', b, 'b');
+  await peerUp(fixture, b, 'b', c, 'c');
+  await cli(a, 'volume', 'create', 'db', '--size', String(VOLUME_BYTES));
+  await cli(b, 'volume', 'create', 'db-r', '--size', String(VOLUME_BYTES));
+  await cli(b, 'volume', 'create', 'db-cl', '--size', String(VOLUME_BYTES));
+  await cli(c, 'volume', 'create', 'db-far', '--size', String(VOLUME_BYTES));
+  await cli(c, 'volume', 'create', 'db-safe', '--size', String(VOLUME_BYTES));
+  await cli(a, 'pair', 'create', 'db', '--peer', 'b', '--remote-volume', 'db-r', '--mode', 'sync');
+  await cli(a, 'pair', 'wait', 'db', '--until', 'synchronized', '--timeout', '60');
+  await cli(c, 'clone', 'establish', 'db-far', 'db-safe');
+  await cli(b, 'cascade', 'create', 'far', '--volume', 'db-r', '--clone', 'db-cl', '--peer', 'c', '--remote-volume', 'db-far',
+    '--remote-clone', 'db-safe', '--every', '1s');
+  await cli(b, 'cascade', 'wait', 'far', '--cycles', '1', '--timeout', '120');
+  return { a, b, c };
+}
+
+async function imageOf(fixture: DaemonFixture, array: DaemonProcess, volume: string): Promise<Buffer> {
+  const file = join(fixture.dir, `${volume}-${Date.now()}-${Math.random()}.img`);
+  await mustRun('nbdcopy', [array.uri(volume), file]);
+  return readFile(file);
+}
+
+/** What a user at C recovers from: the protection clone when split (docs/design/cascade.md), else CRVOL. */
+async function recoverableAtC(fixture: DaemonFixture, c: DaemonProcess): Promise<Buffer> {
+  const state = (JSON.parse(await cli(c, 'clone', 'show', 'db-far', 'db-safe')) as { state: string }).state;
+  return imageOf(fixture, c, state === 'split' ? 'db-safe' : 'db-far');
+}
+
+const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
+
+function writeBytes(i: number): Buffer {
+  const data = Buffer.alloc(RECORD, (i % 251) + 1);
+  data.writeUInt32LE(MAGIC, 0);
+  data.writeUInt32LE(i, 4);
+  return data;
+}
+
+/** Write i fills record i, each only after the previous was acknowledged, until the array dies. */
+async function dependentWrites(port: number, volume: string, first: number, onAck: (i: number) => void, stop = (): boolean => false): Promise<number> {
+  const c = await RawNbdClient.connect(port);
+  await c.greeting();
+  await c.go(volume);
+  let acked = first;
+  try {
+    for (let i = first; i < VOLUME_BYTES / RECORD && !stop(); i++) {
+      c.sendRequest(1, BigInt(i), BigInt(i * RECORD), RECORD, 0, writeBytes(i));
+      const reply = await c.simpleReply();
+      if (reply.error !== 0) throw new Error(`write ${i} failed: ${reply.error}`);
+      acked = i + 1;
+      onAck(acked);
+    }
+  } catch {
+    // The array died under the host: the writes acknowledged so far are the issued sequence.
+  } finally {
+    c.close();
+  }
+  return acked;
+}
+
+/** The number of writes an image holds, checking they are exactly writes 0..n-1, each whole in its record. */
+function prefixIn(image: Buffer, what: string): number {
+  let n = 0;
+  for (let slot = 0; slot * RECORD < image.length; slot++) {
+    const at = slot * RECORD;
+    const record = image.subarray(at, at + RECORD);
+    if (image.readUInt32LE(at) !== MAGIC) {
+      assert.ok(record.every((b) => b === 0), `${what} record ${slot} holds neither a write nor zeros`);
+      continue;
+    }
+    assert.equal(image.readUInt32LE(at + 4), slot, `${what} record ${slot} holds another write`);
+    assert.ok(record.equals(writeBytes(slot)), `${what} record ${slot} is torn`);
+    assert.equal(slot, n, `${what} holds write ${slot} without write ${n}: not a prefix`);
+    n++;
+  }
+  return n;
+}
+
+test('cascade A→B (sync) →C every 1 s: dependent writes over NBD, A killed mid-load: after the next cycle C holds a prefix of the writes', { skip: requirement(missingTools(['nbdcopy'])) }, async () => {
+  const fixture = await DaemonFixture.create();
+  try {
+    const { a, b, c } = await threeSites(fixture);
+    const first = await cascade(b, 'far');
+    assert.equal(first.cycles >= 1, true);
+    assert.ok(first.consistentAt !== null, 'the first cycle gave C an image');
+
+    let acked = 0;
+    const workload = dependentWrites(a.nbdPort, 'db', 0, (n) => { acked = n; });
+    // Let several cycles pass under load, with C's image checked while they run.
+    await waitFor('writes and two more cycles under load', async () => acked > 200 && (await cascade(b, 'far')).cycles >= first.cycles + 2, 60_000);
+    const during = prefixIn(await recoverableAtC(fixture, c), 'C during the load');
+    assert.ok(during <= acked + 1, 'C holds no write the host was not acknowledged (beyond the one in flight)');
+    await a.stop('SIGKILL');
+    const killedAt = Date.now();
+    const total = await workload;
+
+    // The next cycle starts after the kill: it ships B's image of then, which holds every acknowledged write.
+    await waitFor('a cycle after the kill completes', async () => {
+      const s = await cascade(b, 'far');
+      return s.consistentAt !== null && Date.parse(s.consistentAt) > killedAt && s.phase !== 'refreshing';
+    }, 60_000);
+    const atC = prefixIn(await recoverableAtC(fixture, c), 'C after the kill');
+    assert.ok(atC >= total && atC <= total + 1, `C holds writes 0..${atC - 1}; the host had ${total} acknowledged`);
+    assert.ok(atC > during, 'C moved on during the load');
+    const view = await cascade(b, 'far');
+    console.log(`cascade after A's kill: ${total} writes acknowledged, C holds ${atC}; C held ${during} mid-load; ${view.cycles} cycles, ` +
+      `${view.bytesShipped} bytes shipped in all`);
+  } finally {
+    await fixture.cleanup();
+  }
+});
+
+test('cascade with a hot set rewritten continuously: bytes shipped to C ≤ 0.3 × bytes written by hosts; C equals A at the end', { skip: requirement(missingTools(['fio', 'nbdcopy'])) }, async () => {
+  const fixture = await DaemonFixture.create();
+  try {
+    const { a, b, c } = await threeSites(fixture);
+    const before = await cascade(b, 'far');
+    const out = await mustRun('fio', ['--name=hot', '--ioengine=nbd', `--uri=${a.uri('db')}`, '--rw=randwrite', '--bs=4k', '--size=1M',
+      '--time_based', '--runtime=8', '--iodepth=4', '--output-format=json'], 120_000);
+    const written = (JSON.parse(out.slice(out.indexOf('{'))) as { jobs: Array<{ write: { io_bytes: number } }> }).jobs[0]!.write.io_bytes;
+    const endedAt = Date.now();
+    await waitFor('a cycle after the writes completes', async () => {
+      const s = await cascade(b, 'far');
+      return s.consistentAt !== null && Date.parse(s.consistentAt) > endedAt && s.phase !== 'refreshing';
+    }, 60_000);
+    const after = await cascade(b, 'far');
+    const shipped = after.bytesShipped - before.bytesShipped;
+    const ratio = shipped / written;
+    console.log(`hot set 1 MiB: hosts wrote ${written} bytes, ${after.cycles - before.cycles} cycles shipped ${shipped} bytes to C (${ratio.toFixed(3)}×)`);
+    assert.ok(written > 8 * MiB, `the hosts wrote enough to measure (${written} bytes)`);
+    assert.ok(shipped > 0, 'the cycles shipped the hot set');
+    assert.ok(ratio <= 0.3, `shipped ${shipped} bytes for ${written} written (${ratio.toFixed(3)}×)`);
+    assert.equal(sha(await recoverableAtC(fixture, c)), sha(await imageOf(fixture, a, 'db')), 'C recovers A\'s image');
+  } finally {
+    await fixture.cleanup();
+  }
+});
+
+test('cascade survives kill -9 of B and of C in each phase of a cycle under load: C always holds a prefix of the writes; at the end, all of them', { skip: requirement(missingTools(['nbdcopy'])) }, async () => {
+  const fixture = await DaemonFixture.create();
+  try {
+    const sites = await threeSites(fixture);
+    const { a } = sites;
+    let { b, c } = sites;
+    let acked = 0;
+    let stop = false;
+    const workload = dependentWrites(a.nbdPort, 'db', 0, (n) => { acked = n; }, () => stop);
+    let held = 0;
+    const kills: string[] = [];
+    for (const [victim, phase] of [['b', 'shipping'], ['c', 'shipping'], ['b', 'synchronizing'], ['c', 'refreshing'], ['b', 'refreshing']] as const) {
+      // Kill the array the moment B's cascade is in that phase (the API polled every 50 ms).
+      await waitFor(`cascade ${phase}`, async () => (await api<CascadeJson>(b, 'GET', '/v1/cascades/far')).body.phase === phase, 30_000);
+      const array = victim === 'b' ? b : c;
+      const link = array.linkAddress!;
+      await array.stop('SIGKILL');
+      const restarted = await startArray(fixture, victim, link);
+      if (victim === 'b') b = restarted;
+      else c = restarted;
+      kills.push(`${victim}@${phase}`);
+      const now = prefixIn(await recoverableAtC(fixture, c), `C after kill -9 of ${victim} in ${phase}`);
+      assert.ok(now >= held && now <= acked + 1, `C holds writes 0..${now - 1} (held ${held} before; ${acked} acknowledged)`);
+      held = now;
+      // The cascade resumes: a cycle that began after the restart completes.
+      const restartedAt = Date.now();
+      await waitFor(`a cycle after the kill of ${victim}`, async () => {
+        const s = (await api<CascadeJson>(b, 'GET', '/v1/cascades/far')).body;
+        return s.consistentAt !== null && Date.parse(s.consistentAt) > restartedAt && s.phase !== 'refreshing';
+      }, 90_000);
+      const next = prefixIn(await recoverableAtC(fixture, c), `C after the cycle that followed the kill of ${victim}`);
+      assert.ok(next > held, `C moved on after the kill of ${victim} (${next} > ${held})`);
+      held = next;
+    }
+    stop = true;
+    const total = await workload;
+    const endedAt = Date.now();
+    await waitFor('a cycle after the last write', async () => {
+      const s = (await api<CascadeJson>(b, 'GET', '/v1/cascades/far')).body;
+      return s.consistentAt !== null && Date.parse(s.consistentAt) > endedAt && s.phase !== 'refreshing';
+    }, 90_000);
+    assert.equal(prefixIn(await recoverableAtC(fixture, c), 'C at the end'), total, 'C holds every write: no track was lost between cycles');
+    assert.equal(sha(await recoverableAtC(fixture, c)), sha(await imageOf(fixture, a, 'db')));
+    console.log(`cascade kills ${kills.join(', ')}: ${total} writes, C holds them all`);
+  } finally {
+    await fixture.cleanup();
+  }
+});
