@@ -79,7 +79,8 @@ export class ArrayService {
   /** Consistency groups: the ones this array coordinates and its pairs' memberships. Set by open(). */
   groups!: GroupManager;
   private readonly links: PeerLinks;
-  private readonly rpc: PeerRpc;
+  /** Requests between arrays; routed commands (app/routing) register their operation on it too. */
+  readonly rpc: PeerRpc;
 
   private constructor(readonly deps: ArrayDeps) {
     this.links = deps.links ?? NO_LINKS;

@@ -3,7 +3,7 @@ import { Command, CommanderError } from 'commander';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
-import { ApiClient, DEFAULT_ARRAY_URL, readCaFile, resolveToken } from '../cli/api-client.js';
+import { ApiClient, DEFAULT_ARRAY_URL, readCaFile, resolveToken, resolveVia } from '../cli/api-client.js';
 import { reportError, type GlobalOptions } from '../cli/output.js';
 import { registerVolumeCommands } from '../cli/volume-commands.js';
 import { registerArrayCommands } from '../cli/array-commands.js';
@@ -21,6 +21,8 @@ const program = new Command('tidemark')
   .option('--token-file <file>', 'file holding the array\'s API token, e.g. DATA/api-token (env TIDEMARK_TOKEN_FILE, or the ' +
     'token itself in TIDEMARK_TOKEN)')
   .option('--ca <file>', 'CA certificates (PEM) to verify an https:// array with (env TIDEMARK_CA_FILE; default: the system\'s)')
+  .option('--via <arrays>', 'run the command on another array, reached from --array through its peers hop by hop: ' +
+    'B, or B,C (C a peer of B) (env TIDEMARK_VIA)')
   .option('--json', 'machine-readable JSON output')
   .showHelpAfterError()
   .exitOverride();
@@ -43,7 +45,8 @@ async function run(action: (client: ApiClient, globals: GlobalOptions) => Promis
   try {
     const token = await resolveToken(globals.tokenFile, process.env);
     const ca = await readCaFile(globals.ca ?? (process.env.TIDEMARK_CA_FILE || undefined));
-    const client = new ApiClient(globals.array ?? process.env.TIDEMARK_ARRAY ?? DEFAULT_ARRAY_URL, { token, ca });
+    const via = resolveVia(globals.via, process.env);
+    const client = new ApiClient(globals.array ?? process.env.TIDEMARK_ARRAY ?? DEFAULT_ARRAY_URL, { token, ca, via });
     await action(client, globals);
   } catch (error) {
     process.exitCode = reportError(error, globals.json ?? false);

@@ -49,6 +49,7 @@ const REQUESTS: { [Op in PeerOp]: RequestOf<Op> } = {
   'group.is-member': { op: 'group.is-member', group: 'g', member: 'east/db' },
   'group.add': { op: 'group.add', group: 'g', volume: 'db' },
   'group.remove': { op: 'group.remove', group: 'g', volume: 'db' },
+  'route.request': { op: 'route.request', method: 'POST', path: '/v1/volumes?x=1', hops: ['north'], trail: ['east'], timeoutMs: 54_000 },
 };
 
 const REPLIES: { [Op in PeerOp]: ReplyOf<Op> } = {
@@ -79,12 +80,13 @@ const REPLIES: { [Op in PeerOp]: ReplyOf<Op> } = {
   'group.is-member': { member: null },
   'group.add': { view: { name: 'g' } },
   'group.remove': { view: { name: 'g' } },
+  'route.request': { status: 201, contentType: 'application/json; charset=utf-8', answeredBy: 'north', trail: ['east', 'west', 'north'] },
 };
 
 const segments: Segment[] = [{ kind: 'data', offset: 0, data: Uint8Array.of(1, 2, 3) }, { kind: 'zero', offset: 4096, length: 4096 }];
 
 test('every operation round-trips through the codec and the decoder, request and reply', () => {
-  assert.equal(PEER_OPS.length, 27);
+  assert.equal(PEER_OPS.length, 28);
   for (const op of PEER_OPS) {
     const bytes = encodeMessage({ type: 'request', id: 7, header: { ...REQUESTS[op], rpc: 'x' }, segments });
     const message = decodeMessage(bytes);

@@ -8,6 +8,7 @@ import { CLONE_ROUTES, CloneStatusSchema } from './clone-routes.js';
 import { NAMED_SCHEMAS } from './schemas.js';
 import { PairStatusSchema, PeerSchema, REPLICATION_ROUTES } from './replication-routes.js';
 import { GROUP_ROUTES, GroupViewSchema } from './group-routes.js';
+import { ROUTING_ROUTES } from './routing-routes.js';
 
 /** The refusals the server's access check (api-access.ts) can answer any route with, documented on each. */
 function withAccessResponses<B>(route: RouteSpec<B>): RouteSpec<B> {
@@ -26,6 +27,7 @@ export const API_ROUTES: readonly RouteSpec<ApiBackend>[] = [
   ...scoped(CLONE_ROUTES, (backend: ApiBackend) => backend.clones),
   ...scoped(REPLICATION_ROUTES, (backend: ApiBackend) => backend.replication),
   ...scoped(GROUP_ROUTES, (backend: ApiBackend) => backend.groups),
+  ...scoped(ROUTING_ROUTES, (backend: ApiBackend) => backend.routing),
 ].map(withAccessResponses);
 
 export const API_SCHEMAS: Readonly<Record<string, TSchema>> = { ...NAMED_SCHEMAS, CloneStatus: CloneStatusSchema, PairStatus: PairStatusSchema, Peer: PeerSchema, Group: GroupViewSchema,
