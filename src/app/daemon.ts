@@ -219,6 +219,8 @@ export async function startArray(options: DaemonOptions): Promise<RunningArray> 
       arrayName: options.name,
       ...(options.link ? { listen: options.link } : {}),
       ...(options.linkStreams !== undefined ? { streams: options.linkStreams } : {}),
+      // Peer messages start with 0 or 1 (peer-messages.ts): the link's relay tunnels can share the sessions.
+      carryTunnels: true,
       log: (level: 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>) => linkLogger[level](fields ?? {}, message),
     });
     const stats = (): Array<{ name: string; changedTracks: number; exports: number }> =>
