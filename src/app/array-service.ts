@@ -126,7 +126,9 @@ export class ArrayService {
     }
     await service.clones.load(service.volumeNames());
     await service.peers.load();
-    for (const p of service.peers.list()) service.links.addPeer(linkPeer(p));
+    // Relays before the peers reached through them: the link checks a relay is a direct peer.
+    const peers = service.peers.list();
+    for (const p of [...peers.filter((x) => x.via === undefined), ...peers.filter((x) => x.via !== undefined)]) service.links.addPeer(linkPeer(p));
     await service.pairs.load(service.volumeNames());
     service.groups = await GroupManager.open({
       arrayName: deps.name, pairs: service.pairs, rpc: service.rpc, meta: deps.meta, timers: REAL_TIMERS, nowMs: deps.nowMs,
@@ -302,8 +304,9 @@ export class ArrayService {
     await this.clones.split(std, clone, false);
   }
 
-  async addPeer(name: string, address: string, secret: Uint8Array): Promise<PeerRecord> {
-    const record = await this.peers.add(name, address, secret, this.deps.name, this.deps.nowMs());
+  /** `to`: the peer's link address (HOST:PORT), or `{ via: RELAY }` for a peer reached through one of this array's peers. */
+  async addPeer(name: string, to: string | { address: string } | { via: string }, secret: Uint8Array): Promise<PeerRecord> {
+    const record = await this.peers.add(name, typeof to === 'string' ? { address: to } : to, secret, this.deps.name, this.deps.nowMs());
     this.links.addPeer(linkPeer(record));
     return record;
   }

@@ -8,7 +8,7 @@ import { reportError, type GlobalOptions } from '../cli/output.js';
 import { registerVolumeCommands } from '../cli/volume-commands.js';
 import { registerArrayCommands } from '../cli/array-commands.js';
 import { registerCloneCommands } from '../cli/clone-commands.js';
-import { registerReplicationCommands } from '../cli/replication-commands.js';
+import { registerReplicationCommands, relayOptionOfPeerAdd } from '../cli/replication-commands.js';
 import { registerGroupCommands } from '../cli/group-commands.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
@@ -60,7 +60,7 @@ registerReplicationCommands(program, run);
 registerGroupCommands(program, run);
 
 try {
-  await program.parseAsync(process.argv);
+  await program.parseAsync(relayOptionOfPeerAdd(process.argv));
 } catch (error) {
   if (error instanceof CommanderError) {
     process.exitCode = error.exitCode === 0 ? 0 : 2;
