@@ -96,7 +96,8 @@ export class ArrayService {
   /** Journals (SPEC §6): sequencer, primary positions and secondary queues on this array. Set by open(). */
   journals!: JournalManager;
   private readonly links: PeerLinks;
-  private readonly rpc: PeerRpc;
+  /** Requests between arrays; routed commands (app/routing) register their operation on it too. */
+  readonly rpc: PeerRpc;
 
   private constructor(readonly deps: ArrayDeps) {
     this.links = deps.links ?? NO_LINKS;
@@ -177,7 +178,9 @@ export class ArrayService {
     await service.migrations.load(service.volumeNames());
     await service.imports.load();
     await service.peers.load();
-    for (const p of service.peers.list()) service.links.addPeer(linkPeer(p));
+    // Relays before the peers reached through them: the link checks a relay is a direct peer.
+    const peers = service.peers.list();
+    for (const p of [...peers.filter((x) => x.via === undefined), ...peers.filter((x) => x.via !== undefined)]) service.links.addPeer(linkPeer(p));
     await service.pairs.load(service.volumeNames());
     await service.cascades.load();
     service.groups = await GroupManager.open({
@@ -377,8 +380,9 @@ export class ArrayService {
     await this.clones.split(std, clone, false);
   }
 
-  async addPeer(name: string, address: string, secret: Uint8Array): Promise<PeerRecord> {
-    const record = await this.peers.add(name, address, secret, this.deps.name, this.deps.nowMs());
+  /** `to`: the peer's link address (HOST:PORT), or `{ via: RELAY }` for a peer reached through one of this array's peers. */
+  async addPeer(name: string, to: string | { address: string } | { via: string }, secret: Uint8Array): Promise<PeerRecord> {
+    const record = await this.peers.add(name, typeof to === 'string' ? { address: to } : to, secret, this.deps.name, this.deps.nowMs());
     this.links.addPeer(linkPeer(record));
     return record;
   }

@@ -3,7 +3,7 @@
 import { chmod, mkdir, readFile, stat } from 'node:fs/promises';
 import { createSecureContext } from 'node:tls';
 import { X509Certificate } from 'node:crypto';
-import { invalidArgument } from '../core/errors.js';
+import { ErrorCode, TidemarkError, invalidArgument } from '../core/errors.js';
 import { join, resolve } from 'node:path';
 import { ArrayService, type VolumeSummary } from './array-service.js';
 import { ArrayMetrics } from './metrics.js';
@@ -29,6 +29,8 @@ import { LinkNetwork } from '../adapters/net/link-network.js';
 import { linksOver } from './replication/link-peers.js';
 import { replicationBackend } from './replication/replication-backend.js';
 import { groupBackend } from './group/group-backend.js';
+import { CommandRouter } from './routing/command-router.js';
+import type { RoutingBackend } from '../adapters/http/routing-routes.js';
 
 export interface HostPort {
   readonly host: string;
@@ -86,7 +88,7 @@ void summaryMatchesApi;
 const nowMs = (): number => performance.timeOrigin + performance.now();
 
 function apiBackend(service: ArrayService, metrics: ArrayMetrics, logger: Logger,
-  info: () => ReturnType<ApiBackend['info']>): ApiBackend {
+  info: () => ReturnType<ApiBackend['info']>, routing: RoutingBackend): ApiBackend {
   return {
     info,
     volumeNames: () => service.volumeNames(),
@@ -127,6 +129,7 @@ function apiBackend(service: ArrayService, metrics: ArrayMetrics, logger: Logger
     imports: service.imports,
     journals: service.journals,
     cascades: service.cascades,
+    routing,
   };
 }
 
@@ -221,6 +224,8 @@ export async function startArray(options: DaemonOptions): Promise<RunningArray> 
       arrayName: options.name,
       ...(options.link ? { listen: options.link } : {}),
       ...(options.linkStreams !== undefined ? { streams: options.linkStreams } : {}),
+      // Peer messages start with 0 or 1 (peer-messages.ts): the link's relay tunnels can share the sessions.
+      carryTunnels: true,
       log: (level: 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>) => linkLogger[level](fields ?? {}, message),
     });
     const stats = (): Array<{ name: string; changedTracks: number; exports: number }> =>
@@ -271,6 +276,25 @@ export async function startArray(options: DaemonOptions): Promise<RunningArray> 
     const svc = service;
     const nbdServer = nbd;
     let apiAddress: HostPort = options.api;
+    // A routed command runs through this array's own API, with its own tokens: the peer that sent
+    // it was authenticated by the link, and the origin checked its caller's token.
+    const routed: { api?: ApiServer } = {};
+    const routeLogger = logger.child({ component: 'routing' });
+    const router = new CommandRouter({
+      selfName: options.name,
+      rpc: svc.rpc,
+      isPeer: (name) => svc.peers.find(name) !== undefined,
+      execute: (request) => {
+        const apiForRoutes = routed.api;
+        if (!apiForRoutes) throw new TidemarkError(ErrorCode.Unavailable, `${options.name} is still starting`);
+        const readOnly = request.method === 'GET';
+        return apiForRoutes.inject({
+          method: request.method, url: request.path, body: request.body,
+          headers: { authorization: `Bearer ${readOnly ? tokens.read : tokens.admin}`, ...(readOnly && request.body === undefined ? {} : { 'content-type': 'application/json' }) },
+        });
+      },
+      log: (level, message, fields) => routeLogger[level](fields, message),
+    });
     api = await startApiServer({
       host: options.api.host,
       port: options.api.port,
@@ -290,9 +314,10 @@ export async function startArray(options: DaemonOptions): Promise<RunningArray> 
         api: apiAddress,
         nbd: { tcp: nbdServer.tcpAddress ?? null, socket: nbdServer.socketPath ?? null },
         volumeCount: svc.volumeNames().length,
-      })),
+      }), router),
     });
     apiAddress = api.address;
+    routed.api = api;
   } catch (error) {
     await api?.close().catch(() => undefined);
     await nbd?.close().catch(() => undefined);

@@ -3,12 +3,12 @@ import { Command, CommanderError } from 'commander';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
-import { ApiClient, DEFAULT_ARRAY_URL, readCaFile, resolveToken } from '../cli/api-client.js';
+import { ApiClient, DEFAULT_ARRAY_URL, readCaFile, resolveToken, resolveVia } from '../cli/api-client.js';
 import { reportError, type GlobalOptions } from '../cli/output.js';
 import { registerVolumeCommands } from '../cli/volume-commands.js';
 import { registerArrayCommands } from '../cli/array-commands.js';
 import { registerCloneCommands } from '../cli/clone-commands.js';
-import { registerReplicationCommands } from '../cli/replication-commands.js';
+import { registerReplicationCommands, relayOptionOfPeerAdd } from '../cli/replication-commands.js';
 import { registerGroupCommands } from '../cli/group-commands.js';
 import { registerMigrationCommands } from '../cli/migration-commands.js';
 import { registerImportCommands } from '../cli/import-commands.js';
@@ -25,6 +25,8 @@ const program = new Command('tidemark')
   .option('--token-file <file>', 'file holding the array\'s API token, e.g. DATA/api-token (env TIDEMARK_TOKEN_FILE, or the ' +
     'token itself in TIDEMARK_TOKEN)')
   .option('--ca <file>', 'CA certificates (PEM) to verify an https:// array with (env TIDEMARK_CA_FILE; default: the system\'s)')
+  .option('--via <arrays>', 'run the command on another array, reached from --array through its peers hop by hop: ' +
+    'B, or B,C (C a peer of B) (env TIDEMARK_VIA)')
   .option('--json', 'machine-readable JSON output')
   .showHelpAfterError()
   .exitOverride();
@@ -47,7 +49,8 @@ async function run(action: (client: ApiClient, globals: GlobalOptions) => Promis
   try {
     const token = await resolveToken(globals.tokenFile, process.env);
     const ca = await readCaFile(globals.ca ?? (process.env.TIDEMARK_CA_FILE || undefined));
-    const client = new ApiClient(globals.array ?? process.env.TIDEMARK_ARRAY ?? DEFAULT_ARRAY_URL, { token, ca });
+    const via = resolveVia(globals.via, process.env);
+    const client = new ApiClient(globals.array ?? process.env.TIDEMARK_ARRAY ?? DEFAULT_ARRAY_URL, { token, ca, via });
     await action(client, globals);
   } catch (error) {
     process.exitCode = reportError(error, globals.json ?? false);
@@ -65,7 +68,7 @@ registerJournalCommands(program, run);
 registerCascadeCommands(program, run);
 
 try {
-  await program.parseAsync(process.argv);
+  await program.parseAsync(relayOptionOfPeerAdd(process.argv));
 } catch (error) {
   if (error instanceof CommanderError) {
     process.exitCode = error.exitCode === 0 ? 0 : 2;

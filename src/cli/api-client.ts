@@ -3,6 +3,10 @@ import { ErrorCode, TidemarkError, invalidArgument } from '../core/errors.js';
 import { readTokenFile } from '../adapters/fs/api-token.js';
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
+import { parseVia, VIA_PREFIX } from '../core/routing/route-decision.js';
+
+/** Response header naming the array that ran a routed request (adapters/http/routing-routes.ts). */
+const ANSWERED_BY_HEADER = 'tidemark-answered-by';
 
 export const DEFAULT_ARRAY_URL = 'http://127.0.0.1:7480';
 
@@ -50,19 +54,39 @@ export interface ApiClientOptions {
   readonly token?: ApiToken | undefined;
   /** PEM; without it the system's CAs verify an https:// array. */
   readonly ca?: Buffer | undefined;
+  /**
+   * `--via B,C`: every request goes to the array at the URL and on from there, peer to peer, to C,
+   * which answers (docs/design/routing-and-relay.md). Empty or absent: the array at the URL answers.
+   */
+  readonly via?: readonly string[] | undefined;
+}
+
+/** The hops of `--via` (or TIDEMARK_VIA), checked; undefined when neither is given. */
+export function resolveVia(option: string | undefined, env: NodeJS.ProcessEnv): string[] | undefined {
+  const text = option ?? (env.TIDEMARK_VIA || undefined);
+  return text === undefined ? undefined : parseVia(text);
 }
 
 export class ApiClient {
   constructor(readonly baseUrl: string, private readonly options: ApiClientOptions = {}) {}
 
-  /** Another array, with the same token unless one is given (see `group create --coordinator`). */
+  /**
+   * Another array, with the same token unless one is given (see `group create --coordinator`). Its
+   * URL says where it is: --via does not apply to it.
+   */
   withUrl(baseUrl: string, token: ApiToken | undefined = this.options.token): ApiClient {
-    return new ApiClient(baseUrl, { ...this.options, token });
+    return new ApiClient(baseUrl, { ...this.options, token, via: undefined });
+  }
+
+  /** The array that answers: the last hop of --via, or the one at the URL. */
+  get target(): string {
+    const via = this.options.via;
+    return via && via.length > 0 ? via[via.length - 1]! : this.baseUrl;
   }
 
   /** One exchange over node:http(s), which, unlike fetch, takes the CA to verify the array with. */
   private exchange(method: string, url: URL, headers: Record<string, string>, body: string | undefined):
-    Promise<{ status: number; text: string }> {
+    Promise<{ status: number; text: string; answeredBy: string | undefined }> {
     return new Promise((resolve, reject) => {
       const https = url.protocol === 'https:';
       if (!https && url.protocol !== 'http:') {
@@ -78,7 +102,10 @@ export class ApiClient {
           if (bytes > MAX_RESPONSE_BYTES) response.destroy(new Error(`the answer exceeds ${MAX_RESPONSE_BYTES} bytes`));
           else chunks.push(chunk);
         });
-        response.on('end', () => resolve({ status: response.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
+        response.on('end', () => {
+          const answeredBy = response.headers[ANSWERED_BY_HEADER];
+          resolve({ status: response.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8'), answeredBy: typeof answeredBy === 'string' ? answeredBy : undefined });
+        });
         response.on('error', reject);
       };
       const request = https ? httpsRequest(url, options, onResponse) : httpRequest(url, options, onResponse);
@@ -95,15 +122,17 @@ export class ApiClient {
     // The API refuses mutating requests without a JSON content type (no cross-site form posts),
     // so every one says JSON, with or without a body.
     if (body !== undefined || MUTATING.has(method)) headers['content-type'] = 'application/json';
+    const via = this.options.via ?? [];
     let url: URL;
     try {
-      url = new URL(path, this.baseUrl);
+      // One prefix routes every command, present and future: the arrays on the way pass the request on as it is.
+      url = new URL(via.length > 0 ? `${VIA_PREFIX}${via.join(',')}${path}` : path, this.baseUrl);
     } catch {
       throw invalidArgument(`--array ${JSON.stringify(this.baseUrl)} is not a URL: use e.g. http://127.0.0.1:7480`);
     }
     const payload = body === undefined ? undefined : JSON.stringify(body);
     if (payload !== undefined) headers['content-length'] = String(Buffer.byteLength(payload));
-    let response: { status: number; text: string };
+    let response: { status: number; text: string; answeredBy: string | undefined };
     try {
       response = await this.exchange(method, url, headers, payload);
     } catch (error) {
@@ -115,6 +144,10 @@ export class ApiClient {
           ? ' (if the array serves HTTPS, use an https:// URL)'
           : ' (is it running? set --array or TIDEMARK_ARRAY)';
       throw new TidemarkError(ErrorCode.Unavailable, `cannot reach the array at ${this.baseUrl}: ${e.message}${tlsHint}`);
+    }
+    // An answer from any other array than the route's end would be a routing bug: never shown as the target's.
+    if (via.length > 0 && response.answeredBy !== undefined && response.answeredBy !== via[via.length - 1]) {
+      throw new TidemarkError(ErrorCode.Protocol, `asked ${via[via.length - 1]} (via ${via.join(',')}) but ${response.answeredBy} answered`);
     }
     if (response.status === 204) return undefined as T;
     const { text } = response;

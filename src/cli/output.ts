@@ -6,6 +6,7 @@ export interface GlobalOptions {
   readonly array?: string;
   readonly tokenFile?: string;
   readonly ca?: string;
+  readonly via?: string;
 }
 
 export function printJson(value: unknown): void {

@@ -1,6 +1,6 @@
 // tidemark peer … and tidemark pair …: peer arrays and remote pairs (SPEC §4).
 import { resolve } from 'node:path';
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { ApiClient } from './api-client.js';
 import { formatSize, parseSize } from './sizes.js';
 import { formatDurationMs, parseDurationMs } from './durations.js';
@@ -86,23 +86,28 @@ function waitFor(client: ApiClient, globals: GlobalOptions, pair: string, option
 export function registerReplicationCommands(program: Command, run: (action: Run) => Promise<void>): void {
   const peer = program.command('peer').description('peer arrays this array replicates with');
   peer.command('add <name>')
-    .description('add a peer: its link address and a shared secret file (the same secret on both arrays, ≥ 16 bytes)')
-    .requiredOption('--address <host:port>', "the peer's --link address")
+    .description('add a peer: its link address (or the peer that relays to it) and a shared secret file (the same secret on both arrays, ≥ 16 bytes)')
+    .option('--address <host:port>', "the peer's --link address")
+    .option('--via <relay>', 'reach the peer through this peer of both arrays, which relays the link without being able to read or alter it ' +
+      '(give one of --address and --via)')
+    .addOption(new Option('--relay <relay>').hideHelp())
     .requiredOption('--secret-file <file>', 'file holding the shared secret (read by the array, on its machine)')
-    .action((name: string, opts: { address: string; secretFile: string }) => run(async (client, globals) => {
-      const p = await client.request<PeerJson>('POST', '/v1/peers', { name, address: opts.address, secretFile: resolve(opts.secretFile) });
+    .action((name: string, opts: { address?: string; relay?: string; secretFile: string }) => run(async (client, globals) => {
+      if ((opts.address === undefined) === (opts.relay === undefined)) throw invalidArgument('give the peer\'s --address or the --via relay it is reached through');
+      const to = opts.address !== undefined ? { address: opts.address } : { via: opts.relay! };
+      const p = await client.request<PeerJson>('POST', '/v1/peers', { name, ...to, secretFile: resolve(opts.secretFile) });
       if (globals.json) printJson(p);
-      else process.stdout.write(`added peer ${p.name} at ${p.address} (link ${p.link})\n`);
+      else process.stdout.write(`added peer ${p.name} ${p.via ? `via ${p.via}` : `at ${p.address}`} (link ${p.link})\n`);
     }));
   peer.command('list').description('list peers and their link state').action(() => run(async (client, globals) => {
     const { peers } = await client.request<{ peers: PeerJson[] }>('GET', '/v1/peers');
     if (globals.json) return printJson({ peers });
-    printTable(['NAME', 'ADDRESS', 'LINK'], peers.map((p) => [p.name, p.address, p.link]));
+    printTable(['NAME', 'ADDRESS', 'LINK'], peers.map((p) => [p.name, p.via ? `via ${p.via}` : p.address, p.link]));
   }));
   peer.command('show <name>').description('one peer').action((name: string) => run(async (client, globals) => {
     const p = await client.request<PeerJson>('GET', `/v1/peers/${encodeURIComponent(name)}`);
     if (globals.json) printJson(p);
-    else printFields([['name', p.name], ['address', p.address], ['link', p.link], ['added', p.createdAt], ...(p.lastError ? [['last error', p.lastError] as [string, string]] : [])]);
+    else printFields([['name', p.name], p.via ? ['relayed by', `${p.via} (end to end: ${p.via} cannot read or alter the link)`] : ['address', p.address], ['link', p.link], ['added', p.createdAt], ...(p.lastError ? [['last error', p.lastError] as [string, string]] : [])]);
   }));
   peer.command('remove <name>').description('remove a peer that has no pairs').action((name: string) => run(async (client, globals) => {
     const r = await client.request<unknown>('DELETE', `/v1/peers/${encodeURIComponent(name)}`);
@@ -183,4 +188,20 @@ export function registerReplicationCommands(program: Command, run: (action: Run)
       if (globals.json) printJson(r);
       else process.stdout.write(`deleted pair ${name}${r.peerDeleted ? '' : ' (the peer was unreachable: delete its half there too)'}\n`);
     }));
+}
+
+/**
+ * `peer add NAME --via RELAY`: that --via names the relay, while the global `--via` (before the
+ * command) routes the command. Commander reads a global option wherever it stands, so a --via after
+ * `peer add` is renamed to the command's own (hidden) --relay before parsing.
+ */
+export function relayOptionOfPeerAdd(argv: readonly string[]): string[] {
+  const out = [...argv];
+  const at = out.findIndex((arg, i) => arg === 'peer' && out[i + 1] === 'add');
+  if (at < 0) return out;
+  for (let i = at + 2; i < out.length && out[i] !== '--'; i++) {
+    if (out[i] === '--via') out[i] = '--relay';
+    else if (out[i]!.startsWith('--via=')) out[i] = `--relay=${out[i]!.slice('--via='.length)}`;
+  }
+  return out;
 }

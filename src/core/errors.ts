@@ -32,6 +32,8 @@ export const ErrorCode = {
   Forbidden: 'TM_ERR_FORBIDDEN',
   /** A mutating API request whose Content-Type is not application/json. */
   UnsupportedMediaType: 'TM_ERR_UNSUPPORTED_MEDIA_TYPE',
+  /** A routed command (--via) refused by the route itself: a loop, too many hops, a hop that is not a peer. */
+  RouteRefused: 'TM_ERR_ROUTE_REFUSED',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

@@ -12,6 +12,7 @@ import { MIGRATION_ROUTES, MigrationStatusSchema } from './migration-routes.js';
 import { IMPORT_ROUTES, ImportStatusSchema } from './import-routes.js';
 import { JOURNAL_ROUTES, JournalRecoverySchema, JournalSchema } from './journal-routes.js';
 import { CASCADE_ROUTES, CascadeViewSchema } from './cascade-routes.js';
+import { ROUTING_ROUTES } from './routing-routes.js';
 
 /** The refusals the server's access check (api-access.ts) can answer any route with, documented on each. */
 function withAccessResponses<B>(route: RouteSpec<B>): RouteSpec<B> {
@@ -34,6 +35,7 @@ export const API_ROUTES: readonly RouteSpec<ApiBackend>[] = [
   ...scoped(IMPORT_ROUTES, (backend: ApiBackend) => backend.imports),
   ...scoped(JOURNAL_ROUTES, (backend: ApiBackend) => backend.journals),
   ...scoped(CASCADE_ROUTES, (backend: ApiBackend) => backend.cascades),
+  ...scoped(ROUTING_ROUTES, (backend: ApiBackend) => backend.routing),
 ].map(withAccessResponses);
 
 export const API_SCHEMAS: Readonly<Record<string, TSchema>> = { ...NAMED_SCHEMAS, CloneStatus: CloneStatusSchema, PairStatus: PairStatusSchema, Peer: PeerSchema, Group: GroupViewSchema,

@@ -21,8 +21,28 @@ export interface ApiServerOptions {
   readonly tls?: { readonly cert: Buffer; readonly key: Buffer } | undefined;
 }
 
+/** A request run in-process against this array's own API (a routed command from a peer). */
+export interface InjectedRequest {
+  readonly method: 'GET' | 'POST' | 'PUT' | 'DELETE';
+  /** Path and query string. */
+  readonly url: string;
+  readonly headers: Readonly<Record<string, string>>;
+  readonly body?: Uint8Array | undefined;
+}
+
+export interface InjectedReply {
+  readonly status: number;
+  readonly contentType: string;
+  readonly body: Uint8Array;
+}
+
 export interface ApiServer {
   readonly address: { host: string; port: number };
+  /**
+   * Runs a request through the same hooks, validation, handlers and error mapping as one from the
+   * network (fastify inject), so a routed command behaves exactly like a direct one.
+   */
+  inject(request: InjectedRequest): Promise<InjectedReply>;
   close(): Promise<void>;
 }
 
@@ -53,9 +73,10 @@ function register(app: FastifyInstance, route: RouteSpec<ApiBackend>, backend: A
       return validator;
     },
     handler: async (request, reply) => {
-      const result = await route.handler({ params: request.params, query: request.query, body: request.body }, backend);
+      const result = await route.handler({ params: request.params, query: request.query, body: request.body, method: request.method, url: request.url }, backend);
       reply.code(result.status);
       if (result.contentType) reply.type(result.contentType);
+      if (result.headers) void reply.headers(result.headers);
       return result.body;
     },
   });
@@ -121,6 +142,14 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
   if (bound === null || typeof bound !== 'object') throw new Error('API server has no TCP address');
   return {
     address: { host: bound.address, port: bound.port },
+    inject: async (request) => {
+      const response = await app.inject({
+        method: request.method, url: request.url, headers: { ...request.headers },
+        ...(request.body !== undefined ? { payload: Buffer.from(request.body) } : {}),
+      });
+      const type = response.headers['content-type'];
+      return { status: response.statusCode, contentType: typeof type === 'string' ? type : '', body: response.rawPayload };
+    },
     close: () => app.close(),
   };
 }

@@ -7,6 +7,7 @@ export function httpStatusOf(code: ErrorCode): number {
     case ErrorCode.InvalidArgument:
     case ErrorCode.OutOfRange:
     case ErrorCode.Protocol:
+    case ErrorCode.RouteRefused:
       return 400;
     case ErrorCode.Unauthorized:
       return 401;

@@ -27,8 +27,10 @@ function parametersOf(route: RouteSpec<never>, named: Named): Json[] {
   const add = (schema: TSchema | undefined, where: 'path' | 'query'): void => {
     if (!schema) return;
     const s = plain(schema) as { properties?: Record<string, Json>; required?: string[] };
-    for (const [name, property] of Object.entries(s.properties ?? {})) {
+    for (const [key, property] of Object.entries(s.properties ?? {})) {
       const { description, ...rest } = property as { description?: string } & Record<string, Json>;
+      // Fastify names a trailing wildcard `*`; the document calls it `path` (see buildOpenApiDocument).
+      const name = key === '*' ? 'path' : key;
       out.push({
         name, in: where, required: where === 'path' || (s.required ?? []).includes(name),
         ...(description === undefined ? {} : { description }),
@@ -67,7 +69,7 @@ export function buildOpenApiDocument(routes: readonly RouteSpec<never>[], schema
   const named = namesByText(schemas);
   const paths: Record<string, Record<string, Json>> = {};
   for (const route of routes) {
-    const path = route.url.replace(/:([A-Za-z]+)/g, '{$1}');
+    const path = route.url.replace(/:([A-Za-z]+)/g, '{$1}').replace(/\/\*$/, '/{path}');
     (paths[path] ??= {})[route.method.toLowerCase()] = operationOf(route, named);
   }
   paths['/openapi.json'] = {

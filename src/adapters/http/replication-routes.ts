@@ -2,6 +2,7 @@
 import { Type, type Static } from '@sinclair/typebox';
 import { errorResponse as error, ok, param, type RouteSpec } from './route-kit.js';
 import { literals, ShortName } from './schemas.js';
+import { invalidArgument } from '../../core/errors.js';
 import { LINK_FAILURE_POLICIES, MAX_MIN_AGE_MS, PAIR_INTENTS, PAIR_MODES } from '../../core/replication/pair-record.js';
 
 const PAIR_STATES = ['synchronizing', 'synchronized', 'partitioned', 'suspended', 'split', 'failed-over', 'restoring', 'diverged'] as const;
@@ -16,7 +17,10 @@ const Name = ShortName;
 
 export const PeerSchema = Type.Object({
   name: Type.String(),
-  address: Type.String({ description: 'HOST:PORT of the peer array\'s link listener.' }),
+  address: Type.String({ description: 'HOST:PORT of the peer array\'s link listener, or `relay:R` for a peer reached through the relay R.' }),
+  via: Type.Union([Type.String(), Type.Null()], {
+    description: 'The relay the link to this peer runs through (end to end: the relay cannot read or alter it); null: reached directly.',
+  }),
   link: Type.String({ description: 'connecting, up, down or auth-failed.' }),
   bytesSent: Type.Integer({ minimum: 0, description: 'Link bytes sent to this peer since the array started (frames, headers included).' }),
   bytesReceived: Type.Integer({ minimum: 0 }),
@@ -98,7 +102,7 @@ export type CyclesFallbackView = NonNullable<PairStatusView['cyclesFallback']>;
 
 /** What the API needs from the array's replication. */
 export interface ReplicationBackend {
-  addPeer(name: string, address: string, secretFile: string): Promise<PeerView>;
+  addPeer(name: string, to: { address: string } | { via: string }, secretFile: string): Promise<PeerView>;
   listPeers(): PeerView[];
   showPeer(name: string): PeerView;
   removePeer(name: string): Promise<void>;
@@ -112,7 +116,8 @@ export interface ReplicationBackend {
 
 const PeerBody = Type.Object({
   name: Name,
-  address: Type.String({ minLength: 3, maxLength: 300 }),
+  address: Type.Optional(Type.String({ minLength: 3, maxLength: 300, description: 'HOST:PORT of the peer\'s link listener (or give `via`).' })),
+  via: Type.Optional(Type.String({ minLength: 1, maxLength: 63, description: 'Reach the peer through this one (a direct peer of this array, and of the new peer) acting as a relay: the link runs end to end inside it (or give `address`).' })),
   secretFile: Type.String({ minLength: 1, maxLength: 4096, description: 'Path, on the array\'s machine, of a file holding the shared secret (≥ 16 bytes).' }),
 }, { additionalProperties: false });
 const PairCreateBodySchema = Type.Object({
@@ -145,12 +150,13 @@ const stateErrors = {
 export const REPLICATION_ROUTES: readonly RouteSpec<ReplicationBackend>[] = [
   {
     method: 'POST', url: '/v1/peers', operationId: 'addPeer', tag: 'replication',
-    summary: 'Adds a peer array: its link address and the shared secret both arrays authenticate the link with.',
+    summary: 'Adds a peer array: its link address, or the peer it is reached through (a relay), and the shared secret both arrays authenticate the link with.',
     body: PeerBody,
-    responses: { 201: { description: 'The peer.', schema: PeerSchema }, 400: error('Bad name, address or secret (TM_ERR_INVALID_ARGUMENT).'), ...stateErrors },
+    responses: { 201: { description: 'The peer.', schema: PeerSchema }, 400: error('Bad name, address, relay or secret, or both address and via (TM_ERR_INVALID_ARGUMENT).'), ...stateErrors },
     handler: async (request, replication) => {
       const b = request.body as Static<typeof PeerBody>;
-      return ok(await replication.addPeer(b.name, b.address, b.secretFile), 201);
+      if ((b.address === undefined) === (b.via === undefined)) throw invalidArgument('give the peer\'s link address or the relay it is reached through (via), not both');
+      return ok(await replication.addPeer(b.name, b.address !== undefined ? { address: b.address } : { via: b.via! }, b.secretFile), 201);
     },
   },
   {

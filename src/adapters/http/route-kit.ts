@@ -15,12 +15,17 @@ export interface RouteRequest {
   readonly params: unknown;
   readonly query: unknown;
   readonly body: unknown;
+  /** The request's method and URL as received (path and query string), for routes that pass a request on. */
+  readonly method?: string;
+  readonly url?: string;
 }
 
 export interface RouteReply {
   readonly status: number;
   readonly body: unknown;
   readonly contentType?: string;
+  /** Extra response headers (a routed answer says which array answered). */
+  readonly headers?: Readonly<Record<string, string>>;
 }
 
 /** One operation; `B` is the part of the array its handler needs (see `scoped`). */

@@ -9,6 +9,7 @@ import type { MigrationBackend } from './migration-routes.js';
 import type { ImportBackend } from './import-routes.js';
 import type { JournalBackend } from './journal-routes.js';
 import type { CascadeBackend } from './cascade-routes.js';
+import type { RoutingBackend } from './routing-routes.js';
 
 export interface ChangeBitmap {
   count(): number;
@@ -37,6 +38,8 @@ export interface ApiBackend {
   readonly imports: ImportBackend;
   readonly journals: JournalBackend;
   readonly cascades: CascadeBackend;
+  /** Requests routed to other arrays over the links (`/v1/via/…`). */
+  readonly routing: RoutingBackend;
 }
 
 export interface ApiLogger {

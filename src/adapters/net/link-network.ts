@@ -10,6 +10,11 @@ import type { ConnId, LinkAction, PeerStats } from '../../core/link/types.js';
 import { ErrorCode, TidemarkError, invalidArgument, notFound } from '../../core/errors.js';
 import { assertNever } from '../../core/lib/assert.js';
 import { nodeLinkCrypto } from './node-crypto.js';
+import { isTunnelMessage, relayOf } from '../../core/link/tunnel-codec.js';
+import { LinkTunnels, type TunnelSocket } from './link-tunnels.js';
+
+/** What the link runs over: a TCP socket, or a tunnel through a relay array that behaves like one. */
+type LinkSocket = Socket | TunnelSocket;
 
 export interface LinkPeerConfig { readonly name: string; readonly address: string /* host:port */; readonly secret: Uint8Array }
 export interface LinkNetworkOptions {
@@ -21,6 +26,12 @@ export interface LinkNetworkOptions {
   /** The peer protocol version announced in the HELLO (default: this build's; tests pose as other versions). */
   readonly protocolVersion?: number;
   readonly log?: (level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void;
+  /**
+   * Carry relay tunnels (peers added with a `relay:R` address, and relaying for peers): messages
+   * whose first byte is TUNNEL_MESSAGE_TAG are then the link's own and never reach onMessage, so
+   * the application's messages must not start with it (the peer protocol's start with 0 or 1).
+   */
+  readonly carryTunnels?: boolean;
 }
 export type LinkPeerState = 'connecting' | 'up' | 'down' | 'auth-failed';
 export interface LinkPeerStats {
@@ -70,9 +81,11 @@ export function parseAddress(address: string): { host: string; port: number } {
 
 export class LinkNetwork {
   private readonly endpoint: LinkEndpoint;
-  private readonly sockets = new Map<ConnId, Socket>();
+  private readonly sockets = new Map<ConnId, LinkSocket>();
   /** Sockets the core closed, flushing before they end; close() destroys them too. */
-  private readonly closing = new Set<Socket>();
+  private readonly closing = new Set<LinkSocket>();
+  /** Connections to peers reached through a relay, and the tunnels this array relays for others. */
+  readonly tunnels: LinkTunnels;
   /** Sends waiting for window space, per peer, in order (the app's backpressure). */
   private readonly waiting = new Map<string, Waiting[]>();
   private readonly messageHandlers: Array<(peer: string, message: Uint8Array) => void> = [];
@@ -83,7 +96,7 @@ export class LinkNetwork {
   private timerAtMs = Number.POSITIVE_INFINITY;
   private pumping = false;
   private pumpAgain = false;
-  private readonly corked = new Set<Socket>();
+  private readonly corked = new Set<LinkSocket>();
   private closed = false;
   private boundAddress: { host: string; port: number } | undefined;
 
@@ -97,6 +110,13 @@ export class LinkNetwork {
       ...(options.deadAfterMs !== undefined ? { deadAfterMs: options.deadAfterMs } : {}),
       ...(options.protocolVersion !== undefined ? { protocolVersion: options.protocolVersion } : {}),
     }, nowMs());
+    this.tunnels = new LinkTunnels({
+      send: (peer, message) => this.send(peer, message),
+      isUp: (peer) => this.isUp(peer),
+      isDirectPeer: (name) => this.endpoint.hasPeer(name) && relayOf(this.endpoint.stats(name)!.address) === undefined,
+      accept: (socket) => this.accepted(socket),
+      log: (level, msg, fields) => this.log(level, msg, fields),
+    });
   }
 
   static async start(options: LinkNetworkOptions): Promise<LinkNetwork> {
@@ -126,9 +146,15 @@ export class LinkNetwork {
 
   addPeer(peer: LinkPeerConfig): void {
     this.assertOpen();
-    parseAddress(peer.address);
+    const relay = relayOf(peer.address);
+    if (relay === undefined) parseAddress(peer.address);
+    else if (this.options.carryTunnels !== true) throw invalidArgument('this link network does not carry relay tunnels');
+    else if (!this.endpoint.hasPeer(relay) || relayOf(this.endpoint.stats(relay)!.address) !== undefined) {
+      throw invalidArgument(`the relay ${relay} must be a peer reached directly`);
+    }
     this.endpoint.addPeer(peer, nowMs());
-    if (!this.server && !(this.options.arrayName < peer.name)) {
+    // A relayed peer's tunnels arrive over the link to the relay: no listener needed for them.
+    if (!this.server && relay === undefined && !(this.options.arrayName < peer.name)) {
       this.log('warn', 'this array does not listen, but peer dials it (the lower name dials): the link cannot come up', { peer: peer.name });
     }
     this.pump();
@@ -216,7 +242,7 @@ export class LinkNetwork {
     for (const w of queue) w.reject(error);
   }
 
-  private accepted(socket: Socket): void {
+  private accepted(socket: LinkSocket): void {
     if (this.closed) {
       socket.destroy();
       return;
@@ -231,7 +257,7 @@ export class LinkNetwork {
     this.pump();
   }
 
-  private attach(id: ConnId, socket: Socket): void {
+  private attach(id: ConnId, socket: LinkSocket): void {
     this.sockets.set(id, socket);
     socket.setNoDelay(true);
     let lastError: string | undefined;
@@ -274,7 +300,7 @@ export class LinkNetwork {
 
   private perform(action: LinkAction): void {
     switch (action.kind) {
-      case 'dial': return this.dial(action.connId, action.address);
+      case 'dial': return this.dial(action.connId, action.address, action.peer);
       case 'send': {
         const socket = this.sockets.get(action.connId);
         if (!socket || socket.destroyed) return;
@@ -299,15 +325,19 @@ export class LinkNetwork {
         return;
       }
       case 'deliver':
+        // Tunnel messages are the link's own traffic (relayed connections), never the application's.
+        if (this.options.carryTunnels === true && isTunnelMessage(action.message)) return this.tunnels.receive(action.peer, action.message);
         for (const h of this.messageHandlers) h(action.peer, action.message);
         return;
       case 'peer-up':
         for (const h of this.upHandlers) h(action.peer);
         return;
       case 'peer-down':
+        this.tunnels.neighbourDown(action.peer, action.reason);
         for (const h of this.downHandlers) h(action.peer, action.reason);
         return;
       case 'session-reset':
+        this.tunnels.neighbourDown(action.peer, 'session reset');
         for (const h of this.resetHandlers) h(action.peer);
         return;
       case 'send-space':
@@ -329,7 +359,15 @@ export class LinkNetwork {
     if (queue?.length === 0) this.waiting.delete(peer);
   }
 
-  private dial(id: ConnId, address: string): void {
+  private dial(id: ConnId, address: string, peer: string): void {
+    const relay = relayOf(address);
+    if (relay !== undefined) {
+      // The endpoint's handshake timeout bounds a tunnel that never opens.
+      const tunnel = this.tunnels.open(relay, peer);
+      tunnel.once('connect', () => this.handle({ kind: 'connected', connId: id }));
+      this.attach(id, tunnel);
+      return;
+    }
     const { host, port } = parseAddress(address);
     const socket = connect({ host, port, noDelay: true });
     socket.setTimeout(CONNECT_TIMEOUT_MS, () => socket.destroy(new Error(`connect to ${address} timed out`)));

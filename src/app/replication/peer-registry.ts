@@ -4,12 +4,16 @@ import { ErrorCode, TidemarkError, invalidArgument, notFound } from '../../core/
 import { decodeJson, encodeJson } from '../../core/lib/checksummed-record.js';
 import { isValidVolumeName } from '../../core/volume/volume-record.js';
 import type { MetaStore } from '../../ports/meta-store.js';
+import { relayAddress } from '../../core/link/tunnel-codec.js';
 
 export interface PeerRecord {
   readonly name: string;
+  /** HOST:PORT of its link listener, or `relay:R` for a peer reached through the relay R. */
   readonly address: string;
   readonly secretBase64: string;
   readonly createdAtMs: number;
+  /** The relay (one of this array's direct peers) the link to this peer runs through. */
+  readonly via?: string;
 }
 
 /** Secrets shorter than this are refused: the link's authentication is only as strong as the secret. */
@@ -33,7 +37,8 @@ export class PeerRegistry {
       const bytes = await this.meta.read(key);
       if (!bytes) continue;
       const r = decodeJson(bytes, key) as Partial<PeerRecord>;
-      if (typeof r.name !== 'string' || typeof r.address !== 'string' || typeof r.secretBase64 !== 'string' || typeof r.createdAtMs !== 'number') {
+      if (typeof r.name !== 'string' || typeof r.address !== 'string' || typeof r.secretBase64 !== 'string' || typeof r.createdAtMs !== 'number' ||
+        (r.via !== undefined && typeof r.via !== 'string')) {
         throw new TidemarkError(ErrorCode.MetadataCorrupt, `${key}: not a peer record`);
       }
       this.peers.set(r.name, r as PeerRecord);
@@ -54,13 +59,22 @@ export class PeerRegistry {
     return p;
   }
 
-  async add(name: string, address: string, secret: Uint8Array, selfName: string, nowMs: number): Promise<PeerRecord> {
+  /** `to`: the peer's link address, or the relay it is reached through. */
+  async add(name: string, to: { address: string } | { via: string }, secret: Uint8Array, selfName: string, nowMs: number): Promise<PeerRecord> {
     if (!isValidVolumeName(name)) throw invalidArgument(`invalid peer name ${JSON.stringify(name)}`);
     if (name === selfName) throw invalidArgument(`a peer cannot have this array's own name (${name})`);
-    parseAddress(address);
+    if ('address' in to) parseAddress(to.address);
+    else {
+      const relay = this.peers.get(to.via);
+      if (!relay) throw notFound(`no peer named ${JSON.stringify(to.via)} to relay through: add the relay as a peer first`, { peer: to.via });
+      if (relay.via !== undefined) throw invalidArgument(`${to.via} is itself reached through ${relay.via}: a relay must be a peer reached directly`);
+      if (to.via === name) throw invalidArgument(`${name} cannot be its own relay`);
+    }
     if (secret.length < MIN_SECRET_BYTES) throw invalidArgument(`the secret must be at least ${MIN_SECRET_BYTES} bytes`);
     if (this.peers.has(name)) throw new TidemarkError(ErrorCode.AlreadyExists, `peer ${name} already exists`, { peer: name });
-    const record: PeerRecord = { name, address, secretBase64: Buffer.from(secret).toString('base64'), createdAtMs: nowMs };
+    const record: PeerRecord = 'address' in to
+      ? { name, address: to.address, secretBase64: Buffer.from(secret).toString('base64'), createdAtMs: nowMs }
+      : { name, address: relayAddress(to.via), secretBase64: Buffer.from(secret).toString('base64'), createdAtMs: nowMs, via: to.via };
     await this.meta.write(peerKey(name), encodeJson(record));
     this.peers.set(name, record);
     return record;
@@ -68,6 +82,11 @@ export class PeerRegistry {
 
   async remove(name: string): Promise<void> {
     this.get(name);
+    const relayed = this.list().filter((p) => p.via === name).map((p) => p.name);
+    if (relayed.length > 0) {
+      throw new TidemarkError(ErrorCode.VolumeBusy, `peer ${name} relays the link to ${relayed.join(', ')}: remove ${relayed.length === 1 ? 'that peer' : 'those peers'} first`,
+        { peer: name, relays: relayed });
+    }
     await this.meta.delete(peerKey(name));
     this.peers.delete(name);
   }

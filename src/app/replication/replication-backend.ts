@@ -43,10 +43,10 @@ async function readSecret(path: string): Promise<Uint8Array> {
 
 export function replicationBackend(service: ArrayService): ReplicationBackend {
   const view = (p: PeerRecord): ReturnType<ReplicationBackend['showPeer']> => ({
-    name: p.name, address: p.address, link: service.peerLinkState(p.name), ...service.peerLinkCounters(p.name), lastError: service.peerLinkLastError(p.name), createdAt: new Date(p.createdAtMs).toISOString(),
+    name: p.name, address: p.address, via: p.via ?? null, link: service.peerLinkState(p.name), ...service.peerLinkCounters(p.name), lastError: service.peerLinkLastError(p.name), createdAt: new Date(p.createdAtMs).toISOString(),
   });
   return {
-    addPeer: async (name, address, secretFile) => view(await service.addPeer(name, address, await readSecret(secretFile))),
+    addPeer: async (name, to, secretFile) => view(await service.addPeer(name, to, await readSecret(secretFile))),
     listPeers: () => service.peers.list().map(view),
     showPeer: (name) => view(service.peers.get(name)),
     removePeer: (name) => service.removePeer(name),

@@ -27,6 +27,7 @@ export const MAX_HEADER_BYTES = 1024 * 1024;
  */
 export const MAX_HEADER_DEPTH = 32;
 
+/** Index = the first byte. 2 is taken by the link's relay tunnels (core/link/tunnel-codec.ts), which share the sessions. */
 const TYPES: readonly MessageType[] = ['request', 'response'];
 const SEGMENT_DATA = 1;
 const SEGMENT_ZERO = 2;

@@ -16,11 +16,12 @@ import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler';
 import { ErrorCode, TidemarkError } from '../errors.js';
 import { LINK_FAILURE_POLICIES, MAX_MIN_AGE_MS, PAIR_INTENTS, PAIR_MODES } from './pair-record.js';
 import { JOURNAL_PEER_OPERATIONS } from '../journal/journal-wire.js';
+import { MAX_ROUTE_HOPS } from '../routing/route-decision.js';
 
 /**
  * 1: the untyped protocol, before the HELLO carried a version (a HELLO without the field is v1).
  * 2: every operation below, validated at the boundary.
- * 3: journal operations (core/journal/journal-wire.ts).
+ * 3: journal operations (core/journal/journal-wire.ts) and routed API requests (route.request).
  */
 export const PEER_PROTOCOL_VERSION = 3;
 
@@ -190,6 +191,19 @@ export const PEER_OPERATIONS = {
     'member\'s array → coordinator: remove the sender\'s pair on this volume'),
   // Journals (SPEC §6).
   ...JOURNAL_PEER_OPERATIONS,
+  // Routed commands (docs/design/routing-and-relay.md): an API request carried hop by hop.
+  'route.request': op(Type.Object({
+    method: OneOf(['GET', 'POST', 'PUT', 'DELETE'] as const),
+    path: Type.String({ minLength: 1, maxLength: 8192 }),
+    hops: Type.Array(Name, { maxItems: MAX_ROUTE_HOPS }),
+    trail: Type.Array(Name, { minItems: 1, maxItems: MAX_ROUTE_HOPS }),
+    timeoutMs: Type.Integer({ minimum: 1, maximum: 10 * 60_000 }),
+  }), Type.Object({
+    status: Type.Integer({ minimum: 100, maximum: 599 }),
+    contentType: Type.String({ maxLength: 200 }),
+    answeredBy: Name,
+    trail: Type.Array(Name, { minItems: 1, maxItems: MAX_ROUTE_HOPS + 1 }),
+  }), 'any → peer: run an API request here (hops empty) or pass it on; the request body and the answer\'s body ride in one data segment'),
 } as const;
 
 export type PeerOp = keyof typeof PEER_OPERATIONS;
