@@ -28,6 +28,7 @@ import { LinkNetwork } from '../adapters/net/link-network.js';
 import { linksOver } from './replication/link-peers.js';
 import { replicationBackend } from './replication/replication-backend.js';
 import { groupBackend } from './group/group-backend.js';
+import { Observatory } from './observe/observatory.js';
 
 export interface HostPort {
   readonly host: string;
@@ -85,7 +86,7 @@ void summaryMatchesApi;
 const nowMs = (): number => performance.timeOrigin + performance.now();
 
 function apiBackend(service: ArrayService, metrics: ArrayMetrics, logger: Logger,
-  info: () => ReturnType<ApiBackend['info']>): ApiBackend {
+  info: () => ReturnType<ApiBackend['info']>, observatory: Observatory): ApiBackend {
   return {
     info,
     volumeNames: () => service.volumeNames(),
@@ -98,6 +99,7 @@ function apiBackend(service: ArrayService, metrics: ArrayMetrics, logger: Logger
     async deleteVolume(name) {
       await service.deleteVolume(name);
       metrics.forgetVolume(name);
+      observatory.io.forget(name);
       logger.info({ volume: name }, 'volume deleted');
     },
     async setVolumeAccess(name, allowedClients) {
@@ -122,6 +124,7 @@ function apiBackend(service: ArrayService, metrics: ArrayMetrics, logger: Logger
     clones: service.clones,
     replication: replicationBackend(service),
     groups: groupBackend(() => service.groups),
+    observe: observatory.backend(),
   };
 }
 
@@ -208,6 +211,7 @@ export async function startArray(options: DaemonOptions): Promise<RunningArray> 
   let api: ApiServer | undefined;
   let links: LinkNetwork | undefined;
   let spill: FileSpillStore | undefined;
+  const observatory = new Observatory({ nowMs });
   try {
     // Spill files never outlive the process that wrote them: whatever an earlier one left goes now.
     spill = await FileSpillStore.open(join(dataDir, 'spill'));
@@ -218,6 +222,7 @@ export async function startArray(options: DaemonOptions): Promise<RunningArray> 
       ...(options.linkStreams !== undefined ? { streams: options.linkStreams } : {}),
       log: (level: 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>) => linkLogger[level](fields ?? {}, message),
     });
+    observatory.watchLinks(links);
     const stats = (): Array<{ name: string; changedTracks: number; exports: number }> =>
       (service?.volumeNames() ?? []).map((name) => service!.summary(name));
     const metrics = new ArrayMetrics(nowMs, stats,
@@ -239,9 +244,15 @@ export async function startArray(options: DaemonOptions): Promise<RunningArray> 
       spill,
       nowMs,
       activityLog: { ...DEFAULT_ACTIVITY_LOG, maxActiveExtents: options.alExtents },
-      onOp: metrics.onOp,
+      onOp: (volume, kind, bytes, startedAtMs) => {
+        metrics.onOp(volume, kind, bytes, startedAtMs);
+        observatory.io.onOp(volume, kind, bytes);
+      },
       links: linksOver(links),
-      onEvent: (message, fields) => logger.info(fields, message),
+      onEvent: (message, fields) => {
+        logger.info(fields, message);
+        observatory.onEvent(message, fields);
+      },
       onBackgroundError: (error, context) => logger.warn({ ...context, err: (error as Error).message }, 'background error'),
     });
     for (const name of service.volumeNames()) {
@@ -251,6 +262,15 @@ export async function startArray(options: DaemonOptions): Promise<RunningArray> 
           'volume was not shut down cleanly: tracks of hot extents marked changed');
       }
     }
+    const watched = service;
+    observatory.watchEstate({
+      pairs: () => watched.pairs.list(),
+      peers: () => watched.peers.list().map((p) => ({ name: p.name, ...watched.peerLinkCounters(p.name) })),
+      volumes: () => watched.volumeNames(),
+      io: (volume) => observatory.io.totals(volume),
+      clones: () => watched.clones.list(),
+    });
+    observatory.timeline.record('array', `array ${options.name} started`, options.name, { version: options.version });
     nbd = await startNbdServer({
       catalog: service,
       logger: logger.child({ component: 'nbd' }),
@@ -284,10 +304,11 @@ export async function startArray(options: DaemonOptions): Promise<RunningArray> 
         api: apiAddress,
         nbd: { tcp: nbdServer.tcpAddress ?? null, socket: nbdServer.socketPath ?? null },
         volumeCount: svc.volumeNames().length,
-      })),
+      }), observatory),
     });
     apiAddress = api.address;
   } catch (error) {
+    observatory.stop();
     await api?.close().catch(() => undefined);
     await nbd?.close().catch(() => undefined);
     await service?.close().catch(() => undefined);
@@ -309,6 +330,7 @@ export async function startArray(options: DaemonOptions): Promise<RunningArray> 
     stop: () => (stopping ??= (async () => {
       try {
         await nbdServer.close();
+        observatory.stop(); // answers waiting event readers, so the API can close at once
         await apiServer.close();
         await svc.close();
         await linkNetwork.close();

@@ -10,6 +10,8 @@ import { registerArrayCommands } from '../cli/array-commands.js';
 import { registerCloneCommands } from '../cli/clone-commands.js';
 import { registerReplicationCommands } from '../cli/replication-commands.js';
 import { registerGroupCommands } from '../cli/group-commands.js';
+import { registerStatusCommand } from '../cli/status-command.js';
+import { registerEventsCommand } from '../cli/events-command.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const version = (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string }).version;
@@ -55,6 +57,8 @@ registerVolumeCommands(program, run);
 registerCloneCommands(program, run);
 registerReplicationCommands(program, run);
 registerGroupCommands(program, run);
+registerStatusCommand(program, run);
+registerEventsCommand(program, run);
 
 try {
   await program.parseAsync(process.argv);

@@ -8,6 +8,7 @@ import { CLONE_ROUTES, CloneStatusSchema } from './clone-routes.js';
 import { NAMED_SCHEMAS } from './schemas.js';
 import { PairStatusSchema, PeerSchema, REPLICATION_ROUTES } from './replication-routes.js';
 import { GROUP_ROUTES, GroupViewSchema } from './group-routes.js';
+import { EventSchema, HistorySchema, OBSERVE_ROUTES } from './observe-routes.js';
 
 /** The refusals the server's access check (api-access.ts) can answer any route with, documented on each. */
 function withAccessResponses<B>(route: RouteSpec<B>): RouteSpec<B> {
@@ -26,7 +27,9 @@ export const API_ROUTES: readonly RouteSpec<ApiBackend>[] = [
   ...scoped(CLONE_ROUTES, (backend: ApiBackend) => backend.clones),
   ...scoped(REPLICATION_ROUTES, (backend: ApiBackend) => backend.replication),
   ...scoped(GROUP_ROUTES, (backend: ApiBackend) => backend.groups),
+  ...scoped(OBSERVE_ROUTES, (backend: ApiBackend) => backend.observe),
 ].map(withAccessResponses);
 
 export const API_SCHEMAS: Readonly<Record<string, TSchema>> = { ...NAMED_SCHEMAS, CloneStatus: CloneStatusSchema, PairStatus: PairStatusSchema, Peer: PeerSchema, Group: GroupViewSchema,
+  Event: EventSchema, History: HistorySchema,
 };

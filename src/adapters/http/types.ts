@@ -5,6 +5,7 @@ import type { ArrayInfo, VolumeView } from './schemas.js';
 import type { CloneBackend } from './clone-routes.js';
 import type { ReplicationBackend } from './replication-routes.js';
 import type { GroupBackend } from './group-routes.js';
+import type { ObserveBackend } from './observe-routes.js';
 
 export interface ChangeBitmap {
   count(): number;
@@ -29,6 +30,8 @@ export interface ApiBackend {
   readonly clones: CloneBackend;
   readonly replication: ReplicationBackend;
   readonly groups: GroupBackend;
+  /** The event timeline and the last hour's samples. */
+  readonly observe: ObserveBackend;
 }
 
 export interface ApiLogger {
