@@ -65,7 +65,7 @@ test('a sample ring holds its capacity, oldest first', () => {
 test('the history turns observed state changes into events and keeps worst lag and rates per sample', () => {
   let now = 1_000_000;
   const timeline = new EventTimeline(() => now, 100);
-  let pairs: WatchedPair[] = [{ pair: 'db', peer: 'west', role: 'R1', state: 'synchronizing', lagSeconds: 0, tracksOwed: 10, bytesOwed: 640 * 1024 }];
+  let pairs: WatchedPair[] = [{ pair: 'db', id: 'east.db.1', peer: 'west', role: 'R1', state: 'synchronizing', lagSeconds: 0, tracksOwed: 10, bytesOwed: 640 * 1024 }];
   let clones: WatchedClone[] = [];
   const io = { ...zeroTotals() };
   let sent = 0;
@@ -102,4 +102,7 @@ test('the history turns observed state changes into events and keeps worst lag a
   history.tick();
   assert.equal(timeline.since(2).events[0]!.message, 'clone session db/snap ended');
   assert.deepEqual(history.history().pairs, {}, 'a deleted pair\'s history goes with it');
+  pairs = [{ pair: 'new', id: 'east.new.2', peer: 'west', role: 'R2', state: 'synchronizing', lagSeconds: 0, tracksOwed: 0, bytesOwed: 0 }];
+  history.tick();
+  assert.equal(timeline.since(3).events[0]!.message, 'pair new: synchronizing', 'a pair made after the start is announced');
 });

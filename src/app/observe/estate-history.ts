@@ -9,6 +9,8 @@ import type { IoTotals } from './io-counters.js';
 
 export interface WatchedPair {
   readonly pair: string;
+  /** The pair id, the same on both arrays (what the event port names pairs by). */
+  readonly id: string;
   readonly peer: string;
   readonly role: string;
   readonly state: string;
@@ -111,7 +113,9 @@ export class EstateHistory {
     for (const p of pairs) {
       seen.add(p.pair);
       const before = this.pairStates.get(p.pair);
-      if (before !== undefined && before !== p.state) {
+      if (before === undefined && this.ticks > 0) {
+        this.options.timeline.record('pair', `pair ${p.pair}: ${p.state}`, p.pair, { to: p.state, role: p.role, peer: p.peer, tracksOwed: p.tracksOwed });
+      } else if (before !== undefined && before !== p.state) {
         this.options.timeline.record('pair', `pair ${p.pair}: ${before} → ${p.state}`, p.pair,
           { from: before, to: p.state, role: p.role, peer: p.peer, tracksOwed: p.tracksOwed });
       }

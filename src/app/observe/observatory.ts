@@ -18,15 +18,6 @@ export function kindOf(message: string): EventKind {
   return 'array';
 }
 
-/** The object an event-port message names: its pair, group, peer or volume field. */
-function subjectOf(fields: Record<string, unknown>): string | null {
-  for (const key of ['pair', 'group', 'peer', 'volume']) {
-    const value = fields[key];
-    if (typeof value === 'string') return value;
-  }
-  return null;
-}
-
 export interface ObservatoryOptions {
   readonly nowMs: () => number;
   readonly timelineCapacity?: number;
@@ -39,6 +30,7 @@ export class Observatory {
   readonly timeline: EventTimeline;
   readonly io = new IoCounters();
   private history: EstateHistory | undefined;
+  private sources: EstateSources | undefined;
 
   constructor(private readonly options: ObservatoryOptions) {
     this.timeline = new EventTimeline(options.nowMs, options.timelineCapacity);
@@ -46,8 +38,29 @@ export class Observatory {
 
   /** The array's event port: every notable decision, as a timeline entry. */
   readonly onEvent = (message: string, fields: Record<string, unknown>): void => {
-    this.timeline.record(kindOf(message), message, subjectOf(fields), fields);
+    this.timeline.record(kindOf(message), message, this.subjectOf(fields), fields);
   };
+
+  /** Pair ids by which the event port names pairs, to their names here (what an operator types). */
+  private readonly pairNames = new Map<string, string>();
+
+  /** The object an event-port message names: its pair (by name), group, peer or volume. */
+  private subjectOf(fields: Record<string, unknown>): string | null {
+    for (const key of ['pair', 'group', 'peer', 'volume']) {
+      const value = fields[key];
+      if (typeof value !== 'string') continue;
+      if (key !== 'pair') return value;
+      if (!this.pairNames.has(value)) this.refreshPairNames();
+      return this.pairNames.get(value) ?? value;
+    }
+    return null;
+  }
+
+  /** Merges rather than replaces, so a deleted pair's last events still carry its name (bounded all the same). */
+  private refreshPairNames(): void {
+    if (this.pairNames.size > 4096) this.pairNames.clear();
+    for (const p of this.sources?.pairs() ?? []) this.pairNames.set(p.id, p.pair);
+  }
 
   watchLinks(links: Pick<PeerTransport, 'onPeerUp' | 'onPeerDown'>): void {
     links.onPeerUp((peer) => this.timeline.record('link', `link to ${peer} up`, peer, { peer }));
@@ -56,6 +69,7 @@ export class Observatory {
 
   /** Starts sampling once the array's objects exist. */
   watchEstate(sources: EstateSources): void {
+    this.sources = sources;
     this.history = new EstateHistory(sources, {
       nowMs: this.options.nowMs, timeline: this.timeline,
       ...(this.options.tickMs !== undefined ? { tickMs: this.options.tickMs } : {}),
