@@ -5,6 +5,7 @@ import { createSecureContext } from 'node:tls';
 import { X509Certificate } from 'node:crypto';
 import { invalidArgument } from '../core/errors.js';
 import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { ArrayService, type VolumeSummary } from './array-service.js';
 import { ArrayMetrics } from './metrics.js';
 import type { Logger } from './logger.js';
@@ -291,6 +292,7 @@ export async function startArray(options: DaemonOptions): Promise<RunningArray> 
       version: options.version,
       logger: logger.child({ component: 'api' }),
       tls,
+      dashboardDir: fileURLToPath(new URL('../../ui/', import.meta.url)),
       access: {
         tokens: [{ token: tokens.admin, scope: 'admin' }, { token: tokens.read, scope: 'read' }],
         // The name it listens on is one it serves (an IP literal is accepted anyway).

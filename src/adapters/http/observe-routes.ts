@@ -31,16 +31,17 @@ const EventsQuery = Type.Object({
   waitMs: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_EVENT_WAIT_MS, description: 'When there is no newer event, wait up to this long for one (long poll; default 0).' })),
 }, { additionalProperties: false });
 
-const Series = (fields: string[]) => Type.Record(Type.String(), Type.Object(Object.fromEntries(
-  ['t', ...fields].map((f) => [f, Type.Array(Type.Number())]),
-)));
+const Column = Type.Array(Type.Number());
+const PairSeries = Type.Object({ t: Column, lagSeconds: Column, tracksOwed: Column, bytesOwed: Column });
+const VolumeSeries = Type.Object({ t: Column, readOpsPerSecond: Column, writeOpsPerSecond: Column, readBytesPerSecond: Column, writeBytesPerSecond: Column });
+const PeerSeries = Type.Object({ t: Column, sentBytesPerSecond: Column, receivedBytesPerSecond: Column });
 
 export const HistorySchema = Type.Object({
   sampleMs: Type.Integer({ minimum: 1, description: 'Time between samples.' }),
   now: Type.Number({ description: 'The array\'s clock (epoch ms) when it answered.' }),
-  pairs: Series(['lagSeconds', 'tracksOwed', 'bytesOwed']),
-  volumes: Series(['readOpsPerSecond', 'writeOpsPerSecond', 'readBytesPerSecond', 'writeBytesPerSecond']),
-  peers: Series(['sentBytesPerSecond', 'receivedBytesPerSecond']),
+  pairs: Type.Record(Type.String(), PairSeries),
+  volumes: Type.Record(Type.String(), VolumeSeries),
+  peers: Type.Record(Type.String(), PeerSeries),
 }, { description: 'Per object, columns of samples oldest first; `t` is epoch milliseconds. Lag is the worst seen in each interval.' });
 export type HistoryView = Static<typeof HistorySchema>;
 
