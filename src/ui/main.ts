@@ -86,5 +86,7 @@ function App(): VNode {
   </div>`;
 }
 
-render(html`<${App} />`, document.getElementById('app')!);
+const root = document.getElementById('app')!;
+root.textContent = ''; // the page's "loading" line, which Preact would otherwise render beside
+render(html`<${App} />`, root);
 store.start();
