@@ -266,10 +266,14 @@ export async function startArray(options: DaemonOptions): Promise<RunningArray> 
     const watched = service;
     observatory.watchEstate({
       pairs: () => watched.pairs.list(),
-      peers: () => watched.peers.list().map((p) => ({ name: p.name, ...watched.peerLinkCounters(p.name) })),
+      peers: () => watched.peers.list().map((p) => ({ name: p.name, ...watched.peerLinkCounters(p.name), rttMs: observatory.rttMs(p.name) })),
       volumes: () => watched.volumeNames(),
       io: (volume) => observatory.io.totals(volume),
       clones: () => watched.clones.list(),
+    }, {
+      peers: () => watched.peers.list().map((p) => p.name),
+      isUp: (peer) => watched.peerLinkState(peer) === 'up',
+      ping: (peer, timeoutMs) => watched.pingPeer(peer, timeoutMs),
     });
     observatory.timeline.record('array', `array ${options.name} started`, options.name, { version: options.version });
     nbd = await startNbdServer({

@@ -18,6 +18,8 @@ export interface EstateLink {
   readonly link: string;
   readonly sentBytesPerSecond: number | null;
   readonly receivedBytesPerSecond: number | null;
+  /** The link's last measured round trip (peer.ping), or null. */
+  readonly rttMs: number | null;
   readonly lastError: string | null;
 }
 export interface EstateGroup {
@@ -47,6 +49,7 @@ export interface Estate {
   readonly groups: EstateGroup[];
 }
 
+const lastOrNull = (values: ReadonlyArray<number | null> | undefined): number | null => (values && values.length > 0 ? values[values.length - 1]! : null);
 const last = (values: readonly number[] | undefined): number | null => (values && values.length > 0 ? values[values.length - 1]! : null);
 
 export async function readEstate(client: ApiClient): Promise<Estate> {
@@ -73,6 +76,7 @@ export async function readEstate(client: ApiClient): Promise<Estate> {
     links: peers.map((p) => ({
       peer: p.name, address: p.address, link: p.link, lastError: p.lastError,
       sentBytesPerSecond: last(history.peers[p.name]?.sentBytesPerSecond), receivedBytesPerSecond: last(history.peers[p.name]?.receivedBytesPerSecond),
+      rttMs: lastOrNull(history.peers[p.name]?.rttMs),
     })),
     pairs: pairs.map((p) => ({
       pair: p.pair, volume: p.volume, role: p.role, mode: p.mode, state: p.state, peer: p.peer, remoteVolume: p.remoteVolume,
@@ -99,8 +103,8 @@ export function printEstate(e: Estate): void {
   out();
   if (e.links.length === 0) out('links: none (no peers)');
   else {
-    printTable(['PEER', 'ADDRESS', 'LINK', 'OUT', 'IN', 'LAST ERROR'], e.links.map((l) => [
-      l.peer, l.address, l.link, rateText(l.sentBytesPerSecond), rateText(l.receivedBytesPerSecond), l.lastError ?? '',
+    printTable(['PEER', 'ADDRESS', 'LINK', 'RTT', 'OUT', 'IN', 'LAST ERROR'], e.links.map((l) => [
+      l.peer, l.address, l.link, l.rttMs === null ? '-' : `${l.rttMs.toFixed(2)} ms`, rateText(l.sentBytesPerSecond), rateText(l.receivedBytesPerSecond), l.lastError ?? '',
     ]));
   }
   out();

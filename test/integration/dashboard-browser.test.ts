@@ -106,6 +106,7 @@ test('dashboard in headless Chromium: topology, suspend with confirmation, owed 
     await stateBadge('synchronized').waitFor({ timeout: 30_000 });
     await page.locator('[data-testid="pair-owed-db"][data-tracks="0"]').waitFor({ timeout: 15_000 });
     await page.locator('[data-testid="event"]', { hasText: 'pair db: suspended →' }).first().waitFor({ timeout: 15_000 });
+    await page.getByTestId('peer-rtt-west').getByText(/^rtt \d+(\.\d+)? ms$/).waitFor({ timeout: 20_000 });
     await page.screenshot({ path: join(await mkdir(ARTIFACTS, { recursive: true }).then(() => ARTIFACTS), 'dashboard.png'), fullPage: true });
     assert.deepEqual(consoleErrors.filter((e) => e.phase !== 'token'), [], 'no console errors once the token is given');
     assert.ok(consoleErrors.every((e) => /status of 401/.test(e.text)), `before the token only the 401s: ${JSON.stringify(consoleErrors)}`);

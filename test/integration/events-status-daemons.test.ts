@@ -14,7 +14,7 @@ interface EventPage { events: EventJson[]; next: number; missed: number }
 interface EstateJson {
   array: { name: string };
   arrays: Array<{ name: string; self: boolean; reachable: boolean }>;
-  links: Array<{ peer: string; link: string }>;
+  links: Array<{ peer: string; link: string; rttMs: number | null }>;
   pairs: Array<{ pair: string; state: string; role: string; tracksOwed: number; lagSeconds: number }>;
   groups: unknown[];
 }
@@ -53,7 +53,22 @@ test('timeline, history, events and status on two daemons with a sync pair', { s
     assert.deepEqual(estate.arrays, [{ name: 'east', self: true, reachable: true }, { name: 'west', self: false, reachable: true }]);
     assert.deepEqual(estate.links.map((l) => [l.peer, l.link]), [['west', 'up']]);
     assert.deepEqual(estate.pairs.map((p) => [p.pair, p.role, p.state, p.tracksOwed]), [['db', 'R1', 'synchronized', 0]]);
+    await waitFor('link round trip measured', async () => {
+      const rtt = (JSON.parse(await cli(east, '--json', 'status')) as EstateJson).links[0]!.rttMs;
+      return rtt !== null && rtt > 0 && rtt < 5000;
+    }, 20_000);
+    // --watch redraws: with --json one object per line.
+    const watcher = spawn(tidemarkBin, [...east.cliArgs, '--json', 'status', '--watch', '--interval', '0.2'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let watched = '';
+    watcher.stdout.on('data', (d: Buffer) => { watched += d.toString(); });
+    try {
+      await waitFor('two redraws', async () => watched.split('\n').filter((l) => l.startsWith('{')).length >= 2, 10_000);
+    } finally {
+      watcher.kill();
+    }
+    assert.equal((JSON.parse(watched.split('\n')[1]!) as EstateJson).pairs[0]!.state, 'synchronized');
     const screen = await cli(east, 'status');
+    assert.match(screen, /^west +127\.0\.0\.1:\d+ +up +\d+\.\d\d ms /m);
     assert.match(screen, /^array east /m);
     assert.match(screen, /^west +127\.0\.0\.1:\d+ +up /m);
     assert.match(screen, /^db +db +R1 +sync +synchronized +west\/db-r +0 tracks/m);

@@ -70,7 +70,7 @@ test('the history turns observed state changes into events and keeps worst lag a
   const io = { ...zeroTotals() };
   let sent = 0;
   const history = new EstateHistory({
-    pairs: () => pairs, peers: () => [{ name: 'west', bytesSent: sent, bytesReceived: 0 }], volumes: () => ['db'],
+    pairs: () => pairs, peers: () => [{ name: 'west', bytesSent: sent, bytesReceived: 0, rttMs: 1.25 }], volumes: () => ['db'],
     io: () => ({ ...io }), clones: () => clones,
   }, { nowMs: () => now, timeline, tickMs: 1000, ticksPerSample: 2, samplesKept: 3 });
   history.tick(); // first look (sample 1: no rate yet)
@@ -94,6 +94,7 @@ test('the history turns observed state changes into events and keeps worst lag a
   assert.deepEqual(h.volumes.db!.writeOpsPerSecond, [10]);
   assert.deepEqual(h.volumes.db!.writeBytesPerSecond, [40960]);
   assert.deepEqual(h.peers.west!.sentBytesPerSecond, [1024 * 1024]);
+  assert.deepEqual(h.peers.west!.rttMs, [1.25]);
   assert.deepEqual(history.history(1_000_000).pairs.db!.t, [1_002_000], 'sinceMs: only newer samples');
   for (let i = 0; i < 10; i++) { now += 1000; history.tick(); }
   assert.equal(history.history().pairs.db!.t.length, 3, 'bounded by samplesKept');

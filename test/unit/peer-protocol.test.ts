@@ -49,6 +49,7 @@ const REQUESTS: { [Op in PeerOp]: RequestOf<Op> } = {
   'group.is-member': { op: 'group.is-member', group: 'g', member: 'east/db' },
   'group.add': { op: 'group.add', group: 'g', volume: 'db' },
   'group.remove': { op: 'group.remove', group: 'g', volume: 'db' },
+  'peer.ping': { op: 'peer.ping' },
 };
 
 const REPLIES: { [Op in PeerOp]: ReplyOf<Op> } = {
@@ -79,12 +80,13 @@ const REPLIES: { [Op in PeerOp]: ReplyOf<Op> } = {
   'group.is-member': { member: null },
   'group.add': { view: { name: 'g' } },
   'group.remove': { view: { name: 'g' } },
+  'peer.ping': {},
 };
 
 const segments: Segment[] = [{ kind: 'data', offset: 0, data: Uint8Array.of(1, 2, 3) }, { kind: 'zero', offset: 4096, length: 4096 }];
 
 test('every operation round-trips through the codec and the decoder, request and reply', () => {
-  assert.equal(PEER_OPS.length, 27);
+  assert.equal(PEER_OPS.length, 28);
   for (const op of PEER_OPS) {
     const bytes = encodeMessage({ type: 'request', id: 7, header: { ...REQUESTS[op], rpc: 'x' }, segments });
     const message = decodeMessage(bytes);

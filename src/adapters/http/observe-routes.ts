@@ -34,7 +34,10 @@ const EventsQuery = Type.Object({
 const Column = Type.Array(Type.Number());
 const PairSeries = Type.Object({ t: Column, lagSeconds: Column, tracksOwed: Column, bytesOwed: Column });
 const VolumeSeries = Type.Object({ t: Column, readOpsPerSecond: Column, writeOpsPerSecond: Column, readBytesPerSecond: Column, writeBytesPerSecond: Column });
-const PeerSeries = Type.Object({ t: Column, sentBytesPerSecond: Column, receivedBytesPerSecond: Column });
+const PeerSeries = Type.Object({
+  t: Column, sentBytesPerSecond: Column, receivedBytesPerSecond: Column,
+  rttMs: Type.Array(Nullable(Type.Number()), { description: 'The link\'s round trip (a peer.ping request and its answer); null: down or not answering.' }),
+});
 
 export const HistorySchema = Type.Object({
   sampleMs: Type.Integer({ minimum: 1, description: 'Time between samples.' }),

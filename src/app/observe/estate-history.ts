@@ -22,6 +22,8 @@ export interface WatchedPeer {
   readonly name: string;
   readonly bytesSent: number;
   readonly bytesReceived: number;
+  /** The link's last measured round trip, or null. */
+  readonly rttMs: number | null;
 }
 export interface WatchedClone {
   readonly std: string;
@@ -50,6 +52,7 @@ export interface HistoryOptions {
 
 interface PairPoint { t: number; lagSeconds: number; tracksOwed: number; bytesOwed: number }
 interface RatePoint { t: number; a: number; b: number; c: number; d: number }
+interface PeerPoint { t: number; sent: number; received: number; rttMs: number | null }
 
 /** Columnar series (what uPlot plots), `t` in epoch milliseconds. */
 export interface HistoryBody {
@@ -57,7 +60,7 @@ export interface HistoryBody {
   readonly now: number;
   readonly pairs: Record<string, { t: number[]; lagSeconds: number[]; tracksOwed: number[]; bytesOwed: number[] }>;
   readonly volumes: Record<string, { t: number[]; readOpsPerSecond: number[]; writeOpsPerSecond: number[]; readBytesPerSecond: number[]; writeBytesPerSecond: number[] }>;
-  readonly peers: Record<string, { t: number[]; sentBytesPerSecond: number[]; receivedBytesPerSecond: number[] }>;
+  readonly peers: Record<string, { t: number[]; sentBytesPerSecond: number[]; receivedBytesPerSecond: number[]; rttMs: Array<number | null> }>;
 }
 
 const rate = (now: number, before: number | undefined, seconds: number): number =>
@@ -71,7 +74,7 @@ export class EstateHistory {
   private readonly cloneStates = new Map<string, string>();
   private readonly pairRings = new Map<string, SampleRing<PairPoint>>();
   private readonly volumeRings = new Map<string, SampleRing<RatePoint>>();
-  private readonly peerRings = new Map<string, SampleRing<RatePoint>>();
+  private readonly peerRings = new Map<string, SampleRing<PeerPoint>>();
   /** Worst lag seen per pair since the last sample: a plot must not miss a spike between samples. */
   private readonly worstLag = new Map<string, number>();
   private lastTotals = new Map<string, { t: number; a: number; b: number; c: number; d: number }>();
@@ -169,13 +172,15 @@ export class EstateHistory {
       totals.set(`v:${v}`, { t, a: io.readOps, b: io.writeOps, c: io.readBytes, d: io.writeBytes });
     }
     const peers = this.sources.peers();
+    const rtts = new Map(peers.map((p) => [p.name, p.rttMs]));
     for (const p of peers) totals.set(`p:${p.name}`, { t, a: p.bytesSent, b: p.bytesReceived, c: 0, d: 0 });
     for (const [key, now] of totals) {
       const before = this.lastTotals.get(key);
       if (!before) continue; // a rate needs two readings
       const seconds = Math.max(0.001, (now.t - before.t) / 1000);
       const point = { t, a: rate(now.a, before.a, seconds), b: rate(now.b, before.b, seconds), c: rate(now.c, before.c, seconds), d: rate(now.d, before.d, seconds) };
-      this.ring(key.startsWith('v:') ? this.volumeRings : this.peerRings, key.slice(2)).push(point);
+      if (key.startsWith('v:')) this.ring(this.volumeRings, key.slice(2)).push(point);
+      else this.ring(this.peerRings, key.slice(2)).push({ t, sent: point.a, received: point.b, rttMs: rtts.get(key.slice(2)) ?? null });
     }
     this.lastTotals = totals;
     const keepOnly = (rings: Map<string, unknown>, names: string[]): void => {
@@ -205,7 +210,10 @@ export class EstateHistory {
     const peers: HistoryBody['peers'] = {};
     for (const [name, ring] of this.peerRings) {
       const points = ring.toArray(newer);
-      peers[name] = { t: points.map((p) => p.t), sentBytesPerSecond: points.map((p) => p.a), receivedBytesPerSecond: points.map((p) => p.b) };
+      peers[name] = {
+        t: points.map((p) => p.t), sentBytesPerSecond: points.map((p) => p.sent), receivedBytesPerSecond: points.map((p) => p.received),
+        rttMs: points.map((p) => p.rttMs),
+      };
     }
     return { sampleMs: this.sampleMs, now: this.options.nowMs(), pairs, volumes, peers };
   }

@@ -8,6 +8,7 @@ import type { EventPageView, ObserveBackend } from '../../adapters/http/observe-
 import { EventTimeline, type EventKind } from './event-timeline.js';
 import { EstateHistory, type EstateSources } from './estate-history.js';
 import { IoCounters } from './io-counters.js';
+import { LinkRoundTrips, type RttProbe } from './link-rtt.js';
 
 /** Which part of the array an event-port message is about, from the words it starts with. */
 export function kindOf(message: string): EventKind {
@@ -31,6 +32,7 @@ export class Observatory {
   readonly io = new IoCounters();
   private history: EstateHistory | undefined;
   private sources: EstateSources | undefined;
+  private rtt: LinkRoundTrips | undefined;
 
   constructor(private readonly options: ObservatoryOptions) {
     this.timeline = new EventTimeline(options.nowMs, options.timelineCapacity);
@@ -67,8 +69,10 @@ export class Observatory {
     links.onPeerDown((peer, reason) => this.timeline.record('link', `link to ${peer} down: ${reason}`, peer, { peer, reason }));
   }
 
-  /** Starts sampling once the array's objects exist. */
-  watchEstate(sources: EstateSources): void {
+  /** Starts sampling once the array's objects exist. `peers()` of the sources may read `rttMs`. */
+  watchEstate(sources: EstateSources, probe: RttProbe): void {
+    this.rtt = new LinkRoundTrips(probe);
+    this.rtt.start();
     this.sources = sources;
     this.history = new EstateHistory(sources, {
       nowMs: this.options.nowMs, timeline: this.timeline,
@@ -78,7 +82,13 @@ export class Observatory {
     this.history.start();
   }
 
+  /** The link's last round trip to `peer`, or null. */
+  rttMs(peer: string): number | null {
+    return this.rtt?.rttMs(peer) ?? null;
+  }
+
   stop(): void {
+    this.rtt?.stop();
     this.history?.stop();
     this.timeline.close();
   }

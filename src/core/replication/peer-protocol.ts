@@ -183,6 +183,8 @@ export const PEER_OPERATIONS = {
     'member\'s array → coordinator: add the sender\'s pair on this volume'),
   'group.remove': op(Type.Object({ group: Name, volume: Name }), Type.Object({ view: ApiView }),
     'member\'s array → coordinator: remove the sender\'s pair on this volume'),
+  // Operators' view.
+  'peer.ping': op(Empty, Empty, 'answered at once: the asker measures the link\'s round trip (dashboard, status)'),
 } as const;
 
 export type PeerOp = keyof typeof PEER_OPERATIONS;
