@@ -27,7 +27,7 @@ function TokenPrompt({ message }: { message: string | null }): VNode {
   }}>
     <h2>This array's API needs its token</h2>
     <p>${message}</p>
-    <p class="muted">It is in the array's data directory, <code>DATA/api-token</code> (or the read-only <code>DATA/api-read-token</code>). It is kept for this browser tab only.</p>
+    <p class="muted">It is in the array's data directory, <code>DATA/api-token</code> (or the read-only <code>DATA/api-token.read</code>). It is kept for this browser tab only.</p>
     <input type="password" autocomplete="off" placeholder="API token" value=${token} onInput=${(e: Event) => setToken((e.target as HTMLInputElement).value)} data-testid="token-input" />
     <button type="submit">Use token</button>
   </form>`;

@@ -38,7 +38,7 @@ function Graph({ estate, snapshot }: PanelProps): VNode {
       return html`<g data-testid=${`topology-link-${peer.name}`} data-link=${peer.link}>
         <line x1=${self.x + self.w} y1=${self.y + self.h / 2} x2=${peerX} y2=${mid} class=${up ? 'link up' : 'link down'} />
         <text x=${(self.x + self.w + peerX) / 2} y=${(self.y + self.h / 2 + mid) / 2 - 8} class="link-label" text-anchor="middle">
-          ${`link ${peer.link} · ${rtt(series?.rttMs)} · ↑ ${rate(last(series?.sentBytesPerSecond))} ↓ ${rate(last(series?.receivedBytesPerSecond))}`}</text>
+          ${`link ${peer.link} · ${up ? rtt(series?.rttMs) : 'rtt –'} · ↑ ${rate(last(series?.sentBytesPerSecond))} ↓ ${rate(last(series?.receivedBytesPerSecond))}`}</text>
         ${pairs.map((p, j) => {
           const offset = 14 + j * 14;
           const from = p.role === 'R1' ? [self.x + self.w, self.y + self.h / 2 + offset] : [peerX, mid + offset];
@@ -66,7 +66,7 @@ function Body(props: PanelProps): VNode {
     <table class="compact">
       <thead><tr><th>peer</th><th>link</th><th>round trip</th><th>sent</th><th>received</th><th>last error</th></tr></thead>
       <tbody>${estate.peers.map((p) => html`<tr data-testid=${`peer-row-${p.name}`}>
-        <td>${p.name}</td><td><${Badge} text=${p.link} /></td><td data-testid=${`peer-rtt-${p.name}`}>${rtt(props.snapshot.history?.peers[p.name]?.rttMs)}</td>
+        <td>${p.name}</td><td><${Badge} text=${p.link} /></td><td data-testid=${`peer-rtt-${p.name}`}>${p.link === 'up' ? rtt(props.snapshot.history?.peers[p.name]?.rttMs) : 'rtt –'}</td>
         <td>${rate(last(props.snapshot.history?.peers[p.name]?.sentBytesPerSecond))}</td>
         <td>${rate(last(props.snapshot.history?.peers[p.name]?.receivedBytesPerSecond))}</td>
         <td class="muted">${p.lastError ?? ''}</td></tr>`)}</tbody>
