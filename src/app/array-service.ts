@@ -124,6 +124,7 @@ export class ArrayService {
     this.links.onPeerUp((peer) => this.cascades.peerUp(peer));
     this.links.onPeerDown((peer) => this.pairs.peerDown(peer));
     this.links.onSessionReset((peer) => this.pairs.sessionReset(peer));
+    this.rpc.handle('peer.ping', async () => ({ header: {}, segments: [] }));
     this.clones = new CloneManager({
       volume: (name) => this.volume(name),
       findVolume: (name) => this.findVolume(name),
@@ -398,6 +399,13 @@ export class ArrayService {
 
   peerLinkState(name: string): string {
     return this.links.peerState(name);
+  }
+
+  /** One request/response round trip to a peer over its link (peer.ping), in milliseconds. */
+  async pingPeer(name: string, timeoutMs: number): Promise<number> {
+    const started = this.deps.nowMs();
+    await this.rpc.request(name, { op: 'peer.ping' }, [], timeoutMs);
+    return this.deps.nowMs() - started;
   }
 
   peerLinkCounters(name: string): { bytesSent: number; bytesReceived: number; retransmittedPackets: number } {

@@ -5,6 +5,7 @@ import { createSecureContext } from 'node:tls';
 import { X509Certificate } from 'node:crypto';
 import { ErrorCode, TidemarkError, invalidArgument } from '../core/errors.js';
 import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { ArrayService, type VolumeSummary } from './array-service.js';
 import { ArrayMetrics } from './metrics.js';
 import type { Logger } from './logger.js';
@@ -31,6 +32,7 @@ import { replicationBackend } from './replication/replication-backend.js';
 import { groupBackend } from './group/group-backend.js';
 import { CommandRouter } from './routing/command-router.js';
 import type { RoutingBackend } from '../adapters/http/routing-routes.js';
+import { Observatory } from './observe/observatory.js';
 
 export interface HostPort {
   readonly host: string;
@@ -88,7 +90,7 @@ void summaryMatchesApi;
 const nowMs = (): number => performance.timeOrigin + performance.now();
 
 function apiBackend(service: ArrayService, metrics: ArrayMetrics, logger: Logger,
-  info: () => ReturnType<ApiBackend['info']>, routing: RoutingBackend): ApiBackend {
+  info: () => ReturnType<ApiBackend['info']>, routing: RoutingBackend, observatory: Observatory): ApiBackend {
   return {
     info,
     volumeNames: () => service.volumeNames(),
@@ -101,6 +103,7 @@ function apiBackend(service: ArrayService, metrics: ArrayMetrics, logger: Logger
     async deleteVolume(name) {
       await service.deleteVolume(name);
       metrics.forgetVolume(name);
+      observatory.io.forget(name);
       logger.info({ volume: name }, 'volume deleted');
     },
     async setVolumeAccess(name, allowedClients) {
@@ -130,6 +133,7 @@ function apiBackend(service: ArrayService, metrics: ArrayMetrics, logger: Logger
     journals: service.journals,
     cascades: service.cascades,
     routing,
+    observe: observatory.backend(),
   };
 }
 
@@ -216,6 +220,7 @@ export async function startArray(options: DaemonOptions): Promise<RunningArray> 
   let api: ApiServer | undefined;
   let links: LinkNetwork | undefined;
   let spill: FileSpillStore | undefined;
+  const observatory = new Observatory({ nowMs });
   try {
     // Spill files never outlive the process that wrote them: whatever an earlier one left goes now.
     spill = await FileSpillStore.open(join(dataDir, 'spill'));
@@ -228,6 +233,7 @@ export async function startArray(options: DaemonOptions): Promise<RunningArray> 
       carryTunnels: true,
       log: (level: 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>) => linkLogger[level](fields ?? {}, message),
     });
+    observatory.watchLinks(links);
     const stats = (): Array<{ name: string; changedTracks: number; exports: number }> =>
       (service?.volumeNames() ?? []).map((name) => service!.summary(name));
     const metrics = new ArrayMetrics(nowMs, stats,
@@ -249,10 +255,16 @@ export async function startArray(options: DaemonOptions): Promise<RunningArray> 
       spill,
       nowMs,
       activityLog: { ...DEFAULT_ACTIVITY_LOG, maxActiveExtents: options.alExtents },
-      onOp: metrics.onOp,
+      onOp: (volume, kind, bytes, startedAtMs) => {
+        metrics.onOp(volume, kind, bytes, startedAtMs);
+        observatory.io.onOp(volume, kind, bytes);
+      },
       links: linksOver(links),
       importSources: connectNbdSource,
-      onEvent: (message, fields) => logger.info(fields, message),
+      onEvent: (message, fields) => {
+        logger.info(fields, message);
+        observatory.onEvent(message, fields);
+      },
       onBackgroundError: (error, context) => logger.warn({ ...context, err: (error as Error).message }, 'background error'),
     });
     for (const name of service.volumeNames()) {
@@ -262,6 +274,19 @@ export async function startArray(options: DaemonOptions): Promise<RunningArray> 
           'volume was not shut down cleanly: tracks of hot extents marked changed');
       }
     }
+    const watched = service;
+    observatory.watchEstate({
+      pairs: () => watched.pairs.list(),
+      peers: () => watched.peers.list().map((p) => ({ name: p.name, ...watched.peerLinkCounters(p.name), rttMs: observatory.rttMs(p.name) })),
+      volumes: () => watched.volumeNames(),
+      io: (volume) => observatory.io.totals(volume),
+      clones: () => watched.clones.list(),
+    }, {
+      peers: () => watched.peers.list().map((p) => p.name),
+      isUp: (peer) => watched.peerLinkState(peer) === 'up',
+      ping: (peer, timeoutMs) => watched.pingPeer(peer, timeoutMs),
+    });
+    observatory.timeline.record('array', `array ${options.name} started`, options.name, { version: options.version });
     nbd = await startNbdServer({
       catalog: service,
       logger: logger.child({ component: 'nbd' }),
@@ -301,6 +326,7 @@ export async function startArray(options: DaemonOptions): Promise<RunningArray> 
       version: options.version,
       logger: logger.child({ component: 'api' }),
       tls,
+      dashboardDir: fileURLToPath(new URL('../../ui/', import.meta.url)),
       access: {
         tokens: [{ token: tokens.admin, scope: 'admin' }, { token: tokens.read, scope: 'read' }],
         // The name it listens on is one it serves (an IP literal is accepted anyway).
@@ -314,11 +340,12 @@ export async function startArray(options: DaemonOptions): Promise<RunningArray> 
         api: apiAddress,
         nbd: { tcp: nbdServer.tcpAddress ?? null, socket: nbdServer.socketPath ?? null },
         volumeCount: svc.volumeNames().length,
-      }), router),
+      }), router, observatory),
     });
     apiAddress = api.address;
     routed.api = api;
   } catch (error) {
+    observatory.stop();
     await api?.close().catch(() => undefined);
     await nbd?.close().catch(() => undefined);
     await service?.close().catch(() => undefined);
@@ -341,6 +368,7 @@ export async function startArray(options: DaemonOptions): Promise<RunningArray> 
       try {
         await nbdServer.close();
         svc.answerLongPolls(); // the API closes once its requests are answered
+        observatory.stop(); // answers waiting event readers, so the API can close at once
         await apiServer.close();
         await svc.close();
         await linkNetwork.close();

@@ -113,7 +113,13 @@ process.stdout.write(`
 tidemark demo: arrays "east" and "west" in ${dir}, joined by an authenticated, encrypted replication link
   east  API http://${east.api}   NBD ${uri}   (R1, read/write)
   west  API http://${west.api}   NBD ${replica}   (R2, write-disabled while replicating)
-The 1 GiB volume "demo" on east is replicated synchronously to "demo-r" on west. Try, in another terminal:
+The 1 GiB volume "demo" on east is replicated synchronously to "demo-r" on west.
+
+Dashboards (the page asks for the API token once; paste the token file's content):
+  east  http://${east.api}/   token: ${tokenFile(east)}
+  west  http://${west.api}/   token: ${tokenFile(west)}
+
+Try, in another terminal:
 
   qemu-io -f raw -c 'write -P 0xa5 0 1M' ${uri}
   qemu-io -f raw -r -c 'read -P 0xa5 0 1M' ${replica}          # already on west
@@ -121,6 +127,8 @@ The 1 GiB volume "demo" on east is replicated synchronously to "demo-r" on west.
   fio --name=demo --ioengine=nbd --uri=${uri} --rw=randwrite --bs=4k --iodepth=32 --size=256m --runtime=10 --time_based
 
   export TIDEMARK_ARRAY=http://${east.api} TIDEMARK_TOKEN_FILE=${tokenFile(east)}
+  ${tidemark} status                              # the estate on one screen (--watch to follow it)
+  ${tidemark} events --follow                      # the timeline: links, pair states, commands, failovers
   ${tidemark} pair show demo                       # role, mode, state, owed tracks, lag, link
   ${tidemark} pair suspend demo && qemu-io -f raw -c 'write -P 1 0 64k' ${uri}
   ${tidemark} pair resume demo && ${tidemark} pair wait demo --until synchronized

@@ -14,6 +14,8 @@ import { registerMigrationCommands } from '../cli/migration-commands.js';
 import { registerImportCommands } from '../cli/import-commands.js';
 import { registerJournalCommands } from '../cli/journal-commands.js';
 import { registerCascadeCommands } from '../cli/cascade-commands.js';
+import { registerStatusCommand } from '../cli/status-command.js';
+import { registerEventsCommand } from '../cli/events-command.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const version = (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string }).version;
@@ -66,6 +68,8 @@ registerMigrationCommands(program, run);
 registerImportCommands(program, run);
 registerJournalCommands(program, run);
 registerCascadeCommands(program, run);
+registerStatusCommand(program, run);
+registerEventsCommand(program, run);
 
 try {
   await program.parseAsync(relayOptionOfPeerAdd(process.argv));

@@ -74,11 +74,22 @@ test('every route but /metrics answers 401 without a token or with a wrong one, 
   assert.ok(API_ROUTES.filter((r) => r.public).length === 1 && API_ROUTES.find((r) => r.public)!.url === '/metrics', 'only /metrics is public');
   assert.ok(refused >= (API_ROUTES.length - 1) * 5, `${refused} refusals`);
   // Neither the document nor unknown routes say anything without the token.
-  for (const path of ['/openapi.json', '/v2/nothing', '/']) {
+  for (const path of ['/openapi.json', '/v2/nothing', '/ui/nothing.js']) {
     const response = await raw('GET', path, { host: '127.0.0.1' });
     assert.equal(response.status, 401, path);
     assert.equal(response.headers['www-authenticate'], 'Bearer realm="tidemark"');
     assert.equal((JSON.parse(response.body) as ErrorBody).error.code, 'TM_ERR_UNAUTHORIZED');
+  }
+  // The dashboard's static files are served without it (a browser's navigation carries no bearer
+  // token); they hold no data: the page asks the API, which wants the token, for everything.
+  for (const path of ['/', '/ui/app.js', '/ui/app.css']) {
+    const response = await raw('GET', path, { host: '127.0.0.1' });
+    assert.equal(response.status, 200, path);
+    assert.doesNotMatch(response.body, new RegExp(daemon.token), path);
+    assert.doesNotMatch(response.body, /"keep"/, `${path} carries no volume data`);
+    assert.match(response.headers['content-security-policy'] as string, /default-src 'none'/);
+    const elsewhere = await raw('GET', path, { host: 'evil.example' });
+    assert.equal(elsewhere.status, 403, `${path}: the Host check still applies`);
   }
   assert.deepEqual(await volumeKeep(), before, 'the unauthenticated DELETE, PUT and POST requests changed nothing');
   assert.deepEqual((await api<{ volumes: Volume[] }>(daemon, 'GET', '/v1/volumes')).body.volumes.map((v) => v.name), ['keep']);

@@ -63,6 +63,7 @@ const REQUESTS: { [Op in PeerOp]: RequestOf<Op> } = {
   'journal.recover': { op: 'journal.recover', journal: 'j', point: 40 },
   'journal.delete': { op: 'journal.delete', journal: 'j' },
   'route.request': { op: 'route.request', method: 'POST', path: '/v1/volumes?x=1', hops: ['north'], trail: ['east'], timeoutMs: 54_000 },
+  'peer.ping': { op: 'peer.ping' },
 };
 
 const REPLIES: { [Op in PeerOp]: ReplyOf<Op> } = {
@@ -104,12 +105,13 @@ const REPLIES: { [Op in PeerOp]: ReplyOf<Op> } = {
   'journal.recover': { appliedUpTo: 40 },
   'journal.delete': {},
   'route.request': { status: 201, contentType: 'application/json; charset=utf-8', answeredBy: 'north', trail: ['east', 'west', 'north'] },
+  'peer.ping': {},
 };
 
 const segments: Segment[] = [{ kind: 'data', offset: 0, data: Uint8Array.of(1, 2, 3) }, { kind: 'zero', offset: 4096, length: 4096 }];
 
 test('every operation round-trips through the codec and the decoder, request and reply', () => {
-  assert.equal(PEER_OPS.length, 38);
+  assert.equal(PEER_OPS.length, 39);
   for (const op of PEER_OPS) {
     const bytes = encodeMessage({ type: 'request', id: 7, header: { ...REQUESTS[op], rpc: 'x' }, segments });
     const message = decodeMessage(bytes);

@@ -13,6 +13,7 @@ import { IMPORT_ROUTES, ImportStatusSchema } from './import-routes.js';
 import { JOURNAL_ROUTES, JournalRecoverySchema, JournalSchema } from './journal-routes.js';
 import { CASCADE_ROUTES, CascadeViewSchema } from './cascade-routes.js';
 import { ROUTING_ROUTES } from './routing-routes.js';
+import { EventSchema, HistorySchema, OBSERVE_ROUTES } from './observe-routes.js';
 
 /** The refusals the server's access check (api-access.ts) can answer any route with, documented on each. */
 function withAccessResponses<B>(route: RouteSpec<B>): RouteSpec<B> {
@@ -36,6 +37,7 @@ export const API_ROUTES: readonly RouteSpec<ApiBackend>[] = [
   ...scoped(JOURNAL_ROUTES, (backend: ApiBackend) => backend.journals),
   ...scoped(CASCADE_ROUTES, (backend: ApiBackend) => backend.cascades),
   ...scoped(ROUTING_ROUTES, (backend: ApiBackend) => backend.routing),
+  ...scoped(OBSERVE_ROUTES, (backend: ApiBackend) => backend.observe),
 ].map(withAccessResponses);
 
 export const API_SCHEMAS: Readonly<Record<string, TSchema>> = { ...NAMED_SCHEMAS, CloneStatus: CloneStatusSchema, PairStatus: PairStatusSchema, Peer: PeerSchema, Group: GroupViewSchema,
@@ -43,4 +45,5 @@ export const API_SCHEMAS: Readonly<Record<string, TSchema>> = { ...NAMED_SCHEMAS
   Import: ImportStatusSchema,
   Journal: JournalSchema, JournalRecovery: JournalRecoverySchema,
   Cascade: CascadeViewSchema,
+  Event: EventSchema, History: HistorySchema,
 };

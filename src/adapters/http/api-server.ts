@@ -8,6 +8,7 @@ import { API_ROUTES, API_SCHEMAS } from './all-routes.js';
 import type { ApiBackend, ApiLogger } from './types.js';
 import { compileValidator, type RequestPart, type Validator } from './validation.js';
 import { checkAccess, type ApiAccessPolicy } from './api-access.js';
+import { DASHBOARD_HEADERS, DASHBOARD_PATHS, acceptsGzip, loadDashboard } from './dashboard-files.js';
 
 export interface ApiServerOptions {
   readonly backend: ApiBackend;
@@ -19,6 +20,8 @@ export interface ApiServerOptions {
   readonly access: ApiAccessPolicy;
   /** Serve HTTPS with this certificate (PEM, chain included) and key instead of plain HTTP. */
   readonly tls?: { readonly cert: Buffer; readonly key: Buffer } | undefined;
+  /** The built dashboard (dist/ui), served at `/`; without it `/` says how to build it. */
+  readonly dashboardDir?: string | undefined;
 }
 
 /** A request run in-process against this array's own API (a routed command from a peer). */
@@ -82,6 +85,23 @@ function register(app: FastifyInstance, route: RouteSpec<ApiBackend>, backend: A
   });
 }
 
+/** The dashboard's page and assets: public (no token; they hold no data), Host still checked. */
+async function registerDashboard(app: FastifyInstance, dir: string | undefined): Promise<void> {
+  const loaded = dir === undefined ? { missing: 'this array serves no dashboard' } : await loadDashboard(dir);
+  for (const path of DASHBOARD_PATHS) {
+    app.get(path, { config: { public: true } }, async (request, reply) => {
+      if ('missing' in loaded) {
+        return reply.code(404).type('application/json').send(errorBody(new TidemarkError(ErrorCode.NotFound, loaded.missing)));
+      }
+      const file = loaded.files.get(path)!;
+      void reply.headers(DASHBOARD_HEADERS).header('etag', file.etag).type(file.contentType);
+      if (request.headers['if-none-match'] === file.etag) return reply.code(304).send();
+      if (acceptsGzip(request.headers['accept-encoding'])) return reply.header('content-encoding', 'gzip').send(file.gzip);
+      return reply.send(file.body);
+    });
+  }
+}
+
 export async function startApiServer(options: ApiServerOptions): Promise<ApiServer> {
   const { backend, logger } = options;
   const accessRefusal = (request: FastifyRequest, isPublic: boolean): TidemarkError | undefined => checkAccess({
@@ -134,6 +154,7 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
     void reply.code(404).send(errorBody(tm));
   });
   for (const route of API_ROUTES) register(app, route, backend);
+  await registerDashboard(app, options.dashboardDir);
   const openapi = renderOpenApi(API_ROUTES, API_SCHEMAS, options.version);
   app.get('/openapi.json', async (_request, reply) => reply.type('application/json').send(openapi));
 

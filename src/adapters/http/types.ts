@@ -10,6 +10,7 @@ import type { ImportBackend } from './import-routes.js';
 import type { JournalBackend } from './journal-routes.js';
 import type { CascadeBackend } from './cascade-routes.js';
 import type { RoutingBackend } from './routing-routes.js';
+import type { ObserveBackend } from './observe-routes.js';
 
 export interface ChangeBitmap {
   count(): number;
@@ -40,6 +41,8 @@ export interface ApiBackend {
   readonly cascades: CascadeBackend;
   /** Requests routed to other arrays over the links (`/v1/via/…`). */
   readonly routing: RoutingBackend;
+  /** The event timeline and the last hour's samples. */
+  readonly observe: ObserveBackend;
 }
 
 export interface ApiLogger {

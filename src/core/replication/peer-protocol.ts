@@ -204,6 +204,8 @@ export const PEER_OPERATIONS = {
     answeredBy: Name,
     trail: Type.Array(Name, { minItems: 1, maxItems: MAX_ROUTE_HOPS + 1 }),
   }), 'any → peer: run an API request here (hops empty) or pass it on; the request body and the answer\'s body ride in one data segment'),
+  // Operators' view.
+  'peer.ping': op(Empty, Empty, 'answered at once: the asker measures the link\'s round trip (dashboard, status)'),
 } as const;
 
 export type PeerOp = keyof typeof PEER_OPERATIONS;
