@@ -53,11 +53,12 @@ export class JournalManager {
 
   private constructor(deps: JournalManagerDeps, private readonly incarnation: number) {
     this.records = new JournalRecords(deps.meta);
-    this.deps = { ...deps, records: this.records };
+    // Whole milliseconds: tokens carry the time on the wire as an integer.
+    this.deps = { ...deps, records: this.records, nowMs: () => Math.floor(deps.nowMs()) };
   }
 
   static async open(deps: JournalManagerDeps): Promise<JournalManager> {
-    const m = new JournalManager(deps, deps.nowMs() % 2 ** 48);
+    const m = new JournalManager(deps, Math.floor(deps.nowMs()) % 2 ** 48);
     for (const r of await m.records.loadJournals()) await m.startRuntime(r);
     for (const p of await m.records.loadPairs()) {
       const rt = m.runtimes.get(p.journal);
