@@ -7,6 +7,7 @@ import { invalidArgument } from '../core/errors.js';
 import { join, resolve } from 'node:path';
 import { ArrayService, type VolumeSummary } from './array-service.js';
 import { ArrayMetrics } from './metrics.js';
+import { registerJournalMetrics } from './journal/journal-metrics.js';
 import type { Logger } from './logger.js';
 import { CHANGES_POSITION } from './volume/volume.js';
 import { FileBlockStoreFactory } from '../adapters/fs/file-block-store.js';
@@ -263,6 +264,7 @@ export async function startArray(options: DaemonOptions): Promise<RunningArray> 
       replyBufferCapBytes: options.nbdReplyBufferBytes,
     });
     metrics.registerNbd(nbd.budget);
+    registerJournalMetrics(metrics.registry, () => service?.journals.list() ?? []);
     const svc = service;
     const nbdServer = nbd;
     let apiAddress: HostPort = options.api;

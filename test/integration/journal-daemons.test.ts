@@ -78,6 +78,9 @@ async function runScenario(s: Scenario): Promise<{ report: Report; acked: number
     for (const v of volumes) await cli(a(v.array), 'pair', 'create', v.volume, '--peer', v.secondary, '--remote-volume', v.remote, '--mode', 'journal', '--journal', 'j');
     const shown = JSON.parse(await cli(a('p0'), 'journal', 'show', 'j')) as { roles: string[]; members: string[] };
     assert.ok(shown.roles.includes('sequencer') && shown.roles.includes('primary'));
+    const scrape = async (x: string): Promise<string> => (await fetch(`${a(x).apiUrl}/metrics`)).text();
+    assert.match(await scrape('p0'), /tidemark_journal_sequence\{journal="j",stage="issued"\} 0/);
+    assert.match(await scrape(secondaryNames[0]!), /tidemark_journal_sequence\{journal="j",stage="applied"\} 0/);
 
     const sessions = new Map(volumes.map((v) => [v.volume, QemuIoSession.open(a(v.array).uri(v.volume))]));
     const prng = new Prng(s.seed);
