@@ -168,3 +168,36 @@ for (const [killAfter, seed] of [[7, 2], [45, 3], [120, 4]] as const) {
     assert.equal(r.acked, killAfter);
   });
 }
+
+test('journal, tokens ahead: the secondary array SIGKILLed mid-load and restarted resumes its queue without gaps or duplicates; the image converges to the primary\'s', { skip }, async (t) => {
+  const fixture = await DaemonFixture.create();
+  try {
+    const p0 = await fixture.start(join(fixture.dir, 'p0'), ['--name', 'p0', '--link', '127.0.0.1:0']);
+    const s0Dir = join(fixture.dir, 's0');
+    let s0 = await fixture.start(s0Dir, ['--name', 's0', '--link', '127.0.0.1:0']);
+    const s0Link = s0.linkAddress!;
+    await peerUp(fixture, p0, 'p0', s0, 's0');
+    await cli(p0, 'volume', 'create', 'v', '--size', String(VOLUME_BYTES));
+    await cli(s0, 'volume', 'create', 'v-r', '--size', String(VOLUME_BYTES));
+    await cli(p0, 'journal', 'create', 'j', '--interval-ms', '20');
+    await cli(p0, 'pair', 'create', 'v', '--peer', 's0', '--remote-volume', 'v-r', '--mode', 'journal', '--journal', 'j');
+    const session = QemuIoSession.open(p0.uri('v'));
+    const prng = new Prng(9);
+    for (let i = 1; i <= 80; i++) {
+      if (i === 30) await s0.stop('SIGKILL');
+      if (i === 55) s0 = await fixture.start(s0Dir, ['--name', 's0', '--link', s0Link]);
+      assert.match(await session.run(`write -P ${i} ${prng.int(0, SPAN_BLOCKS - 1) * BLOCK} ${BLOCK}`, /wrote|error/i, 30_000), /wrote/);
+    }
+    await session.close();
+    const issued = (JSON.parse(await cli(p0, 'journal', 'show', 'j')) as { sequence: { issued: number } }).sequence.issued;
+    assert.equal(issued, 80);
+    await waitFor('the secondary applied every write', async () =>
+      (JSON.parse(await cli(s0, 'journal', 'show', 'j')) as { sequence: { applied: number } }).sequence.applied === issued, 60_000);
+    assert.ok((await image(fixture, s0, 'v-r')).equals(await image(fixture, p0, 'v')), 'the secondary image equals the primary\'s');
+    const shown = JSON.parse(await cli(s0, 'journal', 'show', 'j')) as { lag: { entries: number } };
+    assert.equal(shown.lag.entries, 0);
+    t.diagnostic(`80 writes, secondary killed after 29 and back after 54: applied ${issued}`);
+  } finally {
+    await fixture.cleanup();
+  }
+});
