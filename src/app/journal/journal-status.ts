@@ -25,7 +25,7 @@ export interface JournalStatus {
     readonly issued: number | null; readonly taken: number | null; readonly sent: number | null;
     readonly received: number | null; readonly complete: number | null; readonly applied: number | null;
   };
-  /** Secondary: entries and bytes queued but not applied, and the age of the newest applied write. */
+  /** Secondary: numbers known but not applied, bytes of data queued, and the age of the newest applied write. */
   readonly lag: { readonly entries: number; readonly bytes: number; readonly seconds: number | null } | null;
   /** Primary: writes waiting for numbers, captured bytes not yet sent, messages not yet acknowledged. */
   readonly outgoing: { readonly waitingWrites: number; readonly bufferedBytes: number; readonly unackedMessages: number; readonly sentMessages: number; readonly sentDataBytes: number } | null;
@@ -56,9 +56,9 @@ export function journalStatus(rt: JournalRuntime, self: string, nowMs: number): 
       applied: s ? s.appliedUpTo : null,
     },
     lag: s ? {
-      entries: s.queuedEntries,
+      entries: s.highestKnown - s.appliedUpTo,
       bytes: s.queuedBytes,
-      seconds: s.queuedEntries === 0 ? 0 : appliedTime === null ? null : Math.max(0, (nowMs - appliedTime) / 1000),
+      seconds: s.highestKnown === s.appliedUpTo ? 0 : appliedTime === null ? null : Math.max(0, (nowMs - appliedTime) / 1000),
     } : null,
     outgoing: p ? {
       waitingWrites: p.waitingWrites, bufferedBytes: p.bufferedBytes, unackedMessages: p.unackedMessages,
