@@ -225,6 +225,7 @@ export class ArrayService {
     const v = this.volume(name);
     this.clones.checkDeletable(name);
     this.pairs.checkVolumeChange(name, 'deleting it');
+    this.journals.checkVolumeChange(name, 'deleting it');
     const uses = this.exportCounts.get(name) ?? 0;
     if (uses > 0) {
       throw new TidemarkError(ErrorCode.VolumeBusy, `volume ${name} is exported to ${uses} NBD connection(s)`, { volume: name, exports: uses });
@@ -248,6 +249,7 @@ export class ArrayService {
     const volume = this.volume(name);
     this.clones.checkDeletable(name);
     this.pairs.checkVolumeChange(name, 'setting its state by hand');
+    this.journals.checkVolumeChange(name, 'setting its state by hand');
     await volume.setState(state);
     return this.summary(name);
   }

@@ -235,6 +235,18 @@ export class JournalManager {
     };
   }
 
+  /** A volume in a journal pair is not deleted or set to another state by hand. */
+  checkVolumeChange(volume: string, what: string): void {
+    for (const rt of this.runtimes.values()) {
+      for (const p of rt.pairs.values()) {
+        const mine = p.role === 'primary' ? p.primaryVolume : p.secondaryVolume;
+        if (mine === volume && !(p.role === 'secondary' && rt.secondary?.durable.recoveredAt !== null && rt.secondary !== undefined)) {
+          throw new TidemarkError(ErrorCode.VolumeBusy, `volume ${volume} is in journal pair ${p.id}; delete the journal before ${what}`, { volume, pair: p.id });
+        }
+      }
+    }
+  }
+
   close(): void {
     for (const rt of this.runtimes.values()) rt.close();
   }

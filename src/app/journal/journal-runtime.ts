@@ -95,7 +95,7 @@ export class JournalRuntime {
     this.primary ??= new JournalPrimary({
       journal: this.record.name, self: this.deps.self, sequencer: this.record.sequencer, tokens: this.record.tokens,
       intervalMs: this.record.intervalMs, batchBytes: this.record.batchBytes, retransmitMs: RETRANSMIT_MS, windowMessages: WINDOW_MESSAGES,
-      incarnation: this.incarnation,
+      incarnation: this.incarnation, maxPendingBytes: Math.min(64 * 1024 * 1024, 16 * this.record.batchBytes),
     });
     return this.primary;
   }
