@@ -79,13 +79,13 @@ test('replica writes pass admission one at a time, in arrival order', async () =
     const m = mirror(volume, [r1('a', { mode: 'async', capturing: true })]);
     const applied: number[] = [];
     volume.observers.push({ applied: (w) => { applied.push(w.offset / (4 * KiB)); } });
-    m.hold('wait-admission:a');
+    m.hold('wait-admission:a@0');
     const first = volume.internalWrite(0, new Uint8Array(4 * KiB).fill(1), { source: 'replica' });
     await turn();
     const second = volume.internalWrite(64 * KiB, new Uint8Array(4 * KiB).fill(2), { source: 'replica' });
     await turn();
     assert.deepEqual(applied, [], 'the second replica write waits behind the first, though they do not overlap');
-    m.release('wait-admission:a');
+    m.release('wait-admission:a@0');
     await Promise.all([first, second]);
     assert.deepEqual(applied, [0, 16]);
   } finally {
