@@ -134,6 +134,7 @@ test('secondary: applies only runs of complete entries, in order; numbers of oth
   s.handle({ kind: 'message', message: msg('p1', 1, [], [tok(2), tok(4)]) }, 1);
   assert.equal(s.completeUpTo, 0);
   assert.deepEqual(applies(s.poll(1)), []);
+  assert.deepEqual([s.blockedAt?.sequence, s.blockedAt?.token?.secondary], [1, 's0'], 'waiting for the data of 1');
   s.handle({ kind: 'message', message: msg('p1', 2, [], [tok(1)]) }, 2);
   assert.equal(s.completeUpTo, 4);
   const out = s.poll(2);
@@ -142,6 +143,7 @@ test('secondary: applies only runs of complete entries, in order; numbers of oth
   assert.deepEqual(s.poll(3).filter((a) => a.kind === 'prune').map((a) => a.kind === 'prune' && a.upTo), [4]);
   assert.equal(s.durable.data.size, 0);
   assert.equal(s.durable.tokens.size, 0);
+  assert.equal(s.blockedAt, undefined, 'nothing known beyond what is complete');
   // A number owned by a secondary this queue does not know yet (it joined a moment ago) stops the run.
   s.handle({ kind: 'message', message: msg('p0', 2, [tok(5, 's7'), tok(6)], [], 'sequencer') }, 4);
   s.handle({ kind: 'message', message: msg('p1', 3, [], [tok(6)]) }, 4);

@@ -30,6 +30,8 @@ export interface JournalStatus {
   /** Primary: writes waiting for numbers, captured bytes not yet sent, messages not yet acknowledged. */
   readonly outgoing: { readonly waitingWrites: number; readonly bufferedBytes: number; readonly unackedMessages: number; readonly sentMessages: number; readonly sentDataBytes: number } | null;
   readonly members: string[];
+  /** Secondary: the first number this queue lacks, and what is missing (the token, or the data of a pair). */
+  readonly blocked: { readonly sequence: number; readonly missing: string } | null;
   readonly recovered: boolean;
   readonly pairs: JournalPairView[];
 }
@@ -65,10 +67,22 @@ export function journalStatus(rt: JournalRuntime, self: string, nowMs: number): 
       sentMessages: rt.sentMessages, sentDataBytes: rt.sentDataBytes,
     } : null,
     members: [...rt.members],
+    blocked: blockedOf(rt, self),
     recovered: s?.durable.recoveredAt !== null && s?.durable.recoveredAt !== undefined,
     pairs: pairs.map((x) => ({
       id: x.id, role: x.role, primaryArray: x.primaryArray, primaryVolume: x.primaryVolume, secondaryArray: x.secondaryArray,
       secondaryVolume: x.secondaryVolume, extents: x.extents ? x.extents.map((e) => ({ offset: e.offset, length: e.length })) : null,
     })),
   };
+}
+
+function blockedOf(rt: JournalRuntime, self: string): JournalStatus['blocked'] {
+  const b = rt.secondary?.blockedAt;
+  if (!b) return null;
+  const t = b.token;
+  if (!t) return { sequence: b.sequence, missing: 'its token (the sequencer\'s fan-out has not arrived)' };
+  if (!rt.members.includes(t.secondary)) return { sequence: b.sequence, missing: `secondary ${t.secondary} joining the journal` };
+  if (t.secondary !== self) return { sequence: b.sequence, missing: `nothing here (${t.secondary} holds it)` };
+  const pair = rt.pairs.get(t.pair);
+  return { sequence: b.sequence, missing: `the data of ${t.volume}@${t.offset}+${t.length} from ${pair?.primaryArray ?? 'its primary'} (pair ${t.pair})` };
 }
