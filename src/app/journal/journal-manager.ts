@@ -156,6 +156,8 @@ export class JournalManager {
     for (const peer of peers) await this.deps.rpc.request(peer, { op: 'journal.delete', journal: name }, [], 10_000).catch(() => undefined);
     await new JournalQueueStore(this.deps.meta, name).remove();
     await this.records.removeJournal(name, [...rt.pairs.keys()]);
+    // Secondary volumes go back to their hosts, as an R2's do when its pair is deleted.
+    for (const p of rt.pairs.values()) if (p.role === 'secondary') await this.deps.findVolume(p.secondaryVolume)?.setState('ready');
   }
 
   async createPair(journal: string, o: CreatePairOptions): Promise<JournalStatus> {
