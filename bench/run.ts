@@ -12,6 +12,7 @@ import { benchResync } from './resync.js';
 import { benchAsync } from './async.js';
 import { benchWritePath } from './write-path.js';
 import { benchLink } from './link.js';
+import { benchJournal } from './journal.js';
 
 const argv = process.argv.slice(2);
 const name = argv[0];
@@ -47,6 +48,7 @@ const benches: Record<string, (args: { seconds: number; sizeBytes: number }) => 
     delayMs: option('--delay-ms', 5), hotBytes: option('--hot', 8 * MiB), lagRateBytes: option('--lag-rate', 4e6),
     lagSeconds: option('--lag-seconds', 20), parts: parts(),
   }),
+  journal: () => benchJournal({ seconds: option('--seconds', 5), sizeBytes: option('--size', 256 * MiB) }),
   'write-path': () => benchWritePath({ sizeBytes: option('--size', 64 * MiB), writes: option('--writes', 20_000) }),
 };
 const bench = name ? benches[name] : undefined;

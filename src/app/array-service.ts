@@ -282,6 +282,7 @@ export class ArrayService {
     this.pairs.checkVolumeChange(name, 'deleting it');
     this.migrations.checkVolumeChange(name, 'deleting it');
     this.imports.checkVolumeChange(name, 'deleting it');
+    this.journals.checkVolumeChange(name, 'deleting it');
     const uses = this.exportCounts.get(name) ?? 0;
     if (uses > 0) {
       throw new TidemarkError(ErrorCode.VolumeBusy, `volume ${name} is exported to ${uses} NBD connection(s)`, { volume: name, exports: uses });
@@ -319,6 +320,7 @@ export class ArrayService {
     this.clones.checkDeletable(name);
     this.pairs.checkVolumeChange(name, 'setting its state by hand');
     this.migrations.checkVolumeChange(name, 'setting its state by hand');
+    this.journals.checkVolumeChange(name, 'setting its state by hand');
     await volume.setState(state);
     return this.summary(name);
   }

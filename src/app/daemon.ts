@@ -8,6 +8,7 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ArrayService, type VolumeSummary } from './array-service.js';
 import { ArrayMetrics } from './metrics.js';
+import { registerJournalMetrics } from './journal/journal-metrics.js';
 import type { Logger } from './logger.js';
 import { CHANGES_POSITION } from './volume/volume.js';
 import { FileBlockStoreFactory } from '../adapters/fs/file-block-store.js';
@@ -298,6 +299,7 @@ export async function startArray(options: DaemonOptions): Promise<RunningArray> 
       replyBufferCapBytes: options.nbdReplyBufferBytes,
     });
     metrics.registerNbd(nbd.budget);
+    registerJournalMetrics(metrics.registry, () => service?.journals.list() ?? []);
     const svc = service;
     const nbdServer = nbd;
     let apiAddress: HostPort = options.api;

@@ -22,6 +22,7 @@ function showJournal(j: JournalBody): void {
     ...(j.outgoing ? [['outgoing', `${j.outgoing.waitingWrites} writes waiting for numbers, ${formatSize(j.outgoing.bufferedBytes)} buffered, ` +
       `${j.outgoing.unackedMessages} messages unacknowledged`] as [string, string]] : []),
     ['secondaries', j.members.join(', ') || '-'],
+    ...(j.blocked ? [['waiting at', `${j.blocked.sequence}: ${j.blocked.missing}`] as [string, string]] : []),
     ...(j.recovered ? [['RECOVERED', 'the queue takes no more messages']] as Array<[string, string]> : []),
   ]);
   process.stdout.write('\n');

@@ -79,7 +79,7 @@ test('replica writes pass admission one at a time, in arrival order', async () =
     const m = mirror(volume, [r1('a', { mode: 'async', capturing: true })]);
     const applied: number[] = [];
     volume.observers.push({ applied: (w) => { applied.push(w.offset / (4 * KiB)); } });
-    m.hold('wait-admission:a@0'); // admission steps see the write too (a journal's token names its bytes)
+    m.hold('wait-admission:a@0');
     const first = volume.internalWrite(0, new Uint8Array(4 * KiB).fill(1), { source: 'replica' });
     await turn();
     const second = volume.internalWrite(64 * KiB, new Uint8Array(4 * KiB).fill(2), { source: 'replica' });

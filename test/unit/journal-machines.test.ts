@@ -37,7 +37,7 @@ test('sequencer: contiguous ranges in request order, a repeated request gets the
 });
 
 const primaryConfig = (over: Partial<PrimaryConfig> = {}): PrimaryConfig => ({
-  journal: 'j', self: 'p1', sequencer: 'p0', tokens: 'ahead', intervalMs: 10, batchBytes: 12, retransmitMs: 50, windowMessages: 4, incarnation: 1, ...over,
+  journal: 'j', self: 'p1', sequencer: 'p0', tokens: 'ahead', intervalMs: 10, batchBytes: 12, retransmitMs: 50, windowMessages: 4, incarnation: 1, maxPendingBytes: 1e12, ...over,
 });
 
 test('primary: writes waiting while a request is out go in one request; ahead completes at the grant; data leaves by bytes or interval', () => {
@@ -92,6 +92,23 @@ test('primary, tokens sync: a write completes only when every secondary of its p
   assert.deepEqual(again.map((a) => a.kind === 'send' && `${a.to}:${a.message.continuity}`), ['s0:2', 's1:2']);
 });
 
+test('primary: beyond maxPendingBytes of captured bytes not yet acknowledged, new writes wait for their numbers', () => {
+  const p = new JournalPrimary(primaryConfig({ maxPendingBytes: 8, batchBytes: 4096, intervalMs: 0 }));
+  p.handle({ kind: 'write', writeId: 1, specs: [spec('v', 0, 8)] }, 0);
+  p.poll(0);
+  p.handle({ kind: 'grant', grant: { requestId: 1, first: 1, count: 1, timeMs: 0 } }, 0);
+  p.poll(0);
+  p.handle({ kind: 'captured', writeId: 1, data: [new Uint8Array(8)] }, 1);
+  const sent = p.poll(1).find((a) => a.kind === 'send');
+  assert.ok(sent);
+  assert.equal(p.pendingBytes, 8);
+  p.handle({ kind: 'write', writeId: 2, specs: [spec('v', 8, 4)] }, 2);
+  assert.deepEqual(kinds(p.poll(2)), [], 'held: 8 bytes in flight');
+  p.handle({ kind: 'ack', from: 's0', ackUpTo: 1 }, 3);
+  assert.equal(p.pendingBytes, 0);
+  assert.deepEqual(kinds(p.poll(3)), ['request']);
+});
+
 test('splitWrite: one piece per pair whose extents the write touches', () => {
   const pairs = [
     { id: 'a', volume: 'v', secondary: 's0', extents: [{ offset: 0, length: 100 }] },
@@ -110,12 +127,14 @@ const applies = (actions: readonly SecondaryAction[]): string[] =>
   actions.filter((a) => a.kind === 'apply').map((a) => (a.kind === 'apply' ? `${a.upTo}:${a.entries.map((e) => e.token.sequence).join(',')}` : ''));
 
 test('secondary: applies only runs of complete entries, in order; numbers of other secondaries only need their token', () => {
-  const s = secondary('s0', ['s0']);
+  const s = secondary('s0', ['s0', 's9']);
+  s.handle({ kind: 'watermark', from: 's9', completeUpTo: 10 }, 0);
   // Tokens 1..4 from the sequencer (3 is another secondary's); data for 1, 2 and 4.
   s.handle({ kind: 'message', message: msg('p0', 1, [tok(1), tok(2), tok(3, 's9'), tok(4)], [], 'sequencer') }, 0);
   s.handle({ kind: 'message', message: msg('p1', 1, [], [tok(2), tok(4)]) }, 1);
   assert.equal(s.completeUpTo, 0);
   assert.deepEqual(applies(s.poll(1)), []);
+  assert.deepEqual([s.blockedAt?.sequence, s.blockedAt?.token?.secondary], [1, 's0'], 'waiting for the data of 1');
   s.handle({ kind: 'message', message: msg('p1', 2, [], [tok(1)]) }, 2);
   assert.equal(s.completeUpTo, 4);
   const out = s.poll(2);
@@ -124,6 +143,11 @@ test('secondary: applies only runs of complete entries, in order; numbers of oth
   assert.deepEqual(s.poll(3).filter((a) => a.kind === 'prune').map((a) => a.kind === 'prune' && a.upTo), [4]);
   assert.equal(s.durable.data.size, 0);
   assert.equal(s.durable.tokens.size, 0);
+  assert.equal(s.blockedAt, undefined, 'nothing known beyond what is complete');
+  // A number owned by a secondary this queue does not know yet (it joined a moment ago) stops the run.
+  s.handle({ kind: 'message', message: msg('p0', 2, [tok(5, 's7'), tok(6)], [], 'sequencer') }, 4);
+  s.handle({ kind: 'message', message: msg('p1', 3, [], [tok(6)]) }, 4);
+  assert.equal(s.completeUpTo, 4);
 });
 
 test('secondary: a run is applied only up to the smallest watermark of all secondaries', () => {

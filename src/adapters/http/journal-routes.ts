@@ -23,6 +23,9 @@ export const JournalSchema = Type.Object({
     sentMessages: Type.Integer({ minimum: 0 }), sentDataBytes: Type.Integer({ minimum: 0 }),
   })),
   members: Type.Array(Type.String(), { description: 'Every secondary array of the journal (as this array knows them).' }),
+  blocked: Nullable(Type.Object({ sequence: Type.Integer({ minimum: 1 }), missing: Type.String() }, {
+    description: 'Secondary: the first number this queue lacks beyond what it could apply, and what is missing.',
+  })),
   recovered: Type.Boolean(),
   pairs: Type.Array(Type.Object({
     id: Type.String(), role: Type.Union([Type.Literal('primary'), Type.Literal('secondary')]),

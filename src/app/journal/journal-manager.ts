@@ -53,11 +53,12 @@ export class JournalManager {
 
   private constructor(deps: JournalManagerDeps, private readonly incarnation: number) {
     this.records = new JournalRecords(deps.meta);
-    this.deps = { ...deps, records: this.records };
+    // Whole milliseconds: tokens carry the time on the wire as an integer.
+    this.deps = { ...deps, records: this.records, nowMs: () => Math.floor(deps.nowMs()) };
   }
 
   static async open(deps: JournalManagerDeps): Promise<JournalManager> {
-    const m = new JournalManager(deps, deps.nowMs() % 2 ** 48);
+    const m = new JournalManager(deps, Math.floor(deps.nowMs()) % 2 ** 48);
     for (const r of await m.records.loadJournals()) await m.startRuntime(r);
     for (const p of await m.records.loadPairs()) {
       const rt = m.runtimes.get(p.journal);
@@ -155,6 +156,8 @@ export class JournalManager {
     for (const peer of peers) await this.deps.rpc.request(peer, { op: 'journal.delete', journal: name }, [], 10_000).catch(() => undefined);
     await new JournalQueueStore(this.deps.meta, name).remove();
     await this.records.removeJournal(name, [...rt.pairs.keys()]);
+    // Secondary volumes go back to their hosts, as an R2's do when its pair is deleted.
+    for (const p of rt.pairs.values()) if (p.role === 'secondary') await this.deps.findVolume(p.secondaryVolume)?.setState('ready');
   }
 
   async createPair(journal: string, o: CreatePairOptions): Promise<JournalStatus> {
@@ -232,6 +235,18 @@ export class JournalManager {
       journal: name, carriedOut: !dryRun, tokens: rt.record.tokens, ...report,
       lost: [...report.lost], stranded: [...report.stranded], unacknowledged: [...report.unacknowledged], secondaries: [...report.secondaries],
     };
+  }
+
+  /** A volume in a journal pair is not deleted or set to another state by hand. */
+  checkVolumeChange(volume: string, what: string): void {
+    for (const rt of this.runtimes.values()) {
+      for (const p of rt.pairs.values()) {
+        const mine = p.role === 'primary' ? p.primaryVolume : p.secondaryVolume;
+        if (mine === volume && !(p.role === 'secondary' && rt.secondary?.durable.recoveredAt !== null && rt.secondary !== undefined)) {
+          throw new TidemarkError(ErrorCode.VolumeBusy, `volume ${volume} is in journal pair ${p.id}; delete the journal before ${what}`, { volume, pair: p.id });
+        }
+      }
+    }
   }
 
   close(): void {

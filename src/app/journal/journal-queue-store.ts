@@ -2,7 +2,8 @@
 // through the MetaStore port (checksummed records, tmp + fsync + rename): one record per message
 // taken — its tokens, the data of this array's entries, and the sender's continuity — and one
 // record of how far the queue is applied. A message record goes once everything it holds is
-// applied, except the newest of each stream, which keeps the continuity a restart resumes from.
+// applied; the applied record carries each stream's next continuity (of the messages whose records
+// were complete when it was written), so a restart resumes every stream where it was.
 import { decodeJson, encodeJson } from '../../core/lib/checksummed-record.js';
 import { ErrorCode, TidemarkError } from '../../core/errors.js';
 import { emptyDurable, type SecondaryDurable } from '../../core/journal/journal-secondary.js';
@@ -28,6 +29,8 @@ interface AppliedRecord {
   readonly appliedUpTo: number;
   readonly appliedTimeMs: number | null;
   readonly recoveredAt: number | null;
+  /** Next continuity per stream, as far as message records were complete. */
+  readonly expected?: Readonly<Record<string, number>>;
 }
 
 const encoder = new TextEncoder();
@@ -65,6 +68,20 @@ function decodeMessage(bytes: Uint8Array, key: string): { header: MessageHeader;
 export class JournalQueueStore {
   /** Per message record: the highest sequence it holds, and its stream (for pruning). */
   private readonly records = new Map<string, { high: number; stream: string; expected: number }>();
+  /** Next continuity per stream over the message records written completely, without holes. */
+  private readonly streamExpected = new Map<string, number>();
+  /** Records complete beyond a hole (written in parallel, one before an earlier one). */
+  private readonly ahead = new Map<string, Set<number>>();
+
+  private noteExpected(stream: string, expected: number): void {
+    let next = this.streamExpected.get(stream) ?? 1;
+    if (expected <= next) return;
+    const ahead = this.ahead.get(stream) ?? new Set<number>();
+    ahead.add(expected);
+    while (ahead.delete(next + 1)) next++;
+    this.streamExpected.set(stream, next);
+    if (ahead.size > 0) this.ahead.set(stream, ahead); else this.ahead.delete(stream);
+  }
 
   constructor(private readonly meta: MetaStore, private readonly journal: string) {}
 
@@ -77,12 +94,28 @@ export class JournalQueueStore {
       d.appliedUpTo = a.appliedUpTo;
       d.appliedTimeMs = a.appliedTimeMs;
       d.recoveredAt = a.recoveredAt;
+      for (const [stream, next] of Object.entries(a.expected ?? {})) {
+        d.expected.set(stream, next);
+        this.streamExpected.set(stream, next);
+      }
     }
+    // Records are written in parallel, so a crash may leave message n + 1 without n (whose
+    // acknowledgement therefore never left): a stream is taken back only up to its first hole, and
+    // what lies beyond is dropped (its sender still has it and sends it again).
+    const loaded: Array<{ key: string; header: MessageHeader; data: Map<number, Uint8Array | null> }> = [];
     for (const key of await this.meta.list(`${prefix(this.journal)}m/`)) {
       const bytes = await this.meta.read(key);
-      if (!bytes) continue;
-      const { header, data } = decodeMessage(bytes, key);
-      if (header.expected > (d.expected.get(header.stream) ?? 1)) d.expected.set(header.stream, header.expected);
+      if (bytes) loaded.push({ key, ...decodeMessage(bytes, key) });
+    }
+    loaded.sort((x, y) => x.header.expected - y.header.expected);
+    for (const { key, header, data } of loaded) {
+      const next = d.expected.get(header.stream) ?? 1;
+      if (header.expected > next + 1) {
+        await this.meta.delete(key);
+        continue;
+      }
+      if (header.expected === next + 1) d.expected.set(header.stream, header.expected);
+      this.noteExpected(header.stream, d.expected.get(header.stream)!);
       let high = 0;
       for (const t of header.tokens) {
         high = Math.max(high, t.sequence);
@@ -108,15 +141,16 @@ export class JournalQueueStore {
     for (const e of a.entries) high = Math.max(high, e.token.sequence);
     await this.meta.write(key, encodeMessage(header, a.entries));
     this.records.set(key, { high, stream: a.stream, expected: a.expected });
+    this.noteExpected(a.stream, a.expected);
   }
 
   /** The queue is applied up to `upTo`: recorded first, then what it made useless is deleted. */
   async applied(upTo: number, timeMs: number | null, recoveredAt: number | null): Promise<void> {
-    await this.meta.write(appliedKey(this.journal), encodeJson({ appliedUpTo: upTo, appliedTimeMs: timeMs, recoveredAt } satisfies AppliedRecord));
-    const newest = new Map<string, number>();
-    for (const r of this.records.values()) newest.set(r.stream, Math.max(newest.get(r.stream) ?? 0, r.expected));
+    const expected = Object.fromEntries(this.streamExpected);
+    await this.meta.write(appliedKey(this.journal), encodeJson({ appliedUpTo: upTo, appliedTimeMs: timeMs, recoveredAt, expected } satisfies AppliedRecord));
+    // Only records whose continuity the applied record just written covers may go.
     for (const [key, r] of [...this.records]) {
-      if (r.high > upTo || newest.get(r.stream) === r.expected) continue;
+      if (r.high > upTo || r.expected > (expected[r.stream] ?? 1)) continue;
       this.records.delete(key);
       await this.meta.delete(key);
     }

@@ -30,6 +30,12 @@ export interface RuntimeDeps {
 const RETRANSMIT_MS = 1000;
 const WINDOW_MESSAGES = 64;
 const TICK_MS = 10;
+/**
+ * The sequencer persists a bound this far ahead of the numbers it hands out, not every number: a
+ * grant costs no fsync (a restarted sequencer starts above the bound: numbers are never reused;
+ * the skipped ones are never handed out).
+ */
+const RESERVE_NUMBERS = 1_000_000;
 
 interface Deferred { readonly promise: Promise<void>; resolve(): void; reject(e: unknown): void }
 function deferred(): Deferred {
@@ -95,7 +101,7 @@ export class JournalRuntime {
     this.primary ??= new JournalPrimary({
       journal: this.record.name, self: this.deps.self, sequencer: this.record.sequencer, tokens: this.record.tokens,
       intervalMs: this.record.intervalMs, batchBytes: this.record.batchBytes, retransmitMs: RETRANSMIT_MS, windowMessages: WINDOW_MESSAGES,
-      incarnation: this.incarnation,
+      incarnation: this.incarnation, maxPendingBytes: Math.min(64 * 1024 * 1024, 16 * this.record.batchBytes),
     });
     return this.primary;
   }
@@ -211,9 +217,9 @@ export class JournalRuntime {
     s.handle(request, this.deps.nowMs());
     const actions = s.poll(this.deps.nowMs());
     if (s.nextSequence > this.sequencerPersisted) {
-      const next = s.nextSequence;
-      await this.deps.records.saveSequencer(this.record.name, { next, secondaries: s.secondaries });
-      this.sequencerPersisted = Math.max(this.sequencerPersisted, next);
+      const bound = s.nextSequence + RESERVE_NUMBERS;
+      await this.deps.records.saveSequencer(this.record.name, { next: bound, secondaries: s.secondaries });
+      this.sequencerPersisted = Math.max(this.sequencerPersisted, bound);
     }
     let mine: Grant | undefined;
     for (const a of actions) {
@@ -278,10 +284,15 @@ export class JournalRuntime {
     const s = this.secondary;
     if (!s) return Promise.resolve([]);
     const actions = s.poll(this.deps.nowMs());
+    // Message records are written at once, in parallel with earlier ones (different keys); what
+    // follows a persist — its acknowledgement above all — still waits for it and for every earlier one.
+    const persisted = actions.map((a) => (a.kind === 'persist' ? this.queue.persist(a) : undefined));
+    for (const p of persisted) p?.catch(() => undefined);
     const run = this.secondaryWork.then(async () => {
       const acks: Array<Extract<SecondaryAction, { kind: 'send' }>> = [];
-      for (const a of actions) {
+      for (const [i, a] of actions.entries()) {
         if (a.kind === 'send') acks.push(a);
+        else if (a.kind === 'persist') await persisted[i];
         else await this.secondaryAction(s, a);
       }
       return acks;

@@ -25,11 +25,13 @@ export interface JournalStatus {
     readonly issued: number | null; readonly taken: number | null; readonly sent: number | null;
     readonly received: number | null; readonly complete: number | null; readonly applied: number | null;
   };
-  /** Secondary: entries and bytes queued but not applied, and the age of the newest applied write. */
+  /** Secondary: numbers known but not applied, bytes of data queued, and the age of the newest applied write. */
   readonly lag: { readonly entries: number; readonly bytes: number; readonly seconds: number | null } | null;
   /** Primary: writes waiting for numbers, captured bytes not yet sent, messages not yet acknowledged. */
   readonly outgoing: { readonly waitingWrites: number; readonly bufferedBytes: number; readonly unackedMessages: number; readonly sentMessages: number; readonly sentDataBytes: number } | null;
   readonly members: string[];
+  /** Secondary: the first number this queue lacks, and what is missing (the token, or the data of a pair). */
+  readonly blocked: { readonly sequence: number; readonly missing: string } | null;
   readonly recovered: boolean;
   readonly pairs: JournalPairView[];
 }
@@ -56,19 +58,31 @@ export function journalStatus(rt: JournalRuntime, self: string, nowMs: number): 
       applied: s ? s.appliedUpTo : null,
     },
     lag: s ? {
-      entries: s.queuedEntries,
+      entries: s.highestKnown - s.appliedUpTo,
       bytes: s.queuedBytes,
-      seconds: s.queuedEntries === 0 ? 0 : appliedTime === null ? null : Math.max(0, (nowMs - appliedTime) / 1000),
+      seconds: s.highestKnown === s.appliedUpTo ? 0 : appliedTime === null ? null : Math.max(0, (nowMs - appliedTime) / 1000),
     } : null,
     outgoing: p ? {
       waitingWrites: p.waitingWrites, bufferedBytes: p.bufferedBytes, unackedMessages: p.unackedMessages,
       sentMessages: rt.sentMessages, sentDataBytes: rt.sentDataBytes,
     } : null,
     members: [...rt.members],
+    blocked: blockedOf(rt, self),
     recovered: s?.durable.recoveredAt !== null && s?.durable.recoveredAt !== undefined,
     pairs: pairs.map((x) => ({
       id: x.id, role: x.role, primaryArray: x.primaryArray, primaryVolume: x.primaryVolume, secondaryArray: x.secondaryArray,
       secondaryVolume: x.secondaryVolume, extents: x.extents ? x.extents.map((e) => ({ offset: e.offset, length: e.length })) : null,
     })),
   };
+}
+
+function blockedOf(rt: JournalRuntime, self: string): JournalStatus['blocked'] {
+  const b = rt.secondary?.blockedAt;
+  if (!b) return null;
+  const t = b.token;
+  if (!t) return { sequence: b.sequence, missing: 'its token (the sequencer\'s fan-out has not arrived)' };
+  if (!rt.members.includes(t.secondary)) return { sequence: b.sequence, missing: `secondary ${t.secondary} joining the journal` };
+  if (t.secondary !== self) return { sequence: b.sequence, missing: `nothing here (${t.secondary} holds it)` };
+  const pair = rt.pairs.get(t.pair);
+  return { sequence: b.sequence, missing: `the data of ${t.volume}@${t.offset}+${t.length} from ${pair?.primaryArray ?? 'its primary'} (pair ${t.pair})` };
 }

@@ -57,8 +57,9 @@ export interface WriteParticipant {
   /** Appends this feature's positions on the volume, as they are now. */
   positions(into: PlanPosition[]): void;
   /**
-   * Carries out a step planned for `position` (one of the values it gave). Returns the work when
-   * it is not done at once; a rejection fails the write (or read, or flush).
+   * Carries out a step planned for `position` (one of the values it gave). `write`: the write, for
+   * its admission and apply steps (a journal's token names its bytes); undefined for reads and
+   * flushes. Returns the work when it is not done at once; a rejection fails the write (or read, or flush).
    */
   execute(step: PlanStep, position: PlanPosition, write: AppliedWrite | undefined): Promise<void> | undefined;
 }

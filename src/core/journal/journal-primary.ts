@@ -28,6 +28,11 @@ export interface PrimaryConfig {
   readonly windowMessages: number;
   /** Tells this process's requests apart from an earlier one's (the sequencer re-grants a repeated request). */
   readonly incarnation: number;
+  /**
+   * Captured bytes not yet acknowledged by their secondaries (buffered or in flight) beyond which
+   * new writes wait for their numbers: the host is slowed instead of the buffer growing.
+   */
+  readonly maxPendingBytes: number;
 }
 
 export type PrimaryEvent =
@@ -58,6 +63,8 @@ interface OutBuffer {
   tokens: Token[];
   entries: DataEntry[];
   bytes: number;
+  /** Data bytes of messages sent and not yet acknowledged. */
+  unackedBytes: number;
   oldestMs: number;
   /** sync: continuity of the message that carried each waiting write's token. */
   readonly syncWaits: Array<{ continuity: number; writeId: number }>;
@@ -88,7 +95,7 @@ export class JournalPrimary {
   private buffer(to: string): OutBuffer {
     let b = this.out.get(to);
     if (!b) {
-      b = { stream: new OutStream(this.config.retransmitMs, this.config.windowMessages), tokens: [], entries: [], bytes: 0, oldestMs: 0, syncWaits: [] };
+      b = { stream: new OutStream(this.config.retransmitMs, this.config.windowMessages), tokens: [], entries: [], bytes: 0, unackedBytes: 0, oldestMs: 0, syncWaits: [] };
       this.out.set(to, b);
     }
     return b;
@@ -101,6 +108,13 @@ export class JournalPrimary {
   get bufferedBytes(): number {
     let n = 0;
     for (const b of this.out.values()) n += b.bytes;
+    return n;
+  }
+
+  /** Captured bytes buffered or sent and not yet acknowledged. */
+  get pendingBytes(): number {
+    let n = 0;
+    for (const b of this.out.values()) n += b.bytes + b.unackedBytes;
     return n;
   }
 
@@ -158,7 +172,7 @@ export class JournalPrimary {
       case 'ack': {
         const b = this.out.get(event.from);
         if (!b) return;
-        b.stream.ack(event.ackUpTo);
+        for (const m of b.stream.ack(event.ackUpTo)) for (const e of m.entries) b.unackedBytes -= entryBytes(e.data);
         while (b.syncWaits.length > 0 && b.syncWaits[0]!.continuity <= event.ackUpTo) {
           const { writeId } = b.syncWaits.shift()!;
           if (!this.syncPending.has(writeId)) continue;
@@ -187,7 +201,10 @@ export class JournalPrimary {
     const entries = withEntries ? this.takeEntries(b) : [];
     const message = b.stream.send({ journal: this.config.journal, from: this.config.self, role: 'primary', type: 'data', tokens: b.tokens, entries }, now);
     b.tokens = [];
-    for (const e of entries) this.sentHigh = Math.max(this.sentHigh, e.token.sequence);
+    for (const e of entries) {
+      this.sentHigh = Math.max(this.sentHigh, e.token.sequence);
+      b.unackedBytes += entryBytes(e.data);
+    }
     this.actions.push({ kind: 'send', to, message });
     return message;
   }
@@ -202,7 +219,7 @@ export class JournalPrimary {
   }
 
   poll(now: number): PrimaryAction[] {
-    if (this.inflight === undefined && this.waiting.length > 0) {
+    if (this.inflight === undefined && this.waiting.length > 0 && this.pendingBytes < this.config.maxPendingBytes) {
       const writes = this.waiting;
       this.waiting = [];
       this.inflight = { requestId: ++this.requestIds, writes, sentMs: now };

@@ -104,6 +104,16 @@ export class JournalSecondary {
     return p;
   }
 
+  /**
+   * Why the queue is not complete further (undefined: nothing known beyond it): the first number
+   * not complete, and its token if known (its data is missing) — for `journal show`.
+   */
+  get blockedAt(): { readonly sequence: number; readonly token: Token | undefined } | undefined {
+    const next = this.completeHigh + 1;
+    if (next > this.highestKnown) return undefined;
+    return { sequence: next, token: this.durable.tokens.get(next) };
+  }
+
   /** The point of the apply running now, if any. */
   get applyingUpTo(): number | undefined {
     return this.applying;

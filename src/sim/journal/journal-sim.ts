@@ -48,6 +48,9 @@ export interface JournalSimConfig {
   readonly partitions: boolean;
   readonly secondaryCrashes: boolean;
   readonly disaster: boolean;
+  // ---- drawn after everything above ----
+  /** The primaries' bound on captured bytes not yet acknowledged (writes wait beyond it). */
+  readonly maxPendingBytes: number;
 }
 
 export function drawJournalConfig(prng: Prng): JournalSimConfig {
@@ -68,6 +71,7 @@ export function drawJournalConfig(prng: Prng): JournalSimConfig {
     partitions: prng.chance(0.3),
     secondaryCrashes: prng.chance(0.5),
     disaster: prng.chance(0.6),
+    maxPendingBytes: prng.pick([1e12, 1e12, 4 * UNIT, 32 * UNIT]),
   };
 }
 
@@ -75,7 +79,8 @@ export function describeJournalConfig(c: JournalSimConfig): string {
   return `${c.primaries} primary / ${c.secondaries} secondary arrays, ${c.volumesPerPrimary} volume(s) each, split ${c.splitRate}, ` +
     `tokens ${c.tokens}, interval ${c.intervalMs} ms, batch ${c.batchBytes} B, ${c.hosts} host(s), ${c.writes} writes, ` +
     `loss ${c.lossRate}, dup ${c.dupRate}, delay ≤${c.maxDelayMs} ms${c.partitions ? ', partitions' : ''}` +
-    `${c.secondaryCrashes ? ', secondary crashes' : ''}${c.disaster ? ', disaster' : ''}`;
+    `${c.secondaryCrashes ? ', secondary crashes' : ''}${c.disaster ? ', disaster' : ''}` +
+    `${c.maxPendingBytes < 1e12 ? `, pending ≤ ${c.maxPendingBytes} B` : ''}`;
 }
 
 export interface JournalSeedResult {
@@ -212,6 +217,7 @@ class JournalSim {
       const machine = new JournalPrimary({
         journal: JOURNAL, self: name, sequencer: 'p0', tokens: config.tokens, intervalMs: config.intervalMs,
         batchBytes: config.batchBytes, retransmitMs: 4 * config.maxDelayMs + 5, windowMessages: 64, incarnation: 1,
+        maxPendingBytes: config.maxPendingBytes,
       }, options.bugs);
       const sequencer = i === 0
         ? new Sequencer({ journal: JOURNAL, self: name, secondaries: this.secondaryNames, retransmitMs: 4 * config.maxDelayMs + 5, windowMessages: 64 })
