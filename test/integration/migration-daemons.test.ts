@@ -67,7 +67,7 @@ test('migration: fio verify through start and cutover, one connection across it,
     // fio writes at a bounded rate, so it is still writing when the copy completes and the cutover runs.
     let fioDone = false;
     const fio = new Promise<{ code: number | null; output: string }>((resolve) => {
-      const child = spawn('fio', [...FIO_JOB(array.uri('vol')), '--rate=4m'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const child = spawn('fio', [...FIO_JOB(array.uri('vol')), '--rate=2m'], { stdio: ['ignore', 'pipe', 'pipe'] });
       let output = '';
       child.stdout.on('data', (d: Buffer) => { output += d.toString(); });
       child.stderr.on('data', (d: Buffer) => { output += d.toString(); });
