@@ -20,7 +20,7 @@ import { isAllZero } from './zero-data.js';
 const RECORD_PREFIX = 'import/';
 const recordKey = (name: string): string => `${RECORD_PREFIX}${name}`;
 const POSITION_ID = 'import:source';
-const COPY_CONCURRENCY = 4;
+const COPY_CONCURRENCY = 16;
 const PERSIST_EVERY_TRACKS = 512;
 
 export interface ImportHost {
