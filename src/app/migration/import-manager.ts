@@ -59,6 +59,7 @@ interface Importing {
 export class ImportManager {
   private readonly active = new Map<string, Importing>();
   private readonly finished = new Map<string, ImportRecord>();
+  private recordWrites: Promise<void> = Promise.resolve();
   private readonly stopKick: () => void;
 
   constructor(private readonly host: ImportHost) {
@@ -117,6 +118,16 @@ export class ImportManager {
     return entry;
   }
 
+  /**
+   * One record write at a time, in call order: two writes of one key in flight may complete in
+   * either order, and an older state landing last (copied after finished) would resurrect the import.
+   */
+  private writeRecord(record: ImportRecord): Promise<void> {
+    const run = this.recordWrites.then(() => this.host.meta.write(recordKey(record.name), encodeJson(record)));
+    this.recordWrites = run.catch(() => undefined);
+    return run;
+  }
+
   checkVolumeChange(name: string, what: string): void {
     if (this.active.has(name)) {
       throw new TidemarkError(ErrorCode.VolumeBusy, `volume ${name} is being imported; ${what} is refused (finish the import first)`, { volume: name });
@@ -140,7 +151,7 @@ export class ImportManager {
         maxBytesPerSecond,
       });
       // The record first: a crash before the volume exists drops it at the next start.
-      await this.host.meta.write(recordKey(name), encodeJson(machine.record));
+      await this.writeRecord(machine.record);
       this.finished.delete(name);
       await this.host.createVolume(name, source.sizeBytes, DEFAULT_TRACK_BYTES);
       // Attached before anything else can run: no host sees the empty volume without the import.
@@ -169,7 +180,7 @@ export class ImportManager {
       // With write-back the source is a fallback: what it was sent is made durable there first.
       if (record.writeBack) await (await this.sourceOf(entry)).flush();
       const next = entry.machine.finish();
-      await this.host.meta.write(recordKey(name), encodeJson(next));
+      await this.writeRecord(next);
       entry.stopped = true;
       const { volume } = entry;
       const p = volume.participants.indexOf(entry.participant);
@@ -336,7 +347,7 @@ export class ImportManager {
       entry.fetchedNotDurable.clearAll();
       if (entry.machine.state !== 'copying' || entry.left.count() !== 0) return;
       const record = entry.machine.copied(0);
-      await this.host.meta.write(recordKey(record.name), encodeJson(record));
+      await this.writeRecord(record);
       this.host.onEvent('import copied', { volume: record.name });
     } finally {
       entry.running = false;

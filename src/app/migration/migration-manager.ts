@@ -65,6 +65,7 @@ export class MigrationManager {
   private readonly active = new Map<string, Running>();
   /** VOL name → a finished migration's record (for `show`). */
   private readonly finished = new Map<string, MigrationRecord>();
+  private recordWrites: Promise<void> = Promise.resolve();
   private readonly stopKick: () => void;
 
   constructor(private readonly host: MigrationHost) {
@@ -171,8 +172,11 @@ export class MigrationManager {
     this.active.delete(vol.name);
   }
 
-  private async writeRecord(record: MigrationRecord): Promise<void> {
-    await this.host.meta.write(recordKey(record.volume), encodeJson(record));
+  /** One record write at a time, in call order (two writes of one key in flight may land in either order). */
+  private writeRecord(record: MigrationRecord): Promise<void> {
+    const run = this.recordWrites.then(() => this.host.meta.write(recordKey(record.volume), encodeJson(record)));
+    this.recordWrites = run.catch(() => undefined);
+    return run;
   }
 
   private entry(volume: string): Running {
