@@ -35,3 +35,11 @@ test('a migration seed always gives the same run', async () => {
     assert.deepEqual([b.ok, b.hostOps, b.crashes, b.commands, b.failedIo, b.virtualMs], [a.ok, a.hostOps, a.crashes, a.commands, a.failedIo, a.virtualMs]);
   }
 });
+
+test('seeds that found bugs stay fixed', async () => {
+  // 53: a 'copied' record write landed after 'finished' and resurrected the import after a restart.
+  for (const seed of [53]) {
+    const r = await runMigrationSeed(seed);
+    assert.equal(r.ok, true, `seed ${seed}: ${r.failure}`);
+  }
+});
