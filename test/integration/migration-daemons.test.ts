@@ -48,7 +48,7 @@ async function fileBytes(path: string, offset: number, length: number): Promise<
 }
 
 const FIO_JOB = (uri: string): string[] => ['--name=migrate', '--ioengine=nbd', `--uri=${uri}`, '--rw=randwrite', '--bs=4k',
-  '--size=40M', '--iodepth=8', '--verify=crc32c', '--verify_fatal=1', '--randrepeat=1', '--randseed=13'];
+  '--size=40M', '--iodepth=8', '--verify=crc32c', '--verify_fatal=1', '--randrepeat=1', '--randseed=13', '--verify_state_save=0'];
 
 test('migration: fio verify through start and cutover, one connection across it, kill -9, detach/reattach replay, finish',
   { skip, timeout: 300_000 }, async () => {
