@@ -60,6 +60,8 @@ export class ImportManager {
   private readonly active = new Map<string, Importing>();
   private readonly finished = new Map<string, ImportRecord>();
   private recordWrites: Promise<void> = Promise.resolve();
+  /** Names with a start under way (a second start of one name is refused, not raced). */
+  private readonly starting = new Set<string>();
   private readonly stopKick: () => void;
 
   constructor(private readonly host: ImportHost) {
@@ -140,8 +142,17 @@ export class ImportManager {
     if (!this.host.connect) throw new TidemarkError(ErrorCode.Unsupported, 'this array has no NBD client for imports');
     parseNbdUrl(url);
     if (maxBytesPerSecond !== null && !(maxBytesPerSecond > 0)) throw invalidArgument('the rate cap must be positive');
-    if (this.host.findVolume(name)) throw new TidemarkError(ErrorCode.AlreadyExists, `volume ${name} already exists`, { volume: name });
-    const source = await this.host.connect(url);
+    if (this.host.findVolume(name) || this.starting.has(name)) {
+      throw new TidemarkError(ErrorCode.AlreadyExists, `volume ${name} already exists`, { volume: name });
+    }
+    this.starting.add(name);
+    let source: ImportSource;
+    try {
+      source = await this.host.connect(url);
+    } catch (error) {
+      this.starting.delete(name);
+      throw error;
+    }
     let handedOver = false;
     try {
       if (writeBack && !source.writable) throw invalidArgument(`source ${url} is read-only: --write-back needs a writable export`);
@@ -153,7 +164,13 @@ export class ImportManager {
       // The record first: a crash before the volume exists drops it at the next start.
       await this.writeRecord(machine.record);
       this.finished.delete(name);
-      await this.host.createVolume(name, source.sizeBytes, DEFAULT_TRACK_BYTES);
+      try {
+        await this.host.createVolume(name, source.sizeBytes, DEFAULT_TRACK_BYTES);
+      } catch (error) {
+        // No volume, no import (a name taken meanwhile, a bad name): the record goes too.
+        await this.host.meta.delete(recordKey(name)).catch(() => undefined);
+        throw error;
+      }
       // Attached before anything else can run: no host sees the empty volume without the import.
       const entry = this.attach(this.host.volume(name), machine);
       entry.source = source;
@@ -163,6 +180,7 @@ export class ImportManager {
       this.advance(entry);
       return this.status(entry);
     } finally {
+      this.starting.delete(name);
       if (!handedOver) source.close();
     }
   }
