@@ -293,14 +293,24 @@ class MigrationSim {
   private async command(): Promise<void> {
     this.commands++;
     const c = this.config;
+    // Sometimes the power goes while the command runs (mid-cutover, mid-finish, ...).
+    const crashAfterMs = this.prng.chance(0.25) ? this.prng.next() * 4 : undefined;
     const attempt = async (label: string, call: () => Promise<unknown>): Promise<void> => {
-      try {
-        await call();
-        this.trace(`${label} ok`);
-      } catch (error) {
-        if (!isTidemarkError(error, ErrorCode.InvalidState)) this.fail(`${label} failed: ${(error as Error).message}`);
-        this.trace(`${label} refused: ${(error as Error).message}`);
+      const work = call().then(() => undefined, (error: unknown) => error);
+      const crash = crashAfterMs === undefined ? undefined
+        : new Promise<'crash'>((resolve) => this.scheduler.at(crashAfterMs, () => resolve('crash')));
+      const outcome = await (crash ? Promise.race([work, crash]) : work);
+      if (outcome === 'crash') {
+        this.trace(`${label} interrupted`);
+        await this.crashAndRecover();
+        return;
       }
+      if (outcome === undefined) {
+        this.trace(`${label} ok`);
+        return;
+      }
+      if (!isTidemarkError(outcome, ErrorCode.InvalidState)) this.fail(`${label} failed: ${(outcome as Error).message}`);
+      this.trace(`${label} refused: ${(outcome as Error).message}`);
     };
     if (c.scenario === 'import') {
       this.source.up = !this.source.up || !this.prng.chance(0.5);
@@ -308,7 +318,9 @@ class MigrationSim {
       return;
     }
     const m = this.array.migrations.show(VOL);
+    const finishNow = this.prng.chance(0.15);
     if (m.state === 'copying') await attempt('cutover', () => this.array.migrations.cutover(VOL));
+    else if (finishNow && m.state !== 'finished') await attempt('finish', () => this.array.migrations.finish(VOL));
     else if (m.state === 'cut-over') await attempt('detach', () => this.array.migrations.detach(VOL));
     else if (m.state === 'detached') await attempt('reattach', () => this.array.migrations.reattach(VOL));
   }
@@ -352,6 +364,7 @@ class MigrationSim {
 
   private async finishMigration(): Promise<void> {
     const migrations = this.array.migrations;
+    if (migrations.show(VOL).state === 'finished') return this.checkFinished();
     if (migrations.show(VOL).state === 'detached') await migrations.reattach(VOL);
     await this.converge('the copy', () => migrations.show(VOL).tracksLeft === 0);
     if (migrations.show(VOL).state === 'copying') {
@@ -364,7 +377,11 @@ class MigrationSim {
     const old = await this.array.volume(TARGET).internalRead(0, this.config.sizeBytes);
     this.compare(old, 0, 'the old storage after the replay');
     await migrations.finish(VOL);
-    if (migrations.show(VOL).state !== 'finished') this.fail('finish did not finish');
+    await this.checkFinished();
+  }
+
+  private async checkFinished(): Promise<void> {
+    if (this.array.migrations.show(VOL).state !== 'finished') this.fail('finish did not finish');
     if (this.array.findVolume(TARGET)) this.fail('the target volume outlived the finish');
     if ([...this.devices.disks.keys()].join() !== VOL) this.fail(`storage left after finish: ${[...this.devices.disks.keys()].join(', ')}`);
     await this.fullCheck('finished');
