@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Runs a seed campaign of every simulator suite (volume, pair, cycles, link) over a fresh range,
+# Runs a seed campaign of every simulator suite (volume, pair, cycles, link, migration) over a fresh range,
 # in the background, on a frozen copy of the build (rebuilding meanwhile does not change what runs).
 #
-#   scripts/sim-campaign.sh [--start K] [--count N] [--suites "volume pair cycles link"] [--jobs J] [--out DIR]
+#   scripts/sim-campaign.sh [--start K] [--count N] [--suites "volume pair cycles link migration"] [--jobs J] [--out DIR]
 #
 # Defaults: a start drawn from the clock (above the ranges CI runs), 100000 seeds per suite, 2 jobs.
 # Each suite's range is cut into chunks of 5000 seeds run J at a time; DIR/SUITE-START.log holds each
@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 
 start=$(( ($(date +%s) % 100000) * 1000 + 1000000 ))
 count=100000
-suites="volume pair cycles link"
+suites="volume pair cycles link migration"
 jobs=2
 out=""
 while [ $# -gt 0 ]; do

@@ -140,6 +140,7 @@ export class ArrayService {
       checkVolumeFree: (name, what) => {
         this.clones.checkDeletable(name);
         this.pairs.checkVolumeChange(name, what);
+        this.imports.checkVolumeChange(name, what);
       },
       forgetVolume: (name) => this.forgetVolume(name),
       timers: deps.copyTimers ?? REAL_TIMERS, pause: deps.copyPause ?? pauseOnEventLoop,

@@ -1,4 +1,4 @@
-// The seed runner: `npm run sim -- [--suite volume|pair|cycles|link|journal|cascade] --seeds N [--start K] [--seed S] [--verbose] [--trace]`.
+// The seed runner: `npm run sim -- [--suite volume|pair|cycles|link|journal|cascade|migration] --seeds N [--start K] [--seed S] [--verbose] [--trace]`.
 // Runs the volume (default), remote-pair, async-cycles/consistency-group or link simulation for each seed, prints every failure with a command that reproduces
 // it, then a summary line. Exits 1 when any seed fails.
 import { performance } from 'node:perf_hooks';
@@ -10,6 +10,7 @@ import { describeCyclesConfig, runCyclesSeed } from '../sim/cycles/cycles-sim.js
 import { runLinkSeed } from '../sim/link-sim.js';
 import { describeJournalConfig, runJournalSeed } from '../sim/journal/journal-sim.js';
 import { describeCascadeConfig, runCascadeSeed } from '../sim/cascade/cascade-sim.js';
+import { describeMigrationConfig, runMigrationSeed } from '../sim/migration/migration-sim.js';
 
 function parseSeed(text: string, what: string): number {
   const n = Number(text);
@@ -29,7 +30,9 @@ async function main(): Promise<number> {
     },
     strict: true,
   });
-  if (!['volume', 'pair', 'cycles', 'link', 'journal', 'cascade'].includes(values.suite)) throw new Error('--suite must be volume, pair, cycles, link, journal or cascade');
+  if (!['volume', 'pair', 'cycles', 'link', 'journal', 'cascade', 'migration'].includes(values.suite)) {
+    throw new Error('--suite must be volume, pair, cycles, link, journal, cascade or migration');
+  }
   let seeds: Iterable<number>;
   if (values.seed !== undefined) {
     seeds = [parseSeed(values.seed, '--seed')];
@@ -45,6 +48,7 @@ async function main(): Promise<number> {
   if (values.suite === 'journal') return runSuite(JOURNAL_SUITE, seeds, single, values.verbose === true, values.trace === true);
   if (values.suite === 'link') return runSuite(LINK_SUITE, seeds, single, values.verbose === true, false);
   if (values.suite === 'cascade') return runSuite(CASCADE_SUITE, seeds, single, values.verbose === true, values.trace === true);
+  if (values.suite === 'migration') return runSuite(MIGRATION_SUITE, seeds, single, values.verbose === true, values.trace === true);
   const summary = await runSeeds(seeds, {
     now: () => performance.now(),
     ...(values.trace ? { trace: (line: string) => console.log(line) } : {}),
@@ -112,6 +116,14 @@ const CASCADE_SUITE: SeedSuite<ReturnType<typeof runCascadeSeed>> = {
   run: (seed, trace) => Promise.resolve(runCascadeSeed(seed, {}, trace)),
   config: (r) => describeCascadeConfig(r.config),
   passed: (r) => `${r.cycles} cycles, ${r.splits} splits, ${r.writes} writes, B crashes ${JSON.stringify(r.bCrashes)}, C crashes ${JSON.stringify(r.cCrashes)}, ${r.flaps} flaps`,
+};
+
+const MIGRATION_SUITE: SeedSuite<Awaited<ReturnType<typeof runMigrationSeed>>> = {
+  name: 'migration',
+  run: (seed, trace) => runMigrationSeed(seed, trace),
+  config: (r) => describeMigrationConfig(r.config),
+  passed: (r) => `${r.hostOps} host ops, ${r.commands} commands, ${r.crashes} crashes, ${r.failedIo} failed I/Os, ` +
+    `${r.virtualMs.toFixed(1)} virtual ms`,
 };
 
 async function runSuite<R extends { readonly ok: boolean; readonly failure?: string }>(

@@ -20,7 +20,7 @@ import { isAllZero } from './zero-data.js';
 const RECORD_PREFIX = 'import/';
 const recordKey = (name: string): string => `${RECORD_PREFIX}${name}`;
 const POSITION_ID = 'import:source';
-const COPY_CONCURRENCY = 4;
+const COPY_CONCURRENCY = 16;
 const PERSIST_EVERY_TRACKS = 512;
 
 export interface ImportHost {
@@ -59,6 +59,9 @@ interface Importing {
 export class ImportManager {
   private readonly active = new Map<string, Importing>();
   private readonly finished = new Map<string, ImportRecord>();
+  private recordWrites: Promise<void> = Promise.resolve();
+  /** Names with a start under way (a second start of one name is refused, not raced). */
+  private readonly starting = new Set<string>();
   private readonly stopKick: () => void;
 
   constructor(private readonly host: ImportHost) {
@@ -117,6 +120,16 @@ export class ImportManager {
     return entry;
   }
 
+  /**
+   * One record write at a time, in call order: two writes of one key in flight may complete in
+   * either order, and an older state landing last (copied after finished) would resurrect the import.
+   */
+  private writeRecord(record: ImportRecord): Promise<void> {
+    const run = this.recordWrites.then(() => this.host.meta.write(recordKey(record.name), encodeJson(record)));
+    this.recordWrites = run.catch(() => undefined);
+    return run;
+  }
+
   checkVolumeChange(name: string, what: string): void {
     if (this.active.has(name)) {
       throw new TidemarkError(ErrorCode.VolumeBusy, `volume ${name} is being imported; ${what} is refused (finish the import first)`, { volume: name });
@@ -129,8 +142,17 @@ export class ImportManager {
     if (!this.host.connect) throw new TidemarkError(ErrorCode.Unsupported, 'this array has no NBD client for imports');
     parseNbdUrl(url);
     if (maxBytesPerSecond !== null && !(maxBytesPerSecond > 0)) throw invalidArgument('the rate cap must be positive');
-    if (this.host.findVolume(name)) throw new TidemarkError(ErrorCode.AlreadyExists, `volume ${name} already exists`, { volume: name });
-    const source = await this.host.connect(url);
+    if (this.host.findVolume(name) || this.starting.has(name)) {
+      throw new TidemarkError(ErrorCode.AlreadyExists, `volume ${name} already exists`, { volume: name });
+    }
+    this.starting.add(name);
+    let source: ImportSource;
+    try {
+      source = await this.host.connect(url);
+    } catch (error) {
+      this.starting.delete(name);
+      throw error;
+    }
     let handedOver = false;
     try {
       if (writeBack && !source.writable) throw invalidArgument(`source ${url} is read-only: --write-back needs a writable export`);
@@ -140,9 +162,15 @@ export class ImportManager {
         maxBytesPerSecond,
       });
       // The record first: a crash before the volume exists drops it at the next start.
-      await this.host.meta.write(recordKey(name), encodeJson(machine.record));
+      await this.writeRecord(machine.record);
       this.finished.delete(name);
-      await this.host.createVolume(name, source.sizeBytes, DEFAULT_TRACK_BYTES);
+      try {
+        await this.host.createVolume(name, source.sizeBytes, DEFAULT_TRACK_BYTES);
+      } catch (error) {
+        // No volume, no import (a name taken meanwhile, a bad name): the record goes too.
+        await this.host.meta.delete(recordKey(name)).catch(() => undefined);
+        throw error;
+      }
       // Attached before anything else can run: no host sees the empty volume without the import.
       const entry = this.attach(this.host.volume(name), machine);
       entry.source = source;
@@ -152,6 +180,7 @@ export class ImportManager {
       this.advance(entry);
       return this.status(entry);
     } finally {
+      this.starting.delete(name);
       if (!handedOver) source.close();
     }
   }
@@ -169,7 +198,7 @@ export class ImportManager {
       // With write-back the source is a fallback: what it was sent is made durable there first.
       if (record.writeBack) await (await this.sourceOf(entry)).flush();
       const next = entry.machine.finish();
-      await this.host.meta.write(recordKey(name), encodeJson(next));
+      await this.writeRecord(next);
       entry.stopped = true;
       const { volume } = entry;
       const p = volume.participants.indexOf(entry.participant);
@@ -336,7 +365,7 @@ export class ImportManager {
       entry.fetchedNotDurable.clearAll();
       if (entry.machine.state !== 'copying' || entry.left.count() !== 0) return;
       const record = entry.machine.copied(0);
-      await this.host.meta.write(recordKey(record.name), encodeJson(record));
+      await this.writeRecord(record);
       this.host.onEvent('import copied', { volume: record.name });
     } finally {
       entry.running = false;

@@ -65,6 +65,7 @@ export class MigrationManager {
   private readonly active = new Map<string, Running>();
   /** VOL name → a finished migration's record (for `show`). */
   private readonly finished = new Map<string, MigrationRecord>();
+  private recordWrites: Promise<void> = Promise.resolve();
   private readonly stopKick: () => void;
 
   constructor(private readonly host: MigrationHost) {
@@ -171,8 +172,11 @@ export class MigrationManager {
     this.active.delete(vol.name);
   }
 
-  private async writeRecord(record: MigrationRecord): Promise<void> {
-    await this.host.meta.write(recordKey(record.volume), encodeJson(record));
+  /** One record write at a time, in call order (two writes of one key in flight may land in either order). */
+  private writeRecord(record: MigrationRecord): Promise<void> {
+    const run = this.recordWrites.then(() => this.host.meta.write(recordKey(record.volume), encodeJson(record)));
+    this.recordWrites = run.catch(() => undefined);
+    return run;
   }
 
   private entry(volume: string): Running {
@@ -342,20 +346,30 @@ export class MigrationManager {
       entry.machine.check({ kind: 'cut-over' }, entry.left.count());
       await entry.target.internalFlush();
       await entry.vol.internalFlush();
+      // The window holds hosts' writes; internal work that does not wait at it (another feature's
+      // copy reading VOL) is let finish, and the stores are exchanged with nothing in flight. Until
+      // the record says otherwise a restart serves VOL from its old storage, which is equal now.
+      await this.drain(entry);
+      entry.vol.exchangeStore(entry.target);
       const previous = entry.machine.record;
       try {
         await this.writeRecord(entry.machine.handle({ kind: 'cut-over' }, this.host.nowMs(), 0));
       } catch (error) {
         entry.machine = new MigrationMachine(previous);
+        await this.drain(entry);
+        entry.vol.exchangeStore(entry.target);
         throw error;
       }
-      entry.vol.exchangeStore(entry.target);
       entry.vol.position(positionId(entry.target.name)).marksOn = entry.machine.marksOn;
     } finally {
       release();
     }
     this.resetProgress(entry);
     this.host.onEvent('migration cut over', { volume: entry.vol.name, target: entry.target.name });
+  }
+
+  private async drain(entry: Running): Promise<void> {
+    while (entry.vol.inFlightWrites > 0 || entry.target.inFlightWrites > 0) await this.host.pause(1);
   }
 
   /** The old storage goes: the target volume is forgotten and VOL's storage takes VOL's name. */

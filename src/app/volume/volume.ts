@@ -266,12 +266,14 @@ export class Volume {
   /** Zeroes a range; `allocate` false allows punching a hole. */
   writeZeroes(offset: number, length: number, allocate: boolean, fua = false): Promise<void> {
     return this.inPieces(offset, length, (o, l, ordered) =>
-      this.mutate('zero', 'host', o, l, fua, undefined, undefined, () => this.store.writeZeroes(o, l, allocate), ordered));
+      this.mutate('zero', 'host', o, l, fua, undefined, undefined, () => this.store.writeZeroes(o, l, allocate), ordered),
+    { kind: 'zero', source: 'host', fua, skipPosition: undefined });
   }
 
   trim(offset: number, length: number, fua = false): Promise<void> {
     return this.inPieces(offset, length, (o, l, ordered) =>
-      this.mutate('trim', 'host', o, l, fua, undefined, undefined, () => this.store.trim(o, l), ordered));
+      this.mutate('trim', 'host', o, l, fua, undefined, undefined, () => this.store.trim(o, l), ordered),
+    { kind: 'trim', source: 'host', fua, skipPosition: undefined });
   }
 
   /**
@@ -279,10 +281,19 @@ export class Volume {
    * many extents hot at once, so such a range is applied in extent-aligned pieces, one after another.
    */
   private async inPieces(offset: number, length: number,
-    apply: (offset: number, length: number, ordered: boolean) => Promise<void>): Promise<void> {
+    apply: (offset: number, length: number, ordered: boolean) => Promise<void>,
+    admission?: { kind: WriteKind; source: WriteSource; fua: boolean; skipPosition: string | undefined }): Promise<void> {
     const extentBytes = this.log.config.extentTracks * this.geometry.trackBytes;
     const pieceBytes = extentBytes * Math.max(1, Math.floor(this.log.config.maxActiveExtents / 2));
     if (length <= pieceBytes || !Number.isSafeInteger(offset) || !Number.isSafeInteger(length)) return apply(offset, length, false);
+    // Admission work that writes into this volume itself (a clone's copy-out, an import's fetch)
+    // is done before the whole range takes its place: once it holds it, that work would wait for
+    // the range forever.
+    if (admission && admission.source !== 'copy' && this.participants.length > 0 && rangeInside(this.geometry, offset, length)) {
+      if (admission.source === 'host') this.checkAccess('write');
+      const { first, last } = tracksOf(this.geometry, offset, length);
+      await this.admit({ ...admission, first, last, fromPosition: admission.skipPosition });
+    }
     // The whole range takes its place in the write ordering now, as one write would (lockRange
     // registers it before it waits): a later overlapping write waits for every piece, and the
     // pieces, already ordered, wait for no one.
@@ -322,7 +333,8 @@ export class Volume {
   /** Zeroes for internal copies (a zeroed range shipped as a marker); may punch a hole. */
   internalZero(offset: number, length: number, options: InternalWriteOptions = {}): Promise<void> {
     return this.inPieces(offset, length, (o, l, ordered) => this.mutate('zero', options.source ?? 'copy', o, l, false, undefined,
-      options.skipPosition, () => this.store.writeZeroes(o, l, false), ordered));
+      options.skipPosition, () => this.store.writeZeroes(o, l, false), ordered),
+    { kind: 'zero', source: options.source ?? 'copy', fua: false, skipPosition: options.skipPosition });
   }
 
   /**
