@@ -50,3 +50,10 @@ test('only host writes inside the journal\'s extents take part', () => {
     assert.deepEqual(kinds(planApply([journal()], write({ source })).steps), ['apply-local']);
   }
 });
+
+test("the 'early' admission scope (a large zero's whole-range pass) brings the volume's tracks up to date and takes no number", () => {
+  const positions: PlanPosition[] = [journal(), asyncR1(), restoringClone()];
+  assert.deepEqual(kinds(planAdmission(positions, write({ kind: 'zero' }), 'early')), ['start-copy', 'copy-out']);
+  assert.deepEqual(kinds(planAdmission(positions, write({ kind: 'zero' }))), ['start-copy', 'copy-out', 'wait-admission', 'take-token'],
+    'each piece is then admitted whole');
+});

@@ -11,7 +11,7 @@ import {
 } from '../../core/volume/mirror-positions.js';
 import { checkHostAccess, type HostAccess, type VolumeState } from '../../core/volume/state.js';
 import {
-  planAdmission, planApply, planFlush, planRead, type ApplyPlan, type PlannedWrite, type PlanPosition, type PlanStep,
+  planAdmission, planApply, planFlush, planRead, type AdmissionScope, type ApplyPlan, type PlannedWrite, type PlanPosition, type PlanStep,
 } from '../../core/volume/write-plan.js';
 import type { VolumeRecord } from '../../core/volume/volume-record.js';
 import type { AllocationExtent, BlockStore } from '../../ports/block-store.js';
@@ -292,7 +292,9 @@ export class Volume {
     if (admission && admission.source !== 'copy' && this.participants.length > 0 && rangeInside(this.geometry, offset, length)) {
       if (admission.source === 'host') this.checkAccess('write');
       const { first, last } = tracksOf(this.geometry, offset, length);
-      await this.admit({ ...admission, first, last, fromPosition: admission.skipPosition });
+      // Only that work (planAdmission's 'early' scope): the rest is each piece's own admission.
+      await this.admit({ ...admission, first, last, fromPosition: admission.skipPosition },
+        { ...admission, offset, length, data: undefined }, 'early');
     }
     // The whole range takes its place in the write ordering now, as one write would (lockRange
     // registers it before it waits): a later overlapping write waits for every piece, and the
@@ -504,9 +506,9 @@ export class Volume {
    * One admission pass: the plan's steps before the write is ordered, each done before the next.
    * Undefined when there are none (the common case costs no extra turn of the event loop).
    */
-  private admit(planned: PlannedWrite, write: AppliedWrite): Promise<void> | undefined {
+  private admit(planned: PlannedWrite, write: AppliedWrite, scope: AdmissionScope = 'all'): Promise<void> | undefined {
     const { positions, owners } = this.planPositions();
-    const steps = planAdmission(positions, planned);
+    const steps = planAdmission(positions, planned, scope);
     if (steps.length === 0) return undefined;
     if (steps[0]!.kind === 'refuse') throw steps[0]!.error;
     return (async () => {

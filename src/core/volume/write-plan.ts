@@ -364,7 +364,16 @@ const ruleOf = (p: PlanPosition): Rule<PlanPosition> => RULES[p.kind] as Rule<Pl
  * Before a host or replica write takes its place in the write order. Run in order, each finished
  * before the next. A refusal comes alone: nothing else runs for a refused write.
  */
-export function planAdmission(positions: readonly PlanPosition[], w: PlannedWrite): AdmitStep[] {
+/**
+ * 'early': only the first phase — work that brings the volume's own tracks up to date (a clone's
+ * copy-out, an import's fetch). A large zero or trim runs it once for its whole range before the
+ * range takes its place (that work writes into the volume and would wait for the range forever);
+ * the rest (a cycle's admission, a journal's numbers) belongs to each piece, admitted as a write of
+ * its own: a number taken for the whole range would name no data.
+ */
+export type AdmissionScope = 'all' | 'early';
+
+export function planAdmission(positions: readonly PlanPosition[], w: PlannedWrite, scope: AdmissionScope = 'all'): AdmitStep[] {
   if (w.source === 'copy') return [];
   for (let at = 0; at < positions.length; at++) {
     const p = positions[at]!;
@@ -375,7 +384,7 @@ export function planAdmission(positions: readonly PlanPosition[], w: PlannedWrit
   // comes after it, so it lets in a write that is ready to go; a journal's token last of all, so
   // the number is taken by a write nothing else holds back (numbers are handed out in order).
   const steps: AdmitStep[] = [];
-  for (let round = 0; round < 3; round++) {
+  for (let round = 0; round < (scope === 'early' ? 1 : 3); round++) {
     for (let at = 0; at < positions.length; at++) {
       const p = positions[at]!;
       const rule = ruleOf(p);
