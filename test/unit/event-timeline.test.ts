@@ -44,6 +44,10 @@ test('a long poll wakes on the next event, or at its timeout', async () => {
   await timeline.waitAfter(2, 50);
   assert.ok(Date.now() - t0 >= 40, 'no event: waits out its timeout');
   await timeline.waitAfter(1, 5000); // an older cursor answers at once
+  const pending = timeline.waitAfter(2, 60_000);
+  timeline.close(); // the array stops: a waiting reader is answered, a later one at once
+  await pending;
+  await timeline.waitAfter(2, 60_000);
 });
 
 test('event-port messages are sorted by the words they start with', () => {
