@@ -111,3 +111,25 @@ test('the history turns observed state changes into events and keeps worst lag a
   history.tick();
   assert.equal(timeline.since(3).events[0]!.message, 'pair new: synchronizing', 'a pair made after the start is announced');
 });
+
+test('a failing look is reported and sampling goes on; it never throws into the timer', async () => {
+  const errors: unknown[] = [];
+  let fail = true;
+  let looks = 0;
+  const history = new EstateHistory({
+    pairs: () => {
+      looks++;
+      if (fail) throw new Error('pair table busy');
+      return [];
+    },
+    peers: () => [], volumes: () => [], io: () => zeroTotals(), clones: () => [],
+  }, { nowMs: () => Date.now(), timeline: new EventTimeline(() => Date.now(), 10), tickMs: 10, onError: (e) => errors.push(e) });
+  history.start();
+  await new Promise((resolve) => setTimeout(resolve, 60));
+  fail = false;
+  await new Promise((resolve) => setTimeout(resolve, 60));
+  history.stop();
+  assert.ok(errors.length >= 2, `${errors.length} errors reported`);
+  assert.equal((errors[0] as Error).message, 'pair table busy');
+  assert.ok(looks > errors.length, 'looked again after the failures');
+});
