@@ -221,7 +221,9 @@ export async function startArray(options: DaemonOptions): Promise<RunningArray> 
   let api: ApiServer | undefined;
   let links: LinkNetwork | undefined;
   let spill: FileSpillStore | undefined;
-  const observatory = new Observatory({ nowMs });
+  const observatory = new Observatory({
+    nowMs, onError: (error) => logger.warn({ err: (error as Error).message }, 'event timeline / history sampling failed'),
+  });
   try {
     // Spill files never outlive the process that wrote them: whatever an earlier one left goes now.
     spill = await FileSpillStore.open(join(dataDir, 'spill'));

@@ -2,7 +2,7 @@
 // daemons with a sync pair: the operator asks for the token only because the API answered 401,
 // sees both arrays and the link, suspends the pair with the confirmation step, sees the state
 // change and the event, writes through NBD (qemu-io) and sees owed tracks grow, resumes and sees
-// it synchronized again; a refusal shows the API's message. No console errors; a screenshot is
+// it synchronized again; splits a clone session; a refusal shows the API's message. No console errors; a screenshot is
 // kept under test-artifacts/ and the page weight is printed.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -26,7 +26,7 @@ async function chromiumMissing(): Promise<string | false> {
 
 const cli = (array: DaemonProcess, ...args: string[]): Promise<string> => mustRun(tidemarkBin, [...array.cliArgs, ...args]);
 
-test('dashboard in headless Chromium: topology, suspend with confirmation, owed tracks grow, resume, refusal', { skip: requirement(await chromiumMissing()) }, async () => {
+test('dashboard in headless Chromium: topology, suspend with confirmation, owed tracks grow, resume, clone split, refusal', { skip: requirement(await chromiumMissing()) }, async () => {
   const { chromium } = await import('playwright-core');
   const fixture = await DaemonFixture.create();
   const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox'] });
@@ -106,6 +106,16 @@ test('dashboard in headless Chromium: topology, suspend with confirmation, owed 
     await stateBadge('synchronized').waitFor({ timeout: 30_000 });
     await page.locator('[data-testid="pair-owed-db"][data-tracks="0"]').waitFor({ timeout: 15_000 });
     await page.locator('[data-testid="event"]', { hasText: 'pair db: suspended →' }).first().waitFor({ timeout: 15_000 });
+    // A clone session: its progress and state in the volumes panel, split from the page.
+    await cli(east, 'volume', 'create', 'snap', '--size', '16MiB');
+    await cli(east, 'clone', 'establish', 'db', 'snap');
+    await page.locator('[data-testid="clone-db-snap"] [data-state="synchronized"]').waitFor({ timeout: 30_000 });
+    await page.getByTestId('action-db-snap-split').click();
+    await page.getByTestId('confirm').getByText('Split snap from db?').waitFor();
+    await page.getByTestId('confirm-yes').click();
+    await page.locator('[data-testid="clone-db-snap"] [data-state="split"]').waitFor({ timeout: 15_000 });
+    await page.locator('[data-testid="event"][data-kind="clone"]', { hasText: 'clone session db/snap: synchronized → split' }).waitFor({ timeout: 15_000 });
+    assert.equal(JSON.parse(await cli(east, '--json', 'clone', 'show', 'db', 'snap')).state, 'split');
     await page.getByTestId('peer-rtt-west').getByText(/^rtt \d+(\.\d+)? ms$/).waitFor({ timeout: 20_000 });
     await page.screenshot({ path: join(await mkdir(ARTIFACTS, { recursive: true }).then(() => ARTIFACTS), 'dashboard.png'), fullPage: true });
     assert.deepEqual(consoleErrors.filter((e) => e.phase !== 'token'), [], 'no console errors once the token is given');

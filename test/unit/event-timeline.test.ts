@@ -44,6 +44,10 @@ test('a long poll wakes on the next event, or at its timeout', async () => {
   await timeline.waitAfter(2, 50);
   assert.ok(Date.now() - t0 >= 40, 'no event: waits out its timeout');
   await timeline.waitAfter(1, 5000); // an older cursor answers at once
+  const pending = timeline.waitAfter(2, 60_000);
+  timeline.close(); // the array stops: a waiting reader is answered, a later one at once
+  await pending;
+  await timeline.waitAfter(2, 60_000);
 });
 
 test('event-port messages are sorted by the words they start with', () => {
@@ -106,4 +110,26 @@ test('the history turns observed state changes into events and keeps worst lag a
   pairs = [{ pair: 'new', id: 'east.new.2', peer: 'west', role: 'R2', state: 'synchronizing', lagSeconds: 0, tracksOwed: 0, bytesOwed: 0 }];
   history.tick();
   assert.equal(timeline.since(3).events[0]!.message, 'pair new: synchronizing', 'a pair made after the start is announced');
+});
+
+test('a failing look is reported and sampling goes on; it never throws into the timer', async () => {
+  const errors: unknown[] = [];
+  let fail = true;
+  let looks = 0;
+  const history = new EstateHistory({
+    pairs: () => {
+      looks++;
+      if (fail) throw new Error('pair table busy');
+      return [];
+    },
+    peers: () => [], volumes: () => [], io: () => zeroTotals(), clones: () => [],
+  }, { nowMs: () => Date.now(), timeline: new EventTimeline(() => Date.now(), 10), tickMs: 10, onError: (e) => errors.push(e) });
+  history.start();
+  await new Promise((resolve) => setTimeout(resolve, 60));
+  fail = false;
+  await new Promise((resolve) => setTimeout(resolve, 60));
+  history.stop();
+  assert.ok(errors.length >= 2, `${errors.length} errors reported`);
+  assert.equal((errors[0] as Error).message, 'pair table busy');
+  assert.ok(looks > errors.length, 'looked again after the failures');
 });

@@ -21,7 +21,11 @@ for (const t of FUZZ_TARGETS) {
     const details = await fc.check(t.property, {
       seed: SEED, numRuns: Number.MAX_SAFE_INTEGER, interruptAfterTimeLimit: SECONDS * 1000, markInterruptAsFailure: false,
     }) as fc.RunDetails<unknown[]>;
-    if (details.failed) assert.fail(`fuzz target ${t.name} (seed ${SEED}):\n${report(details)}`);
+    // fast-check calls a run interrupted before its first input "failed"; on a loaded machine the
+    // http-server target's first input (which starts the server) can take the whole time limit.
+    // That is no finding: the top-up below runs the inputs.
+    const interruptedEmpty = details.interrupted && details.numRuns === 0;
+    if (details.failed && !interruptedEmpty) assert.fail(`fuzz target ${t.name} (seed ${SEED}):\n${report(details)}`);
     console.log(`fuzz ${t.name}: ${details.numRuns} executions in ${SECONDS} s, seed ${SEED}, no findings`);
     if (details.numRuns < MIN_RUNS) {
       // A time-limited run on a starved machine: top up to a fixed count instead of passing on a handful.

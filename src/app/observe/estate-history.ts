@@ -48,6 +48,8 @@ export interface HistoryOptions {
   readonly ticksPerSample?: number;
   /** Samples kept per object (default 720: an hour at 5 s). */
   readonly samplesKept?: number;
+  /** A look that failed (the sampler never takes the array down; it tries again next tick). */
+  readonly onError?: (error: unknown) => void;
 }
 
 interface PairPoint { t: number; lagSeconds: number; tracksOwed: number; bytesOwed: number }
@@ -93,8 +95,15 @@ export class EstateHistory {
 
   start(): void {
     if (this.timer) return;
-    this.tick(); // the states as the array starts: later changes are compared with these
-    this.timer = setInterval(() => this.tick(), this.tickMs);
+    const look = (): void => {
+      try {
+        this.tick();
+      } catch (error) {
+        this.options.onError?.(error);
+      }
+    };
+    look(); // the states as the array starts: later changes are compared with these
+    this.timer = setInterval(look, this.tickMs);
     this.timer.unref();
   }
 

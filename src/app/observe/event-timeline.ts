@@ -48,6 +48,7 @@ export class EventTimeline {
   private readonly ring: (TimelineEvent | undefined)[];
   private lastSeq = 0;
   private readonly waiters = new Set<() => void>();
+  private closed = false;
 
   constructor(private readonly nowMs: () => number, readonly capacity = DEFAULT_TIMELINE_CAPACITY) {
     if (!(Number.isSafeInteger(capacity) && capacity > 0)) throw new Error(`timeline capacity must be a positive integer, not ${capacity}`);
@@ -88,7 +89,7 @@ export class EventTimeline {
    * dashboard and `events --follow` see changes at once without hammering the API).
    */
   waitAfter(since: number, timeoutMs: number): Promise<void> {
-    if (this.lastSeq !== since || timeoutMs <= 0 || this.waiters.size >= MAX_WAITERS) return Promise.resolve();
+    if (this.closed || this.lastSeq !== since || timeoutMs <= 0 || this.waiters.size >= MAX_WAITERS) return Promise.resolve();
     return new Promise((resolve) => {
       const done = (): void => {
         clearTimeout(timer);
@@ -100,8 +101,9 @@ export class EventTimeline {
     });
   }
 
-  /** Wakes every waiting reader (the API is closing). */
+  /** Wakes every waiting reader and makes later ones answer at once (the API is closing). */
   close(): void {
+    this.closed = true;
     const woken = [...this.waiters];
     this.waiters.clear();
     for (const wake of woken) wake();

@@ -16,13 +16,13 @@ export class LinkRoundTrips {
   private readonly inFlight = new Set<string>();
   private timer: NodeJS.Timeout | undefined;
 
-  constructor(private readonly probe: RttProbe, private readonly intervalMs = 5000) {}
+  constructor(private readonly probe: RttProbe, private readonly intervalMs = 5000, private readonly onError?: (error: unknown) => void) {}
 
   start(): void {
     if (this.timer) return;
-    this.timer = setInterval(() => this.round(), this.intervalMs);
+    this.timer = setInterval(() => this.safeRound(), this.intervalMs);
     this.timer.unref();
-    this.round();
+    this.safeRound();
   }
 
   stop(): void {
@@ -33,6 +33,15 @@ export class LinkRoundTrips {
   /** The last round trip to the peer in milliseconds, or null (link down, no answer, never measured). */
   rttMs(peer: string): number | null {
     return this.latestMs.get(peer) ?? null;
+  }
+
+  /** A failed look at the peer table is no reason to stop measuring, nor to stop the array. */
+  private safeRound(): void {
+    try {
+      this.round();
+    } catch (error) {
+      this.onError?.(error);
+    }
   }
 
   private round(): void {

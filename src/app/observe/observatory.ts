@@ -25,6 +25,8 @@ export interface ObservatoryOptions {
   /** History tick and sample spacing (tests shorten them). */
   readonly tickMs?: number;
   readonly ticksPerSample?: number;
+  /** A sampling error (logged by the daemon; sampling goes on). */
+  readonly onError?: (error: unknown) => void;
 }
 
 export class Observatory {
@@ -71,11 +73,12 @@ export class Observatory {
 
   /** Starts sampling once the array's objects exist. `peers()` of the sources may read `rttMs`. */
   watchEstate(sources: EstateSources, probe: RttProbe): void {
-    this.rtt = new LinkRoundTrips(probe);
+    this.rtt = new LinkRoundTrips(probe, undefined, this.options.onError);
     this.rtt.start();
     this.sources = sources;
     this.history = new EstateHistory(sources, {
       nowMs: this.options.nowMs, timeline: this.timeline,
+      ...(this.options.onError ? { onError: this.options.onError } : {}),
       ...(this.options.tickMs !== undefined ? { tickMs: this.options.tickMs } : {}),
       ...(this.options.ticksPerSample !== undefined ? { ticksPerSample: this.options.ticksPerSample } : {}),
     });
