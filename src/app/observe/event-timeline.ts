@@ -2,6 +2,7 @@
 // going down and up, pair state changes and commands, group evictions and stalls, clone state
 // changes — kept in a bounded ring so the API, `tidemark events` and the dashboard can show what
 // happened without a log pipeline. Nothing here is durable: the log keeps the full record.
+import { StateWaiters } from '../state-waiters.js';
 
 export type EventKind = 'array' | 'link' | 'pair' | 'group' | 'clone';
 export const EVENT_KINDS: readonly EventKind[] = ['array', 'link', 'pair', 'group', 'clone'];
@@ -26,8 +27,6 @@ export interface EventPage {
 }
 
 export const DEFAULT_TIMELINE_CAPACITY = 1000;
-/** Readers waiting at once for a new event; more are answered at once (bounded, like everything). */
-const MAX_WAITERS = 64;
 const MAX_FIELD_CHARS = 500;
 
 /** Field values as JSON primitives, strings capped: an event never carries a buffer or a cycle. */
@@ -47,8 +46,8 @@ function flatten(fields: Record<string, unknown>): Record<string, string | numbe
 export class EventTimeline {
   private readonly ring: (TimelineEvent | undefined)[];
   private lastSeq = 0;
-  private readonly waiters = new Set<() => void>();
-  private closed = false;
+  /** Readers waiting for an event newer than theirs (long polls). */
+  private readonly readers = new StateWaiters();
 
   constructor(private readonly nowMs: () => number, readonly capacity = DEFAULT_TIMELINE_CAPACITY) {
     if (!(Number.isSafeInteger(capacity) && capacity > 0)) throw new Error(`timeline capacity must be a positive integer, not ${capacity}`);
@@ -65,9 +64,7 @@ export class EventTimeline {
       seq: ++this.lastSeq, at: new Date(this.nowMs()).toISOString(), kind, subject, message, fields: flatten(fields),
     };
     this.ring[event.seq % this.capacity] = event;
-    const woken = [...this.waiters];
-    this.waiters.clear();
-    for (const wake of woken) wake();
+    this.readers.notify();
     return event;
   }
 
@@ -89,23 +86,11 @@ export class EventTimeline {
    * dashboard and `events --follow` see changes at once without hammering the API).
    */
   waitAfter(since: number, timeoutMs: number): Promise<void> {
-    if (this.closed || this.lastSeq !== since || timeoutMs <= 0 || this.waiters.size >= MAX_WAITERS) return Promise.resolve();
-    return new Promise((resolve) => {
-      const done = (): void => {
-        clearTimeout(timer);
-        this.waiters.delete(done);
-        resolve();
-      };
-      const timer = setTimeout(done, timeoutMs);
-      this.waiters.add(done);
-    });
+    return this.readers.until(() => this.lastSeq !== since, timeoutMs);
   }
 
   /** Wakes every waiting reader and makes later ones answer at once (the API is closing). */
   close(): void {
-    this.closed = true;
-    const woken = [...this.waiters];
-    this.waiters.clear();
-    for (const wake of woken) wake();
+    this.readers.releaseAll();
   }
 }
