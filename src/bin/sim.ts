@@ -1,4 +1,4 @@
-// The seed runner: `npm run sim -- [--suite volume|pair|cycles|link] --seeds N [--start K] [--seed S] [--verbose] [--trace]`.
+// The seed runner: `npm run sim -- [--suite volume|pair|cycles|link|route] --seeds N [--start K] [--seed S] [--verbose] [--trace]`.
 // Runs the volume (default), remote-pair, async-cycles/consistency-group or link simulation for each seed, prints every failure with a command that reproduces
 // it, then a summary line. Exits 1 when any seed fails.
 import { performance } from 'node:perf_hooks';
@@ -7,6 +7,7 @@ import { reproduceCommand, runSeeds, seedRange } from '../sim/seed-runner.js';
 import { describeConfig } from '../sim/volume/config.js';
 import { describePairConfig, runPairSeed } from '../sim/pair/pair-sim.js';
 import { describeCyclesConfig, runCyclesSeed } from '../sim/cycles/cycles-sim.js';
+import { runRouteSeed } from '../sim/route-sim.js';
 import { runLinkSeed } from '../sim/link-sim.js';
 
 function parseSeed(text: string, what: string): number {
@@ -27,7 +28,7 @@ async function main(): Promise<number> {
     },
     strict: true,
   });
-  if (!['volume', 'pair', 'cycles', 'link'].includes(values.suite)) throw new Error('--suite must be volume, pair, cycles or link');
+  if (!['volume', 'pair', 'cycles', 'link', 'route'].includes(values.suite)) throw new Error('--suite must be volume, pair, cycles, link or route');
   let seeds: Iterable<number>;
   if (values.seed !== undefined) {
     seeds = [parseSeed(values.seed, '--seed')];
@@ -41,6 +42,7 @@ async function main(): Promise<number> {
   if (values.suite === 'pair') return runSuite(PAIR_SUITE, seeds, single, values.verbose === true, values.trace === true);
   if (values.suite === 'cycles') return runSuite(CYCLES_SUITE, seeds, single, values.verbose === true, values.trace === true);
   if (values.suite === 'link') return runSuite(LINK_SUITE, seeds, single, values.verbose === true, false);
+  if (values.suite === 'route') return runSuite(ROUTE_SUITE, seeds, single, values.verbose === true, false);
   const summary = await runSeeds(seeds, {
     now: () => performance.now(),
     ...(values.trace ? { trace: (line: string) => console.log(line) } : {}),
@@ -92,6 +94,13 @@ const LINK_SUITE: SeedSuite<Awaited<ReturnType<typeof runLinkSeed>>> = {
   run: (seed) => runLinkSeed(seed),
   config: (r) => `${r.streams} stream(s)`,
   passed: (r) => `${r.delivered}/${r.sent} messages delivered, ${r.cuts} cuts, ${r.corruptedChunks} corrupted chunks, ${r.retransmits} retransmits, ${r.resets} resets, ${r.restarts} restarts`,
+};
+
+const ROUTE_SUITE: SeedSuite<Awaited<ReturnType<typeof runRouteSeed>>> = {
+  name: 'route',
+  run: (seed) => runRouteSeed(seed),
+  config: (r) => `${r.arrays} arrays`,
+  passed: (r) => `${r.routes} routes: ${r.answered} answered, ${r.refused} refused, ${r.linkDown} link down (${r.ranLate} ran after their origin gave up), ${r.cuts} cuts`,
 };
 
 async function runSuite<R extends { readonly ok: boolean; readonly failure?: string }>(
