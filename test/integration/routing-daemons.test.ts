@@ -36,6 +36,12 @@ test('one hop and two hops answer exactly what the far array answers directly (a
 
   assert.equal(JSON.parse(await via('bravo', 'array', 'show')).name, 'bravo');
   assert.equal(JSON.parse(await via('bravo,charlie', 'array', 'show')).name, 'charlie');
+  // TIDEMARK_VIA does what --via does; --via wins over it.
+  const env = { ...process.env, TIDEMARK_VIA: 'bravo,charlie' };
+  const fromEnv = await runCommand(tidemarkBin, [...alpha.cliArgs, '--json', 'array', 'show'], 60_000, env);
+  assert.equal(JSON.parse(fromEnv.stdout).name, 'charlie', fromEnv.stderr);
+  const overridden = await runCommand(tidemarkBin, [...alpha.cliArgs, '--json', '--via', 'bravo', 'array', 'show'], 60_000, env);
+  assert.equal(JSON.parse(overridden.stdout).name, 'bravo', overridden.stderr);
 
   // A mutation two hops away, then its result read directly and through the route.
   const created = await via('bravo,charlie', 'volume', 'create', 'far', '--size', '4M');
