@@ -270,6 +270,8 @@ export async function startArray(options: DaemonOptions): Promise<RunningArray> 
       replyBufferCapBytes: options.nbdReplyBufferBytes,
     });
     metrics.registerNbd(nbd.budget);
+    const relayLinks = links;
+    metrics.registerRelay(() => relayLinks.tunnels.stats());
     const svc = service;
     const nbdServer = nbd;
     let apiAddress: HostPort = options.api;
