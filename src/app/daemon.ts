@@ -34,6 +34,7 @@ import { groupBackend } from './group/group-backend.js';
 import { CommandRouter } from './routing/command-router.js';
 import type { RoutingBackend } from '../adapters/http/routing-routes.js';
 import { Observatory } from './observe/observatory.js';
+import type { RoutedCommandPolicy } from '../core/routing/route-decision.js';
 
 export interface HostPort {
   readonly host: string;
@@ -62,6 +63,8 @@ export interface DaemonOptions {
   readonly link?: HostPort | undefined;
   /** Parallel TCP connections per peer link. */
   readonly linkStreams?: number;
+  /** What commands routed here from peers may do (default allow). */
+  readonly routedCommands?: RoutedCommandPolicy | undefined;
   readonly alExtents: number;
   readonly version: string;
   readonly logger: Logger;
@@ -302,6 +305,8 @@ export async function startArray(options: DaemonOptions): Promise<RunningArray> 
     });
     metrics.registerNbd(nbd.budget);
     registerJournalMetrics(metrics.registry, () => service?.journals.list() ?? []);
+    const relayLinks = links;
+    metrics.registerRelay(() => relayLinks.tunnels.stats());
     const svc = service;
     const nbdServer = nbd;
     let apiAddress: HostPort = options.api;
@@ -313,6 +318,7 @@ export async function startArray(options: DaemonOptions): Promise<RunningArray> 
       selfName: options.name,
       rpc: svc.rpc,
       isPeer: (name) => svc.peers.find(name) !== undefined,
+      policy: options.routedCommands ?? 'allow',
       execute: (request) => {
         const apiForRoutes = routed.api;
         if (!apiForRoutes) throw new TidemarkError(ErrorCode.Unavailable, `${options.name} is still starting`);

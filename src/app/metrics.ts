@@ -132,6 +132,18 @@ export class ArrayMetrics {
     });
   }
 
+  /** Relay tunnels (docs/design/routing-and-relay.md): what this array carries for its peers. */
+  registerRelay(stats: () => { readonly ends: number; readonly relayed: number; readonly relayedBytes: number }): void {
+    const registers = [this.registry];
+    new Gauge({ name: 'tidemark_relay_tunnels', help: 'Tunnels this array relays between two of its peers now.', registers, collect() { this.set(stats().relayed); } });
+    new Gauge({ name: 'tidemark_relay_tunnel_ends', help: 'Link connections to relayed peers this array holds now (dialled or accepted through a relay).', registers,
+      collect() { this.set(stats().ends); } });
+    new Counter({
+      name: 'tidemark_relay_bytes_total', help: 'Bytes this array passed on as a relay (sealed frames of other arrays\' links) since it started.', registers,
+      collect() { this.reset(); this.inc(stats().relayedBytes); },
+    });
+  }
+
   /** Consistency groups this array coordinates. */
   private registerGroups(registers: Registry[], groupStats: () => readonly GroupStats[]): void {
     const groupGauge = (name: string, help: string, value: (g: GroupStats) => number): void => {

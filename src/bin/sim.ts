@@ -1,12 +1,13 @@
-// The seed runner: `npm run sim -- [--suite volume|pair|cycles|link|journal|cascade|migration] --seeds N [--start K] [--seed S] [--verbose] [--trace]`.
-// Runs the volume (default), remote-pair, async-cycles/consistency-group or link simulation for each seed, prints every failure with a command that reproduces
-// it, then a summary line. Exits 1 when any seed fails.
+// The seed runner: `npm run sim -- [--suite NAME] --seeds N [--start K] [--seed S] [--verbose] [--trace]`.
+// Runs one suite's simulation for each seed — volume (default) or one of SUITES below — prints every
+// failure with a command that reproduces it, then a summary line. Exits 1 when any seed fails.
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { reproduceCommand, runSeeds, seedRange } from '../sim/seed-runner.js';
 import { describeConfig } from '../sim/volume/config.js';
 import { describePairConfig, runPairSeed } from '../sim/pair/pair-sim.js';
 import { describeCyclesConfig, runCyclesSeed } from '../sim/cycles/cycles-sim.js';
+import { runRouteSeed } from '../sim/route-sim.js';
 import { runLinkSeed } from '../sim/link-sim.js';
 import { describeJournalConfig, runJournalSeed } from '../sim/journal/journal-sim.js';
 import { describeCascadeConfig, runCascadeSeed } from '../sim/cascade/cascade-sim.js';
@@ -30,9 +31,8 @@ async function main(): Promise<number> {
     },
     strict: true,
   });
-  if (!['volume', 'pair', 'cycles', 'link', 'journal', 'cascade', 'migration'].includes(values.suite)) {
-    throw new Error('--suite must be volume, pair, cycles, link, journal, cascade or migration');
-  }
+  const other = SUITES[values.suite];
+  if (values.suite !== 'volume' && other === undefined) throw new Error(`--suite must be one of volume, ${Object.keys(SUITES).join(', ')}`);
   let seeds: Iterable<number>;
   if (values.seed !== undefined) {
     seeds = [parseSeed(values.seed, '--seed')];
@@ -43,12 +43,7 @@ async function main(): Promise<number> {
     seeds = seedRange(start, count);
   }
   const single = values.seed !== undefined;
-  if (values.suite === 'pair') return runSuite(PAIR_SUITE, seeds, single, values.verbose === true, values.trace === true);
-  if (values.suite === 'cycles') return runSuite(CYCLES_SUITE, seeds, single, values.verbose === true, values.trace === true);
-  if (values.suite === 'journal') return runSuite(JOURNAL_SUITE, seeds, single, values.verbose === true, values.trace === true);
-  if (values.suite === 'link') return runSuite(LINK_SUITE, seeds, single, values.verbose === true, false);
-  if (values.suite === 'cascade') return runSuite(CASCADE_SUITE, seeds, single, values.verbose === true, values.trace === true);
-  if (values.suite === 'migration') return runSuite(MIGRATION_SUITE, seeds, single, values.verbose === true, values.trace === true);
+  if (other) return other(seeds, single, values.verbose === true, values.trace === true);
   const summary = await runSeeds(seeds, {
     now: () => performance.now(),
     ...(values.trace ? { trace: (line: string) => console.log(line) } : {}),
@@ -126,6 +121,13 @@ const MIGRATION_SUITE: SeedSuite<Awaited<ReturnType<typeof runMigrationSeed>>> =
     `${r.virtualMs.toFixed(1)} virtual ms`,
 };
 
+const ROUTE_SUITE: SeedSuite<Awaited<ReturnType<typeof runRouteSeed>>> = {
+  name: 'route',
+  run: (seed) => runRouteSeed(seed),
+  config: (r) => `${r.arrays} arrays`,
+  passed: (r) => `${r.routes} routes: ${r.answered} answered, ${r.refused} refused, ${r.linkDown} link down (${r.ranLate} ran after their origin gave up), ${r.cuts} cuts`,
+};
+
 async function runSuite<R extends { readonly ok: boolean; readonly failure?: string }>(
   suite: SeedSuite<R>, seeds: Iterable<number>, single: boolean, verbose: boolean, trace: boolean,
 ): Promise<number> {
@@ -149,6 +151,21 @@ async function runSuite<R extends { readonly ok: boolean; readonly failure?: str
     (failed.length > 0 ? `; failing seeds: ${failed.join(' ')}` : ''));
   return failed.length === 0 ? 0 : 1;
 }
+
+type SuiteRun = (seeds: Iterable<number>, single: boolean, verbose: boolean, trace: boolean) => Promise<number>;
+const suiteRun = <R extends { readonly ok: boolean; readonly failure?: string }>(suite: SeedSuite<R>): SuiteRun =>
+  (seeds, single, verbose, trace) => runSuite(suite, seeds, single, verbose, trace);
+
+/** Every suite beyond the volume one, by `--suite` name: a new suite is one more entry. */
+const SUITES: Readonly<Record<string, SuiteRun | undefined>> = {
+  pair: suiteRun(PAIR_SUITE),
+  cycles: suiteRun(CYCLES_SUITE),
+  link: suiteRun(LINK_SUITE),
+  journal: suiteRun(JOURNAL_SUITE),
+  cascade: suiteRun(CASCADE_SUITE),
+  migration: suiteRun(MIGRATION_SUITE),
+  route: suiteRun(ROUTE_SUITE),
+};
 
 main().then((code) => { process.exitCode = code; }, (error: unknown) => {
   console.error(error instanceof Error ? error.message : error);

@@ -7,6 +7,7 @@ import { invalidArgument } from '../core/errors.js';
 import { maxExtentsPerSlot, DEFAULT_ACTIVITY_LOG } from '../core/bitmap/activity-log.js';
 import type { NbdTlsMode } from '../core/nbd/connection.js';
 import { parseSize } from './sizes.js';
+import { ROUTED_COMMAND_POLICIES, type RoutedCommandPolicy } from '../core/routing/route-decision.js';
 
 const NBD_TLS_MODES: readonly NbdTlsMode[] = ['off', 'optional', 'require'];
 
@@ -29,7 +30,7 @@ function parseHostName(text: string): string {
 }
 
 interface StartOptions {
-  data: string; name?: string; api: string; apiHost: string[]; tlsCert?: string; tlsKey?: string; tlsCa?: string; nbdTls: string; nbdIdleTimeout?: string; nbdReplyBuffer: string; nbd: string; nbdSocket?: string; noNbdTcp?: boolean; link?: string; linkStreams: string; alExtents: string;
+  data: string; name?: string; api: string; apiHost: string[]; tlsCert?: string; tlsKey?: string; tlsCa?: string; nbdTls: string; nbdIdleTimeout?: string; nbdReplyBuffer: string; nbd: string; nbdSocket?: string; noNbdTcp?: boolean; link?: string; linkStreams: string; alExtents: string; routedCommands: string;
 }
 
 type Run = (client: ApiClient, globals: GlobalOptions) => Promise<void>;
@@ -71,6 +72,8 @@ Every API request except GET /metrics needs the header "Authorization: Bearer TO
       'requests and new connections are refused', '256MiB')
     .option('--link <host:port>', 'replication link listener for peer arrays (default: none; needed on both arrays of a pair)')
     .option('--link-streams <n>', 'parallel TCP connections per peer link (1-16; packets are spread over them and reassembled in order)', '1')
+    .option('--routed-commands <policy>', 'what commands peers route to this array (--via) may do: allow (what the API token ' +
+      'allows), read-only (GET only) or refuse; passing routes on to peers is not affected', 'allow')
     .option('--al-extents <n>', 'activity-log size: hot 4 MiB extents before bitmaps are persisted (16-1000)', '1000')
     .action(async (opts: StartOptions) => {
       const alExtents = Number(opts.alExtents);
@@ -118,6 +121,9 @@ Every API request except GET /metrics needs the header "Authorization: Bearer TO
         if (idleSeconds !== undefined && !(Number.isFinite(idleSeconds) && idleSeconds > 0 && idleSeconds <= 86_400)) {
           throw invalidArgument('--nbd-idle-timeout must be a number of seconds from 0 (exclusive) to 86400');
         }
+        if (!(ROUTED_COMMAND_POLICIES as readonly string[]).includes(opts.routedCommands)) {
+          throw invalidArgument(`--routed-commands must be one of ${ROUTED_COMMAND_POLICIES.join(', ')}`);
+        }
         const replyBuffer = parseSize(opts.nbdReplyBuffer);
         if (replyBuffer < 1024 * 1024) throw invalidArgument('--nbd-reply-buffer must be at least 1MiB');
         const name = opts.name ?? (opts.data.replace(/\/+$/, '').split('/').pop() || 'array');
@@ -125,7 +131,8 @@ Every API request except GET /metrics needs the header "Authorization: Bearer TO
           dataDir: opts.data, name, api: parseHostPort(opts.api, 'API'), apiHosts: opts.apiHost.map(parseHostName),
           apiTls: opts.tlsCert !== undefined && opts.tlsKey !== undefined ? { certFile: opts.tlsCert, keyFile: opts.tlsKey } : undefined, nbd: parseHostPort(opts.nbd, 'NBD'),
           nbdSocket: opts.nbdSocket, nbdTls: opts.nbdTls as NbdTlsMode, tlsCaFile: opts.tlsCa,
-          nbdIdleTimeoutMs: idleSeconds === undefined ? undefined : idleSeconds * 1000, nbdReplyBufferBytes: replyBuffer, link: opts.link ? parseHostPort(opts.link, 'link') : undefined, linkStreams, alExtents, version, logger: logger.child({ array: name }),
+          nbdIdleTimeoutMs: idleSeconds === undefined ? undefined : idleSeconds * 1000, nbdReplyBufferBytes: replyBuffer, link: opts.link ? parseHostPort(opts.link, 'link') : undefined, linkStreams, alExtents,
+          routedCommands: opts.routedCommands as RoutedCommandPolicy, version, logger: logger.child({ array: name }),
         });
         logger.info({
           api: hostPort(running.api), apiTls: running.apiTls, nbdTls: running.nbdTls, nbd: running.nbd ? hostPort(running.nbd) : null, nbdSocket: running.nbdSocket ?? null,

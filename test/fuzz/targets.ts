@@ -25,6 +25,7 @@ import {
   decodeMessage, encodeMessage, MAX_SEGMENTS, peekRequestId, type PeerMessage, type Segment,
 } from '../../src/core/replication/peer-messages.js';
 import { decodeReply, decodeRequest as decodePeerRequest, PEER_OPS } from '../../src/core/replication/peer-protocol.js';
+import { decodeTunnelMessage, encodeTunnelMessage, TunnelKind, TUNNEL_WINDOW_BYTES, type TunnelMessage } from '../../src/core/link/tunnel-codec.js';
 import { API_ROUTES } from '../../src/adapters/http/all-routes.js';
 import { checkAccess, type ApiAccessPolicy } from '../../src/adapters/http/api-access.js';
 import { compileValidator, type RequestPart, type Validator } from '../../src/adapters/http/validation.js';
@@ -582,6 +583,40 @@ const peerMessageTarget = target(
   },
 );
 
+// ---- link: relay tunnel messages ----
+
+const tunnelName = fc.constantFrom('alpha', 'mid', 'c', 'a'.repeat(64), 'x.y-z_1');
+const tunnelArb: fc.Arbitrary<TunnelMessage> = fc.tuple(u32, fc.boolean()).chain(([id, theirs]) => fc.oneof(
+  tunnelName.map((name): TunnelMessage => ({ kind: TunnelKind.OpenVia, id, theirs, name })),
+  tunnelName.map((name): TunnelMessage => ({ kind: TunnelKind.OpenFrom, id, theirs, name })),
+  fc.constant<TunnelMessage>({ kind: TunnelKind.Opened, id, theirs }),
+  fc.uint8Array({ minLength: 1, maxLength: 300 }).map((data): TunnelMessage => ({ kind: TunnelKind.Data, id, theirs, data })),
+  fc.integer({ min: 1, max: TUNNEL_WINDOW_BYTES }).map((bytes): TunnelMessage => ({ kind: TunnelKind.Credit, id, theirs, bytes })),
+  fc.string({ maxLength: 40 }).map((reason): TunnelMessage => ({ kind: TunnelKind.Close, id, theirs, reason })),
+));
+const plainTunnel = (m: TunnelMessage): unknown => ('data' in m ? { ...m, data: Array.from(m.data) } : m);
+
+const tunnelTarget = target(
+  'tunnel-codec',
+  'relay tunnel messages: round trips; damaged and random bytes decode to a valid message or a reason, never a throw',
+  fc.tuple(tunnelArb, damage, fc.uint8Array({ maxLength: 60 })),
+  ([message, d, noise]) => {
+    const bytes = encodeTunnelMessage(message);
+    const back = decodeTunnelMessage(bytes);
+    assert.ok(back.ok, 'a valid message decodes');
+    assert.deepEqual(plainTunnel(back.message), plainTunnel(message));
+    for (const input of [applyDamage(bytes, d), noise, Uint8Array.of(2, ...noise)]) {
+      const r = decodeTunnelMessage(input);
+      if (!r.ok) {
+        assert.ok(r.reason.length > 0);
+        continue;
+      }
+      // What decodes is in bounds and re-encodes to the bytes it came from.
+      assert.deepEqual(Array.from(encodeTunnelMessage(r.message)), Array.from(input));
+    }
+  },
+);
+
 // ---- replication: peer protocol schemas ----
 
 const FIELD_VALUES = fc.oneof(
@@ -767,5 +802,5 @@ const httpServerTarget: FuzzTarget = {
 
 export const FUZZ_TARGETS: readonly FuzzTarget[] = [
   optionPayloadTarget, requestTarget, connectionTarget, frameTarget, handshakeTarget, peerMessageTarget, peerProtocolTarget,
-  httpSchemaTarget, accessTarget, httpServerTarget,
+  httpSchemaTarget, accessTarget, httpServerTarget, tunnelTarget,
 ];

@@ -186,6 +186,19 @@ test('losing the relay takes the relayed link down; it comes back with the relay
   }
 });
 
+test('the relay refuses a tunnel to an array that is not its direct peer, and says why', { timeout: 30_000 }, async () => {
+  const t = await startTrio();
+  try {
+    await waitFor('up', () => t.alpha.isUp('charlie'));
+    t.alpha.addPeer({ name: 'delta', address: relayAddress('mid'), secret: SECRET_AC });
+    await waitFor('refused by mid', () => /relay has no direct peer named delta/.test(t.alpha.peer('delta')!.lastError ?? ''));
+    assert.notEqual(t.alpha.peer('delta')!.state, 'up');
+    assert.ok(t.alpha.isUp('charlie'), 'the other tunnel is untouched');
+  } finally {
+    await t.close();
+  }
+});
+
 test('a relayed peer needs its relay to be a direct peer, and a network that carries tunnels', { timeout: 30_000 }, async () => {
   const plain = await LinkNetwork.start({ arrayName: 'plain' });
   const n = await LinkNetwork.start({ arrayName: 'solo', ...common });

@@ -114,6 +114,11 @@ test('a pair through a relay: synchronized, equal images, the relay stores nothi
     assert.ok(!bytes.includes(PATTERN), `${file} holds none of the host's data`);
   }
   assert.equal((await readdir(join(mid.dataDir, 'volumes'))).length, 0, 'no volume file on the relay');
+  const metrics = await (await fetch(`${mid.apiUrl}/metrics`)).text();
+  assert.match(metrics, /tidemark_relay_tunnels 1\n/, 'mid relays one tunnel');
+  const relayed = Number(/tidemark_relay_bytes_total (\d+)/.exec(metrics)?.[1]);
+  assert.ok(relayed > VOLUME_BYTES, `mid passed on the establish (${relayed} bytes)`);
+  assert.match(await (await fetch(`${alpha.apiUrl}/metrics`)).text(), /tidemark_relay_tunnel_ends 1\n/);
 
   // The relay dies: the link alpha–charlie has nothing to run on.
   const midDir = mid.dataDir;

@@ -36,6 +36,12 @@ test('one hop and two hops answer exactly what the far array answers directly (a
 
   assert.equal(JSON.parse(await via('bravo', 'array', 'show')).name, 'bravo');
   assert.equal(JSON.parse(await via('bravo,charlie', 'array', 'show')).name, 'charlie');
+  // TIDEMARK_VIA does what --via does; --via wins over it.
+  const env = { ...process.env, TIDEMARK_VIA: 'bravo,charlie' };
+  const fromEnv = await runCommand(tidemarkBin, [...alpha.cliArgs, '--json', 'array', 'show'], 60_000, env);
+  assert.equal(JSON.parse(fromEnv.stdout).name, 'charlie', fromEnv.stderr);
+  const overridden = await runCommand(tidemarkBin, [...alpha.cliArgs, '--json', '--via', 'bravo', 'array', 'show'], 60_000, env);
+  assert.equal(JSON.parse(overridden.stdout).name, 'bravo', overridden.stderr);
 
   // A mutation two hops away, then its result read directly and through the route.
   const created = await via('bravo,charlie', 'volume', 'create', 'far', '--size', '4M');
@@ -157,8 +163,16 @@ test('a hop whose link is down fails with TM_ERR_LINK_DOWN naming it; the route 
   assert.notEqual(down.code, 0);
   assert.match(down.stderr, /charlie/);
   assert.match(down.stderr, /TM_ERR_LINK_DOWN/);
-  charlie = await fixture.start(charlieDir, ['--name', 'charlie', '--link', charlie.linkAddress!]);
+  // Back, this time reading only for routed commands.
+  charlie = await fixture.start(charlieDir, ['--name', 'charlie', '--link', charlie.linkAddress!, '--routed-commands', 'read-only']);
   const { waitFor } = await import('../helpers/daemon.js');
   await waitFor('route to charlie', async () => (await attempt(alpha, '--json', '--via', 'bravo,charlie', 'array', 'show')).code === 0, 30_000);
   assert.equal(JSON.parse(await via('bravo,charlie', 'array', 'show')).name, 'charlie');
+  const refused = await attempt(alpha, '--via', 'bravo,charlie', 'volume', 'create', 'not-here', '--size', '1M');
+  assert.notEqual(refused.code, 0);
+  assert.match(refused.stderr, /charlie accepts only reading routed commands \(GET\), not POST/);
+  assert.match(refused.stderr, /TM_ERR_FORBIDDEN/);
+  assert.ok(!(await cli(charlie, 'volume', 'list')).includes('not-here'), 'nothing created');
+  // Its own operator still does everything directly.
+  await cli(charlie, 'volume', 'create', 'here', '--size', '1M');
 });

@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  checkForwarded, checkRoutedPath, decideRoute, HOP_MARGIN_MS, MAX_ROUTE_HOPS, parseVia, type RouteState,
+  checkForwarded, checkRoutedPath, checkRoutedPolicy, decideRoute, HOP_MARGIN_MS, MAX_ROUTE_HOPS, parseVia, type RouteState,
 } from '../../src/core/routing/route-decision.js';
 import { ErrorCode, TidemarkError, isTidemarkError } from '../../src/core/errors.js';
 import { inProcessLinks } from '../../src/sim/sim-links.js';
@@ -72,6 +72,15 @@ test('checkForwarded: the sender must be the last array of the trail it sends; n
   assert.equal(checkRoutedPath('/v1/volumes?x=1'), undefined);
   assert.equal(checkRoutedPath('/v1/via/north/v1/volumes')!.code, ErrorCode.RouteRefused);
   assert.equal(checkRoutedPath('v1/volumes')!.code, ErrorCode.InvalidArgument);
+});
+
+test('checkRoutedPolicy: allow lets everything through, read-only GETs only, refuse nothing; each refusal names the array', () => {
+  for (const method of ['GET', 'POST', 'PUT', 'DELETE']) assert.equal(checkRoutedPolicy('allow', 'north', method, ['east']), undefined);
+  assert.equal(checkRoutedPolicy('read-only', 'north', 'GET', ['east']), undefined);
+  const post = checkRoutedPolicy('read-only', 'north', 'POST', ['east'])!;
+  assert.equal(post.code, ErrorCode.Forbidden);
+  assert.match(post.message, /north accepts only reading routed commands \(GET\), not POST/);
+  assert.match(checkRoutedPolicy('refuse', 'north', 'GET', ['east'])!.message, /north refuses routed commands/);
 });
 
 // ---- the router over in-process links ----

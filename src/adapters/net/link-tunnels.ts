@@ -194,7 +194,10 @@ export class LinkTunnels {
     if (this.ends.has(keyOf(leg)) || this.relays.has(keyOf(leg))) return this.closeLeg(leg, 'tunnel id in use', false);
     if (this.countFor(leg.neighbour) >= MAX_TUNNELS_PER_NEIGHBOUR) return this.closeLeg(leg, `too many tunnels through ${leg.neighbour}`, false);
     // Who is really at the other end is for the link handshake to prove (the A–C secret), not for the relay to say.
-    const socket = new TunnelSocket(this, leg, `${relayAddress(leg.neighbour)}/${origin}`, true);
+    // Its source is the relay, whatever origin it claims: the endpoint's bound on unauthenticated
+    // connections per source then holds a relay to 8 pending handshakes, not 8 per invented name.
+    const socket = new TunnelSocket(this, leg, relayAddress(leg.neighbour), true);
+    this.host.log('info', 'relayed link connection arriving', { relay: leg.neighbour, from: origin });
     this.ends.set(keyOf(leg), socket);
     this.sendOn(leg, { kind: TunnelKind.Opened, ...wire(leg) });
     this.host.accept(socket);

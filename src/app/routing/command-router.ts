@@ -9,7 +9,9 @@
 import { ErrorCode, TidemarkError } from '../../core/errors.js';
 import type { Segment } from '../../core/replication/peer-messages.js';
 import type { RequestOf } from '../../core/replication/peer-protocol.js';
-import { checkForwarded, checkRoutedPath, decideRoute, type RouteState } from '../../core/routing/route-decision.js';
+import {
+  checkForwarded, checkRoutedPath, checkRoutedPolicy, decideRoute, type RoutedCommandPolicy, type RouteState,
+} from '../../core/routing/route-decision.js';
 import type { RoutedAnswer, RoutedMethod, RoutingBackend } from '../../adapters/http/routing-routes.js';
 import type { PeerRpc } from '../replication/peer-rpc.js';
 
@@ -38,6 +40,8 @@ export interface CommandRouterDeps {
   readonly rpc: PeerRpc;
   /** A configured peer of this array (its link may be down). */
   isPeer(name: string): boolean;
+  /** What routed commands may do here (default: what this array's admin token may). */
+  readonly policy?: RoutedCommandPolicy;
   /** Runs a request against this array's own API (bound once the API server is up). */
   execute(request: LocalRequest): Promise<LocalAnswer>;
   log(level: 'info' | 'warn', message: string, fields: Record<string, unknown>): void;
@@ -80,6 +84,11 @@ export class CommandRouter implements RoutingBackend {
         this.deps.log('warn', 'routed request refused', { trail: state.trail, hops: state.hops, method: request.method, path: pathOnly(request.path), code: decision.error.code });
         throw decision.error;
       case 'execute': {
+        const refused = checkRoutedPolicy(this.deps.policy ?? 'allow', selfName, request.method, state.trail);
+        if (refused) {
+          this.deps.log('warn', 'routed request refused', { trail: state.trail, method: request.method, path: pathOnly(request.path), code: refused.code });
+          throw refused;
+        }
         const answer = await this.deps.execute(request);
         // The origin's operator acted here through their own array: the audit trail names the way.
         this.deps.log('info', 'routed request executed', { trail: state.trail, method: request.method, path: pathOnly(request.path), status: answer.status });

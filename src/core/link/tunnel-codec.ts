@@ -68,7 +68,16 @@ export function encodeTunnelMessage(m: TunnelMessage): Uint8Array {
     case TunnelKind.Opened: body = new Uint8Array(0); break;
     case TunnelKind.Data: body = m.data; break;
     case TunnelKind.Credit: body = new Uint8Array(4); new DataView(body.buffer).setUint32(0, m.bytes); break;
-    case TunnelKind.Close: body = enc.encode(m.reason).subarray(0, MAX_REASON_BYTES); break;
+    case TunnelKind.Close: {
+      body = enc.encode(m.reason);
+      if (body.length > MAX_REASON_BYTES) {
+        // Cut at a character boundary: a reason must stay UTF-8 (a continuation byte is 10xxxxxx).
+        let end = MAX_REASON_BYTES;
+        while (end > 0 && (body[end]! & 0xc0) === 0x80) end--;
+        body = body.subarray(0, end);
+      }
+      break;
+    }
   }
   const out = new Uint8Array(HEADER_BYTES + body.length);
   const view = new DataView(out.buffer);
@@ -123,7 +132,7 @@ export function decodeTunnelMessage(bytes: Uint8Array): DecodedTunnel {
       try {
         reason = dec.decode(body);
       } catch {
-        reason = 'closed';
+        return bad('tunnel CLOSE reason is not UTF-8');
       }
       return { ok: true, message: { kind, id, theirs, reason } };
     }

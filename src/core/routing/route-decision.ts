@@ -115,3 +115,18 @@ export function checkRoutedPath(path: string): TidemarkError | undefined {
   }
   return undefined;
 }
+
+/**
+ * What an array lets routed commands do when it is the one to run them (`array start
+ * --routed-commands`): everything its own admin token could (the default: peers trust each other),
+ * reading only, or nothing. Passing requests on to its peers is not affected.
+ */
+export const ROUTED_COMMAND_POLICIES = ['allow', 'read-only', 'refuse'] as const;
+export type RoutedCommandPolicy = (typeof ROUTED_COMMAND_POLICIES)[number];
+
+export function checkRoutedPolicy(policy: RoutedCommandPolicy, self: string, method: string, trail: readonly string[]): TidemarkError | undefined {
+  if (policy === 'allow' || (policy === 'read-only' && method === 'GET')) return undefined;
+  const what = policy === 'refuse' ? 'refuses routed commands' : `accepts only reading routed commands (GET), not ${method}`;
+  return new TidemarkError(ErrorCode.Forbidden, `${self} ${what} (array start --routed-commands ${policy}); run the command on ${self} directly`,
+    { at: self, trail: [...trail] });
+}
