@@ -110,7 +110,7 @@ export class CascadeManager {
       throw invalidArgument(`${volume} is fed by pair ${upstream.name} in ${upstream.mode} mode; a cascade needs a sync or semisync source ` +
         '(its R2 is in write order between resyncs)', { pair: upstream.name, mode: upstream.mode });
     }
-    const record = newCascadeRecord({ name, volume, clone, peer, remoteVolume, remoteClone, everyMs, createdAtMs: this.host.nowMs() });
+    const record = newCascadeRecord({ name, volume, clone, peer, remoteVolume, remoteClone, everyMs, createdAtMs: Math.floor(this.host.nowMs()) });
     await this.persist(record);
     this.sessions.set(name, { machine: new CascadeMachine(record), running: false, closed: [] });
     this.host.onEvent('cascade created', { cascade: name, volume, clone, peer, remoteVolume, remoteClone, everyMs });
@@ -285,7 +285,17 @@ export class CascadeManager {
             volume: r.clone, name: r.name, peer: r.peer, remoteVolume: r.remoteVolume, mode: 'adaptive', onLinkFailure: 'continue', protectWith: r.remoteClone,
           });
         } else if (pairs.status(r.name).intent === 'suspended') {
-          await pairs.command(r.name, 'resume');
+          try {
+            await pairs.command(r.name, 'resume');
+          } catch (error) {
+            // CRVOL has no hosts (write-disabled while the pair exists), but after a kill -9 of the far
+            // array its activity log marks hot tracks as written there: resume refuses them as R2's own
+            // changes. R1's image is the one that must win, so establish: those tracks are compared
+            // by digest and only differing records travel.
+            if (!isTidemarkError(error, ErrorCode.PairDiverged)) throw error;
+            this.host.onEvent('cascade: the far replica reports own changes after a restart; establishing from the clone', { cascade: r.name });
+            await pairs.command(r.name, 'establish');
+          }
         }
         return;
       case 'refresh-remote': {
