@@ -263,6 +263,7 @@ export async function startArray(options: DaemonOptions): Promise<RunningArray> 
       replyBufferCapBytes: options.nbdReplyBufferBytes,
     });
     metrics.registerNbd(nbd.budget);
+    metrics.registerCascades(() => service?.cascades.records() ?? []);
     const svc = service;
     const nbdServer = nbd;
     let apiAddress: HostPort = options.api;

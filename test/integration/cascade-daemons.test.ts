@@ -152,6 +152,11 @@ test('cascade A→B (sync) →C every 1 s: dependent writes over NBD, A killed m
     assert.ok(atC >= total && atC <= total + 1, `C holds writes 0..${atC - 1}; the host had ${total} acknowledged`);
     assert.ok(atC > during, 'C moved on during the load');
     const view = await cascade(b, 'far');
+    const metrics = (await api<string>(b, 'GET', '/metrics')).body;
+    const cycles = /^tidemark_cascade_cycles\{cascade="far",peer="c"\} (\d+)$/m.exec(metrics);
+    assert.ok(cycles && Number(cycles[1]) >= view.cycles - 1, 'the cycles are in /metrics');
+    const age = /^tidemark_cascade_consistent_age_seconds\{cascade="far",peer="c"\} ([\d.e+-]+)$/m.exec(metrics);
+    assert.ok(age && Number(age[1]) < 60, `C's image age (RPO) is in /metrics: ${age?.[1]}`);
     console.log(`cascade after A's kill: ${total} writes acknowledged, C holds ${atC}; C held ${during} mid-load; ${view.cycles} cycles, ` +
       `${view.bytesShipped} bytes shipped in all`);
   } finally {

@@ -159,7 +159,12 @@ export class CascadeManager {
     };
   }
 
-  /** Volumes in a cascade cannot be deleted. */
+  /** The persisted state of every session (for metrics). */
+  records(): CascadeRecord[] {
+    return [...this.sessions.values()].map((s) => s.machine.record);
+  }
+
+    /** Volumes in a cascade cannot be deleted. */
   checkDeletable(volume: string): void {
     for (const s of this.sessions.values()) {
       const r = s.machine.record;
