@@ -10,7 +10,7 @@ import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DaemonFixture, api, peerUp, tidemarkBin, waitFor, type DaemonProcess } from '../helpers/daemon.js';
-import { mustRun } from '../helpers/in-process-array.js';
+import { mustRun, runCommand } from '../helpers/in-process-array.js';
 import { RawNbdClient } from '../helpers/raw-nbd-client.js';
 import { missingTools, requirement } from '../helpers/requirement.js';
 
@@ -184,7 +184,18 @@ test('cascade with a hot set rewritten continuously: bytes shipped to C ≤ 0.3 
     assert.ok(written > 8 * MiB, `the hosts wrote enough to measure (${written} bytes)`);
     assert.ok(shipped > 0, 'the cycles shipped the hot set');
     assert.ok(ratio <= 0.3, `shipped ${shipped} bytes for ${written} written (${ratio.toFixed(3)}×)`);
-    assert.equal(sha(await recoverableAtC(fixture, c)), sha(await imageOf(fixture, a, 'db')), 'C recovers A\'s image');
+    const want = sha(await imageOf(fixture, a, 'db'));
+    assert.equal(sha(await recoverableAtC(fixture, c)), want, 'C recovers A\'s image');
+
+    // close: once C is whole the pair goes, CRVOL keeps that image and becomes usable at C.
+    const closed = JSON.parse(await cli(b, 'cascade', 'close', 'far')) as { closed: boolean; cycles: number; consistentAt: string | null };
+    assert.equal(closed.closed, true);
+    assert.equal((JSON.parse(await cli(b, 'cascade', 'list')) as { cascades: unknown[] }).cascades.length, 0);
+    assert.equal((await api(b, 'GET', '/v1/pairs/far')).status, 404, 'the pair B→C is deleted');
+    assert.equal((await api(c, 'GET', '/v1/pairs/far')).status, 404, 'and its half on C');
+    assert.equal((await api<{ state: string }>(c, 'GET', '/v1/volumes/db-far')).body.state, 'ready');
+    assert.equal(sha(await imageOf(fixture, c, 'db-far')), want, 'CRVOL keeps the last complete image');
+    assert.equal((await api(b, 'GET', '/v1/clones/db-r/db-cl')).status, 404, 'the clone session on B ended');
   } finally {
     await fixture.cleanup();
   }
@@ -239,6 +250,42 @@ test('cascade survives kill -9 of B and of C in each phase of a cycle under load
     assert.equal(prefixIn(await recoverableAtC(fixture, c), 'C at the end'), total, 'C holds every write: no track was lost between cycles');
     assert.equal(sha(await recoverableAtC(fixture, c)), sha(await imageOf(fixture, a, 'db')));
     console.log(`cascade kills ${kills.join(', ')}: ${total} writes, C holds them all`);
+  } finally {
+    await fixture.cleanup();
+  }
+});
+
+test('cascade commands refuse bad input with stable codes and change nothing', async () => {
+  const fixture = await DaemonFixture.create();
+  try {
+    const b = await startArray(fixture, 'b');
+    await cli(b, 'volume', 'create', 'r2', '--size', String(VOLUME_BYTES));
+    await cli(b, 'volume', 'create', 'small', '--size', String(VOLUME_BYTES / 2));
+    await cli(b, 'volume', 'create', 'cl', '--size', String(VOLUME_BYTES));
+    const refused = async (code: string, ...args: string[]): Promise<void> => {
+      const r = await runCommand(tidemarkBin, [...b.cliArgs, '--json', 'cascade', ...args]);
+      assert.notEqual(r.code, 0, `cascade ${args.join(' ')} must fail`);
+      assert.match(r.stderr + r.stdout, new RegExp(code), `cascade ${args.join(' ')}: ${r.stderr}`);
+    };
+    const create = (volume: string, clone: string, peer: string, ...more: string[]): string[] =>
+      ['create', 'x', '--volume', volume, '--clone', clone, '--peer', peer, '--remote-volume', 'far', '--remote-clone', 'safe', ...more];
+    await refused('TM_ERR_INVALID_ARGUMENT', ...create('r2', 'small', 'c'));
+    await refused('TM_ERR_INVALID_ARGUMENT', ...create('r2', 'r2', 'c'));
+    await refused('TM_ERR_NOT_FOUND', ...create('nope', 'cl', 'c'));
+    await refused('TM_ERR_NOT_FOUND', ...create('r2', 'cl', 'c'));
+    await refused('TM_ERR_INVALID_ARGUMENT', ...create('r2', 'cl', 'c', '--every', '50ms'));
+    await refused('TM_ERR_INVALID_ARGUMENT', ...create('r2', 'cl', 'c', '--every', 'soon'));
+    await refused('TM_ERR_INVALID_ARGUMENT', ...create('r2', '../cl', 'c'));
+    await refused('TM_ERR_NOT_FOUND', 'show', 'x');
+    await refused('TM_ERR_NOT_FOUND', 'cycle', 'x');
+    await refused('TM_ERR_NOT_FOUND', 'close', 'x');
+    await refused('TM_ERR_INVALID_ARGUMENT', 'wait', 'x', '--cycles', '0');
+    const extra = await api(b, 'POST', '/v1/cascades', { name: 'x', volume: 'r2', clone: 'cl', peer: 'c', remoteVolume: 'f', remoteClone: 's', bogus: 1 });
+    assert.equal(extra.status, 400);
+    // Nothing was made: no session, no clone session, no pair.
+    assert.deepEqual((JSON.parse(await cli(b, 'cascade', 'list')) as { cascades: unknown[] }).cascades, []);
+    assert.deepEqual((JSON.parse(await cli(b, 'clone', 'list')) as { sessions: unknown[] }).sessions, []);
+    assert.deepEqual((JSON.parse(await cli(b, 'pair', 'list')) as { pairs: unknown[] }).pairs, []);
   } finally {
     await fixture.cleanup();
   }
