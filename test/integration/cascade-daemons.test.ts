@@ -215,7 +215,7 @@ test('cascade survives kill -9 of B and of C in each phase of a cycle under load
     const kills: string[] = [];
     for (const [victim, phase] of [['b', 'shipping'], ['c', 'shipping'], ['b', 'synchronizing'], ['c', 'refreshing'], ['b', 'refreshing']] as const) {
       // Kill the array the moment B's cascade is in that phase (the API polled every 50 ms).
-      await waitFor(`cascade ${phase}`, async () => (await api<CascadeJson>(b, 'GET', '/v1/cascades/far')).body.phase === phase, 30_000);
+      await waitFor(`cascade ${phase}`, async () => (await api<CascadeJson>(b, 'GET', '/v1/cascades/far')).body.phase === phase, 90_000);
       const array = victim === 'b' ? b : c;
       const link = array.linkAddress!;
       await array.stop('SIGKILL');
