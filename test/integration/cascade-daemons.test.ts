@@ -290,3 +290,38 @@ test('cascade commands refuse bad input with stable codes and change nothing', a
     await fixture.cleanup();
   }
 });
+
+test('cascade against a direct async chain from the same replica, same hot-set workload: link bytes to the far site', { skip: requirement(missingTools(['fio', 'nbdcopy'])) }, async () => {
+  const fixture = await DaemonFixture.create();
+  try {
+    // B forwards db-r two ways: a chain pair (async, 1 s cycles) to D and the cascade (every 1 s) to C.
+    const { a, b, c } = await threeSites(fixture);
+    const d = await startArray(fixture, 'd');
+    await peerUp(fixture, b, 'b', d, 'd');
+    await cli(d, 'volume', 'create', 'db-chain', '--size', String(VOLUME_BYTES));
+    await cli(b, 'pair', 'create', 'db-r', '--name', 'chain', '--peer', 'd', '--remote-volume', 'db-chain', '--mode', 'async', '--cycle-ms', '1000');
+    await cli(b, 'pair', 'wait', 'chain', '--until', 'synchronized', '--timeout', '60');
+    await waitFor('the chain\'s cycles run', async () => (await api<{ cycles: unknown }>(b, 'GET', '/v1/pairs/chain')).body.cycles !== null, 30_000);
+    const sent = async (peer: string): Promise<number> => (await api<{ bytesSent: number }>(b, 'GET', `/v1/peers/${peer}`)).body.bytesSent;
+    const [toC, toD] = [await sent('c'), await sent('d')];
+    const out = await mustRun('fio', ['--name=hot', '--ioengine=nbd', `--uri=${a.uri('db')}`, '--rw=randwrite', '--bs=4k', '--size=512k',
+      '--time_based', '--runtime=8', '--iodepth=4', '--output-format=json'], 120_000);
+    const written = (JSON.parse(out.slice(out.indexOf('{'))) as { jobs: Array<{ write: { io_bytes: number } }> }).jobs[0]!.write.io_bytes;
+    const endedAt = Date.now();
+    await waitFor('a cascade cycle after the writes', async () => {
+      const s = await cascade(b, 'far');
+      return s.consistentAt !== null && Date.parse(s.consistentAt) > endedAt && s.phase !== 'refreshing';
+    }, 60_000);
+    const want = sha(await imageOf(fixture, a, 'db'));
+    await waitFor('the chain converges', async () => sha(await imageOf(fixture, d, 'db-chain')) === want, 60_000);
+    const cascadeBytes = (await sent('c')) - toC;
+    const chainBytes = (await sent('d')) - toD;
+    console.log(`same workload (fio 8 s into a 512 KiB hot set, ${written} bytes): link bytes B→C cascade ${cascadeBytes} ` +
+      `(${(cascadeBytes / written).toFixed(3)}× host bytes), B→D async chain ${chainBytes} (${(chainBytes / written).toFixed(3)}×); ` +
+      `cascade ÷ chain ${(cascadeBytes / chainBytes).toFixed(3)}`);
+    assert.ok(cascadeBytes < chainBytes, 'the cascade ships less than the chain for a hot set');
+    assert.equal(sha(await recoverableAtC(fixture, c)), want);
+  } finally {
+    await fixture.cleanup();
+  }
+});
