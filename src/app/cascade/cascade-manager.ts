@@ -296,6 +296,8 @@ export class CascadeManager {
             volume: r.clone, name: r.name, peer: r.peer, remoteVolume: r.remoteVolume, mode: 'adaptive', onLinkFailure: 'continue', protectWith: r.remoteClone,
           });
         } else if (pairs.status(r.name).intent === 'suspended') {
+          // The reattach copied whole tracks into CVOL; C holds most of their records already.
+          pairs.compareOwedTracks(r.name);
           try {
             await pairs.command(r.name, 'resume');
           } catch (error) {
