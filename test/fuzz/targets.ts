@@ -700,7 +700,8 @@ const BACKEND_MARK = 'fuzz backend reached';
 function refusingBackend(): ApiBackend {
   const refuse = (): never => { throw new TidemarkError(ErrorCode.NotFound, BACKEND_MARK); };
   const part = new Proxy({}, { get: () => refuse });
-  return new Proxy({}, { get: (_t, key) => (key === 'clones' || key === 'replication' || key === 'groups' ? part : refuse) }) as ApiBackend;
+  const parts = new Set(['clones', 'replication', 'groups', 'cascades']);
+  return new Proxy({}, { get: (_t, key) => (parts.has(String(key)) ? part : refuse) }) as ApiBackend;
 }
 let server: Promise<ApiServer> | undefined;
 // A fresh connection per request: a reused one the server has just closed would fail the next input, not this one.
