@@ -307,6 +307,7 @@ export async function startArray(options: DaemonOptions): Promise<RunningArray> 
     registerJournalMetrics(metrics.registry, () => service?.journals.list() ?? []);
     const relayLinks = links;
     metrics.registerRelay(() => relayLinks.tunnels.stats());
+    metrics.registerCascades(() => service?.cascades.records() ?? []);
     const svc = service;
     const nbdServer = nbd;
     let apiAddress: HostPort = options.api;

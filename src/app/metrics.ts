@@ -145,6 +145,30 @@ export class ArrayMetrics {
   }
 
   /** Consistency groups this array coordinates. */
+  /** Cascade sessions (SPEC §7): how far behind the far site's complete image is, and what cycles ship. */
+  registerCascades(stats: () => ReadonlyArray<{ readonly name: string; readonly peer: string; readonly cycles: number;
+    readonly consistentAtMs: number | null; readonly bytesShipped: number; readonly bytesShippedLast: number }>): void {
+    const registers = [this.registry];
+    const nowMs = this.nowMs;
+    const gauge = (name: string, help: string, value: (c: ReturnType<typeof stats>[number]) => number | null): void => {
+      new Gauge({
+        name, help, labelNames: ['cascade', 'peer'], registers,
+        collect() {
+          this.reset();
+          for (const c of stats()) {
+            const v = value(c);
+            if (v !== null) this.set({ cascade: c.name, peer: c.peer }, v);
+          }
+        },
+      });
+    };
+    gauge('tidemark_cascade_cycles', 'Completed cascade cycles.', (c) => c.cycles);
+    gauge('tidemark_cascade_consistent_age_seconds', 'Age of the image the far site holds whole (absent before the first cycle): the RPO there.',
+      (c) => (c.consistentAtMs === null ? null : Math.max(0, (nowMs() - c.consistentAtMs) / 1000)));
+    gauge('tidemark_cascade_shipped_bytes', 'Bytes the cascade shipped to the far site over its life.', (c) => c.bytesShipped);
+    gauge('tidemark_cascade_last_cycle_bytes', 'Bytes the last completed cycle shipped.', (c) => c.bytesShippedLast);
+  }
+
   private registerGroups(registers: Registry[], groupStats: () => readonly GroupStats[]): void {
     const groupGauge = (name: string, help: string, value: (g: GroupStats) => number): void => {
       new Gauge({

@@ -85,9 +85,25 @@ export function registerCascadeCommands(program: Command, run: (action: Run) => 
     }));
 
   cascade.command('close <name>')
-    .description('end the session once the far site holds a whole image (at once between cycles); CRVOL keeps it')
-    .action((name: string) => run(async (client, globals) => {
-      const r = await client.request<{ name: string; consistentAt: string | null; cycles: number }>('DELETE', path(name));
+    .description('end the session once the far site holds a whole image (at once between cycles, else after the cycle under way); CRVOL keeps it')
+    .option('--timeout <seconds>', 'give up waiting after this long (exit 1; the session still closes)', '3600')
+    .action((name: string, opts: { timeout: string }) => run(async (client, globals) => {
+      const timeoutSeconds = Number(opts.timeout);
+      if (!Number.isFinite(timeoutSeconds) || timeoutSeconds <= 0) throw invalidArgument('--timeout must be a positive number of seconds');
+      const deadline = Date.now() + timeoutSeconds * 1000;
+      let r = await client.request<{ name: string; closed: boolean; consistentAt: string | null; cycles: number }>('DELETE', path(name));
+      // Closing after the cycle under way: poll until the session is gone.
+      while (!r.closed) {
+        if (Date.now() > deadline) throw new TidemarkError(ErrorCode.Unavailable, `cascade ${name} is still closing after ${timeoutSeconds} s`, { cycles: r.cycles });
+        await new Promise((resolve) => setTimeout(resolve, 500));
+        try {
+          const c = await client.request<CascadeView>('GET', path(name));
+          r = { ...r, consistentAt: c.consistentAt, cycles: c.cycles };
+        } catch (error) {
+          if (!(error instanceof TidemarkError) || error.code !== ErrorCode.NotFound) throw error;
+          r = { ...r, closed: true };
+        }
+      }
       if (globals.json) printJson(r);
       else process.stdout.write(`closed cascade ${name} after ${r.cycles} cycles; the far site holds the image of ${r.consistentAt ?? '(none)'}\n`);
     }));

@@ -27,6 +27,17 @@ test(`cascade A→B→C: ${SEEDS} seeds with kill -9 of B and C in every phase a
   assert.ok(cycles >= SEEDS * 5, `only ${cycles} cycles completed`);
 });
 
+// Seeds that found bugs, pinned (each failed before its fix):
+// 5137, 5167 — the A–B link came back (A began a resync) while B's machine was busy with an action,
+//              then B was killed: its record on disk still said the source was settled, and after
+//              the restart (link down) it split a torn R2VOL. A restart now confirms the source anew.
+test('cascade: pinned seeds', () => {
+  for (const seed of [5137, 5167]) {
+    const r = runCascadeSeed(seed);
+    assert.ok(r.ok, `seed ${seed}: ${r.failure}`);
+  }
+});
+
 // Each bug below, put in on purpose, must be caught by the oracle within the first 100 seeds.
 const BUGS: Array<[string, CascadeSimBugs]> = [
   ['the far image refreshed before the pair shipped everything', { earlyComplete: true }],

@@ -215,8 +215,13 @@ test('R2VOL fed by a pair: no split in a link session the source has not confirm
   assert.deepEqual(kinds(a), ['persist', 'split-clone']);
   assert.equal(persisted(a).sourceSettled, true);
   assert.equal(m.waitingFor, null);
-  // A source that dies while settled leaves R2VOL consistent: a restart with the link down may split.
-  const after = new CascadeMachine({ ...m.record, phase: 'synchronizing' });
-  after.handle({ type: 'tick', facts: f(src(null, null)) }, 3);
-  assert.deepEqual(kinds(after.poll()), ['persist', 'split-clone']);
+  // A source that dies while settled leaves R2VOL consistent, and the cascade goes on with the link down…
+  m.handle({ type: 'done', action: 'split-clone' }, 3);
+  const down = new CascadeMachine({ ...m.record, phase: 'synchronizing' });
+  // …but a restart confirms anew (a session that began during an action may not be on disk): it waits.
+  down.handle({ type: 'tick', facts: f(src(null, null)) }, 3);
+  assert.deepEqual(down.poll(), []);
+  assert.match(down.waitingFor ?? '', /source/);
+  down.handle({ type: 'tick', facts: f(src('b2:1', 'b2:1')) }, 4);
+  assert.deepEqual(kinds(down.poll()), ['persist', 'split-clone']);
 });

@@ -58,7 +58,7 @@ test('a reply nested too deep (a peer\'s group view) never reaches the API that 
 test('fuzz finding 2: undecodable and over-long URLs get the API\'s error shape, after the token check', async () => {
   const refuse = (): never => { throw new TidemarkError(ErrorCode.NotFound, 'backend reached'); };
   const part = new Proxy({}, { get: () => refuse });
-  const backend = new Proxy({}, { get: (_t, key) => (key === 'clones' || key === 'replication' || key === 'groups' || key === 'observe' ? part : refuse) }) as ApiBackend;
+  const backend = new Proxy({}, { get: (_t, key) => (['clones', 'replication', 'groups', 'observe', 'cascades'].includes(String(key)) ? part : refuse) }) as ApiBackend;
   const server = await startApiServer({
     backend, logger: { info() {}, warn() {}, debug() {}, error() {} }, host: '127.0.0.1', port: 0, version: 'test',
     access: { tokens: [{ token: 'the-token', scope: 'admin' }], hosts: new Set() },

@@ -43,7 +43,9 @@ export const CascadeViewSchema = Type.Object({
 export type CascadeView = Static<typeof CascadeViewSchema>;
 
 const CloseResultSchema = Type.Object({
-  name: Type.String(), closed: Type.Literal(true), consistentAt: Time, cycles: Count,
+  name: Type.String(),
+  closed: Type.Boolean({ description: 'false: a cycle is still shipping; the session closes when it completes (poll GET until 404).' }),
+  consistentAt: Time, cycles: Count,
 });
 
 /** What the API needs from the array's cascade sessions. */
@@ -95,10 +97,7 @@ export const CASCADE_ROUTES: readonly RouteSpec<CascadeBackend>[] = [
     method: 'DELETE', url: '/v1/cascades/:name', operationId: 'closeCascade', tag: 'cascades',
     summary: 'Closes the session once the far array holds a whole image (at once between cycles): the pair is deleted, CRVOL keeps that image.',
     params: NameParams,
-    responses: {
-      200: { description: 'Closed.', schema: CloseResultSchema }, 404: notFound,
-      503: error('No complete image was reached in time; the session closes when one is (TM_ERR_UNAVAILABLE).'),
-    },
+    responses: { 200: { description: 'Closed, or closing after the cycle under way (closed: false).', schema: CloseResultSchema }, 404: notFound },
     handler: async (request, cascades) => ok(await cascades.close(param(request, 'name'))),
   },
 ];

@@ -199,6 +199,16 @@ export class PairManager implements PairContext {
     return this.commands.command(pair, command);
   }
 
+  /**
+   * R1: which records of the owed tracks changed is forgotten, so the next push compares each with
+   * R2's digests and ships only the records that differ. For a cascade, whose owed tracks were
+   * marked by whole-track clone copies: one changed record travels as 4 KiB, not 64 KiB.
+   */
+  compareOwedTracks(pair: string): void {
+    const r = this.runtime(pair);
+    if (r.record.role === 'R1') r.owed.markWholeBitmap(r.owed.owed.copy(), this.host.nowMs());
+  }
+
   suspendForGroup(pair: string, reason: string): Promise<void> {
     return this.commands.suspendForGroup(pair, reason);
   }

@@ -94,8 +94,16 @@ export class CascadeMachine {
   finished = false;
 
   constructor(record: CascadeRecord) {
-    this.rec = record;
+    // A verdict on the source from before a restart may be stale: a link session that began while
+    // an action ran (the machine sees no facts then) may not have reached the disk. So a restarted
+    // array confirms its source anew before it splits (found by cascade seed 5137). If the source
+    // is gone for good, failing its pair over on this array makes R2VOL its hosts' (no source).
+    this.reconfirming = record.sourceSettled;
+    this.rec = record.sourceSettled ? { ...record, sourceSettled: false } : record;
   }
+
+  /** Settled on disk, unsettled in memory since the restart (see the constructor). */
+  private reconfirming: boolean;
 
   get record(): CascadeRecord {
     return this.rec;
@@ -196,12 +204,18 @@ export class CascadeMachine {
   private watchSource(facts: CascadeFacts): void {
     const s = facts.source;
     if (s.kind === 'none') {
-      if (!this.rec.sourceSettled) this.update({ sourceSettled: true });
+      if (this.rec.sourceSettled) return;
+      // No source: settled, as the disk already says after a restart.
+      if (this.reconfirming) this.rec = { ...this.rec, sourceSettled: true };
+      else this.update({ sourceSettled: true });
+      this.reconfirming = false;
       return;
     }
+    this.reconfirming = false;
     if (s.upEpoch !== null && s.upEpoch !== this.rec.sourceEpoch) {
       this.update({ sourceEpoch: s.upEpoch, sourceSettled: false });
-    } else if (!this.rec.sourceSettled && s.confirmedEpoch !== null && s.confirmedEpoch === this.rec.sourceEpoch) {
+    }
+    if (!this.rec.sourceSettled && s.confirmedEpoch !== null && s.confirmedEpoch === this.rec.sourceEpoch) {
       this.update({ sourceSettled: true });
     }
   }
