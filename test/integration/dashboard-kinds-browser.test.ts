@@ -104,6 +104,20 @@ test('dashboard in headless Chromium: journal, migration and import panels; cuto
     await page.getByTestId('action-migration-mig-detach').waitFor();
     await page.getByTestId('action-migration-mig-finish').waitFor();
 
+    // `tidemark status` shows the same objects, as JSON and on screen.
+    const status = JSON.parse(await cli(east, '--json', 'status')) as {
+      journals: Array<{ name: string; members: Array<{ array: string; link: string }> }>; migrations: Array<{ volume: string; state: string }>;
+      imports: Array<{ name: string; state: string; tracksLeft: number }>; cascades: unknown[];
+    };
+    assert.deepEqual(status.journals.map((j) => [j.name, j.members]), [['orders', [{ array: 'west', link: 'up' }]]]);
+    assert.deepEqual(status.migrations.map((m) => [m.volume, m.state]), [['mig', 'cut-over']]);
+    assert.equal(status.imports[0]?.name, 'imp');
+    assert.deepEqual(status.cascades, []);
+    const screen = await cli(east, 'status');
+    assert.match(screen, /^orders +sequencer,primary /m);
+    assert.match(screen, /^migration +mig +cut-over /m);
+    assert.match(screen, /^import +imp +(copying|copied) /m);
+
     await page.screenshot({ path: join(await mkdir(ARTIFACTS, { recursive: true }).then(() => ARTIFACTS), 'dashboard-kinds.png'), fullPage: true });
     assert.deepEqual(consoleErrors.filter((e) => e.tokenGiven), [], 'no console errors once the token is given');
     assert.ok(consoleErrors.every((e) => /status of 401/.test(e.text)), `before the token only the 401s: ${JSON.stringify(consoleErrors)}`);
