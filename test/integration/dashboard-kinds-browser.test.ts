@@ -1,7 +1,8 @@
 // The dashboard's panels for the newer kinds of object, in a real browser (Debian's chromium through
 // playwright-core) against two real daemons: a journal east → west written through NBD, a migration
 // waiting for its manual cutover and an import still copying from west's export. The panels show
-// them (and the cascades panel is absent: there are none), the migration is cut over from the page
+// them (and the cascades panel is absent: there are none), the topology draws a peer reached
+// through a relay and the journal pair, the migration is cut over from the page
 // through the confirmation step, no console errors; the page weight is printed.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -36,6 +37,12 @@ test('dashboard in headless Chromium: journal, migration and import panels; cuto
     const west = await fixture.start(join(fixture.dir, 'west'), ['--name', 'west', '--link', '127.0.0.1:0']);
     await cli(east, 'peer', 'add', 'west', '--address', west.linkAddress!, '--secret-file', secret);
     await cli(west, 'peer', 'add', 'east', '--address', east.linkAddress!, '--secret-file', secret);
+    // north is west's peer, and east's through west as a relay.
+    const north = await fixture.start(join(fixture.dir, 'north'), ['--name', 'north', '--link', '127.0.0.1:0']);
+    await cli(west, 'peer', 'add', 'north', '--address', north.linkAddress!, '--secret-file', secret);
+    await cli(north, 'peer', 'add', 'west', '--address', west.linkAddress!, '--secret-file', secret);
+    await cli(east, 'peer', 'add', 'north', '--via', 'west', '--secret-file', secret);
+    await cli(north, 'peer', 'add', 'east', '--via', 'west', '--secret-file', secret);
     // A journal east → west.
     await cli(east, 'journal', 'create', 'orders');
     await cli(east, 'volume', 'create', 'log', '--size', '16MiB');
@@ -65,6 +72,12 @@ test('dashboard in headless Chromium: journal, migration and import panels; cuto
     await page.getByTestId('panel-journals').waitFor({ timeout: 15_000 });
     await page.getByTestId('panel-migrations').waitFor();
     assert.equal(await page.getByTestId('panel-cascades').count(), 0, 'no cascades, no cascades panel');
+
+    // Topology: north reached through west (its link and an arc from the relay), the journal pair an edge to west.
+    await page.locator('[data-testid="topology-link-north"][data-via="west"][data-link="up"]').waitFor({ timeout: 30_000 });
+    await page.getByTestId('topology-relay-west-north').waitFor();
+    await page.getByTestId('peer-via-north').getByText('via west').waitFor();
+    await page.locator('[data-testid="topology-link-west"] [data-testid="topology-journal-orders.log.west"]').waitFor();
 
     const entries = await page.evaluate(`[...performance.getEntriesByType('navigation'), ...performance.getEntriesByType('resource')]
       .map((e) => ({ name: e.name, transfer: e.transferSize, body: e.decodedBodySize }))`) as Array<{ name: string; transfer: number; body: number }>;
@@ -107,12 +120,13 @@ test('dashboard in headless Chromium: journal, migration and import panels; cuto
     // `tidemark status` shows the same objects, as JSON and on screen.
     const status = JSON.parse(await cli(east, '--json', 'status')) as {
       journals: Array<{ name: string; members: Array<{ array: string; link: string }> }>; migrations: Array<{ volume: string; state: string }>;
-      imports: Array<{ name: string; state: string; tracksLeft: number }>; cascades: unknown[];
+      imports: Array<{ name: string; state: string; tracksLeft: number }>; cascades: unknown[]; links: Array<{ peer: string; via: string | null }>;
     };
     assert.deepEqual(status.journals.map((j) => [j.name, j.members]), [['orders', [{ array: 'west', link: 'up' }]]]);
     assert.deepEqual(status.migrations.map((m) => [m.volume, m.state]), [['mig', 'cut-over']]);
     assert.equal(status.imports[0]?.name, 'imp');
     assert.deepEqual(status.cascades, []);
+    assert.deepEqual(status.links.map((l) => [l.peer, l.via]), [['north', 'west'], ['west', null]]);
     const screen = await cli(east, 'status');
     assert.match(screen, /^orders +sequencer,primary /m);
     assert.match(screen, /^migration +mig +cut-over /m);

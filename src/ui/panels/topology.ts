@@ -1,12 +1,13 @@
 // This array, its peers with link state and throughput each way, and the pairs between them drawn
-// as arrows in the direction they replicate, with the cascades shipping to each peer; a peer
+// as arrows in the direction they replicate, with the journal pairs and the cascades shipping to
+// each peer; a peer
 // reached through a relay is joined to its relay too; groups below.
 import { html } from 'htm/preact';
 import type { VNode } from 'preact';
 import type { Panel, PanelProps } from './panel.js';
 import { Badge } from '../widgets.js';
 import { last, rate } from '../format.js';
-import { listOf, type CascadeView, type PairStatusView } from '../store.js';
+import { listOf, type CascadeView, type JournalBody, type PairStatusView } from '../store.js';
 
 /** The last measured round trip (null: link down or no answer). */
 function rtt(values: ReadonlyArray<number | null> | undefined): string {
@@ -20,6 +21,7 @@ const STATE_COLOURS: Record<string, string> = {
 };
 
 const CASCADE_COLOUR = '#0891b2';
+const JOURNAL_COLOUR = '#2563eb';
 
 function Graph({ estate, snapshot }: PanelProps): VNode {
   const peers = estate.peers;
@@ -30,12 +32,17 @@ function Graph({ estate, snapshot }: PanelProps): VNode {
   const pairsOf = (peer: string): PairStatusView[] => estate.pairs.filter((p) => p.peer === peer);
   // The cascades list is the cascades panel's source; the topology only reads it.
   const cascadesOf = (peer: string): readonly CascadeView[] => listOf<CascadeView>(estate, 'cascades').filter((c) => c.peer === peer);
+  // Likewise the journals panel's: each journal pair is an arrow primary → secondary.
+  const journalPairsOf = (peer: string): Array<{ journal: string; id: string; outgoing: boolean }> => listOf<JournalBody>(estate, 'journals').flatMap((j) => j.pairs
+    .filter((p) => (p.role === 'primary' ? p.secondaryArray : p.primaryArray) === peer)
+    .map((p) => ({ journal: j.name, id: p.id, outgoing: p.role === 'primary' })));
   const rowOf = (name: string): number => peers.findIndex((p) => p.name === name);
   const middleOf = (i: number): number => 20 + i * rowHeight + rowHeight / 2 + 14;
   return html`<svg class="topology" viewBox=${`0 0 720 ${height}`} role="img" aria-label="replication topology">
     <defs>
       ${Object.entries(STATE_COLOURS).map(([state, colour]) => html`<marker id=${`arrow-${state}`} viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill=${colour} /></marker>`)}
       <marker id="arrow-cascade" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill=${CASCADE_COLOUR} /></marker>
+      <marker id="arrow-journal" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill=${JOURNAL_COLOUR} /></marker>
     </defs>
     ${peers.map((peer, i) => {
       const y = 20 + i * rowHeight + rowHeight / 2 - 14;
@@ -61,8 +68,17 @@ function Graph({ estate, snapshot }: PanelProps): VNode {
             <line x1=${from[0]} y1=${from[1]} x2=${to[0]} y2=${to[1]} stroke=${colour} stroke-width="2" marker-end=${`url(#arrow-${p.state})`} />
             <text x=${(from[0]! + to[0]!) / 2} y=${(from[1]! + to[1]!) / 2 + 11} class="pair-label" text-anchor="middle">${`${p.pair} (${p.mode}, ${p.state})`}</text></g>`;
         })}
-        ${cascadesOf(peer.name).map((c, k) => {
+        ${journalPairsOf(peer.name).map((jp, k) => {
           const offset = 14 + (pairs.length + k) * 14;
+          const here = [self.x + self.w, self.y + self.h / 2 + offset];
+          const there = [peerX, mid + offset];
+          const [from, to] = jp.outgoing ? [here, there] : [there, here];
+          return html`<g data-testid=${`topology-journal-${jp.id}`}>
+            <line x1=${from![0]} y1=${from![1]} x2=${to![0]} y2=${to![1]} class="journal-edge" marker-end="url(#arrow-journal)" />
+            <text x=${(from![0]! + to![0]!) / 2} y=${(from![1]! + to![1]!) / 2 + 11} class="pair-label" text-anchor="middle">${`${jp.id} (journal ${jp.journal})`}</text></g>`;
+        })}
+        ${cascadesOf(peer.name).map((c, k) => {
+          const offset = 14 + (pairs.length + journalPairsOf(peer.name).length + k) * 14;
           const from = [self.x + self.w, self.y + self.h / 2 + offset];
           const to = [peerX, mid + offset];
           return html`<g data-testid=${`topology-cascade-${c.name}`}>
