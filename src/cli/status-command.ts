@@ -1,5 +1,6 @@
 // tidemark status: the whole estate visible from one array on one screen — the array, its links,
-// its pairs with state and lag, its groups — like `drbdadm status`. Read from the HTTP API only.
+// its pairs with state and lag, its groups, journals, migrations, imports and cascades — like
+// `drbdadm status`. Read from the HTTP API only.
 import type { Command } from 'commander';
 import type { ApiClient } from './api-client.js';
 import { printJson, printTable, type GlobalOptions } from './output.js';
@@ -9,12 +10,15 @@ import type { ArrayInfo } from '../adapters/http/schemas.js';
 import type { PairStatusView, PeerView } from '../adapters/http/replication-routes.js';
 import type { GroupViewBody } from '../adapters/http/group-routes.js';
 import type { HistoryView } from '../adapters/http/observe-routes.js';
+import { printKinds, readKinds, type EstateKinds } from './status-kinds.js';
 
 type Run = (client: ApiClient, globals: GlobalOptions) => Promise<void>;
 
 export interface EstateLink {
   readonly peer: string;
   readonly address: string;
+  /** The relay the link runs through, or null: direct. */
+  readonly via: string | null;
   readonly link: string;
   readonly sentBytesPerSecond: number | null;
   readonly receivedBytesPerSecond: number | null;
@@ -39,7 +43,7 @@ export interface EstatePair {
   readonly cycles: { readonly captureCycle: number | null; readonly transmitCycle: number | null; readonly appliedCycle: number } | null;
 }
 /** What `status --json` prints: one object, the same facts the table shows. */
-export interface Estate {
+export interface Estate extends EstateKinds {
   readonly at: string;
   readonly array: ArrayInfo;
   /** This array and every peer it knows, with whether it can reach it now. */
@@ -60,6 +64,7 @@ export async function readEstate(client: ApiClient): Promise<Estate> {
     client.request<{ groups: Array<{ name: string; coordinator: string; members: number }> }>('GET', '/v1/groups'),
     client.request<HistoryView>('GET', `/v1/history?sinceMs=${Date.now() - 60_000}`),
   ]);
+  const kinds = await readKinds(client, (name) => (name === array.name ? 'self' : peers.find((p) => p.name === name)?.link ?? 'unknown'));
   const groupViews = await Promise.all(groups.map(async (g): Promise<EstateGroup> => {
     try {
       const v = await client.request<GroupViewBody>('GET', `/v1/groups/${encodeURIComponent(g.name)}`);
@@ -74,7 +79,7 @@ export async function readEstate(client: ApiClient): Promise<Estate> {
     array,
     arrays: [{ name: array.name, self: true, reachable: true }, ...peers.map((p) => ({ name: p.name, self: false, reachable: p.link === 'up' }))],
     links: peers.map((p) => ({
-      peer: p.name, address: p.address, link: p.link, lastError: p.lastError,
+      peer: p.name, address: p.address, via: p.via ?? null, link: p.link, lastError: p.lastError,
       sentBytesPerSecond: last(history.peers[p.name]?.sentBytesPerSecond), receivedBytesPerSecond: last(history.peers[p.name]?.receivedBytesPerSecond),
       rttMs: lastOrNull(history.peers[p.name]?.rttMs),
     })),
@@ -84,6 +89,7 @@ export async function readEstate(client: ApiClient): Promise<Estate> {
       cycles: p.cycles ? { captureCycle: p.cycles.captureCycle, transmitCycle: p.cycles.transmitCycle, appliedCycle: p.cycles.appliedCycle } : null,
     })),
     groups: groupViews,
+    ...kinds,
   };
 }
 
@@ -104,7 +110,7 @@ export function printEstate(e: Estate): void {
   if (e.links.length === 0) out('links: none (no peers)');
   else {
     printTable(['PEER', 'ADDRESS', 'LINK', 'RTT', 'OUT', 'IN', 'LAST ERROR'], e.links.map((l) => [
-      l.peer, l.address, l.link, l.rttMs === null ? '-' : `${l.rttMs.toFixed(2)} ms`, rateText(l.sentBytesPerSecond), rateText(l.receivedBytesPerSecond), l.lastError ?? '',
+      l.peer, l.via === null ? l.address : `via ${l.via}`, l.link, l.rttMs === null ? '-' : `${l.rttMs.toFixed(2)} ms`, rateText(l.sentBytesPerSecond), rateText(l.receivedBytesPerSecond), l.lastError ?? '',
     ]));
   }
   out();
@@ -124,11 +130,12 @@ export function printEstate(e: Estate): void {
     ]));
   }
   for (const p of e.pairs) if (p.lastError) out(`pair ${p.pair}: ${p.lastError}`);
+  printKinds(e, out);
 }
 
 export function registerStatusCommand(program: Command, run: (action: Run) => Promise<void>): void {
   program.command('status')
-    .description('the estate seen from this array on one screen: the array, its links, pairs with state and lag, groups')
+    .description('the estate seen from this array on one screen: the array, its links, pairs with state and lag, groups, journals, migrations and imports, cascades')
     .option('--watch', 'redraw every --interval seconds until interrupted (with --json: one JSON object per line)')
     .option('--interval <seconds>', 'time between redraws with --watch', '2')
     .action((opts: { watch?: boolean; interval: string }) => run(async (client, globals) => {

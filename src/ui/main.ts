@@ -10,12 +10,15 @@ import { TOPOLOGY_PANEL } from './panels/topology.js';
 import { PAIRS_PANEL } from './panels/pairs.js';
 import { VOLUMES_PANEL } from './panels/volumes.js';
 import { EVENTS_PANEL } from './panels/events.js';
+import { JOURNALS_PANEL } from './panels/journals.js';
+import { MIGRATIONS_PANEL } from './panels/migrations.js';
+import { CASCADES_PANEL } from './panels/cascades.js';
 import { duration } from './format.js';
 
 /** The panels, in page order: a new kind of object is one more entry. */
-const PANELS: readonly Panel[] = [TOPOLOGY_PANEL, PAIRS_PANEL, VOLUMES_PANEL, EVENTS_PANEL];
+const PANELS: readonly Panel[] = [TOPOLOGY_PANEL, PAIRS_PANEL, JOURNALS_PANEL, CASCADES_PANEL, MIGRATIONS_PANEL, VOLUMES_PANEL, EVENTS_PANEL];
 
-const store = new Store();
+const store = new Store(PANELS.flatMap((panel) => panel.sources ?? []));
 
 function TokenPrompt({ message }: { message: string | null }): VNode {
   const [token, setToken] = useState('');
@@ -79,7 +82,7 @@ function App(): VNode {
       ${estate ? html`<span class="muted">version ${estate.array.version} · up ${duration(estate.array.uptimeSeconds)} · ${estate.pairs.length} pairs · ${estate.volumes.length} volumes</span>` : null}
       ${snapshot.error ? html`<span class="bad-text" role="status">${snapshot.error}</span>` : null}
     </header>
-    ${estate ? html`<main class="grid">${PANELS.map((panel) => html`<section class=${panel.wide ? 'panel wide' : 'panel'} data-testid=${`panel-${panel.id}`}>
+    ${estate ? html`<main class="grid">${PANELS.filter((panel) => panel.shown?.(estate) ?? true).map((panel) => html`<section class=${panel.wide ? 'panel wide' : 'panel'} data-testid=${`panel-${panel.id}`}>
       <h2>${panel.title}</h2><${panel.Body} snapshot=${snapshot} estate=${estate} propose=${setPending} /></section>`)}</main>`
       : html`<p class="loading">${snapshot.error ?? 'loading…'}</p>`}
     ${pending ? html`<${Confirm} action=${pending} onDone=${() => setPending(null)} />` : null}

@@ -7,8 +7,23 @@ import type { PairStatusView, PeerView } from '../adapters/http/replication-rout
 import type { GroupViewBody } from '../adapters/http/group-routes.js';
 import type { CloneStatus } from '../adapters/http/clone-routes.js';
 import type { EventPageView, EventView, HistoryView } from '../adapters/http/observe-routes.js';
+import type { JournalBody } from '../adapters/http/journal-routes.js';
+import type { MigrationStatus } from '../adapters/http/migration-routes.js';
+import type { ImportStatus } from '../adapters/http/import-routes.js';
+import type { CascadeView } from '../adapters/http/cascade-routes.js';
 
 export type { ArrayInfo, VolumeView, PairStatusView, PeerView, GroupViewBody, CloneStatus, EventView, HistoryView };
+export type { JournalBody, MigrationStatus, ImportStatus, CascadeView };
+
+/**
+ * One API list a panel shows: `GET path` answers `{ [field]: [...] }`, kept in the estate's
+ * `lists[key]`. Panels declare theirs, so a new kind of object needs no change here.
+ */
+export interface ListSource {
+  readonly key: string;
+  readonly path: string;
+  readonly field: string;
+}
 
 export interface GroupEntry {
   readonly name: string;
@@ -24,7 +39,12 @@ export interface Estate {
   readonly groups: GroupEntry[];
   readonly volumes: VolumeView[];
   readonly clones: CloneStatus[];
+  /** The lists the panels' sources name (journals, migrations, imports, cascades…), by key. */
+  readonly lists: Readonly<Record<string, readonly unknown[]>>;
 }
+
+/** A panel's list from the estate (empty until fetched). */
+export const listOf = <T>(estate: Estate, key: string): readonly T[] => (estate.lists[key] ?? []) as readonly T[];
 
 /** A resync's pace, from the owed tracks of successive looks. */
 export interface Progress {
@@ -59,6 +79,8 @@ export class Store {
   private estateTimer: number | undefined;
   private running = false;
   private eventsRunning = false;
+
+  constructor(private readonly sources: readonly ListSource[] = []) {}
 
   subscribe(listener: Listener): () => void {
     this.listeners.add(listener);
@@ -112,9 +134,14 @@ export class Store {
           return { name: g.name, coordinator: g.coordinator, view: null, error: (error as Error).message };
         }
       }));
+      const lists: Record<string, unknown[]> = {};
+      await Promise.all(this.sources.map(async (source) => {
+        const answer = await api<Record<string, unknown[]>>('GET', source.path);
+        lists[source.key] = answer[source.field] ?? [];
+      }));
       const history = await this.history();
       this.set({
-        estate: { array, peers, pairs, groups: groupEntries, volumes, clones: sessions },
+        estate: { array, peers, pairs, groups: groupEntries, volumes, clones: sessions, lists },
         history, progress: this.progressOf(pairs), error: null, updatedAt: Date.now(),
       });
     } catch (error) {

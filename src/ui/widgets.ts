@@ -4,8 +4,8 @@ import { useEffect, useRef } from 'preact/hooks';
 import uPlot from 'uplot';
 import type { VNode } from 'preact';
 
-const GOOD = new Set(['synchronized', 'up', 'ready', 'split']);
-const BAD = new Set(['down', 'auth-failed', 'partitioned', 'diverged', 'failed']);
+const GOOD = new Set(['synchronized', 'up', 'ready', 'split', 'complete', 'copied', 'finished', 'connected']);
+const BAD = new Set(['down', 'auth-failed', 'partitioned', 'diverged', 'failed', 'disconnected', 'unknown']);
 
 export function Badge({ text }: { text: string }): VNode {
   const tone = GOOD.has(text) ? 'good' : BAD.has(text) ? 'bad' : 'busy';

@@ -1,7 +1,8 @@
 // What every panel is: a title and a view of the snapshot. A new kind of object (journals,
-// cascades, migrations) is one more entry in main.ts's PANELS, nothing else.
+// cascades, migrations) is one more module here and one more entry in main.ts's PANELS: the
+// panel names the API lists it needs (sources) and when it is shown.
 import type { VNode } from 'preact';
-import type { Estate, Snapshot } from '../store.js';
+import type { Estate, ListSource, Snapshot } from '../store.js';
 
 /** A command a panel offers; the page asks for confirmation before it sends it. */
 export interface Action {
@@ -30,4 +31,8 @@ export interface Panel {
   /** Spans the full width of the grid. */
   readonly wide?: boolean;
   readonly Body: (props: PanelProps) => VNode | null;
+  /** The API lists this panel shows, fetched with the estate (see ListSource). */
+  readonly sources?: readonly ListSource[];
+  /** Whether the panel is on the page now; a kind the array has none of is left out. */
+  readonly shown?: (estate: Estate) => boolean;
 }
