@@ -7,7 +7,7 @@ import type { PairRecord } from '../../src/core/replication/pair-record.js';
 const r2 = (changes: Partial<PairRecord> = {}): PairRecord => ({
   id: 'a.db.1', name: 'db', role: 'R2', localVolume: 'db-r', peer: 'a', remoteVolume: 'db', mode: 'sync', intent: 'replicating',
   onLinkFailure: 'continue', generation: 1, diverged: false, protectWith: null, extents: null, cycleMs: 1000,
-  cycleMemoryBytes: 1 << 20, spillLimitBytes: 0, createdAtMs: 0, ...changes,
+  cycleMemoryBytes: 1 << 20, spillLimitBytes: 0, minAgeMs: 0, createdAtMs: 0, ...changes,
 });
 
 /** A source array answering pair.status with the background copy's owed tracks it is told. */
