@@ -195,6 +195,8 @@ export class JournalRuntime {
       }
       case 'send':
         return this.send(a.to, a.message);
+      case 'log':
+        return;
       default: {
         const never: never = a;
         throw new Error(`unknown primary action ${JSON.stringify(never)}`);
