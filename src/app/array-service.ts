@@ -1,5 +1,6 @@
 // The array: its volumes, their durable definitions, and who is using them. The HTTP API, the
 // NBD front end and the CLI all reach volumes through this service.
+import type { JournalLogStore } from '../ports/journal-log-store.js';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { REAL_TIMERS } from './real-timers.js';
 import { ErrorCode, TidemarkError, invalidArgument, notFound } from '../core/errors.js';
@@ -34,6 +35,8 @@ export interface ArrayDeps {
    * one, async pairs do not spill: their cycles fall back to bitmaps at the memory budget.
    */
   readonly spill?: SpillStore;
+  /** Primary-side journal logs (the daemon: <data dir>/journal-log); without one, a restarted primary does not resume its journals. */
+  readonly journalLogs?: JournalLogStore;
   readonly nowMs: () => number;
   readonly activityLog?: Omit<ActivityLogConfig, 'extentTracks'>;
   readonly onOp?: (volume: string, kind: OpKind, bytes: number, startedAtMs: number) => void;
@@ -141,6 +144,7 @@ export class ArrayService {
       self: deps.name, rpc: service.rpc, meta: deps.meta, timers: REAL_TIMERS, nowMs: deps.nowMs,
       volume: (name) => service.volume(name), findVolume: (name) => service.findVolume(name),
       checkPeer: (name) => { service.peers.get(name); },
+      ...(deps.journalLogs ? { logs: deps.journalLogs } : {}),
       onError: (error, context) => deps.onBackgroundError?.(error, context),
     });
     return service;

@@ -7,6 +7,9 @@ import { computeRecovery, type LossEntry, type QueueState, type RecoveryReport }
 import type { JournalMessage, Extent, DataEntry } from '../../core/journal/journal-types.js';
 import type { JournalPosition, PlanPosition, PlanStep, TrackSet } from '../../core/volume/write-plan.js';
 import type { MetaStore } from '../../ports/meta-store.js';
+import type { JournalLogStore } from '../../ports/journal-log-store.js';
+import { replayPrimaryLog } from '../../core/journal/primary-log.js';
+import { PrimaryLogWriter } from './primary-log-writer.js';
 import type { AppliedWrite, Volume, WriteParticipant } from '../volume/volume.js';
 import { JournalQueueStore } from './journal-queue-store.js';
 import { JournalRecords, type JournalPairRecord, type JournalRecord } from './journal-records.js';
@@ -18,6 +21,11 @@ export interface JournalManagerDeps extends Omit<RuntimeDeps, 'records'> {
   readonly findVolume: (name: string) => Volume | undefined;
   /** Throws TM_ERR_NOT_FOUND for a peer this array does not know. */
   readonly checkPeer: (name: string) => void;
+  /**
+   * Where primary positions keep their log (docs/design/journal.md, "Primary restart"). Without it
+   * a restarted primary array cannot resume its journals (the numbers it held have no data).
+   */
+  readonly logs?: JournalLogStore;
 }
 
 export interface CreateJournalOptions {
@@ -67,6 +75,13 @@ export class JournalManager {
       if (p.role === 'primary') m.attach(rt, p.primaryVolume);
     }
     for (const rt of m.runtimes.values()) {
+      // A primary that restarts resends what its log holds at once, host writes or not.
+      if (rt.replayed) {
+        await rt.redoLogged();
+        rt.ensurePrimary();
+      }
+    }
+    for (const rt of m.runtimes.values()) {
       if ([...rt.pairs.values()].some((p) => p.role === 'secondary')) {
         const store = new JournalQueueStore(deps.meta, rt.record.name);
         rt.startSecondary(await store.load(), await m.records.loadMembers(rt.record.name));
@@ -82,6 +97,11 @@ export class JournalManager {
     if (r.sequencer === this.deps.self) {
       const s = await this.records.loadSequencer(r.name);
       rt.startSequencer(s?.next ?? 1, s?.secondaries ?? []);
+    }
+    if (this.deps.logs) {
+      const { writer, records } = await PrimaryLogWriter.open(this.deps.logs, r.name);
+      rt.primaryLog = writer;
+      if (records.length > 0) rt.replayed = replayPrimaryLog(records);
     }
     this.runtimes.set(r.name, rt);
     return rt;
@@ -108,9 +128,11 @@ export class JournalManager {
         }
       },
       execute: (step: PlanStep, position: PlanPosition, write: AppliedWrite | undefined) => {
-        if (position.kind !== 'journal' || !write) return undefined;
+        if (position.kind !== 'journal') return undefined;
         const rt = this.runtimes.get(position.journal);
         if (!rt) return undefined;
+        if (step.kind === 'journal-flush') return rt.flushLog();
+        if (!write) return undefined;
         if (step.kind === 'take-token') return rt.takeToken(volumeName, write);
         if (step.kind === 'journal-capture') return rt.capture(write);
         throw new Error(`journal positions do not execute ${step.kind} steps`);
@@ -155,6 +177,7 @@ export class JournalManager {
     const peers = new Set([...rt.pairs.values()].filter((p) => p.role === 'primary').map((p) => p.secondaryArray));
     for (const peer of peers) await this.deps.rpc.request(peer, { op: 'journal.delete', journal: name }, [], 10_000).catch(() => undefined);
     await new JournalQueueStore(this.deps.meta, name).remove();
+    await this.deps.logs?.removeJournal(name);
     await this.records.removeJournal(name, [...rt.pairs.keys()]);
     // Secondary volumes go back to their hosts, as an R2's do when its pair is deleted.
     for (const p of rt.pairs.values()) if (p.role === 'secondary') await this.deps.findVolume(p.secondaryVolume)?.setState('ready');

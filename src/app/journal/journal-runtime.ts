@@ -15,6 +15,8 @@ import type { PeerRpc } from '../replication/peer-rpc.js';
 import type { Timers } from '../../ports/timers.js';
 import type { JournalQueueStore } from './journal-queue-store.js';
 import type { JournalPairRecord, JournalRecord, JournalRecords } from './journal-records.js';
+import type { PrimaryLogWriter } from './primary-log-writer.js';
+import type { ReplayedLog } from '../../core/journal/primary-log.js';
 
 export interface RuntimeDeps {
   readonly self: string;
@@ -71,6 +73,10 @@ export class JournalRuntime {
   /** Peer messages sent and bytes of data entries, for status and the bench. */
   sentMessages = 0;
   sentDataBytes = 0;
+  /** The primary-side log (set by the manager when the array has a log store). */
+  primaryLog: PrimaryLogWriter | undefined;
+  /** What an earlier process left in the log, until the primary machine takes it. */
+  replayed: ReplayedLog | undefined;
 
   constructor(readonly record: JournalRecord, private readonly deps: RuntimeDeps, private readonly queue: JournalQueueStore, private readonly incarnation: number) {}
 
@@ -102,7 +108,9 @@ export class JournalRuntime {
       journal: this.record.name, self: this.deps.self, sequencer: this.record.sequencer, tokens: this.record.tokens,
       intervalMs: this.record.intervalMs, batchBytes: this.record.batchBytes, retransmitMs: RETRANSMIT_MS, windowMessages: WINDOW_MESSAGES,
       incarnation: this.incarnation, maxPendingBytes: Math.min(64 * 1024 * 1024, 16 * this.record.batchBytes),
-    });
+      log: this.primaryLog !== undefined,
+    }, {}, this.replayed);
+    this.replayed = undefined;
     return this.primary;
   }
 
@@ -130,7 +138,8 @@ export class JournalRuntime {
     const w: PendingWrite = { id: this.nextWriteId++, tokens: deferred(), done: deferred(), assigned: undefined };
     this.writes.set(write, w);
     this.byId.set(w.id, w);
-    this.ensurePrimary().handle({ kind: 'write', writeId: w.id, specs }, this.deps.nowMs());
+    const data = specs.map((t) => (write.kind === 'write' && write.data ? write.data.slice(t.offset - write.offset, t.offset - write.offset + t.length) : null));
+    this.ensurePrimary().handle({ kind: 'write', writeId: w.id, specs, data }, this.deps.nowMs());
     this.pump();
     return w.tokens.promise;
   }
@@ -145,7 +154,30 @@ export class JournalRuntime {
       : null));
     this.primary.handle({ kind: 'captured', writeId: w.id, data }, this.deps.nowMs());
     this.pump();
+    // FUA: the write is durable when it completes, and so must its log record be.
+    if (write.fua && this.primaryLog) return Promise.all([w.done.promise, this.primaryLog.sync()]).then(() => undefined);
     return w.done.promise;
+  }
+
+  /** A host FLUSH of a primary volume: the log becomes as durable as the volume. */
+  flushLog(): Promise<void> | undefined {
+    return this.primaryLog?.sync();
+  }
+
+  /**
+   * After a restart, before host I/O: the logged writes are written again to the primary volumes
+   * in log order (a write whose number reached the log may not have reached the volume before the
+   * kill; its entry will reach the secondaries, so the primary must hold it too).
+   */
+  async redoLogged(): Promise<void> {
+    const touched = new Set<Volume>();
+    for (const p of this.replayed?.redo ?? []) {
+      const volume = this.deps.volume(p.spec.volume);
+      touched.add(volume);
+      if (p.data === null) await volume.internalZero(p.spec.offset, p.spec.length, { source: 'replica' });
+      else await volume.internalWrite(p.spec.offset, p.data, { source: 'replica' });
+    }
+    for (const v of touched) await v.internalFlush();
   }
 
   // ---- the machines' actions ----
@@ -165,6 +197,7 @@ export class JournalRuntime {
   private runPrimary(): void {
     if (!this.primary) return;
     for (const a of this.primary.poll(this.deps.nowMs())) this.primaryAction(a);
+    this.primaryLog?.maintain(this.primary.logFloor, this.primary.requestPending);
   }
 
   private primaryAction(a: PrimaryAction): void {
@@ -196,6 +229,8 @@ export class JournalRuntime {
       case 'send':
         return this.send(a.to, a.message);
       case 'log':
+        // Synchronous: the record is in the page cache before the request or write it covers goes on.
+        this.primaryLog?.append(a.record);
         return;
       default: {
         const never: never = a;
