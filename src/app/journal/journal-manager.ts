@@ -346,7 +346,10 @@ export class JournalManager {
         if (s.offset !== token.offset || length !== token.length) throw new TidemarkError(ErrorCode.Protocol, `journal entry ${token.sequence} does not match its segment`);
         return { token, data: s.kind === 'data' ? s.data.slice() : null };
       });
-      const message: JournalMessage = { journal: h.journal, from: m.from, role: m.role, type: m.type, continuity: m.continuity, tokens: m.tokens, entries };
+      const message: JournalMessage = {
+        journal: h.journal, from: m.from, role: m.role, type: m.type, continuity: m.continuity,
+        ...(m.incarnation === undefined ? {} : { incarnation: m.incarnation }), tokens: m.tokens, entries,
+      };
       return { header: { ackUpTo: await this.runtime(h.journal).receive(peer, message) }, segments: [] };
     });
     rpc.handle('journal.watermark', async (peer, h) => {

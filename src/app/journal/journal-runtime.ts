@@ -294,7 +294,10 @@ export class JournalRuntime {
       : { kind: 'data', offset: e.token.offset, data: e.data }));
     const header: RequestOf<'journal.message'> = {
       op: 'journal.message', journal: this.record.name,
-      message: { from: message.from, role: message.role, type: message.type, continuity: message.continuity, tokens: message.tokens, entries: message.entries.map((e) => e.token) },
+      message: {
+        from: message.from, role: message.role, type: message.type, continuity: message.continuity,
+        ...(message.incarnation === undefined ? {} : { incarnation: message.incarnation }), tokens: message.tokens, entries: message.entries.map((e) => e.token),
+      },
     };
     this.deps.rpc.request(to, header, segments, 30_000).then((r) => onAck(r.header.ackUpTo), () => undefined);
   }
