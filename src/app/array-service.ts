@@ -37,6 +37,8 @@ export interface ArrayDeps {
   readonly spill?: SpillStore;
   /** Primary-side journal logs (the daemon: <data dir>/journal-log); without one, a restarted primary does not resume its journals. */
   readonly journalLogs?: JournalLogStore;
+  /** This boot of the machine (the sequencer trusts its log after a process restart, not after a reboot). */
+  readonly bootId?: string;
   readonly nowMs: () => number;
   readonly activityLog?: Omit<ActivityLogConfig, 'extentTracks'>;
   readonly onOp?: (volume: string, kind: OpKind, bytes: number, startedAtMs: number) => void;
@@ -145,6 +147,7 @@ export class ArrayService {
       volume: (name) => service.volume(name), findVolume: (name) => service.findVolume(name),
       checkPeer: (name) => { service.peers.get(name); },
       ...(deps.journalLogs ? { logs: deps.journalLogs } : {}),
+      ...(deps.bootId !== undefined ? { bootId: deps.bootId } : {}),
       onError: (error, context) => deps.onBackgroundError?.(error, context),
     });
     return service;

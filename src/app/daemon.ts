@@ -13,7 +13,7 @@ import { CHANGES_POSITION } from './volume/volume.js';
 import { FileBlockStoreFactory } from '../adapters/fs/file-block-store.js';
 import { FileMetaStore, FileSlotJournalFactory } from '../adapters/fs/file-meta-store.js';
 import { FileSpillStore } from '../adapters/fs/file-spill-store.js';
-import { FileJournalLogStore } from '../adapters/fs/file-journal-log-store.js';
+import { FileJournalLogStore, bootId } from '../adapters/fs/file-journal-log-store.js';
 import { startNbdServer, type NbdServer } from '../adapters/nbd-server/nbd-server.js';
 import type { NbdTlsMode } from '../core/nbd/connection.js';
 import type { SessionTls } from '../adapters/nbd-server/nbd-session.js';
@@ -241,6 +241,7 @@ export async function startArray(options: DaemonOptions): Promise<RunningArray> 
       journals: new FileSlotJournalFactory(join(dataDir, 'volumes')),
       spill,
       journalLogs: await FileJournalLogStore.open(join(dataDir, 'journal-log')),
+      ...await bootId(),
       nowMs,
       activityLog: { ...DEFAULT_ACTIVITY_LOG, maxActiveExtents: options.alExtents },
       onOp: metrics.onOp,

@@ -29,5 +29,9 @@ test('a primary that restarts without its log is caught: the numbers it held hav
 });
 
 test('a restarted primary that does not ask again for the grant it never logged is caught: those numbers stay without data', () => {
-  caught({ dropPendingRequest: true }, 3, /liveness: after healing, .* of \d+ issued/);
+  caught({ dropPendingRequest: true }, 11, /liveness: after healing, .* of \d+ issued/);
+});
+
+test('a sequencer that restarts without its log is caught: numbers are handed out twice or tokens never reach the secondaries', () => {
+  caught({ sequencerForgetsLog: true }, 2, /liveness|order|prefix/);
 });

@@ -81,3 +81,9 @@ export class FileJournalLogStore implements JournalLogStore {
     return Promise.resolve();
   }
 }
+
+/** This boot of the machine (Linux), or nothing where the kernel does not say. */
+export async function bootId(): Promise<{ bootId?: string }> {
+  const id = await readFile('/proc/sys/kernel/random/boot_id', 'utf8').catch(() => '');
+  return id.trim() === '' ? {} : { bootId: id.trim() };
+}

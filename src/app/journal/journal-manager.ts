@@ -8,7 +8,10 @@ import type { JournalMessage, Extent, DataEntry } from '../../core/journal/journ
 import type { JournalPosition, PlanPosition, PlanStep, TrackSet } from '../../core/volume/write-plan.js';
 import type { MetaStore } from '../../ports/meta-store.js';
 import type { JournalLogStore } from '../../ports/journal-log-store.js';
-import { replayPrimaryLog } from '../../core/journal/primary-log.js';
+import { replayPrimaryLog, type IssuedRecord } from '../../core/journal/primary-log.js';
+
+/** The sequencer's log of a journal (a name no journal can have: '@' is not in journal names). */
+const sequencerLogName = (journal: string): string => `${journal}@sequencer`;
 import { PrimaryLogWriter } from './primary-log-writer.js';
 import type { AppliedWrite, Volume, WriteParticipant } from '../volume/volume.js';
 import { JournalQueueStore } from './journal-queue-store.js';
@@ -96,7 +99,19 @@ export class JournalManager {
     const rt = new JournalRuntime(r, this.deps, new JournalQueueStore(this.deps.meta, r.name), this.incarnation);
     if (r.sequencer === this.deps.self) {
       const s = await this.records.loadSequencer(r.name);
-      rt.startSequencer(s?.next ?? 1, s?.secondaries ?? []);
+      let logged: IssuedRecord[] = [];
+      let next = s?.next ?? 1;
+      if (this.deps.logs) {
+        const { writer, records } = await PrimaryLogWriter.open(this.deps.logs, sequencerLogName(r.name));
+        rt.sequencerLog = writer;
+        logged = records.filter((x): x is IssuedRecord => x.kind === 'issued');
+        // Same boot (the process was killed): the log is whole — numbering goes on right after it and
+        // nothing is skipped. After a reboot its tail may be gone: start above the persisted bound
+        // (no number is ever reused; secondaries stop at the first number the log lost).
+        if (logged.length > 0 && s?.bootId !== undefined && s.bootId === this.deps.bootId) next = 1;
+      }
+      rt.startSequencer(next, s?.secondaries ?? [], logged);
+      if (s) await this.records.saveSequencer(r.name, { next: Math.max(s.next, rt.sequencer!.nextSequence), secondaries: rt.sequencer!.secondaries, ...this.boot() });
     }
     if (this.deps.logs) {
       const { writer, records } = await PrimaryLogWriter.open(this.deps.logs, r.name);
@@ -105,6 +120,10 @@ export class JournalManager {
     }
     this.runtimes.set(r.name, rt);
     return rt;
+  }
+
+  private boot(): { bootId?: string } {
+    return this.deps.bootId === undefined ? {} : { bootId: this.deps.bootId };
   }
 
   private runtime(name: string): JournalRuntime {
@@ -178,6 +197,7 @@ export class JournalManager {
     for (const peer of peers) await this.deps.rpc.request(peer, { op: 'journal.delete', journal: name }, [], 10_000).catch(() => undefined);
     await new JournalQueueStore(this.deps.meta, name).remove();
     await this.deps.logs?.removeJournal(name);
+    await this.deps.logs?.removeJournal(sequencerLogName(name));
     await this.records.removeJournal(name, [...rt.pairs.keys()]);
     // Secondary volumes go back to their hosts, as an R2's do when its pair is deleted.
     for (const p of rt.pairs.values()) if (p.role === 'secondary') await this.deps.findVolume(p.secondaryVolume)?.setState('ready');
@@ -220,7 +240,7 @@ export class JournalManager {
     const s = rt.sequencer;
     if (!s) throw new TidemarkError(ErrorCode.InvalidState, `${this.deps.self} is not the sequencer of journal ${rt.record.name}`);
     const base = s.addSecondary(secondary, this.deps.nowMs());
-    await this.records.saveSequencer(rt.record.name, { next: s.nextSequence, secondaries: s.secondaries });
+    await this.records.saveSequencer(rt.record.name, { next: rt.sequencerBound, secondaries: s.secondaries, ...this.boot() });
     const secondaries = s.secondaries;
     for (const m of secondaries) {
       if (m === secondary) continue;

@@ -16,7 +16,7 @@ import type { Timers } from '../../ports/timers.js';
 import type { JournalQueueStore } from './journal-queue-store.js';
 import type { JournalPairRecord, JournalRecord, JournalRecords } from './journal-records.js';
 import type { PrimaryLogWriter } from './primary-log-writer.js';
-import type { ReplayedLog } from '../../core/journal/primary-log.js';
+import type { IssuedRecord, ReplayedLog } from '../../core/journal/primary-log.js';
 
 export interface RuntimeDeps {
   readonly self: string;
@@ -26,6 +26,8 @@ export interface RuntimeDeps {
   readonly nowMs: () => number;
   readonly volume: (name: string) => Volume;
   readonly onError: (error: unknown, context: Record<string, unknown>) => void;
+  /** This boot of the machine (Linux: /proc/sys/kernel/random/boot_id); tells a process restart from a reboot. */
+  readonly bootId?: string;
 }
 
 /** Sent again when unacknowledged this long (the link is reliable while up: this covers reconnects). */
@@ -75,6 +77,8 @@ export class JournalRuntime {
   sentDataBytes = 0;
   /** The primary-side log (set by the manager when the array has a log store). */
   primaryLog: PrimaryLogWriter | undefined;
+  /** The sequencer's log of grants (same store). */
+  sequencerLog: PrimaryLogWriter | undefined;
   /** What an earlier process left in the log, until the primary machine takes it. */
   replayed: ReplayedLog | undefined;
 
@@ -98,9 +102,17 @@ export class JournalRuntime {
 
   // ---- roles ----
 
-  startSequencer(next: number, secondaries: readonly string[]): void {
-    this.sequencer = new Sequencer({ journal: this.record.name, self: this.deps.self, secondaries, retransmitMs: RETRANSMIT_MS, windowMessages: WINDOW_MESSAGES }, next);
-    this.sequencerPersisted = next;
+  startSequencer(next: number, secondaries: readonly string[], logged: readonly IssuedRecord[] = []): void {
+    this.sequencer = new Sequencer({
+      journal: this.record.name, self: this.deps.self, secondaries, retransmitMs: RETRANSMIT_MS, windowMessages: WINDOW_MESSAGES,
+      incarnation: this.incarnation, log: this.sequencerLog !== undefined,
+    }, next, logged);
+    this.sequencerPersisted = Math.max(next, this.sequencer.nextSequence);
+  }
+
+  /** The bound the sequencer's persisted next number must not fall below (it reserves ahead). */
+  get sequencerBound(): number {
+    return Math.max(this.sequencerPersisted, this.sequencer?.nextSequence ?? 1);
   }
 
   ensurePrimary(): JournalPrimary {
@@ -197,7 +209,7 @@ export class JournalRuntime {
   private runPrimary(): void {
     if (!this.primary) return;
     for (const a of this.primary.poll(this.deps.nowMs())) this.primaryAction(a);
-    this.primaryLog?.maintain(this.primary.logFloor, this.primary.requestPending);
+    this.primaryLog?.maintain(this.primary.logFloor);
   }
 
   private primaryAction(a: PrimaryAction): void {
@@ -255,7 +267,7 @@ export class JournalRuntime {
     const actions = s.poll(this.deps.nowMs());
     if (s.nextSequence > this.sequencerPersisted) {
       const bound = s.nextSequence + RESERVE_NUMBERS;
-      await this.deps.records.saveSequencer(this.record.name, { next: bound, secondaries: s.secondaries });
+      await this.deps.records.saveSequencer(this.record.name, { next: bound, secondaries: s.secondaries, ...(this.deps.bootId === undefined ? {} : { bootId: this.deps.bootId }) });
       this.sequencerPersisted = Math.max(this.sequencerPersisted, bound);
     }
     let mine: Grant | undefined;
@@ -269,11 +281,14 @@ export class JournalRuntime {
   private runSequencer(): void {
     if (!this.sequencer) return;
     for (const a of this.sequencer.poll(this.deps.nowMs())) this.sequencerAction(a);
+    this.sequencerLog?.maintain(this.sequencer.logFloor);
   }
 
   private sequencerAction(a: SequencerAction): void {
     // A grant outside a request (a repeated one) goes back through the requester's retry.
     if (a.kind === 'send') this.send(a.to, a.message);
+    // Synchronous, before the grant it covers leaves (grantLocally returns it after this loop).
+    else if (a.kind === 'log') this.sequencerLog?.append(a.record);
   }
 
   private send(to: string, message: JournalMessage): void {

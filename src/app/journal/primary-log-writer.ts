@@ -1,11 +1,10 @@
-// Keeps one journal's primary-side log (core/journal/primary-log.ts) in segments of a
-// JournalLogStore: appends the records the primary machine emits, starts a new segment once the
-// current one is big and no request is out (so a request and its grant share a segment), and
-// deletes whole segments once every number in them is acknowledged by its secondary (the
+// Keeps one journal's primary-side log (core/journal/primary-log.ts; the sequencer's log too) in
+// segments of a JournalLogStore: appends the records the machine emits, starts a new segment once
+// the current one is big (at a request, so a request and its grant share a segment), and deletes whole segments once every number in them is acknowledged by its secondary (the
 // machine's `logFloor`). At open, whatever an earlier process left is read back and copied into
 // a fresh segment (made durable), so the new process never appends to a file the old one wrote.
 import { decodePrimaryLogSegment, encodePrimaryLogRecord } from '../../core/journal/primary-log-codec.js';
-import type { PrimaryLogRecord } from '../../core/journal/primary-log.js';
+import type { JournalLogRecord } from '../../core/journal/primary-log.js';
 import type { JournalLogStore } from '../../ports/journal-log-store.js';
 
 const SEGMENT_BYTES = 16 * 1024 * 1024;
@@ -17,19 +16,24 @@ interface Segment {
   highest: number;
 }
 
+/** The sequencer's log keeps each requester's newest grant (a repeated request gets it again). */
+const keepNewestOf = (r: JournalLogRecord): string | undefined => (r.kind === 'issued' ? r.from : undefined);
+
 export class PrimaryLogWriter {
   private readonly segments: Segment[] = [];
   /** Pieces of each logged request not yet granted (key incarnation/requestId). */
   private readonly requestPieces = new Map<string, number>();
+  /** Per key (keepNewestOf): the newest record and the segment holding it. */
+  private readonly newest = new Map<string, { record: JournalLogRecord; segment: number }>();
   private removing = false;
 
   private constructor(private readonly store: JournalLogStore, private readonly journal: string) {}
 
   /** Opens the log; returns what an earlier process left (empty for a new journal). */
-  static async open(store: JournalLogStore, journal: string): Promise<{ writer: PrimaryLogWriter; records: PrimaryLogRecord[] }> {
+  static async open(store: JournalLogStore, journal: string): Promise<{ writer: PrimaryLogWriter; records: JournalLogRecord[] }> {
     const w = new PrimaryLogWriter(store, journal);
     const old = await store.load(journal);
-    const records: PrimaryLogRecord[] = [];
+    const records: JournalLogRecord[] = [];
     for (const s of old) records.push(...decodePrimaryLogSegment(s.bytes).records);
     const next = old.length === 0 ? 1 : old[old.length - 1]!.segment + 1;
     w.segments.push({ number: next, bytes: 0, highest: 0 });
@@ -41,13 +45,22 @@ export class PrimaryLogWriter {
     return { writer: w, records };
   }
 
-  append(record: PrimaryLogRecord): void {
-    const current = this.segments[this.segments.length - 1]!;
+  append(record: JournalLogRecord): void {
+    // A new segment starts with a request (its grant follows in the same one) or a sequencer's
+    // record, never empty: the newest segment always holds the newest record (the highest number).
+    let current = this.segments[this.segments.length - 1]!;
+    if (record.kind !== 'grant' && current.bytes >= SEGMENT_BYTES) {
+      current = { number: current.number + 1, bytes: 0, highest: 0 };
+      this.segments.push(current);
+    }
     const bytes = encodePrimaryLogRecord(record);
     this.store.append(this.journal, current.number, bytes);
     current.bytes += bytes.length;
+    const keep = keepNewestOf(record);
+    if (keep !== undefined) this.newest.set(keep, { record, segment: current.number });
     const key = `${record.incarnation}/${record.requestId}`;
     if (record.kind === 'request') this.requestPieces.set(key, record.pieces.length);
+    else if (record.kind === 'issued') current.highest = Math.max(current.highest, record.first + record.specs.length - 1);
     else {
       const n = this.requestPieces.get(key) ?? 0;
       this.requestPieces.delete(key);
@@ -59,10 +72,8 @@ export class PrimaryLogWriter {
     return this.store.sync(this.journal);
   }
 
-  /** Rotates and drops segments (floor: the lowest number a secondary may still need). */
-  maintain(floor: number, requestPending: boolean): void {
-    const current = this.segments[this.segments.length - 1]!;
-    if (!requestPending && current.bytes >= SEGMENT_BYTES) this.segments.push({ number: current.number + 1, bytes: 0, highest: 0 });
+  /** Drops whole segments below the floor (the lowest number a secondary may still need). */
+  maintain(floor: number): void {
     if (this.removing) return;
     const done: Segment[] = [];
     for (const s of this.segments.slice(0, -1)) {
@@ -74,6 +85,8 @@ export class PrimaryLogWriter {
     void (async () => {
       try {
         for (const s of done) {
+          // What must outlive the segment is written again at the end first.
+          for (const n of [...this.newest.values()]) if (n.segment === s.number) this.append(n.record);
           await this.store.removeSegment(this.journal, s.number);
           this.segments.splice(this.segments.indexOf(s), 1);
         }

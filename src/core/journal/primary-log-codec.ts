@@ -5,7 +5,7 @@
 // follows it is ignored (it was never made durable by a host FLUSH, see docs/design/journal.md).
 import { crc32c } from '../lib/crc32c.js';
 import type { TokenSpec } from './journal-types.js';
-import type { LoggedPiece, PrimaryLogRecord } from './primary-log.js';
+import type { JournalLogRecord, LoggedPiece } from './primary-log.js';
 
 const MAGIC = 0x544d4a4c; // "TMJL"
 const FRAME_HEADER = 12;
@@ -14,10 +14,10 @@ const decoder = new TextDecoder('utf-8', { fatal: true });
 
 type Head =
   | { readonly kind: 'request'; readonly incarnation: number; readonly requestId: number; readonly pieces: ReadonlyArray<{ readonly spec: TokenSpec; readonly bytes: number }> }
-  | Extract<PrimaryLogRecord, { kind: 'grant' }>;
+  | Extract<JournalLogRecord, { kind: 'grant' | 'issued' }>;
 
-export function encodePrimaryLogRecord(r: PrimaryLogRecord): Uint8Array {
-  const head: Head = r.kind === 'grant' ? r : {
+export function encodePrimaryLogRecord(r: JournalLogRecord): Uint8Array {
+  const head: Head = r.kind !== 'request' ? r : {
     kind: 'request', incarnation: r.incarnation, requestId: r.requestId,
     pieces: r.pieces.map((p) => ({ spec: p.spec, bytes: p.data === null ? -1 : p.data.length })),
   };
@@ -37,8 +37,8 @@ export function encodePrimaryLogRecord(r: PrimaryLogRecord): Uint8Array {
 }
 
 /** The records of one segment, up to the first frame that is torn or fails its check. */
-export function decodePrimaryLogSegment(bytes: Uint8Array): { records: PrimaryLogRecord[]; validBytes: number } {
-  const records: PrimaryLogRecord[] = [];
+export function decodePrimaryLogSegment(bytes: Uint8Array): { records: JournalLogRecord[]; validBytes: number } {
+  const records: JournalLogRecord[] = [];
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   let at = 0;
   while (at + FRAME_HEADER <= bytes.length) {
@@ -55,7 +55,7 @@ export function decodePrimaryLogSegment(bytes: Uint8Array): { records: PrimaryLo
   return { records, validBytes: at };
 }
 
-function decodePayload(payload: Uint8Array): PrimaryLogRecord | undefined {
+function decodePayload(payload: Uint8Array): JournalLogRecord | undefined {
   const headLength = new DataView(payload.buffer, payload.byteOffset, payload.byteLength).getUint32(0);
   if (4 + headLength > payload.length) return undefined;
   let head: Head;
@@ -63,6 +63,10 @@ function decodePayload(payload: Uint8Array): PrimaryLogRecord | undefined {
     head = JSON.parse(decoder.decode(payload.subarray(4, 4 + headLength))) as Head;
   } catch {
     return undefined;
+  }
+  if (head.kind === 'issued') {
+    if (!Array.isArray(head.specs)) return undefined;
+    return { kind: 'issued', from: head.from, incarnation: head.incarnation, requestId: head.requestId, first: head.first, timeMs: head.timeMs, specs: head.specs };
   }
   if (head.kind === 'grant') return { kind: 'grant', incarnation: head.incarnation, requestId: head.requestId, first: head.first, timeMs: head.timeMs };
   if (head.kind !== 'request' || !Array.isArray(head.pieces)) return undefined;

@@ -25,6 +25,23 @@ export type PrimaryLogRecord =
   | { readonly kind: 'request'; readonly incarnation: number; readonly requestId: number; readonly pieces: readonly LoggedPiece[] }
   | { readonly kind: 'grant'; readonly incarnation: number; readonly requestId: number; readonly first: number; readonly timeMs: number };
 
+/**
+ * The sequencer's log (same files and frames, its own segments): one record per grant, appended
+ * before the grant leaves — the requester's identity (a repeated request gets the same grant after
+ * a restart too) and the pieces, whose tokens a restarted sequencer fans out again.
+ */
+export interface IssuedRecord {
+  readonly kind: 'issued';
+  readonly from: string;
+  readonly incarnation: number;
+  readonly requestId: number;
+  readonly first: number;
+  readonly timeMs: number;
+  readonly specs: readonly TokenSpec[];
+}
+
+export type JournalLogRecord = PrimaryLogRecord | IssuedRecord;
+
 export interface ReplayedLog {
   /** Entries of granted requests, in sequence order (to send again: a secondary drops what it has). */
   readonly entries: readonly DataEntry[];
@@ -38,7 +55,7 @@ export interface ReplayedLog {
 
 const key = (incarnation: number, requestId: number): string => `${incarnation}/${requestId}`;
 
-export function replayPrimaryLog(records: readonly PrimaryLogRecord[]): ReplayedLog {
+export function replayPrimaryLog(records: readonly JournalLogRecord[]): ReplayedLog {
   const requests = new Map<string, Extract<PrimaryLogRecord, { kind: 'request' }>>();
   const granted = new Set<string>();
   const entries: DataEntry[] = [];
@@ -46,6 +63,7 @@ export function replayPrimaryLog(records: readonly PrimaryLogRecord[]): Replayed
   let highestRequestId = 0;
   let last: Extract<PrimaryLogRecord, { kind: 'request' }> | undefined;
   for (const r of records) {
+    if (r.kind === 'issued') continue;
     highestRequestId = Math.max(highestRequestId, r.requestId);
     if (r.kind === 'request') {
       requests.set(key(r.incarnation, r.requestId), r);

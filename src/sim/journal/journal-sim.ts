@@ -26,7 +26,7 @@ import { JournalPrimary, type PrimaryAction, type PrimaryBugs, type TokenMode } 
 import { JournalSecondary, emptyDurable, type SecondaryAction, type SecondaryBugs, type SecondaryDurable } from '../../core/journal/journal-secondary.js';
 import { computeRecovery, type RecoveryReport } from '../../core/journal/journal-recovery.js';
 import { splitWrite, type JournalMessage, type Token } from '../../core/journal/journal-types.js';
-import { replayPrimaryLog, type PrimaryLogRecord } from '../../core/journal/primary-log.js';
+import { replayPrimaryLog, type IssuedRecord, type PrimaryLogRecord } from '../../core/journal/primary-log.js';
 import { EventLoop } from './event-loop.js';
 
 const JOURNAL = 'j';
@@ -55,6 +55,8 @@ export interface JournalSimConfig {
   readonly maxPendingBytes: number;
   /** Primary arrays other than the sequencer's are killed (-9) and restarted now and then. */
   readonly primaryCrashes: boolean;
+  /** The sequencer's array (p0, a primary too) is killed (-9) and restarted now and then. */
+  readonly sequencerCrashes: boolean;
 }
 
 export function drawJournalConfig(prng: Prng): JournalSimConfig {
@@ -77,6 +79,7 @@ export function drawJournalConfig(prng: Prng): JournalSimConfig {
     disaster: prng.chance(0.6),
     maxPendingBytes: prng.pick([1e12, 1e12, 4 * UNIT, 32 * UNIT]),
     primaryCrashes: prng.chance(0.5),
+    sequencerCrashes: prng.chance(0.4),
   };
 }
 
@@ -85,7 +88,7 @@ export function describeJournalConfig(c: JournalSimConfig): string {
     `tokens ${c.tokens}, interval ${c.intervalMs} ms, batch ${c.batchBytes} B, ${c.hosts} host(s), ${c.writes} writes, ` +
     `loss ${c.lossRate}, dup ${c.dupRate}, delay ≤${c.maxDelayMs} ms${c.partitions ? ', partitions' : ''}` +
     `${c.secondaryCrashes ? ', secondary crashes' : ''}${c.disaster ? ', disaster' : ''}` +
-    `${c.maxPendingBytes < 1e12 ? `, pending ≤ ${c.maxPendingBytes} B` : ''}${c.primaryCrashes && c.primaries > 1 ? ', primary crashes' : ''}`;
+    `${c.maxPendingBytes < 1e12 ? `, pending ≤ ${c.maxPendingBytes} B` : ''}${c.primaryCrashes && c.primaries > 1 ? ', primary crashes' : ''}${c.sequencerCrashes ? ', sequencer crashes' : ''}`;
 }
 
 export interface JournalSeedResult {
@@ -105,7 +108,8 @@ export interface JournalSeedResult {
 }
 
 export interface JournalSeedOptions {
-  readonly bugs?: SecondaryBugs & PrimaryBugs;
+  /** sequencerForgetsLog: a restarted sequencer starts without its log (from 1, nothing remembered). */
+  readonly bugs?: SecondaryBugs & PrimaryBugs & { readonly sequencerForgetsLog?: boolean };
   readonly trace?: (line: string) => void;
   readonly override?: Partial<JournalSimConfig>;
 }
@@ -125,7 +129,9 @@ interface PrimaryArray {
   machine: JournalPrimary;
   /** The primary-side log as it is in the page cache (a kill -9 keeps it all). */
   log: PrimaryLogRecord[];
-  readonly sequencer: Sequencer | undefined;
+  sequencer: Sequencer | undefined;
+  /** The sequencer's log (p0). */
+  seqLog: IssuedRecord[];
   readonly volumes: string[];
   readonly pairs: Pair[];
   readonly writes: Map<number, HostWrite>;
@@ -227,10 +233,8 @@ class JournalSim {
         }
       }
       const machine = this.newPrimary(name, 1, undefined);
-      const sequencer = i === 0
-        ? new Sequencer({ journal: JOURNAL, self: name, secondaries: this.secondaryNames, retransmitMs: 4 * config.maxDelayMs + 5, windowMessages: 64 })
-        : undefined;
-      this.primaries.push({ name, alive: true, crashed: false, incarnation: 1, machine, log: [], sequencer, volumes, pairs, writes: new Map() });
+      const sequencer = i === 0 ? this.newSequencer(name, 1, []) : undefined;
+      this.primaries.push({ name, alive: true, crashed: false, incarnation: 1, machine, log: [], sequencer, seqLog: [], volumes, pairs, writes: new Map() });
     }
     for (const name of this.secondaryNames) {
       const disk = emptyDurable();
@@ -254,6 +258,12 @@ class JournalSim {
     }, this.options.bugs, log ? replayPrimaryLog(log) : undefined);
   }
 
+  private newSequencer(name: string, incarnation: number, logged: readonly IssuedRecord[]): Sequencer {
+    return new Sequencer({
+      journal: JOURNAL, self: name, secondaries: this.secondaryNames, retransmitMs: 4 * this.config.maxDelayMs + 5, windowMessages: 64, incarnation, log: true,
+    }, 1, this.options.bugs?.sequencerForgetsLog ? [] : logged);
+  }
+
   private newSecondary(name: string, durable: SecondaryDurable): JournalSecondary {
     return new JournalSecondary({ journal: JOURNAL, self: name, secondaries: this.secondaryNames, announceMs: 4 * this.config.maxDelayMs + 5 }, durable, this.options.bugs);
   }
@@ -272,7 +282,8 @@ class JournalSim {
     this.loop.every(1, () => this.tick());
     if (c.partitions) this.schedulePartitions();
     if (c.secondaryCrashes) this.scheduleCrashes();
-    if (c.primaryCrashes && c.primaries > 1) this.schedulePrimaryCrashes();
+    const crashable = [...(c.sequencerCrashes ? [this.primaries[0]!] : []), ...(c.primaryCrashes ? this.primaries.slice(1) : [])];
+    if (crashable.length > 0) this.schedulePrimaryCrashes(crashable);
     const limitMs = 60_000;
     this.loop.runWhile(() => this.issuedWrites < c.writes && this.loop.now < limitMs && this.primaries.some((p) => p.alive));
     if (c.disaster) return this.disaster();
@@ -347,6 +358,14 @@ class JournalSim {
       for (const a of actions) this.runPrimaryAction(p, a);
     }
     this.trimLog(p);
+    if (p.sequencer) {
+      // Records every secondary has the tokens of go, except each requester's newest (a repeated
+      // request must get the same grant; the newest of all holds the highest number).
+      const floor = p.sequencer.logFloor;
+      const newest = new Map<string, IssuedRecord>();
+      for (const r of p.seqLog) newest.set(r.from, r);
+      p.seqLog = p.seqLog.filter((r) => newest.get(r.from) === r || r.first + r.specs.length - 1 >= floor);
+    }
   }
 
   /** What the app's log rotation does: between requests, records of acknowledged numbers go. */
@@ -414,6 +433,7 @@ class JournalSim {
         return;
       }
       case 'log':
+        if (a.record.kind === 'issued') { p.seqLog.push(a.record); return; }
         return this.noteLogged(p, a.record);
       case 'token-done': {
         const w = p.writes.get(a.writeId)!;
@@ -465,7 +485,7 @@ class JournalSim {
           const p = this.primaries.find((x) => x.name === a.to);
           if (!p?.alive || p.crashed) return;
           const ack = a.message.ackUpTo ?? 0;
-          if (a.message.role === 'sequencer') p.sequencer?.handle({ kind: 'ack', from: s.name, ackUpTo: ack }, this.loop.now);
+          if (a.message.role === 'sequencer') p.sequencer?.handle({ kind: 'ack', from: s.name, ackUpTo: ack, ...(a.message.incarnation === undefined ? {} : { incarnation: a.message.incarnation }) }, this.loop.now);
           else p.machine.handle({ kind: 'ack', from: s.name, ackUpTo: ack, ...(a.message.incarnation === undefined ? {} : { incarnation: a.message.incarnation }) }, this.loop.now);
           this.pumpPrimary(p);
         });
@@ -579,10 +599,10 @@ class JournalSim {
     this.loop.at(this.prng.int(5, 60), next);
   }
 
-  private schedulePrimaryCrashes(): void {
+  private schedulePrimaryCrashes(crashable: readonly PrimaryArray[]): void {
     const next = (): void => {
       if (!this.faults) return;
-      const p = this.prng.pick(this.primaries.slice(1));
+      const p = this.prng.pick(crashable);
       if (p.alive && !p.crashed) this.crashPrimary(p);
       this.loop.at(this.loop.now + this.prng.int(3, 40), () => this.restartPrimary(p));
       this.loop.at(this.loop.now + this.prng.int(20, 120), next);
@@ -605,7 +625,8 @@ class JournalSim {
     if (!p.crashed || !p.alive) return;
     p.crashed = false;
     p.machine = this.newPrimary(p.name, p.incarnation, p.log);
-    this.trace(`${p.name} restarts from its log (${p.log.length} records)`);
+    if (p.sequencer) p.sequencer = this.newSequencer(p.name, p.incarnation, p.seqLog);
+    this.trace(`${p.name} restarts from its log (${p.log.length} records${p.sequencer ? `; sequencer log ${p.seqLog.map((r) => `${r.from}#${r.incarnation}/${r.requestId}:${r.first}+${r.specs.length}`).join(' ')}, next ${p.sequencer.nextSequence}` : ''})`);
     this.pumpPrimary(p);
   }
 
