@@ -132,6 +132,9 @@ interface PrimaryArray {
   sequencer: Sequencer | undefined;
   /** The sequencer's log (p0). */
   seqLog: IssuedRecord[];
+  /** The floors the logs were last trimmed at (trimming again at the same floor changes nothing). */
+  loggedFloor: number;
+  seqLoggedFloor: number;
   readonly volumes: string[];
   readonly pairs: Pair[];
   readonly writes: Map<number, HostWrite>;
@@ -234,7 +237,7 @@ class JournalSim {
       }
       const machine = this.newPrimary(name, 1, undefined);
       const sequencer = i === 0 ? this.newSequencer(name, 1, []) : undefined;
-      this.primaries.push({ name, alive: true, crashed: false, incarnation: 1, machine, log: [], sequencer, seqLog: [], volumes, pairs, writes: new Map() });
+      this.primaries.push({ name, alive: true, crashed: false, incarnation: 1, machine, log: [], sequencer, seqLog: [], loggedFloor: 0, seqLoggedFloor: 0, volumes, pairs, writes: new Map() });
     }
     for (const name of this.secondaryNames) {
       const disk = emptyDurable();
@@ -358,7 +361,8 @@ class JournalSim {
       for (const a of actions) this.runPrimaryAction(p, a);
     }
     this.trimLog(p);
-    if (p.sequencer) {
+    if (p.sequencer && p.sequencer.logFloor !== p.seqLoggedFloor) {
+      p.seqLoggedFloor = p.sequencer.logFloor;
       // Records every secondary has the tokens of go, except each requester's newest (a repeated
       // request must get the same grant; the newest of all holds the highest number).
       const floor = p.sequencer.logFloor;
@@ -372,15 +376,19 @@ class JournalSim {
   private trimLog(p: PrimaryArray): void {
     if (p.machine.requestPending) return;
     const floor = p.machine.logFloor;
+    if (p.log.length === 0 || floor === p.loggedFloor) return;
+    p.loggedFloor = floor;
     const grants = new Map<string, Extract<PrimaryLogRecord, { kind: 'grant' }>>();
-    for (const r of p.log) if (r.kind === 'grant') grants.set(`${r.incarnation}/${r.requestId}`, r);
+    const counts = new Map<string, number>();
+    for (const r of p.log) {
+      if (r.kind === 'grant') grants.set(`${r.incarnation}/${r.requestId}`, r);
+      else counts.set(`${r.incarnation}/${r.requestId}`, r.pieces.length);
+    }
     p.log = p.log.filter((r) => {
       const k = `${r.incarnation}/${r.requestId}`;
       const g = grants.get(k);
       if (!g) return r.kind === 'request';
-      const req = p.log.find((x) => x.kind === 'request' && `${x.incarnation}/${x.requestId}` === k);
-      const count = req?.kind === 'request' ? req.pieces.length : 0;
-      return g.first + count - 1 >= floor;
+      return g.first + (counts.get(k) ?? 0) - 1 >= floor;
     });
   }
 
