@@ -25,13 +25,13 @@ export class PrimaryLogWriter {
   private readonly requestPieces = new Map<string, number>();
   /** Per key (keepNewestOf): the newest record and the segment holding it. */
   private readonly newest = new Map<string, { record: JournalLogRecord; segment: number }>();
-  private removing = false;
+  private removing: Promise<void> | undefined;
 
-  private constructor(private readonly store: JournalLogStore, private readonly journal: string) {}
+  private constructor(private readonly store: JournalLogStore, private readonly journal: string, private readonly segmentBytes: number) {}
 
   /** Opens the log; returns what an earlier process left (empty for a new journal). */
-  static async open(store: JournalLogStore, journal: string): Promise<{ writer: PrimaryLogWriter; records: JournalLogRecord[] }> {
-    const w = new PrimaryLogWriter(store, journal);
+  static async open(store: JournalLogStore, journal: string, segmentBytes = SEGMENT_BYTES): Promise<{ writer: PrimaryLogWriter; records: JournalLogRecord[] }> {
+    const w = new PrimaryLogWriter(store, journal, segmentBytes);
     const old = await store.load(journal);
     const records: JournalLogRecord[] = [];
     for (const s of old) records.push(...decodePrimaryLogSegment(s.bytes).records);
@@ -49,7 +49,7 @@ export class PrimaryLogWriter {
     // A new segment starts with a request (its grant follows in the same one) or a sequencer's
     // record, never empty: the newest segment always holds the newest record (the highest number).
     let current = this.segments[this.segments.length - 1]!;
-    if (record.kind !== 'grant' && current.bytes >= SEGMENT_BYTES) {
+    if (record.kind !== 'grant' && current.bytes >= this.segmentBytes) {
       current = { number: current.number + 1, bytes: 0, highest: 0 };
       this.segments.push(current);
     }
@@ -74,15 +74,14 @@ export class PrimaryLogWriter {
 
   /** Drops whole segments below the floor (the lowest number a secondary may still need). */
   maintain(floor: number): void {
-    if (this.removing) return;
+    if (this.removing !== undefined) return;
     const done: Segment[] = [];
     for (const s of this.segments.slice(0, -1)) {
       if (s.highest >= floor) break;
       done.push(s);
     }
     if (done.length === 0) return;
-    this.removing = true;
-    void (async () => {
+    this.removing = (async () => {
       try {
         for (const s of done) {
           // What must outlive the segment is written again at the end first.
@@ -91,9 +90,15 @@ export class PrimaryLogWriter {
           this.segments.splice(this.segments.indexOf(s), 1);
         }
       } finally {
-        this.removing = false;
+        this.removing = undefined;
       }
     })();
+    this.removing.catch(() => undefined);
+  }
+
+  /** Resolves when no segment is being removed (tests). */
+  async settled(): Promise<void> {
+    await this.removing?.catch(() => undefined);
   }
 
   /** Segments kept and their bytes (status, tests). */
