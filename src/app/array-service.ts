@@ -357,7 +357,7 @@ export class ArrayService {
   }
 
   async close(): Promise<void> {
-    this.journals.close();
+    this.journals.close(true);
     this.groups.close();
     await this.pairs.close();
     this.rpc.close();

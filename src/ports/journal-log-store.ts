@@ -10,6 +10,8 @@ export interface JournalLogStore {
   append(journal: string, segment: number, bytes: Uint8Array): void;
   /** Every segment of the journal open for appending is durable when this resolves. */
   sync(journal: string): Promise<void>;
+  /** The same, synchronously (a clean stop, which cannot wait). */
+  syncNow(journal: string): void;
   removeSegment(journal: string, segment: number): Promise<void>;
   /** The journal is gone (or has no primary role here any more): every segment goes. */
   removeJournal(journal: string): Promise<void>;

@@ -76,3 +76,24 @@ test('sequencer log: a requester\'s newest grant outlives the segment it was in,
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test('a clean stop marks the log whole; a log that ends otherwise (killed, or appended to after) is not', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'tm-jlog-'));
+  try {
+    const store = await FileJournalLogStore.open(dir);
+    const issued: IssuedRecord = { kind: 'issued', from: 'p', incarnation: 1, requestId: 1, first: 1, timeMs: 1, specs: [spec(0)] };
+    const first = await PrimaryLogWriter.open(store, 'j@sequencer');
+    first.writer.append(issued);
+    first.writer.closeCleanly();
+    const second = await PrimaryLogWriter.open(store, 'j@sequencer');
+    assert.equal(second.closedCleanly, true);
+    assert.deepEqual(second.records, [issued], 'the marker is not copied');
+    second.writer.append({ ...issued, requestId: 2, first: 2 });
+    const third = await PrimaryLogWriter.open(store, 'j@sequencer');
+    assert.equal(third.closedCleanly, false, 'killed without a clean stop');
+    assert.equal(third.records.length, 2);
+    await store.close();
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});

@@ -1,7 +1,7 @@
 // Primary-side journal log segments (ports/journal-log-store.ts): DIR/<journal>/<segment>, appended
 // with pwrite(2) at the tracked end (synchronous: a few KiB into the page cache, and the record must
 // be there before the request or write it covers goes on), made durable by fdatasync on `sync`.
-import { closeSync, fdatasync, mkdirSync, openSync, writeSync } from 'node:fs';
+import { closeSync, fdatasync, fdatasyncSync, fsyncSync, mkdirSync, openSync, writeSync } from 'node:fs';
 import { mkdir, readdir, readFile, rm, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -61,6 +61,21 @@ export class FileJournalLogStore implements JournalLogStore {
     }
     // A new segment's directory entry must be durable too.
     if (created) await fsyncDirectory(this.dir(journal));
+  }
+
+  syncNow(journal: string): void {
+    let created = false;
+    for (const [key, f] of this.open) {
+      if (!key.startsWith(`${journal}/`) || !f.dirty) continue;
+      f.dirty = false;
+      created ||= !f.entryDurable;
+      f.entryDurable = true;
+      fdatasyncSync(f.fd);
+    }
+    if (created) {
+      const fd = openSync(this.dir(journal), 'r');
+      try { fsyncSync(fd); } finally { closeSync(fd); }
+    }
   }
 
   async removeSegment(journal: string, segment: number): Promise<void> {

@@ -102,13 +102,15 @@ export class JournalManager {
       let logged: IssuedRecord[] = [];
       let next = s?.next ?? 1;
       if (this.deps.logs) {
-        const { writer, records } = await PrimaryLogWriter.open(this.deps.logs, sequencerLogName(r.name));
+        const { writer, records, closedCleanly } = await PrimaryLogWriter.open(this.deps.logs, sequencerLogName(r.name));
         rt.sequencerLog = writer;
         logged = records.filter((x): x is IssuedRecord => x.kind === 'issued');
-        // Same boot (the process was killed): the log is whole — numbering goes on right after it and
-        // nothing is skipped. After a reboot its tail may be gone: start above the persisted bound
-        // (no number is ever reused; secondaries stop at the first number the log lost).
-        if (logged.length > 0 && s?.bootId !== undefined && s.bootId === this.deps.bootId) next = 1;
+        // Same boot (the process was killed) or a clean stop: the log is whole — numbering goes on
+        // right after it and nothing is skipped. After a crash of the machine its tail may be gone:
+        // start above the persisted bound (no number is ever reused; secondaries stop at the first
+        // number the log lost).
+        const sameBoot = s?.bootId !== undefined && s.bootId === this.deps.bootId;
+        if (logged.length > 0 && (sameBoot || closedCleanly)) next = 1;
       }
       rt.startSequencer(next, s?.secondaries ?? [], logged);
       if (s) await this.records.saveSequencer(r.name, { next: Math.max(s.next, rt.sequencer!.nextSequence), secondaries: rt.sequencer!.secondaries, ...this.boot() });
@@ -292,8 +294,9 @@ export class JournalManager {
     }
   }
 
-  close(): void {
-    for (const rt of this.runtimes.values()) rt.close();
+  /** clean: a stop in order (logs marked whole), as opposed to abandoning the array. */
+  close(clean = false): void {
+    for (const rt of this.runtimes.values()) rt.close(clean);
   }
 
   // ---- what peers ask ----

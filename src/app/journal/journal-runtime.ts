@@ -88,7 +88,16 @@ export class JournalRuntime {
     this.cancelTick ??= this.deps.timers.every(TICK_MS, () => this.pump());
   }
 
-  close(): void {
+  /** clean: the array stops in order (its logs are made durable and marked whole), not abandoned. */
+  close(clean = false): void {
+    if (clean && !this.closed) {
+      try {
+        this.sequencerLog?.closeCleanly();
+        this.primaryLog?.closeCleanly();
+      } catch (e) {
+        this.deps.onError(e, { journal: this.record.name, op: 'close log' });
+      }
+    }
     this.closed = true;
     this.cancelTick?.();
     this.cancelTick = undefined;

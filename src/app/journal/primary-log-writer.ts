@@ -30,11 +30,13 @@ export class PrimaryLogWriter {
   private constructor(private readonly store: JournalLogStore, private readonly journal: string, private readonly segmentBytes: number) {}
 
   /** Opens the log; returns what an earlier process left (empty for a new journal). */
-  static async open(store: JournalLogStore, journal: string, segmentBytes = SEGMENT_BYTES): Promise<{ writer: PrimaryLogWriter; records: JournalLogRecord[] }> {
+  static async open(store: JournalLogStore, journal: string, segmentBytes = SEGMENT_BYTES): Promise<{ writer: PrimaryLogWriter; records: JournalLogRecord[]; closedCleanly: boolean }> {
     const w = new PrimaryLogWriter(store, journal, segmentBytes);
     const old = await store.load(journal);
-    const records: JournalLogRecord[] = [];
-    for (const s of old) records.push(...decodePrimaryLogSegment(s.bytes).records);
+    const all: JournalLogRecord[] = [];
+    for (const s of old) all.push(...decodePrimaryLogSegment(s.bytes).records);
+    const closedCleanly = all.length > 0 && all[all.length - 1]!.kind === 'closed';
+    const records = all.filter((r) => r.kind !== 'closed');
     const next = old.length === 0 ? 1 : old[old.length - 1]!.segment + 1;
     w.segments.push({ number: next, bytes: 0, highest: 0 });
     if (records.length > 0) {
@@ -42,7 +44,13 @@ export class PrimaryLogWriter {
       await store.sync(journal);
     }
     for (const s of old) await store.removeSegment(journal, s.segment);
-    return { writer: w, records };
+    return { writer: w, records, closedCleanly };
+  }
+
+  /** A clean stop: the log is made durable and says so (after a reboot it can be trusted whole). */
+  closeCleanly(): void {
+    this.append({ kind: 'closed' });
+    this.store.syncNow(this.journal);
   }
 
   append(record: JournalLogRecord): void {
@@ -58,6 +66,7 @@ export class PrimaryLogWriter {
     current.bytes += bytes.length;
     const keep = keepNewestOf(record);
     if (keep !== undefined) this.newest.set(keep, { record, segment: current.number });
+    if (record.kind === 'closed') return;
     const key = `${record.incarnation}/${record.requestId}`;
     if (record.kind === 'request') this.requestPieces.set(key, record.pieces.length);
     else if (record.kind === 'issued') current.highest = Math.max(current.highest, record.first + record.specs.length - 1);

@@ -14,7 +14,7 @@ const decoder = new TextDecoder('utf-8', { fatal: true });
 
 type Head =
   | { readonly kind: 'request'; readonly incarnation: number; readonly requestId: number; readonly pieces: ReadonlyArray<{ readonly spec: TokenSpec; readonly bytes: number }> }
-  | Extract<JournalLogRecord, { kind: 'grant' | 'issued' }>;
+  | Extract<JournalLogRecord, { kind: 'grant' | 'issued' | 'closed' }>;
 
 export function encodePrimaryLogRecord(r: JournalLogRecord): Uint8Array {
   const head: Head = r.kind !== 'request' ? r : {
@@ -64,6 +64,7 @@ function decodePayload(payload: Uint8Array): JournalLogRecord | undefined {
   } catch {
     return undefined;
   }
+  if (head.kind === 'closed') return { kind: 'closed' };
   if (head.kind === 'issued') {
     if (!Array.isArray(head.specs)) return undefined;
     return { kind: 'issued', from: head.from, incarnation: head.incarnation, requestId: head.requestId, first: head.first, timeMs: head.timeMs, specs: head.specs };

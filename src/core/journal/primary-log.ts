@@ -40,7 +40,12 @@ export interface IssuedRecord {
   readonly specs: readonly TokenSpec[];
 }
 
-export type JournalLogRecord = PrimaryLogRecord | IssuedRecord;
+/** The process stopped cleanly and made the log durable: after a reboot it is whole. Last if present. */
+export interface ClosedRecord {
+  readonly kind: 'closed';
+}
+
+export type JournalLogRecord = PrimaryLogRecord | IssuedRecord | ClosedRecord;
 
 export interface ReplayedLog {
   /** Entries of granted requests, in sequence order (to send again: a secondary drops what it has). */
@@ -63,7 +68,7 @@ export function replayPrimaryLog(records: readonly JournalLogRecord[]): Replayed
   let highestRequestId = 0;
   let last: Extract<PrimaryLogRecord, { kind: 'request' }> | undefined;
   for (const r of records) {
-    if (r.kind === 'issued') continue;
+    if (r.kind !== 'request' && r.kind !== 'grant') continue;
     highestRequestId = Math.max(highestRequestId, r.requestId);
     if (r.kind === 'request') {
       requests.set(key(r.incarnation, r.requestId), r);
