@@ -1,5 +1,6 @@
 // The array: its volumes, their durable definitions, and who is using them. The HTTP API, the
 // NBD front end and the CLI all reach volumes through this service.
+import type { JournalLogStore } from '../ports/journal-log-store.js';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { REAL_TIMERS } from './real-timers.js';
 import { ErrorCode, TidemarkError, invalidArgument, notFound } from '../core/errors.js';
@@ -39,6 +40,10 @@ export interface ArrayDeps {
    * one, async pairs do not spill: their cycles fall back to bitmaps at the memory budget.
    */
   readonly spill?: SpillStore;
+  /** Primary-side journal logs (the daemon: <data dir>/journal-log); without one, a restarted primary does not resume its journals. */
+  readonly journalLogs?: JournalLogStore;
+  /** This boot of the machine (the sequencer trusts its log after a process restart, not after a reboot). */
+  readonly bootId?: string;
   readonly nowMs: () => number;
   readonly activityLog?: Omit<ActivityLogConfig, 'extentTracks'>;
   readonly onOp?: (volume: string, kind: OpKind, bytes: number, startedAtMs: number) => void;
@@ -196,6 +201,8 @@ export class ArrayService {
       self: deps.name, rpc: service.rpc, meta: deps.meta, timers: REAL_TIMERS, nowMs: deps.nowMs,
       volume: (name) => service.volume(name), findVolume: (name) => service.findVolume(name),
       checkPeer: (name) => { service.peers.get(name); },
+      ...(deps.journalLogs ? { logs: deps.journalLogs } : {}),
+      ...(deps.bootId !== undefined ? { bootId: deps.bootId } : {}),
       onError: (error, context) => deps.onBackgroundError?.(error, context),
     });
     return service;
@@ -438,7 +445,7 @@ export class ArrayService {
   }
 
   async close(): Promise<void> {
-    this.journals.close();
+    this.journals.close(true);
     this.groups.close();
     this.cascades.stop();
     await this.pairs.close();

@@ -15,6 +15,7 @@ import { FileBlockStoreFactory } from '../adapters/fs/file-block-store.js';
 import { connectNbdSource } from '../adapters/nbd-client/nbd-client.js';
 import { FileMetaStore, FileSlotJournalFactory } from '../adapters/fs/file-meta-store.js';
 import { FileSpillStore } from '../adapters/fs/file-spill-store.js';
+import { FileJournalLogStore, bootId } from '../adapters/fs/file-journal-log-store.js';
 import { startNbdServer, type NbdServer } from '../adapters/nbd-server/nbd-server.js';
 import type { NbdTlsMode } from '../core/nbd/connection.js';
 import type { SessionTls } from '../adapters/nbd-server/nbd-session.js';
@@ -259,6 +260,8 @@ export async function startArray(options: DaemonOptions): Promise<RunningArray> 
       stores: new FileBlockStoreFactory(join(dataDir, 'volumes')),
       journals: new FileSlotJournalFactory(join(dataDir, 'volumes')),
       spill,
+      journalLogs: await FileJournalLogStore.open(join(dataDir, 'journal-log')),
+      ...await bootId(),
       nowMs,
       activityLog: { ...DEFAULT_ACTIVITY_LOG, maxActiveExtents: options.alExtents },
       onOp: (volume, kind, bytes, startedAtMs) => {

@@ -7,6 +7,12 @@ import { computeRecovery, type LossEntry, type QueueState, type RecoveryReport }
 import type { JournalMessage, Extent, DataEntry } from '../../core/journal/journal-types.js';
 import type { JournalPosition, PlanPosition, PlanStep, TrackSet } from '../../core/volume/write-plan.js';
 import type { MetaStore } from '../../ports/meta-store.js';
+import type { JournalLogStore } from '../../ports/journal-log-store.js';
+import { replayPrimaryLog, type IssuedRecord } from '../../core/journal/primary-log.js';
+
+/** The sequencer's log of a journal (a name no journal can have: '@' is not in journal names). */
+const sequencerLogName = (journal: string): string => `${journal}@sequencer`;
+import { PrimaryLogWriter } from './primary-log-writer.js';
 import type { AppliedWrite, Volume, WriteParticipant } from '../volume/volume.js';
 import { JournalQueueStore } from './journal-queue-store.js';
 import { JournalRecords, type JournalPairRecord, type JournalRecord } from './journal-records.js';
@@ -18,6 +24,11 @@ export interface JournalManagerDeps extends Omit<RuntimeDeps, 'records'> {
   readonly findVolume: (name: string) => Volume | undefined;
   /** Throws TM_ERR_NOT_FOUND for a peer this array does not know. */
   readonly checkPeer: (name: string) => void;
+  /**
+   * Where primary positions keep their log (docs/design/journal.md, "Primary restart"). Without it
+   * a restarted primary array cannot resume its journals (the numbers it held have no data).
+   */
+  readonly logs?: JournalLogStore;
 }
 
 export interface CreateJournalOptions {
@@ -67,6 +78,13 @@ export class JournalManager {
       if (p.role === 'primary') m.attach(rt, p.primaryVolume);
     }
     for (const rt of m.runtimes.values()) {
+      // A primary that restarts resends what its log holds at once, host writes or not.
+      if (rt.replayed) {
+        await rt.redoLogged();
+        rt.ensurePrimary();
+      }
+    }
+    for (const rt of m.runtimes.values()) {
       if ([...rt.pairs.values()].some((p) => p.role === 'secondary')) {
         const store = new JournalQueueStore(deps.meta, rt.record.name);
         rt.startSecondary(await store.load(), await m.records.loadMembers(rt.record.name));
@@ -81,10 +99,33 @@ export class JournalManager {
     const rt = new JournalRuntime(r, this.deps, new JournalQueueStore(this.deps.meta, r.name), this.incarnation);
     if (r.sequencer === this.deps.self) {
       const s = await this.records.loadSequencer(r.name);
-      rt.startSequencer(s?.next ?? 1, s?.secondaries ?? []);
+      let logged: IssuedRecord[] = [];
+      let next = s?.next ?? 1;
+      if (this.deps.logs) {
+        const { writer, records, closedCleanly } = await PrimaryLogWriter.open(this.deps.logs, sequencerLogName(r.name));
+        rt.sequencerLog = writer;
+        logged = records.filter((x): x is IssuedRecord => x.kind === 'issued');
+        // Same boot (the process was killed) or a clean stop: the log is whole — numbering goes on
+        // right after it and nothing is skipped. After a crash of the machine its tail may be gone:
+        // start above the persisted bound (no number is ever reused; secondaries stop at the first
+        // number the log lost).
+        const sameBoot = s?.bootId !== undefined && s.bootId === this.deps.bootId;
+        if (logged.length > 0 && (sameBoot || closedCleanly)) next = 1;
+      }
+      rt.startSequencer(next, s?.secondaries ?? [], logged);
+      if (s) await this.records.saveSequencer(r.name, { next: Math.max(s.next, rt.sequencer!.nextSequence), secondaries: rt.sequencer!.secondaries, ...this.boot() });
+    }
+    if (this.deps.logs) {
+      const { writer, records } = await PrimaryLogWriter.open(this.deps.logs, r.name);
+      rt.primaryLog = writer;
+      if (records.length > 0) rt.replayed = replayPrimaryLog(records);
     }
     this.runtimes.set(r.name, rt);
     return rt;
+  }
+
+  private boot(): { bootId?: string } {
+    return this.deps.bootId === undefined ? {} : { bootId: this.deps.bootId };
   }
 
   private runtime(name: string): JournalRuntime {
@@ -108,9 +149,11 @@ export class JournalManager {
         }
       },
       execute: (step: PlanStep, position: PlanPosition, write: AppliedWrite | undefined) => {
-        if (position.kind !== 'journal' || !write) return undefined;
+        if (position.kind !== 'journal') return undefined;
         const rt = this.runtimes.get(position.journal);
         if (!rt) return undefined;
+        if (step.kind === 'journal-flush') return rt.flushLog();
+        if (!write) return undefined;
         if (step.kind === 'take-token') return rt.takeToken(volumeName, write);
         if (step.kind === 'journal-capture') return rt.capture(write);
         throw new Error(`journal positions do not execute ${step.kind} steps`);
@@ -155,6 +198,8 @@ export class JournalManager {
     const peers = new Set([...rt.pairs.values()].filter((p) => p.role === 'primary').map((p) => p.secondaryArray));
     for (const peer of peers) await this.deps.rpc.request(peer, { op: 'journal.delete', journal: name }, [], 10_000).catch(() => undefined);
     await new JournalQueueStore(this.deps.meta, name).remove();
+    await this.deps.logs?.removeJournal(name);
+    await this.deps.logs?.removeJournal(sequencerLogName(name));
     await this.records.removeJournal(name, [...rt.pairs.keys()]);
     // Secondary volumes go back to their hosts, as an R2's do when its pair is deleted.
     for (const p of rt.pairs.values()) if (p.role === 'secondary') await this.deps.findVolume(p.secondaryVolume)?.setState('ready');
@@ -197,7 +242,7 @@ export class JournalManager {
     const s = rt.sequencer;
     if (!s) throw new TidemarkError(ErrorCode.InvalidState, `${this.deps.self} is not the sequencer of journal ${rt.record.name}`);
     const base = s.addSecondary(secondary, this.deps.nowMs());
-    await this.records.saveSequencer(rt.record.name, { next: s.nextSequence, secondaries: s.secondaries });
+    await this.records.saveSequencer(rt.record.name, { next: rt.sequencerBound, secondaries: s.secondaries, ...this.boot() });
     const secondaries = s.secondaries;
     for (const m of secondaries) {
       if (m === secondary) continue;
@@ -249,8 +294,9 @@ export class JournalManager {
     }
   }
 
-  close(): void {
-    for (const rt of this.runtimes.values()) rt.close();
+  /** clean: a stop in order (logs marked whole), as opposed to abandoning the array. */
+  close(clean = false): void {
+    for (const rt of this.runtimes.values()) rt.close(clean);
   }
 
   // ---- what peers ask ----
@@ -323,7 +369,10 @@ export class JournalManager {
         if (s.offset !== token.offset || length !== token.length) throw new TidemarkError(ErrorCode.Protocol, `journal entry ${token.sequence} does not match its segment`);
         return { token, data: s.kind === 'data' ? s.data.slice() : null };
       });
-      const message: JournalMessage = { journal: h.journal, from: m.from, role: m.role, type: m.type, continuity: m.continuity, tokens: m.tokens, entries };
+      const message: JournalMessage = {
+        journal: h.journal, from: m.from, role: m.role, type: m.type, continuity: m.continuity,
+        ...(m.incarnation === undefined ? {} : { incarnation: m.incarnation }), tokens: m.tokens, entries,
+      };
       return { header: { ackUpTo: await this.runtime(h.journal).receive(peer, message) }, segments: [] };
     });
     rpc.handle('journal.watermark', async (peer, h) => {

@@ -14,7 +14,12 @@ export type JournalPairRecord = Static<typeof JournalPairWire> & { readonly jour
 const PairRecordSchema = Type.Intersect([JournalPairWire, Type.Object({
   journal: Type.String(), role: Type.Union([Type.Literal('primary'), Type.Literal('secondary')]), createdAtMs: Type.Integer({ minimum: 0 }),
 })]);
-const SequencerRecordSchema = Type.Object({ next: Type.Integer({ minimum: 1 }), secondaries: Type.Array(Type.String()) });
+const SequencerRecordSchema = Type.Object({
+  next: Type.Integer({ minimum: 1 }),
+  secondaries: Type.Array(Type.String()),
+  /** The machine's boot when written: after a reboot the sequencer's log (not fsynced) may have lost its tail. */
+  bootId: Type.Optional(Type.String()),
+});
 export type SequencerRecord = Static<typeof SequencerRecordSchema>;
 
 const checkJournal = TypeCompiler.Compile(JournalRecordWire);

@@ -15,6 +15,8 @@ import type { PeerRpc } from '../replication/peer-rpc.js';
 import type { Timers } from '../../ports/timers.js';
 import type { JournalQueueStore } from './journal-queue-store.js';
 import type { JournalPairRecord, JournalRecord, JournalRecords } from './journal-records.js';
+import type { PrimaryLogWriter } from './primary-log-writer.js';
+import type { IssuedRecord, ReplayedLog } from '../../core/journal/primary-log.js';
 
 export interface RuntimeDeps {
   readonly self: string;
@@ -24,6 +26,8 @@ export interface RuntimeDeps {
   readonly nowMs: () => number;
   readonly volume: (name: string) => Volume;
   readonly onError: (error: unknown, context: Record<string, unknown>) => void;
+  /** This boot of the machine (Linux: /proc/sys/kernel/random/boot_id); tells a process restart from a reboot. */
+  readonly bootId?: string;
 }
 
 /** Sent again when unacknowledged this long (the link is reliable while up: this covers reconnects). */
@@ -71,6 +75,12 @@ export class JournalRuntime {
   /** Peer messages sent and bytes of data entries, for status and the bench. */
   sentMessages = 0;
   sentDataBytes = 0;
+  /** The primary-side log (set by the manager when the array has a log store). */
+  primaryLog: PrimaryLogWriter | undefined;
+  /** The sequencer's log of grants (same store). */
+  sequencerLog: PrimaryLogWriter | undefined;
+  /** What an earlier process left in the log, until the primary machine takes it. */
+  replayed: ReplayedLog | undefined;
 
   constructor(readonly record: JournalRecord, private readonly deps: RuntimeDeps, private readonly queue: JournalQueueStore, private readonly incarnation: number) {}
 
@@ -78,7 +88,16 @@ export class JournalRuntime {
     this.cancelTick ??= this.deps.timers.every(TICK_MS, () => this.pump());
   }
 
-  close(): void {
+  /** clean: the array stops in order (its logs are made durable and marked whole), not abandoned. */
+  close(clean = false): void {
+    if (clean && !this.closed) {
+      try {
+        this.sequencerLog?.closeCleanly();
+        this.primaryLog?.closeCleanly();
+      } catch (e) {
+        this.deps.onError(e, { journal: this.record.name, op: 'close log' });
+      }
+    }
     this.closed = true;
     this.cancelTick?.();
     this.cancelTick = undefined;
@@ -92,9 +111,17 @@ export class JournalRuntime {
 
   // ---- roles ----
 
-  startSequencer(next: number, secondaries: readonly string[]): void {
-    this.sequencer = new Sequencer({ journal: this.record.name, self: this.deps.self, secondaries, retransmitMs: RETRANSMIT_MS, windowMessages: WINDOW_MESSAGES }, next);
-    this.sequencerPersisted = next;
+  startSequencer(next: number, secondaries: readonly string[], logged: readonly IssuedRecord[] = []): void {
+    this.sequencer = new Sequencer({
+      journal: this.record.name, self: this.deps.self, secondaries, retransmitMs: RETRANSMIT_MS, windowMessages: WINDOW_MESSAGES,
+      incarnation: this.incarnation, log: this.sequencerLog !== undefined,
+    }, next, logged);
+    this.sequencerPersisted = Math.max(next, this.sequencer.nextSequence);
+  }
+
+  /** The bound the sequencer's persisted next number must not fall below (it reserves ahead). */
+  get sequencerBound(): number {
+    return Math.max(this.sequencerPersisted, this.sequencer?.nextSequence ?? 1);
   }
 
   ensurePrimary(): JournalPrimary {
@@ -102,7 +129,9 @@ export class JournalRuntime {
       journal: this.record.name, self: this.deps.self, sequencer: this.record.sequencer, tokens: this.record.tokens,
       intervalMs: this.record.intervalMs, batchBytes: this.record.batchBytes, retransmitMs: RETRANSMIT_MS, windowMessages: WINDOW_MESSAGES,
       incarnation: this.incarnation, maxPendingBytes: Math.min(64 * 1024 * 1024, 16 * this.record.batchBytes),
-    });
+      log: this.primaryLog !== undefined,
+    }, {}, this.replayed);
+    this.replayed = undefined;
     return this.primary;
   }
 
@@ -130,7 +159,8 @@ export class JournalRuntime {
     const w: PendingWrite = { id: this.nextWriteId++, tokens: deferred(), done: deferred(), assigned: undefined };
     this.writes.set(write, w);
     this.byId.set(w.id, w);
-    this.ensurePrimary().handle({ kind: 'write', writeId: w.id, specs }, this.deps.nowMs());
+    const data = specs.map((t) => (write.kind === 'write' && write.data ? write.data.slice(t.offset - write.offset, t.offset - write.offset + t.length) : null));
+    this.ensurePrimary().handle({ kind: 'write', writeId: w.id, specs, data }, this.deps.nowMs());
     this.pump();
     return w.tokens.promise;
   }
@@ -145,7 +175,30 @@ export class JournalRuntime {
       : null));
     this.primary.handle({ kind: 'captured', writeId: w.id, data }, this.deps.nowMs());
     this.pump();
+    // FUA: the write is durable when it completes, and so must its log record be.
+    if (write.fua && this.primaryLog) return Promise.all([w.done.promise, this.primaryLog.sync()]).then(() => undefined);
     return w.done.promise;
+  }
+
+  /** A host FLUSH of a primary volume: the log becomes as durable as the volume. */
+  flushLog(): Promise<void> | undefined {
+    return this.primaryLog?.sync();
+  }
+
+  /**
+   * After a restart, before host I/O: the logged writes are written again to the primary volumes
+   * in log order (a write whose number reached the log may not have reached the volume before the
+   * kill; its entry will reach the secondaries, so the primary must hold it too).
+   */
+  async redoLogged(): Promise<void> {
+    const touched = new Set<Volume>();
+    for (const p of this.replayed?.redo ?? []) {
+      const volume = this.deps.volume(p.spec.volume);
+      touched.add(volume);
+      if (p.data === null) await volume.internalZero(p.spec.offset, p.spec.length, { source: 'replica' });
+      else await volume.internalWrite(p.spec.offset, p.data, { source: 'replica' });
+    }
+    for (const v of touched) await v.internalFlush();
   }
 
   // ---- the machines' actions ----
@@ -165,6 +218,7 @@ export class JournalRuntime {
   private runPrimary(): void {
     if (!this.primary) return;
     for (const a of this.primary.poll(this.deps.nowMs())) this.primaryAction(a);
+    this.primaryLog?.maintain(this.primary.logFloor);
   }
 
   private primaryAction(a: PrimaryAction): void {
@@ -195,6 +249,10 @@ export class JournalRuntime {
       }
       case 'send':
         return this.send(a.to, a.message);
+      case 'log':
+        // Synchronous: the record is in the page cache before the request or write it covers goes on.
+        this.primaryLog?.append(a.record);
+        return;
       default: {
         const never: never = a;
         throw new Error(`unknown primary action ${JSON.stringify(never)}`);
@@ -218,7 +276,7 @@ export class JournalRuntime {
     const actions = s.poll(this.deps.nowMs());
     if (s.nextSequence > this.sequencerPersisted) {
       const bound = s.nextSequence + RESERVE_NUMBERS;
-      await this.deps.records.saveSequencer(this.record.name, { next: bound, secondaries: s.secondaries });
+      await this.deps.records.saveSequencer(this.record.name, { next: bound, secondaries: s.secondaries, ...(this.deps.bootId === undefined ? {} : { bootId: this.deps.bootId }) });
       this.sequencerPersisted = Math.max(this.sequencerPersisted, bound);
     }
     let mine: Grant | undefined;
@@ -232,11 +290,14 @@ export class JournalRuntime {
   private runSequencer(): void {
     if (!this.sequencer) return;
     for (const a of this.sequencer.poll(this.deps.nowMs())) this.sequencerAction(a);
+    this.sequencerLog?.maintain(this.sequencer.logFloor);
   }
 
   private sequencerAction(a: SequencerAction): void {
     // A grant outside a request (a repeated one) goes back through the requester's retry.
     if (a.kind === 'send') this.send(a.to, a.message);
+    // Synchronous, before the grant it covers leaves (grantLocally returns it after this loop).
+    else if (a.kind === 'log') this.sequencerLog?.append(a.record);
   }
 
   private send(to: string, message: JournalMessage): void {
@@ -257,7 +318,10 @@ export class JournalRuntime {
       : { kind: 'data', offset: e.token.offset, data: e.data }));
     const header: RequestOf<'journal.message'> = {
       op: 'journal.message', journal: this.record.name,
-      message: { from: message.from, role: message.role, type: message.type, continuity: message.continuity, tokens: message.tokens, entries: message.entries.map((e) => e.token) },
+      message: {
+        from: message.from, role: message.role, type: message.type, continuity: message.continuity,
+        ...(message.incarnation === undefined ? {} : { incarnation: message.incarnation }), tokens: message.tokens, entries: message.entries.map((e) => e.token),
+      },
     };
     this.deps.rpc.request(to, header, segments, 30_000).then((r) => onAck(r.header.ackUpTo), () => undefined);
   }

@@ -14,6 +14,7 @@ import { OutStream } from './stream.js';
 import type { Grant } from './sequencer.js';
 import { entryBytes, type DataEntry, type JournalMessage, type Token, type TokenSpec } from './journal-types.js';
 import { MAX_JOURNAL_ENTRIES } from './journal-wire.js';
+import type { LoggedPiece, PrimaryLogRecord, ReplayedLog } from './primary-log.js';
 
 export type TokenMode = 'ahead' | 'sync';
 
@@ -33,16 +34,21 @@ export interface PrimaryConfig {
    * new writes wait for their numbers: the host is slowed instead of the buffer growing.
    */
   readonly maxPendingBytes: number;
+  /**
+   * Keep the primary-side log (primary-log.ts): writes carry their bytes and the machine emits
+   * `log` actions, which the app makes reach the log before any action after them.
+   */
+  readonly log?: boolean;
 }
 
 export type PrimaryEvent =
   /** A host write of the journal arrived (after clone work): it needs one number per piece. */
-  | { readonly kind: 'write'; readonly writeId: number; readonly specs: readonly TokenSpec[] }
+  | { readonly kind: 'write'; readonly writeId: number; readonly specs: readonly TokenSpec[]; readonly data?: readonly (Uint8Array | null)[] }
   | { readonly kind: 'grant'; readonly grant: Grant }
   /** The write reached the local store: its bytes, one buffer per piece in spec order. */
   | { readonly kind: 'captured'; readonly writeId: number; readonly data: readonly (Uint8Array | null)[] }
   /** A secondary made the stream durable up to this continuity. */
-  | { readonly kind: 'ack'; readonly from: string; readonly ackUpTo: number };
+  | { readonly kind: 'ack'; readonly from: string; readonly ackUpTo: number; readonly incarnation?: number };
 
 export type PrimaryAction =
   | { readonly kind: 'request'; readonly to: string; readonly incarnation: number; readonly requestId: number; readonly specs: readonly TokenSpec[] }
@@ -50,12 +56,18 @@ export type PrimaryAction =
   | { readonly kind: 'tokens'; readonly writeId: number; readonly tokens: readonly Token[] }
   /** The token condition for completing the write holds (ahead: assigned; sync: durable at every secondary). */
   | { readonly kind: 'token-done'; readonly writeId: number }
-  | { readonly kind: 'send'; readonly to: string; readonly message: JournalMessage };
+  | { readonly kind: 'send'; readonly to: string; readonly message: JournalMessage }
+  /** Append to the primary-side log before running anything after it. */
+  | { readonly kind: 'log'; readonly record: PrimaryLogRecord };
 
 /** Deliberate bugs, for the test that shows the simulator's oracle catches them. */
 export interface PrimaryBugs {
   /** `tokens sync` completes the write as soon as its token is assigned, like `ahead`. */
   readonly syncDoneAtGrant?: boolean;
+  /** A restarted primary starts empty instead of from its log. */
+  readonly forgetLog?: boolean;
+  /** A restarted primary resends its logged entries but not the request whose grant it never logged. */
+  readonly dropPendingRequest?: boolean;
 }
 
 interface OutBuffer {
@@ -71,13 +83,22 @@ interface OutBuffer {
 }
 
 interface WaitingWrite {
+  /** 0: a piece of the log's pending request, resent after a restart (no host waits for it). */
   readonly writeId: number;
   readonly specs: readonly TokenSpec[];
+  readonly data: readonly (Uint8Array | null)[] | undefined;
+}
+
+interface InflightRequest {
+  readonly incarnation: number;
+  readonly requestId: number;
+  readonly writes: WaitingWrite[];
+  sentMs: number;
 }
 
 export class JournalPrimary {
   private waiting: WaitingWrite[] = [];
-  private inflight: { requestId: number; writes: WaitingWrite[]; sentMs: number } | undefined;
+  private inflight: InflightRequest | undefined;
   private requestIds = 0;
   private readonly tokensOf = new Map<number, Token[]>();
   /** sync: secondaries still to make the write's tokens durable. */
@@ -88,8 +109,46 @@ export class JournalPrimary {
   issuedHigh = 0;
   sentHigh = 0;
 
-  constructor(private readonly config: PrimaryConfig, private readonly bugs: PrimaryBugs = {}) {
+  constructor(private readonly config: PrimaryConfig, private readonly bugs: PrimaryBugs = {}, replayed?: ReplayedLog) {
     assert(config.batchBytes > 0 && config.intervalMs >= 0, 'batch bytes and interval must be positive');
+    if (!replayed || bugs.forgetLog) return;
+    // After a restart: every logged entry goes out again on this incarnation's new streams (a
+    // secondary drops the ones it holds, by sequence number); the request whose grant was never
+    // logged is asked for again under its old identity, so the sequencer repeats the grant.
+    this.requestIds = replayed.highestRequestId;
+    for (const e of replayed.entries) {
+      const b = this.buffer(e.token.secondary);
+      if (b.entries.length === 0) b.oldestMs = -Infinity;
+      b.entries.push(e);
+      b.bytes += entryBytes(e.data);
+      this.issuedHigh = Math.max(this.issuedHigh, e.token.sequence);
+    }
+    const p = replayed.pending;
+    if (p && !bugs.dropPendingRequest) {
+      this.inflight = {
+        incarnation: p.incarnation, requestId: p.requestId, sentMs: -Infinity,
+        writes: [{ writeId: 0, specs: p.pieces.map((x: LoggedPiece) => x.spec), data: p.pieces.map((x: LoggedPiece) => x.data) }],
+      };
+    }
+  }
+
+  /** A request is out whose grant is not logged yet (the app rotates its log only between requests). */
+  get requestPending(): boolean {
+    return this.inflight !== undefined;
+  }
+
+  /**
+   * The lowest sequence number whose entry a secondary may still need from this array's log:
+   * granted and not yet acknowledged by its secondary. Log records of lower numbers may go.
+   */
+  get logFloor(): number {
+    let f = this.issuedHigh + 1;
+    for (const tokens of this.tokensOf.values()) for (const t of tokens) f = Math.min(f, t.sequence);
+    for (const b of this.out.values()) {
+      for (const e of b.entries) f = Math.min(f, e.token.sequence);
+      for (const m of b.stream.pending) for (const e of m.entries) f = Math.min(f, e.token.sequence);
+    }
+    return f;
   }
 
   private buffer(to: string): OutBuffer {
@@ -128,7 +187,8 @@ export class JournalPrimary {
     switch (event.kind) {
       case 'write':
         assert(event.specs.length > 0, 'a journal write has at least one piece');
-        this.waiting.push({ writeId: event.writeId, specs: event.specs });
+        assert(!this.config.log || event.data?.length === event.specs.length, 'a logged journal write carries its bytes, one buffer per piece');
+        this.waiting.push({ writeId: event.writeId, specs: event.specs, data: event.data });
         return;
       case 'grant': {
         const req = this.inflight;
@@ -136,9 +196,21 @@ export class JournalPrimary {
         const specCount = req.writes.reduce((n, w) => n + w.specs.length, 0);
         assert(event.grant.count === specCount, `grant of ${event.grant.count} numbers for ${specCount} pieces`);
         this.inflight = undefined;
+        if (this.config.log) this.actions.push({ kind: 'log', record: { kind: 'grant', incarnation: req.incarnation, requestId: req.requestId, first: event.grant.first, timeMs: event.grant.timeMs } });
         let seq = event.grant.first;
         for (const w of req.writes) {
           const tokens = w.specs.map((s) => ({ ...s, sequence: seq++, timeMs: event.grant.timeMs }));
+          if (w.writeId === 0) {
+            // The restored request: its bytes are in the log and its local writes were redone.
+            tokens.forEach((token, i) => {
+              const b = this.buffer(token.secondary);
+              if (b.entries.length === 0) b.oldestMs = now;
+              b.entries.push({ token, data: w.data![i]! });
+              b.bytes += entryBytes(w.data![i]!);
+            });
+            this.issuedHigh = Math.max(this.issuedHigh, seq - 1);
+            continue;
+          }
           this.tokensOf.set(w.writeId, tokens);
           this.issuedHigh = Math.max(this.issuedHigh, seq - 1);
           const secondaries = new Set<string>();
@@ -171,7 +243,7 @@ export class JournalPrimary {
       }
       case 'ack': {
         const b = this.out.get(event.from);
-        if (!b) return;
+        if (!b || (event.incarnation !== undefined && event.incarnation !== this.config.incarnation)) return;
         for (const m of b.stream.ack(event.ackUpTo)) for (const e of m.entries) b.unackedBytes -= entryBytes(e.data);
         while (b.syncWaits.length > 0 && b.syncWaits[0]!.continuity <= event.ackUpTo) {
           const { writeId } = b.syncWaits.shift()!;
@@ -199,7 +271,7 @@ export class JournalPrimary {
 
   private emit(to: string, b: OutBuffer, withEntries: boolean, now: number): JournalMessage {
     const entries = withEntries ? this.takeEntries(b) : [];
-    const message = b.stream.send({ journal: this.config.journal, from: this.config.self, role: 'primary', type: 'data', tokens: b.tokens, entries }, now);
+    const message = b.stream.send({ journal: this.config.journal, from: this.config.self, role: 'primary', type: 'data', incarnation: this.config.incarnation, tokens: b.tokens, entries }, now);
     b.tokens = [];
     for (const e of entries) {
       this.sentHigh = Math.max(this.sentHigh, e.token.sequence);
@@ -222,9 +294,14 @@ export class JournalPrimary {
     if (this.inflight === undefined && this.waiting.length > 0 && this.pendingBytes < this.config.maxPendingBytes) {
       const writes = this.waiting;
       this.waiting = [];
-      this.inflight = { requestId: ++this.requestIds, writes, sentMs: now };
+      this.inflight = { incarnation: this.config.incarnation, requestId: ++this.requestIds, writes, sentMs: now };
+      if (this.config.log) {
+        const pieces: LoggedPiece[] = [];
+        for (const w of writes) w.specs.forEach((spec, i) => pieces.push({ spec, data: w.data![i]! }));
+        this.actions.push({ kind: 'log', record: { kind: 'request', incarnation: this.config.incarnation, requestId: this.inflight.requestId, pieces } });
+      }
       this.actions.push(this.requestAction());
-    } else if (this.inflight !== undefined && now - this.inflight.sentMs >= this.config.retransmitMs) {
+    } else if (this.inflight !== undefined && (this.inflight.sentMs === -Infinity || now - this.inflight.sentMs >= this.config.retransmitMs)) {
       this.inflight.sentMs = now;
       this.actions.push(this.requestAction());
     }
@@ -242,7 +319,7 @@ export class JournalPrimary {
 
   private requestAction(): PrimaryAction {
     const req = this.inflight!;
-    return { kind: 'request', to: this.config.sequencer, incarnation: this.config.incarnation, requestId: req.requestId, specs: req.writes.flatMap((w) => w.specs) };
+    return { kind: 'request', to: this.config.sequencer, incarnation: req.incarnation, requestId: req.requestId, specs: req.writes.flatMap((w) => w.specs) };
   }
 
   /** When poll has something to do next without any event (an interval, a retransmit). */

@@ -204,7 +204,7 @@ export class JournalSecondary {
       this.advance();
     }
     const ackUpTo = (d.expected.get(key) ?? 1) - 1;
-    this.actions.push({ kind: 'send', to: m.from, message: { journal: this.config.journal, from: this.config.self, role: m.role, type: 'ack', continuity: 0, tokens: [], entries: [], ackUpTo } });
+    this.actions.push({ kind: 'send', to: m.from, message: { journal: this.config.journal, from: this.config.self, role: m.role, type: 'ack', continuity: 0, ...(m.incarnation === undefined ? {} : { incarnation: m.incarnation }), tokens: [], entries: [], ackUpTo } });
   }
 
   poll(now: number): SecondaryAction[] {

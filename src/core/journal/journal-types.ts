@@ -37,8 +37,13 @@ export type JournalMessageType = (typeof JOURNAL_MESSAGE_TYPES)[number];
 
 export type StreamRole = 'sequencer' | 'primary';
 
-/** The receiver's key for a stream (continuity numbers are per sender and role). */
-export const streamKey = (m: { readonly from: string; readonly role: StreamRole }): string => `${m.role}:${m.from}`;
+/**
+ * The receiver's key for a stream (continuity numbers are per sender, role and — for a primary
+ * that restarted and resends from its log — the sender's incarnation: a new process starts a new
+ * stream at continuity 1, and entries it sends again are dropped by sequence number).
+ */
+export const streamKey = (m: { readonly from: string; readonly role: StreamRole; readonly incarnation?: number | undefined }): string =>
+  `${m.role}:${m.from}${m.incarnation === undefined ? '' : `@${m.incarnation}`}`;
 
 /**
  * One message on a sender → receiver stream. `continuity` numbers the stream's messages 1, 2, 3…
@@ -56,6 +61,8 @@ export interface JournalMessage {
   readonly role: StreamRole;
   readonly type: JournalMessageType;
   readonly continuity: number;
+  /** The sending process's incarnation (primaries; part of the stream's key). An ack echoes it. */
+  readonly incarnation?: number;
   /** Tokens since the previous message (possibly of pieces whose data follows later). */
   readonly tokens: readonly Token[];
   readonly entries: readonly DataEntry[];

@@ -48,6 +48,7 @@ const MessageWire = Type.Object({
   role: OneOf(['sequencer', 'primary'] as const),
   type: OneOf(JOURNAL_MESSAGE_TYPES),
   continuity: Positive,
+  incarnation: Type.Optional(Count),
   tokens: Type.Array(TokenWire, { maxItems: MAX_JOURNAL_TOKENS }),
   /** The tokens of the data entries, one segment each, in this order. */
   entries: Type.Array(TokenWire, { maxItems: MAX_JOURNAL_ENTRIES }),

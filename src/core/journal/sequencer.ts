@@ -12,6 +12,7 @@
 import { assert } from '../lib/assert.js';
 import { OutStream } from './stream.js';
 import type { JournalMessage, Token, TokenSpec } from './journal-types.js';
+import type { IssuedRecord } from './primary-log.js';
 
 export interface SequencerConfig {
   readonly journal: string;
@@ -20,6 +21,10 @@ export interface SequencerConfig {
   readonly secondaries: readonly string[];
   readonly retransmitMs: number;
   readonly windowMessages: number;
+  /** This process (messages carry it: a restarted sequencer's fan-out is a new stream). */
+  readonly incarnation?: number;
+  /** Emit `log` actions: every grant is logged before it leaves (primary-log.ts, IssuedRecord). */
+  readonly log?: boolean;
 }
 
 export interface Grant {
@@ -33,11 +38,13 @@ export type SequencerEvent =
   /** A primary asks for numbers for `specs`, in order. `incarnation` tells a restarted primary's requests apart. */
   | { readonly kind: 'request'; readonly from: string; readonly incarnation: number; readonly requestId: number; readonly specs: readonly TokenSpec[] }
   /** A secondary acknowledged the token stream up to this continuity. */
-  | { readonly kind: 'ack'; readonly from: string; readonly ackUpTo: number };
+  | { readonly kind: 'ack'; readonly from: string; readonly ackUpTo: number; readonly incarnation?: number };
 
 export type SequencerAction =
   | { readonly kind: 'grant'; readonly to: string; readonly grant: Grant }
-  | { readonly kind: 'send'; readonly to: string; readonly message: JournalMessage };
+  | { readonly kind: 'send'; readonly to: string; readonly message: JournalMessage }
+  /** Append to the sequencer's log before the grant after it leaves. */
+  | { readonly kind: 'log'; readonly record: IssuedRecord };
 
 interface LastGrant {
   readonly incarnation: number;
@@ -52,10 +59,29 @@ export class Sequencer {
   private readonly lastGrant = new Map<string, LastGrant>();
   private readonly actions: SequencerAction[] = [];
 
-  constructor(private readonly config: SequencerConfig, nextSequence = 1) {
+  /**
+   * `logged`: what a killed predecessor logged. Its grants are remembered (a primary repeating a
+   * request gets the same numbers) and their tokens fanned out again on this incarnation's streams
+   * (a secondary drops the ones it has); numbering goes on after the highest.
+   */
+  constructor(private readonly config: SequencerConfig, nextSequence = 1, logged: readonly IssuedRecord[] = []) {
     assert(Number.isSafeInteger(nextSequence) && nextSequence >= 1, 'sequence numbers start at 1');
     this.next = nextSequence;
     for (const s of config.secondaries) this.streams.set(s, new OutStream(config.retransmitMs, config.windowMessages));
+    for (const r of [...logged].sort((a, b) => a.first - b.first)) {
+      const grant: Grant = { requestId: r.requestId, first: r.first, count: r.specs.length, timeMs: r.timeMs };
+      this.lastGrant.set(r.from, { incarnation: r.incarnation, grant });
+      r.specs.forEach((spec, i) => this.pending.push({ ...spec, sequence: r.first + i, timeMs: r.timeMs }));
+      this.next = Math.max(this.next, r.first + r.specs.length);
+    }
+  }
+
+  /** The lowest number whose token a secondary may still lack (log records below it may go). */
+  get logFloor(): number {
+    let f = this.next;
+    for (const t of this.pending) f = Math.min(f, t.sequence);
+    for (const s of this.streams.values()) for (const m of s.pending) for (const t of m.tokens) f = Math.min(f, t.sequence);
+    return f;
   }
 
   /**
@@ -98,10 +124,14 @@ export class Sequencer {
         const grant: Grant = { requestId: event.requestId, first, count: event.specs.length, timeMs: now };
         event.specs.forEach((spec, i) => this.pending.push({ ...spec, sequence: first + i, timeMs: now }));
         this.lastGrant.set(event.from, { incarnation: event.incarnation, grant });
+        if (this.config.log) {
+          this.actions.push({ kind: 'log', record: { kind: 'issued', from: event.from, incarnation: event.incarnation, requestId: event.requestId, first, timeMs: now, specs: event.specs } });
+        }
         this.actions.push({ kind: 'grant', to: event.from, grant });
         return;
       }
       case 'ack': {
+        if (event.incarnation !== undefined && event.incarnation !== this.config.incarnation) return;
         this.streams.get(event.from)?.ack(event.ackUpTo);
         return;
       }
@@ -128,7 +158,10 @@ export class Sequencer {
     const tokens = this.pending;
     this.pending = [];
     for (const [to, stream] of this.streams) {
-      const message = stream.send({ journal: this.config.journal, from: this.config.self, role: 'sequencer', type: 'data', tokens, entries: [] }, now);
+      const message = stream.send({
+        journal: this.config.journal, from: this.config.self, role: 'sequencer', type: 'data',
+        ...(this.config.incarnation === undefined ? {} : { incarnation: this.config.incarnation }), tokens, entries: [],
+      }, now);
       this.actions.push({ kind: 'send', to, message });
     }
   }

@@ -18,6 +18,11 @@ export class OutStream {
     return this.unacked.length < this.windowMessages;
   }
 
+  /** The messages sent and not yet acknowledged. */
+  get pending(): readonly JournalMessage[] {
+    return this.unacked;
+  }
+
   get inFlight(): number {
     return this.unacked.length;
   }

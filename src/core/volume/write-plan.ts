@@ -184,7 +184,8 @@ export interface ApplyPlan {
 }
 
 /** After the local flush: each makes a mirror durable too; they run together. */
-export type FlushStep = StepBase & { readonly kind: 'flush-mirror' };
+/** flush-mirror: a sync mirror makes its writes durable; journal-flush: a journal's primary-side log is made durable. */
+export type FlushStep = StepBase & { readonly kind: 'flush-mirror' | 'journal-flush' };
 
 /**
  * A clone brings tracks first..last of STD up to date before a write or read lands on them (an
@@ -346,6 +347,11 @@ const journalRule: Rule<JournalPosition> = {
     if (w.source !== 'host' || !inScope(p.scope, w)) return;
     after.push({ kind: 'journal-capture', position: p.id, at });
     ifLocalFails.push({ kind: 'journal-capture', position: p.id, at });
+  },
+  flush(p, at, out) {
+    // What a host flushed must survive power loss on the secondaries' behalf too: the log holds
+    // the entries not yet acknowledged by them.
+    out.push({ kind: 'journal-flush', position: p.id, at });
   },
 };
 

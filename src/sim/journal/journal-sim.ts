@@ -2,7 +2,8 @@
 // sequencer, each primary array's journal position, each secondary array's pending-write queue and
 // the recovery report — on several primary and secondary arrays joined by a lossy, delaying,
 // duplicating, reordering and partitioning network, with secondary crashes (restart from what was
-// persisted, also mid-apply) and, in some seeds, a disaster: every primary array dies, at staggered
+// persisted, also mid-apply), primary crashes (kill -9: the primary restarts from its log and
+// resends what its secondaries may lack) and, in some seeds, a disaster: every primary array dies, at staggered
 // moments, and the secondaries run recovery.
 //
 // The workload is dependent writes: a few hosts, each issuing its next write (to any journaled
@@ -25,6 +26,7 @@ import { JournalPrimary, type PrimaryAction, type PrimaryBugs, type TokenMode } 
 import { JournalSecondary, emptyDurable, type SecondaryAction, type SecondaryBugs, type SecondaryDurable } from '../../core/journal/journal-secondary.js';
 import { computeRecovery, type RecoveryReport } from '../../core/journal/journal-recovery.js';
 import { splitWrite, type JournalMessage, type Token } from '../../core/journal/journal-types.js';
+import { replayPrimaryLog, type IssuedRecord, type PrimaryLogRecord } from '../../core/journal/primary-log.js';
 import { EventLoop } from './event-loop.js';
 
 const JOURNAL = 'j';
@@ -51,6 +53,10 @@ export interface JournalSimConfig {
   // ---- drawn after everything above ----
   /** The primaries' bound on captured bytes not yet acknowledged (writes wait beyond it). */
   readonly maxPendingBytes: number;
+  /** Primary arrays other than the sequencer's are killed (-9) and restarted now and then. */
+  readonly primaryCrashes: boolean;
+  /** The sequencer's array (p0, a primary too) is killed (-9) and restarted now and then. */
+  readonly sequencerCrashes: boolean;
 }
 
 export function drawJournalConfig(prng: Prng): JournalSimConfig {
@@ -72,6 +78,8 @@ export function drawJournalConfig(prng: Prng): JournalSimConfig {
     secondaryCrashes: prng.chance(0.5),
     disaster: prng.chance(0.6),
     maxPendingBytes: prng.pick([1e12, 1e12, 4 * UNIT, 32 * UNIT]),
+    primaryCrashes: prng.chance(0.5),
+    sequencerCrashes: prng.chance(0.4),
   };
 }
 
@@ -80,7 +88,7 @@ export function describeJournalConfig(c: JournalSimConfig): string {
     `tokens ${c.tokens}, interval ${c.intervalMs} ms, batch ${c.batchBytes} B, ${c.hosts} host(s), ${c.writes} writes, ` +
     `loss ${c.lossRate}, dup ${c.dupRate}, delay ≤${c.maxDelayMs} ms${c.partitions ? ', partitions' : ''}` +
     `${c.secondaryCrashes ? ', secondary crashes' : ''}${c.disaster ? ', disaster' : ''}` +
-    `${c.maxPendingBytes < 1e12 ? `, pending ≤ ${c.maxPendingBytes} B` : ''}`;
+    `${c.maxPendingBytes < 1e12 ? `, pending ≤ ${c.maxPendingBytes} B` : ''}${c.primaryCrashes && c.primaries > 1 ? ', primary crashes' : ''}${c.sequencerCrashes ? ', sequencer crashes' : ''}`;
 }
 
 export interface JournalSeedResult {
@@ -91,6 +99,7 @@ export interface JournalSeedResult {
   readonly acked: number;
   readonly issued: number;
   readonly secondaryCrashes: number;
+  readonly primaryCrashes: number;
   readonly messages: number;
   readonly report: RecoveryReport | null;
   /** After a disaster: pieces of acknowledged writes beyond the recovered point (each one reported). */
@@ -99,7 +108,8 @@ export interface JournalSeedResult {
 }
 
 export interface JournalSeedOptions {
-  readonly bugs?: SecondaryBugs & PrimaryBugs;
+  /** sequencerForgetsLog: a restarted sequencer starts without its log (from 1, nothing remembered). */
+  readonly bugs?: SecondaryBugs & PrimaryBugs & { readonly sequencerForgetsLog?: boolean };
   readonly trace?: (line: string) => void;
   readonly override?: Partial<JournalSimConfig>;
 }
@@ -113,8 +123,18 @@ interface Pair { readonly id: string; readonly volume: string; readonly secondar
 interface PrimaryArray {
   readonly name: string;
   alive: boolean;
-  readonly machine: JournalPrimary;
-  readonly sequencer: Sequencer | undefined;
+  /** Down after a kill -9, until its restart (the disaster's `alive = false` is for good). */
+  crashed: boolean;
+  incarnation: number;
+  machine: JournalPrimary;
+  /** The primary-side log as it is in the page cache (a kill -9 keeps it all). */
+  log: PrimaryLogRecord[];
+  sequencer: Sequencer | undefined;
+  /** The sequencer's log (p0). */
+  seqLog: IssuedRecord[];
+  /** The floors the logs were last trimmed at (trimming again at the same floor changes nothing). */
+  loggedFloor: number;
+  seqLoggedFloor: number;
   readonly volumes: string[];
   readonly pairs: Pair[];
   readonly writes: Map<number, HostWrite>;
@@ -168,7 +188,7 @@ export function runJournalSeed(seed: number, options: JournalSeedOptions = {}): 
   }
   return {
     seed, ok: failure === undefined, ...(failure !== undefined ? { failure } : {}), config,
-    acked: sim.acked, issued: sim.issued, secondaryCrashes: sim.secondaryCrashes, messages: sim.messages,
+    acked: sim.acked, issued: sim.issued, secondaryCrashes: sim.secondaryCrashes, primaryCrashes: sim.primaryCrashes, messages: sim.messages,
     report: sim.report, ackedBeyond: sim.ackedBeyond, virtualMs: sim.loop.now,
   };
 }
@@ -190,6 +210,7 @@ class JournalSim {
   acked = 0;
   issued = 0;
   secondaryCrashes = 0;
+  primaryCrashes = 0;
   messages = 0;
   report: RecoveryReport | null = null;
   ackedBeyond = 0;
@@ -214,15 +235,9 @@ class JournalSim {
           pairs.push({ id: `${volume}>${a}`, volume, secondary: a, extents: undefined });
         }
       }
-      const machine = new JournalPrimary({
-        journal: JOURNAL, self: name, sequencer: 'p0', tokens: config.tokens, intervalMs: config.intervalMs,
-        batchBytes: config.batchBytes, retransmitMs: 4 * config.maxDelayMs + 5, windowMessages: 64, incarnation: 1,
-        maxPendingBytes: config.maxPendingBytes,
-      }, options.bugs);
-      const sequencer = i === 0
-        ? new Sequencer({ journal: JOURNAL, self: name, secondaries: this.secondaryNames, retransmitMs: 4 * config.maxDelayMs + 5, windowMessages: 64 })
-        : undefined;
-      this.primaries.push({ name, alive: true, machine, sequencer, volumes, pairs, writes: new Map() });
+      const machine = this.newPrimary(name, 1, undefined);
+      const sequencer = i === 0 ? this.newSequencer(name, 1, []) : undefined;
+      this.primaries.push({ name, alive: true, crashed: false, incarnation: 1, machine, log: [], sequencer, seqLog: [], loggedFloor: 0, seqLoggedFloor: 0, volumes, pairs, writes: new Map() });
     }
     for (const name of this.secondaryNames) {
       const disk = emptyDurable();
@@ -235,6 +250,21 @@ class JournalSim {
       }
       this.secondaries.push({ name, up: true, incarnation: 1, machine: this.newSecondary(name, cloneDurable(disk)), disk, images, model, modelPoint: 0 });
     }
+  }
+
+  private newPrimary(name: string, incarnation: number, log: readonly PrimaryLogRecord[] | undefined): JournalPrimary {
+    const c = this.config;
+    return new JournalPrimary({
+      journal: JOURNAL, self: name, sequencer: 'p0', tokens: c.tokens, intervalMs: c.intervalMs,
+      batchBytes: c.batchBytes, retransmitMs: 4 * c.maxDelayMs + 5, windowMessages: 64, incarnation,
+      maxPendingBytes: c.maxPendingBytes, log: true,
+    }, this.options.bugs, log ? replayPrimaryLog(log) : undefined);
+  }
+
+  private newSequencer(name: string, incarnation: number, logged: readonly IssuedRecord[]): Sequencer {
+    return new Sequencer({
+      journal: JOURNAL, self: name, secondaries: this.secondaryNames, retransmitMs: 4 * this.config.maxDelayMs + 5, windowMessages: 64, incarnation, log: true,
+    }, 1, this.options.bugs?.sequencerForgetsLog ? [] : logged);
   }
 
   private newSecondary(name: string, durable: SecondaryDurable): JournalSecondary {
@@ -255,15 +285,20 @@ class JournalSim {
     this.loop.every(1, () => this.tick());
     if (c.partitions) this.schedulePartitions();
     if (c.secondaryCrashes) this.scheduleCrashes();
+    const crashable = [...(c.sequencerCrashes ? [this.primaries[0]!] : []), ...(c.primaryCrashes ? this.primaries.slice(1) : [])];
+    if (crashable.length > 0) this.schedulePrimaryCrashes(crashable);
     const limitMs = 60_000;
     this.loop.runWhile(() => this.issuedWrites < c.writes && this.loop.now < limitMs && this.primaries.some((p) => p.alive));
     if (c.disaster) return this.disaster();
     // Let what was issued complete under faults, then heal and demand convergence.
     this.loop.runWhile(() => this.outstanding() > 0 && this.loop.now < limitMs);
     this.heal();
-    const issued = this.primaries[0]!.sequencer!.issued;
+    // A restarted primary's re-asked request may still get numbers: wait until none is out.
     const deadline = this.loop.now + 20_000;
-    this.loop.runWhile(() => this.loop.now < deadline && this.secondaries.some((s) => s.machine.appliedUpTo < issued));
+    const seq = this.primaries[0]!.sequencer!;
+    this.loop.runWhile(() => this.loop.now < deadline &&
+      (this.primaries.some((p) => p.machine.requestPending) || this.secondaries.some((s) => s.machine.appliedUpTo < seq.issued)));
+    const issued = seq.issued;
     const behind = this.secondaries.filter((s) => s.machine.appliedUpTo < issued);
     if (behind.length > 0) {
       this.fail(`liveness: after healing, ${behind.map((s) => `${s.name} applied ${s.machine.appliedUpTo}`).join(', ')} of ${issued} issued (outstanding writes ${this.outstanding()})`);
@@ -286,8 +321,8 @@ class JournalSim {
 
   private issue(host: number): void {
     if (this.issuedWrites >= this.config.writes) return;
-    const live = this.primaries.filter((p) => p.alive);
-    if (live.length === 0) return;
+    const live = this.primaries.filter((p) => p.alive && !p.crashed);
+    if (live.length === 0) { if (this.primaries.some((p) => p.alive)) this.loop.at(this.loop.now + 5, () => this.issue(host)); return; }
     const p = this.prng.pick(live);
     const volume = this.prng.pick(p.volumes);
     const units = this.prng.int(1, Math.min(4, this.config.volumeUnits));
@@ -302,12 +337,12 @@ class JournalSim {
     p.writes.set(w.id, w);
     const specs = splitWrite(p.pairs, volume, offset, data.length);
     this.trace(`${p.name} write ${w.id} ${volume}@${offset}+${data.length} (${specs.length} piece(s))`);
-    p.machine.handle({ kind: 'write', writeId: w.id, specs }, this.loop.now);
+    p.machine.handle({ kind: 'write', writeId: w.id, specs, data: specs.map((t) => data.slice(t.offset - offset, t.offset - offset + t.length)) }, this.loop.now);
     this.pumpPrimary(p);
   }
 
   private maybeAck(p: PrimaryArray, w: HostWrite): void {
-    if (!w.localDone || !w.tokenDone || w.acked || !p.alive) return;
+    if (!w.localDone || !w.tokenDone || w.acked || !p.alive || p.crashed) return;
     w.acked = true;
     p.writes.delete(w.id);
     this.acked++;
@@ -319,12 +354,59 @@ class JournalSim {
   // ---- primaries ----
 
   private pumpPrimary(p: PrimaryArray): void {
-    if (!p.alive) return;
+    if (!p.alive || p.crashed) return;
     for (let round = 0; round < 4; round++) {
       const actions: Array<PrimaryAction | SequencerAction> = [...p.machine.poll(this.loop.now), ...(p.sequencer?.poll(this.loop.now) ?? [])];
-      if (actions.length === 0) return;
+      if (actions.length === 0) break;
       for (const a of actions) this.runPrimaryAction(p, a);
     }
+    this.trimLog(p);
+    if (p.sequencer && p.sequencer.logFloor !== p.seqLoggedFloor) {
+      p.seqLoggedFloor = p.sequencer.logFloor;
+      // Records every secondary has the tokens of go, except each requester's newest (a repeated
+      // request must get the same grant; the newest of all holds the highest number).
+      const floor = p.sequencer.logFloor;
+      const newest = new Map<string, IssuedRecord>();
+      for (const r of p.seqLog) newest.set(r.from, r);
+      p.seqLog = p.seqLog.filter((r) => newest.get(r.from) === r || r.first + r.specs.length - 1 >= floor);
+    }
+  }
+
+  /** What the app's log rotation does: between requests, records of acknowledged numbers go. */
+  private trimLog(p: PrimaryArray): void {
+    if (p.machine.requestPending) return;
+    const floor = p.machine.logFloor;
+    if (p.log.length === 0 || floor === p.loggedFloor) return;
+    p.loggedFloor = floor;
+    const grants = new Map<string, Extract<PrimaryLogRecord, { kind: 'grant' }>>();
+    const counts = new Map<string, number>();
+    for (const r of p.log) {
+      if (r.kind === 'grant') grants.set(`${r.incarnation}/${r.requestId}`, r);
+      else counts.set(`${r.incarnation}/${r.requestId}`, r.pieces.length);
+    }
+    p.log = p.log.filter((r) => {
+      const k = `${r.incarnation}/${r.requestId}`;
+      const g = grants.get(k);
+      if (!g) return r.kind === 'request';
+      return g.first + (counts.get(k) ?? 0) - 1 >= floor;
+    });
+  }
+
+  /** The oracle learns a number's bytes from a grant of the log's pending request (no host write saw it). */
+  private noteLogged(p: PrimaryArray, record: PrimaryLogRecord): void {
+    if (record.kind === 'request') { p.log.push(record); return; }
+    p.log.push(record);
+    const req = p.log.find((x) => x.kind === 'request' && x.incarnation === record.incarnation && x.requestId === record.requestId);
+    if (req?.kind !== 'request') return;
+    req.pieces.forEach((piece, i) => {
+      const q = record.first + i;
+      if (this.pieces.has(q)) return;
+      const write: HostWrite = {
+        id: 0, host: -1, array: p.name, volume: piece.spec.volume, offset: piece.spec.offset, data: piece.data ?? new Uint8Array(piece.spec.length),
+        floor: 0, tokens: undefined, localDone: true, tokenDone: true, acked: false,
+      };
+      this.pieces.set(q, { token: { ...piece.spec, sequence: q, timeMs: record.timeMs }, data: write.data, write });
+    });
   }
 
   private runPrimaryAction(p: PrimaryArray, a: PrimaryAction | SequencerAction): void {
@@ -348,8 +430,9 @@ class JournalSim {
           if (t.sequence <= w.floor) this.fail(`order: write ${w.id} got number ${t.sequence} though a write numbered ${w.floor} was acknowledged before it was issued`);
           this.pieces.set(t.sequence, { token: t, data: w.data.subarray(t.offset - w.offset, t.offset - w.offset + t.length), write: w });
         }
+        const incarnation = p.incarnation;
         this.loop.at(this.loop.now + this.prng.next() * 2, () => {
-          if (!p.alive) return;
+          if (!p.alive || p.crashed || p.incarnation !== incarnation) return;
           w.localDone = true;
           p.machine.handle({ kind: 'captured', writeId: w.id, data: w.tokens!.map((t) => w.data.slice(t.offset - w.offset, t.offset - w.offset + t.length)) }, this.loop.now);
           this.maybeAck(p, w);
@@ -357,6 +440,9 @@ class JournalSim {
         });
         return;
       }
+      case 'log':
+        if (a.record.kind === 'issued') { p.seqLog.push(a.record); return; }
+        return this.noteLogged(p, a.record);
       case 'token-done': {
         const w = p.writes.get(a.writeId)!;
         w.tokenDone = true;
@@ -405,10 +491,10 @@ class JournalSim {
       case 'send':
         return this.deliver(s.name, a.to, () => {
           const p = this.primaries.find((x) => x.name === a.to);
-          if (!p?.alive) return;
+          if (!p?.alive || p.crashed) return;
           const ack = a.message.ackUpTo ?? 0;
-          if (a.message.role === 'sequencer') p.sequencer?.handle({ kind: 'ack', from: s.name, ackUpTo: ack }, this.loop.now);
-          else p.machine.handle({ kind: 'ack', from: s.name, ackUpTo: ack }, this.loop.now);
+          if (a.message.role === 'sequencer') p.sequencer?.handle({ kind: 'ack', from: s.name, ackUpTo: ack, ...(a.message.incarnation === undefined ? {} : { incarnation: a.message.incarnation }) }, this.loop.now);
+          else p.machine.handle({ kind: 'ack', from: s.name, ackUpTo: ack, ...(a.message.incarnation === undefined ? {} : { incarnation: a.message.incarnation }) }, this.loop.now);
           this.pumpPrimary(p);
         });
       case 'announce':
@@ -486,7 +572,7 @@ class JournalSim {
     }
     const delay = (): number => 0.05 + this.prng.next() * this.config.maxDelayMs;
     const guarded = (): void => {
-      if (this.primaries.some((p) => p.name === to && !p.alive)) return;
+      if (this.primaries.some((p) => p.name === to && (!p.alive || p.crashed))) return;
       fn();
     };
     this.loop.at(this.loop.now + delay(), guarded);
@@ -521,6 +607,37 @@ class JournalSim {
     this.loop.at(this.prng.int(5, 60), next);
   }
 
+  private schedulePrimaryCrashes(crashable: readonly PrimaryArray[]): void {
+    const next = (): void => {
+      if (!this.faults) return;
+      const p = this.prng.pick(crashable);
+      if (p.alive && !p.crashed) this.crashPrimary(p);
+      this.loop.at(this.loop.now + this.prng.int(3, 40), () => this.restartPrimary(p));
+      this.loop.at(this.loop.now + this.prng.int(20, 120), next);
+    };
+    this.loop.at(this.prng.int(5, 60), next);
+  }
+
+  /** kill -9: the machine and every write in progress are gone; the log (page cache) stays. */
+  private crashPrimary(p: PrimaryArray): void {
+    this.trace(`${p.name} killed (log ${p.log.length} records, ${p.writes.size} writes in progress)`);
+    p.crashed = true;
+    p.incarnation++;
+    this.primaryCrashes++;
+    // Their hosts see an error and go on with their next write (to any live array).
+    for (const w of p.writes.values()) this.loop.at(this.loop.now + 1, () => this.issue(w.host));
+    p.writes.clear();
+  }
+
+  private restartPrimary(p: PrimaryArray): void {
+    if (!p.crashed || !p.alive) return;
+    p.crashed = false;
+    p.machine = this.newPrimary(p.name, p.incarnation, p.log);
+    if (p.sequencer) p.sequencer = this.newSequencer(p.name, p.incarnation, p.seqLog);
+    this.trace(`${p.name} restarts from its log (${p.log.length} records${p.sequencer ? `; sequencer log ${p.seqLog.map((r) => `${r.from}#${r.incarnation}/${r.requestId}:${r.first}+${r.specs.length}`).join(' ')}, next ${p.sequencer.nextSequence}` : ''})`);
+    this.pumpPrimary(p);
+  }
+
   private crash(s: SecondaryArray): void {
     this.trace(`${s.name} crashes (applied ${s.machine.appliedUpTo}, complete ${s.machine.completeUpTo})`);
     s.up = false;
@@ -542,6 +659,7 @@ class JournalSim {
     this.dupRate = 0;
     this.partitioned.clear();
     for (const s of this.secondaries) this.restart(s);
+    for (const p of this.primaries) this.restartPrimary(p);
   }
 
   // ---- disaster and recovery ----
