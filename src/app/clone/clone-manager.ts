@@ -138,8 +138,10 @@ export class CloneManager {
     if (entry.clone.state !== wanted) await entry.clone.setState(wanted);
   }
 
-  /** Persists a volume's bitmaps (and, for STD, its sessions); concurrent callers share the next run. */
-  /** Called after every state change of a session, so it is also where waiters learn of one. */
+  /**
+   * Persists a volume's bitmaps (and, for STD, its sessions); concurrent callers share the next run.
+   * Called after every state change of a session, so it is also where waiters learn of one.
+   */
   private persist(volume: Volume): Promise<void> {
     this.changes.notify();
     const previous = this.persisting.get(volume.name) ?? Promise.resolve();
