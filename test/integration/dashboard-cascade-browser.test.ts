@@ -4,29 +4,18 @@
 // step and completes; the cascade is closed from the page and its panel goes away. No console errors.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { access, mkdir } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { DaemonFixture, peerUp, repoRoot, tidemarkBin, waitFor, type DaemonProcess } from '../helpers/daemon.js';
+import { DaemonFixture, peerUp, tidemarkBin, waitFor, type DaemonProcess } from '../helpers/daemon.js';
 import { mustRun } from '../helpers/in-process-array.js';
 import { requirement } from '../helpers/requirement.js';
-
-const CHROMIUM = '/usr/bin/chromium';
-const ARTIFACTS = join(repoRoot, 'test-artifacts');
-
-async function chromiumMissing(): Promise<string | false> {
-  try {
-    await access(CHROMIUM);
-    return false;
-  } catch {
-    return `${CHROMIUM} is missing (apt-get install chromium; .ci/run installs it)`;
-  }
-}
+import { ARTIFACTS, CHROMIUM, browserTestMissing } from '../helpers/browser.js';
 
 interface CascadeJson { cycles: number; phase: string; requested: boolean; consistentAt: string | null }
 
 const cli = (array: DaemonProcess, ...args: string[]): Promise<string> => mustRun(tidemarkBin, [...array.cliArgs, ...args], 120_000);
 
-test('dashboard in headless Chromium: a cascade in its panel and the topology, cycle now and close with confirmation', { skip: requirement(await chromiumMissing()) }, async () => {
+test('dashboard in headless Chromium: a cascade in its panel and the topology, cycle now and close with confirmation', { skip: requirement(await browserTestMissing()) }, async () => {
   const { chromium } = await import('playwright-core');
   const fixture = await DaemonFixture.create();
   const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox'] });

@@ -6,27 +6,16 @@
 // through the confirmation step, no console errors; the page weight is printed.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { access, mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { DaemonFixture, repoRoot, tidemarkBin, waitFor, type DaemonProcess } from '../helpers/daemon.js';
+import { DaemonFixture, tidemarkBin, waitFor, type DaemonProcess } from '../helpers/daemon.js';
 import { mustRun } from '../helpers/in-process-array.js';
-import { missingTools, requirement } from '../helpers/requirement.js';
-
-const CHROMIUM = '/usr/bin/chromium';
-const ARTIFACTS = join(repoRoot, 'test-artifacts');
-
-async function chromiumMissing(): Promise<string | false> {
-  try {
-    await access(CHROMIUM);
-    return missingTools(['qemu-io']);
-  } catch {
-    return `${CHROMIUM} is missing (apt-get install chromium; .ci/run installs it)`;
-  }
-}
+import { requirement } from '../helpers/requirement.js';
+import { ARTIFACTS, CHROMIUM, browserTestMissing } from '../helpers/browser.js';
 
 const cli = (array: DaemonProcess, ...args: string[]): Promise<string> => mustRun(tidemarkBin, [...array.cliArgs, ...args]);
 
-test('dashboard in headless Chromium: journal, migration and import panels; cutover with confirmation', { skip: requirement(await chromiumMissing()) }, async () => {
+test('dashboard in headless Chromium: journal, migration and import panels; cutover with confirmation', { skip: requirement(await browserTestMissing(['qemu-io'])) }, async () => {
   const { chromium } = await import('playwright-core');
   const fixture = await DaemonFixture.create();
   const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox'] });
