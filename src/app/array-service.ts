@@ -185,9 +185,6 @@ export class ArrayService {
     await service.migrations.load(service.volumeNames());
     await service.imports.load();
     await service.peers.load();
-    // Relays before the peers reached through them: the link checks a relay is a direct peer.
-    const peers = service.peers.list();
-    for (const p of [...peers.filter((x) => x.via === undefined), ...peers.filter((x) => x.via !== undefined)]) service.links.addPeer(linkPeer(p));
     await service.pairs.load(service.volumeNames());
     await service.cascades.load();
     service.groups = await GroupManager.open({
@@ -205,6 +202,13 @@ export class ArrayService {
       ...(deps.bootId !== undefined ? { bootId: deps.bootId } : {}),
       onError: (error, context) => deps.onBackgroundError?.(error, context),
     });
+    // The links get their peers last: a peer may ask something the moment its link comes up (a
+    // restarted R2 is asked for its half of the pair at once), and the answer must come from the
+    // loaded state, not from an array still reading its records ("no half of this pair" left the
+    // source's pair partitioned for good). Relays before the peers reached through them: the link
+    // checks a relay is a direct peer.
+    const peers = service.peers.list();
+    for (const p of [...peers.filter((x) => x.via === undefined), ...peers.filter((x) => x.via !== undefined)]) service.links.addPeer(linkPeer(p));
     return service;
   }
 
