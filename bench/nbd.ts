@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runFio, type FioJob, type FioResult } from './lib/fio.js';
 import { arrayApi, freePort, startProcess, stopProcess, tidemarkBin, waitForPort } from './lib/processes.js';
+import { goal } from './lib/goals.js';
 
 const GiB = 1024 * 1024 * 1024;
 
@@ -41,6 +42,12 @@ export async function benchNbd(args: { seconds: number; sizeBytes: number }): Pr
         ` ${(r.tidemark.iops / r.nbdkit.iops).toFixed(2).padStart(6)}x ${r.tidemark.p99LatencyUs.toFixed(0).padStart(17)}` +
         ` ${r.nbdkit.p99LatencyUs.toFixed(0).padStart(15)}`);
     }
+    const ratio = (job: string): number => {
+      const r = rows.find((x) => x.job === job)!;
+      return r.tidemark.iops / r.nbdkit.iops;
+    };
+    goal('256 KiB sequential write vs nbdkit file', ratio('write-256k-qd8'), 'atLeast', 1.0);
+    goal('4 KiB random write vs nbdkit file', ratio('randwrite-4k-qd32'), 'atLeast', 1.0);
   } finally {
     await stopProcess(tidemark);
     await stopProcess(nbdkit);

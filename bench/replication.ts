@@ -17,6 +17,7 @@ import { join } from 'node:path';
 import { runFio, type FioJob, type FioResult } from './lib/fio.js';
 import { arrayApi, freePort, startProcess, stopProcess, tidemarkBin, waitForPort } from './lib/processes.js';
 import { startQemuExport } from './lib/qemu-mirror.js';
+import { goal } from './lib/goals.js';
 
 const MiB = 1024 * 1024;
 
@@ -170,6 +171,20 @@ export async function benchReplication(args: { seconds: number; sizeBytes: numbe
       console.log(`${s.name} vs ${s.baseline}: QD1 adds ${(r.qd1.meanLatencyUs - b.qd1.meanLatencyUs).toFixed(1)} µs ` +
         `(${r.qd1.meanLatencyUs.toFixed(1)} vs ${b.qd1.meanLatencyUs.toFixed(1)} µs, ${(r.qd1.meanLatencyUs / b.qd1.meanLatencyUs).toFixed(2)}x); ` +
         `QD32 IOPS ratio ${(r.qd32.iops / b.qd32.iops).toFixed(2)}x (${r.qd32.iops.toFixed(0)} vs ${b.qd32.iops.toFixed(0)})`);
+    }
+    // The goals (issue "Performance"), when the run had the subjects they compare.
+    const added = (name: string): number | undefined => {
+      const s = subjects.find((x) => x.name === name);
+      if (s?.baseline === undefined) return undefined;
+      return results.get(name)!.qd1.meanLatencyUs - results.get(s.baseline)!.qd1.meanLatencyUs;
+    };
+    const syncAdded = added(tidemarkSyncSubject.name);
+    const qemuAdded = added(qemuMirrorSubject.name);
+    if (syncAdded !== undefined && qemuAdded !== undefined) {
+      goal('sync pair QD1 added latency ≤ QEMU active mirror\'s', syncAdded, 'atMost', qemuAdded, ' µs');
+    }
+    if (names.has(tidemarkSyncSubject.name) && names.has(tidemarkSubject.name)) {
+      goal('sync pair QD32 IOPS vs unpaired', results.get(tidemarkSyncSubject.name)!.qd32.iops / results.get(tidemarkSubject.name)!.qd32.iops, 'atLeast', 0.5);
     }
     for (const s of subjects) {
       const note = running.get(s.name)!.note;
