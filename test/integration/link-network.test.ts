@@ -275,3 +275,32 @@ test('removing a peer rejects the sends waiting for its window', async () => {
     await p.close();
   }
 });
+
+test('sends waiting for the window when the peer restarts are rejected, never delivered into its new session', async () => {
+  const p = await startPair();
+  let beta2: LinkNetwork | undefined;
+  try {
+    await waitFor('link up', () => p.alpha.isUp('beta'));
+    const betaPort = p.beta.address!.port;
+    await p.beta.close();
+    await waitFor('alpha sees beta down', () => !p.alpha.isUp('beta'));
+    // Nothing is acknowledged while beta is gone: the first fill the 16 MiB window, the rest wait.
+    const sends = Array.from({ length: 6 }, () => p.alpha.send('beta', randomBytes(4 * MiB)).then(() => 'queued', (e: unknown) => (e as { code?: string }).code));
+    await new Promise((r) => setImmediate(r));
+    // Beta restarts (a new incarnation) at the same address.
+    beta2 = await LinkNetwork.start({ arrayName: 'beta', listen: { host: '127.0.0.1', port: betaPort }, heartbeatIntervalMs: 100, deadAfterMs: 1500 });
+    const atBeta2: Uint8Array[] = [];
+    beta2.onMessage((_peer, m) => { atBeta2.push(m); });
+    beta2.addPeer({ name: 'alpha', address: `127.0.0.1:${p.alpha.address!.port}`, secret: SECRET });
+    await waitFor('the link to the restarted beta', () => p.alpha.isUp('beta') && p.events.includes('alpha: reset beta'));
+    const results = await Promise.all(sends);
+    const waited = results.filter((r) => r !== 'queued');
+    assert.ok(waited.length > 0 && waited.every((r) => r === 'TM_ERR_LINK_DOWN'), `the sends that waited fail: ${results.join(', ')}`);
+    await p.alpha.send('beta', Buffer.from('new session'));
+    await waitFor('the new session carries new messages', () => atBeta2.length > 0);
+    assert.deepEqual(atBeta2.map((m) => Buffer.from(m).toString()), ['new session'], 'nothing of the old session reached the restarted beta');
+  } finally {
+    await beta2?.close();
+    await p.close();
+  }
+});

@@ -337,6 +337,10 @@ export class LinkNetwork {
         for (const h of this.downHandlers) h(action.peer, action.reason);
         return;
       case 'session-reset':
+        // Sends still waiting for window space belong to the session that ended, like those in the
+        // window the endpoint just dropped: they must not reach the restarted peer in its new session
+        // (a request its sender already counts as failed, a replicated write overtaken by a resync).
+        this.rejectWaiting(action.peer, new TidemarkError(ErrorCode.LinkDown, `link session with ${action.peer} was reset`, { peer: action.peer }));
         this.tunnels.neighbourDown(action.peer, 'session reset');
         for (const h of this.resetHandlers) h(action.peer);
         return;
