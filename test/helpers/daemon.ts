@@ -2,6 +2,7 @@
 // ephemeral ports, its address read from the 'array started' log line. Every wait has a timeout and
 // every process started here is killed by cleanup().
 import { spawn, type ChildProcess } from 'node:child_process';
+import { appendFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
@@ -64,8 +65,9 @@ export class DaemonFixture {
       { stdio: ['ignore', 'pipe', 'pipe'], ...(env ? { env } : {}) });
     this.children.add(child);
     let output = '';
-    child.stdout!.on('data', (d: Buffer) => { output += d.toString(); });
-    child.stderr!.on('data', (d: Buffer) => { output += d.toString(); });
+    const logFile = process.env.TIDEMARK_TEST_KEEP ? `${dataDir}.${Date.now()}.log` : undefined;
+    child.stdout!.on('data', (d: Buffer) => { output += d.toString(); if (logFile) appendFileSync(logFile, d); });
+    child.stderr!.on('data', (d: Buffer) => { output += d.toString(); if (logFile) appendFileSync(logFile, d); });
     const done = new Promise<ExitResult & { output: string }>((resolve) => {
       child.once('exit', (code, signal) => {
         this.children.delete(child);
@@ -128,7 +130,9 @@ export class DaemonFixture {
   async cleanup(): Promise<void> {
     for (const child of this.children) child.kill('SIGKILL');
     await Promise.all([...this.children].map((c) => new Promise((r) => c.once('exit', r))));
-    await rm(this.dir, { recursive: true, force: true });
+    // TIDEMARK_TEST_KEEP=1 keeps the arrays' directories and their logs (DIR/NAME.*.log) to look into a failure.
+    if (process.env.TIDEMARK_TEST_KEEP) console.log(`kept ${this.dir}`);
+    else await rm(this.dir, { recursive: true, force: true });
   }
 }
 

@@ -215,14 +215,11 @@ test('cascade with a hot set rewritten continuously: bytes shipped to C ≤ 0.3 
   }
 });
 
-// KNOWN BUG (open, issue "cascading"): under load this test sometimes finds C's recoverable image
-// NOT a prefix after the cycle that follows a kill -9 of B (CI, 2026-12-03: "holds write 4192
-// without write 3947"): some track changed while B was down reaches C a cycle late. Marked todo so
-// the failure stays visible in every run's output without blocking the suite; the cascade is not
-// resolved until this passes reliably.
+// This test found that a restarted array gave its links their peers before loading its pairs: A
+// asked the restarted B for its half of the pair at once, heard "no half of this pair", and left the
+// pair partitioned for good (test/integration/array-startup-order.test.ts pins that).
 test('cascade survives kill -9 of B and of C in each phase of a cycle under load: C always holds a prefix of the writes; at the end, all of them', {
   skip: requirement(missingTools(['nbdcopy'])),
-  todo: 'known bug: after a kill -9 of B, C sometimes holds a later write without an earlier one (see the comment above)',
 }, async () => {
   const fixture = await DaemonFixture.create();
   try {
