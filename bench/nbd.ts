@@ -4,7 +4,7 @@ import { mkdtemp, rm, open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runFio, type FioJob, type FioResult } from './lib/fio.js';
-import { arrayApi, freePort, startProcess, stopProcess, tidemarkBin, waitForPort } from './lib/processes.js';
+import { arrayApi, freePort, run, startProcess, stopProcess, tidemarkBin, waitForPort } from './lib/processes.js';
 import { goal } from './lib/goals.js';
 
 const GiB = 1024 * 1024 * 1024;
@@ -29,11 +29,17 @@ export async function benchNbd(args: { seconds: number; sizeBytes: number }): Pr
     await waitForPort(kitPort);
     await arrayApi(apiPort, join(dir, 'array'))('POST', '/v1/volumes', { name: 'bench', sizeBytes: args.sizeBytes });
     const rows: Array<{ job: string; tidemark: FioResult; nbdkit: FioResult }> = [];
-    for (const job of jobs) {
-      // Alternate which server goes first so page-cache warm-up does not favour one side.
-      const tm = await runFio(`nbd://127.0.0.1:${tmPort}/bench`, job);
-      const kit = await runFio(`nbd://127.0.0.1:${kitPort}/`, job);
-      rows.push({ job: job.name, tidemark: tm, nbdkit: kit });
+    for (const [index, job] of jobs.entries()) {
+      // Alternate which server goes first, and start each run with no dirty pages: otherwise the
+      // kernel's write-back of one run's data throttles the next run's writes (seen as 10× swings).
+      const measure = async (uri: string): Promise<FioResult> => {
+        await run('sync', []);
+        return runFio(uri, job);
+      };
+      const first = index % 2 === 0 ? 'tidemark' : 'nbdkit';
+      const a = await measure(first === 'tidemark' ? `nbd://127.0.0.1:${tmPort}/bench` : `nbd://127.0.0.1:${kitPort}/`);
+      const b = await measure(first === 'tidemark' ? `nbd://127.0.0.1:${kitPort}/` : `nbd://127.0.0.1:${tmPort}/bench`);
+      rows.push({ job: job.name, tidemark: first === 'tidemark' ? a : b, nbdkit: first === 'tidemark' ? b : a });
     }
     console.log(`bench/nbd: fio ${args.seconds}s per job, ${(args.sizeBytes / GiB).toFixed(1)} GiB volume, same filesystem`);
     console.log('job                  tidemark IOPS   nbdkit IOPS   ratio   tidemark p99 µs   nbdkit p99 µs');
