@@ -1,6 +1,7 @@
 // Human sizes: "64KiB", "1GiB", "512M", "4096". Binary (IEC) multiples; SI suffixes are refused
 // rather than guessed, because 1GB vs 1GiB on a block device is a real difference.
 import { invalidArgument } from '../core/errors.js';
+import { formatBinarySize } from '../core/lib/binary-size.js';
 
 const UNITS: Record<string, number> = {
   '': 1, B: 1,
@@ -21,13 +22,4 @@ export function parseSize(text: string): number {
   return value;
 }
 
-export function formatSize(bytes: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
-  let value = bytes;
-  let i = 0;
-  while (value >= 1024 && i < units.length - 1) {
-    value /= 1024;
-    i++;
-  }
-  return i === 0 ? `${bytes} B` : `${Number.isInteger(value) ? value : value.toFixed(1)} ${units[i]}`;
-}
+export const formatSize = formatBinarySize;

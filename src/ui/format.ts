@@ -1,15 +1,7 @@
-// How figures read on the page: binary sizes, rates, durations, times.
+// How figures read on the page: binary sizes (the CLI's way), rates, durations, times.
+import { formatBinarySize } from '../core/lib/binary-size.js';
 
-export function size(bytes: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
-  let value = bytes;
-  let i = 0;
-  while (value >= 1024 && i < units.length - 1) {
-    value /= 1024;
-    i++;
-  }
-  return i === 0 ? `${bytes} B` : `${value >= 100 ? value.toFixed(0) : value.toFixed(1)} ${units[i]}`;
-}
+export const size = formatBinarySize;
 
 export const rate = (bytesPerSecond: number | null | undefined): string =>
   bytesPerSecond === null || bytesPerSecond === undefined ? '–' : `${size(Math.round(bytesPerSecond))}/s`;
