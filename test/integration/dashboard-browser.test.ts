@@ -6,9 +6,9 @@
 // kept under test-artifacts/ and the page weight is printed.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { DaemonFixture, tidemarkBin, type DaemonProcess } from '../helpers/daemon.js';
+import { DaemonFixture, peerUp, tidemarkBin, type DaemonProcess } from '../helpers/daemon.js';
 import { mustRun } from '../helpers/in-process-array.js';
 import { requirement } from '../helpers/requirement.js';
 import { ARTIFACTS, CHROMIUM, browserTestMissing } from '../helpers/browser.js';
@@ -20,12 +20,9 @@ test('dashboard in headless Chromium: topology, suspend with confirmation, owed 
   const fixture = await DaemonFixture.create();
   const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox'] });
   try {
-    const secret = join(fixture.dir, 'secret');
-    await writeFile(secret, 'a shared secret of more than sixteen bytes\n', { mode: 0o600 });
     const east = await fixture.start(join(fixture.dir, 'east'), ['--name', 'east', '--link', '127.0.0.1:0']);
     const west = await fixture.start(join(fixture.dir, 'west'), ['--name', 'west', '--link', '127.0.0.1:0']);
-    await cli(east, 'peer', 'add', 'west', '--address', west.linkAddress!, '--secret-file', secret);
-    await cli(west, 'peer', 'add', 'east', '--address', east.linkAddress!, '--secret-file', secret);
+    await peerUp(fixture, east, 'east', west, 'west');
     await cli(east, 'volume', 'create', 'db', '--size', '16MiB');
     await cli(west, 'volume', 'create', 'db-r', '--size', '16MiB');
     await cli(east, 'pair', 'create', 'db', '--peer', 'west', '--remote-volume', 'db-r', '--mode', 'sync');

@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { DaemonFixture, tidemarkBin, waitFor, type DaemonProcess } from '../helpers/daemon.js';
+import { DaemonFixture, peerUp, tidemarkBin, waitFor, type DaemonProcess } from '../helpers/daemon.js';
 import { mustRun } from '../helpers/in-process-array.js';
 import { requirement } from '../helpers/requirement.js';
 import { ARTIFACTS, CHROMIUM, browserTestMissing } from '../helpers/browser.js';
@@ -24,12 +24,10 @@ test('dashboard in headless Chromium: journal, migration and import panels; cuto
     await writeFile(secret, 'a shared secret of more than sixteen bytes\n', { mode: 0o600 });
     const east = await fixture.start(join(fixture.dir, 'east'), ['--name', 'east', '--link', '127.0.0.1:0']);
     const west = await fixture.start(join(fixture.dir, 'west'), ['--name', 'west', '--link', '127.0.0.1:0']);
-    await cli(east, 'peer', 'add', 'west', '--address', west.linkAddress!, '--secret-file', secret);
-    await cli(west, 'peer', 'add', 'east', '--address', east.linkAddress!, '--secret-file', secret);
+    await peerUp(fixture, east, 'east', west, 'west');
     // north is west's peer, and east's through west as a relay.
     const north = await fixture.start(join(fixture.dir, 'north'), ['--name', 'north', '--link', '127.0.0.1:0']);
-    await cli(west, 'peer', 'add', 'north', '--address', north.linkAddress!, '--secret-file', secret);
-    await cli(north, 'peer', 'add', 'west', '--address', west.linkAddress!, '--secret-file', secret);
+    await peerUp(fixture, west, 'west', north, 'north');
     await cli(east, 'peer', 'add', 'north', '--via', 'west', '--secret-file', secret);
     await cli(north, 'peer', 'add', 'east', '--via', 'west', '--secret-file', secret);
     // A journal east → west.
