@@ -11,7 +11,7 @@ import { mustRun, runCommand } from '../helpers/in-process-array.js';
 const MiB = 1024 * 1024;
 
 interface PairJson {
-  state: string; role: string; generation: number; tracksOwed: number;
+  state: string; role: string; generation: number; tracksOwed: number; invalidTracks: { local: number };
   counters: { recordsShipped: number; bytesShipped: number; writesForwarded: number; bytesPulled: number };
 }
 
@@ -117,6 +117,45 @@ test('an array with the wrong secret never becomes a peer', async () => {
     const refused = await runCommand(tidemarkBin, [...east.cliArgs, 'pair', 'create', 'db', '--peer', 'west', '--remote-volume', 'db', '--mode', 'sync']);
     assert.notEqual(refused.code, 0);
     assert.match(refused.stderr, /TM_ERR_LINK_DOWN/);
+  } finally {
+    await fixture.cleanup();
+  }
+});
+
+test('R2 killed -9 while suspended resumes without a false divergence; R2 killed -9 after its own hosts wrote (split) still reports those tracks as its own', async () => {
+  const fixture = await DaemonFixture.create();
+  try {
+    const linked = await linkedArrays(fixture, []);
+    const { east, westDir, westLink } = linked;
+    let { west } = linked;
+    await cli(east, 'volume', 'create', 'db', '--size', '16MiB');
+    await cli(west, 'volume', 'create', 'db-r', '--size', '16MiB');
+    await cli(east, 'pair', 'create', 'db', '--peer', 'west', '--remote-volume', 'db-r', '--mode', 'sync');
+    await cli(east, 'pair', 'wait', 'db', '--until', 'synchronized', '--timeout', '60');
+    // Replica writes leave west's activity log with hot extents; its hosts write nothing.
+    await qemuWrite(east, 'db', 0x71, 0, MiB);
+    await qemuWrite(east, 'db', 0x72, 9 * MiB, 64 * 1024);
+    await cli(east, 'pair', 'suspend', 'db');
+    await west.stop('SIGKILL');
+    west = await fixture.start(westDir, ['--name', 'west', '--link', westLink]);
+    await waitFor('link up', async () => (JSON.parse(await cli(east, 'peer', 'show', 'west')) as { link: string }).link === 'up', 15_000);
+    assert.equal((await pair(west, 'db')).invalidTracks.local, 0, 'the hot extents held replica writes, not R2 hosts\' changes');
+    await cli(east, 'pair', 'resume', 'db');
+    await cli(east, 'pair', 'wait', 'db', '--until', 'synchronized', '--timeout', '60');
+    assert.equal(await hashOf(fixture, west, 'db-r'), await hashOf(fixture, east, 'db'));
+
+    // Split: R2's hosts write, then R2 dies before its bitmaps were persisted: the activity log
+    // still gives those tracks back as R2's own changes, and establish (R1's data wins) ships them.
+    await cli(east, 'pair', 'split', 'db');
+    await qemuWrite(west, 'db-r', 0x73, 12 * MiB, 4096);
+    await west.stop('SIGKILL');
+    west = await fixture.start(westDir, ['--name', 'west', '--link', westLink]);
+    await waitFor('link up', async () => (JSON.parse(await cli(east, 'peer', 'show', 'west')) as { link: string }).link === 'up', 15_000);
+    assert.ok((await pair(west, 'db')).invalidTracks.local > 0, 'R2 hosts\' write is recovered as its own change');
+    assert.notEqual(await hashOf(fixture, west, 'db-r'), await hashOf(fixture, east, 'db'));
+    await cli(east, 'pair', 'establish', 'db');
+    await cli(east, 'pair', 'wait', 'db', '--until', 'synchronized', '--timeout', '60');
+    assert.equal(await hashOf(fixture, west, 'db-r'), await hashOf(fixture, east, 'db'));
   } finally {
     await fixture.cleanup();
   }

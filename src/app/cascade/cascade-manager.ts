@@ -301,10 +301,10 @@ export class CascadeManager {
           try {
             await pairs.command(r.name, 'resume');
           } catch (error) {
-            // CRVOL has no hosts (write-disabled while the pair exists), but after a kill -9 of the far
-            // array its activity log marks hot tracks as written there: resume refuses them as R2's own
-            // changes. R1's image is the one that must win, so establish: those tracks are compared
-            // by digest and only differing records travel.
+            // CRVOL has no hosts while the pair exists, and crash recovery no longer counts a
+            // write-disabled R2's hot extents as its own changes; but if someone made CRVOL writable
+            // and wrote to it, resume refuses those changes. R1's image is the one that must win, so
+            // establish: those tracks are compared by digest and only differing records travel.
             if (!isTidemarkError(error, ErrorCode.PairDiverged)) throw error;
             this.host.onEvent('cascade: the far replica reports own changes after a restart; establishing from the clone', { cascade: r.name });
             await pairs.command(r.name, 'establish');

@@ -176,7 +176,8 @@ export class Volume {
       last: Math.min(geometry.trackCount - 1, (e + 1) * config.extentTracks - 1),
     })).filter((r) => r.first < geometry.trackCount);
     const before = positions.map((p) => p.invalid.count());
-    markRecovered(positions, runs);
+    // Hosts write only to a ready volume (setState persists the bitmaps before it leaves 'ready').
+    markRecovered(positions, runs, record.state === 'ready');
     const tracksMarked = positions.reduce((n, p, i) => Math.max(n, p.invalid.count() - before[i]!), 0);
     const log = new ActivityLog(config, recovered);
     const volume = new Volume(record, deps, log, positions, { crashed: hot.length > 0, tracksMarked }, extensions);
@@ -223,6 +224,11 @@ export class Volume {
 
   /** Changes the host-access state durably. */
   async setState(state: VolumeState): Promise<void> {
+    // Crash recovery marks an R2's own bitmap only if the volume was ready (hosts may have written):
+    // what its hosts wrote while it was ready must be on disk before the record says it no longer is.
+    if (this.record.state === 'ready' && state !== 'ready' && this.positions.some((p) => p.kind === 'remote-own' && p.marksOn !== 'never')) {
+      await this.persistBitmaps();
+    }
     const next = { ...this.record, state };
     await this.deps.meta.write(volumeKey(this.name), new TextEncoder().encode(JSON.stringify(next)));
     this.record = next;

@@ -72,11 +72,16 @@ export function applyWrite(
 
 /**
  * Crash recovery from the activity log: every track of the given runs may have been written, so it
- * is marked on every position that writes mark.
+ * is marked on every position that writes mark. An R2's own bitmap (`remote-own`) is marked only by
+ * its volume's hosts (replica writes skip it), so it is left alone when the volume took no host
+ * writes (`hostWrites` false: it was not ready): the extents were hot with its source's writes, and
+ * marking them would report them as the R2 hosts' changes (a resume would refuse them as divergence).
  */
-export function markRecovered(positions: readonly MirrorPosition[], runs: ReadonlyArray<{ first: number; last: number }>): void {
+export function markRecovered(positions: readonly MirrorPosition[], runs: ReadonlyArray<{ first: number; last: number }>,
+  hostWrites = true): void {
   for (const p of positions) {
     if (p.marksOn === 'never') continue;
+    if (!hostWrites && p.kind === 'remote-own') continue;
     for (const r of runs) mark(p, r.first, r.last);
   }
 }
