@@ -1,0 +1,27 @@
+// Crash recovery from the activity log (core/volume/mirror-positions.ts markRecovered): which
+// positions the hot extents mark.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { TrackBitmap } from '../../src/core/bitmap/track-bitmap.js';
+import { markRecovered, type MirrorPosition } from '../../src/core/volume/mirror-positions.js';
+
+const positions = (): MirrorPosition[] => [
+  { id: 'changes', kind: 'change-tracker', marksOn: 'all', invalid: new TrackBitmap(64) },
+  { id: 'protection', kind: 'clone-protection', marksOn: 'host', invalid: new TrackBitmap(64) },
+  { id: 'own', kind: 'remote-own', marksOn: 'host', invalid: new TrackBitmap(64) },
+  { id: 'pull', kind: 'remote-own', marksOn: 'never', invalid: new TrackBitmap(64) },
+];
+const counts = (ps: MirrorPosition[]): Record<string, number> => Object.fromEntries(ps.map((p) => [p.id, p.invalid.count()]));
+
+test('a volume that was ready: the hot extents mark every position writes mark, an R2\'s own bitmap included', () => {
+  const ps = positions();
+  markRecovered(ps, [{ first: 8, last: 15 }], true);
+  assert.deepEqual(counts(ps), { changes: 8, protection: 8, own: 8, pull: 0 });
+});
+
+test('a volume that was not ready (a write-disabled R2): its own bitmap stays as it was, replica-marked positions are marked', () => {
+  const ps = positions();
+  ps[2]!.invalid.set(40); // an own change persisted earlier stays
+  markRecovered(ps, [{ first: 8, last: 15 }], false);
+  assert.deepEqual(counts(ps), { changes: 8, protection: 8, own: 1, pull: 0 });
+});
