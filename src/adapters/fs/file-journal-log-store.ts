@@ -50,28 +50,32 @@ export class FileJournalLogStore implements JournalLogStore {
     f.dirty = true;
   }
 
-  async sync(journal: string): Promise<void> {
+  /**
+   * The journal's segments written since their last sync (taken as synced now), and whether one of
+   * them is new: a new segment's directory entry must be made durable too.
+   */
+  private takeDirty(journal: string): { fds: number[]; created: boolean } {
+    const fds: number[] = [];
     let created = false;
     for (const [key, f] of this.open) {
       if (!key.startsWith(`${journal}/`) || !f.dirty) continue;
       f.dirty = false;
       created ||= !f.entryDurable;
       f.entryDurable = true;
-      await datasync(f.fd);
+      fds.push(f.fd);
     }
-    // A new segment's directory entry must be durable too.
+    return { fds, created };
+  }
+
+  async sync(journal: string): Promise<void> {
+    const { fds, created } = this.takeDirty(journal);
+    for (const fd of fds) await datasync(fd);
     if (created) await fsyncDirectory(this.dir(journal));
   }
 
   syncNow(journal: string): void {
-    let created = false;
-    for (const [key, f] of this.open) {
-      if (!key.startsWith(`${journal}/`) || !f.dirty) continue;
-      f.dirty = false;
-      created ||= !f.entryDurable;
-      f.entryDurable = true;
-      fdatasyncSync(f.fd);
-    }
+    const { fds, created } = this.takeDirty(journal);
+    for (const fd of fds) fdatasyncSync(fd);
     if (created) {
       const fd = openSync(this.dir(journal), 'r');
       try { fsyncSync(fd); } finally { closeSync(fd); }
