@@ -7,7 +7,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { runCommand } from './in-process-array.js';
+import { mustRun, runCommand } from './in-process-array.js';
 
 /** The repository root, from dist/test/helpers. */
 export const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
@@ -202,4 +202,11 @@ export async function peerUp(fixture: DaemonFixture, a: DaemonProcess, aName: st
   await cli(a, 'peer', 'add', bName, '--address', b.linkAddress!, '--secret-file', secret);
   await cli(b, 'peer', 'add', aName, '--address', a.linkAddress!, '--secret-file', secret);
   await waitFor(`link ${aName}-${bName}`, async () => (JSON.parse(await cli(a, 'peer', 'show', bName)) as { link: string }).link === 'up', 15_000);
+}
+
+/** A volume's whole image as a host reads it, through the array's NBD export (nbdcopy into a file of the fixture). */
+export async function imageOf(fixture: DaemonFixture, array: DaemonProcess, volume: string): Promise<Buffer> {
+  const file = join(fixture.dir, `${volume}-${Date.now()}-${Math.random()}.img`);
+  await mustRun('nbdcopy', [array.uri(volume), file]);
+  return readFile(file);
 }

@@ -7,9 +7,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { DaemonFixture, api, peerUp, tidemarkBin, waitFor, type DaemonProcess } from '../helpers/daemon.js';
+import { api, DaemonFixture, imageOf, peerUp, tidemarkBin, waitFor, type DaemonProcess } from '../helpers/daemon.js';
 import { mustRun, runCommand } from '../helpers/in-process-array.js';
 import { RawNbdClient } from '../helpers/raw-nbd-client.js';
 import { missingTools, requirement } from '../helpers/requirement.js';
@@ -49,12 +48,6 @@ async function threeSites(fixture: DaemonFixture, sizeBytes = VOLUME_BYTES): Pro
     '--remote-clone', 'db-safe', '--every', '1s');
   await cli(b, 'cascade', 'wait', 'far', '--cycles', '1', '--timeout', '120');
   return { a, b, c };
-}
-
-async function imageOf(fixture: DaemonFixture, array: DaemonProcess, volume: string): Promise<Buffer> {
-  const file = join(fixture.dir, `${volume}-${Date.now()}-${Math.random()}.img`);
-  await mustRun('nbdcopy', [array.uri(volume), file]);
-  return readFile(file);
 }
 
 /**

@@ -6,9 +6,8 @@
 // acknowledged write after K — and nothing that is not a write after K.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { DaemonFixture, peerUp, tidemarkBin, waitFor, type DaemonProcess } from '../helpers/daemon.js';
+import { DaemonFixture, imageOf, peerUp, tidemarkBin, waitFor, type DaemonProcess } from '../helpers/daemon.js';
 import { mustRun } from '../helpers/in-process-array.js';
 import { QemuIoSession } from '../helpers/nbd-qemu-io-session.js';
 import { missingTools, requirement } from '../helpers/requirement.js';
@@ -37,12 +36,6 @@ interface Scenario {
   readonly seed: number;
   /** The primaries' --interval-ms (default 250). */
   readonly intervalMs?: number;
-}
-
-async function image(fixture: DaemonFixture, array: DaemonProcess, volume: string): Promise<Buffer> {
-  const out = join(fixture.dir, `${volume}-${Date.now()}-${Math.random()}.img`);
-  await mustRun('nbdcopy', [array.uri(volume), out]);
-  return readFile(out);
 }
 
 async function runScenario(s: Scenario): Promise<{ report: Report; acked: number; issued: number }> {
@@ -121,7 +114,7 @@ async function runScenario(s: Scenario): Promise<{ report: Report; acked: number
     for (const v of volumes) {
       const expected = Buffer.alloc(VOLUME_BYTES);
       for (const w of writes) if (w.index <= K && w.volume === v.volume) expected.fill(w.pattern, w.offset, w.offset + BLOCK);
-      const got = await image(fixture, a(v.secondary), v.remote);
+      const got = await imageOf(fixture, a(v.secondary), v.remote);
       assert.ok(got.equals(expected), `${v.secondary}/${v.remote} is not the first ${K} writes (first difference at byte ${firstDifference(got, expected)})`);
     }
     // The report: every acknowledged write after K is lost or stranded; every entry is a write after K.
@@ -198,7 +191,7 @@ test('journal, tokens ahead: the secondary array SIGKILLed mid-load and restarte
     assert.equal(issued, 80);
     await waitFor('the secondary applied every write', async () =>
       (JSON.parse(await cli(s0, 'journal', 'show', 'j')) as { sequence: { applied: number } }).sequence.applied === issued, 60_000);
-    assert.ok((await image(fixture, s0, 'v-r')).equals(await image(fixture, p0, 'v')), 'the secondary image equals the primary\'s');
+    assert.ok((await imageOf(fixture, s0, 'v-r')).equals(await imageOf(fixture, p0, 'v')), 'the secondary image equals the primary\'s');
     const shown = JSON.parse(await cli(s0, 'journal', 'show', 'j')) as { lag: { entries: number } };
     assert.equal(shown.lag.entries, 0);
     t.diagnostic(`80 writes, secondary killed after 29 and back after 54: applied ${issued}`);

@@ -5,9 +5,9 @@
 // missing. The sequencer is a third array (it keeps running).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { DaemonFixture, peerUp, tidemarkBin, waitFor, type DaemonProcess } from '../helpers/daemon.js';
+import { DaemonFixture, imageOf, peerUp, tidemarkBin, waitFor, type DaemonProcess } from '../helpers/daemon.js';
 import { mustRun } from '../helpers/in-process-array.js';
 import { QemuIoSession } from '../helpers/nbd-qemu-io-session.js';
 import { missingTools, requirement } from '../helpers/requirement.js';
@@ -20,12 +20,6 @@ const SPAN_BLOCKS = 64;
 const BLOCK = 4096;
 
 const cli = (array: DaemonProcess, ...args: string[]): Promise<string> => mustRun(tidemarkBin, [...array.cliArgs, '--json', ...args]);
-
-async function image(fixture: DaemonFixture, array: DaemonProcess, volume: string): Promise<Buffer> {
-  const out = join(fixture.dir, `${volume}-${Date.now()}-${Math.random()}.img`);
-  await mustRun('nbdcopy', [array.uri(volume), out]);
-  return readFile(out);
-}
 
 const sequence = async (array: DaemonProcess): Promise<{ issued: number | null; applied: number | null; sent: number | null }> =>
   (JSON.parse(await cli(array, 'journal', 'show', 'j')) as { sequence: { issued: number | null; applied: number | null; sent: number | null } }).sequence;
@@ -79,8 +73,8 @@ for (const tokens of ['ahead', 'sync'] as const) {
         for (const x of [seq, p1, s0]) t.diagnostic(await cli(x, 'journal', 'show', 'j'));
         throw e;
       });
-      const primary = await image(fixture, p1, 'v');
-      const secondary = await image(fixture, s0, 'v-r');
+      const primary = await imageOf(fixture, p1, 'v');
+      const secondary = await imageOf(fixture, s0, 'v-r');
       assert.ok(secondary.equals(primary), 'the secondary image equals the primary\'s');
       // The write in flight at the kill may or may not have happened; every acknowledged one did.
       let matches = primary.equals(expected);

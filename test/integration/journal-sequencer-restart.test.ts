@@ -5,9 +5,8 @@
 // sequencer to agree on a point) both end equal to the primary.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { DaemonFixture, peerUp, tidemarkBin, waitFor, type DaemonProcess } from '../helpers/daemon.js';
+import { DaemonFixture, imageOf, peerUp, tidemarkBin, waitFor, type DaemonProcess } from '../helpers/daemon.js';
 import { mustRun } from '../helpers/in-process-array.js';
 import { QemuIoSession } from '../helpers/nbd-qemu-io-session.js';
 import { missingTools, requirement } from '../helpers/requirement.js';
@@ -19,12 +18,6 @@ const SPAN_BLOCKS = 64;
 const BLOCK = 4096;
 
 const cli = (array: DaemonProcess, ...args: string[]): Promise<string> => mustRun(tidemarkBin, [...array.cliArgs, '--json', ...args]);
-
-async function image(fixture: DaemonFixture, array: DaemonProcess, volume: string): Promise<Buffer> {
-  const out = join(fixture.dir, `${volume}-${Date.now()}-${Math.random()}.img`);
-  await mustRun('nbdcopy', [array.uri(volume), out]);
-  return readFile(out);
-}
 
 const sequence = async (array: DaemonProcess): Promise<{ issued: number | null; applied: number | null }> =>
   (JSON.parse(await cli(array, 'journal', 'show', 'j')) as { sequence: { issued: number | null; applied: number | null } }).sequence;
@@ -72,8 +65,8 @@ test('journal: the sequencer array SIGKILLed mid-load and restarted numbers on w
     for (const s of [s0, s1]) {
       await waitFor(`${s === s0 ? 's0' : 's1'} applied every number`, async () => (await sequence(s)).applied === issued, 60_000);
     }
-    assert.ok((await image(fixture, s0, 'a-r')).equals(await image(fixture, p1, 'a')), 's0 equals the primary');
-    assert.ok((await image(fixture, s1, 'b-r')).equals(await image(fixture, p1, 'b')), 's1 equals the primary');
+    assert.ok((await imageOf(fixture, s0, 'a-r')).equals(await imageOf(fixture, p1, 'a')), 's0 equals the primary');
+    assert.ok((await imageOf(fixture, s1, 'b-r')).equals(await imageOf(fixture, p1, 'b')), 's1 equals the primary');
     t.diagnostic(`80 writes; sequencer killed with ${issuedBefore} issued and restarted; ${issued} issued and applied on both secondaries`);
   } finally {
     await fixture.cleanup();

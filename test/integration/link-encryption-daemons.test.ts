@@ -16,7 +16,7 @@ import { createHash } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
-import { DaemonFixture, tidemarkBin, waitFor, type DaemonProcess } from '../helpers/daemon.js';
+import { DaemonFixture, imageOf, tidemarkBin, waitFor, type DaemonProcess } from '../helpers/daemon.js';
 import { mustRun } from '../helpers/in-process-array.js';
 import { missingTools, requirement } from '../helpers/requirement.js';
 
@@ -118,11 +118,6 @@ function markerImage(tag: string): Buffer {
   return Buffer.from(lines.join('')).subarray(0, MiB);
 }
 
-async function imageOf(fixture: DaemonFixture, array: DaemonProcess, volume: string): Promise<Buffer> {
-  const out = join(fixture.dir, `${volume}-${Date.now()}-${Math.random()}.img`);
-  await mustRun('nbdcopy', [array.uri(volume), out]);
-  return readFile(out);
-}
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
 interface Setup { fixture: DaemonFixture; east: DaemonProcess; west: DaemonProcess; relay: LinkRelay }

@@ -4,9 +4,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { readFile, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { DaemonFixture, tidemarkBin, waitFor, type DaemonProcess } from '../helpers/daemon.js';
+import { DaemonFixture, imageOf, tidemarkBin, waitFor, type DaemonProcess } from '../helpers/daemon.js';
 import { mustRun, runCommand } from '../helpers/in-process-array.js';
 import { RawNbdClient } from '../helpers/raw-nbd-client.js';
 
@@ -39,12 +39,6 @@ async function threeDaemons(fixture: DaemonFixture): Promise<{ east: DaemonProce
   await peerUp(fixture, east, 'east', north, 'north');
   await peerUp(fixture, west, 'west', north, 'north');
   return { east, west, north };
-}
-
-async function imageOf(fixture: DaemonFixture, array: DaemonProcess, volume: string): Promise<Buffer> {
-  const file = join(fixture.dir, `${volume}-${Date.now()}-${Math.random()}.img`);
-  await mustRun('nbdcopy', [array.uri(volume), file]);
-  return readFile(file);
 }
 
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
