@@ -25,6 +25,13 @@ async function hashOf(fixture: DaemonFixture, array: DaemonProcess, volume: stri
 }
 
 /** Two daemons, east and west, each the other's peer with one secret, and their link up. */
+/** Waits until east's link to west is up (after west starts or restarts). */
+const linkToWestUp = (east: DaemonProcess): Promise<void> =>
+  waitFor('link up', async () => (JSON.parse(await cli(east, 'peer', 'show', 'west')) as { link: string }).link === 'up', 15_000);
+
+/** Waits until east's pair db is synchronized. */
+const synchronized = (east: DaemonProcess): Promise<string> => cli(east, 'pair', 'wait', 'db', '--until', 'synchronized', '--timeout', '60');
+
 async function linkedArrays(fixture: DaemonFixture, extra: string[]): Promise<{
   east: DaemonProcess; west: DaemonProcess; westDir: string; westLink: string; extra: string[];
 }> {
@@ -36,7 +43,7 @@ async function linkedArrays(fixture: DaemonFixture, extra: string[]): Promise<{
   const westLink = west.linkAddress!;
   await cli(east, 'peer', 'add', 'west', '--address', westLink, '--secret-file', secret);
   await cli(west, 'peer', 'add', 'east', '--address', east.linkAddress!, '--secret-file', secret);
-  await waitFor('link up', async () => (JSON.parse(await cli(east, 'peer', 'show', 'west')) as { link: string }).link === 'up', 15_000);
+  await linkToWestUp(east);
   return { east, west, westDir, westLink, extra };
 }
 
@@ -54,7 +61,7 @@ test('sync pair between two daemons: establish, R2 refuses writes, R2 killed mid
     await cli(west, 'volume', 'create', 'db-r', '--size', '32MiB');
     await qemuWrite(east, 'db', 0x5a, 0, 4 * MiB);
     await cli(east, 'pair', 'create', 'db', '--peer', 'west', '--remote-volume', 'db-r', '--mode', 'sync');
-    await cli(east, 'pair', 'wait', 'db', '--until', 'synchronized', '--timeout', '60');
+    await synchronized(east);
     assert.equal((await pair(east, 'db')).counters.bytesShipped, 4 * MiB, 'establish ships the written 4 MiB, not the holes');
     const metrics = await (await fetch(`${east.apiUrl}/metrics`)).text();
     assert.match(metrics, /tidemark_pair_state\{pair="db",peer="west",role="R1",state="synchronized"\} 1/);
@@ -77,7 +84,7 @@ test('sync pair between two daemons: establish, R2 refuses writes, R2 killed mid
     await qemuWrite(east, 'db', 0x22, 16 * MiB, 12 * 1024);
     await qemuWrite(east, 'db', 0x23, 20 * MiB, 4 * 1024);
     west = await fixture.start(westDir, ['--name', 'west', '--link', westLink, ...extra]);
-    await cli(east, 'pair', 'wait', 'db', '--until', 'synchronized', '--timeout', '60');
+    await synchronized(east);
     const after = (await pair(east, 'db')).counters;
     assert.equal(after.bytesShipped - before.bytesShipped, 16 * 1024, 'the resync ships the 16 KiB written meanwhile, nothing else');
     assert.equal(await hashOf(fixture, west, 'db-r'), await hashOf(fixture, east, 'db'));
@@ -88,7 +95,7 @@ test('sync pair between two daemons: establish, R2 refuses writes, R2 killed mid
     const r1Refused = await runCommand('qemu-io', ['-f', 'raw', '-c', 'write -P 1 0 4k', east.uri('db')]);
     assert.notEqual(r1Refused.code, 0);
     await cli(west, 'pair', 'failback', 'db-r'); // given on R2's array, forwarded to R1
-    await cli(east, 'pair', 'wait', 'db', '--until', 'synchronized', '--timeout', '60');
+    await synchronized(east);
     assert.equal((await pair(east, 'db')).counters.bytesPulled, 64 * 1024);
     assert.equal(await hashOf(fixture, west, 'db-r'), await hashOf(fixture, east, 'db'));
     const { body } = await api<{ pairs: PairJson[] }>(west, 'GET', '/v1/pairs');
@@ -131,17 +138,17 @@ test('R2 killed -9 while suspended resumes without a false divergence; R2 killed
     await cli(east, 'volume', 'create', 'db', '--size', '16MiB');
     await cli(west, 'volume', 'create', 'db-r', '--size', '16MiB');
     await cli(east, 'pair', 'create', 'db', '--peer', 'west', '--remote-volume', 'db-r', '--mode', 'sync');
-    await cli(east, 'pair', 'wait', 'db', '--until', 'synchronized', '--timeout', '60');
+    await synchronized(east);
     // Replica writes leave west's activity log with hot extents; its hosts write nothing.
     await qemuWrite(east, 'db', 0x71, 0, MiB);
     await qemuWrite(east, 'db', 0x72, 9 * MiB, 64 * 1024);
     await cli(east, 'pair', 'suspend', 'db');
     await west.stop('SIGKILL');
     west = await fixture.start(westDir, ['--name', 'west', '--link', westLink]);
-    await waitFor('link up', async () => (JSON.parse(await cli(east, 'peer', 'show', 'west')) as { link: string }).link === 'up', 15_000);
+    await linkToWestUp(east);
     assert.equal((await pair(west, 'db')).invalidTracks.local, 0, 'the hot extents held replica writes, not R2 hosts\' changes');
     await cli(east, 'pair', 'resume', 'db');
-    await cli(east, 'pair', 'wait', 'db', '--until', 'synchronized', '--timeout', '60');
+    await synchronized(east);
     assert.equal(await hashOf(fixture, west, 'db-r'), await hashOf(fixture, east, 'db'));
 
     // Split: R2's hosts write, then R2 dies before its bitmaps were persisted: the activity log
@@ -150,11 +157,11 @@ test('R2 killed -9 while suspended resumes without a false divergence; R2 killed
     await qemuWrite(west, 'db-r', 0x73, 12 * MiB, 4096);
     await west.stop('SIGKILL');
     west = await fixture.start(westDir, ['--name', 'west', '--link', westLink]);
-    await waitFor('link up', async () => (JSON.parse(await cli(east, 'peer', 'show', 'west')) as { link: string }).link === 'up', 15_000);
+    await linkToWestUp(east);
     assert.ok((await pair(west, 'db')).invalidTracks.local > 0, 'R2 hosts\' write is recovered as its own change');
     assert.notEqual(await hashOf(fixture, west, 'db-r'), await hashOf(fixture, east, 'db'));
     await cli(east, 'pair', 'establish', 'db');
-    await cli(east, 'pair', 'wait', 'db', '--until', 'synchronized', '--timeout', '60');
+    await synchronized(east);
     assert.equal(await hashOf(fixture, west, 'db-r'), await hashOf(fixture, east, 'db'));
   } finally {
     await fixture.cleanup();
@@ -170,7 +177,7 @@ test('swap between two daemons, then R2 fails over alone while R1 keeps writing:
     await cli(east, 'volume', 'create', 'db', '--size', '16MiB');
     await cli(west, 'volume', 'create', 'db', '--size', '16MiB');
     await cli(east, 'pair', 'create', 'db', '--peer', 'west', '--remote-volume', 'db', '--mode', 'sync');
-    await cli(east, 'pair', 'wait', 'db', '--until', 'synchronized', '--timeout', '60');
+    await synchronized(east);
 
     // Swap: west becomes the source over the same link; east becomes its write-disabled replica.
     await cli(east, 'pair', 'swap', 'db');
@@ -193,7 +200,7 @@ test('swap between two daemons, then R2 fails over alone while R1 keeps writing:
     assert.notEqual(refused.code, 0);
     assert.match(refused.stderr, /TM_ERR_PAIR_DIVERGED/);
     await cli(east, 'pair', 'restore', 'db'); // the explicit choice: keep west's data
-    await cli(east, 'pair', 'wait', 'db', '--until', 'synchronized', '--timeout', '60');
+    await synchronized(east);
     assert.equal(await hashOf(fixture, east, 'db'), await hashOf(fixture, west, 'db'));
   } finally {
     await fixture.cleanup();
@@ -335,7 +342,7 @@ test('async pair between two daemons: past the spill limit the cycles fall back 
     await waitFor('spill files deleted at the fall back', async () => (await spillFiles(p.eastDir, down.id)).length === 0, 10_000);
 
     west = await fixture.start(p.westDir, ['--name', 'west', '--link', p.westLink]);
-    await cli(east, 'pair', 'wait', 'db', '--until', 'synchronized', '--timeout', '60');
+    await synchronized(east);
     await waitFor('cycles running again', async () => (await p.show()).cycles !== null, 20_000);
     assert.equal((await p.show()).cyclesFallback, null, 'cleared once the cycles run again');
     await qemuWrite(east, 'db', 0x7e, 30 * MiB, 64 * 1024);
