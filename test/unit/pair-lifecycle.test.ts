@@ -144,6 +144,43 @@ test('--protect-with: a failed protection is retried; R2 may refresh its clone o
   assert.equal(only(m.poll(), 'protect').whole, false);
 });
 
+test('--protect-with: a tick between a resume\'s record change and its resync protects first; nothing ships before the split', () => {
+  // Found by the cascade kill -9 test: the tick pushed owed tracks while R2 was refreshing its
+  // clone, and the clone split holding some of them (C's image not a prefix of the writes).
+  const m = new PairLifecycle({ ...R1, protects: true }, { linkUp: true, live: true });
+  m.handle({ type: 'r2-whole', facts: QUIET }, 0); // the last cycle shipped everything
+  m.handle({ type: 'record', record: { ...R1, intent: 'suspended', protects: true } }, 0);
+  m.handle({ type: 'record', record: { ...R1, protects: true } }, 0);
+  assert.equal(m.mayShip, false, 'the intent is replicating but the resync is not decided yet');
+  m.handle({ type: 'tick', facts: OWING }, 0);
+  const protect = only(m.poll(), 'protect');
+  assert.equal(protect.whole, true);
+  assert.equal(m.mayShip, false);
+  // The app's own resync decision arrives late: it adds nothing while the protection runs.
+  m.handle({ type: 'resync', facts: OWING }, 0);
+  assert.deepEqual(m.poll(), []);
+  m.handle({ type: 'step-done', step: 'protect', epoch: protect.epoch }, 0);
+  assert.equal(m.mayShip, true);
+  only(m.poll(), 'push');
+});
+
+test('a resume with nothing owed, or without --protect-with, ships after the resync decision, from the tick if need be', () => {
+  const plain = new PairLifecycle({ ...R1, intent: 'suspended' }, { linkUp: true, live: true });
+  plain.handle({ type: 'record', record: R1 }, 0);
+  assert.equal(plain.mayShip, false);
+  plain.handle({ type: 'tick', facts: OWING }, 0);
+  only(plain.poll(), 'push');
+  assert.equal(plain.mayShip, true);
+  const guarded = new PairLifecycle({ ...R1, intent: 'suspended', protects: true }, { linkUp: true, live: true });
+  guarded.handle({ type: 'record', record: { ...R1, protects: true } }, 0);
+  guarded.handle({ type: 'resync', facts: QUIET }, 0);
+  only(guarded.poll(), 'push');
+  assert.equal(guarded.mayShip, true);
+  // A record change that keeps it replicating (a mode change) is no resync.
+  guarded.handle({ type: 'record', record: { ...R1, protects: true, mode: 'adaptive' } }, 0);
+  assert.equal(guarded.mayShip, true);
+});
+
 test('a resync with nothing owed, or without --protect-with, pushes at once', () => {
   const plain = new PairLifecycle(R1, { linkUp: true, live: true });
   plain.handle({ type: 'resync', facts: OWING }, 0);

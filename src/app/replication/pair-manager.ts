@@ -231,7 +231,8 @@ export class PairManager implements PairContext {
       await this.applyAccess(r, 'replicating');
       await this.save(r, { ...r.record, intent: 'replicating' });
       this.host.onEvent('pair restored from R2', { pair: r.record.id });
-      r.kickPush();
+      // What hosts wrote meanwhile is a resync (R2's clone, if any, is split first).
+      this.startResync(r);
     });
   }
 

@@ -110,6 +110,13 @@ export class PairLifecycle {
   needsProtection = false;
   /** R1 saw R2 whole (within one link session) since R2 last split its protection clone. */
   r2WholeSinceProtection = false;
+  /**
+   * The intent just became replicating (a resume, an establish, a restore's end): what is owed now
+   * is a resync, and nothing ships until it is decided (a protection of R2 comes first). Without
+   * this a tick landing between the record change and the app's 'resync' pushed owed tracks while
+   * R2 protected its clone, and the clone split with half of them (the cascade kill -9 test).
+   */
+  private resyncDue = false;
 
   constructor(record: LifecycleRecord, options: LifecycleOptions) {
     this.record = record;
@@ -120,7 +127,7 @@ export class PairLifecycle {
   /** R1 may ship to R2 now (forward writes, push owed tracks, run cycles). */
   get mayShip(): boolean {
     return this.record.role === 'R1' && this.record.intent === 'replicating' && this.linkUp && !this.peerMissing &&
-      !this.retired && !this.needsProtection && !this.needsReconcile;
+      !this.retired && !this.needsProtection && !this.resyncDue && !this.needsReconcile;
   }
 
   /** R1 has not compared notes with R2 since the link last came back. */
@@ -135,10 +142,14 @@ export class PairLifecycle {
 
   handle(event: PairEvent, _nowMs: number): void {
     switch (event.type) {
-      case 'record':
+      case 'record': {
         assert(event.record.generation >= 1, 'a pair generation starts at 1');
+        const was = this.record;
         this.record = event.record;
+        const replicating = (r: LifecycleRecord): boolean => r.role === 'R1' && r.intent === 'replicating';
+        if (replicating(event.record) && !replicating(was)) this.resyncDue = true;
         return;
+      }
       case 'link-up':
         this.linkUp = true;
         this.tick(undefined);
@@ -210,6 +221,9 @@ export class PairLifecycle {
     if (facts === undefined) return;
     if (this.record.intent === 'restoring') {
       this.emit({ type: 'restore' });
+    } else if (this.resyncDue) {
+      // The app did not decide the resync yet (or failed before it could): decide it here.
+      this.resync(facts);
     } else if (this.needsProtection) {
       this.protect();
     } else {
@@ -270,6 +284,7 @@ export class PairLifecycle {
 
   /** Owed tracks are to ship: with --protect-with, R2's clone is split first (nothing ships meanwhile). */
   private resync(facts: PairFacts): void {
+    this.resyncDue = false;
     this.noteR2WholeIfQuiet(facts);
     if (this.record.protects && facts.owedTracks > 0) {
       this.needsProtection = true;
