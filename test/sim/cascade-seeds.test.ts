@@ -31,8 +31,12 @@ test(`cascade A→B→C: ${SEEDS} seeds with kill -9 of B and C in every phase a
 // 5137, 5167 — the A–B link came back (A began a resync) while B's machine was busy with an action,
 //              then B was killed: its record on disk still said the source was settled, and after
 //              the restart (link down) it split a torn R2VOL. A restart now confirms the source anew.
+// 2          — (with the product's PairLifecycle in the sim) a resume saved the record, a tick of the
+//              pair came before the resync started and pushed owed tracks, then the resync had C
+//              refresh its clone from that half-shipped CRVOL. The lifecycle now ships nothing between
+//              the record change and the resync decision (the cascade kill -9 daemon test's failure).
 test('cascade: pinned seeds', () => {
-  for (const seed of [5137, 5167]) {
+  for (const seed of [2, 5137, 5167]) {
     const r = runCascadeSeed(seed);
     assert.ok(r.ok, `seed ${seed}: ${r.failure}`);
   }

@@ -1,15 +1,16 @@
 // One seeded run of a cascade A → B → C (SPEC §7): the first site A writes dependent writes (one at a
 // time, each after the previous) to a sync pair whose R2 is R2VOL on B; on B the product's
-// CascadeMachine runs cycles through the product's CloneSession (R2VOL→CVOL) and a model of the pair
-// CVOL→CRVOL (cascade-world.ts) to C, whose protection clone CPROT is again a CloneSession. Faults:
+// CascadeMachine runs cycles through the product's CloneSession (R2VOL→CVOL) and the pair CVOL→CRVOL
+// (its decisions the product's PairLifecycle, cascade-world.ts) to C, whose protection clone CPROT is
+// again a CloneSession. Faults:
 // kill -9 of B and of C in any phase, A–B and B–C link flaps (an A–B link that returns makes A resync
 // R2VOL in any order: a torn image). Then a liveness phase heals everything and stops the writes.
 //
 // Oracle (outside the system):
 // - every image B splits is a prefix of A's write sequence (a torn R2VOL is never split);
-// - at every step, C's recoverable image (CPROT when split, else CRVOL: docs/design/cascade.md) is
-//   one of those split images (or C's initial image before the first cycle), never older than the
-//   last one seen, and never older than what B's persisted record says C holds (consistentAt);
+// - at every step once a cycle completed (before, C holds no image of R2VOL), C's recoverable image
+//   (CPROT when split, else CRVOL: docs/design/cascade.md) is one of those split images, never older
+//   than the last one seen, and never older than what B's persisted record says C holds (consistentAt);
 // - after the liveness phase C's recoverable image equals A's final image and B's record says so:
 //   no track changed in any cycle was lost.
 import { Prng } from '../../core/lib/prng.js';
@@ -154,7 +155,7 @@ export function runCascadeSeed(seed: number, bugs: CascadeSimBugs = {}, trace?: 
         break;
       }
     }
-    if (found === -2 && seenIdx === -1 && same(initialC, rec)) found = -1;
+    if (found === -2 && seenIdx === -1 && (same(initialC, rec) || disk.consistentAtMs === null)) return;
     if (found === -2) fail(`C's recoverable image (${cclone.session.state === 'split' ? 'CPROT' : 'CRVOL'}) is no complete cycle's image at or after split #${seenIdx}`);
     seenIdx = found;
     if (disk.consistentAtMs !== null) {
@@ -192,7 +193,7 @@ export function runCascadeSeed(seed: number, bugs: CascadeSimBugs = {}, trace?: 
     machine = new CascadeMachine(disk);
     pendingRefresh = false;
     clone?.crash(prng);
-    pair.crashR1(prng);
+    pair.crashR1(prng, bcUp);
     // The A–B session is lost: A owes what it had in flight and resyncs it when B is back.
     for (let i = prng.int(0, 2); i > 0; i--) abOwed.set(prng.int(0, n - 1));
     confirmed = null;
@@ -224,20 +225,22 @@ export function runCascadeSeed(seed: number, bugs: CascadeSimBugs = {}, trace?: 
         return action.type;
       }
       case 'suspend-pair':
-        if (pair.exists && pair.intent === 'replicating') pair.intent = 'suspended';
+        if (pair.exists && pair.intent === 'replicating') pair.setIntent('suspended');
         return action.type;
       case 'ship':
+        if (!bcUp) return { failed: 'link down' };
         if (!pair.exists) {
-          if (!bcUp) return { failed: 'link down' };
-          pair.exists = true;
-          pair.intent = 'replicating';
+          // pair create: a full establish that ships at once (C has no image of R2VOL yet).
           pair.out.setAll();
           pair.outDisk = pair.out.copy();
-          pair.resync();
+          pair.create(bcUp);
         } else if (pair.intent === 'suspended') {
-          pair.intent = 'replicating';
+          // PairCommands.resume: the record is saved (the bitmaps with it), then the resync is
+          // started, a few turns later: a tick of the pair may come in between.
           pair.outDisk = pair.out.copy();
-          if (pair.reconciled) pair.resync();
+          pair.setIntent('replicating');
+          pair.resyncPending = true;
+          log(`pair resumed, owes ${pair.out.count()}`);
         }
         return action.type;
       case 'refresh-remote':
@@ -280,10 +283,10 @@ export function runCascadeSeed(seed: number, bugs: CascadeSimBugs = {}, trace?: 
   const reply = (kind: 'lifecycle' | 'cascade', epoch: number): void => {
     if (epoch !== bcEpoch || !bcUp) return; // the requester's session is gone: it retries
     if (kind === 'lifecycle') {
-      if (pair.protecting) {
-        pair.protecting = undefined;
-        pair.needsProtection = false;
-        pair.r2WholeSinceProtection = false;
+      if (pair.step?.kind === 'protect') {
+        const { epoch: stepEpoch } = pair.step;
+        pair.step = undefined;
+        pair.lifecycle?.handle({ type: 'step-done', step: 'protect', epoch: stepEpoch }, now);
       }
     } else if (pendingRefresh) {
       pendingRefresh = false;
@@ -312,6 +315,8 @@ export function runCascadeSeed(seed: number, bugs: CascadeSimBugs = {}, trace?: 
     cWork = undefined;
     bcEpoch++;
     pair.lostSession(true);
+    // C is back at once: a new link session.
+    if (bcUp) pair.lifecycle?.handle({ type: 'link-up' }, now);
     if (pendingRefresh) {
       pendingRefresh = false;
       machine.handle({ type: 'failed', action: 'refresh-remote', error: 'peer restarted' }, now);
@@ -321,26 +326,49 @@ export function runCascadeSeed(seed: number, bugs: CascadeSimBugs = {}, trace?: 
   // ---- the pair's lifecycle on B ----
 
   const pairStep = (): void => {
-    if (!pair.exists || !bcUp) return;
-    if (!pair.reconciled) {
-      pair.reconciled = true;
-      if (pair.intent === 'replicating') pair.resync();
-      return;
+    const lc = pair.lifecycle;
+    if (!pair.exists || !lc || !bcUp) return;
+    // C answers the step under way (a status question, the confirmation), one turn later or more.
+    if (pair.step && pair.step.kind !== 'protect' && prng.chance(0.5)) {
+      const { kind, epoch } = pair.step;
+      pair.step = undefined;
+      if (kind === 'ask') {
+        lc.handle({ type: 'peer-status', epoch, status: { exists: true, role: 'R2', intent: pair.intent, generation: 1 } }, now);
+      } else {
+        // PairManager's confirm-replicating: set-intent answered, then the resync, then the step ends.
+        lc.handle({ type: 'resync', facts: pair.facts() }, now);
+        lc.handle({ type: 'step-done', step: 'reconcile', epoch }, now);
+      }
+    } else if (pair.resyncPending && prng.chance(0.5)) {
+      pair.resyncPending = false;
+      log('pair resync started');
+      lc.handle({ type: 'resync', facts: pair.facts() }, now);
+    } else {
+      lc.handle({ type: 'tick', facts: pair.facts() }, now);
     }
-    if (pair.intent === 'replicating' && pair.needsProtection && !pair.protecting) {
-      pair.protecting = { whole: pair.r2WholeSinceProtection, kind: 'lifecycle' };
-      protectAtC(pair.r2WholeSinceProtection, 'lifecycle');
-      return;
+    for (const action of lc.poll()) {
+      switch (action.type) {
+        case 'ask-peer-status': pair.step = { kind: 'ask', epoch: action.epoch }; break;
+        case 'confirm-replicating': pair.step = { kind: 'confirm', epoch: action.epoch }; break;
+        case 'protect':
+          pair.step = { kind: 'protect', epoch: action.epoch };
+          log(`pair asks C to protect (whole: ${String(action.whole)}), owes ${pair.out.count()}`);
+          protectAtC(action.whole, 'lifecycle');
+          break;
+        case 'push': break; // shipping below, while the lifecycle allows it
+        default: fail(`the cascade's pair asked for ${action.type}`);
+      }
     }
     if (pair.mayShip && !pair.out.isEmpty()) {
       const t = prng.pick(pair.out.toArray());
+      log(`pair ships track ${t}`);
       crvol[t] = cvol[t]!;
       cclone.stdWritten(t);
       pair.out.clear(t);
       pair.unflushed.set(t);
     }
     if (prng.chance(0.15)) pair.flushRound();
-    pair.noteWhole();
+    lc.handle({ type: 'r2-whole', facts: pair.facts() }, now);
   };
 
   const step = (safety: boolean): void => {
@@ -379,7 +407,9 @@ export function runCascadeSeed(seed: number, bugs: CascadeSimBugs = {}, trace?: 
       if (prng.chance(config.bcFlapChance)) {
         flaps++;
         bcUp = !bcUp;
-        if (!bcUp) {
+        if (bcUp) {
+          pair.lifecycle?.handle({ type: 'link-up' }, now);
+        } else {
           bcEpoch++;
           pair.lostSession(false);
           if (pendingRefresh) {
@@ -405,7 +435,10 @@ export function runCascadeSeed(seed: number, bugs: CascadeSimBugs = {}, trace?: 
       abUp = true;
       abEpoch++;
     }
-    bcUp = true;
+    if (!bcUp) {
+      bcUp = true;
+      pair.lifecycle?.handle({ type: 'link-up' }, now);
+    }
     const lastWrite = now;
     for (let i = 0; i < 40_000; i++) {
       if (config.everyMs === null && disk.phase === 'complete' && prng.chance(0.05)) machine.handle({ type: 'request-cycle' }, now);
@@ -417,7 +450,7 @@ export function runCascadeSeed(seed: number, bugs: CascadeSimBugs = {}, trace?: 
       }
     }
     return fail(`no cycle completed after the last write within the liveness phase (phase ${machine.phase}, ${machine.lastError ?? machine.waitingFor ?? ''}; ` +
-      `pair ${pair.intent} owes ${pair.out.count()} (${pair.outDisk.count()} on disk)${pair.needsProtection ? ', needs protection' : ''}${pair.protecting ? ', protecting' : ''}; ` +
+      `pair ${pair.intent} owes ${pair.out.count()} (${pair.outDisk.count()} on disk)${pair.lifecycle?.needsProtection ? ', needs protection' : ''}${pair.step ? `, ${pair.step.kind} with C` : ''}; ` +
       `CPROT ${cclone.session.state}${cWork ? ' (refreshing)' : ''})`);
   } catch (error) {
     if (error instanceof Failure) return result(false, error.message);

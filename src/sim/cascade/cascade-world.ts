@@ -1,9 +1,9 @@
 // The world a cascade session lives in, at the level of tracks: the middle array B (R2VOL fed by the
 // first site, the clone session R2VOL→CVOL, the pair CVOL→CRVOL's outgoing bitmap and lifecycle)
 // and the far array C (CRVOL and its protection clone CPROT). Both clone sessions are the product's
-// core CloneSession; the pair is a model of the rules the cascade relies on (docs/design/cascade.md):
-// a copy into CVOL marks the pair's bitmap, a resync is preceded by a protection of CRVOL (kept
-// unless R1 saw R2 whole), and a link session lost re-marks what was shipped since the last flush round.
+// core CloneSession; the pair's decisions are the product's PairLifecycle, its data a model of the
+// rules the cascade relies on (docs/design/cascade.md): a copy into CVOL marks the pair's bitmap,
+// and a link session lost re-marks what was shipped since the last flush round.
 //
 // Crashes are kill -9: data written survives (the page cache does), in-process state does not. A
 // restarted array reloads its bitmaps conservatively: what was on disk plus every bit set in memory
@@ -12,6 +12,7 @@ import { TrackBitmap } from '../../core/bitmap/track-bitmap.js';
 import { CloneSession } from '../../core/clone/clone-session.js';
 import type { Prng } from '../../core/lib/prng.js';
 import type { PairIntent } from '../../core/replication/pair-record.js';
+import { PairLifecycle, type LifecycleRecord, type PairFacts } from '../../core/replication/pair-lifecycle.js';
 
 const TRACK_BYTES = 65536;
 
@@ -103,7 +104,12 @@ export class SimClone {
   }
 }
 
-/** The pair CVOL→CRVOL: B's half (bitmap, lifecycle facts) and the protection on C. */
+/**
+ * The pair CVOL→CRVOL: B's half, its data bookkeeping here (the outgoing bitmap, what C has not
+ * flushed) and its decisions in the product's PairLifecycle — when it reconciles, protects C's clone
+ * and may ship — which cascade-sim.ts drives as PairManager does, including the turns between a
+ * resume's record change and its resync in which a tick may come.
+ */
 export class SimPair {
   exists = false;
   intent: PairIntent = 'suspended';
@@ -111,11 +117,11 @@ export class SimPair {
   outDisk: TrackBitmap;
   /** Shipped to C since the last flush round (cleared in memory, still set on disk). */
   unflushed: TrackBitmap;
-  reconciled = true;
-  needsProtection = false;
-  /** A protection request is with C (its clone is being refreshed or split). */
-  protecting: { whole: boolean; kind: 'lifecycle' | 'cascade' } | undefined;
-  r2WholeSinceProtection = false;
+  lifecycle: PairLifecycle | undefined;
+  /** The lifecycle's step with C now (the reply, when it comes, names its epoch). */
+  step: { kind: 'ask' | 'confirm' | 'protect'; epoch: number } | undefined;
+  /** A resume changed the record; the app's 'resync' is still to come. */
+  resyncPending = false;
 
   constructor(readonly trackCount: number) {
     this.out = new TrackBitmap(trackCount);
@@ -123,21 +129,34 @@ export class SimPair {
     this.unflushed = new TrackBitmap(trackCount);
   }
 
+  private record(): LifecycleRecord {
+    return { role: 'R1', intent: this.intent, mode: 'adaptive', generation: 1, protects: true };
+  }
+
+  /** Nothing owed, shipped unacknowledged or waiting for a protection (PairRuntime.quiet). */
   get quiet(): boolean {
-    return this.out.isEmpty() && !this.needsProtection && this.protecting === undefined;
+    return this.out.isEmpty() && !(this.lifecycle?.needsProtection ?? false) && this.step?.kind !== 'protect';
   }
 
   get mayShip(): boolean {
-    return this.exists && this.intent === 'replicating' && this.reconciled && !this.needsProtection && this.protecting === undefined;
+    return this.exists && (this.lifecycle?.mayShip ?? false);
   }
 
-  /** Owed tracks are to ship (create, resume, a reconcile of a replicating pair): protect first. */
-  resync(): void {
-    if (!this.out.isEmpty()) this.needsProtection = true;
+  facts(): PairFacts {
+    return { quiet: this.quiet, owedTracks: this.out.count(), capturing: false, groupReady: true };
   }
 
-  noteWhole(): void {
-    if (this.exists && this.intent === 'replicating' && this.reconciled && this.quiet) this.r2WholeSinceProtection = true;
+  /** `pair create`: both halves made in one exchange (a live lifecycle: it ships at once). */
+  create(linkUp: boolean): void {
+    this.exists = true;
+    this.intent = 'replicating';
+    this.lifecycle = new PairLifecycle(this.record(), { linkUp, live: true });
+  }
+
+  /** The record changed (suspend, resume), persisted already. */
+  setIntent(intent: PairIntent): void {
+    this.intent = intent;
+    this.lifecycle?.handle({ type: 'record', record: this.record() }, 0);
   }
 
   flushRound(): void {
@@ -146,24 +165,31 @@ export class SimPair {
   }
 
   /** kill -9 of B: the bitmap from disk plus what the activity log covers; the lifecycle starts over. */
-  crashR1(prng: Prng): void {
+  crashR1(prng: Prng, linkUp: boolean): void {
     this.out = this.outDisk.copy().or(this.out);
     if (this.exists) for (let i = prng.int(0, 2); i > 0; i--) this.out.set(prng.int(0, this.trackCount - 1));
     this.unflushed.clearAll();
     this.outDisk = this.out.copy();
-    this.needsProtection = false;
-    this.lostSession(true);
+    this.step = undefined;
+    this.resyncPending = false;
+    if (this.exists) this.lifecycle = new PairLifecycle(this.record(), { linkUp, live: false });
   }
 
   /**
-   * The link session ended: R1 reconciles again and owes again what C had not flushed. `reset`: C
-   * restarted (what it held undurably may be gone), so R1 no longer knows it saw C whole.
+   * The link session ended: the step with C fails, R1 reconciles again and owes again what C had not
+   * flushed. `reset`: C restarted (what it held undurably may be gone).
    */
   lostSession(reset: boolean): void {
     this.out.or(this.unflushed);
     this.unflushed.clearAll();
-    this.reconciled = false;
-    this.protecting = undefined;
-    if (reset) this.r2WholeSinceProtection = false;
+    const lc = this.lifecycle;
+    if (!lc) return;
+    lc.handle({ type: 'link-down' }, 0);
+    if (this.step) {
+      const step = this.step.kind === 'protect' ? 'protect' : 'reconcile';
+      lc.handle({ type: 'step-failed', step, epoch: this.step.epoch, error: 'link session lost' }, 0);
+      this.step = undefined;
+    }
+    if (reset) lc.handle({ type: 'session-reset' }, 0);
   }
 }
