@@ -210,15 +210,13 @@ test('cascade with a hot set rewritten continuously: bytes shipped to C ≤ 0.3 
 
 // This test found that a restarted array gave its links their peers before loading its pairs: A
 // asked the restarted B for its half of the pair at once, heard "no half of this pair", and left the
-// pair partitioned for good (test/integration/array-startup-order.test.ts pins that, fixed).
-// KNOWN BUG (open, issue "cascading"): it also finds, rarely (about 1 run in 50), C's recoverable image
-// NOT a prefix after the cycle that follows a kill -9: "holds write 4192 without write 3947" after a
-// kill of B (CI, 2026-12-03), "holds write 1472 without write 1229" after a kill of C (CI,
-// 2026-12-04). Both times about 245 writes apart. Marked todo so the failure stays visible in every
-// run's output without blocking the suite; the cascade is not resolved until this passes reliably.
+// pair partitioned for good (test/integration/array-startup-order.test.ts pins that, fixed). It also
+// found, about 1 run in 50, C's recoverable image not a prefix ("holds write 1472 without write
+// 1229": one push batch of 16 tracks missing, the next present): a tick of the pair B→C between a
+// resume's record change and its resync pushed owed tracks while C refreshed its clone from that
+// half-shipped CRVOL. Fixed in PairLifecycle; pinned by unit tests and cascade sim seed 2.
 test('cascade survives kill -9 of B and of C in each phase of a cycle under load: C always holds a prefix of the writes; at the end, all of them', {
   skip: requirement(missingTools(['nbdcopy'])),
-  todo: 'known bug: after a kill -9 of B or C, C rarely holds a later write without an earlier one (see the comment above)',
 }, async () => {
   const fixture = await DaemonFixture.create();
   try {
