@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { PairLifecycle, type LifecycleRecord, type PairAction, type PairFacts } from '../../src/core/replication/pair-lifecycle.js';
+import { PEER_MISSING_RECHECK_MS, PairLifecycle, type LifecycleRecord, type PairAction, type PairFacts } from '../../src/core/replication/pair-lifecycle.js';
 
 const R1: LifecycleRecord = { role: 'R1', intent: 'replicating', mode: 'sync', generation: 3, protects: false };
 const QUIET: PairFacts = { quiet: true, owedTracks: 0, capturing: false, groupReady: true };
@@ -97,12 +97,25 @@ test('an older or equal generation on the peer is not adopted: R1 confirms its o
   only(m.poll(), 'confirm-replicating');
 });
 
-test('a peer without its half: the pair shows the peer missing and ships nothing', () => {
+test('a peer without its half: the pair shows the peer missing, ships nothing, and asks again while the link stays up', () => {
   const m = afterLinkLoss();
   const ask = only(m.poll(), 'ask-peer-status');
   m.handle({ type: 'peer-status', epoch: ask.epoch, status: { exists: false } }, 0);
   assert.equal(m.peerMissing, true);
   assert.equal(m.mayShip, false);
+  // The link stays up: the half asks again after a while, and ships once the peer has its half.
+  m.handle({ type: 'tick', facts: OWING }, PEER_MISSING_RECHECK_MS - 1);
+  assert.deepEqual(m.poll(), [], 'not at once');
+  m.handle({ type: 'tick', facts: OWING }, PEER_MISSING_RECHECK_MS);
+  const again = only(m.poll(), 'ask-peer-status');
+  m.handle({ type: 'tick', facts: OWING }, PEER_MISSING_RECHECK_MS + 10);
+  assert.deepEqual(m.poll(), [], 'one question at a time');
+  m.handle({ type: 'peer-status', epoch: again.epoch, status: { exists: true, role: 'R2', intent: 'replicating', generation: 3 } }, PEER_MISSING_RECHECK_MS + 20);
+  assert.equal(m.peerMissing, false);
+  const confirm = only(m.poll(), 'confirm-replicating');
+  m.handle({ type: 'resync', facts: OWING }, PEER_MISSING_RECHECK_MS + 30);
+  m.handle({ type: 'step-done', step: 'reconcile', epoch: confirm.epoch }, PEER_MISSING_RECHECK_MS + 40);
+  assert.equal(m.mayShip, true);
 });
 
 test('a restoring R1 pulls once reconciled, and on every tick after (the pull is idempotent)', () => {

@@ -93,6 +93,9 @@ export interface LifecycleOptions {
   readonly live: boolean;
 }
 
+/** While the peer has no half of the pair, ask it again this often (the link staying up). */
+export const PEER_MISSING_RECHECK_MS = 5000;
+
 export class PairLifecycle {
   private record: LifecycleRecord;
   private linkUp: boolean;
@@ -106,6 +109,7 @@ export class PairLifecycle {
   private readonly actions: PairAction[] = [];
   /** The peer has no half of this pair (as of the last reconcile). */
   peerMissing = false;
+  private askPeerAgainAtMs = 0;
   /** A resync must wait until R2's protection clone is split. */
   needsProtection = false;
   /** R1 saw R2 whole (within one link session) since R2 last split its protection clone. */
@@ -140,7 +144,7 @@ export class PairLifecycle {
     return this.record.mode === 'async' && this.mayShip && !facts.capturing && facts.quiet && facts.groupReady;
   }
 
-  handle(event: PairEvent, _nowMs: number): void {
+  handle(event: PairEvent, nowMs: number): void {
     switch (event.type) {
       case 'record': {
         assert(event.record.generation >= 1, 'a pair generation starts at 1');
@@ -152,7 +156,7 @@ export class PairLifecycle {
       }
       case 'link-up':
         this.linkUp = true;
-        this.tick(undefined);
+        this.tick(undefined, nowMs);
         return;
       case 'link-down':
         this.linkUp = false;
@@ -162,7 +166,7 @@ export class PairLifecycle {
         this.r2WholeSinceProtection = false;
         return;
       case 'peer-status':
-        this.peerStatus(event.epoch, event.status);
+        this.peerStatus(event.epoch, event.status, nowMs);
         return;
       case 'step-done':
         this.stepDone(event.step, event.epoch);
@@ -177,7 +181,7 @@ export class PairLifecycle {
         this.noteR2WholeIfQuiet(event.facts);
         return;
       case 'tick':
-        this.tick(event.facts);
+        this.tick(event.facts, nowMs);
         return;
       case 'retire':
         this.retired = true;
@@ -212,10 +216,18 @@ export class PairLifecycle {
   }
 
   /** Time passes (or the link came back): the one thing R1 should be doing now, if not doing it. */
-  private tick(facts: PairFacts | undefined): void {
+  private tick(facts: PairFacts | undefined, nowMs: number): void {
     if (this.retired || this.record.role !== 'R1') return;
     if (this.needsReconcile) {
       if (this.linkUp && this.inFlight === undefined) this.emit({ type: 'ask-peer-status', epoch: this.start('reconcile') });
+      return;
+    }
+    if (this.peerMissing) {
+      // The peer may get its half back without the link going down (an operator recreated it, or
+      // the peer answered while still loading its records): ask again now and then.
+      if (this.linkUp && this.inFlight === undefined && nowMs >= this.askPeerAgainAtMs) {
+        this.emit({ type: 'ask-peer-status', epoch: this.start('reconcile') });
+      }
       return;
     }
     if (facts === undefined) return;
@@ -232,10 +244,11 @@ export class PairLifecycle {
     }
   }
 
-  private peerStatus(epoch: number, status: PeerHalfStatus): void {
+  private peerStatus(epoch: number, status: PeerHalfStatus, nowMs: number): void {
     if (this.inFlight?.step !== 'reconcile' || this.inFlight.epoch !== epoch) return;
     if (!status.exists) {
       this.peerMissing = true;
+      this.askPeerAgainAtMs = nowMs + PEER_MISSING_RECHECK_MS;
       this.reconciled(epoch);
       return;
     }
@@ -276,7 +289,7 @@ export class PairLifecycle {
     this.inFlight = undefined;
     if (epoch !== this.linkEpoch) return;
     this.reconciledEpoch = epoch;
-    if (this.record.role !== 'R1' || this.record.intent !== 'replicating') return;
+    if (this.record.role !== 'R1' || this.record.intent !== 'replicating' || this.peerMissing) return;
     // What the reconcile decided may ship now: a resync, once R2's clone is split if it must be.
     if (this.needsProtection) this.protect();
     else this.emit({ type: 'push' });
