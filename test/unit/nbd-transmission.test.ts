@@ -20,8 +20,8 @@ function exportOf(overrides: Partial<ExportInfo> = {}): ExportDirectory {
 }
 
 /** A connection already in transmission (structured replies and base:allocation unless `simple`). */
-function transmitting(options: { simple?: boolean; info?: Partial<ExportInfo> } = {}): NbdConnection {
-  const c = new NbdConnection(exportOf(options.info));
+function transmitting(options: { simple?: boolean; info?: Partial<ExportInfo>; allocatePayload?: (n: number) => Uint8Array } = {}): NbdConnection {
+  const c = new NbdConnection(exportOf(options.info), { tls: 'off', ...(options.allocatePayload ? { allocatePayload: options.allocatePayload } : {}) });
   const handshake = options.simple
     ? concat(clientFlags(3), option(7, infoData('vol')))
     : concat(clientFlags(3), option(8), option(10, metaData('vol', ['base:allocation'])), option(7, infoData('vol')));
@@ -94,6 +94,25 @@ test('a WRITE payload is assembled as it arrives; a view when it comes in one pi
   const [view] = drain(c);
   assert.ok(view?.kind === 'command' && view.command.type === 'write');
   assert.equal(view.command.data.buffer, chunk.buffer, 'no copy');
+});
+
+test('a payload gathered into an uninitialised buffer: every byte is the client\'s, whichever way it arrives', () => {
+  // The adapter may hand out memory holding anything (Buffer.allocUnsafeSlow): garbage here.
+  const allocated: number[] = [];
+  const c = transmitting({ allocatePayload: (n) => { allocated.push(n); return new Uint8Array(n).fill(0xee); } });
+  const prng = new Prng(7);
+  const data = new Uint8Array(150_000).map((_, i) => (i * 7 + 1) & 0x7f);
+  const frame = concat(request(WRITE, 1n, 0, data.length), data, request(WRITE, 2n, 4096, 5000), data.subarray(0, 5000));
+  for (let at = 0; at < frame.length;) {
+    const n = prng.int(1, 40_000);
+    c.receive(frame.slice(at, at + n));
+    at += n;
+  }
+  const writes = drain(c).flatMap((a) => (a.kind === 'command' && a.command.type === 'write' ? [a.command.data] : []));
+  assert.equal(writes.length, 2);
+  assert.deepEqual([...writes[0]!], [...data]);
+  assert.deepEqual([...writes[1]!], [...data.subarray(0, 5000)]);
+  assert.ok(allocated.length > 0, 'the payloads were gathered into allocated buffers');
 });
 
 test('a refused WRITE payload is dropped as it arrives, never buffered whole', () => {

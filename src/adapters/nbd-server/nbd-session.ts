@@ -79,6 +79,12 @@ interface WriteStream {
 
 type Listener = (...args: never[]) => void;
 
+/**
+ * Large write payloads in uninitialised memory (the connection overwrites every byte): zero-filling
+ * them cost 8 % of the event loop under 256 KiB writes. Small ones stay ordinary arrays.
+ */
+const allocatePayload = (length: number): Uint8Array => (length >= 64 * 1024 ? Buffer.allocUnsafeSlow(length) : new Uint8Array(length));
+
 export class NbdSession {
   private readonly machine: NbdConnection;
   private socket: Socket;
@@ -120,7 +126,9 @@ export class NbdSession {
     this.catalog = ctx.catalog;
     this.logger = ctx.logger;
     this.socket = socket;
-    this.machine = new NbdConnection(directoryOf(ctx.catalog), { tls: ctx.tls?.mode ?? 'off', refusal: ctx.refusal });
+    this.machine = new NbdConnection(directoryOf(ctx.catalog), {
+      tls: ctx.tls?.mode ?? 'off', refusal: ctx.refusal, allocatePayload,
+    });
     socket.setNoDelay(true);
     this.attach(socket);
     this.stopWaitingForBudget = ctx.budget.onRoom(() => this.pump());

@@ -2,6 +2,9 @@
 // packed into socket reads are handled without re-concatenating the whole stream.
 
 export class ByteQueue {
+  /** `allocate`: makes the buffer a take() spanning chunks fills completely (it need not be zeroed). */
+  constructor(private readonly allocate: (length: number) => Uint8Array = (length) => new Uint8Array(length)) {}
+
   private chunks: Uint8Array[] = [];
   private head = 0; // read offset into chunks[0]
   private total = 0;
@@ -26,7 +29,7 @@ export class ByteQueue {
       this.advance(n);
       return view;
     }
-    const out = new Uint8Array(n);
+    const out = this.allocate(n);
     let filled = 0;
     while (filled < n) {
       const chunk = this.chunks[0]!;

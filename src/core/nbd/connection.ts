@@ -44,6 +44,12 @@ export interface NbdConnectionOptions {
    * option but ABORT is answered NBD_REP_ERR_SHUTDOWN with this message; EXPORT_NAME closes.
    */
   readonly refusal?: string | undefined;
+  /**
+   * Makes the buffer a write's payload is gathered into; every byte is overwritten before the write
+   * is emitted, so the adapter may hand out uninitialised memory (zero-filling 256 KiB payloads was
+   * 8 % of the event loop's time under sequential writes). Default: a zeroed Uint8Array.
+   */
+  readonly allocatePayload?: (length: number) => Uint8Array;
 }
 
 /** Largest piece of a streamed WRITE (one longer than MAX_PAYLOAD_BYTES from a client that did not negotiate block sizes). */
@@ -105,7 +111,7 @@ interface WriteDiscard {
 }
 
 export class NbdConnection {
-  private readonly queue = new ByteQueue();
+  private readonly queue: ByteQueue;
   private readonly actions: NbdAction[] = [];
   private phase: Phase = 'client-flags';
   private fixedNewstyle = false;
@@ -126,9 +132,12 @@ export class NbdConnection {
   private discard: WriteDiscard | undefined;
 
   private readonly options: NbdConnectionOptions;
+  private readonly allocatePayload: (length: number) => Uint8Array;
 
   constructor(private readonly directory: ExportDirectory, options: NbdConnectionOptions = { tls: 'off' }) {
     this.options = options;
+    this.allocatePayload = options.allocatePayload ?? ((length) => new Uint8Array(length));
+    this.queue = new ByteQueue(this.allocatePayload);
     this.actions.push({ kind: 'send', bytes: greeting() });
   }
 
@@ -445,7 +454,7 @@ export class NbdConnection {
     const length = stream === undefined ? remaining : Math.min(WRITE_PIECE_BYTES, remaining);
     // When the whole piece is here already, take() is usually a view into the received chunk.
     const whole = this.queue.length >= length;
-    const data = whole ? this.queue.take(length) : new Uint8Array(length);
+    const data = whole ? this.queue.take(length) : this.allocatePayload(length);
     this.write = { cookie, offset, fua, data, filled: whole ? length : 0, remainingAfter: remaining - length, stream };
   }
 
