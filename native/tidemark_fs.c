@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 #include <node_api.h>
+#include "tidemark_aead.h"
 
 enum op_kind { OP_PUNCH_HOLE, OP_ZERO_RANGE, OP_SEEK_DATA, OP_SEEK_HOLE, OP_WRITE_BATCH, OP_READ_BATCH };
 
@@ -269,6 +270,7 @@ static napi_value init(napi_env env, napi_value exports) {
     {"crc32c", NULL, crc32c, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  register_aead(env, exports);
   return exports;
 }
 

@@ -1,5 +1,5 @@
 // Loads the small native addon (native/tidemark_fs.c) that exposes fallocate and SEEK_DATA/SEEK_HOLE,
-// which node:fs lacks. npm builds it with node-gyp during `npm ci`.
+// which node:fs lacks, batched positional I/O, CRC-32C and AES-256-GCM (native/tidemark_aead.c). npm builds it with node-gyp during `npm ci`.
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -18,6 +18,10 @@ export interface NativeFs {
   readBatch(fd: number, buffers: Uint8Array[], offsets: number[]): Promise<number>;
   /** CRC-32C with the CPU's instruction (same result as src/core/lib/crc32c.ts). */
   crc32c(data: Uint8Array, initial: number): number;
+  /** AES-256-GCM (native/tidemark_aead.c): ciphertext followed by the 16-byte tag. */
+  aes256GcmSeal(key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, plaintext: Uint8Array): Uint8Array;
+  /** The plaintext, or undefined when the tag does not verify. */
+  aes256GcmOpen(key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, sealed: Uint8Array): Uint8Array | undefined;
 }
 
 function findRoot(start: string): string {

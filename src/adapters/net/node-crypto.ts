@@ -1,40 +1,22 @@
-// The real LinkCrypto: node:crypto's HMAC-SHA256, CSPRNG and AES-256-GCM (OpenSSL, AES-NI where
-// the CPU has it). The simulator and unit tests use the same AEAD: it is deterministic for a given
-// key and nonce, so only the random bytes need seeding there.
-import { createCipheriv, createDecipheriv, createHmac, randomBytes } from 'node:crypto';
+// The real LinkCrypto: node:crypto's HMAC-SHA256 and CSPRNG, and AES-256-GCM from the native addon
+// (native/tidemark_aead.c: the OpenSSL Node runs on, AES-NI where the CPU has it, one context kept
+// and re-keyed per frame — node:crypto's new cipher object per frame was a fifth of the link's CPU).
+// The simulator and unit tests use the same AEAD: it is deterministic for a given key and nonce, so
+// only the random bytes need seeding there.
+import { createHmac, randomBytes } from 'node:crypto';
 import type { LinkCrypto } from '../../ports/crypto.js';
+import { nativeFs } from '../fs/native.js';
 
-const TAG_BYTES = 16;
+/** The addon answers with Buffers; callers get plain Uint8Arrays, whose slice() copies (a Buffer's is a view). */
+const plain = (b: Uint8Array): Uint8Array => new Uint8Array(b.buffer, b.byteOffset, b.length);
 
 export function aes256GcmSeal(key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, plaintext: Uint8Array): Uint8Array {
-  const cipher = createCipheriv('aes-256-gcm', key, nonce, { authTagLength: TAG_BYTES });
-  cipher.setAAD(aad);
-  const body = cipher.update(plaintext);
-  const rest = cipher.final(); // empty for GCM, but part of the contract
-  const tag = cipher.getAuthTag();
-  const out = new Uint8Array(body.length + rest.length + TAG_BYTES);
-  out.set(body, 0);
-  out.set(rest, body.length);
-  out.set(tag, body.length + rest.length);
-  return out;
+  return plain(nativeFs.aes256GcmSeal(key, nonce, aad, plaintext));
 }
 
 export function aes256GcmOpen(key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, sealed: Uint8Array): Uint8Array | undefined {
-  if (sealed.length < TAG_BYTES) return undefined;
-  const decipher = createDecipheriv('aes-256-gcm', key, nonce, { authTagLength: TAG_BYTES });
-  decipher.setAAD(aad);
-  decipher.setAuthTag(sealed.subarray(sealed.length - TAG_BYTES));
-  const body = decipher.update(sealed.subarray(0, sealed.length - TAG_BYTES));
-  try {
-    const rest = decipher.final(); // throws when the tag does not verify
-    if (rest.length === 0) return new Uint8Array(body.buffer, body.byteOffset, body.length);
-    const out = new Uint8Array(body.length + rest.length);
-    out.set(body, 0);
-    out.set(rest, body.length);
-    return out;
-  } catch {
-    return undefined;
-  }
+  const opened = nativeFs.aes256GcmOpen(key, nonce, aad, sealed);
+  return opened && plain(opened);
 }
 
 export const nodeLinkCrypto: LinkCrypto = {
