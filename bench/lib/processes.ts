@@ -33,8 +33,18 @@ export async function waitForPort(port: number, timeoutMs = 15_000): Promise<voi
   }
 }
 
+/**
+ * TIDEMARK_BENCH_PROFILE=DIR: every tidemark daemon a bench starts runs under `node --cpu-prof`,
+ * writing its profile into DIR when it stops (NODE_OPTIONS may not carry --cpu-prof).
+ */
+function profiled(command: string, args: string[]): [string, string[]] {
+  const dir = process.env.TIDEMARK_BENCH_PROFILE;
+  if (!dir || command !== tidemarkBin || args[0] !== 'array') return [command, args];
+  return [process.execPath, ['--cpu-prof', `--cpu-prof-dir=${dir}`, command, ...args]];
+}
+
 export function startProcess(command: string, args: string[], name: string): ChildProcess {
-  const child = spawn(command, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(...profiled(command, args), { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr?.on('data', (d: Buffer) => { stderr = (stderr + d.toString()).slice(-4000); });
   child.once('exit', (code, signal) => {
