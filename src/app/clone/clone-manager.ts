@@ -31,6 +31,12 @@ interface Attached {
   readonly clone: Volume;
   /** Tracks copied CLONE→STD whose clearing is not yet durable; STD host writes to them wait for a persist. */
   readonly restoreNotDurable: TrackBitmap;
+  /**
+   * Per direction: tracks whose copy finished (bit cleared in memory) after the last flush of STD and
+   * its clones began. Their data may not be on disk, so a persist writes their bits as still set
+   * (Volume.setPersistOverlay) until a flush that began after them has completed.
+   */
+  readonly notDurable: Readonly<Record<'to-clone' | 'to-std', TrackBitmap>>;
   readonly copying: Map<string, Promise<void>>;
   running: boolean;
   terminated: boolean;
@@ -94,6 +100,7 @@ export class CloneManager {
       record);
     const entry: Attached = {
       session, std, clone, restoreNotDurable: new TrackBitmap(std.geometry.trackCount), copying: new Map(),
+      notDurable: { 'to-clone': new TrackBitmap(std.geometry.trackCount), 'to-std': new TrackBitmap(std.geometry.trackCount) },
       running: false, terminated: false,
     };
     let sessions = this.byStd.get(std.name);
@@ -106,12 +113,20 @@ export class CloneManager {
       });
       // A copy clears its bit in memory once the data is written, not yet durable. Before those
       // cleared bits are persisted, the copied data is made durable (STD for restores, the clones
-      // for the rest), so after a power loss a clear bit always means the data is there.
+      // for the rest), so after a power loss a clear bit always means the data is there. Copies that
+      // finish while the flush runs may not be covered by it: their bits are persisted as set.
       std.beforePersist.push(async () => {
-        const clones = [...(this.byStd.get(std.name)?.values() ?? [])].map((e) => e.clone);
-        await Promise.all([std, ...clones].map((v) => v.internalFlush()));
+        const entries = [...(this.byStd.get(std.name)?.values() ?? [])];
+        const covered = entries.map((e) => ({ toClone: e.notDurable['to-clone'].copy(), toStd: e.notDurable['to-std'].copy() }));
+        await Promise.all([std, ...entries.map((e) => e.clone)].map((v) => v.internalFlush()));
+        entries.forEach((e, i) => {
+          e.notDurable['to-clone'].andNot(covered[i]!.toClone);
+          e.notDurable['to-std'].andNot(covered[i]!.toStd);
+        });
       });
     }
+    std.setPersistOverlay(ids.toClone, () => entry.notDurable['to-clone']);
+    std.setPersistOverlay(ids.toStd, () => entry.notDurable['to-std']);
     sessions.set(clone.name, entry);
     this.byClone.set(clone.name, entry);
     this.applyMarking(entry);
@@ -284,6 +299,8 @@ export class CloneManager {
     const ids = positionIds(entry.session.id);
     this.byStd.get(stdName)!.delete(cloneName);
     this.byClone.delete(cloneName);
+    entry.std.setPersistOverlay(ids.toClone, undefined);
+    entry.std.setPersistOverlay(ids.toStd, undefined);
     entry.std.removePosition(ids.protection);
     entry.std.removePosition(ids.toClone);
     entry.std.removePosition(ids.toStd);
@@ -410,6 +427,7 @@ export class CloneManager {
         const data = await source.internalRead(offset, length);
         await target.internalWrite(offset, data);
         session.copied(track, direction, length);
+        entry.notDurable[direction].set(track);
         if (direction === 'to-std') entry.restoreNotDurable.set(track);
       } finally {
         unlock();

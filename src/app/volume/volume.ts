@@ -132,6 +132,8 @@ export class Volume {
   /** Run before every bitmap persist (e.g. make copied data durable before its cleared bits are). */
   readonly beforePersist: Array<() => Promise<void>> = [];
   private readonly extensionProviders = new Map<string, ExtensionProvider>();
+  /** Per position: bits persisted as set although clear in memory (see setPersistOverlay). */
+  private readonly persistOverlays = new Map<string, () => TrackBitmap>();
   /** Set bits per position as last written to the metadata store (what a crash restarts from). */
   private persistedCounts = new Map<string, number>();
   /** The storage serving the volume: a migration's cutover exchanges it under open connections. */
@@ -633,12 +635,26 @@ export class Volume {
       // is carried over as it was loaded, never dropped.
       const extensions: Record<string, unknown> = { ...this.loadedExtensions };
       for (const [key, provide] of this.extensionProviders) extensions[key] = provide();
-      const counts = new Map(this.positions.map((p) => [p.id, p.invalid.count()]));
-      await this.deps.meta.write(bitmapsKey(this.name), encodePositions(this.positions, extensions));
+      const positions = this.positions.map((p) => {
+        const extra = this.persistOverlays.get(p.id)?.();
+        return extra === undefined || extra.isEmpty() ? p : { ...p, invalid: p.invalid.copy().or(extra) };
+      });
+      const counts = new Map(positions.map((p) => [p.id, p.invalid.count()]));
+      await this.deps.meta.write(bitmapsKey(this.name), encodePositions(positions, extensions));
       this.persistedCounts = counts;
     })();
     this.persisting = run.catch(() => undefined);
     await run;
+  }
+
+  /**
+   * Bits of a position to persist as set although they are clear in memory: work done whose data is
+   * not durable yet (a clone copy that finished after the flush before this persist began). Read
+   * after the beforePersist hooks ran; undefined removes it.
+   */
+  setPersistOverlay(positionId: string, overlay: (() => TrackBitmap) | undefined): void {
+    if (overlay) this.persistOverlays.set(positionId, overlay);
+    else this.persistOverlays.delete(positionId);
   }
 
   /** Registers state persisted atomically with this volume's bitmaps under `key`. */
