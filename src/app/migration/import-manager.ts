@@ -45,6 +45,11 @@ interface Importing {
   readonly left: TrackBitmap;
   /** Fetched tracks whose cleared bits are not durable yet. */
   readonly fetchedNotDurable: TrackBitmap;
+  /**
+   * Fetched tracks whose data the last flush of the volume may not cover (fetched after it began):
+   * a persist writes their bits as still to fetch (Volume.setPersistOverlay).
+   */
+  readonly fetchedUnflushed: TrackBitmap;
   readonly fetching: Map<number, Promise<void>>;
   readonly participant: WriteParticipant;
   readonly beforePersist: () => Promise<void>;
@@ -99,8 +104,9 @@ export class ImportManager {
     position.marksOn = 'never';
     const left = position.invalid;
     const fetchedNotDurable = new TrackBitmap(volume.geometry.trackCount);
+    const fetchedUnflushed = new TrackBitmap(volume.geometry.trackCount);
     const entry: Importing = {
-      machine, volume, left, fetchedNotDurable, fetching: new Map(), source: undefined, connecting: undefined,
+      machine, volume, left, fetchedNotDurable, fetchedUnflushed, fetching: new Map(), source: undefined, connecting: undefined,
       lastError: null, running: false, stopped: false,
       progress: { startedAtMs: this.host.nowMs(), tracksCopied: 0, bytesCopied: 0, sincePersist: 0 },
       participant: {
@@ -109,13 +115,18 @@ export class ImportManager {
         },
         execute: (step, _position, write) => this.execute(entry, step, write),
       },
-      // Fetched data is durable before the bits saying it is there are.
+      // Fetched data is durable before the bits saying it is there are; what is fetched while the
+      // flush runs may not be, and keeps its bit on disk until the next one.
       beforePersist: async () => {
-        if (!entry.stopped) await entry.volume.internalFlush();
+        if (entry.stopped) return;
+        const covered = entry.fetchedUnflushed.copy();
+        await entry.volume.internalFlush();
+        entry.fetchedUnflushed.andNot(covered);
       },
     };
     volume.participants.push(entry.participant);
     volume.beforePersist.push(entry.beforePersist);
+    volume.setPersistOverlay(POSITION_ID, () => entry.fetchedUnflushed);
     this.active.set(volume.name, entry);
     return entry;
   }
@@ -205,6 +216,7 @@ export class ImportManager {
       if (p >= 0) volume.participants.splice(p, 1);
       const b = volume.beforePersist.indexOf(entry.beforePersist);
       if (b >= 0) volume.beforePersist.splice(b, 1);
+      volume.setPersistOverlay(POSITION_ID, undefined);
       volume.removePosition(POSITION_ID);
       await volume.persistBitmaps();
       this.active.delete(name);
@@ -332,6 +344,7 @@ export class ImportManager {
       else await entry.volume.internalWrite(offset, data, { skipPosition: POSITION_ID });
       entry.left.clear(track);
       entry.fetchedNotDurable.set(track);
+      entry.fetchedUnflushed.set(track);
       entry.progress.tracksCopied++;
       entry.progress.bytesCopied += length;
       entry.progress.sincePersist++;

@@ -50,6 +50,11 @@ interface Running {
   readonly target: Volume;
   /** Tracks the other storage lacks (VOL's position bitmap). */
   readonly left: TrackBitmap;
+  /**
+   * Tracks copied after the last flush of the other storage began: a persist writes their bits as
+   * still to copy (Volume.setPersistOverlay) until a flush covers them.
+   */
+  readonly copiedUnflushed: TrackBitmap;
   readonly copying: Map<number, Promise<void>>;
   readonly participant: WriteParticipant;
   readonly beforePersist: () => Promise<void>;
@@ -142,7 +147,8 @@ export class MigrationManager {
     position.marksOn = machine.marksOn;
     const left = position.invalid;
     const entry: Running = {
-      machine, vol, target, left, copying: new Map(), running: false, pausedCopy: false, stopped: false,
+      machine, vol, target, left, copiedUnflushed: new TrackBitmap(vol.geometry.trackCount), copying: new Map(), running: false,
+      pausedCopy: false, stopped: false,
       progress: { startedAtMs: this.host.nowMs(), tracksCopied: 0, bytesCopied: 0, sincePersist: 0 },
       participant: {
         positions: (into) => {
@@ -150,13 +156,18 @@ export class MigrationManager {
         },
         execute: (step, _position, write) => this.execute(entry, step, write),
       },
-      // Copied data reaches the other storage's disk before the bits saying so are persisted.
+      // Copied data reaches the other storage's disk before the bits saying so are persisted; what
+      // is copied while the flush runs may not, and keeps its bit on disk until the next one.
       beforePersist: async () => {
-        if (!entry.stopped) await entry.target.internalFlush();
+        if (entry.stopped) return;
+        const covered = entry.copiedUnflushed.copy();
+        await entry.target.internalFlush();
+        entry.copiedUnflushed.andNot(covered);
       },
     };
     vol.participants.push(entry.participant);
     vol.beforePersist.push(entry.beforePersist);
+    vol.setPersistOverlay(positionId(target.name), () => entry.copiedUnflushed);
     this.active.set(vol.name, entry);
     return entry;
   }
@@ -168,6 +179,7 @@ export class MigrationManager {
     if (p >= 0) vol.participants.splice(p, 1);
     const b = vol.beforePersist.indexOf(entry.beforePersist);
     if (b >= 0) vol.beforePersist.splice(b, 1);
+    vol.setPersistOverlay(positionId(entry.target.name), undefined);
     vol.removePosition(positionId(entry.target.name));
     this.active.delete(vol.name);
   }
@@ -448,6 +460,7 @@ export class MigrationManager {
         if (isAllZero(data)) await target.internalZero(offset, length);
         else await target.internalWrite(offset, data);
         left.clear(track);
+        entry.copiedUnflushed.set(track);
         entry.progress.tracksCopied++;
         entry.progress.bytesCopied += length;
         entry.progress.sincePersist++;
