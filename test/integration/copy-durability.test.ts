@@ -22,10 +22,14 @@ import { startTestArray } from '../helpers/in-process-array.js';
 const TRACK = 4096;
 const TRACKS = 64;
 
-/** Stores whose flush waits while `held` is set, until release() is called. */
+/**
+ * Stores whose flush waits while `held` is set, until release() is called; writes take `writeDelayMs`
+ * longer, so a copy is still running when the test starts a persist.
+ */
 class HeldFlushes implements BlockStoreFactory {
   held = false;
   flushesHeld = 0;
+  writeDelayMs = 0;
   private waiting: Array<() => void> = [];
   constructor(private readonly inner: FileBlockStoreFactory) {}
 
@@ -42,7 +46,12 @@ class HeldFlushes implements BlockStoreFactory {
       }
       await store.flush();
     };
-    return new Proxy(store, { get: (target, key) => (key === 'flush' ? flush : Reflect.get(target, key)) as unknown });
+    const write = async (offset: number, data: Uint8Array): Promise<void> => {
+      if (this.writeDelayMs > 0) await new Promise((r) => setTimeout(r, this.writeDelayMs));
+      await store.write(offset, data);
+    };
+    const replaced: Record<string, unknown> = { flush, write };
+    return new Proxy(store, { get: (target, key) => (typeof key === 'string' && key in replaced ? replaced[key] : Reflect.get(target, key)) as unknown });
   }
 
   async create(name: string, sizeBytes: number): Promise<BlockStore> { return this.wrap(await this.inner.create(name, sizeBytes)); }
@@ -83,16 +92,20 @@ test('clone copies that finish while a persist\'s flush runs are persisted as st
     await service.createVolume('std', TRACK * TRACKS, TRACK);
     await service.createVolume('copy', TRACK * TRACKS, TRACK);
     await service.volume('std').write(0, new Uint8Array(TRACK * TRACKS).fill(7));
+    stores.writeDelayMs = 5;
     await service.clones.establish('std', 'copy');
     assert.equal(await persistedCount(meta, 'std', 'clone-to-clone'), TRACKS, 'establish persisted every track as to copy');
-    // The copies start now; this persist snapshots what is durable and waits in its flush.
+    // Once some copies are done, a persist flushes for them and waits in its flush; the rest finish meanwhile.
+    await until('a first copy', () => service.clones.show('std', 'copy').tracksCopied > 0);
     stores.held = true;
+    const copiedBefore = service.clones.show('std', 'copy').tracksCopied;
     const persisting = service.volume('std').persistBitmaps();
     await until('the clone copy', () => service.clones.show('std', 'copy').state === 'synchronized');
-    assert.ok(stores.flushesHeld > 0, 'the persist was waiting in its flush while the copies ran');
+    assert.ok(stores.flushesHeld > 0 && copiedBefore < TRACKS, `the persist was waiting in its flush while copies ran (${copiedBefore} done before)`);
     stores.release();
     await persisting;
-    assert.equal(await persistedCount(meta, 'std', 'clone-to-clone'), TRACKS, 'copies finished during the flush stay to copy in the record it wrote');
+    assert.equal(await persistedCount(meta, 'std', 'clone-to-clone'), TRACKS - copiedBefore,
+      'copies finished during the flush stay to copy in the record it wrote; those before it are recorded done');
     // The next persist flushes after those copies: now they are durable and recorded done.
     await service.volume('std').persistBitmaps();
     assert.equal(await persistedCount(meta, 'std', 'clone-to-clone'), 0);
@@ -109,14 +122,17 @@ test('migration copies that finish while a persist\'s flush runs are persisted a
     await service.createVolume('vol', TRACK * TRACKS, TRACK);
     await service.createVolume('next', TRACK * TRACKS, TRACK);
     await service.volume('vol').write(0, new Uint8Array(TRACK * TRACKS).fill(9));
+    stores.writeDelayMs = 5;
     await service.migrations.start('vol', 'next', true);
+    await until('a first copy', () => service.migrations.show('vol').tracksLeft < TRACKS);
     stores.held = true;
+    const copiedBefore = TRACKS - service.migrations.show('vol').tracksLeft;
     const persisting = service.volume('vol').persistBitmaps();
     await until('the migration copy', () => service.migrations.show('vol').tracksLeft === 0);
-    assert.ok(stores.flushesHeld > 0, 'the persist was waiting in its flush while the copies ran');
+    assert.ok(stores.flushesHeld > 0 && copiedBefore < TRACKS, `the persist was waiting in its flush while copies ran (${copiedBefore} done before)`);
     stores.release();
     await persisting;
-    assert.equal(await persistedCount(meta, 'vol', 'migration'), TRACKS, 'copies finished during the flush stay to copy in the record it wrote');
+    assert.equal(await persistedCount(meta, 'vol', 'migration'), TRACKS - copiedBefore, 'copies finished during the flush stay to copy in the record it wrote');
     await service.volume('vol').persistBitmaps();
     assert.equal(await persistedCount(meta, 'vol', 'migration'), 0);
   } finally {
@@ -134,15 +150,18 @@ test('import fetches that finish while a persist\'s flush runs are persisted as 
     const size = 64 * 64 * 1024;
     await source.service.createVolume('src', size);
     await source.service.volume('src').write(0, new Uint8Array(size).fill(5));
+    stores.writeDelayMs = 5;
     await service.imports.start('imp', source.uri('src'), false, null);
     const tracks = service.volume('imp').geometry.trackCount;
+    await until('a first fetch', () => service.imports.show('imp').tracksLeft < tracks);
     stores.held = true;
+    const fetchedBefore = tracks - service.imports.show('imp').tracksLeft;
     const persisting = service.volume('imp').persistBitmaps();
     await until('the import fetch', () => service.imports.show('imp').tracksLeft === 0);
-    assert.ok(stores.flushesHeld > 0, 'the persist was waiting in its flush while the fetches ran');
+    assert.ok(stores.flushesHeld > 0 && fetchedBefore < tracks, `the persist was waiting in its flush while fetches ran (${fetchedBefore} done before)`);
     stores.release();
     await persisting;
-    assert.equal(await persistedCount(meta, 'imp', 'import', tracks), tracks, 'fetches finished during the flush stay to fetch in the record it wrote');
+    assert.equal(await persistedCount(meta, 'imp', 'import', tracks), tracks - fetchedBefore, 'fetches finished during the flush stay to fetch in the record it wrote');
     await service.volume('imp').persistBitmaps();
     assert.equal(await persistedCount(meta, 'imp', 'import', tracks), 0);
   } finally {

@@ -115,8 +115,11 @@ export class CloneManager {
       // cleared bits are persisted, the copied data is made durable (STD for restores, the clones
       // for the rest), so after a power loss a clear bit always means the data is there. Copies that
       // finish while the flush runs may not be covered by it: their bits are persisted as set.
+      // Nothing copied since the last flush completed: every clear bit is durable already, and the
+      // flush (fdatasync of STD and every clone, on every eviction batch of STD's hosts) is skipped.
       std.beforePersist.push(async () => {
         const entries = [...(this.byStd.get(std.name)?.values() ?? [])];
+        if (entries.every((e) => e.notDurable['to-clone'].isEmpty() && e.notDurable['to-std'].isEmpty())) return;
         const covered = entries.map((e) => ({ toClone: e.notDurable['to-clone'].copy(), toStd: e.notDurable['to-std'].copy() }));
         await Promise.all([std, ...entries.map((e) => e.clone)].map((v) => v.internalFlush()));
         entries.forEach((e, i) => {

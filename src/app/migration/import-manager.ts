@@ -118,7 +118,7 @@ export class ImportManager {
       // Fetched data is durable before the bits saying it is there are; what is fetched while the
       // flush runs may not be, and keeps its bit on disk until the next one.
       beforePersist: async () => {
-        if (entry.stopped) return;
+        if (entry.stopped || entry.fetchedUnflushed.isEmpty()) return;
         const covered = entry.fetchedUnflushed.copy();
         await entry.volume.internalFlush();
         entry.fetchedUnflushed.andNot(covered);

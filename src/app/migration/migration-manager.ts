@@ -159,7 +159,7 @@ export class MigrationManager {
       // Copied data reaches the other storage's disk before the bits saying so are persisted; what
       // is copied while the flush runs may not, and keeps its bit on disk until the next one.
       beforePersist: async () => {
-        if (entry.stopped) return;
+        if (entry.stopped || entry.copiedUnflushed.isEmpty()) return;
         const covered = entry.copiedUnflushed.copy();
         await entry.target.internalFlush();
         entry.copiedUnflushed.andNot(covered);
