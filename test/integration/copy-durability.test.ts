@@ -86,6 +86,27 @@ async function until(what: string, done: () => boolean): Promise<void> {
   }
 }
 
+/**
+ * Once some copies are done, a persist flushes for them and is held in its flush while the rest
+ * finish. The record it writes must still name every track copied meanwhile (and only those); the
+ * next persist flushes after them and records them all done.
+ */
+async function persistWhileCopying(a: { service: ArrayService; stores: HeldFlushes; meta: FileMetaStore }, volume: string, kind: string,
+  trackCount: number, copied: () => number, finished: () => boolean): Promise<void> {
+  await until('a first copy', () => copied() > 0);
+  a.stores.held = true;
+  const copiedBefore = copied();
+  const persisting = a.service.volume(volume).persistBitmaps();
+  await until(`the copies into ${volume}`, finished);
+  assert.ok(a.stores.flushesHeld > 0 && copiedBefore < trackCount, `the persist was waiting in its flush while copies ran (${copiedBefore} done before)`);
+  a.stores.release();
+  await persisting;
+  assert.equal(await persistedCount(a.meta, volume, kind, trackCount), trackCount - copiedBefore,
+    'copies finished during the flush stay to copy in the record it wrote; those before it are recorded done');
+  await a.service.volume(volume).persistBitmaps();
+  assert.equal(await persistedCount(a.meta, volume, kind, trackCount), 0);
+}
+
 test('clone copies that finish while a persist\'s flush runs are persisted as still to copy; a later persist records them done', async () => {
   const { service, stores, meta, dir } = await openArray();
   try {
@@ -95,20 +116,8 @@ test('clone copies that finish while a persist\'s flush runs are persisted as st
     stores.writeDelayMs = 5;
     await service.clones.establish('std', 'copy');
     assert.equal(await persistedCount(meta, 'std', 'clone-to-clone'), TRACKS, 'establish persisted every track as to copy');
-    // Once some copies are done, a persist flushes for them and waits in its flush; the rest finish meanwhile.
-    await until('a first copy', () => service.clones.show('std', 'copy').tracksCopied > 0);
-    stores.held = true;
-    const copiedBefore = service.clones.show('std', 'copy').tracksCopied;
-    const persisting = service.volume('std').persistBitmaps();
-    await until('the clone copy', () => service.clones.show('std', 'copy').state === 'synchronized');
-    assert.ok(stores.flushesHeld > 0 && copiedBefore < TRACKS, `the persist was waiting in its flush while copies ran (${copiedBefore} done before)`);
-    stores.release();
-    await persisting;
-    assert.equal(await persistedCount(meta, 'std', 'clone-to-clone'), TRACKS - copiedBefore,
-      'copies finished during the flush stay to copy in the record it wrote; those before it are recorded done');
-    // The next persist flushes after those copies: now they are durable and recorded done.
-    await service.volume('std').persistBitmaps();
-    assert.equal(await persistedCount(meta, 'std', 'clone-to-clone'), 0);
+    await persistWhileCopying({ service, stores, meta }, 'std', 'clone-to-clone', TRACKS, () => service.clones.show('std', 'copy').tracksCopied,
+      () => service.clones.show('std', 'copy').state === 'synchronized');
   } finally {
     stores.release();
     await service.close();
@@ -124,17 +133,8 @@ test('migration copies that finish while a persist\'s flush runs are persisted a
     await service.volume('vol').write(0, new Uint8Array(TRACK * TRACKS).fill(9));
     stores.writeDelayMs = 5;
     await service.migrations.start('vol', 'next', true);
-    await until('a first copy', () => service.migrations.show('vol').tracksLeft < TRACKS);
-    stores.held = true;
-    const copiedBefore = TRACKS - service.migrations.show('vol').tracksLeft;
-    const persisting = service.volume('vol').persistBitmaps();
-    await until('the migration copy', () => service.migrations.show('vol').tracksLeft === 0);
-    assert.ok(stores.flushesHeld > 0 && copiedBefore < TRACKS, `the persist was waiting in its flush while copies ran (${copiedBefore} done before)`);
-    stores.release();
-    await persisting;
-    assert.equal(await persistedCount(meta, 'vol', 'migration'), TRACKS - copiedBefore, 'copies finished during the flush stay to copy in the record it wrote');
-    await service.volume('vol').persistBitmaps();
-    assert.equal(await persistedCount(meta, 'vol', 'migration'), 0);
+    const left = (): number => service.migrations.show('vol').tracksLeft;
+    await persistWhileCopying({ service, stores, meta }, 'vol', 'migration', TRACKS, () => TRACKS - left(), () => left() === 0);
   } finally {
     stores.release();
     await service.close();
@@ -153,17 +153,8 @@ test('import fetches that finish while a persist\'s flush runs are persisted as 
     stores.writeDelayMs = 5;
     await service.imports.start('imp', source.uri('src'), false, null);
     const tracks = service.volume('imp').geometry.trackCount;
-    await until('a first fetch', () => service.imports.show('imp').tracksLeft < tracks);
-    stores.held = true;
-    const fetchedBefore = tracks - service.imports.show('imp').tracksLeft;
-    const persisting = service.volume('imp').persistBitmaps();
-    await until('the import fetch', () => service.imports.show('imp').tracksLeft === 0);
-    assert.ok(stores.flushesHeld > 0 && fetchedBefore < tracks, `the persist was waiting in its flush while fetches ran (${fetchedBefore} done before)`);
-    stores.release();
-    await persisting;
-    assert.equal(await persistedCount(meta, 'imp', 'import', tracks), tracks - fetchedBefore, 'fetches finished during the flush stay to fetch in the record it wrote');
-    await service.volume('imp').persistBitmaps();
-    assert.equal(await persistedCount(meta, 'imp', 'import', tracks), 0);
+    const left = (): number => service.imports.show('imp').tracksLeft;
+    await persistWhileCopying({ service, stores, meta }, 'imp', 'import', tracks, () => tracks - left(), () => left() === 0);
   } finally {
     stores.release();
     await service.close();

@@ -9,6 +9,7 @@ import { trackRange } from '../../core/volume/geometry.js';
 import type { MirrorPosition } from '../../core/volume/mirror-positions.js';
 import type { PlanPosition, PlanStep } from '../../core/volume/write-plan.js';
 import type { Volume } from '../volume/volume.js';
+import { UnflushedCopies } from '../volume/unflushed-copies.js';
 import { StateWaiters } from '../state-waiters.js';
 // A session's status is the API's shape: the schema is its one definition.
 import type { CloneStatus, SplitResult } from '../../adapters/http/clone-routes.js';
@@ -31,12 +32,8 @@ interface Attached {
   readonly clone: Volume;
   /** Tracks copied CLONE→STD whose clearing is not yet durable; STD host writes to them wait for a persist. */
   readonly restoreNotDurable: TrackBitmap;
-  /**
-   * Per direction: tracks whose copy finished (bit cleared in memory) after the last flush of STD and
-   * its clones began. Their data may not be on disk, so a persist writes their bits as still set
-   * (Volume.setPersistOverlay) until a flush that began after them has completed.
-   */
-  readonly notDurable: Readonly<Record<'to-clone' | 'to-std', TrackBitmap>>;
+  /** Per direction: copies no completed flush of STD and its clones covers yet (persisted as still to copy). */
+  readonly unflushed: Readonly<Record<'to-clone' | 'to-std', UnflushedCopies>>;
   readonly copying: Map<string, Promise<void>>;
   running: boolean;
   terminated: boolean;
@@ -100,7 +97,7 @@ export class CloneManager {
       record);
     const entry: Attached = {
       session, std, clone, restoreNotDurable: new TrackBitmap(std.geometry.trackCount), copying: new Map(),
-      notDurable: { 'to-clone': new TrackBitmap(std.geometry.trackCount), 'to-std': new TrackBitmap(std.geometry.trackCount) },
+      unflushed: { 'to-clone': new UnflushedCopies(std.geometry.trackCount), 'to-std': new UnflushedCopies(std.geometry.trackCount) },
       running: false, terminated: false,
     };
     let sessions = this.byStd.get(std.name);
@@ -113,23 +110,17 @@ export class CloneManager {
       });
       // A copy clears its bit in memory once the data is written, not yet durable. Before those
       // cleared bits are persisted, the copied data is made durable (STD for restores, the clones
-      // for the rest), so after a power loss a clear bit always means the data is there. Copies that
-      // finish while the flush runs may not be covered by it: their bits are persisted as set.
-      // Nothing copied since the last flush completed: every clear bit is durable already, and the
-      // flush (fdatasync of STD and every clone, on every eviction batch of STD's hosts) is skipped.
-      std.beforePersist.push(async () => {
+      // for the rest), so after a power loss a clear bit always means the data is there (copies the
+      // flush may not cover stay set on disk; with none pending, the fdatasync of STD and every clone
+      // on each eviction batch of STD's hosts is skipped: see UnflushedCopies).
+      std.beforePersist.push(() => {
         const entries = [...(this.byStd.get(std.name)?.values() ?? [])];
-        if (entries.every((e) => e.notDurable['to-clone'].isEmpty() && e.notDurable['to-std'].isEmpty())) return;
-        const covered = entries.map((e) => ({ toClone: e.notDurable['to-clone'].copy(), toStd: e.notDurable['to-std'].copy() }));
-        await Promise.all([std, ...entries.map((e) => e.clone)].map((v) => v.internalFlush()));
-        entries.forEach((e, i) => {
-          e.notDurable['to-clone'].andNot(covered[i]!.toClone);
-          e.notDurable['to-std'].andNot(covered[i]!.toStd);
-        });
+        return UnflushedCopies.flushCovering(entries.flatMap((e) => [e.unflushed['to-clone'], e.unflushed['to-std']]),
+          () => Promise.all([std, ...entries.map((e) => e.clone)].map((v) => v.internalFlush())));
       });
     }
-    std.setPersistOverlay(ids.toClone, () => entry.notDurable['to-clone']);
-    std.setPersistOverlay(ids.toStd, () => entry.notDurable['to-std']);
+    entry.unflushed['to-clone'].overlay(std, ids.toClone);
+    entry.unflushed['to-std'].overlay(std, ids.toStd);
     sessions.set(clone.name, entry);
     this.byClone.set(clone.name, entry);
     this.applyMarking(entry);
@@ -430,7 +421,7 @@ export class CloneManager {
         const data = await source.internalRead(offset, length);
         await target.internalWrite(offset, data);
         session.copied(track, direction, length);
-        entry.notDurable[direction].set(track);
+        entry.unflushed[direction].copied(track);
         if (direction === 'to-std') entry.restoreNotDurable.set(track);
       } finally {
         unlock();

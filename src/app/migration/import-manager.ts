@@ -14,6 +14,7 @@ import type { ImportSource, ImportSourceConnector } from '../../ports/import-sou
 import type { Timers } from '../../ports/timers.js';
 import type { MetaStore } from '../../ports/meta-store.js';
 import type { AppliedWrite, Volume, WriteParticipant } from '../volume/volume.js';
+import { UnflushedCopies } from '../volume/unflushed-copies.js';
 import type { ImportStatus } from '../../adapters/http/import-routes.js';
 import { isAllZero } from './zero-data.js';
 
@@ -45,11 +46,8 @@ interface Importing {
   readonly left: TrackBitmap;
   /** Fetched tracks whose cleared bits are not durable yet. */
   readonly fetchedNotDurable: TrackBitmap;
-  /**
-   * Fetched tracks whose data the last flush of the volume may not cover (fetched after it began):
-   * a persist writes their bits as still to fetch (Volume.setPersistOverlay).
-   */
-  readonly fetchedUnflushed: TrackBitmap;
+  /** Fetches no completed flush of the volume covers yet (persisted as still to fetch). */
+  readonly unflushed: UnflushedCopies;
   readonly fetching: Map<number, Promise<void>>;
   readonly participant: WriteParticipant;
   readonly beforePersist: () => Promise<void>;
@@ -104,9 +102,9 @@ export class ImportManager {
     position.marksOn = 'never';
     const left = position.invalid;
     const fetchedNotDurable = new TrackBitmap(volume.geometry.trackCount);
-    const fetchedUnflushed = new TrackBitmap(volume.geometry.trackCount);
     const entry: Importing = {
-      machine, volume, left, fetchedNotDurable, fetchedUnflushed, fetching: new Map(), source: undefined, connecting: undefined,
+      machine, volume, left, fetchedNotDurable, unflushed: new UnflushedCopies(volume.geometry.trackCount), fetching: new Map(),
+      source: undefined, connecting: undefined,
       lastError: null, running: false, stopped: false,
       progress: { startedAtMs: this.host.nowMs(), tracksCopied: 0, bytesCopied: 0, sincePersist: 0 },
       participant: {
@@ -115,18 +113,14 @@ export class ImportManager {
         },
         execute: (step, _position, write) => this.execute(entry, step, write),
       },
-      // Fetched data is durable before the bits saying it is there are; what is fetched while the
-      // flush runs may not be, and keeps its bit on disk until the next one.
+      // Fetched data is durable before the bits saying it is there are.
       beforePersist: async () => {
-        if (entry.stopped || entry.fetchedUnflushed.isEmpty()) return;
-        const covered = entry.fetchedUnflushed.copy();
-        await entry.volume.internalFlush();
-        entry.fetchedUnflushed.andNot(covered);
+        if (!entry.stopped) await UnflushedCopies.flushCovering([entry.unflushed], () => entry.volume.internalFlush());
       },
     };
     volume.participants.push(entry.participant);
     volume.beforePersist.push(entry.beforePersist);
-    volume.setPersistOverlay(POSITION_ID, () => entry.fetchedUnflushed);
+    entry.unflushed.overlay(volume, POSITION_ID);
     this.active.set(volume.name, entry);
     return entry;
   }
@@ -344,7 +338,7 @@ export class ImportManager {
       else await entry.volume.internalWrite(offset, data, { skipPosition: POSITION_ID });
       entry.left.clear(track);
       entry.fetchedNotDurable.set(track);
-      entry.fetchedUnflushed.set(track);
+      entry.unflushed.copied(track);
       entry.progress.tracksCopied++;
       entry.progress.bytesCopied += length;
       entry.progress.sincePersist++;

@@ -14,6 +14,7 @@ import type { BlockStoreFactory } from '../../ports/block-store.js';
 import type { Timers } from '../../ports/timers.js';
 import type { MetaStore, SlotJournalFactory } from '../../ports/meta-store.js';
 import { bitmapsKey, volumeKey, type AppliedWrite, type Volume, type WriteParticipant } from '../volume/volume.js';
+import { UnflushedCopies } from '../volume/unflushed-copies.js';
 import type { MigrationStatus } from '../../adapters/http/migration-routes.js';
 import { isAllZero } from './zero-data.js';
 
@@ -50,11 +51,8 @@ interface Running {
   readonly target: Volume;
   /** Tracks the other storage lacks (VOL's position bitmap). */
   readonly left: TrackBitmap;
-  /**
-   * Tracks copied after the last flush of the other storage began: a persist writes their bits as
-   * still to copy (Volume.setPersistOverlay) until a flush covers them.
-   */
-  readonly copiedUnflushed: TrackBitmap;
+  /** Copies no completed flush of the other storage covers yet (persisted as still to copy). */
+  readonly unflushed: UnflushedCopies;
   readonly copying: Map<number, Promise<void>>;
   readonly participant: WriteParticipant;
   readonly beforePersist: () => Promise<void>;
@@ -147,7 +145,7 @@ export class MigrationManager {
     position.marksOn = machine.marksOn;
     const left = position.invalid;
     const entry: Running = {
-      machine, vol, target, left, copiedUnflushed: new TrackBitmap(vol.geometry.trackCount), copying: new Map(), running: false,
+      machine, vol, target, left, unflushed: new UnflushedCopies(vol.geometry.trackCount), copying: new Map(), running: false,
       pausedCopy: false, stopped: false,
       progress: { startedAtMs: this.host.nowMs(), tracksCopied: 0, bytesCopied: 0, sincePersist: 0 },
       participant: {
@@ -156,18 +154,14 @@ export class MigrationManager {
         },
         execute: (step, _position, write) => this.execute(entry, step, write),
       },
-      // Copied data reaches the other storage's disk before the bits saying so are persisted; what
-      // is copied while the flush runs may not, and keeps its bit on disk until the next one.
+      // Copied data reaches the other storage's disk before the bits saying so are persisted.
       beforePersist: async () => {
-        if (entry.stopped || entry.copiedUnflushed.isEmpty()) return;
-        const covered = entry.copiedUnflushed.copy();
-        await entry.target.internalFlush();
-        entry.copiedUnflushed.andNot(covered);
+        if (!entry.stopped) await UnflushedCopies.flushCovering([entry.unflushed], () => entry.target.internalFlush());
       },
     };
     vol.participants.push(entry.participant);
     vol.beforePersist.push(entry.beforePersist);
-    vol.setPersistOverlay(positionId(target.name), () => entry.copiedUnflushed);
+    entry.unflushed.overlay(vol, positionId(target.name));
     this.active.set(vol.name, entry);
     return entry;
   }
@@ -460,7 +454,7 @@ export class MigrationManager {
         if (isAllZero(data)) await target.internalZero(offset, length);
         else await target.internalWrite(offset, data);
         left.clear(track);
-        entry.copiedUnflushed.set(track);
+        entry.unflushed.copied(track);
         entry.progress.tracksCopied++;
         entry.progress.bytesCopied += length;
         entry.progress.sincePersist++;
