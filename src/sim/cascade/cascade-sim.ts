@@ -327,7 +327,7 @@ export function runCascadeSeed(seed: number, bugs: CascadeSimBugs = {}, trace?: 
 
   const pairStep = (): void => {
     const lc = pair.lifecycle;
-    if (!pair.exists || !lc || !bcUp) return;
+    if (!lc || !bcUp) return;
     // C answers the step under way (a status question, the confirmation), one turn later or more.
     if (pair.step && pair.step.kind !== 'protect' && prng.chance(0.5)) {
       const { kind, epoch } = pair.step;

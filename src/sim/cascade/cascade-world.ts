@@ -111,12 +111,12 @@ export class SimClone {
  * resume's record change and its resync in which a tick may come.
  */
 export class SimPair {
-  exists = false;
   intent: PairIntent = 'suspended';
   out: TrackBitmap;
   outDisk: TrackBitmap;
   /** Shipped to C since the last flush round (cleared in memory, still set on disk). */
   unflushed: TrackBitmap;
+  /** Made by `pair create`: the pair exists once it has one. */
   lifecycle: PairLifecycle | undefined;
   /** The lifecycle's step with C now (the reply, when it comes, names its epoch). */
   step: { kind: 'ask' | 'confirm' | 'protect'; epoch: number } | undefined;
@@ -139,7 +139,11 @@ export class SimPair {
   }
 
   get mayShip(): boolean {
-    return this.exists && (this.lifecycle?.mayShip ?? false);
+    return this.lifecycle?.mayShip ?? false;
+  }
+
+  get exists(): boolean {
+    return this.lifecycle !== undefined;
   }
 
   facts(): PairFacts {
@@ -148,7 +152,6 @@ export class SimPair {
 
   /** `pair create`: both halves made in one exchange (a live lifecycle: it ships at once). */
   create(linkUp: boolean): void {
-    this.exists = true;
     this.intent = 'replicating';
     this.lifecycle = new PairLifecycle(this.record(), { linkUp, live: true });
   }
