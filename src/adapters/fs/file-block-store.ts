@@ -17,7 +17,7 @@ export class FileBlockStore implements BlockStore {
 
   private constructor(private readonly handle: FileHandle, readonly sizeBytes: number, readonly path: string) {
     this.reads = new IoBatcher(handle.fd, 'read');
-    this.writes = new IoBatcher(handle.fd, 'write');
+    this.writes = new IoBatcher(handle.fd, 'write', { direct: true });
   }
 
   get canPunchHoles(): boolean {

@@ -1,0 +1,94 @@
+// The volume file's write batcher writes a lone small request on the event loop (no thread-pool
+// hand-off), sends everything else to the pool, and backs off to the pool after a slow direct write.
+// Real files; the clock is the only thing replaced (to make a write look slow).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DIRECT_BACKOFF_MS, DIRECT_MAX_BYTES, IoBatcher } from '../../src/adapters/fs/io-batcher.js';
+
+const filled = (length: number, byte: number): Uint8Array => new Uint8Array(length).fill(byte);
+
+async function withFile(run: (fd: number, path: string) => Promise<void>, flags = 'r+'): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), 'tidemark-io-batcher-'));
+  const path = join(dir, 'file');
+  await writeFile(path, new Uint8Array(1024 * 1024));
+  const handle = await open(path, flags);
+  try {
+    await run(handle.fd, path);
+  } finally {
+    await handle.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+test('a lone small write is direct; a large one, or several in one turn, go to the pool; all land', async () => {
+  await withFile(async (fd, path) => {
+    const writes = new IoBatcher(fd, 'write', { direct: true });
+    await writes.submit(filled(4096, 1), 0);
+    assert.equal(writes.directWrites, 1, 'a lone 4 KiB write is written on the event loop');
+    await writes.submit(filled(DIRECT_MAX_BYTES + 4096, 2), 8192);
+    assert.equal(writes.directWrites, 1, 'a write over DIRECT_MAX_BYTES goes to the pool');
+    await Promise.all([writes.submit(filled(4096, 3), 65_536), writes.submit(filled(4096, 4), 69_632)]);
+    assert.equal(writes.directWrites, 1, 'two writes of one turn travel as one pool batch');
+    const plain = new IoBatcher(fd, 'write');
+    await plain.submit(filled(4096, 5), 131_072);
+    assert.equal(plain.directWrites, 0, 'without the option every write goes to the pool');
+    const data = await readFile(path);
+    assert.deepEqual(data.subarray(0, 4096), Buffer.from(filled(4096, 1)));
+    assert.deepEqual(data.subarray(8192, 8192 + DIRECT_MAX_BYTES + 4096), Buffer.from(filled(DIRECT_MAX_BYTES + 4096, 2)));
+    assert.deepEqual(data.subarray(65_536, 69_632), Buffer.from(filled(4096, 3)));
+    assert.deepEqual(data.subarray(69_632, 73_728), Buffer.from(filled(4096, 4)));
+    assert.deepEqual(data.subarray(131_072, 135_168), Buffer.from(filled(4096, 5)));
+  });
+});
+
+test('a write while a pool job of the file is in flight goes to the pool too', async () => {
+  await withFile(async (fd, path) => {
+    const writes = new IoBatcher(fd, 'write', { direct: true });
+    // The big write (one item over the batch limit) enters the pool at once; the small one is
+    // dispatched in this turn's check phase. The observation counts only if the big one was still
+    // in the pool then (its completion is seen before the check phase), so a fast pool retries.
+    for (let attempt = 0; ; attempt++) {
+      assert.ok(attempt < 20, 'the big write never stayed in flight through a turn');
+      const directBefore = writes.directWrites;
+      let bigDone = false;
+      const big = writes.submit(filled(32 * 1024 * 1024, 6), 0).then(() => { bigDone = true; });
+      const small = writes.submit(filled(4096, 7), 40 * 1024 * 1024);
+      const bigInFlight = await new Promise<boolean>((resolve) => setImmediate(() => resolve(!bigDone)));
+      await Promise.all([big, small]);
+      if (!bigInFlight) continue;
+      assert.equal(writes.directWrites, directBefore);
+      break;
+    }
+    const data = await readFile(path);
+    assert.deepEqual(data.subarray(40 * 1024 * 1024, 40 * 1024 * 1024 + 4096), Buffer.from(filled(4096, 7)));
+  });
+});
+
+test('a slow direct write sends writes to the pool for the backoff, then direct writes resume', async () => {
+  await withFile(async (fd) => {
+    let now = 0;
+    let step = 0;
+    // Each reading of the clock advances it by `step` ms: with step 5 a direct write seems to take 5 ms.
+    const writes = new IoBatcher(fd, 'write', { direct: true, nowMs: () => (now += step) });
+    step = 5;
+    await writes.submit(filled(4096, 8), 0);
+    assert.equal(writes.directWrites, 1, 'the slow write itself was direct');
+    step = 0;
+    await writes.submit(filled(4096, 9), 4096);
+    assert.equal(writes.directWrites, 1, 'within the backoff: the pool');
+    now += DIRECT_BACKOFF_MS;
+    await writes.submit(filled(4096, 10), 8192);
+    assert.equal(writes.directWrites, 2, 'after the backoff: direct again');
+  });
+});
+
+test('a direct write that fails rejects with the system error', async () => {
+  await withFile(async (fd) => {
+    const writes = new IoBatcher(fd, 'write', { direct: true });
+    await assert.rejects(writes.submit(filled(4096, 11), 0), (error: NodeJS.ErrnoException) => error.code === 'EBADF');
+    assert.equal(writes.directWrites, 0);
+  }, 'r');
+});
