@@ -233,3 +233,70 @@ test('a retransmitted packet is the same packet (sequence, flags, payload), fram
   assert.ok(!send.ack(5).ok, 'acknowledging more than was sent is refused');
   assert.ok(encodeFrame(FrameType.Heartbeat, 0, 0, new Uint8Array(0)));
 });
+
+/** Frame types queued on a node's wires (the type byte is readable in sealed frames too). */
+const queuedTypes = (node: { out: Map<number, { queue: Uint8Array[] }> }): number[] =>
+  [...node.out.values()].flatMap((w) => w.queue.map((frame) => frame[5]!));
+
+test('an acknowledgement rides with the reply: one write each way per request, no ACK frame alone', () => {
+  const p = pair({ ackDelayMs: 5 });
+  p.a.endpoint.send('beta', bytesOf('request'));
+  p.drain();
+  assert.deepEqual(queuedTypes(p.a), [FrameType.Data]);
+  p.deliverOnly(p.wires(p.a)[0]!);
+  p.drain();
+  assert.equal(p.b.delivered.length, 1);
+  assert.deepEqual(queuedTypes(p.b), [], 'the ACK waits for something to ride with');
+  p.b.endpoint.send('alpha', bytesOf('reply'));
+  p.drain();
+  assert.deepEqual(queuedTypes(p.b), [FrameType.Ack, FrameType.Data], 'the ACK leaves with the reply, in the same batch of writes');
+  p.deliverOnly(p.wires(p.b)[0]!);
+  p.drain();
+  assert.equal(p.a.endpoint.stats('beta')!.unackedBytes, 0, 'the request is acknowledged');
+  assert.deepEqual(queuedTypes(p.a), [], 'the reply\'s ACK waits too');
+});
+
+test('with nothing to ride with, the acknowledgement goes alone after ackDelayMs', () => {
+  const p = pair({ ackDelayMs: 5 });
+  p.a.endpoint.send('beta', bytesOf('one-way'));
+  p.drain();
+  p.deliverOnly(p.wires(p.a)[0]!);
+  p.drain();
+  assert.deepEqual(queuedTypes(p.b), []);
+  p.b.endpoint.handle({ kind: 'tick' }, p.nowMs + 4);
+  p.drain();
+  assert.deepEqual(queuedTypes(p.b), [], 'not before the delay');
+  assert.equal(p.b.endpoint.nextDeadlineMs(), p.nowMs + 5, 'the delay is a deadline of the endpoint');
+  p.b.endpoint.handle({ kind: 'tick' }, p.nowMs + 5);
+  p.drain();
+  assert.deepEqual(queuedTypes(p.b), [FrameType.Ack]);
+});
+
+test('past half the receive window the acknowledgement goes at once', () => {
+  const p = pair({ ackDelayMs: 5, windowBytes: 64 * KiB, maxPacketBytes: 16 * KiB, maxMessageBytes: 64 * KiB });
+  p.a.endpoint.send('beta', pattern(40 * KiB, 1));
+  p.drain();
+  p.deliverOnly(p.wires(p.a)[0]!);
+  p.drain();
+  assert.equal(p.b.delivered.length, 1);
+  assert.deepEqual(queuedTypes(p.b), [FrameType.Ack]);
+});
+
+test('an acknowledgement sent on a connection that dies is repeated on a surviving one', () => {
+  const p = pair({ ackDelayMs: 0, streams: 2 });
+  p.advance(50);
+  assert.equal(p.wires(p.a).length, 2, 'two streams');
+  p.a.endpoint.send('beta', bytesOf('m'));
+  p.drain();
+  const carrying = p.wires(p.a).find((w) => w.queue.length > 0)!;
+  p.deliverOnly(carrying);
+  p.drain();
+  // beta acknowledged on the connection the data came by; that ACK is lost with it.
+  const back = p.wires(p.b).find((w) => w.toId === carrying.fromId)!;
+  assert.deepEqual(back.queue.map((f) => f[5]), [FrameType.Ack]);
+  p.cut(p.a, carrying.fromId);
+  p.drain();
+  assert.deepEqual(queuedTypes(p.b), [FrameType.Ack], 'repeated on the other stream');
+  p.run();
+  assert.equal(p.a.endpoint.stats('beta')!.unackedBytes, 0);
+});

@@ -13,7 +13,7 @@
 import { assert, assertNever } from '../lib/assert.js';
 import { invalidArgument, notFound } from '../errors.js';
 import {
-  encodeFrame, FrameDecoder, frameBytes, FrameType, LINK_PROTOCOL_VERSION, MAX_FRAME_PAYLOAD_BYTES, type Frame,
+  encodeFrame, FRAME_HEADER_BYTES, FrameDecoder, frameBytes, FrameType, LINK_PROTOCOL_VERSION, MAX_FRAME_PAYLOAD_BYTES, type Frame,
 } from './frame.js';
 import {
   computeProof, constantTimeEqual, decodeError, decodeHello, encodeError, encodeHello, INCARNATION_BYTES, isValidArrayName,
@@ -78,6 +78,8 @@ interface Peer {
   ackedToPeer: number;
   /** A delayed acknowledgement is owed by then. */
   ackDueMs: number | undefined;
+  /** Frame bytes received since the last acknowledgement (an ACK goes at once past half our window). */
+  unackedReceivedBytes: number;
   /** canSend() said no: tell the app when the window opens. */
   blocked: boolean;
   failures: number;
@@ -156,6 +158,7 @@ export class LinkEndpoint {
       receive: this.newReceiveSide(),
       ackedToPeer: 0,
       ackDueMs: undefined,
+      unackedReceivedBytes: 0,
       blocked: false,
       failures: 0,
       nextDialMs: nowMs,
@@ -388,11 +391,18 @@ export class LinkEndpoint {
     for (const peer of this.peers.values()) {
       this.maybeDial(peer);
       if (peer.ackDueMs !== undefined && now >= peer.ackDueMs) {
-        const conn = [...peer.conns].find((c) => c.phase === 'open');
+        const conn = this.freshestOpenConn(peer);
         if (conn) this.sendAck(conn, peer);
         else peer.ackDueMs = undefined;
       }
     }
+  }
+
+  /** The open connection the peer was last heard on: the likeliest to be alive. */
+  private freshestOpenConn(peer: Peer): Conn | undefined {
+    let best: Conn | undefined;
+    for (const c of peer.conns) if (c.phase === 'open' && (best === undefined || c.lastReceivedMs > best.lastReceivedMs)) best = c;
+    return best;
   }
 
   private maybeDial(peer: Peer): void {
@@ -424,7 +434,12 @@ export class LinkEndpoint {
       this.log('warn', 'link connection lost', { peer: peer.config.name, connId: conn.id, reason });
     }
     if (!conn.authFailed) peer.lastError = reason;
-    const stillOpen = [...peer.conns].some((c) => c.phase === 'open');
+    const survivor = this.freshestOpenConn(peer);
+    const stillOpen = survivor !== undefined;
+    // An acknowledgement sent on the lost connection may never arrive, and a window-blocked peer
+    // sends nothing that would make us acknowledge again (link seed 3124): say it once more on a
+    // connection that is still open (acknowledgements are cumulative, a repeat is harmless).
+    if (survivor && conn.phase === 'open' && peer.ackedToPeer > 0) this.sendFrame(survivor, FrameType.Ack, 0, peer.ackedToPeer, new Uint8Array(0));
     if (!stillOpen && peer.state === 'up') {
       this.setState(peer, 'down');
       this.emit({ kind: 'peer-down', peer: peer.config.name, reason });
@@ -611,6 +626,7 @@ export class LinkEndpoint {
       peer.receive = this.newReceiveSide();
       peer.ackedToPeer = 0;
       peer.ackDueMs = undefined;
+      peer.unackedReceivedBytes = 0;
       peer.peerIncarnation = hello.incarnation;
       this.emit({ kind: 'session-reset', peer: peer.config.name, undeliveredMessages: undelivered });
       if (peer.blocked) {
@@ -623,6 +639,7 @@ export class LinkEndpoint {
     conn.phase = 'resume';
     this.sendFrame(conn, FrameType.Resume, 0, peer.receive.receivedThrough, new Uint8Array(0));
     peer.ackedToPeer = Math.max(peer.ackedToPeer, peer.receive.receivedThrough);
+    peer.unackedReceivedBytes = 0;
   }
 
   private onResume(conn: Conn, frame: Frame): void {
@@ -661,6 +678,7 @@ export class LinkEndpoint {
     switch (frame.type) {
       case FrameType.Data: {
         peer.counters.packetsReceived++;
+        peer.unackedReceivedBytes += FRAME_HEADER_BYTES + frame.payload.length;
         const result = peer.receive.receive(frame);
         if (!result.ok) return this.violation(conn, LinkErrorCode.Protocol, result.reason);
         for (const message of result.delivered) {
@@ -688,16 +706,18 @@ export class LinkEndpoint {
   }
 
   /**
-   * After a batch of received bytes: acknowledge what was consumed — at once when many packets are
-   * unacknowledged (the sender's window must keep moving), else within ackDelayMs, so one ACK frame
-   * covers the packets of many request/response exchanges.
+   * After a batch of received bytes: acknowledge what was consumed. The acknowledgement rides with
+   * the next DATA frame to the peer (pumpOne: one write, and no wake-up of the peer for an ACK of its
+   * own) — a request's reply, usually — or goes alone after ackDelayMs. It goes at once when many
+   * packets or half our window are unacknowledged: the sender's window must keep moving.
    */
   private maybeAck(conn: Conn): void {
     const peer = conn.peer;
     if (!peer || conn.phase !== 'open') return;
     const through = peer.receive.receivedThrough;
     if (through <= peer.ackedToPeer) return;
-    if (through - peer.ackedToPeer >= ACK_EVERY_PACKETS || this.cfg.ackDelayMs === 0) this.sendAck(conn, peer);
+    if (through - peer.ackedToPeer >= ACK_EVERY_PACKETS || peer.unackedReceivedBytes * 2 >= this.cfg.windowBytes ||
+      this.cfg.ackDelayMs === 0) this.sendAck(conn, peer);
     else peer.ackDueMs ??= this.nowMs + this.cfg.ackDelayMs;
   }
 
@@ -706,6 +726,7 @@ export class LinkEndpoint {
     const through = peer.receive.receivedThrough;
     if (through <= peer.ackedToPeer) return;
     peer.ackedToPeer = through;
+    peer.unackedReceivedBytes = 0;
     this.sendFrame(conn, FrameType.Ack, 0, through, new Uint8Array(0));
   }
 
@@ -722,6 +743,7 @@ export class LinkEndpoint {
       assert(next !== undefined, 'hasWork() but no packet');
       peer.counters.packetsSent++;
       if (next.retransmit) peer.counters.retransmittedPackets++;
+      if (peer.ackDueMs !== undefined) this.sendAck(conn, peer);
       this.sendFrame(conn, FrameType.Data, next.packet.flags, next.packet.seq, next.packet.payload);
       this.pumpRotation = (this.pumpRotation + i + 1) % peers.length;
       return;

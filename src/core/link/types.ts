@@ -53,9 +53,7 @@ export const LINK_DEFAULTS = {
   backoffInitialMs: 100,
   backoffMaxMs: 10_000,
   handshakeTimeoutMs: 10_000,
-  // Off: delayed acknowledgements stalled link seed 3124 (a window-blocked sender never got the
-  // last ACK); immediate ones are what the 4,000 link seeds proved. Re-enable once understood.
-  ackDelayMs: 0,
+  ackDelayMs: 5,
   maxPendingInbound: 64,
   maxPendingInboundPerSource: 8,
 } as const;
