@@ -27,6 +27,7 @@ import { join } from 'node:path';
 import { NetnsPair } from '../test/helpers/netns.js';
 import { NetnsArray, collect, mustRunRoot, type PairJson, type PeerJson } from '../test/helpers/netns-arrays.js';
 import { runFio } from './lib/fio.js';
+import { run as runCommand } from './lib/processes.js';
 import { goal } from './lib/goals.js';
 
 const KiB = 1024;
@@ -224,6 +225,8 @@ async function throughput(b: Bench, args: AsyncBenchArgs): Promise<void> {
       // capture alone, without the CPU the two daemons and the shaper spend shipping on this box).
       if (run === 'cut') await b.pair.partition();
       const sampler = volume === 'apair' ? new Sampler(b.east, b.west, volume, 200) : undefined;
+      // No dirty pages from the run before (as in bench/nbd): its write-back would throttle this one.
+      await runCommand('sync', []);
       const r = await runFio(east.uri(volume), job);
       iops[run].push(r.iops);
       let extra = '';

@@ -15,7 +15,7 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runFio, type FioJob, type FioResult } from './lib/fio.js';
-import { arrayApi, freePort, startProcess, stopProcess, tidemarkBin, waitForPort } from './lib/processes.js';
+import { arrayApi, freePort, run, startProcess, stopProcess, tidemarkBin, waitForPort } from './lib/processes.js';
 import { startQemuExport } from './lib/qemu-mirror.js';
 import { goal } from './lib/goals.js';
 
@@ -152,6 +152,9 @@ export async function benchReplication(args: { seconds: number; sizeBytes: numbe
     for (const [index, job] of [qd1, qd32].entries()) {
       for (let i = 0; i < subjects.length; i++) {
         const subject = subjects[(i + index) % subjects.length]!;
+        // Each run starts with no dirty pages, as in bench/nbd: the write-back of the runs before
+        // (a gigabyte a subject) otherwise throttles this one (QD32 swung 7–18K IOPS without it).
+        await run('sync', []);
         const result = await runFio(running.get(subject.name)!.nbdUri, job);
         results.get(subject.name)![job === qd1 ? 'qd1' : 'qd32'] = result;
       }
