@@ -4,7 +4,7 @@
 // [--lag-rate BYTES_PER_S] [--lag-seconds N] [--parts LIST]; its --size defaults to 64 MiB and
 // --seconds to 8; --parts runs only some of its three parts (e.g. `--parts 1` or `--parts 1,3`).
 // write-path takes [--size BYTES] (default 64 MiB) and [--writes N] (default 20000). clone's --size
-// defaults to 4 GiB. TIDEMARK_BENCH_PROFILE=DIR profiles every tidemark daemon a bench starts (node --cpu-prof).
+// defaults to 4 GiB. TIDEMARK_BENCH_PROFILE=DIR profiles every tidemark daemon a bench starts (node --cpu-prof), in network namespaces too.
 import { benchNbd } from './nbd.js';
 import { benchClone } from './clone.js';
 import { benchReplication } from './replication.js';

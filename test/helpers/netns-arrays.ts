@@ -131,9 +131,14 @@ export class NetnsArray {
   static async start(pair: NetnsPair, end: NetnsEnd, name: string, dir: string, extraArgs: readonly string[] = []): Promise<NetnsArray> {
     const dataDir = join(dir, name);
     const socketPath = join(dir, `${name}.sock`);
-    const child = pair.spawnIn(end, tidemarkBin, ['array', 'start', '--data', dataDir, '--name', name,
+    const daemonArgs = ['array', 'start', '--data', dataDir, '--name', name,
       '--api', `127.0.0.1:${NS_API_PORT}`, '--nbd', `127.0.0.1:${NS_NBD_PORT}`, '--nbd-socket', socketPath,
-      '--link', `${end.address}:${NS_LINK_PORT}`, ...extraArgs], { stdio: ['ignore', 'pipe', 'pipe'] });
+      '--link', `${end.address}:${NS_LINK_PORT}`, ...extraArgs];
+    // TIDEMARK_BENCH_PROFILE=DIR (benches): the daemon runs under node --cpu-prof, its profile written at stop().
+    const profileDir = process.env.TIDEMARK_BENCH_PROFILE;
+    const child = profileDir
+      ? pair.spawnIn(end, process.execPath, ['--cpu-prof', `--cpu-prof-dir=${profileDir}`, tidemarkBin, ...daemonArgs], { stdio: ['ignore', 'pipe', 'pipe'] })
+      : pair.spawnIn(end, tidemarkBin, daemonArgs, { stdio: ['ignore', 'pipe', 'pipe'] });
     const array = new NetnsArray(name, pair, end, dataDir, socketPath, child);
     child.stderr!.on('data', (d: Buffer) => { array.output += d.toString(); });
     await new Promise<void>((resolve, reject) => {
