@@ -157,7 +157,9 @@ async function runSeed(seed: number): Promise<void> {
     }
   } finally {
     await service.close().catch(() => undefined);
-    await rm(dir, { recursive: true, force: true });
+    // The arrays abandoned at simulated crashes may still finish a metadata write (a new temporary
+    // file) while the directory is removed: retry the removal rather than fail on ENOTEMPTY.
+    await rm(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 50 });
   }
 }
 
