@@ -4,6 +4,7 @@ import { createServer, connect } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
 import { readFile } from 'node:fs/promises';
+import { underCpuProfile } from '../../test/helpers/cpu-profile.js';
 
 export const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 export const tidemarkBin = join(repoRoot, 'bin', 'tidemark');
@@ -33,14 +34,9 @@ export async function waitForPort(port: number, timeoutMs = 15_000): Promise<voi
   }
 }
 
-/**
- * TIDEMARK_BENCH_PROFILE=DIR: every tidemark daemon a bench starts runs under `node --cpu-prof`,
- * writing its profile into DIR when it stops (NODE_OPTIONS may not carry --cpu-prof).
- */
+/** Daemons (`tidemark array ...`) run profiled under TIDEMARK_BENCH_PROFILE; other commands as given. */
 function profiled(command: string, args: string[]): [string, string[]] {
-  const dir = process.env.TIDEMARK_BENCH_PROFILE;
-  if (!dir || command !== tidemarkBin || args[0] !== 'array') return [command, args];
-  return [process.execPath, ['--cpu-prof', `--cpu-prof-dir=${dir}`, command, ...args]];
+  return command === tidemarkBin && args[0] === 'array' ? underCpuProfile(command, args) : [command, args];
 }
 
 export function startProcess(command: string, args: string[], name: string): ChildProcess {

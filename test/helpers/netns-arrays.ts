@@ -22,6 +22,7 @@ import { createInterface } from 'node:readline';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { NetnsEnd, NetnsPair } from './netns.js';
+import { underCpuProfile } from './cpu-profile.js';
 
 /** The repository root, from dist/test/helpers. */
 const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
@@ -134,11 +135,8 @@ export class NetnsArray {
     const daemonArgs = ['array', 'start', '--data', dataDir, '--name', name,
       '--api', `127.0.0.1:${NS_API_PORT}`, '--nbd', `127.0.0.1:${NS_NBD_PORT}`, '--nbd-socket', socketPath,
       '--link', `${end.address}:${NS_LINK_PORT}`, ...extraArgs];
-    // TIDEMARK_BENCH_PROFILE=DIR (benches): the daemon runs under node --cpu-prof, its profile written at stop().
-    const profileDir = process.env.TIDEMARK_BENCH_PROFILE;
-    const child = profileDir
-      ? pair.spawnIn(end, process.execPath, ['--cpu-prof', `--cpu-prof-dir=${profileDir}`, tidemarkBin, ...daemonArgs], { stdio: ['ignore', 'pipe', 'pipe'] })
-      : pair.spawnIn(end, tidemarkBin, daemonArgs, { stdio: ['ignore', 'pipe', 'pipe'] });
+    // Profiled under TIDEMARK_BENCH_PROFILE (benches); the profile is written at stop().
+    const child = pair.spawnIn(end, ...underCpuProfile(tidemarkBin, daemonArgs), { stdio: ['ignore', 'pipe', 'pipe'] });
     const array = new NetnsArray(name, pair, end, dataDir, socketPath, child);
     child.stderr!.on('data', (d: Buffer) => { array.output += d.toString(); });
     await new Promise<void>((resolve, reject) => {
