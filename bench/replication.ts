@@ -2,7 +2,10 @@
 // in one run, against every subject: a plain qemu-storage-daemon export (baseline), the same export
 // with QEMU's active mirror (blockdev-mirror sync=full copy-mode=write-blocking to a qemu-nbd target
 // on loopback), and an unpaired tidemark volume. Prints a table, then for every subject that names a
-// baseline: added mean latency at 4 KiB QD1 and the IOPS ratio at 4 KiB QD32.
+// baseline: added mean latency at 4 KiB QD1 and the IOPS ratio at 4 KiB QD32; tidemark's daemons'
+// CPU µs per write at QD32 (/proc); and the sync pair's QD32 with the cores split (taskset: R1 and fio
+// on CPU 0, R2 alone on CPU 1) against the unpaired array with fio on CPU 0 — whether two cores shared
+// by fio and two daemons, rather than forwarding itself, set the pair's limit.
 //
 // EXTENSION POINT — the tidemark sync pair: append a ReplicationSubject to the array passed to
 // benchReplication (or to defaultReplicationSubjects below), e.g.
@@ -14,7 +17,8 @@
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { runFio, type FioJob, type FioResult } from './lib/fio.js';
+import { FIO_RAMP_SECONDS, runFio, type FioJob, type FioResult } from './lib/fio.js';
+import { allCpus, cpuMeter, pin, pinningUnavailable, type MeasuredProcess } from './lib/cores.js';
 import { arrayApi, freePort, run, startProcess, stopProcess, tidemarkBin, waitForPort } from './lib/processes.js';
 import { startQemuExport } from './lib/qemu-mirror.js';
 import { goal } from './lib/goals.js';
@@ -32,6 +36,8 @@ export interface RunningSubject {
   readonly nbdUri: string;
   /** One line shown under the table (e.g. the mirror job state), optional. */
   readonly note?: string;
+  /** tidemark's daemons, by role: their CPU per write is printed, and the pinned runs place them. */
+  readonly processes?: readonly MeasuredProcess[];
   stop(): Promise<void>;
 }
 
@@ -72,7 +78,7 @@ export const tidemarkSubject: ReplicationSubject = {
       await stopProcess(daemon);
       throw e;
     }
-    return { nbdUri: `nbd://127.0.0.1:${nbdPort}/bench`, stop: () => stopProcess(daemon) };
+    return { nbdUri: `nbd://127.0.0.1:${nbdPort}/bench`, processes: [{ role: 'array', pid: daemon.pid! }], stop: () => stopProcess(daemon) };
   },
 };
 
@@ -116,6 +122,7 @@ export const tidemarkSyncSubject: ReplicationSubject = {
       return {
         nbdUri: `nbd://127.0.0.1:${eastNbd}/bench`,
         note: 'tidemark-sync: R1 and R2 are two daemons on loopback, sync pair synchronized before measuring',
+        processes: [{ role: 'R1', pid: daemons[0]!.pid! }, { role: 'R2', pid: daemons[1]!.pid! }],
         stop: async () => { for (const d of daemons) await stopProcess(d); },
       };
     } catch (e) {
@@ -147,6 +154,7 @@ export async function benchReplication(args: { seconds: number; sizeBytes: numbe
       running.set(subject.name, await subject.start({ dir: subjectDir, sizeBytes: args.sizeBytes }));
     }
     const results = new Map<string, { qd1: FioResult; qd32: FioResult }>();
+    const cpuPerWrite = new Map<string, string>();
     for (const s of subjects) results.set(s.name, { qd1: undefined!, qd32: undefined! });
     // Same jobs for every subject; the order rotates between jobs so no subject always goes first.
     for (const [index, job] of [qd1, qd32].entries()) {
@@ -155,8 +163,11 @@ export async function benchReplication(args: { seconds: number; sizeBytes: numbe
         // Each run starts with no dirty pages, as in bench/nbd: the write-back of the runs before
         // (a gigabyte a subject) otherwise throttles this one (QD32 swung 7–18K IOPS without it).
         await run('sync', []);
+        const processes = running.get(subject.name)!.processes ?? [];
+        const meter = await cpuMeter(processes);
         const result = await runFio(running.get(subject.name)!.nbdUri, job);
         results.get(subject.name)![job === qd1 ? 'qd1' : 'qd32'] = result;
+        if (job === qd32 && processes.length > 0) cpuPerWrite.set(subject.name, await meter.perOperation(result.iops * (job.runtimeSeconds + FIO_RAMP_SECONDS)));
       }
     }
 
@@ -175,6 +186,7 @@ export async function benchReplication(args: { seconds: number; sizeBytes: numbe
         `(${r.qd1.meanLatencyUs.toFixed(1)} vs ${b.qd1.meanLatencyUs.toFixed(1)} µs, ${(r.qd1.meanLatencyUs / b.qd1.meanLatencyUs).toFixed(2)}x); ` +
         `QD32 IOPS ratio ${(r.qd32.iops / b.qd32.iops).toFixed(2)}x (${r.qd32.iops.toFixed(0)} vs ${b.qd32.iops.toFixed(0)})`);
     }
+    for (const [name, line] of cpuPerWrite) console.log(`${name}: CPU µs per write at QD32 (user + system, all threads): ${line}`);
     // The goals (issue "Performance"), when the run had the subjects they compare.
     const added = (name: string): number | undefined => {
       const s = subjects.find((x) => x.name === name);
@@ -189,6 +201,11 @@ export async function benchReplication(args: { seconds: number; sizeBytes: numbe
     if (names.has(tidemarkSyncSubject.name) && names.has(tidemarkSubject.name)) {
       goal('sync pair QD32 IOPS vs unpaired', results.get(tidemarkSyncSubject.name)!.qd32.iops / results.get(tidemarkSubject.name)!.qd32.iops, 'atLeast', 0.5);
     }
+    const plain = running.get(tidemarkSubject.name);
+    const pair = running.get(tidemarkSyncSubject.name);
+    if (plain && pair) {
+      await coresSplit(plain, pair, qd32, results.get(tidemarkSyncSubject.name)!.qd32.iops / results.get(tidemarkSubject.name)!.qd32.iops);
+    }
     for (const s of subjects) {
       const note = running.get(s.name)!.note;
       if (note) console.log(note);
@@ -197,4 +214,44 @@ export async function benchReplication(args: { seconds: number; sizeBytes: numbe
     for (const r of running.values()) await r.stop().catch((e: Error) => console.error(`stop failed: ${e.message}`));
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * The sync pair's QD32 with the cores split: the unpaired array and fio share CPU 0; the pair's R1
+ * and fio share CPU 0 while R2 has CPU 1 to itself. Each R1 then has what the unpaired array has,
+ * so the ratio shows what forwarding costs R1, apart from the CPU R2 takes from the others when
+ * three processes share two cores (the unpinned run above).
+ */
+async function coresSplit(plain: RunningSubject, pair: RunningSubject, job: FioJob, unpinnedRatio: number): Promise<void> {
+  const unavailable = await pinningUnavailable();
+  if (unavailable !== undefined) {
+    console.log(`cores split: not run (${unavailable})`);
+    return;
+  }
+  const [array] = plain.processes!;
+  const [r1, r2] = pair.processes!;
+  const iops = { plain: [] as number[], pair: [] as number[] };
+  const lines: string[] = [];
+  try {
+    await pin(array!.pid, '0');
+    await pin(r1!.pid, '0');
+    await pin(r2!.pid, '1');
+    for (let round = 1; round <= 2; round++) {
+      for (const [key, subject] of [['plain', plain], ['pair', pair]] as const) {
+        await run('sync', []);
+        const meter = await cpuMeter(subject.processes!);
+        const r = await runFio(subject.nbdUri, job, { cpus: '0' });
+        iops[key].push(r.iops);
+        lines.push(`   round ${round} ${key === 'plain' ? 'unpaired (array + fio on CPU 0)          ' : 'sync pair (R1 + fio on CPU 0, R2 on CPU 1)'}: ` +
+          `${r.iops.toFixed(0)} IOPS; CPU µs per write: ${await meter.perOperation(r.iops * (job.runtimeSeconds + FIO_RAMP_SECONDS))}`);
+      }
+    }
+  } finally {
+    for (const p of [array!, r1!, r2!]) await pin(p.pid, allCpus()).catch(() => undefined);
+  }
+  const mean = (xs: number[]): number => xs.reduce((a, x) => a + x, 0) / xs.length;
+  console.log(`cores split (taskset), 4 KiB QD32: does sharing two cores among fio and two daemons set the sync pair's limit?`);
+  for (const line of lines) console.log(line);
+  console.log(`   ratio sync pair ÷ unpaired with R2 on a core of its own = ${(mean(iops.pair) / mean(iops.plain)).toFixed(2)}x ` +
+    `(unpinned, all three sharing both cores: ${unpinnedRatio.toFixed(2)}x)`);
 }

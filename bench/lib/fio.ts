@@ -26,12 +26,17 @@ interface FioSide {
   clat_ns: { mean: number; percentile?: Record<string, number> };
 }
 
-export async function runFio(uri: string, job: FioJob): Promise<FioResult> {
-  const output = await run('fio', [
+/** fio's warm-up before it measures (--ramp_time). */
+export const FIO_RAMP_SECONDS = 2;
+
+/** `cpus`: run fio pinned to these CPUs (taskset syntax). */
+export async function runFio(uri: string, job: FioJob, options: { readonly cpus?: string } = {}): Promise<FioResult> {
+  const fio = [
     `--name=${job.name}`, '--ioengine=nbd', `--uri=${uri}`, `--rw=${job.rw}`, `--bs=${job.blockSize}`,
     `--iodepth=${job.iodepth}`, `--size=${job.sizeBytes}`, '--time_based', `--runtime=${job.runtimeSeconds}`,
-    '--ramp_time=2', '--output-format=json', '--randrepeat=1', '--norandommap',
-  ]);
+    `--ramp_time=${FIO_RAMP_SECONDS}`, '--output-format=json', '--randrepeat=1', '--norandommap',
+  ];
+  const output = options.cpus === undefined ? await run('fio', fio) : await run('taskset', ['--cpu-list', options.cpus, 'fio', ...fio]);
   const parsed = JSON.parse(output.slice(output.indexOf('{'))) as FioJson;
   const job0 = parsed.jobs[0]!;
   const side = job.rw.includes('write') ? job0.write : job0.read;

@@ -116,6 +116,11 @@ export class NetnsPair {
     private readonly emulator?: LinkEmulator,
   ) {}
 
+  /** The userspace link shaper's process (the TUN backend), which benches place on a core; undefined with netem. */
+  get shaperPid(): number | undefined {
+    return this.emulator?.pid;
+  }
+
   /**
    * Whether this machine can build a pair, probed for real once per process: root, `ip netns`,
    * veth, then `tc ... netem` in a scratch namespace; failing netem, TUN + python3.
@@ -390,6 +395,10 @@ class LinkEmulator {
     const line = await emulator.nextLine().catch((e: Error) => { throw new Error(`${e.message}: ${stderr}`); });
     if (line !== 'ready') throw new Error(`link emulator did not start: ${line} ${stderr}`);
     return emulator;
+  }
+
+  get pid(): number {
+    return this.child.pid!;
   }
 
   async configure(shape: LinkShape): Promise<void> {
