@@ -3,9 +3,9 @@
 // with QEMU's active mirror (blockdev-mirror sync=full copy-mode=write-blocking to a qemu-nbd target
 // on loopback), and an unpaired tidemark volume. Prints a table, then for every subject that names a
 // baseline: added mean latency at 4 KiB QD1 and the IOPS ratio at 4 KiB QD32; tidemark's daemons'
-// CPU µs per write at QD32 (/proc); and the sync pair's QD32 with the cores split (taskset: R1 and fio
-// on CPU 0, R2 alone on CPU 1) against the unpaired array with fio on CPU 0 — whether two cores shared
-// by fio and two daemons, rather than forwarding itself, set the pair's limit.
+// CPU µs per write at QD32 (/proc); and the sync pair's QD32 with the cores split by taskset, R2 alone
+// on a core, then R1 alone on a core (see coresSplit) — what two cores shared by fio and two daemons
+// cost the pair, and what forwarding costs R1 itself.
 //
 // EXTENSION POINT — the tidemark sync pair: append a ReplicationSubject to the array passed to
 // benchReplication (or to defaultReplicationSubjects below), e.g.
@@ -217,10 +217,11 @@ export async function benchReplication(args: { seconds: number; sizeBytes: numbe
 }
 
 /**
- * The sync pair's QD32 with the cores split: the unpaired array and fio share CPU 0; the pair's R1
- * and fio share CPU 0 while R2 has CPU 1 to itself. Each R1 then has what the unpaired array has,
- * so the ratio shows what forwarding costs R1, apart from the CPU R2 takes from the others when
- * three processes share two cores (the unpinned run above).
+ * The sync pair's QD32 with the cores split, two ways, each against the unpaired array placed as R1:
+ *  - R2 alone on CPU 1, R1 and fio on CPU 0 (the unpaired array and fio on CPU 0): as if R2 were
+ *    another machine — does the CPU R2 takes from the others set the pair's limit?
+ *  - R1 alone on CPU 1, fio and R2 on CPU 0 (the unpaired array alone on CPU 1): R1's own cost per
+ *    forwarded write, which fio sharing its core would otherwise dilute.
  */
 async function coresSplit(plain: RunningSubject, pair: RunningSubject, job: FioJob, unpinnedRatio: number): Promise<void> {
   const unavailable = await pinningUnavailable();
@@ -230,28 +231,35 @@ async function coresSplit(plain: RunningSubject, pair: RunningSubject, job: FioJ
   }
   const [array] = plain.processes!;
   const [r1, r2] = pair.processes!;
-  const iops = { plain: [] as number[], pair: [] as number[] };
-  const lines: string[] = [];
+  const mean = (xs: number[]): number => xs.reduce((a, x) => a + x, 0) / xs.length;
+  console.log('cores split (taskset), 4 KiB QD32: what sharing two cores among fio and two daemons costs the sync pair');
+  const splits = [
+    { name: 'R2 alone on CPU 1', r1Cpu: '0', r2Cpu: '1', fioCpu: '0' },
+    { name: 'R1 alone on CPU 1', r1Cpu: '1', r2Cpu: '0', fioCpu: '0' },
+  ];
   try {
-    await pin(array!.pid, '0');
-    await pin(r1!.pid, '0');
-    await pin(r2!.pid, '1');
-    for (let round = 1; round <= 2; round++) {
-      for (const [key, subject] of [['plain', plain], ['pair', pair]] as const) {
-        await run('sync', []);
-        const meter = await cpuMeter(subject.processes!);
-        const r = await runFio(subject.nbdUri, job, { cpus: '0' });
-        iops[key].push(r.iops);
-        lines.push(`   round ${round} ${key === 'plain' ? 'unpaired (array + fio on CPU 0)          ' : 'sync pair (R1 + fio on CPU 0, R2 on CPU 1)'}: ` +
-          `${r.iops.toFixed(0)} IOPS; CPU µs per write: ${await meter.perOperation(r.iops * (job.runtimeSeconds + FIO_RAMP_SECONDS))}`);
+    for (const split of splits) {
+      await pin(array!.pid, split.r1Cpu);
+      await pin(r1!.pid, split.r1Cpu);
+      await pin(r2!.pid, split.r2Cpu);
+      const iops = { plain: [] as number[], pair: [] as number[] };
+      for (let round = 1; round <= 2; round++) {
+        for (const [key, subject] of [['plain', plain], ['pair', pair]] as const) {
+          await run('sync', []);
+          const meter = await cpuMeter(subject.processes!);
+          const r = await runFio(subject.nbdUri, job, { cpus: split.fioCpu });
+          iops[key].push(r.iops);
+          const where = key === 'plain'
+            ? `unpaired (array on CPU ${split.r1Cpu}, fio on CPU ${split.fioCpu})`
+            : `sync pair (R1 on CPU ${split.r1Cpu}, R2 on CPU ${split.r2Cpu}, fio on CPU ${split.fioCpu})`;
+          console.log(`   ${split.name}, round ${round}, ${where}: ${r.iops.toFixed(0)} IOPS; ` +
+            `CPU µs per write: ${await meter.perOperation(r.iops * (job.runtimeSeconds + FIO_RAMP_SECONDS))}`);
+        }
       }
+      console.log(`   ${split.name}: ratio sync pair ÷ unpaired = ${(mean(iops.pair) / mean(iops.plain)).toFixed(2)}x ` +
+        `(unpinned, all three sharing both cores: ${unpinnedRatio.toFixed(2)}x)`);
     }
   } finally {
     for (const p of [array!, r1!, r2!]) await pin(p.pid, allCpus()).catch(() => undefined);
   }
-  const mean = (xs: number[]): number => xs.reduce((a, x) => a + x, 0) / xs.length;
-  console.log(`cores split (taskset), 4 KiB QD32: does sharing two cores among fio and two daemons set the sync pair's limit?`);
-  for (const line of lines) console.log(line);
-  console.log(`   ratio sync pair ÷ unpaired with R2 on a core of its own = ${(mean(iops.pair) / mean(iops.plain)).toFixed(2)}x ` +
-    `(unpinned, all three sharing both cores: ${unpinnedRatio.toFixed(2)}x)`);
 }
