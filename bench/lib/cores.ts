@@ -12,12 +12,15 @@ export interface MeasuredProcess {
   readonly pid: number;
 }
 
-let clockTicks: number | undefined;
+let clockTicks: Promise<number> | undefined;
 
-/** Clock ticks per second, the unit of /proc/PID/stat's CPU times. */
-async function ticksPerSecond(): Promise<number> {
-  clockTicks ??= Number((await run('getconf', ['CLK_TCK'])).trim());
-  if (!Number.isFinite(clockTicks) || clockTicks <= 0) throw new Error(`getconf CLK_TCK gave ${clockTicks}`);
+/** Clock ticks per second, the unit of /proc/PID/stat's CPU times (asked once, however many callers at once). */
+function ticksPerSecond(): Promise<number> {
+  clockTicks ??= run('getconf', ['CLK_TCK']).then((out) => {
+    const ticks = Number(out.trim());
+    if (!Number.isFinite(ticks) || ticks <= 0) throw new Error(`getconf CLK_TCK gave ${JSON.stringify(out)}`);
+    return ticks;
+  });
   return clockTicks;
 }
 
