@@ -30,8 +30,7 @@ import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { NetnsPair } from '../test/helpers/netns.js';
 import { NetnsArray, collect, mustRunRoot, type PairJson, type PeerJson } from '../test/helpers/netns-arrays.js';
-import { FIO_RAMP_SECONDS, runFio } from './lib/fio.js';
-import { allCpus, cpuMeter, pin, pinningUnavailable, type MeasuredProcess } from './lib/cores.js';
+import { allCpus, pin, pinningUnavailable, runFioWithCpu, type MeasuredProcess } from './lib/cores.js';
 import { run as runCommand } from './lib/processes.js';
 import { goal } from './lib/goals.js';
 
@@ -233,9 +232,7 @@ async function throughput(b: Bench, args: AsyncBenchArgs): Promise<void> {
     const sampler = volume === 'apair' ? new Sampler(b.east, b.west, volume, 200) : undefined;
     // No dirty pages from the run before (as in bench/nbd): its write-back would throttle this one.
     await runCommand('sync', []);
-    const meter = await cpuMeter(processes);
-    const r = await runFio(east.uri(volume), job, cpus === undefined ? {} : { cpus });
-    const cpu = await meter.perOperation(r.iops * (job.runtimeSeconds + FIO_RAMP_SECONDS));
+    const r = await runFioWithCpu(east.uri(volume), job, processes, cpus);
     let extra = '';
     if (sampler) {
       const samples = await sampler.stop();
@@ -257,7 +254,7 @@ async function throughput(b: Bench, args: AsyncBenchArgs): Promise<void> {
     return {
       iops: r.iops,
       line: `${label[run]}: ${r.iops.toFixed(0)} IOPS, ${mb(r.bandwidthBytesPerSecond)} MB/s, ` +
-        `mean ${r.meanLatencyUs.toFixed(0)} µs, p99 ${r.p99LatencyUs.toFixed(0)} µs; CPU µs per write: ${cpu}${extra}`,
+        `mean ${r.meanLatencyUs.toFixed(0)} µs, p99 ${r.p99LatencyUs.toFixed(0)} µs; CPU µs per write: ${r.cpu}${extra}`,
     };
   };
   const iops: Record<Run, number[]> = { plain: [], apair: [], cut: [] };

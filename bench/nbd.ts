@@ -6,10 +6,10 @@
 import { mkdtemp, rm, open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { FIO_RAMP_SECONDS, runFio, type FioJob, type FioResult } from './lib/fio.js';
+import type { FioJob, FioResult } from './lib/fio.js';
 import { arrayApi, freePort, run, startProcess, stopProcess, tidemarkBin, waitForPort } from './lib/processes.js';
 import { goal } from './lib/goals.js';
-import { allCpus, cpuMeter, pin, pinningUnavailable } from './lib/cores.js';
+import { allCpus, pin, pinningUnavailable, runFioWithCpu } from './lib/cores.js';
 
 const GiB = 1024 * 1024 * 1024;
 
@@ -56,9 +56,7 @@ export async function benchNbd(args: { seconds: number; sizeBytes: number }): Pr
         // kernel's write-back of one run's data throttles the next run's writes (seen as 10× swings).
         const measure = async (name: 'tidemark' | 'nbdkit'): Promise<Measured> => {
           await run('sync', []);
-          const meter = await cpuMeter([{ role: name, pid: servers[name].pid }]);
-          const result = await runFio(servers[name].uri, job, fioCpus === undefined ? {} : { cpus: fioCpus });
-          return { ...result, cpu: await meter.perOperation(result.iops * (job.runtimeSeconds + FIO_RAMP_SECONDS)) };
+          return runFioWithCpu(servers[name].uri, job, [{ role: name, pid: servers[name].pid }], fioCpus);
         };
         const first = index % 2 === 0 ? 'tidemark' : 'nbdkit';
         const a = await measure(first);

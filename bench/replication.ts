@@ -17,8 +17,8 @@
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { FIO_RAMP_SECONDS, runFio, type FioJob, type FioResult } from './lib/fio.js';
-import { allCpus, cpuMeter, pin, pinningUnavailable, type MeasuredProcess } from './lib/cores.js';
+import type { FioJob, FioResult } from './lib/fio.js';
+import { allCpus, pin, pinningUnavailable, runFioWithCpu, type MeasuredProcess } from './lib/cores.js';
 import { arrayApi, freePort, run, startProcess, stopProcess, tidemarkBin, waitForPort } from './lib/processes.js';
 import { startQemuExport } from './lib/qemu-mirror.js';
 import { goal } from './lib/goals.js';
@@ -164,10 +164,9 @@ export async function benchReplication(args: { seconds: number; sizeBytes: numbe
         // (a gigabyte a subject) otherwise throttles this one (QD32 swung 7–18K IOPS without it).
         await run('sync', []);
         const processes = running.get(subject.name)!.processes ?? [];
-        const meter = await cpuMeter(processes);
-        const result = await runFio(running.get(subject.name)!.nbdUri, job);
+        const result = await runFioWithCpu(running.get(subject.name)!.nbdUri, job, processes);
         results.get(subject.name)![job === qd1 ? 'qd1' : 'qd32'] = result;
-        if (job === qd32 && processes.length > 0) cpuPerWrite.set(subject.name, await meter.perOperation(result.iops * (job.runtimeSeconds + FIO_RAMP_SECONDS)));
+        if (job === qd32 && processes.length > 0) cpuPerWrite.set(subject.name, result.cpu);
       }
     }
 
@@ -246,14 +245,13 @@ async function coresSplit(plain: RunningSubject, pair: RunningSubject, job: FioJ
       for (let round = 1; round <= 2; round++) {
         for (const [key, subject] of [['plain', plain], ['pair', pair]] as const) {
           await run('sync', []);
-          const meter = await cpuMeter(subject.processes!);
-          const r = await runFio(subject.nbdUri, job, { cpus: split.fioCpu });
+          const r = await runFioWithCpu(subject.nbdUri, job, subject.processes!, split.fioCpu);
           iops[key].push(r.iops);
           const where = key === 'plain'
             ? `unpaired (array on CPU ${split.r1Cpu}, fio on CPU ${split.fioCpu})`
             : `sync pair (R1 on CPU ${split.r1Cpu}, R2 on CPU ${split.r2Cpu}, fio on CPU ${split.fioCpu})`;
           console.log(`   ${split.name}, round ${round}, ${where}: ${r.iops.toFixed(0)} IOPS; ` +
-            `CPU µs per write: ${await meter.perOperation(r.iops * (job.runtimeSeconds + FIO_RAMP_SECONDS))}`);
+            `CPU µs per write: ${r.cpu}`);
         }
       }
       console.log(`   ${split.name}: ratio sync pair ÷ unpaired = ${(mean(iops.pair) / mean(iops.plain)).toFixed(2)}x ` +

@@ -5,6 +5,7 @@
 import { cpus } from 'node:os';
 import { readFile } from 'node:fs/promises';
 import { run } from './processes.js';
+import { FIO_RAMP_SECONDS, runFio, type FioJob, type FioResult } from './fio.js';
 
 /** A process a bench measures, named by its role (R1, R2, array, link shaper). */
 export interface MeasuredProcess {
@@ -33,7 +34,7 @@ async function cpuSeconds(pid: number): Promise<number> {
 }
 
 /** Starts counting the CPU of `processes`; `perOperation(n)` gives each one's µs per operation since. */
-export async function cpuMeter(processes: readonly MeasuredProcess[]): Promise<{ perOperation(operations: number): Promise<string> }> {
+async function cpuMeter(processes: readonly MeasuredProcess[]): Promise<{ perOperation(operations: number): Promise<string> }> {
   const before = await Promise.all(processes.map((p) => cpuSeconds(p.pid)));
   return {
     async perOperation(operations: number): Promise<string> {
@@ -41,6 +42,17 @@ export async function cpuMeter(processes: readonly MeasuredProcess[]): Promise<{
       return processes.map((p, i) => `${p.role} ${((after[i]! - before[i]!) * 1e6 / operations).toFixed(1)}`).join(', ');
     },
   };
+}
+
+/**
+ * One fio run (on `cpus` if given) with each process's CPU µs per operation over it. The meter sees
+ * the whole run, fio's ramp included, so the operations are the measured rate × that whole time.
+ */
+export async function runFioWithCpu(uri: string, job: FioJob, processes: readonly MeasuredProcess[], cpus?: string):
+  Promise<FioResult & { readonly cpu: string }> {
+  const meter = await cpuMeter(processes);
+  const result = await runFio(uri, job, cpus === undefined ? {} : { cpus });
+  return { ...result, cpu: await meter.perOperation(result.iops * (job.runtimeSeconds + FIO_RAMP_SECONDS)) };
 }
 
 /** Why pinned runs cannot happen here, or undefined when they can (two CPUs and taskset). */
