@@ -27,7 +27,11 @@ if (files.length === 0) {
   process.exit(1);
 }
 const concurrency = process.env.TIDEMARK_TEST_CONCURRENCY ?? '2';
+// Poisoned payloads: every NBD write buffer given back for reuse is overwritten, so a part of the
+// array that kept a host write's bytes past the write's completion fails the data checks
+// (src/adapters/nbd-server/payload-pool.ts).
+const env = { ...process.env, UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? '8', TIDEMARK_POISON_RELEASED_PAYLOADS: '1' };
 const result = spawnSync(process.execPath,
   ['--enable-source-maps', '--test', `--test-concurrency=${concurrency}`, ...files],
-  { stdio: 'inherit', env: { ...process.env, UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? '8' } });
+  { stdio: 'inherit', env });
 process.exit(result.status ?? 1);

@@ -101,3 +101,21 @@ test('ENOTSUP is only ever the answer to a FAST_ZERO request', () => {
   assert.equal(replyErrnoOf(unsupported, false), 5);
   assert.equal(replyErrnoOf(new TidemarkError(ErrorCode.VolumeWriteDisabled, 'no'), false), 1);
 });
+
+test('ByteQueue: a lent chunk is viewed only until its loan ends; takeKept copies out of it', () => {
+  const q = new ByteQueue();
+  const lent = new Uint8Array([1, 2, 3, 4, 5, 6, 7, 8]);
+  q.pushLent(lent);
+  const view = q.take(2);
+  assert.equal(view.buffer, lent.buffer, 'read at once: a view is fine');
+  const kept = q.takeKept(3);
+  assert.notEqual(kept.buffer, lent.buffer);
+  assert.throws(() => q.pushLent(new Uint8Array(1)), RangeError, 'one loan at a time');
+  q.endLoan();
+  lent.fill(0);
+  assert.deepEqual([...kept], [3, 4, 5]);
+  assert.deepEqual([...q.take(3)], [6, 7, 8], 'the unread rest was copied when the loan ended');
+  const owned = new Uint8Array([9, 9]);
+  q.push(owned);
+  assert.equal(q.takeKept(2).buffer, owned.buffer, 'an owned chunk is still viewed');
+});

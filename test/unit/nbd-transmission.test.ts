@@ -232,3 +232,65 @@ test('a bad request magic closes the connection', () => {
   assert.deepEqual(errnoOf(feed(c, concat(request(READ, 0n, 0, 512), garbage, request(READ, 2n, 0, 512)))), ['read', 'close']);
   assert.equal(c.ended, true);
 });
+
+test('reads into one reused buffer (receiveLent) or straight into the payload (payloadSpace): the same commands, nothing kept points into the buffer (seeded)', () => {
+  const prng = new Prng(20261204);
+  const big = new Uint8Array(300_000).map((_, i) => (i * 13 + 5) & 0xff);
+  const stream = concat(
+    request(WRITE, 1n, 0, 4096), payload(4096, 1), request(READ, 2n, 0, 512),
+    request(WRITE, 3n, 8192, big.length), big, request(FLUSH, 4n, 0, 0),
+    request(WRITE, 5n, 4096, 10), payload(10, 7), request(WRITE, 6n, 0, 70_000), big.subarray(0, 70_000),
+    request(WRITE, 7n, 4096, 4096), payload(4096, 9), request(DISC, 8n, 0, 0),
+  );
+  const expected = summary(feed(transmitting(), stream));
+  for (let round = 0; round < 20; round++) {
+    const c = transmitting({ allocatePayload: (n) => new Uint8Array(n).fill(0xee) });
+    const scratch = new Uint8Array(64 * 1024);
+    const actions: NbdAction[] = [];
+    let direct = 0;
+    for (let at = 0; at < stream.length;) {
+      const space = c.payloadSpace();
+      const into = space !== undefined && prng.int(0, 1) === 1 ? space : scratch;
+      const n = Math.min(stream.length - at, into.length, prng.int(1, 50_000));
+      into.set(stream.subarray(at, at + n));
+      at += n;
+      if (into === scratch) {
+        c.receiveLent(scratch.subarray(0, n));
+        actions.push(...drain(c));
+        c.endLoan();
+        scratch.fill(0xab); // the adapter's next read overwrites it
+      } else {
+        direct++;
+        c.payloadFilled(n);
+        actions.push(...drain(c));
+      }
+    }
+    assert.deepEqual(summary(actions), expected, `round ${round}`);
+    if (round === 0) assert.ok(direct > 0, 'some reads went straight into a payload');
+  }
+});
+
+test('payloadSpace: only while a payload is being gathered and nothing else is queued; payloadFilled checks its count', () => {
+  const c = transmitting();
+  assert.equal(c.payloadSpace(), undefined, 'waiting for a request header');
+  c.receive(concat(request(WRITE, 1n, 0, 100_000), payload(1000, 4)));
+  assert.equal(c.payloadSpace(), undefined, 'header not yet decoded');
+  assert.deepEqual(drain(c), []);
+  const space = c.payloadSpace()!;
+  assert.equal(space.length, 99_000);
+  assert.throws(() => c.payloadFilled(99_001), RangeError);
+  space.fill(4, 0, 500);
+  c.payloadFilled(500);
+  c.receive(payload(10, 4));
+  assert.equal(c.payloadSpace(), undefined, 'received bytes are queued: they come first');
+  assert.throws(() => c.payloadFilled(1), RangeError);
+  assert.deepEqual(drain(c), []);
+  const rest = c.payloadSpace()!;
+  assert.equal(rest.length, 98_490);
+  rest.fill(4);
+  c.payloadFilled(rest.length);
+  const [write] = drain(c);
+  assert.ok(write?.kind === 'command' && write.command.type === 'write');
+  assert.ok(write.command.data.every((b) => b === 4));
+  assert.equal(c.payloadSpace(), undefined);
+});

@@ -3,6 +3,7 @@ import { connect, createServer, type Server, type Socket } from 'node:net';
 import { lstat, unlink } from 'node:fs/promises';
 import { NbdSession, type SessionTls } from './nbd-session.js';
 import { ReplyBudget } from './reply-budget.js';
+import { PayloadPool } from './payload-pool.js';
 import type { ExportCatalog, NbdLogger } from './types.js';
 
 export type { ExportCatalog, NbdLogger, NbdVolume } from './types.js';
@@ -51,6 +52,7 @@ export async function startNbdServer(options: NbdServerOptions): Promise<NbdServ
   const sessions = new Set<NbdSession>();
   const limits = { handshakeTimeoutMs: options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS, idleTimeoutMs: options.idleTimeoutMs };
   const budget = new ReplyBudget(options.replyBufferCapBytes ?? DEFAULT_REPLY_BUFFER_CAP_BYTES);
+  const payloads = new PayloadPool();
   let nextId = 1;
   const accept = (socket: Socket): void => {
     const id = nextId++;
@@ -71,13 +73,14 @@ export async function startNbdServer(options: NbdServerOptions): Promise<NbdServ
     };
     options.onConnection?.(1);
     session = new NbdSession(socket, {
-      catalog: options.catalog, logger: options.logger, limits, tls: options.tls, budget, refusal, onClosed,
+      catalog: options.catalog, logger: options.logger, limits, tls: options.tls, budget, payloads, refusal, onClosed,
     }, id);
     sessions.add(session);
   };
   const newServer = (): Server => {
     // allowHalfOpen: a client that half-closes after DISC must still receive the outstanding replies.
-    const server = createServer({ allowHalfOpen: true, highWaterMark: SOCKET_HIGH_WATER_BYTES }, accept);
+    // pauseOnConnect: the session reads the connection into its own buffers (withOwnBufferReads).
+    const server = createServer({ allowHalfOpen: true, pauseOnConnect: true, highWaterMark: SOCKET_HIGH_WATER_BYTES }, accept);
     server.maxConnections = MAX_CONNECTIONS;
     return server;
   };

@@ -18,6 +18,8 @@ import {
   blockStatusReply, errorReply, fillReadPieceHeader, fillReadReplyHeader, readReplyHeaderBytes, successReply,
 } from '../../core/nbd/replies.js';
 import type { ReplyBudget } from './reply-budget.js';
+import type { PayloadPool } from './payload-pool.js';
+import { withOwnBufferReads } from '../net/own-buffer-reads.js';
 import type { ExportCatalog, NbdLogger, NbdVolume } from './types.js';
 
 /** Requests executing at once per connection (QEMU uses 16, nbdcopy 64, fio its iodepth). */
@@ -59,6 +61,7 @@ export interface SessionContext {
   readonly limits: SessionLimits;
   readonly tls?: SessionTls | undefined;
   readonly budget: ReplyBudget;
+  readonly payloads: PayloadPool;
   /** The server takes no new connections: options are answered ERR_SHUTDOWN with this message. */
   readonly refusal?: string | undefined;
   /** Called once, when the connection (plain or TLS) has closed. */
@@ -79,11 +82,13 @@ interface WriteStream {
 
 type Listener = (...args: never[]) => void;
 
+/** Reads not into a payload go here; the connection copies out what it keeps (the buffer is reused). */
+const READ_BUFFER_BYTES = 64 * 1024;
 /**
- * Large write payloads in uninitialised memory (the connection overwrites every byte): zero-filling
- * them cost 8 % of the event loop under 256 KiB writes. Small ones stay ordinary arrays.
+ * A payload with at least this much still to come is read into directly. Less is read into the
+ * read buffer with whatever follows it: one read then also brings the next requests.
  */
-const allocatePayload = (length: number): Uint8Array => (length >= 64 * 1024 ? Buffer.allocUnsafeSlow(length) : new Uint8Array(length));
+const DIRECT_READ_MIN_BYTES = 32 * 1024;
 
 export class NbdSession {
   private readonly machine: NbdConnection;
@@ -118,17 +123,24 @@ export class NbdSession {
   private readonly drainWaiters: Array<() => void> = [];
   private readonly reservations = new Set<Reservation>();
   private readonly streams = new Map<number, WriteStream>();
+  private readonly readBuffer = Buffer.allocUnsafeSlow(READ_BUFFER_BYTES);
   private readonly stopWaitingForBudget: () => void;
   private readonly catalog: ExportCatalog;
   private readonly logger: NbdLogger;
 
-  constructor(socket: Socket, private readonly ctx: SessionContext, readonly id: number) {
+  /** `accepted`: from a server made with pauseOnConnect. */
+  constructor(accepted: Socket, private readonly ctx: SessionContext, readonly id: number) {
     this.catalog = ctx.catalog;
     this.logger = ctx.logger;
-    this.socket = socket;
     this.machine = new NbdConnection(directoryOf(ctx.catalog), {
-      tls: ctx.tls?.mode ?? 'off', refusal: ctx.refusal, allocatePayload,
+      // Pooled payloads hold an earlier write's bytes until the connection has overwritten all of them.
+      tls: ctx.tls?.mode ?? 'off', refusal: ctx.refusal, allocatePayload: (length) => ctx.payloads.acquire(length),
     });
+    const socket = withOwnBufferReads(accepted, {
+      nextBuffer: () => this.nextReadBuffer(),
+      onRead: (count, buffer) => this.onRead(count, buffer),
+    }, true);
+    this.socket = socket;
     socket.setNoDelay(true);
     this.attach(socket);
     this.stopWaitingForBudget = ctx.budget.onRoom(() => this.pump());
@@ -147,6 +159,7 @@ export class NbdSession {
       socket.on(event, listener as (...args: unknown[]) => void);
       this.listeners.push([event, listener]);
     };
+    // Only a TLS socket emits 'data'; the plain one reads through nextReadBuffer / onRead.
     on('data', (chunk: Buffer) => {
       if (this.stopped) return;
       this.lastReceivedMs = Date.now();
@@ -168,6 +181,27 @@ export class NbdSession {
       this.pump();
     });
     on('close', () => this.onClose());
+  }
+
+  private nextReadBuffer(): Uint8Array {
+    const space = this.machine.payloadSpace();
+    return space !== undefined && space.length >= DIRECT_READ_MIN_BYTES ? space : this.readBuffer;
+  }
+
+  private onRead(count: number, buffer: Uint8Array): void {
+    if (this.stopped) return;
+    this.lastReceivedMs = Date.now();
+    if (buffer === this.readBuffer) {
+      this.machine.receiveLent(buffer.subarray(0, count));
+      try {
+        this.pump();
+      } finally {
+        this.machine.endLoan();
+      }
+    } else {
+      this.machine.payloadFilled(count);
+      this.pump();
+    }
   }
 
   private detach(socket: Socket): void {
@@ -417,6 +451,8 @@ export class NbdSession {
       }
       case 'write':
         await volume.write(command.offset, command.data, command.fua);
+        // Only after success: a failed write's bytes may still be on their way somewhere.
+        this.ctx.payloads.release(command.data);
         return successReply(structured, command.cookie);
       case 'flush':
         await volume.flush();

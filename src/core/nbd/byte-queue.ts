@@ -8,6 +8,8 @@ export class ByteQueue {
   private chunks: Uint8Array[] = [];
   private head = 0; // read offset into chunks[0]
   private total = 0;
+  /** A chunk the caller reuses after endLoan(): nothing kept may be a view into it. */
+  private lent: Uint8Array | undefined;
 
   get length(): number {
     return this.total;
@@ -17,6 +19,34 @@ export class ByteQueue {
     if (chunk.length === 0) return;
     this.chunks.push(chunk);
     this.total += chunk.length;
+  }
+
+  /**
+   * Queues a chunk that stays the caller's: it may be reused once endLoan() has returned, which
+   * copies whatever of it is still queued. Until then take() may return views into it (read at
+   * once and dropped); takeKept() never does.
+   */
+  pushLent(chunk: Uint8Array): void {
+    if (this.lent !== undefined) throw new RangeError('pushLent() before the previous loan ended');
+    if (chunk.length === 0) return;
+    this.push(chunk);
+    this.lent = chunk;
+  }
+
+  /** Ends the loan of pushLent(): its unread bytes, if any, are copied into memory of our own. */
+  endLoan(): void {
+    const lent = this.lent;
+    this.lent = undefined;
+    const at = lent === undefined ? -1 : this.chunks.indexOf(lent);
+    if (at < 0) return;
+    // Uint8Array's slice copies; a Node Buffer's own slice() would return a view.
+    this.chunks[at] = Uint8Array.prototype.slice.call(lent!, at === 0 ? this.head : 0);
+    if (at === 0) this.head = 0;
+  }
+
+  /** Like take(), for bytes kept after the current loan ends: a copy where take() would view a lent chunk. */
+  takeKept(n: number): Uint8Array {
+    return this.chunks[0] === this.lent && n > 0 ? this.copyOut(n) : this.take(n);
   }
 
   /** Removes and returns the next n bytes; a view into the received chunk when it holds them all. */
@@ -29,15 +59,13 @@ export class ByteQueue {
       this.advance(n);
       return view;
     }
+    return this.copyOut(n);
+  }
+
+  private copyOut(n: number): Uint8Array {
+    if (n > this.total) throw new RangeError(`take(${n}) with ${this.total} bytes queued`);
     const out = this.allocate(n);
-    let filled = 0;
-    while (filled < n) {
-      const chunk = this.chunks[0]!;
-      const count = Math.min(n - filled, chunk.length - this.head);
-      out.set(chunk.subarray(this.head, this.head + count), filled);
-      filled += count;
-      this.advance(count);
-    }
+    this.moveInto(out, 0);
     return out;
   }
 

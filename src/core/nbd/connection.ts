@@ -172,10 +172,42 @@ export class NbdConnection {
     if (this.phase !== 'done') this.queue.push(chunk);
   }
 
+  /**
+   * Like receive(), for bytes in a buffer the adapter reads into again: it polls, then calls
+   * endLoan(), after which nothing the machine keeps (a write's payload, unparsed bytes) is a view
+   * into `chunk`.
+   */
+  receiveLent(chunk: Uint8Array): void {
+    if (this.phase !== 'done') this.queue.pushLent(chunk);
+  }
+
+  /** See receiveLent(). */
+  endLoan(): void {
+    this.queue.endLoan();
+  }
+
   /** The next action, decoding as few bytes as needed; undefined when more bytes are needed or the connection ended. */
   poll(): NbdAction | undefined {
     while (this.actions.length === 0 && this.step()) { /* decode until an action or a stall */ }
     return this.actions.shift();
+  }
+
+  /**
+   * The unfilled rest of the WRITE payload being gathered, when no other received bytes are queued:
+   * the adapter may read the socket straight into it (then tell payloadFilled how much it read)
+   * rather than read into a buffer of its own and have the bytes copied here.
+   */
+  payloadSpace(): Uint8Array | undefined {
+    const write = this.write;
+    if (this.phase !== 'write-payload' || write === undefined || this.queue.length !== 0 || write.filled >= write.data.length) return undefined;
+    return write.data.subarray(write.filled);
+  }
+
+  /** `count` bytes were read into payloadSpace(); the next poll() decides what they complete. */
+  payloadFilled(count: number): void {
+    const space = this.payloadSpace();
+    if (space === undefined || count > space.length) throw new RangeError(`payloadFilled(${count}) with ${space?.length ?? 0} bytes of payload space`);
+    this.write!.filled += count;
   }
 
   /** Received bytes not yet decoded. */
@@ -454,7 +486,7 @@ export class NbdConnection {
     const length = stream === undefined ? remaining : Math.min(WRITE_PIECE_BYTES, remaining);
     // When the whole piece is here already, take() is usually a view into the received chunk.
     const whole = this.queue.length >= length;
-    const data = whole ? this.queue.take(length) : this.allocatePayload(length);
+    const data = whole ? this.queue.takeKept(length) : this.allocatePayload(length);
     this.write = { cookie, offset, fua, data, filled: whole ? length : 0, remainingAfter: remaining - length, stream };
   }
 
