@@ -173,9 +173,9 @@ export class NbdConnection {
   }
 
   /**
-   * Like receive(), for bytes in a buffer the adapter reads into again: it polls, then calls
-   * endLoan(), after which nothing the machine keeps (a write's payload, unparsed bytes) is a view
-   * into `chunk`.
+   * Like receive(), for bytes in a buffer the adapter reads into again: the adapter polls, then
+   * calls endLoan(), after which nothing the machine keeps (a write's payload, unparsed bytes) is a
+   * view into `chunk`.
    */
   receiveLent(chunk: Uint8Array): void {
     if (this.phase !== 'done') this.queue.pushLent(chunk);
@@ -484,7 +484,8 @@ export class NbdConnection {
   /** The next piece of a write: all of it, or WRITE_PIECE_BYTES of a streamed one. */
   private startPiece(cookie: Cookie, offset: number, fua: boolean, remaining: number, stream: number | undefined): void {
     const length = stream === undefined ? remaining : Math.min(WRITE_PIECE_BYTES, remaining);
-    // When the whole piece is here already, take() is usually a view into the received chunk.
+    // When the whole piece is here already, it is usually a view into the received chunk (a copy if
+    // that chunk is only lent).
     const whole = this.queue.length >= length;
     const data = whole ? this.queue.takeKept(length) : this.allocatePayload(length);
     this.write = { cookie, offset, fua, data, filled: whole ? length : 0, remainingAfter: remaining - length, stream };
