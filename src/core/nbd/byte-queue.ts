@@ -51,9 +51,9 @@ export class ByteQueue {
 
   /** Removes and returns the next n bytes; a view into the received chunk when it holds them all. */
   take(n: number): Uint8Array {
-    if (n > this.total) throw new RangeError(`take(${n}) with ${this.total} bytes queued`);
     const first = this.chunks[0];
     if (n === 0) return new Uint8Array(0);
+    // A view needs the bytes in the first chunk; anything else is copyOut's, which checks there are n.
     if (first && first.length - this.head >= n) {
       const view = first.subarray(this.head, this.head + n);
       this.advance(n);
@@ -62,6 +62,7 @@ export class ByteQueue {
     return this.copyOut(n);
   }
 
+  /** The next n bytes copied into a buffer from `allocate` (a take spanning chunks, or out of a lent one). */
   private copyOut(n: number): Uint8Array {
     if (n > this.total) throw new RangeError(`take(${n}) with ${this.total} bytes queued`);
     const out = this.allocate(n);
