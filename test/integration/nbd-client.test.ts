@@ -8,7 +8,7 @@ import { NbdClient } from '../../src/adapters/nbd-client/nbd-client.js';
 import { ErrorCode, isTidemarkError } from '../../src/core/errors.js';
 import { parseNbdUrl } from '../../src/core/nbd/nbd-url.js';
 import { startTestArray, type TestArray } from '../helpers/in-process-array.js';
-import { waitFor } from '../helpers/daemon.js';
+import { freePort, waitFor } from '../helpers/daemon.js';
 import { missingTools, requirement } from '../helpers/requirement.js';
 
 const MiB = 1024 * 1024;
@@ -127,7 +127,8 @@ test('replies it cannot trust end the connection: bad magic, an unknown cookie, 
 });
 
 test('works against nbdkit (a server other than ours)', { skip: requirement(missingTools(['nbdkit'])) }, async () => {
-  const port = 20000 + Math.floor(Math.random() * 20000);
+  // Not a random port: one in the ephemeral range can be held by another test's connection.
+  const port = await freePort();
   const child = spawn('nbdkit', ['-f', '-i', '127.0.0.1', '-p', String(port), 'memory', '4M'], { stdio: 'ignore' });
   try {
     let client: NbdClient | undefined;
