@@ -7,7 +7,6 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createServer } from 'node:net';
 import { mustRun, runCommand } from './in-process-array.js';
 
 /** The repository root, from dist/test/helpers. */
@@ -180,15 +179,6 @@ export async function api<T = Record<string, unknown>>(target: ApiTarget | strin
 }
 
 /** Polls `condition` every 50 ms until it holds or `timeoutMs` passes. */
-/** A TCP port on 127.0.0.1 the kernel just had free, for a server that cannot listen on port 0 and say which it got. */
-export async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as { port: number }).port;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
-
 export async function waitFor(what: string, condition: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await condition())) {

@@ -11,7 +11,8 @@ import { createHash } from 'node:crypto';
 import { open, readFile, truncate, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { join } from 'node:path';
-import { DaemonFixture, freePort, tidemarkBin, waitFor, type DaemonProcess } from '../helpers/daemon.js';
+import { DaemonFixture, tidemarkBin, waitFor, type DaemonProcess } from '../helpers/daemon.js';
+import { freePort } from '../helpers/free-port.js';
 import { mustRun, runCommand } from '../helpers/in-process-array.js';
 import { missingTools, requirement } from '../helpers/requirement.js';
 

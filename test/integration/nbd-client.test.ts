@@ -8,7 +8,8 @@ import { NbdClient } from '../../src/adapters/nbd-client/nbd-client.js';
 import { ErrorCode, isTidemarkError } from '../../src/core/errors.js';
 import { parseNbdUrl } from '../../src/core/nbd/nbd-url.js';
 import { startTestArray, type TestArray } from '../helpers/in-process-array.js';
-import { freePort, waitFor } from '../helpers/daemon.js';
+import { waitFor } from '../helpers/daemon.js';
+import { freePort } from '../helpers/free-port.js';
 import { missingTools, requirement } from '../helpers/requirement.js';
 
 const MiB = 1024 * 1024;
