@@ -4,7 +4,7 @@ import { connect } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
 import { readFile } from 'node:fs/promises';
-import { underCpuProfile } from '../../test/helpers/cpu-profile.js';
+import { profiledEnv } from '../../test/helpers/cpu-profile.js';
 
 export const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 export const tidemarkBin = join(repoRoot, 'bin', 'tidemark');
@@ -25,13 +25,10 @@ export async function waitForPort(port: number, timeoutMs = 15_000): Promise<voi
   }
 }
 
-/** Daemons (`tidemark array ...`) run profiled under TIDEMARK_BENCH_PROFILE; other commands as given. */
-function profiled(command: string, args: string[]): [string, string[]] {
-  return command === tidemarkBin && args[0] === 'array' ? underCpuProfile(command, args) : [command, args];
-}
-
 export function startProcess(command: string, args: string[], name: string): ChildProcess {
-  const child = spawn(...profiled(command, args), { stdio: ['ignore', 'ignore', 'pipe'] });
+  // Daemons (`tidemark array ...`) run profiled under TIDEMARK_BENCH_PROFILE; other commands as given.
+  const daemon = command === tidemarkBin && args[0] === 'array';
+  const child = spawn(command, args, { stdio: ['ignore', 'ignore', 'pipe'], env: daemon ? profiledEnv() : process.env });
   let stderr = '';
   child.stderr?.on('data', (d: Buffer) => { stderr = (stderr + d.toString()).slice(-4000); });
   child.once('exit', (code, signal) => {

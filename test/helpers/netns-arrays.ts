@@ -22,7 +22,7 @@ import { createInterface } from 'node:readline';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { NetnsEnd, NetnsPair } from './netns.js';
-import { underCpuProfile } from './cpu-profile.js';
+import { profiledEnv } from './cpu-profile.js';
 
 /** The repository root, from dist/test/helpers. */
 const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
@@ -136,7 +136,7 @@ export class NetnsArray {
       '--api', `127.0.0.1:${NS_API_PORT}`, '--nbd', `127.0.0.1:${NS_NBD_PORT}`, '--nbd-socket', socketPath,
       '--link', `${end.address}:${NS_LINK_PORT}`, ...extraArgs];
     // Profiled under TIDEMARK_BENCH_PROFILE (benches); the profile is written at stop().
-    const child = pair.spawnIn(end, ...underCpuProfile(tidemarkBin, daemonArgs), { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = pair.spawnIn(end, tidemarkBin, daemonArgs, { stdio: ['ignore', 'pipe', 'pipe'], env: profiledEnv() });
     const array = new NetnsArray(name, pair, end, dataDir, socketPath, child);
     child.stderr!.on('data', (d: Buffer) => { array.output += d.toString(); });
     await new Promise<void>((resolve, reject) => {
