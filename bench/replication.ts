@@ -1,7 +1,8 @@
 // bench/replication: what synchronous mirroring costs a host write. The same fio jobs (nbd engine),
 // in one run, against every subject: a plain qemu-storage-daemon export (baseline), the same export
 // with QEMU's active mirror (blockdev-mirror sync=full copy-mode=write-blocking to a qemu-nbd target
-// on loopback), and an unpaired tidemark volume. Prints a table, then for every subject that names a
+// on loopback), an unpaired tidemark volume and a sync pair of two tidemark daemons, and both again with
+// the daemons busy-polling (`array start --poll-us 500`). Prints a table, then for every subject that names a
 // baseline: added mean latency at 4 KiB QD1 and the IOPS ratio at 4 KiB QD32; tidemark's daemons'
 // CPU µs per write at QD32 (/proc); and the sync pair's QD32 with the cores split by taskset, R2 alone
 // on a core, then R1 alone on a core (see coresSplit) — what two cores shared by fio and two daemons
@@ -63,13 +64,16 @@ export const qemuMirrorSubject: ReplicationSubject = {
   },
 };
 
-/** An unpaired tidemark array with one volume, started as bench/nbd does. */
-export const tidemarkSubject: ReplicationSubject = {
-  name: 'tidemark',
+/** Daemon options of the busy-polling subjects (`array start --poll-us`, adapters/net/busy-poll.ts). */
+const POLLING = ['--poll-us', '500'];
+
+/** An unpaired tidemark array with one volume, started as bench/nbd does (with `daemonArgs`). */
+const unpairedSubject = (name: string, daemonArgs: readonly string[] = []): ReplicationSubject => ({
+  name,
   async start({ dir, sizeBytes }) {
     const [apiPort, nbdPort] = [await freePort(), await freePort()];
     const daemon = startProcess(tidemarkBin, ['array', 'start', '--data', join(dir, 'array'),
-      '--api', `127.0.0.1:${apiPort}`, '--nbd', `127.0.0.1:${nbdPort}`], 'tidemark');
+      '--api', `127.0.0.1:${apiPort}`, '--nbd', `127.0.0.1:${nbdPort}`, ...daemonArgs], name);
     try {
       await waitForPort(apiPort);
       await arrayApi(apiPort, join(dir, 'array'))('POST', '/v1/volumes', { name: 'bench', sizeBytes });
@@ -80,20 +84,23 @@ export const tidemarkSubject: ReplicationSubject = {
     }
     return { nbdUri: `nbd://127.0.0.1:${nbdPort}/bench`, processes: [{ role: 'array', pid: daemon.pid! }], stop: () => stopProcess(daemon) };
   },
-};
+});
+
+export const tidemarkSubject = unpairedSubject('tidemark');
+export const tidemarkPollSubject = unpairedSubject('tidemark-poll', POLLING);
 
 /** Two tidemark arrays on loopback with a sync pair, measured through R1's export once synchronized. */
-export const tidemarkSyncSubject: ReplicationSubject = {
-  name: 'tidemark-sync',
-  baseline: 'tidemark',
+const syncPairSubject = (name: string, baseline: string, daemonArgs: readonly string[] = []): ReplicationSubject => ({
+  name,
+  baseline,
   async start({ dir, sizeBytes }) {
     const secret = join(dir, 'secret');
     await writeFile(secret, 'bench secret, long enough for the link');
     const ports = { east: [await freePort(), await freePort(), await freePort()], west: [await freePort(), await freePort(), await freePort()] };
-    const daemons = (['east', 'west'] as const).map((name) => {
-      const [api, nbd, link] = ports[name];
-      return startProcess(tidemarkBin, ['array', 'start', '--data', join(dir, name), '--name', name,
-        '--api', `127.0.0.1:${api}`, '--nbd', `127.0.0.1:${nbd}`, '--link', `127.0.0.1:${link}`], `tidemark-${name}`);
+    const daemons = (['east', 'west'] as const).map((array) => {
+      const [api, nbd, link] = ports[array];
+      return startProcess(tidemarkBin, ['array', 'start', '--data', join(dir, array), '--name', array,
+        '--api', `127.0.0.1:${api}`, '--nbd', `127.0.0.1:${nbd}`, '--link', `127.0.0.1:${link}`, ...daemonArgs], `${name}-${array}`);
     });
     try {
       const [eastApi, eastNbd, eastLink] = ports.east;
@@ -121,7 +128,7 @@ export const tidemarkSyncSubject: ReplicationSubject = {
       await waitForPort(eastNbd!);
       return {
         nbdUri: `nbd://127.0.0.1:${eastNbd}/bench`,
-        note: 'tidemark-sync: R1 and R2 are two daemons on loopback, sync pair synchronized before measuring',
+        note: `${name}: R1 and R2 are two daemons on loopback${daemonArgs.length > 0 ? ` (${daemonArgs.join(' ')})` : ''}, sync pair synchronized before measuring`,
         processes: [{ role: 'R1', pid: daemons[0]!.pid! }, { role: 'R2', pid: daemons[1]!.pid! }],
         stop: async () => { for (const d of daemons) await stopProcess(d); },
       };
@@ -130,10 +137,13 @@ export const tidemarkSyncSubject: ReplicationSubject = {
       throw e;
     }
   },
-};
+});
+
+export const tidemarkSyncSubject = syncPairSubject('tidemark-sync', tidemarkSubject.name);
+export const tidemarkSyncPollSubject = syncPairSubject('tidemark-sync-poll', tidemarkPollSubject.name, POLLING);
 
 export function defaultReplicationSubjects(): ReplicationSubject[] {
-  return [qemuPlainSubject, qemuMirrorSubject, tidemarkSubject, tidemarkSyncSubject];
+  return [qemuPlainSubject, qemuMirrorSubject, tidemarkSubject, tidemarkSyncSubject, tidemarkPollSubject, tidemarkSyncPollSubject];
 }
 
 export async function benchReplication(args: { seconds: number; sizeBytes: number },
@@ -196,6 +206,10 @@ export async function benchReplication(args: { seconds: number; sizeBytes: numbe
     const qemuAdded = added(qemuMirrorSubject.name);
     if (syncAdded !== undefined && qemuAdded !== undefined) {
       goal('sync pair QD1 added latency ≤ QEMU active mirror\'s', syncAdded, 'atMost', qemuAdded, ' µs');
+    }
+    const polledAdded = added(tidemarkSyncPollSubject.name);
+    if (polledAdded !== undefined && qemuAdded !== undefined) {
+      goal(`sync pair QD1 added latency ≤ QEMU active mirror's, daemons with ${POLLING.join(' ')}`, polledAdded, 'atMost', qemuAdded, ' µs');
     }
     if (names.has(tidemarkSyncSubject.name) && names.has(tidemarkSubject.name)) {
       goal('sync pair QD32 IOPS vs unpaired', results.get(tidemarkSyncSubject.name)!.qd32.iops / results.get(tidemarkSubject.name)!.qd32.iops, 'atLeast', 0.5);

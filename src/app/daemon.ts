@@ -17,6 +17,7 @@ import { FileMetaStore, FileSlotJournalFactory } from '../adapters/fs/file-meta-
 import { FileSpillStore } from '../adapters/fs/file-spill-store.js';
 import { FileJournalLogStore, bootId } from '../adapters/fs/file-journal-log-store.js';
 import { startNbdServer, type NbdServer } from '../adapters/nbd-server/nbd-server.js';
+import { BusyPoll } from '../adapters/net/busy-poll.js';
 import type { NbdTlsMode } from '../core/nbd/connection.js';
 import type { SessionTls } from '../adapters/nbd-server/nbd-session.js';
 import { startApiServer, type ApiServer } from '../adapters/http/api-server.js';
@@ -66,6 +67,8 @@ export interface DaemonOptions {
   readonly linkStreams?: number;
   /** What commands routed here from peers may do (default allow). */
   readonly routedCommands?: RoutedCommandPolicy | undefined;
+  /** Busy polling after NBD or link input, in µs (0 or absent: the loop sleeps when idle). */
+  readonly pollUs?: number | undefined;
   readonly alExtents: number;
   readonly version: string;
   readonly logger: Logger;
@@ -225,6 +228,7 @@ export async function startArray(options: DaemonOptions): Promise<RunningArray> 
   let api: ApiServer | undefined;
   let links: LinkNetwork | undefined;
   let spill: FileSpillStore | undefined;
+  const busyPoll = new BusyPoll(options.pollUs ?? 0);
   const observatory = new Observatory({
     nowMs, onError: (error) => logger.warn({ err: (error as Error).message }, 'event timeline / history sampling failed'),
   });
@@ -233,6 +237,7 @@ export async function startArray(options: DaemonOptions): Promise<RunningArray> 
     spill = await FileSpillStore.open(join(dataDir, 'spill'));
     const linkLogger = logger.child({ component: 'link' });
     links = await LinkNetwork.start({
+      ...(busyPoll.enabled ? { onInput: busyPoll.activity } : {}),
       arrayName: options.name,
       ...(options.link ? { listen: options.link } : {}),
       ...(options.linkStreams !== undefined ? { streams: options.linkStreams } : {}),
@@ -305,6 +310,7 @@ export async function startArray(options: DaemonOptions): Promise<RunningArray> 
       tls: nbdTls,
       idleTimeoutMs: options.nbdIdleTimeoutMs,
       replyBufferCapBytes: options.nbdReplyBufferBytes,
+      onInput: busyPoll.enabled ? busyPoll.activity : undefined,
     });
     metrics.registerNbd(nbd.budget);
     registerJournalMetrics(metrics.registry, () => service?.journals.list() ?? []);
@@ -359,6 +365,7 @@ export async function startArray(options: DaemonOptions): Promise<RunningArray> 
     apiAddress = api.address;
     routed.api = api;
   } catch (error) {
+    busyPoll.stop();
     observatory.stop();
     await api?.close().catch(() => undefined);
     await nbd?.close().catch(() => undefined);
@@ -380,6 +387,7 @@ export async function startArray(options: DaemonOptions): Promise<RunningArray> 
     // NBD first so hosts stop writing, then the API, then volumes flush and persist their bitmaps.
     stop: () => (stopping ??= (async () => {
       try {
+        busyPoll.stop();
         await nbdServer.close();
         svc.answerLongPolls(); // the API closes once its requests are answered
         observatory.stop(); // answers waiting event readers, so the API can close at once

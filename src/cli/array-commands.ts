@@ -8,6 +8,7 @@ import { maxExtentsPerSlot, DEFAULT_ACTIVITY_LOG } from '../core/bitmap/activity
 import type { NbdTlsMode } from '../core/nbd/connection.js';
 import { parseSize } from './sizes.js';
 import { ROUTED_COMMAND_POLICIES, type RoutedCommandPolicy } from '../core/routing/route-decision.js';
+import { MAX_POLL_US } from '../adapters/net/busy-poll.js';
 
 const NBD_TLS_MODES: readonly NbdTlsMode[] = ['off', 'optional', 'require'];
 
@@ -30,7 +31,7 @@ function parseHostName(text: string): string {
 }
 
 interface StartOptions {
-  data: string; name?: string; api: string; apiHost: string[]; tlsCert?: string; tlsKey?: string; tlsCa?: string; nbdTls: string; nbdIdleTimeout?: string; nbdReplyBuffer: string; nbd: string; nbdSocket?: string; noNbdTcp?: boolean; link?: string; linkStreams: string; alExtents: string; routedCommands: string;
+  data: string; name?: string; api: string; apiHost: string[]; tlsCert?: string; tlsKey?: string; tlsCa?: string; nbdTls: string; nbdIdleTimeout?: string; nbdReplyBuffer: string; nbd: string; nbdSocket?: string; noNbdTcp?: boolean; link?: string; linkStreams: string; alExtents: string; pollUs: string; routedCommands: string;
 }
 
 type Run = (client: ApiClient, globals: GlobalOptions) => Promise<void>;
@@ -75,6 +76,8 @@ Every API request except GET /metrics needs the header "Authorization: Bearer TO
     .option('--routed-commands <policy>', 'what commands peers route to this array (--via) may do: allow (what the API token ' +
       'allows), read-only (GET only) or refuse; passing routes on to peers is not affected', 'allow')
     .option('--al-extents <n>', 'activity-log size: hot 4 MiB extents before bitmaps are persisted (16-1000)', '1000')
+    .option('--poll-us <µs>', `after an NBD request or a link message arrives, keep polling for this long instead of sleeping (0-${MAX_POLL_US}): ` +
+      'lower latency at low queue depth, for CPU spent while nearly idle (docs/performance.md)', '0')
     .action(async (opts: StartOptions) => {
       const alExtents = Number(opts.alExtents);
       const max = maxExtentsPerSlot(DEFAULT_ACTIVITY_LOG.slotBytes);
@@ -124,6 +127,8 @@ Every API request except GET /metrics needs the header "Authorization: Bearer TO
         if (!(ROUTED_COMMAND_POLICIES as readonly string[]).includes(opts.routedCommands)) {
           throw invalidArgument(`--routed-commands must be one of ${ROUTED_COMMAND_POLICIES.join(', ')}`);
         }
+        const pollUs = Number(opts.pollUs);
+        if (!Number.isInteger(pollUs) || pollUs < 0 || pollUs > MAX_POLL_US) throw invalidArgument(`--poll-us must be a whole number from 0 to ${MAX_POLL_US}`);
         const replyBuffer = parseSize(opts.nbdReplyBuffer);
         if (replyBuffer < 1024 * 1024) throw invalidArgument('--nbd-reply-buffer must be at least 1MiB');
         const name = opts.name ?? (opts.data.replace(/\/+$/, '').split('/').pop() || 'array');
@@ -131,12 +136,12 @@ Every API request except GET /metrics needs the header "Authorization: Bearer TO
           dataDir: opts.data, name, api: parseHostPort(opts.api, 'API'), apiHosts: opts.apiHost.map(parseHostName),
           apiTls: opts.tlsCert !== undefined && opts.tlsKey !== undefined ? { certFile: opts.tlsCert, keyFile: opts.tlsKey } : undefined, nbd: parseHostPort(opts.nbd, 'NBD'),
           nbdSocket: opts.nbdSocket, nbdTls: opts.nbdTls as NbdTlsMode, tlsCaFile: opts.tlsCa,
-          nbdIdleTimeoutMs: idleSeconds === undefined ? undefined : idleSeconds * 1000, nbdReplyBufferBytes: replyBuffer, link: opts.link ? parseHostPort(opts.link, 'link') : undefined, linkStreams, alExtents,
+          nbdIdleTimeoutMs: idleSeconds === undefined ? undefined : idleSeconds * 1000, nbdReplyBufferBytes: replyBuffer, link: opts.link ? parseHostPort(opts.link, 'link') : undefined, linkStreams, alExtents, pollUs,
           routedCommands: opts.routedCommands as RoutedCommandPolicy, version, logger: logger.child({ array: name }),
         });
         logger.info({
           api: hostPort(running.api), apiTls: running.apiTls, nbdTls: running.nbdTls, nbd: running.nbd ? hostPort(running.nbd) : null, nbdSocket: running.nbdSocket ?? null,
-          link: running.link ? hostPort(running.link) : null,
+          link: running.link ? hostPort(running.link) : null, pollUs,
           data: opts.data,
         }, 'array started');
         if (stopRequested) stop(stopRequested);

@@ -24,6 +24,8 @@ export interface NbdServerOptions {
   readonly tls?: SessionTls | undefined;
   /** Reply bytes buffered across all connections before backpressure and refusal of new connections (default 256 MiB). */
   readonly replyBufferCapBytes?: number | undefined;
+  /** Called whenever a connection receives bytes (busy polling, see adapters/net/busy-poll.ts). */
+  readonly onInput?: (() => void) | undefined;
 }
 
 export interface NbdServer {
@@ -74,6 +76,7 @@ export async function startNbdServer(options: NbdServerOptions): Promise<NbdServ
     options.onConnection?.(1);
     session = new NbdSession(socket, {
       catalog: options.catalog, logger: options.logger, limits, tls: options.tls, budget, payloads, refusal, onClosed,
+      onInput: options.onInput,
     }, id);
     sessions.add(session);
   };

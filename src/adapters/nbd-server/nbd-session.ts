@@ -66,6 +66,8 @@ export interface SessionContext {
   readonly refusal?: string | undefined;
   /** Called once, when the connection (plain or TLS) has closed. */
   readonly onClosed: () => void;
+  /** Called whenever the connection receives bytes. */
+  readonly onInput?: (() => void) | undefined;
 }
 
 /** Reply bytes held from the budget until the socket has passed them to the kernel. */
@@ -162,6 +164,7 @@ export class NbdSession {
     // Only a TLS socket emits 'data'; the plain one reads through nextReadBuffer / onRead.
     on('data', (chunk: Buffer) => {
       if (this.stopped) return;
+      this.ctx.onInput?.();
       this.lastReceivedMs = Date.now();
       this.machine.receive(chunk);
       this.pump();
@@ -190,6 +193,7 @@ export class NbdSession {
 
   private onRead(count: number, buffer: Uint8Array): void {
     if (this.stopped) return;
+    this.ctx.onInput?.();
     this.lastReceivedMs = Date.now();
     if (buffer === this.readBuffer) {
       this.machine.receiveLent(buffer.subarray(0, count));

@@ -32,6 +32,8 @@ export interface LinkNetworkOptions {
    * the application's messages must not start with it (the peer protocol's start with 0 or 1).
    */
   readonly carryTunnels?: boolean;
+  /** Called whenever a link connection receives bytes (busy polling, see busy-poll.ts). */
+  readonly onInput?: () => void;
 }
 export type LinkPeerState = 'connecting' | 'up' | 'down' | 'auth-failed';
 export interface LinkPeerStats {
@@ -261,7 +263,10 @@ export class LinkNetwork {
     this.sockets.set(id, socket);
     socket.setNoDelay(true);
     let lastError: string | undefined;
-    socket.on('data', (chunk: Buffer) => this.handle({ kind: 'data', connId: id, bytes: chunk }));
+    socket.on('data', (chunk: Buffer) => {
+      this.options.onInput?.();
+      this.handle({ kind: 'data', connId: id, bytes: chunk });
+    });
     socket.on('drain', () => this.handle({ kind: 'writable', connId: id, writable: true }));
     socket.on('error', (error) => { lastError = error.message; });
     socket.on('close', () => {
