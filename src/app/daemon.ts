@@ -237,8 +237,8 @@ export async function startArray(options: DaemonOptions): Promise<RunningArray> 
     spill = await FileSpillStore.open(join(dataDir, 'spill'));
     const linkLogger = logger.child({ component: 'link' });
     links = await LinkNetwork.start({
-      ...(busyPoll.enabled ? { onInput: busyPoll.activity } : {}),
       arrayName: options.name,
+      onInput: busyPoll.enabled ? busyPoll.activity : undefined,
       ...(options.link ? { listen: options.link } : {}),
       ...(options.linkStreams !== undefined ? { streams: options.linkStreams } : {}),
       // Peer messages start with 0 or 1 (peer-messages.ts): the link's relay tunnels can share the sessions.

@@ -5,9 +5,9 @@
 //
 // Why: at low queue depth every hop (host → array, R1 → R2 and back) finds its receiver asleep, and
 // on a virtual machine waking an idle vCPU is costly for the sender too (the wake-up runs inside its
-// send). Measured on the 2-vCPU VM (fio nbd 4 KiB randwrite QD1): unpaired mean 108 → 48 µs with
-// 500 µs of polling, a sync pair 440 → 290-330 µs; at QD32, where the loop rarely sleeps anyway, the
-// spinning competes with the other processes for the two cores (unpaired -10 to -18 % IOPS). The
+// send). Measured on the 2-vCPU VM (fio nbd 4 KiB randwrite QD1, docs/performance.md): unpaired mean
+// 85-108 → 46-48 µs with 500 µs of polling, a sync pair 10-30 % lower; at QD32, where the loop rarely
+// sleeps anyway, the spinning competes with the other processes for the two cores (-10 to -18 %). The
 // same trade QEMU makes with its iothreads' poll-max-ns: latency for CPU, chosen by the operator.
 
 /** The longest window `--poll-us` takes: polling is for gaps between requests, not a busy core. */

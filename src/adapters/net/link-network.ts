@@ -33,7 +33,7 @@ export interface LinkNetworkOptions {
    */
   readonly carryTunnels?: boolean;
   /** Called whenever a link connection receives bytes (busy polling, see busy-poll.ts). */
-  readonly onInput?: () => void;
+  readonly onInput?: (() => void) | undefined;
 }
 export type LinkPeerState = 'connecting' | 'up' | 'down' | 'auth-failed';
 export interface LinkPeerStats {
