@@ -6,7 +6,7 @@
 // better for tidemark) and the goal (refresh ≥ 10× rsync). cp and rsync do not fsync; tidemark makes its copy durable
 // before it says synchronized. Each timed step starts after a `sync`, as the other benches' runs do: without it the
 // step that comes first pays for writing back the gigabytes the set-up (or the step before) left dirty (the kernel
-// throttles every writer then), and the refresh, which runs right after two 4 GiB cp's, took 0.35-0.41 s where it takes
+// throttles every writer then), and the refresh, which runs right after two 4 GiB cp's, took 0.35-0.47 s where it takes
 // ~0.2 s on a quiet disk.
 import { mkdtemp, rm, open, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
