@@ -14,14 +14,28 @@ import { allCpus, pin, pinningUnavailable, runFioWithCpu } from './lib/cores.js'
 const GiB = 1024 * 1024 * 1024;
 
 type Measured = FioResult & { readonly cpu: string };
-interface Row { readonly job: string; readonly tidemark: Measured; readonly nbdkit: Measured }
+/** One job's runs, ROUNDS of each server, in the order they ran. */
+interface Row { readonly job: string; readonly tidemark: Measured[]; readonly nbdkit: Measured[] }
+
+/**
+ * Runs of each server per job, the order alternating: nbdkit's own figures move by a third from one
+ * 10 s run to the next on a small VM, and one pair of runs made the ratio swing with them.
+ */
+const ROUNDS = 2;
+
+const mean = (xs: readonly number[]): number => xs.reduce((a, x) => a + x, 0) / xs.length;
+/** The ratio of the mean IOPS: tidemark's over nbdkit's. */
+const ratioOf = (r: Row): number => mean(r.tidemark.map((m) => m.iops)) / mean(r.nbdkit.map((m) => m.iops));
 
 function printRows(rows: readonly Row[]): void {
-  console.log('job                  tidemark IOPS   nbdkit IOPS   ratio   tidemark p99 µs   nbdkit p99 µs   CPU µs per op');
+  console.log(`job                  tidemark IOPS   nbdkit IOPS   ratio (per round)      tidemark p99 µs   nbdkit p99 µs   CPU µs per op (per round)`);
   for (const r of rows) {
-    console.log(`${r.job.padEnd(20)} ${r.tidemark.iops.toFixed(0).padStart(13)} ${r.nbdkit.iops.toFixed(0).padStart(13)}` +
-      ` ${(r.tidemark.iops / r.nbdkit.iops).toFixed(2).padStart(6)}x ${r.tidemark.p99LatencyUs.toFixed(0).padStart(17)}` +
-      ` ${r.nbdkit.p99LatencyUs.toFixed(0).padStart(15)}   ${r.tidemark.cpu}, ${r.nbdkit.cpu}`);
+    const rounds = r.tidemark.map((t, i) => (t.iops / r.nbdkit[i]!.iops).toFixed(2)).join(', ');
+    const cpu = (ms: Measured[]): string => ms.map((m) => m.cpu.replace(/^\S+ /, '')).join(' / ');
+    console.log(`${r.job.padEnd(20)} ${mean(r.tidemark.map((m) => m.iops)).toFixed(0).padStart(13)} ${mean(r.nbdkit.map((m) => m.iops)).toFixed(0).padStart(13)}` +
+      ` ${ratioOf(r).toFixed(2).padStart(6)}x (${rounds})`.padEnd(24) +
+      ` ${mean(r.tidemark.map((m) => m.p99LatencyUs)).toFixed(0).padStart(15)} ${mean(r.nbdkit.map((m) => m.p99LatencyUs)).toFixed(0).padStart(15)}` +
+      `   tidemark ${cpu(r.tidemark)}, nbdkit ${cpu(r.nbdkit)}`);
   }
 }
 
@@ -58,20 +72,21 @@ export async function benchNbd(args: { seconds: number; sizeBytes: number }): Pr
           await run('sync', []);
           return runFioWithCpu(servers[name].uri, job, [{ role: name, pid: servers[name].pid }], fioCpus);
         };
-        const first = index % 2 === 0 ? 'tidemark' : 'nbdkit';
-        const a = await measure(first);
-        const b = await measure(first === 'tidemark' ? 'nbdkit' : 'tidemark');
-        out.push({ job: job.name, tidemark: first === 'tidemark' ? a : b, nbdkit: first === 'tidemark' ? b : a });
+        const row: Row = { job: job.name, tidemark: [], nbdkit: [] };
+        for (let round = 0; round < ROUNDS; round++) {
+          const first = (index + round) % 2 === 0 ? 'tidemark' : 'nbdkit';
+          const second = first === 'tidemark' ? 'nbdkit' : 'tidemark';
+          row[first].push(await measure(first));
+          row[second].push(await measure(second));
+        }
+        out.push(row);
       }
       return out;
     };
     const rows = await measureAll();
-    console.log(`bench/nbd: fio ${args.seconds}s per job, ${(args.sizeBytes / GiB).toFixed(1)} GiB volume, same filesystem`);
+    console.log(`bench/nbd: fio ${args.seconds}s per job, ${ROUNDS} rounds of each server, order alternating; ${(args.sizeBytes / GiB).toFixed(1)} GiB volume, same filesystem`);
     printRows(rows);
-    const ratio = (job: string): number => {
-      const r = rows.find((x) => x.job === job)!;
-      return r.tidemark.iops / r.nbdkit.iops;
-    };
+    const ratio = (job: string): number => ratioOf(rows.find((x) => x.job === job)!);
     goal('256 KiB sequential write vs nbdkit file', ratio('write-256k-qd8'), 'atLeast', 1.0);
     goal('4 KiB random write vs nbdkit file', ratio('randwrite-4k-qd32'), 'atLeast', 1.0);
     const unavailable = await pinningUnavailable();
