@@ -36,6 +36,7 @@ import { NetnsArray, collect, mustRunRoot, type PairJson, type PeerJson } from '
 import { allCpus, pin, pinningUnavailable, runFioWithCpu, type MeasuredProcess } from './lib/cores.js';
 import { run as runCommand } from './lib/processes.js';
 import { goal } from './lib/goals.js';
+import { mean } from './lib/stats.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -279,7 +280,6 @@ async function throughput(b: Bench, args: AsyncBenchArgs): Promise<void> {
       console.log(`   round ${round} ${m.line}`);
     }
   }
-  const mean = (xs: number[]): number => xs.reduce((a, x) => a + x, 0) / xs.length;
   const ratioLine = (run: Run, base: Run, what: string): number => {
     const ratio = mean(iops[run]) / mean(iops[base]);
     console.log(`   ratio ${what} = ${ratio.toFixed(3)}  (per round ${iops[run].map((x, i) => (x / iops[base][i]!).toFixed(3)).join(', ')})`);

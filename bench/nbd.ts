@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import type { FioJob, FioResult } from './lib/fio.js';
 import { arrayApi, freePort, run, startProcess, stopProcess, tidemarkBin, waitForPort } from './lib/processes.js';
 import { goal } from './lib/goals.js';
+import { mean } from './lib/stats.js';
 import { allCpus, pin, pinningUnavailable, runFioWithCpu } from './lib/cores.js';
 
 const GiB = 1024 * 1024 * 1024;
@@ -23,7 +24,6 @@ interface Row { readonly job: string; readonly tidemark: Measured[]; readonly nb
  */
 const ROUNDS = 2;
 
-const mean = (xs: readonly number[]): number => xs.reduce((a, x) => a + x, 0) / xs.length;
 /** The ratio of the mean IOPS: tidemark's over nbdkit's. */
 const ratioOf = (r: Row): number => mean(r.tidemark.map((m) => m.iops)) / mean(r.nbdkit.map((m) => m.iops));
 

@@ -23,6 +23,7 @@ import { allCpus, pin, pinningUnavailable, runFioWithCpu, type MeasuredProcess }
 import { arrayApi, freePort, run, startProcess, stopProcess, tidemarkBin, waitForPort } from './lib/processes.js';
 import { startQemuExport } from './lib/qemu-mirror.js';
 import { goal } from './lib/goals.js';
+import { mean } from './lib/stats.js';
 
 const MiB = 1024 * 1024;
 
@@ -244,7 +245,6 @@ async function coresSplit(plain: RunningSubject, pair: RunningSubject, job: FioJ
   }
   const [array] = plain.processes!;
   const [r1, r2] = pair.processes!;
-  const mean = (xs: number[]): number => xs.reduce((a, x) => a + x, 0) / xs.length;
   console.log('cores split (taskset), 4 KiB QD32: what sharing two cores among fio and two daemons costs the sync pair');
   const splits = [
     { name: 'R2 alone on CPU 1', r1Cpu: '0', r2Cpu: '1', fioCpu: '0' },
