@@ -125,7 +125,10 @@ export class NbdSession {
   private readonly drainWaiters: Array<() => void> = [];
   private readonly reservations = new Set<Reservation>();
   private readonly streams = new Map<number, WriteStream>();
+  /** Its own memory (allocUnsafeSlow): a read into it, or into a view of it, is told by `.buffer`. */
   private readonly readBuffer = Buffer.allocUnsafeSlow(READ_BUFFER_BYTES);
+  /** The last WRITE was large enough to be read in place: the next request is likely another. */
+  private largeWrites = false;
   private readonly stopWaitingForBudget: () => void;
   private readonly catalog: ExportCatalog;
   private readonly logger: NbdLogger;
@@ -188,14 +191,18 @@ export class NbdSession {
 
   private nextReadBuffer(): Uint8Array {
     const space = this.machine.payloadSpace();
-    return space !== undefined && space.length >= DIRECT_READ_MIN_BYTES ? space : this.readBuffer;
+    if (space !== undefined && space.length >= DIRECT_READ_MIN_BYTES) return space;
+    // After a large WRITE, read only the next header: if another large WRITE follows, all of its
+    // payload is then read in place (a full read buffer would have taken its first 64 KiB to copy).
+    const header = this.largeWrites ? this.machine.requestHeaderMissing() : undefined;
+    return header === undefined ? this.readBuffer : this.readBuffer.subarray(0, header);
   }
 
   private onRead(count: number, buffer: Uint8Array): void {
     if (this.stopped) return;
     this.ctx.onInput?.();
     this.lastReceivedMs = Date.now();
-    if (buffer === this.readBuffer) {
+    if (buffer.buffer === this.readBuffer.buffer) {
       this.machine.receiveLent(buffer.subarray(0, count));
       try {
         this.pump();
@@ -382,6 +389,7 @@ export class NbdSession {
     // streamed READ reserves piece by piece.
     const reservation = command.type === 'read' && command.length <= MAX_PAYLOAD_BYTES && command.length > 0
       ? this.reserve(readReplyHeaderBytes(this.structured) + command.length) : undefined;
+    if (command.type === 'write') this.largeWrites = command.data.length >= DIRECT_READ_MIN_BYTES;
     const piece = command.type === 'write' ? command.piece : undefined;
     if (piece) {
       const stream = this.streams.get(piece.stream) ?? { pending: 0, lastSeen: false, error: undefined };

@@ -203,6 +203,16 @@ export class NbdConnection {
     return write.data.subarray(write.filled);
   }
 
+  /**
+   * How many bytes the next request header still lacks, when a header is what comes next and nothing
+   * else is queued. An adapter expecting another large WRITE reads just those: the payload behind
+   * them then goes straight into payloadSpace() instead of being copied out of a shared buffer.
+   */
+  requestHeaderMissing(): number | undefined {
+    if (this.phase !== 'request-header' || this.queue.length >= REQUEST_HEADER_BYTES) return undefined;
+    return REQUEST_HEADER_BYTES - this.queue.length;
+  }
+
   /** `count` bytes were read into payloadSpace(); the next poll() decides what they complete. */
   payloadFilled(count: number): void {
     const space = this.payloadSpace();
