@@ -15,11 +15,12 @@ import { Errno, MAX_PAYLOAD_BYTES } from '../../core/nbd/constants.js';
 import { replyErrnoOf } from '../../core/nbd/errno.js';
 import { MAX_DESCRIPTORS, statusExtents } from '../../core/nbd/block-status.js';
 import {
-  blockStatusReply, errorReply, fillReadPieceHeader, fillReadReplyHeader, readReplyHeaderBytes, successReply,
+  blockStatusReply, errorReply, fillReadPieceHeader, fillReadReplyHeader, readReplyHeaderBytes, successReplyBytes,
 } from '../../core/nbd/replies.js';
 import type { ReplyBudget } from './reply-budget.js';
 import type { PayloadPool } from './payload-pool.js';
 import { withOwnBufferReads } from '../net/own-buffer-reads.js';
+import { MAX_BATCHED_FRAME_BYTES, ReplyBatch } from './reply-batch.js';
 import type { ExportCatalog, NbdLogger, NbdVolume } from './types.js';
 
 /** Requests executing at once per connection (QEMU uses 16, nbdcopy 64, fio its iodepth). */
@@ -35,6 +36,8 @@ const MAX_STATUS_SPAN_BYTES = 1024 * 1024 * 1024;
 const MAX_MUTATION_SPAN_BYTES = 64 * 1024 * 1024;
 /** A READ longer than MAX_PAYLOAD_BYTES (from a client that did not negotiate block sizes) is read and sent in pieces of this size. */
 const READ_PIECE_BYTES = 4 * 1024 * 1024;
+/** What run() returns for a success reply without data (encoded into the batch, no frame of its own). */
+const SUCCESS = 'success';
 /** After DISC and the last reply, a client that does not read them is cut off after this long. */
 const DISCONNECT_LINGER_MS = 30_000;
 
@@ -125,6 +128,8 @@ export class NbdSession {
   private readonly drainWaiters: Array<() => void> = [];
   private readonly reservations = new Set<Reservation>();
   private readonly streams = new Map<number, WriteStream>();
+  /** This turn's small replies, written together when the turn ends (see startTurn). */
+  private readonly replies = new ReplyBatch();
   /** Its own memory (allocUnsafeSlow): a read into it, or into a view of it, is told by `.buffer`. */
   private readonly readBuffer = Buffer.allocUnsafeSlow(READ_BUFFER_BYTES);
   /** The last WRITE was large enough to be read in place: the next request is likely another. */
@@ -350,25 +355,69 @@ export class NbdSession {
     this.idleTimer.unref();
   }
 
-  /** Writes one whole frame; `reservation` goes back to the budget once the socket has passed it on. */
+  private get writable(): boolean {
+    return !this.closed && !this.socket.destroyed && !this.socket.writableEnded;
+  }
+
+  /**
+   * Writes one whole frame; `reservation` goes back to the budget once the socket has passed it on.
+   * Frames go out in the order sent: small ones in transmission join this turn's batch, and a
+   * frame written alone first writes the batch ahead of it.
+   */
   private send(bytes: Uint8Array, reservation?: Reservation): void {
-    if (this.closed || this.socket.destroyed || this.socket.writableEnded) {
+    if (!this.writable) {
       if (reservation) this.giveBack(reservation);
       return;
     }
-    // Replies completing in one event-loop turn (all the disk completions libuv delivers at once)
-    // leave in one syscall: cork now, uncork in the check phase after this turn's I/O callbacks.
-    if (!this.corked) {
-      this.corked = true;
-      const socket = this.socket;
-      socket.cork();
-      setImmediate(() => {
-        this.corked = false;
-        socket.uncork();
-      });
+    this.startTurn();
+    if (reservation === undefined && this.volume !== undefined && bytes.length <= MAX_BATCHED_FRAME_BYTES) {
+      if (!this.replies.fits(bytes.length)) this.writeBatch();
+      this.replies.add(bytes);
+      return;
     }
+    this.writeBatch();
     const done = reservation ? (): void => this.giveBack(reservation) : undefined;
     if (!this.socket.write(bytes, done)) this.waitingForDrain = true;
+  }
+
+  /** A success reply without data, encoded straight into the batch. */
+  private sendSuccess(cookie: Uint8Array): void {
+    if (!this.writable) return;
+    this.startTurn();
+    if (!this.replies.fits(successReplyBytes(this.structured))) this.writeBatch();
+    this.replies.addSuccess(this.structured, cookie);
+  }
+
+  /**
+   * Replies completing in one event-loop turn (all the disk completions libuv delivers at once)
+   * leave in one syscall: cork now; in the check phase after this turn's I/O callbacks, write the
+   * batch and uncork.
+   */
+  private startTurn(): void {
+    if (this.corked) return;
+    this.corked = true;
+    const socket = this.socket;
+    socket.cork();
+    setImmediate(() => {
+      this.corked = false;
+      if (socket === this.socket) this.writeBatch();
+      socket.uncork();
+    });
+  }
+
+  /** Hands the replies sent so far to the socket now rather than at the end of the turn. */
+  private flushNow(): void {
+    this.writeBatch();
+    if (this.corked) {
+      this.corked = false;
+      this.socket.uncork();
+    }
+  }
+
+  private writeBatch(): void {
+    const batch = this.replies.take();
+    if (batch === undefined || !this.writable) return;
+    if (!this.socket.write(batch)) this.waitingForDrain = true;
   }
 
   private reserve(bytes: number): Reservation {
@@ -402,20 +451,30 @@ export class NbdSession {
     this.inFlightBytes += bytes;
     this.run(command, reservation)
       .then((reply) => {
-        if (piece) this.pieceDone(command, piece.stream, undefined);
-        else if (reply) this.send(reply, reservation);
+        try {
+          if (piece) this.pieceDone(command, piece.stream, undefined);
+          else if (reply === SUCCESS) this.sendSuccess(command.cookie);
+          else if (reply) this.send(reply, reservation);
+        } finally {
+          this.finished(bytes);
+        }
       }, (error: unknown) => {
-        if (reservation) this.giveBack(reservation);
-        if (piece) this.pieceDone(command, piece.stream, error);
-        else this.sendError(command, error);
-      })
-      .finally(() => {
-        this.inFlight--;
-        this.inFlightBytes -= bytes;
-        // At 1, a streamed simple READ may be waiting for the others to finish (othersDone).
-        if (this.inFlight <= 1) this.onIdle();
-        this.pump();
+        try {
+          if (reservation) this.giveBack(reservation);
+          if (piece) this.pieceDone(command, piece.stream, error);
+          else this.sendError(command, error);
+        } finally {
+          this.finished(bytes);
+        }
       });
+  }
+
+  private finished(bytes: number): void {
+    this.inFlight--;
+    this.inFlightBytes -= bytes;
+    // At 1, a streamed simple READ may be waiting for the others to finish (othersDone).
+    if (this.inFlight <= 1) this.onIdle();
+    this.pump();
   }
 
   /** One piece of a streamed WRITE finished: the reply goes out after the last. */
@@ -426,7 +485,7 @@ export class NbdSession {
     if (!stream.lastSeen || stream.pending > 0) return;
     this.streams.delete(id);
     if (stream.error !== undefined) this.sendError(command, stream.error);
-    else this.send(successReply(this.structured, command.cookie));
+    else this.sendSuccess(command.cookie);
   }
 
   private sendError(command: NbdCommand, error: unknown): void {
@@ -439,8 +498,8 @@ export class NbdSession {
     this.send(errorReply(this.structured, command.cookie, errno, message));
   }
 
-  /** The reply to send, or undefined when the command sent its own (a streamed READ). */
-  private async run(command: NbdCommand, reservation: Reservation | undefined): Promise<Uint8Array | undefined> {
+  /** The reply to send (SUCCESS: one without data), or undefined when the command sent its own (a streamed READ). */
+  private async run(command: NbdCommand, reservation: Reservation | undefined): Promise<Uint8Array | typeof SUCCESS | undefined> {
     const volume = this.volume!;
     const { structured } = this;
     if (this.shuttingDown && command.type !== 'invalid') {
@@ -451,7 +510,7 @@ export class NbdSession {
         return errorReply(structured, command.cookie, command.errno, command.message);
       case 'read': {
         volume.checkAccess('read');
-        if (command.length === 0) return successReply(structured, command.cookie);
+        if (command.length === 0) return SUCCESS;
         if (command.length > MAX_PAYLOAD_BYTES) return this.streamRead(volume, command);
         void reservation; // given back when the frame has been written
         // Read straight into the reply frame, behind room for its header: one buffer, one write.
@@ -465,23 +524,23 @@ export class NbdSession {
         await volume.write(command.offset, command.data, command.fua);
         // Only after success: a failed write's bytes may still be on their way somewhere.
         this.ctx.payloads.release(command.data);
-        return successReply(structured, command.cookie);
+        return SUCCESS;
       case 'flush':
         await volume.flush();
-        return successReply(structured, command.cookie);
+        return SUCCESS;
       case 'trim':
         await inPieces(command.offset, command.length, command.fua, (o, l, fua) => volume.trim(o, l, fua));
-        return successReply(structured, command.cookie);
+        return SUCCESS;
       case 'write-zeroes':
         if (command.fastZero && !volume.canFastZero) {
           // The backend lost hole punching since the handshake: fail fast, data unchanged.
           return errorReply(structured, command.cookie, Errno.ENOTSUP, 'fast zeroing is not possible on this volume');
         }
         await inPieces(command.offset, command.length, command.fua, (o, l, fua) => volume.writeZeroes(o, l, command.noHole, fua));
-        return successReply(structured, command.cookie);
+        return SUCCESS;
       case 'cache':
         volume.checkAccess('read'); // a hint: nothing to prefetch into, but refuse it where reads are refused
-        return successReply(structured, command.cookie);
+        return SUCCESS;
       case 'block-status': {
         const span = Math.min(command.length, MAX_STATUS_SPAN_BYTES, volume.geometry.sizeBytes - command.offset);
         // Work per request is bounded too: the scan stops at the extents one reply can carry.
@@ -564,6 +623,7 @@ export class NbdSession {
     if (this.closed) this.releaseExport();
     else if (this.disconnecting && !this.socket.writableEnded) {
       // Every reply is written: end our side, and close once it has been flushed.
+      this.flushNow();
       const socket = this.socket;
       socket.end(() => socket.destroy());
       setTimeout(() => socket.destroy(), DISCONNECT_LINGER_MS).unref();
@@ -619,6 +679,8 @@ export class NbdSession {
         this.idleWaiters.push(wait);
       });
     }
+    // The last requests' replies may still be gathered for the end of this turn.
+    if (!this.closed) this.flushNow();
     this.close();
   }
 }

@@ -108,17 +108,22 @@ export const STRUCTURED_HEADER_BYTES = 20;
 /** Bytes before the data in a successful READ reply: simple header, or chunk header plus offset. */
 export const readReplyHeaderBytes = (structured: boolean): number => (structured ? STRUCTURED_HEADER_BYTES + 8 : SIMPLE_HEADER_BYTES);
 
+function writeCookie(view: DataView, at: number, cookie: Uint8Array): void {
+  // Byte by byte: a view to set() from would be an allocation on every reply.
+  for (let i = 0; i < 8; i++) view.setUint8(at + i, cookie[i]!);
+}
+
 function writeSimpleHeader(view: DataView, at: number, cookie: Uint8Array, error: number): void {
   view.setUint32(at, SIMPLE_REPLY_MAGIC);
   view.setUint32(at + 4, error);
-  new Uint8Array(view.buffer, view.byteOffset + at + 8, 8).set(cookie);
+  writeCookie(view, at + 8, cookie);
 }
 
 function writeChunkHeader(view: DataView, at: number, flags: number, type: number, cookie: Uint8Array, length: number): void {
   view.setUint32(at, STRUCTURED_REPLY_MAGIC);
   view.setUint16(at + 4, flags);
   view.setUint16(at + 6, type);
-  new Uint8Array(view.buffer, view.byteOffset + at + 8, 8).set(cookie);
+  writeCookie(view, at + 8, cookie);
   view.setUint32(at + 16, length);
 }
 
@@ -138,16 +143,20 @@ export function fillReadReplyHeader(frame: Uint8Array, structured: boolean, cook
   }
 }
 
+/** Bytes of a success reply without data. */
+export const successReplyBytes = (structured: boolean): number => (structured ? STRUCTURED_HEADER_BYTES : SIMPLE_HEADER_BYTES);
+
 /** Success without data (also a zero-length READ: a NONE chunk with DONE when structured). */
 export function successReply(structured: boolean, cookie: Uint8Array): Uint8Array {
-  if (structured) {
-    const out = new Uint8Array(STRUCTURED_HEADER_BYTES);
-    writeChunkHeader(new DataView(out.buffer), 0, ReplyFlag.Done, Chunk.None, cookie, 0);
-    return out;
-  }
-  const out = new Uint8Array(SIMPLE_HEADER_BYTES);
-  writeSimpleHeader(new DataView(out.buffer), 0, cookie, 0);
+  const out = new Uint8Array(successReplyBytes(structured));
+  writeSuccessReply(new DataView(out.buffer), 0, structured, cookie);
   return out;
+}
+
+/** successReply() written into `view` at `at` (successReplyBytes long), for replies gathered into one buffer. */
+export function writeSuccessReply(view: DataView, at: number, structured: boolean, cookie: Uint8Array): void {
+  if (structured) writeChunkHeader(view, at, ReplyFlag.Done, Chunk.None, cookie, 0);
+  else writeSimpleHeader(view, at, cookie, 0);
 }
 
 /** An error: a structured ERROR chunk carrying a short message, or a bare simple reply. */
