@@ -1,5 +1,6 @@
-// The volume file's write batcher writes a lone small request on the event loop (no thread-pool
-// hand-off), sends everything else to the pool, and backs off to the pool after a slow direct write.
+// The volume file's write batcher writes a turn's small requests on the event loop (no thread-pool
+// hand-off), sends large ones and everything after them to the pool, and backs off to the pool
+// after slow direct writes.
 // Real files; the clock is the only thing replaced (to make a write look slow).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -23,7 +24,7 @@ async function withFile(run: (fd: number, path: string) => Promise<void>, flags 
   }
 }
 
-test('a lone small write is direct; a large one, or several in one turn, go to the pool; all land', async () => {
+test('small writes of a turn are direct; a large one and those after it go to the pool; all land, later over earlier', async () => {
   await withFile(async (fd, path) => {
     const writes = new IoBatcher(fd, 'write', { direct: true });
     await writes.submit(filled(4096, 1), 0);
@@ -31,7 +32,14 @@ test('a lone small write is direct; a large one, or several in one turn, go to t
     await writes.submit(filled(DIRECT_MAX_BYTES + 4096, 2), 8192);
     assert.equal(writes.directWrites, 1, 'a write over DIRECT_MAX_BYTES goes to the pool');
     await Promise.all([writes.submit(filled(4096, 3), 65_536), writes.submit(filled(4096, 4), 69_632)]);
-    assert.equal(writes.directWrites, 1, 'two writes of one turn travel as one pool batch');
+    assert.equal(writes.directWrites, 3, 'two small writes of one turn are both direct');
+    // One turn: small, large, then a small one over the large one's range: the last must land last.
+    await Promise.all([
+      writes.submit(filled(4096, 12), 262_144),
+      writes.submit(filled(DIRECT_MAX_BYTES + 4096, 13), 327_680),
+      writes.submit(filled(4096, 14), 327_680),
+    ]);
+    assert.equal(writes.directWrites, 4, 'only the small write ahead of the large one is direct');
     const plain = new IoBatcher(fd, 'write');
     await plain.submit(filled(4096, 5), 131_072);
     assert.equal(plain.directWrites, 0, 'without the option every write goes to the pool');
@@ -41,6 +49,9 @@ test('a lone small write is direct; a large one, or several in one turn, go to t
     assert.deepEqual(data.subarray(65_536, 69_632), Buffer.from(filled(4096, 3)));
     assert.deepEqual(data.subarray(69_632, 73_728), Buffer.from(filled(4096, 4)));
     assert.deepEqual(data.subarray(131_072, 135_168), Buffer.from(filled(4096, 5)));
+    assert.deepEqual(data.subarray(262_144, 266_240), Buffer.from(filled(4096, 12)));
+    assert.deepEqual(data.subarray(327_680, 331_776), Buffer.from(filled(4096, 14)));
+    assert.deepEqual(data.subarray(331_776, 327_680 + DIRECT_MAX_BYTES + 4096), Buffer.from(filled(DIRECT_MAX_BYTES, 13)));
   });
 });
 
@@ -82,6 +93,22 @@ test('a slow direct write sends writes to the pool for the backoff, then direct 
     now += DIRECT_BACKOFF_MS;
     await writes.submit(filled(4096, 10), 8192);
     assert.equal(writes.directWrites, 2, 'after the backoff: direct again');
+  });
+});
+
+test('a turn whose direct writes turn slow sends the rest of the turn to the pool', async () => {
+  await withFile(async (fd, path) => {
+    let now = 0;
+    let step = 0;
+    const writes = new IoBatcher(fd, 'write', { direct: true, nowMs: () => (now += step) });
+    step = 1; // each write seems to take 1 ms: after the third, the turn has taken more than DIRECT_SLOW_MS (2 ms)
+    await Promise.all([0, 1, 2, 3, 4].map((i) => writes.submit(filled(4096, 20 + i), i * 4096)));
+    assert.equal(writes.directWrites, 3, 'direct until the turn had taken DIRECT_SLOW_MS, the rest in the pool');
+    step = 0;
+    await writes.submit(filled(4096, 30), 65_536);
+    assert.equal(writes.directWrites, 3, 'and the backoff holds');
+    const data = await readFile(path);
+    for (let i = 0; i < 5; i++) assert.deepEqual(data.subarray(i * 4096, (i + 1) * 4096), Buffer.from(filled(4096, 20 + i)));
   });
 });
 
