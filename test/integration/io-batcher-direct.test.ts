@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DIRECT_BACKOFF_MS, DIRECT_MAX_BYTES, IoBatcher } from '../../src/adapters/fs/io-batcher.js';
+import { DIRECT_BACKOFF_MAX_MS, DIRECT_BACKOFF_MIN_MS, DIRECT_MAX_BYTES, IoBatcher } from '../../src/adapters/fs/io-batcher.js';
 
 const filled = (length: number, byte: number): Uint8Array => new Uint8Array(length).fill(byte);
 
@@ -90,9 +90,42 @@ test('a slow direct write sends writes to the pool for the backoff, then direct 
     step = 0;
     await writes.submit(filled(4096, 9), 4096);
     assert.equal(writes.directWrites, 1, 'within the backoff: the pool');
-    now += DIRECT_BACKOFF_MS;
+    now += DIRECT_BACKOFF_MIN_MS;
     await writes.submit(filled(4096, 10), 8192);
     assert.equal(writes.directWrites, 2, 'after the backoff: direct again');
+  });
+});
+
+test('the backoff doubles while the turns after it are slow too, up to its cap, and starts short again after a fast one', async () => {
+  await withFile(async (fd) => {
+    let now = 0;
+    let step = 0;
+    // Each reading of the clock advances it by `step` ms: with step 5 a direct write seems to take 5 ms.
+    const writes = new IoBatcher(fd, 'write', { direct: true, nowMs: () => (now += step) });
+    /** One write in a turn of its own; whether it was written directly. */
+    const write = async (slow: boolean): Promise<boolean> => {
+      step = slow ? 5 : 0;
+      const before = writes.directWrites;
+      await writes.submit(filled(4096, 1), 0);
+      step = 0;
+      return writes.directWrites > before;
+    };
+    assert.equal(await write(true), true, 'the first slow turn was direct');
+    for (const backoff of [50, 100, 200, 400, 800, 1000, 1000].map((ms) => Math.min(ms, DIRECT_BACKOFF_MAX_MS))) {
+      const slowEnded = now;
+      now = slowEnded + backoff - 1;
+      assert.equal(await write(false), false, `backing off for ${backoff} ms`);
+      now = slowEnded + backoff;
+      assert.equal(await write(true), true, `direct again after ${backoff} ms, and slow again`);
+    }
+    now += DIRECT_BACKOFF_MAX_MS;
+    assert.equal(await write(false), true, 'a fast direct turn');
+    assert.equal(await write(true), true, 'then a slow one');
+    const slowEnded = now;
+    now = slowEnded + DIRECT_BACKOFF_MIN_MS - 1;
+    assert.equal(await write(false), false, 'backing off for the minimum again');
+    now = slowEnded + DIRECT_BACKOFF_MIN_MS;
+    assert.equal(await write(false), true);
   });
 });
 
