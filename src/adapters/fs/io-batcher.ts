@@ -38,7 +38,7 @@ export const DIRECT_BACKOFF_MIN_MS = 50;
 export const DIRECT_BACKOFF_MAX_MS = 1000;
 
 export interface IoBatcherOptions {
-  /** Write lone small requests on the event loop (see above); reads always go to the pool. */
+  /** Write a turn's small requests on the event loop (see above); reads always go to the pool. */
   readonly direct?: boolean;
   /** Monotonic ms (tests replace it to make a direct write look slow). */
   readonly nowMs?: () => number;
