@@ -55,7 +55,8 @@ export class TrackBitmap {
   }
 
   private checkIndex(track: number): void {
-    assert(Number.isInteger(track) && track >= 0 && track < this.size, `track ${track} outside bitmap of ${this.size}`);
+    // The message is built only on failure: this runs several times for every write.
+    if (!(Number.isInteger(track) && track >= 0 && track < this.size)) assert(false, `track ${track} outside bitmap of ${this.size}`);
   }
 
   private maskTail(): void {

@@ -13,5 +13,5 @@ export function assertNever(value: never, what = 'value'): never {
 }
 
 export function assertInteger(value: number, what: string): void {
-  assert(Number.isSafeInteger(value), `${what} must be a safe integer, got ${value}`);
+  if (!Number.isSafeInteger(value)) throw new AssertionFailure(`${what} must be a safe integer, got ${value}`);
 }

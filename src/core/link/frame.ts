@@ -71,7 +71,7 @@ export function frameBytes(frame: EncodedFrame): number {
 
 /** A clear (CRC-checked) frame: the handshake, before there are keys. */
 export function encodeFrame(type: FrameType, flags: number, seq: number, payload: Uint8Array, version = LINK_PROTOCOL_VERSION): EncodedFrame {
-  assert(payload.length <= MAX_FRAME_PAYLOAD_BYTES, `frame payload ${payload.length} exceeds ${MAX_FRAME_PAYLOAD_BYTES}`);
+  if (!(payload.length <= MAX_FRAME_PAYLOAD_BYTES)) assert(false, `frame payload ${payload.length} exceeds ${MAX_FRAME_PAYLOAD_BYTES}`);
   const header = new Uint8Array(FRAME_HEADER_BYTES);
   writeFrameHeader(header, version, type, flags, payload.length, seq, 0);
   new DataView(header.buffer).setUint32(20, crc32c(payload, crc32c(header.subarray(0, 20))));
@@ -80,9 +80,10 @@ export function encodeFrame(type: FrameType, flags: number, seq: number, payload
 
 /** Fills a 24-byte header; `check` is the CRC or the sealed frame's counter. */
 export function writeFrameHeader(header: Uint8Array, version: number, type: FrameType, flags: number, length: number, seq: number, check: number): void {
-  assert(length <= MAX_FRAME_PAYLOAD_BYTES + TAG_BYTES, `frame length ${length}`);
-  assert(Number.isSafeInteger(seq) && seq >= 0, `frame seq ${seq}`);
-  assert(flags >= 0 && flags <= 0xffff, `frame flags ${flags}`);
+  // Messages built only on failure: this runs for every frame.
+  if (!(length <= MAX_FRAME_PAYLOAD_BYTES + TAG_BYTES)) assert(false, `frame length ${length}`);
+  if (!(Number.isSafeInteger(seq) && seq >= 0)) assert(false, `frame seq ${seq}`);
+  if (!(flags >= 0 && flags <= 0xffff)) assert(false, `frame flags ${flags}`);
   assert(header.length === FRAME_HEADER_BYTES, 'header size');
   const view = new DataView(header.buffer, header.byteOffset, FRAME_HEADER_BYTES);
   view.setUint32(0, FRAME_MAGIC);

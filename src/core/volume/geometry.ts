@@ -43,7 +43,7 @@ export function makeGeometry(sizeBytes: number, trackBytes = DEFAULT_TRACK_BYTES
 
 /** First and last track (inclusive) touched by a byte range; the range must be non-empty and inside the volume. */
 export function tracksOf(geometry: Geometry, offset: number, length: number): { first: number; last: number } {
-  assert(length > 0 && offset >= 0 && offset + length <= geometry.sizeBytes, `range ${offset}+${length} outside volume`);
+  if (!(length > 0 && offset >= 0 && offset + length <= geometry.sizeBytes)) assert(false, `range ${offset}+${length} outside volume`);
   return {
     first: Math.floor(offset / geometry.trackBytes),
     last: Math.floor((offset + length - 1) / geometry.trackBytes),
@@ -52,7 +52,7 @@ export function tracksOf(geometry: Geometry, offset: number, length: number): { 
 
 /** Byte range of one track (the last track may be short). */
 export function trackRange(geometry: Geometry, track: number): { offset: number; length: number } {
-  assert(track >= 0 && track < geometry.trackCount, `track ${track} outside volume`);
+  if (!(track >= 0 && track < geometry.trackCount)) assert(false, `track ${track} outside volume`);
   const offset = track * geometry.trackBytes;
   return { offset, length: Math.min(geometry.trackBytes, geometry.sizeBytes - offset) };
 }

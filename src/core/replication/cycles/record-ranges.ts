@@ -10,7 +10,7 @@ export interface ByteRange {
 
 /** The union of sorted merged ranges and one more range, sorted and merged. */
 export function addRange(ranges: readonly ByteRange[], start: number, end: number): ByteRange[] {
-  assert(start < end, `empty range ${start}..${end}`);
+  if (!(start < end)) assert(false, `empty range ${start}..${end}`);
   const out: ByteRange[] = [];
   let s = start;
   let e = end;
@@ -51,7 +51,7 @@ export function assertRanges(ranges: readonly ByteRange[], recordBytes: number):
   let prevEnd = -1;
   for (const r of ranges) {
     assert(Number.isSafeInteger(r.start) && Number.isSafeInteger(r.end), 'range bounds are integers');
-    assert(r.start >= 0 && r.end <= recordBytes && r.start < r.end, `range ${r.start}..${r.end} outside a record`);
+    if (!(r.start >= 0 && r.end <= recordBytes && r.start < r.end)) assert(false, `range ${r.start}..${r.end} outside a record`);
     assert(r.start > prevEnd, 'ranges sorted, disjoint and merged');
     prevEnd = r.end;
   }
