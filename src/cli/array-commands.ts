@@ -8,7 +8,7 @@ import { maxExtentsPerSlot, DEFAULT_ACTIVITY_LOG } from '../core/bitmap/activity
 import type { NbdTlsMode } from '../core/nbd/connection.js';
 import { parseSize } from './sizes.js';
 import { ROUTED_COMMAND_POLICIES, type RoutedCommandPolicy } from '../core/routing/route-decision.js';
-import { MAX_POLL_US } from '../adapters/net/busy-poll.js';
+import { MAX_POLL_US, isPollWindowUs } from '../adapters/net/busy-poll.js';
 
 const NBD_TLS_MODES: readonly NbdTlsMode[] = ['off', 'optional', 'require'];
 
@@ -128,7 +128,7 @@ Every API request except GET /metrics needs the header "Authorization: Bearer TO
           throw invalidArgument(`--routed-commands must be one of ${ROUTED_COMMAND_POLICIES.join(', ')}`);
         }
         const pollUs = Number(opts.pollUs);
-        if (!Number.isInteger(pollUs) || pollUs < 0 || pollUs > MAX_POLL_US) throw invalidArgument(`--poll-us must be a whole number from 0 to ${MAX_POLL_US}`);
+        if (!isPollWindowUs(pollUs)) throw invalidArgument(`--poll-us must be a whole number from 0 to ${MAX_POLL_US}`);
         const replyBuffer = parseSize(opts.nbdReplyBuffer);
         if (replyBuffer < 1024 * 1024) throw invalidArgument('--nbd-reply-buffer must be at least 1MiB');
         const name = opts.name ?? (opts.data.replace(/\/+$/, '').split('/').pop() || 'array');

@@ -13,6 +13,9 @@
 /** The longest window `--poll-us` takes: polling is for gaps between requests, not a busy core. */
 export const MAX_POLL_US = 10_000;
 
+/** Whether `us` is a polling window `--poll-us` takes: a whole number of µs from 0 to MAX_POLL_US. */
+export const isPollWindowUs = (us: number): boolean => Number.isInteger(us) && us >= 0 && us <= MAX_POLL_US;
+
 export class BusyPoll {
   private untilMs = 0;
   private spinning = false;
@@ -20,7 +23,7 @@ export class BusyPoll {
 
   /** `windowUs` 0: never polls. */
   constructor(private readonly windowUs: number, private readonly nowMs: () => number = () => performance.now()) {
-    if (!(Number.isInteger(windowUs) && windowUs >= 0 && windowUs <= MAX_POLL_US)) {
+    if (!isPollWindowUs(windowUs)) {
       throw new RangeError(`the polling window must be a whole number of µs from 0 to ${MAX_POLL_US}`);
     }
   }
