@@ -61,3 +61,47 @@ test('full bitmaps have no bits past the end', () => {
     assert.deepEqual([...b.runs()], [{ start: 0, end: size }]);
   }
 });
+
+test('count, isEmpty and anyInRange agree with a boolean-array model after every kind of change', () => {
+  const prng = new Prng(7);
+  for (let round = 0; round < 300; round++) {
+    const size = prng.int(1, 200);
+    const b = new TrackBitmap(size);
+    const m = new Array<boolean>(size).fill(false);
+    const other = new TrackBitmap(size);
+    const mo = new Array<boolean>(size).fill(false);
+    for (let t = 0; t < size; t++) if (prng.chance(0.3)) { other.set(t); mo[t] = true; }
+    for (let step = 0; step < 25; step++) {
+      const first = prng.int(0, size - 1);
+      const last = prng.int(first, size - 1);
+      switch (prng.int(0, 8)) {
+        case 0: b.set(first); b.set(first); m[first] = true; break; // twice: counted once
+        case 1: b.clear(first); b.clear(first); m[first] = false; break;
+        case 2: b.setRange(first, last); for (let t = first; t <= last; t++) m[t] = true; break;
+        case 3: b.clearRange(first, last); for (let t = first; t <= last; t++) m[t] = false; break;
+        case 4: b.or(other); for (let t = 0; t < size; t++) m[t] = m[t]! || mo[t]!; break;
+        case 5: b.and(other); for (let t = 0; t < size; t++) m[t] = m[t]! && mo[t]!; break;
+        case 6: b.andNot(other); for (let t = 0; t < size; t++) m[t] = m[t]! && !mo[t]!; break;
+        case 7: if (prng.chance(0.2)) { b.setAll(); m.fill(true); } break;
+        default: if (prng.chance(0.2)) { b.clearAll(); m.fill(false); } break;
+      }
+      const setCount = m.filter(Boolean).length;
+      assert.equal(b.count(), setCount);
+      assert.equal(b.isEmpty(), setCount === 0);
+      assert.equal(b.copy().count(), setCount);
+      assert.equal(TrackBitmap.fromBytes(size, b.toBytes()).count(), setCount);
+      const q1 = prng.int(0, size - 1);
+      const q2 = prng.int(q1, size - 1);
+      assert.equal(b.anyInRange(q1, q2), m.slice(q1, q2 + 1).some(Boolean), `anyInRange(${q1}, ${q2}) of size ${size}`);
+    }
+  }
+});
+
+test('anyInRange: a set track just past the range is not in it; a range past the end is clipped', () => {
+  const b = new TrackBitmap(1 << 20);
+  b.set((1 << 20) - 1);
+  assert.equal(b.anyInRange(0, 1000), false);
+  assert.equal(b.anyInRange(0, (1 << 20) - 1), true);
+  assert.equal(b.anyInRange((1 << 20) - 1, (1 << 20) + 50), true, 'a range past the end is clipped');
+  assert.equal(b.anyInRange(5, 4), false, 'an empty range');
+});

@@ -1,6 +1,10 @@
 // A fixed-size bitmap over a volume's tracks, one bit per track, scanned a 32-bit word at a time.
 // Invalid-track bitmaps, clone-session protection bits and change bitmaps are all TrackBitmaps;
 // copy, resync and restore decisions are set algebra over them.
+//
+// The number of set tracks is kept as bits change, so count() and isEmpty() cost nothing whatever
+// the volume's size: the write path asks them (a pair's clean round, a clone's pending restore),
+// and a scan of a 16 TiB volume's bitmap takes milliseconds.
 import { assert } from '../lib/assert.js';
 
 function popcount32(v: number): number {
@@ -17,7 +21,8 @@ export interface TrackRun {
 }
 
 export class TrackBitmap {
-  readonly words: Uint32Array;
+  private readonly words: Uint32Array;
+  private setTracks = 0;
 
   constructor(readonly size: number, words?: Uint32Array) {
     assert(Number.isSafeInteger(size) && size >= 0, `bitmap size ${size}`);
@@ -26,6 +31,7 @@ export class TrackBitmap {
       assert(words.length === wordCount, `bitmap words ${words.length} != ${wordCount}`);
       this.words = words;
       this.maskTail();
+      for (let i = 0; i < words.length; i++) this.setTracks += popcount32(words[i]!);
     } else {
       this.words = new Uint32Array(wordCount);
     }
@@ -73,12 +79,20 @@ export class TrackBitmap {
 
   set(track: number): void {
     this.checkIndex(track);
-    this.words[track >>> 5]! |= 1 << (track & 31);
+    const w = track >>> 5;
+    const bit = 1 << (track & 31);
+    if ((this.words[w]! & bit) !== 0) return;
+    this.words[w]! |= bit;
+    this.setTracks++;
   }
 
   clear(track: number): void {
     this.checkIndex(track);
-    this.words[track >>> 5]! &= ~(1 << (track & 31));
+    const w = track >>> 5;
+    const bit = 1 << (track & 31);
+    if ((this.words[w]! & bit) === 0) return;
+    this.words[w]! &= ~bit;
+    this.setTracks--;
   }
 
   /** Sets tracks first..last inclusive. */
@@ -101,36 +115,48 @@ export class TrackBitmap {
       const bit = t & 31;
       const span = Math.min(32 - bit, last - t + 1);
       const mask = span === 32 ? 0xffffffff : (((1 << span) - 1) << bit) >>> 0;
-      if (value) this.words[w]! |= mask;
-      else this.words[w]! &= ~mask;
+      const before = this.words[w]!;
+      const after = value ? (before | mask) >>> 0 : (before & ~mask) >>> 0;
+      if (after !== before) {
+        this.words[w] = after;
+        this.setTracks += popcount32(after) - popcount32(before);
+      }
       t += span;
     }
   }
 
-  /** True when any track in first..last inclusive is set. */
+  /** True when any track in first..last inclusive is set (scans only their words). */
   anyInRange(first: number, last: number): boolean {
-    const next = this.nextSet(first);
-    return next !== -1 && next <= last;
+    first = Math.max(0, first);
+    last = Math.min(last, this.size - 1);
+    if (this.setTracks === 0 || last < first) return false;
+    const lastWord = last >>> 5;
+    for (let w = first >>> 5; w <= lastWord; w++) {
+      let word = this.words[w]!;
+      if (w === first >>> 5) word &= ~((1 << (first & 31)) - 1);
+      if (w === lastWord && (last & 31) !== 31) word &= (1 << ((last & 31) + 1)) - 1;
+      if (word !== 0) return true;
+    }
+    return false;
   }
 
   setAll(): void {
     this.words.fill(0xffffffff);
     this.maskTail();
+    this.setTracks = this.size;
   }
 
   clearAll(): void {
     this.words.fill(0);
+    this.setTracks = 0;
   }
 
   count(): number {
-    let n = 0;
-    for (let i = 0; i < this.words.length; i++) n += popcount32(this.words[i]!);
-    return n;
+    return this.setTracks;
   }
 
   isEmpty(): boolean {
-    for (let i = 0; i < this.words.length; i++) if (this.words[i] !== 0) return false;
-    return true;
+    return this.setTracks === 0;
   }
 
   /** Index of the first set track at or after `from`, or -1. */
@@ -194,21 +220,31 @@ export class TrackBitmap {
   /** this |= other */
   or(other: TrackBitmap): this {
     this.checkSameSize(other);
+    if (other.setTracks === 0) return this;
     for (let i = 0; i < this.words.length; i++) this.words[i]! |= other.words[i]!;
-    return this;
+    return this.recount();
   }
 
   /** this &= other */
   and(other: TrackBitmap): this {
     this.checkSameSize(other);
     for (let i = 0; i < this.words.length; i++) this.words[i]! &= other.words[i]!;
-    return this;
+    return this.recount();
   }
 
   /** this &= ~other */
   andNot(other: TrackBitmap): this {
     this.checkSameSize(other);
+    if (other.setTracks === 0) return this;
     for (let i = 0; i < this.words.length; i++) this.words[i]! &= ~other.words[i]!;
+    return this.recount();
+  }
+
+  /** After a whole-bitmap operation (which scanned every word anyway). */
+  private recount(): this {
+    let n = 0;
+    for (let i = 0; i < this.words.length; i++) n += popcount32(this.words[i]!);
+    this.setTracks = n;
     return this;
   }
 
