@@ -4,19 +4,30 @@
 // then on volumes that are R1 of a sync pair, an async pair, and both at once (fan-out). Each
 // case is measured twice (warm-up, then the figure) and printed as CPU µs per write and as a
 // ratio to the unpaired volume in the same run. The sync and fan-out cases also print how many
-// writes were forwarded synchronously (every one must be).
+// writes were forwarded synchronously (every one must be). Then the sync and async cases again on a
+// LARGE_VOLUME_BYTES volume, the writes over the same first --size bytes of it: a write's cost must
+// not grow with the volume (a scan of the volume's track bitmap per write made a sync write on a
+// 64 GiB volume cost three times one on a 256 MiB volume over NBD); printed as a ratio to the small volume.
 import { startTestArray, type TestArray } from '../test/helpers/in-process-array.js';
 import { waitFor } from '../test/helpers/daemon.js';
 import { inProcessLinks } from '../src/sim/sim-links.js';
 import type { PairMode } from '../src/core/replication/pair-record.js';
 import type { Volume } from '../src/app/volume/volume.js';
+import { goal } from './lib/goals.js';
 
 const MiB = 1024 * 1024;
 const QUEUE_DEPTH = 32;
 const SECRET = new Uint8Array(32).fill(7);
+/**
+ * Sparse: only the bitmaps (1 Mbit at 64 KiB tracks) and what the writes touch take room. Not
+ * larger: a pair's initial copy visits every track, holes too (a 1 TiB volume's takes minutes).
+ */
+const LARGE_VOLUME_BYTES = 64 * 1024 * MiB;
+/** A large volume's write may cost this much more than a small one's (noise), no more. */
+const LARGE_VOLUME_MAX_RATIO = 1.5;
 
 export interface WritePathArgs {
-  /** Volume size (the writes land at random 4 KiB offsets in it). */
+  /** Volume size (the writes land at random 4 KiB offsets in it; in the large volumes, in its first sizeBytes). */
   readonly sizeBytes: number;
   /** Writes per measured run. */
   readonly writes: number;
@@ -24,7 +35,8 @@ export interface WritePathArgs {
 
 interface Figure { readonly cpuUsPerWrite: number; readonly wallUsPerWrite: number }
 
-async function run(volume: Volume, sizeBytes: number, writes: number): Promise<Figure> {
+/** `writes` random 4 KiB writes at QD32 over the first `spanBytes` of `volume`. */
+async function run(volume: Volume, spanBytes: number, writes: number): Promise<Figure> {
   let next = 0;
   let x = 12345;
   const data = new Uint8Array(4096).fill(1);
@@ -34,7 +46,7 @@ async function run(volume: Volume, sizeBytes: number, writes: number): Promise<F
     while (next < writes) {
       next++;
       x = (x * 1103515245 + 12345) & 0x7fffffff;
-      await volume.write((x % (sizeBytes / 4096)) * 4096, data);
+      await volume.write((x % (spanBytes / 4096)) * 4096, data);
     }
   }));
   const cpu = process.cpuUsage(cpu0);
@@ -52,17 +64,19 @@ export async function benchWritePath({ sizeBytes, writes }: WritePathArgs): Prom
     await west.service.addPeer('east', '127.0.0.1:1', SECRET);
     await east.service.addPeer('north', '127.0.0.1:1', SECRET);
     await north.service.addPeer('east', '127.0.0.1:1', SECRET);
-    const cases: Array<[string, PairMode[]]> = [['unpaired', []], ['sync', ['sync']], ['async', ['async']], ['fan-out sync+async', ['sync', 'async']]];
+    const large = `${LARGE_VOLUME_BYTES / (1024 * MiB)} GiB volume`;
+    const cases: Array<[string, PairMode[], number]> = [['unpaired', [], sizeBytes], ['sync', ['sync'], sizeBytes], ['async', ['async'], sizeBytes],
+      ['fan-out sync+async', ['sync', 'async'], sizeBytes], [`sync, ${large}`, ['sync'], LARGE_VOLUME_BYTES], [`async, ${large}`, ['async'], LARGE_VOLUME_BYTES]];
     const rows: Array<{ name: string; figure: Figure; forwarded?: number }> = [];
-    for (const [index, [label, modes]] of cases.entries()) {
+    for (const [index, [label, modes, volumeBytes]] of cases.entries()) {
       const volume = `v${index}`;
-      await east.service.createVolume(volume, sizeBytes);
+      await east.service.createVolume(volume, volumeBytes);
       const targets: Array<[TestArray, string]> = [[west, 'west'], [north, 'north']];
       const pairNames: string[] = [];
       for (const [i, mode] of modes.entries()) {
         const [array, peer] = targets[i]!;
         const name = i === 0 ? volume : `${volume}-${peer}`;
-        await array.service.createVolume(`${volume}-r`, sizeBytes);
+        await array.service.createVolume(`${volume}-r`, volumeBytes);
         await east.service.pairs.create({ volume, ...(i > 0 ? { name } : {}), peer, remoteVolume: `${volume}-r`, mode, onLinkFailure: 'continue' });
         await waitFor(`${name} synchronized`, async () => east.service.pairs.status(name).state === 'synchronized', 120_000);
         pairNames.push(name);
@@ -76,12 +90,18 @@ export async function benchWritePath({ sizeBytes, writes }: WritePathArgs): Prom
       rows.push({ name: label, figure, ...(forwarded !== undefined ? { forwarded } : {}) });
     }
     const base = rows[0]!.figure;
-    console.log(`write path: ${writes} random 4 KiB writes at QD${QUEUE_DEPTH} per case, in-process arrays, ${sizeBytes / MiB} MiB volumes`);
-    console.log('case                  CPU µs/write  × unpaired   wall µs/write  × unpaired   forwarded (sync)');
+    console.log(`write path: ${writes} random 4 KiB writes at QD${QUEUE_DEPTH} per case, in-process arrays, ${sizeBytes / MiB} MiB volumes ` +
+      `(and ${large}s, written over their first ${sizeBytes / MiB} MiB)`);
+    console.log('case                       CPU µs/write  × unpaired   wall µs/write  × unpaired   forwarded (sync)');
     for (const r of rows) {
-      console.log(`${r.name.padEnd(22)}${r.figure.cpuUsPerWrite.toFixed(1).padStart(12)}${(r.figure.cpuUsPerWrite / base.cpuUsPerWrite).toFixed(2).padStart(11)}` +
+      console.log(`${r.name.padEnd(27)}${r.figure.cpuUsPerWrite.toFixed(1).padStart(12)}${(r.figure.cpuUsPerWrite / base.cpuUsPerWrite).toFixed(2).padStart(11)}` +
         `${r.figure.wallUsPerWrite.toFixed(1).padStart(16)}${(r.figure.wallUsPerWrite / base.wallUsPerWrite).toFixed(2).padStart(11)}` +
         `${r.forwarded === undefined ? '' : String(r.forwarded).padStart(19)}`);
+    }
+    for (const mode of ['sync', 'async']) {
+      const small = rows.find((r) => r.name === mode)!.figure.cpuUsPerWrite;
+      const big = rows.find((r) => r.name === `${mode}, ${large}`)!.figure.cpuUsPerWrite;
+      goal(`${mode}-pair CPU per write on a ${large} ÷ on a ${sizeBytes / MiB} MiB volume`, big / small, 'atMost', LARGE_VOLUME_MAX_RATIO);
     }
   } finally {
     for (const a of arrays) await a.close();
