@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { reproduceCommand } from '../../src/sim/seed-runner.js';
 import { runVolumeSeed, type VolumeSeedOptions } from '../../src/sim/volume/volume-sim.js';
 import { runCyclesSeed } from '../../src/sim/cycles/cycles-sim.js';
+import { runJournalSeed } from '../../src/sim/journal/journal-sim.js';
 
 interface Pinned {
   readonly seed: number;
@@ -60,5 +61,21 @@ for (const p of PINNED_CYCLES) {
   test(`cycles seed ${p.seed} (${p.caught})`, async () => {
     const result = await runCyclesSeed(p.seed);
     assert.ok(result.ok, `${result.failure}\n  reproduce: runCyclesSeed(${p.seed}) from src/sim/cycles/cycles-sim.ts`);
+  });
+}
+
+// A copy of a request from a primary's earlier incarnation reached the sequencer after the
+// restarted primary's own requests were granted; the sequencer remembered only each primary's last
+// incarnation, took it for a new request and handed out numbers no primary would fill: every
+// secondary stalled in front of them (found outside the CI range). It now remembers the last grant
+// of each incarnation and repeats it.
+const PINNED_JOURNAL: readonly Pinned[] = [
+  { seed: 1161597524, caught: "secondaries stalled for ever behind numbers granted to a dead incarnation's late request" },
+];
+
+for (const p of PINNED_JOURNAL) {
+  test(`journal seed ${p.seed} (${p.caught})`, () => {
+    const result = runJournalSeed(p.seed);
+    assert.ok(result.ok, `${result.failure}\n  reproduce: npm run sim -- --suite journal --seed ${p.seed} --trace`);
   });
 }

@@ -46,17 +46,22 @@ export type SequencerAction =
   /** Append to the sequencer's log before the grant after it leaves. */
   | { readonly kind: 'log'; readonly record: IssuedRecord };
 
-interface LastGrant {
-  readonly incarnation: number;
-  readonly grant: Grant;
-}
+/**
+ * Incarnations of one primary whose last grant is remembered. A restarted primary asks again under
+ * its predecessor's identity first; a copy of an earlier incarnation's request can still arrive
+ * after the new one's requests (journal seed 1161597524: it got fresh numbers no primary would
+ * ever fill, and every secondary stalled in front of them). Beyond this many restarts, the oldest
+ * is forgotten.
+ */
+const REMEMBERED_INCARNATIONS = 8;
 
 export class Sequencer {
   private next: number;
   private readonly streams = new Map<string, OutStream>();
   /** Tokens granted but not yet put into a message, for every secondary alike. */
   private pending: Token[] = [];
-  private readonly lastGrant = new Map<string, LastGrant>();
+  /** Per primary, per incarnation (oldest first): the last grant made to it. */
+  private readonly lastGrant = new Map<string, Map<number, Grant>>();
   private readonly actions: SequencerAction[] = [];
 
   /**
@@ -70,10 +75,18 @@ export class Sequencer {
     for (const s of config.secondaries) this.streams.set(s, new OutStream(config.retransmitMs, config.windowMessages));
     for (const r of [...logged].sort((a, b) => a.first - b.first)) {
       const grant: Grant = { requestId: r.requestId, first: r.first, count: r.specs.length, timeMs: r.timeMs };
-      this.lastGrant.set(r.from, { incarnation: r.incarnation, grant });
+      this.remember(r.from, r.incarnation, grant);
       r.specs.forEach((spec, i) => this.pending.push({ ...spec, sequence: r.first + i, timeMs: r.timeMs }));
       this.next = Math.max(this.next, r.first + r.specs.length);
     }
+  }
+
+  private remember(from: string, incarnation: number, grant: Grant): void {
+    let grants = this.lastGrant.get(from);
+    if (!grants) this.lastGrant.set(from, grants = new Map());
+    grants.delete(incarnation); // re-inserted: the newest last
+    grants.set(incarnation, grant);
+    if (grants.size > REMEMBERED_INCARNATIONS) grants.delete(grants.keys().next().value!);
   }
 
   /** The lowest number whose token a secondary may still lack (log records below it may go). */
@@ -112,18 +125,19 @@ export class Sequencer {
   handle(event: SequencerEvent, now: number): void {
     switch (event.kind) {
       case 'request': {
-        const last = this.lastGrant.get(event.from);
-        // A repeated request (its grant was lost on the way) gets the same numbers again.
-        if (last && last.incarnation === event.incarnation && last.grant.requestId === event.requestId) {
-          this.actions.push({ kind: 'grant', to: event.from, grant: last.grant });
+        const last = this.lastGrant.get(event.from)?.get(event.incarnation);
+        // A repeated request (its grant was lost on the way, or a restarted primary asks under its
+        // predecessor's identity) gets the same numbers again.
+        if (last && last.requestId === event.requestId) {
+          this.actions.push({ kind: 'grant', to: event.from, grant: last });
           return;
         }
-        if (last && last.incarnation === event.incarnation && event.requestId < last.grant.requestId) return; // stale
+        if (last && event.requestId < last.requestId) return; // stale
         const first = this.next;
         this.next += event.specs.length;
         const grant: Grant = { requestId: event.requestId, first, count: event.specs.length, timeMs: now };
         event.specs.forEach((spec, i) => this.pending.push({ ...spec, sequence: first + i, timeMs: now }));
-        this.lastGrant.set(event.from, { incarnation: event.incarnation, grant });
+        this.remember(event.from, event.incarnation, grant);
         if (this.config.log) {
           this.actions.push({ kind: 'log', record: { kind: 'issued', from: event.from, incarnation: event.incarnation, requestId: event.requestId, first, timeMs: now, specs: event.specs } });
         }
