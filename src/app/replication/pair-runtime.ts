@@ -445,7 +445,10 @@ export class PairRuntime {
       batch = { segments: [], bytes: 0, fua: false, done: undefined! };
       const current = batch;
       batch.done = new Promise<void>((resolve, reject) => {
-        queueMicrotask(() => {
+        // Closed in the check phase, after this turn's callbacks and their microtasks: a host's
+        // writes join one message however they were started (one NBD read's requests at once, or
+        // one after another as earlier writes complete).
+        setImmediate(() => {
           if (this.forwardBatch === current) this.forwardBatch = undefined;
           this.rpc.request(this.record.peer, { op: 'pair.apply', pair: this.record.id, fua: current.fua }, current.segments,
             this.timeouts.writeAckMs).then(() => resolve(), reject);

@@ -11,7 +11,7 @@ import {
 } from '../../core/volume/mirror-positions.js';
 import { checkHostAccess, type HostAccess, type VolumeState } from '../../core/volume/state.js';
 import {
-  planAdmission, planApply, planFlush, planRead, type AdmissionScope, type ApplyPlan, type PlannedWrite, type PlanPosition, type PlanStep,
+  planAdmission, planApply, planFlush, planRead, type AdmissionScope, type AdmitStep, type ApplyPlan, type PlannedWrite, type PlanPosition, type PlanStep,
 } from '../../core/volume/write-plan.js';
 import type { VolumeRecord } from '../../core/volume/volume-record.js';
 import type { AllocationExtent, BlockStore } from '../../ports/block-store.js';
@@ -467,8 +467,18 @@ export class Volume {
         }
       };
       if (host) {
-        // Nothing to wait for or plan (the common case): ordered at once, without a turn of the event loop.
-        if (this.gate !== undefined || this.participants.length > 0) await pass();
+        // Nothing to wait for or plan (the common case): ordered at once, without a turn of the event
+        // loop. So is a write whose admission steps all finish at once (a pair capturing or shipping
+        // it): only a step with work to wait for, or a write window, costs the turns of pass().
+        if (this.gate !== undefined) await pass();
+        else if (this.participants.length > 0) {
+          const windows = this.windowsOpened;
+          planned ??= { source, kind, first, last, fua, fromPosition: skipPosition };
+          const admitting = this.admit(planned, applied);
+          if (admitting) await admitting;
+          // A write window opened meanwhile: as in pass(), wait for it and plan again.
+          if (!ordered && (this.gate || windows !== this.windowsOpened)) await pass();
+        }
       } else {
         // Replica writes wait at write windows and pass admission like host writes, one after
         // another: unlike a host's concurrent writes, their order is the source's and is kept.
@@ -535,12 +545,22 @@ export class Volume {
     const steps = planAdmission(positions, planned, scope);
     if (steps.length === 0) return undefined;
     if (steps[0]!.kind === 'refuse') throw steps[0]!.error;
-    return (async () => {
-      for (const step of steps) {
-        const work = owners[step.at]!.execute(step, positions[step.at]!, write);
-        if (work) await work;
-      }
-    })();
+    for (let i = 0; i < steps.length; i++) {
+      const step = steps[i]!;
+      const work = owners[step.at]!.execute(step, positions[step.at]!, write);
+      if (work) return this.admitAfter(work, steps.slice(i + 1), positions, owners, write);
+    }
+    return undefined;
+  }
+
+  /** The rest of an admission pass, once a step's work is done: each step done before the next. */
+  private async admitAfter(work: Promise<void>, steps: readonly AdmitStep[], positions: PlanPosition[],
+    owners: WriteParticipant[], write: AppliedWrite): Promise<void> {
+    await work;
+    for (const step of steps) {
+      const next = owners[step.at]!.execute(step, positions[step.at]!, write);
+      if (next) await next;
+    }
   }
 
   /** Runs the write's apply plan (see ApplyPlan for the rules) around the local write. */
