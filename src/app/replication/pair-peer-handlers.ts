@@ -64,8 +64,10 @@ export function registerPairHandlers(context: PairContext, commands: PairCommand
     // Replica writes: new data for R2 (a clone of R2 sees them), not R2's own hosts' changes.
     const options = { source: 'replica' as const, skipPosition: r.ids.own };
     const apply = (): Promise<RpcReply> => {
+      // The segments are views of the received message, which is R2's own (the link hands each
+      // message over once and never writes it again): written as they are, uncopied.
       const applied = segments.map((s) => (s.kind === 'data'
-        ? r.volume.internalWrite(s.offset, s.data.slice(), options)
+        ? r.volume.internalWrite(s.offset, s.data, options)
         : r.volume.internalZero(s.offset, s.length, options)));
       return Promise.all(applied).then(async () => {
         if (h.fua) await r.volume.internalFlush();

@@ -259,9 +259,14 @@ export class ReceiveSide {
     if (this.partBytes > this.limits.maxMessageBytes) return `message exceeds ${this.limits.maxMessageBytes} bytes`;
     this.parts.push(payload);
     if ((flags & DataFlag.Last) === 0) return undefined;
-    const message = new Uint8Array(this.partBytes);
-    let at = 0;
-    for (const part of this.parts) { message.set(part, at); at += part.length; }
+    // A message of one packet is that packet's payload, uncopied: a decoded payload is never written
+    // again (an opened frame's is a buffer of its own; a clear one's a view of a received chunk).
+    let message = this.parts[0]!;
+    if (this.parts.length > 1) {
+      message = new Uint8Array(this.partBytes);
+      let at = 0;
+      for (const part of this.parts) { message.set(part, at); at += part.length; }
+    }
     delivered.push(message);
     this.parts = [];
     this.partBytes = 0;
