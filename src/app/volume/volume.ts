@@ -452,33 +452,26 @@ export class Volume {
     // One value for the whole write: admission steps see it too (a journal's token names its bytes).
     const applied: AppliedWrite = { kind, source, offset, length, data, fua, skipPosition };
     if (source !== 'copy') {
-      const pass = async (): Promise<void> => {
-        for (;;) {
-          while (this.gate && !ordered) await this.gate;
-          const windows = this.windowsOpened;
-          if (this.participants.length > 0) planned ??= { source, kind, first, last, fua, fromPosition: skipPosition };
-          const admitting = planned ? this.admit(planned, applied) : undefined;
-          if (admitting) await admitting;
-          // A write window opened while the plan's steps were waiting: the write must not slip into
-          // it (a group's switch relies on no write being admitted while its windows are open).
-          // Wait for it to close and plan again (the steps are idempotent): the positions may have
-          // changed in the window (a restore started, a pair stopped).
-          if (ordered || (!this.gate && windows === this.windowsOpened)) return;
-        }
+      /**
+       * Admission: undefined when the write is let in at once — no write window, no step with work
+       * to wait for (the common case, a pair shipping or capturing it included), so it is ordered
+       * without a turn of the event loop; otherwise settles once it is let in.
+       */
+      const pass = (): Promise<void> | undefined => {
+        if (this.gate && !ordered) return this.gate.then(pass);
+        const windows = this.windowsOpened;
+        if (this.participants.length > 0) planned ??= { source, kind, first, last, fua, fromPosition: skipPosition };
+        const admitting = planned ? this.admit(planned, applied) : undefined;
+        // A write window opened while the plan's steps were running: the write must not slip into
+        // it (a group's switch relies on no write being admitted while its windows are open).
+        // Wait for it to close and plan again (the steps are idempotent): the positions may have
+        // changed in the window (a restore started, a pair stopped).
+        const again = (): Promise<void> | undefined => (ordered || (!this.gate && windows === this.windowsOpened) ? undefined : pass());
+        return admitting ? admitting.then(again) : again();
       };
       if (host) {
-        // Nothing to wait for or plan (the common case): ordered at once, without a turn of the event
-        // loop. So is a write whose admission steps all finish at once (a pair capturing or shipping
-        // it): only a step with work to wait for, or a write window, costs the turns of pass().
-        if (this.gate !== undefined) await pass();
-        else if (this.participants.length > 0) {
-          const windows = this.windowsOpened;
-          planned ??= { source, kind, first, last, fua, fromPosition: skipPosition };
-          const admitting = this.admit(planned, applied);
-          if (admitting) await admitting;
-          // A write window opened meanwhile: as in pass(), wait for it and plan again.
-          if (!ordered && (this.gate || windows !== this.windowsOpened)) await pass();
-        }
+        const admitting = pass();
+        if (admitting) await admitting;
       } else {
         // Replica writes wait at write windows and pass admission like host writes, one after
         // another: unlike a host's concurrent writes, their order is the source's and is kept.
