@@ -16,6 +16,7 @@ import type { SpillStore } from '../ports/spill-store.js';
 import type { ActivityLogConfig } from '../core/bitmap/activity-log.js';
 import { CHANGES_POSITION, Volume, bitmapsKey, volumeKey, type OpKind, type RecoveryReport } from './volume/volume.js';
 import { DEFAULT_ACTIVITY_LOG } from '../core/bitmap/activity-log.js';
+import { DEFAULT_DELTA_SLOTS } from '../core/bitmap/bitmap-deltas.js';
 import { CloneManager } from './clone/clone-manager.js';
 import { NO_LINKS, type PeerLinks } from '../ports/peer-transport.js';
 import { PeerRegistry, type PeerRecord } from './replication/peer-registry.js';
@@ -81,7 +82,8 @@ export interface VolumeSummary {
   readonly allowedClients: string[];
 }
 
-const AL_SLOTS = DEFAULT_ACTIVITY_LOG.slotCount;
+/** The activity log's slots, then the ring of bitmap deltas its evictions write. */
+const AL_SLOTS = DEFAULT_ACTIVITY_LOG.slotCount + DEFAULT_DELTA_SLOTS;
 const AL_SLOT_BYTES = DEFAULT_ACTIVITY_LOG.slotBytes;
 
 export class ArrayService {

@@ -1,4 +1,5 @@
 // Wraps a volume's ports so every call and completion is written to a trace (for `--trace`).
+import { decodeDelta } from '../core/bitmap/bitmap-deltas.js';
 import type { BlockStore } from '../ports/block-store.js';
 import type { MetaStore, SlotJournal } from '../ports/meta-store.js';
 import type { Ports } from './fenced-ports.js';
@@ -34,12 +35,20 @@ export function traced(ports: Ports, log: (line: string) => void): Ports {
   const journal: SlotJournal = {
     get slotCount() { return j.slotCount; },
     get slotBytes() { return j.slotBytes; },
-    writeSlot: (i, d) => step(`journal slot ${i} seq ${new DataView(d.buffer, d.byteOffset).getFloat64(8)} ` +
-      `extents [${extentsOf(d).join(',')}]`, j.writeSlot(i, d)),
+    writeSlot: (i, d) => step(describeSlot(i, d), j.writeSlot(i, d)),
     readAll: () => step('journal read', j.readAll()),
     close: () => step('journal close', j.close()),
   };
   return { store, meta, journal };
+}
+
+function describeSlot(index: number, slot: Uint8Array): string {
+  const delta = decodeDelta(slot, Number.MAX_SAFE_INTEGER);
+  if (delta) {
+    const positions = delta.positions.map((p) => `${p.id} ${p.runs.map((r) => `${r.start}-${r.end - 1}`).join(',')}`);
+    return `journal slot ${index} delta generation ${delta.generation} seq ${delta.seq} [${positions.join('; ')}]`;
+  }
+  return `journal slot ${index} seq ${new DataView(slot.buffer, slot.byteOffset).getFloat64(8)} extents [${extentsOf(slot).join(',')}]`;
 }
 
 function extentsOf(slot: Uint8Array): number[] {

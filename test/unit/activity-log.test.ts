@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ActivityLog, decodeSlot, encodeSlot, recoverLog, type ActivityLogConfig } from '../../src/core/bitmap/activity-log.js';
+import { ActivityLog, decodeSlot, encodeSlot, leastRecentlyUsed, recoverLog, type ActivityLogConfig } from '../../src/core/bitmap/activity-log.js';
+import { Prng } from '../../src/core/lib/prng.js';
 
 const config: ActivityLogConfig = { extentTracks: 4, maxActiveExtents: 16, slotCount: 4, slotBytes: 512 };
 
@@ -68,4 +69,19 @@ test('a clean transaction empties the hot set', () => {
   assert.equal(clean.seq, 4);
   log.durable(clean.seq);
   assert.deepEqual(log.hotExtents(), []);
+});
+
+test('eviction picks the least recently used extents, those a waiting write needs last, ties in order', () => {
+  const prng = new Prng(5);
+  for (let round = 0; round < 300; round++) {
+    const n = prng.int(1, 60);
+    const extents = Uint32Array.from({ length: n }, (_, i) => i * 3 + prng.int(0, 2));
+    const used = Float64Array.from({ length: n }, () => prng.int(0, 10));
+    const needed = new Set(Array.from(extents).filter(() => prng.chance(0.2)));
+    const count = prng.int(0, n);
+    const reference = Array.from(extents.keys())
+      .sort((a, b) => Number(needed.has(extents[a]!)) - Number(needed.has(extents[b]!)) || used[a]! - used[b]! || a - b)
+      .slice(0, count).map((i) => extents[i]!);
+    assert.deepEqual(leastRecentlyUsed(extents, used, count, (e) => needed.has(e)), reference);
+  }
 });

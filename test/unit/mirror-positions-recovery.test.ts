@@ -1,9 +1,9 @@
 // Crash recovery from the activity log (core/volume/mirror-positions.ts markRecovered): which
-// positions the hot extents mark.
+// positions the hot extents mark; the record the bitmaps are persisted in.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { TrackBitmap } from '../../src/core/bitmap/track-bitmap.js';
-import { markRecovered, type MirrorPosition } from '../../src/core/volume/mirror-positions.js';
+import { decodePositions, encodePositions, markRecovered, type MirrorPosition } from '../../src/core/volume/mirror-positions.js';
 
 const positions = (): MirrorPosition[] => [
   { id: 'changes', kind: 'change-tracker', marksOn: 'all', invalid: new TrackBitmap(64) },
@@ -24,4 +24,18 @@ test('a volume that was not ready (a write-disabled R2): its own bitmap stays as
   ps[2]!.invalid.set(40); // an own change persisted earlier stays
   markRecovered(ps, [{ first: 8, last: 15 }], false);
   assert.deepEqual(counts(ps), { changes: 8, protection: 8, own: 1, pull: 0 });
+});
+
+test('a positions record carries its generation; one written before generations existed reads as generation 0', () => {
+  const bits = new TrackBitmap(40);
+  bits.setRange(3, 9);
+  const positions: MirrorPosition[] = [{ id: 'changes', kind: 'change-tracker', marksOn: 'all', invalid: bits }];
+  const record = encodePositions(positions, { clone: { state: 'x' } }, 12);
+  const decoded = decodePositions(record, 40)!;
+  assert.equal(decoded.generation, 12);
+  assert.deepEqual(decoded.extensions, { clone: { state: 'x' } });
+  assert.deepEqual(decoded.positions[0]!.invalid.toArray(), bits.toArray());
+  const older = record.subarray(0, record.length - 8); // the layout before generations
+  assert.equal(decodePositions(older, 40)!.generation, 0);
+  assert.equal(decodePositions(record.subarray(0, record.length - 3), 40), undefined, 'a trailer of the wrong length');
 });

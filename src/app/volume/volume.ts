@@ -2,12 +2,13 @@
 // and durability. It depends only on ports, so the daemon runs it on files and the simulator runs
 // the same code on a faulty in-memory disk.
 import { ActivityLog, DEFAULT_ACTIVITY_LOG, recoverLog, type ActivityLogConfig } from '../../core/bitmap/activity-log.js';
+import { DeltaRing, deltasOf, encodeDelta, newlySetRuns, type PositionDelta } from '../../core/bitmap/bitmap-deltas.js';
 import { TrackBitmap } from '../../core/bitmap/track-bitmap.js';
 import { ErrorCode, TidemarkError } from '../../core/errors.js';
 import { assert } from '../../core/lib/assert.js';
 import { makeGeometry, rangeInside, tracksOf, type Geometry } from '../../core/volume/geometry.js';
 import {
-  applyWrite, decodePositions, encodePositions, markRecovered, type MirrorPosition, type WriteSource,
+  applyWrite, decodePositions, encodePositions, markRecovered, recoveryMarks, type MirrorPosition, type WriteSource,
 } from '../../core/volume/mirror-positions.js';
 import { checkHostAccess, type HostAccess, type VolumeState } from '../../core/volume/state.js';
 import {
@@ -22,6 +23,10 @@ export type OpKind = 'read' | 'write' | 'zero' | 'trim' | 'flush';
 export interface VolumeDeps {
   readonly store: BlockStore;
   readonly meta: MetaStore;
+  /**
+   * The activity log's slots, then (any slots beyond the log's own) the ring of bitmap deltas. A
+   * journal with no more slots than the log persists every bitmap on each eviction instead.
+   */
   readonly journal: SlotJournal;
   readonly activityLog?: ActivityLogConfig;
   /** Called after every completed host operation (for metrics). */
@@ -151,8 +156,10 @@ export class Volume {
   private readonly extensionProviders = new Map<string, ExtensionProvider>();
   /** Per position: bits persisted as set although clear in memory (see setPersistOverlay). */
   private readonly persistOverlays = new Map<string, () => TrackBitmap>();
-  /** Set bits per position as last written to the metadata store (what a crash restarts from). */
+  /** Set bits per position as last made durable, record and deltas (what a crash restarts from). */
   private persistedCounts = new Map<string, number>();
+  /** Per position: its bits as durable now, the last full persist OR the deltas since (see writeDelta). */
+  private durable = new Map<string, TrackBitmap>();
   /** The storage serving the volume: a migration's cutover exchanges it under open connections. */
   private store: BlockStore;
 
@@ -160,6 +167,7 @@ export class Volume {
     private record: VolumeRecord,
     private readonly deps: VolumeDeps,
     private readonly log: ActivityLog,
+    private readonly deltas: DeltaRing,
     readonly positions: MirrorPosition[],
     readonly recovery: RecoveryReport,
     /** Extension state as last persisted (read once by the feature that owns it at start-up). */
@@ -173,7 +181,8 @@ export class Volume {
   static async open(record: VolumeRecord, deps: VolumeDeps): Promise<Volume> {
     const geometry = makeGeometry(record.sizeBytes, record.trackBytes);
     const config = deps.activityLog ?? activityLogFor(geometry);
-    const recovered = recoverLog(await deps.journal.readAll());
+    const slots = await deps.journal.readAll();
+    const recovered = recoverLog(slots.slice(0, config.slotCount));
     if (recovered && recovered.extents.length > 0 && recovered.extentTracks !== config.extentTracks) {
       throw new TidemarkError(ErrorCode.MetadataCorrupt,
         `activity log of ${record.name} uses ${recovered.extentTracks}-track extents, expected ${config.extentTracks}`);
@@ -181,6 +190,7 @@ export class Volume {
     const stored = await deps.meta.read(bitmapsKey(record.name));
     let positions: MirrorPosition[];
     let extensions: Record<string, unknown> = {};
+    let generation = 0;
     if (stored === undefined) {
       positions = [{ id: CHANGES_POSITION, kind: 'change-tracker', marksOn: 'all', invalid: new TrackBitmap(geometry.trackCount) }];
     } else {
@@ -188,7 +198,17 @@ export class Volume {
       if (!decoded) throw new TidemarkError(ErrorCode.MetadataCorrupt, `bitmaps of volume ${record.name} do not decode`);
       positions = decoded.positions;
       extensions = decoded.extensions;
+      generation = decoded.generation;
     }
+    // The bits evictions made durable since that record: deltas only add bits, in any order.
+    const deltas = deltasOf(generation, slots.slice(config.slotCount), geometry.trackCount);
+    for (const delta of deltas) {
+      for (const entry of delta.positions) {
+        const p = positions.find((x) => x.id === entry.id);
+        for (const run of p ? entry.runs : []) p!.invalid.setRange(run.start, run.end - 1);
+      }
+    }
+    const durable = new Map(positions.map((p) => [p.id, p.invalid.copy()]));
     const hot = recovered?.extents ?? [];
     const runs = hot.map((e) => ({
       first: e * config.extentTracks,
@@ -199,9 +219,13 @@ export class Volume {
     markRecovered(positions, runs, record.state === 'ready');
     const tracksMarked = positions.reduce((n, p, i) => Math.max(n, p.invalid.count() - before[i]!), 0);
     const log = new ActivityLog(config, recovered);
-    const volume = new Volume(record, deps, log, positions, { crashed: hot.length > 0, tracksMarked }, extensions);
-    if (stored !== undefined) volume.persistedCounts = new Map(positions.map((p, i) => [p.id, before[i]!]));
-    if (hot.length > 0) {
+    const ring = new DeltaRing(Math.max(0, deps.journal.slotCount - config.slotCount), generation);
+    const volume = new Volume(record, deps, log, ring, positions, { crashed: hot.length > 0, tracksMarked }, extensions);
+    if (stored !== undefined) {
+      volume.persistedCounts = new Map(positions.map((p, i) => [p.id, before[i]!]));
+      volume.durable = durable;
+    }
+    if (hot.length > 0 || deltas.length > 0) {
       // Make the recovered bitmaps the new clean state, so a second crash does not depend on the old log.
       await volume.persistBitmaps();
       await volume.writeCleanLog();
@@ -618,7 +642,7 @@ export class Volume {
           const txn = this.log.nextTransaction();
           if (!txn) break;
           try {
-            if (txn.evicted.length > 0) await this.persistBitmaps();
+            if (txn.evicted.length > 0) await this.persistEvicted(txn.evicted);
             await this.deps.journal.writeSlot(txn.slotIndex, txn.bytes);
           } catch (error) {
             this.log.failed(txn.seq);
@@ -651,29 +675,95 @@ export class Volume {
   }
 
   /** Persists every position's bitmap as the new durable baseline. */
-  async persistBitmaps(): Promise<void> {
-    // One write of the record at a time, each encoding the bitmaps when it starts: concurrent writes
-    // of one key may complete in any order, and a slow older snapshot landing last would lose bits
-    // (an eviction's bits overwritten by an earlier reset's snapshot).
+  persistBitmaps(): Promise<void> {
+    return this.persistInTurn(() => this.writeBitmaps());
+  }
+
+  /** Before a transaction drops `extents` from the hot set: makes their bits durable. */
+  private persistEvicted(extents: readonly number[]): Promise<void> {
+    return this.persistInTurn(async () => {
+      if (!(await this.writeDelta(extents))) await this.writeBitmaps();
+    });
+  }
+
+  /**
+   * One persist at a time, each reading the bitmaps when it starts: concurrent writes of one record
+   * may complete in any order, and a slow older snapshot landing last would lose bits (an eviction's
+   * bits overwritten by an earlier reset's snapshot); a delta is computed against the record before it.
+   */
+  private persistInTurn(work: () => Promise<void>): Promise<void> {
     const previous = this.persisting;
     const run = (async () => {
       await previous;
-      for (const prepare of this.beforePersist) await prepare();
-      this.bitmapsDirty = false;
-      // Extension state whose owner has not registered yet (recovery persists before features load)
-      // is carried over as it was loaded, never dropped.
-      const extensions: Record<string, unknown> = { ...this.loadedExtensions };
-      for (const [key, provide] of this.extensionProviders) extensions[key] = provide();
-      const positions = this.positions.map((p) => {
-        const extra = this.persistOverlays.get(p.id)?.();
-        return extra === undefined || extra.isEmpty() ? p : { ...p, invalid: p.invalid.copy().or(extra) };
-      });
-      const counts = new Map(positions.map((p) => [p.id, p.invalid.count()]));
-      await this.deps.meta.write(bitmapsKey(this.name), encodePositions(positions, extensions));
-      this.persistedCounts = counts;
+      await work();
     })();
     this.persisting = run.catch(() => undefined);
-    await run;
+    return run;
+  }
+
+  private async writeBitmaps(): Promise<void> {
+    for (const prepare of this.beforePersist) await prepare();
+    this.bitmapsDirty = false;
+    // Extension state whose owner has not registered yet (recovery persists before features load)
+    // is carried over as it was loaded, never dropped.
+    const extensions: Record<string, unknown> = { ...this.loadedExtensions };
+    for (const [key, provide] of this.extensionProviders) extensions[key] = provide();
+    const snapshot = this.positions.map((p) => {
+      const bits = p.invalid.copy();
+      const extra = this.persistOverlays.get(p.id)?.();
+      return { ...p, invalid: extra === undefined ? bits : bits.or(extra) };
+    });
+    const generation = this.deltas.fullStarted();
+    try {
+      await this.deps.meta.write(bitmapsKey(this.name), encodePositions(snapshot, extensions, generation));
+    } catch (error) {
+      this.deltas.fullFailed();
+      throw error;
+    }
+    this.deltas.fullDone(generation);
+    this.durable = new Map(snapshot.map((p) => [p.id, p.invalid]));
+    this.persistedCounts = new Map(snapshot.map((p) => [p.id, p.invalid.count()]));
+  }
+
+  /**
+   * Makes the bits of `extents` durable with a delta: the tracks set there (in memory or in an
+   * overlay) that the durable image lacks, one slot, no flush needed (it adds no cleared bit).
+   * False when it cannot (the ring is full, the delta does not fit a slot, a position is newer than
+   * the record): the caller persists everything.
+   */
+  private async writeDelta(extents: readonly number[]): Promise<boolean> {
+    const hostWrites = this.record.state === 'ready';
+    const marked = this.positions.filter((p) => recoveryMarks(p, hostWrites));
+    if (marked.some((p) => !this.durable.has(p.id))) return false;
+    const seq = this.deltas.nextDelta();
+    if (seq === undefined) return false;
+    const per = this.log.config.extentTracks;
+    const ranges = [...extents].sort((a, b) => a - b)
+      .map((e) => ({ first: e * per, last: Math.min(this.geometry.trackCount - 1, (e + 1) * per - 1) }))
+      .filter((r) => r.first <= r.last);
+    const entries: PositionDelta[] = [];
+    for (const p of marked) {
+      const runs = newlySetRuns(ranges, p.invalid, this.persistOverlays.get(p.id)?.(), this.durable.get(p.id)!);
+      if (runs.length > 0) entries.push({ id: p.id, runs });
+    }
+    const bytes = entries.length === 0 ? undefined : encodeDelta({ generation: this.deltas.baseGeneration, seq, positions: entries }, this.deps.journal.slotBytes);
+    if (!bytes) {
+      this.deltas.deltaSkipped();
+      return entries.length === 0;
+    }
+    try {
+      await this.deps.journal.writeSlot(this.log.config.slotCount + seq, bytes);
+    } catch (error) {
+      this.deltas.deltaFailed();
+      throw error;
+    }
+    this.deltas.deltaDone();
+    for (const { id, runs } of entries) {
+      const image = this.durable.get(id)!;
+      for (const run of runs) image.setRange(run.start, run.end - 1);
+      this.persistedCounts.set(id, image.count());
+    }
+    return true;
   }
 
   /**

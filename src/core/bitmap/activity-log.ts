@@ -153,20 +153,33 @@ export class ActivityLog {
       for (let e = first; e <= last; e++) needed.add(e);
     }
     this.requests.length = 0;
-    const adds = [...this.wanted].filter((e) => needed.size === 0 || needed.has(e)).slice(0, max);
-    const adding = new Set(adds);
-    const keep = [...this.hot.entries()].filter(([e]) => !adding.has(e));
-    const room = max - adds.length;
-    const evicted: number[] = [];
-    if (keep.length > room) {
-      // Least recently used first, extents a waiting write needs last.
-      keep.sort((a, b) => Number(needed.has(a[0])) - Number(needed.has(b[0])) || a[1] - b[1]);
-      for (const [e] of keep.splice(0, keep.length - room)) evicted.push(e);
+    const adds: number[] = [];
+    for (const e of this.wanted) {
+      if (adds.length === max) break;
+      if (needed.size === 0 || needed.has(e)) adds.push(e);
     }
+    const adding = new Set(adds);
+    // The hot extents that stay unless evicted, in the map's order (which breaks ties in recency).
+    const keep = new Uint32Array(this.hot.size);
+    const used = new Float64Array(this.hot.size);
+    let kept = 0;
+    for (const [e, tick] of this.hot) {
+      if (adding.has(e)) continue;
+      keep[kept] = e;
+      used[kept++] = tick;
+    }
+    const evicted = kept > max - adds.length
+      ? leastRecentlyUsed(keep.subarray(0, kept), used, kept - (max - adds.length), (e) => needed.has(e))
+      : [];
     for (const e of evicted) this.leaving.add(e);
     for (const e of adds) this.wanted.delete(e);
-    const extents = [...keep.map(([e]) => e), ...adds].sort((a, b) => a - b);
-    return this.begin(extents, evicted);
+    const leaving = new Set(evicted);
+    const extents = new Uint32Array(kept - evicted.length + adds.length);
+    let n = 0;
+    for (let i = 0; i < kept; i++) if (!leaving.has(keep[i]!)) extents[n++] = keep[i]!;
+    for (const e of adds) extents[n++] = e;
+    extents.sort();
+    return this.begin(Array.from(extents), evicted);
   }
 
   /** The transaction that empties the hot set: written at a clean point, after all bitmaps are durable. */
@@ -200,7 +213,7 @@ export class ActivityLog {
       this.hot.delete(e);
       this.leaving.delete(e);
     }
-    for (const e of txn.extents) if (!this.hot.has(e)) this.hot.set(e, this.tick);
+    for (const e of txn.extents) if (this.hot.get(e) === undefined) this.hot.set(e, this.tick);
   }
 
   /** Writing the transaction failed: forget it; its extents are wanted again. */
@@ -215,4 +228,46 @@ export class ActivityLog {
   hotExtents(): number[] {
     return [...this.hot.keys()].sort((a, b) => a - b);
   }
+}
+
+/**
+ * The `count` extents of `extents` to evict: least recently used first (`used`: last use per
+ * extent), extents a waiting write needs last, ties in the given order. A bounded max-heap: the hot
+ * set holds up to a thousand extents and an eviction batch a few dozen, and sorting the whole set
+ * for each transaction was most of the activity log's CPU when random writes evict on every batch.
+ */
+export function leastRecentlyUsed(extents: Uint32Array, used: Float64Array, count: number, isNeeded: (extent: number) => boolean): number[] {
+  const needed = new Uint8Array(extents.length);
+  for (let i = 0; i < extents.length; i++) needed[i] = isNeeded(extents[i]!) ? 1 : 0;
+  // a before b in eviction order
+  const before = (a: number, b: number): boolean =>
+    needed[a] !== needed[b] ? needed[a]! < needed[b]! : used[a] !== used[b] ? used[a]! < used[b]! : a < b;
+  const heap: number[] = []; // indexes; the root is the last of those chosen so far
+  const siftDown = (from: number): void => {
+    for (let i = from; ;) {
+      const l = 2 * i + 1;
+      const r = l + 1;
+      let top = i;
+      if (l < heap.length && before(heap[top]!, heap[l]!)) top = l;
+      if (r < heap.length && before(heap[top]!, heap[r]!)) top = r;
+      if (top === i) return;
+      [heap[i], heap[top]] = [heap[top]!, heap[i]!];
+      i = top;
+    }
+  };
+  for (let i = 0; i < extents.length && count > 0; i++) {
+    if (heap.length < count) {
+      heap.push(i);
+      for (let c = heap.length - 1; c > 0;) {
+        const parent = (c - 1) >> 1;
+        if (!before(heap[parent]!, heap[c]!)) break;
+        [heap[parent], heap[c]] = [heap[c]!, heap[parent]!];
+        c = parent;
+      }
+    } else if (before(i, heap[0]!)) {
+      heap[0] = i;
+      siftDown(0);
+    }
+  }
+  return heap.sort((a, b) => (before(a, b) ? -1 : 1)).map((i) => extents[i]!);
 }

@@ -80,15 +80,24 @@ export function applyWrite(
 export function markRecovered(positions: readonly MirrorPosition[], runs: ReadonlyArray<{ first: number; last: number }>,
   hostWrites = true): void {
   for (const p of positions) {
-    if (p.marksOn === 'never') continue;
-    if (!hostWrites && p.kind === 'remote-own') continue;
+    if (!recoveryMarks(p, hostWrites)) continue;
     for (const r of runs) mark(p, r.first, r.last);
   }
 }
 
+/**
+ * Whether crash recovery marks the hot extents on this position: then the bits of an extent must be
+ * durable before it leaves the hot set (a bitmap delta or a full persist), and only then.
+ */
+export function recoveryMarks(p: MirrorPosition, hostWrites: boolean): boolean {
+  return p.marksOn !== 'never' && (hostWrites || p.kind !== 'remote-own');
+}
+
 // Record layout: u32 count; per position: u16 id length, id (utf-8), u8 kind, u8 marksOn, u32 size,
 // words; then u32 length and a UTF-8 JSON object of extensions (state owned by features that use
-// these positions, e.g. clone sessions), so bitmaps and that state are persisted atomically together.
+// these positions, e.g. clone sessions), so bitmaps and that state are persisted atomically together;
+// then the f64 generation of this record, which bitmap deltas name (absent in records from before
+// deltas: generation 0).
 const KINDS: readonly PositionKind[] = [
   'change-tracker', 'clone-protection', 'clone-to-clone', 'clone-to-std', 'clone-own', 'remote-out', 'remote-own', 'migration', 'import',
 ];
@@ -99,14 +108,18 @@ const dec = new TextDecoder('utf-8', { fatal: true });
 export interface PositionsRecord {
   readonly positions: MirrorPosition[];
   readonly extensions: Record<string, unknown>;
+  /** Which bitmap deltas add to this record (bitmap-deltas.ts). */
+  readonly generation: number;
 }
 
-export function encodePositions(positions: readonly MirrorPosition[], extensions: Record<string, unknown> = {}): Uint8Array {
+const GENERATION_BYTES = 8;
+
+export function encodePositions(positions: readonly MirrorPosition[], extensions: Record<string, unknown> = {}, generation = 0): Uint8Array {
   const parts = positions.map((p) => ({
     id: enc.encode(p.id), kind: KINDS.indexOf(p.kind), marks: MARKS.indexOf(p.marksOn), bytes: p.invalid.toBytes(), size: p.invalid.size,
   }));
   const json = enc.encode(JSON.stringify(extensions));
-  const total = 4 + parts.reduce((n, p) => n + 2 + p.id.length + 2 + 4 + p.bytes.length, 0) + 4 + json.length;
+  const total = 4 + parts.reduce((n, p) => n + 2 + p.id.length + 2 + 4 + p.bytes.length, 0) + 4 + json.length + GENERATION_BYTES;
   const out = new Uint8Array(total);
   const view = new DataView(out.buffer);
   view.setUint32(0, parts.length);
@@ -121,6 +134,7 @@ export function encodePositions(positions: readonly MirrorPosition[], extensions
   }
   view.setUint32(at, json.length); at += 4;
   out.set(json, at); at += json.length;
+  view.setFloat64(at, generation); at += GENERATION_BYTES;
   assert(at === total, 'position encoding length');
   return out;
 }
@@ -154,11 +168,14 @@ export function decodePositions(bytes: Uint8Array, trackCount: number): Position
   }
   if (!need(4)) return undefined;
   const jsonLength = view.getUint32(at); at += 4;
-  if (at + jsonLength !== bytes.length) return undefined;
+  const trailer = bytes.length - (at + jsonLength);
+  if (trailer !== 0 && trailer !== GENERATION_BYTES) return undefined;
+  const generation = trailer === 0 ? 0 : view.getFloat64(at + jsonLength);
+  if (!Number.isSafeInteger(generation) || generation < 0) return undefined;
   try {
-    const extensions = JSON.parse(dec.decode(bytes.subarray(at))) as unknown;
+    const extensions = JSON.parse(dec.decode(bytes.subarray(at, at + jsonLength))) as unknown;
     if (extensions === null || typeof extensions !== 'object' || Array.isArray(extensions)) return undefined;
-    return { positions, extensions: extensions as Record<string, unknown> };
+    return { positions, extensions: extensions as Record<string, unknown>, generation };
   } catch {
     return undefined;
   }

@@ -168,7 +168,8 @@ class SimArray {
   ) {
     this.disk = new SimDisk(sizeBytes, scheduler, prng.fork());
     this.meta = new SimMetaStore(scheduler, prng.fork());
-    this.journal = new SimSlotJournal(4, 4096, scheduler, prng.fork());
+    // Four activity-log slots (below), then eight of bitmap deltas.
+    this.journal = new SimSlotJournal(4 + 8, 4096, scheduler, prng.fork());
     // Forked last: the draws of seeds pinned before spill existed stay as they were.
     this.spill = new SimSpillStore(scheduler, prng.fork());
   }

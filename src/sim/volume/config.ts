@@ -11,6 +11,8 @@ export interface VolumeSimConfig {
   readonly sizeBytes: number;
   readonly trackBytes: number;
   readonly activityLog: ActivityLogConfig;
+  /** Bitmap-delta slots after the log's own (0: every eviction persists every bitmap). */
+  readonly deltaSlots: number;
   /** Most host operations outstanding at once. */
   readonly queueDepth: number;
   readonly weights: Readonly<Record<HostOp, number>>;
@@ -73,12 +75,14 @@ export function chooseConfig(prng: Prng): VolumeSimConfig {
     crashBeforeOp,
     recoveryCrashChance: prng.pick([0, 0.2, 0.5]),
     thinkMs: prng.pick([0, 0.1, 1]),
+    // Drawn last: the draws above stay what they were for seeds pinned before deltas existed.
+    deltaSlots: prng.pick([0, 1, 3, 8, 8]),
   };
 }
 
 export function describeConfig(c: VolumeSimConfig): string {
   const al = c.activityLog;
   return `${c.sizeBytes / UNIT_BYTES} units, ${c.trackBytes / 1024} KiB tracks, AL ${al.extentTracks}x${al.maxActiveExtents} ` +
-    `(${al.slotCount} slots of ${al.slotBytes}), QD ${c.queueDepth}, ${c.safetyOps}+${c.livenessOps} ops, ` +
+    `(${al.slotCount} slots of ${al.slotBytes}, ${c.deltaSlots} delta slots), QD ${c.queueDepth}, ${c.safetyOps}+${c.livenessOps} ops, ` +
     `crashes before ${c.crashBeforeOp.join(',') || 'none'}`;
 }

@@ -102,7 +102,7 @@ class VolumeSim {
       onMutate: (offset, length) => this.model.diskMutated(offset, length),
     });
     this.meta = new SimMetaStore(this.scheduler, root.fork());
-    this.journal = new SimSlotJournal(c.activityLog.slotCount, c.activityLog.slotBytes, this.scheduler, root.fork());
+    this.journal = new SimSlotJournal(c.activityLog.slotCount + c.deltaSlots, c.activityLog.slotBytes, this.scheduler, root.fork());
     let ports: VolumePorts = { store: this.disk, meta: this.meta, journal: this.journal };
     if (options.wrapPorts) ports = options.wrapPorts(ports);
     if (options.trace) ports = traced(ports, (line) => this.trace(line));
