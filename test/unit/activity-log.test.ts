@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ActivityLog, decodeSlot, encodeSlot, leastRecentlyUsed, recoverLog, type ActivityLogConfig } from '../../src/core/bitmap/activity-log.js';
+import { ActivityLog, decodeSlot, encodeSlot, recoverLog, type ActivityLogConfig } from '../../src/core/bitmap/activity-log.js';
 import { Prng } from '../../src/core/lib/prng.js';
 
 const config: ActivityLogConfig = { extentTracks: 4, maxActiveExtents: 16, slotCount: 4, slotBytes: 512 };
@@ -65,23 +65,62 @@ test('a clean transaction empties the hot set', () => {
   assert.equal(log.admit(8, 8), true);
   const clean = log.cleanTransaction();
   assert.deepEqual(clean.extents, []);
-  assert.deepEqual(clean.evicted, [2, 9]);
+  assert.deepEqual([...clean.evicted].sort((a, b) => a - b), [2, 9]);
   assert.equal(clean.seq, 4);
   log.durable(clean.seq);
   assert.deepEqual(log.hotExtents(), []);
 });
 
-test('eviction picks the least recently used extents, those a waiting write needs last, ties in order', () => {
-  const prng = new Prng(5);
-  for (let round = 0; round < 300; round++) {
-    const n = prng.int(1, 60);
-    const extents = Uint32Array.from({ length: n }, (_, i) => i * 3 + prng.int(0, 2));
-    const used = Float64Array.from({ length: n }, () => prng.int(0, 10));
-    const needed = new Set(Array.from(extents).filter(() => prng.chance(0.2)));
-    const count = prng.int(0, n);
-    const reference = Array.from(extents.keys())
-      .sort((a, b) => Number(needed.has(extents[a]!)) - Number(needed.has(extents[b]!)) || used[a]! - used[b]! || a - b)
-      .slice(0, count).map((i) => extents[i]!);
-    assert.deepEqual(leastRecentlyUsed(extents, used, count, (e) => needed.has(e)), reference);
+test('evictions follow a least-recently-used model, extents a waiting write needs last', () => {
+  for (let seed = 1; seed <= 40; seed++) {
+    const prng = new Prng(seed);
+    const cfg: ActivityLogConfig = { extentTracks: 1, maxActiveExtents: 16, slotCount: 4, slotBytes: 512 };
+    const log = new ActivityLog(cfg);
+    // The model: each use stamps an extent; the least recently stamped leave first.
+    const stamps = new Map<number, number>();
+    let clock = 0;
+    let waiting: Array<[number, number]> = [];
+    for (let step = 0; step < 400; step++) {
+      const first = prng.int(0, 60);
+      const last = first + (prng.chance(0.2) ? prng.int(1, 3) : 0);
+      if (log.admit(first, last)) {
+        for (let e = first; e <= last; e++) stamps.set(e, ++clock);
+      } else {
+        log.request(first, last);
+        waiting.push([first, last]);
+      }
+      if (!prng.chance(0.3)) continue;
+      // Needed: the waiting writes' extents, oldest first, as many whole writes as fit the log.
+      const needed = new Set<number>();
+      for (const [f, l] of waiting) {
+        const more = Array.from({ length: l - f + 1 }, (_, i) => f + i).filter((e) => !needed.has(e));
+        if (needed.size + more.length > cfg.maxActiveExtents) break;
+        for (const e of more) needed.add(e);
+      }
+      const txn = log.nextTransaction();
+      if (!txn) continue;
+      const staying = new Set(txn.extents);
+      const expected = [...stamps.keys()].filter((e) => !staying.has(e))
+        .sort((a, b) => Number(needed.has(a)) - Number(needed.has(b)) || stamps.get(a)! - stamps.get(b)!);
+      assert.deepEqual(txn.evicted, expected, `seed ${seed} step ${step}: evicted least recently used first`);
+      const passed = [...stamps.keys()].filter((e) => staying.has(e) && !needed.has(e));
+      for (const e of txn.evicted) {
+        if (needed.has(e)) continue;
+        for (const p of passed) assert.ok(stamps.get(p)! > stamps.get(e)!, `seed ${seed}: ${e} evicted before the older ${p}`);
+      }
+      log.durable(txn.seq);
+      for (const e of txn.evicted) stamps.delete(e);
+      for (const e of txn.extents) if (!stamps.has(e)) stamps.set(e, ++clock);
+      const still = waiting;
+      waiting = [];
+      for (const [f, l] of still) {
+        if (log.admit(f, l)) for (let e = f; e <= l; e++) stamps.set(e, ++clock);
+        else {
+          log.request(f, l);
+          waiting.push([f, l]);
+        }
+      }
+      assert.deepEqual(log.hotExtents(), [...stamps.keys()].sort((a, b) => a - b));
+    }
   }
 });

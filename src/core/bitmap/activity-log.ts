@@ -82,8 +82,15 @@ export function recoverLog(slots: readonly Uint8Array[]): RecoveredLog | undefin
 }
 
 export class ActivityLog {
-  /** Durably hot extents → last use tick (for least-recently-used eviction). */
-  private readonly hot = new Map<number, number>();
+  /**
+   * Durably hot extents, least recently used first: a use moves an extent to the end, so an eviction
+   * reads its victims off the front instead of sorting the set (random writes over more extents than
+   * the log holds evict on every transaction, and sorting a thousand extents each time was most of
+   * the log's CPU).
+   */
+  private readonly hot = new Set<number>();
+  /** The extent of the last admitted write while it is still the end of `hot` (-1: not known). */
+  private lastUsed = -1;
   /** Extents waiting writes need, not yet in a transaction. */
   private readonly wanted = new Set<number>();
   /** Extent ranges of waiting writes since the last transaction, oldest first (with repeats). */
@@ -92,14 +99,13 @@ export class ActivityLog {
   private readonly leaving = new Set<number>();
   private inFlight: Transaction | undefined;
   private seq: number;
-  private tick = 0;
 
   constructor(readonly config: ActivityLogConfig, recovered?: RecoveredLog) {
     assert(config.maxActiveExtents >= 16, 'activity log needs at least 16 extents');
     assert(config.maxActiveExtents <= maxExtentsPerSlot(config.slotBytes), 'activity log larger than a slot');
     assert(config.slotCount >= 2, 'activity log needs at least two slots');
     this.seq = recovered?.seq ?? 0;
-    for (const extent of recovered?.extents ?? []) this.hot.set(extent, 0);
+    for (const extent of recovered?.extents ?? []) this.hot.add(extent);
   }
 
   extentOf(track: number): number {
@@ -113,8 +119,13 @@ export class ActivityLog {
     for (let e = first; e <= last; e++) {
       if (!this.hot.has(e) || this.leaving.has(e)) return false;
     }
-    this.tick++;
-    for (let e = first; e <= last; e++) this.hot.set(e, this.tick);
+    if (first !== this.lastUsed || last !== first) {
+      for (let e = first; e <= last; e++) {
+        this.hot.delete(e);
+        this.hot.add(e);
+      }
+      this.lastUsed = last;
+    }
     return true;
   }
 
@@ -159,33 +170,32 @@ export class ActivityLog {
       if (needed.size === 0 || needed.has(e)) adds.push(e);
     }
     const adding = new Set(adds);
-    // The hot extents that stay unless evicted, in the map's order (which breaks ties in recency).
-    const keep = new Uint32Array(this.hot.size);
-    const used = new Float64Array(this.hot.size);
-    let kept = 0;
-    for (const [e, tick] of this.hot) {
-      if (adding.has(e)) continue;
-      keep[kept] = e;
-      used[kept++] = tick;
+    // Least recently used first, extents a waiting write needs last.
+    let toEvict = this.hot.size - (max - adds.length);
+    for (const e of adds) if (this.hot.has(e)) toEvict--;
+    const evicted: number[] = [];
+    if (toEvict > 0) {
+      const neededHot: number[] = [];
+      for (const e of this.hot) {
+        if (evicted.length === toEvict) break;
+        if (adding.has(e)) continue;
+        if (!needed.has(e)) evicted.push(e);
+        else if (neededHot.length < toEvict) neededHot.push(e);
+      }
+      for (const e of neededHot) if (evicted.length < toEvict) evicted.push(e);
     }
-    const evicted = kept > max - adds.length
-      ? leastRecentlyUsed(keep.subarray(0, kept), used, kept - (max - adds.length), (e) => needed.has(e))
-      : [];
     for (const e of evicted) this.leaving.add(e);
     for (const e of adds) this.wanted.delete(e);
-    const leaving = new Set(evicted);
-    const extents = new Uint32Array(kept - evicted.length + adds.length);
-    let n = 0;
-    for (let i = 0; i < kept; i++) if (!leaving.has(keep[i]!)) extents[n++] = keep[i]!;
-    for (const e of adds) extents[n++] = e;
-    extents.sort();
-    return this.begin(Array.from(extents), evicted);
+    const extents: number[] = [];
+    for (const e of this.hot) if (!this.leaving.has(e) && !adding.has(e)) extents.push(e);
+    for (const e of adds) extents.push(e);
+    return this.begin(extents, evicted);
   }
 
   /** The transaction that empties the hot set: written at a clean point, after all bitmaps are durable. */
   cleanTransaction(): Transaction {
     assert(!this.inFlight, 'clean transaction while another is in flight');
-    const evicted = [...this.hot.keys()];
+    const evicted = [...this.hot];
     for (const e of evicted) this.leaving.add(e);
     return this.begin([], evicted);
   }
@@ -213,7 +223,8 @@ export class ActivityLog {
       this.hot.delete(e);
       this.leaving.delete(e);
     }
-    for (const e of txn.extents) if (this.hot.get(e) === undefined) this.hot.set(e, this.tick);
+    for (const e of txn.extents) if (!this.hot.has(e)) this.hot.add(e);
+    this.lastUsed = -1; // extents were added after it
   }
 
   /** Writing the transaction failed: forget it; its extents are wanted again. */
@@ -226,48 +237,7 @@ export class ActivityLog {
   }
 
   hotExtents(): number[] {
-    return [...this.hot.keys()].sort((a, b) => a - b);
+    return [...this.hot].sort((a, b) => a - b);
   }
 }
 
-/**
- * The `count` extents of `extents` to evict: least recently used first (`used`: last use per
- * extent), extents a waiting write needs last, ties in the given order. A bounded max-heap: the hot
- * set holds up to a thousand extents and an eviction batch a few dozen, and sorting the whole set
- * for each transaction was most of the activity log's CPU when random writes evict on every batch.
- */
-export function leastRecentlyUsed(extents: Uint32Array, used: Float64Array, count: number, isNeeded: (extent: number) => boolean): number[] {
-  const needed = new Uint8Array(extents.length);
-  for (let i = 0; i < extents.length; i++) needed[i] = isNeeded(extents[i]!) ? 1 : 0;
-  // a before b in eviction order
-  const before = (a: number, b: number): boolean =>
-    needed[a] !== needed[b] ? needed[a]! < needed[b]! : used[a] !== used[b] ? used[a]! < used[b]! : a < b;
-  const heap: number[] = []; // indexes; the root is the last of those chosen so far
-  const siftDown = (from: number): void => {
-    for (let i = from; ;) {
-      const l = 2 * i + 1;
-      const r = l + 1;
-      let top = i;
-      if (l < heap.length && before(heap[top]!, heap[l]!)) top = l;
-      if (r < heap.length && before(heap[top]!, heap[r]!)) top = r;
-      if (top === i) return;
-      [heap[i], heap[top]] = [heap[top]!, heap[i]!];
-      i = top;
-    }
-  };
-  for (let i = 0; i < extents.length && count > 0; i++) {
-    if (heap.length < count) {
-      heap.push(i);
-      for (let c = heap.length - 1; c > 0;) {
-        const parent = (c - 1) >> 1;
-        if (!before(heap[parent]!, heap[c]!)) break;
-        [heap[parent], heap[c]] = [heap[c]!, heap[parent]!];
-        c = parent;
-      }
-    } else if (before(i, heap[0]!)) {
-      heap[0] = i;
-      siftDown(0);
-    }
-  }
-  return heap.sort((a, b) => (before(a, b) ? -1 : 1)).map((i) => extents[i]!);
-}
