@@ -205,7 +205,11 @@ class SimArray {
       meta: deps.meta,
       spill: this.spill,
       randomId: () => `s${seed}`,
-    }, this.rpc, { writeAckMs: 5000, copyAckMs: 10_000, cleanRound: { ...DEFAULT_CLEAN_ROUND, ...clean, retryAfterMs: 50, maxRetryMs: 400 } });
+    }, this.rpc, {
+      writeAckMs: 5000, copyAckMs: 10_000, cleanRound: { ...DEFAULT_CLEAN_ROUND, ...clean, retryAfterMs: 50, maxRetryMs: 400 },
+      // Volumes of 8–64 tracks: short runs, so pushes take runs of holes first as on a real volume.
+      holeRunTracks: 4,
+    });
     const pairs = this.pairs;
     links.onPeerUp((p) => { void pairs.peerUp(p); });
     links.onPeerDown((p) => pairs.peerDown(p));
