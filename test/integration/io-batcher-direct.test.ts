@@ -14,7 +14,7 @@ const filled = (length: number, byte: number): Uint8Array => new Uint8Array(leng
 async function withFile(run: (fd: number, path: string) => Promise<void>, flags = 'r+'): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'tidemark-io-batcher-'));
   const path = join(dir, 'file');
-  await writeFile(path, new Uint8Array(1024 * 1024));
+  await writeFile(path, new Uint8Array(4 * DIRECT_MAX_BYTES + 1024 * 1024));
   const handle = await open(path, flags);
   try {
     await run(handle.fd, path);
@@ -26,32 +26,39 @@ async function withFile(run: (fd: number, path: string) => Promise<void>, flags 
 
 test('small writes of a turn are direct; a large one and those after it go to the pool; all land, later over earlier', async () => {
   await withFile(async (fd, path) => {
+    const large = DIRECT_MAX_BYTES + 4096;
+    // Where each write lands: apart, except the last two (a small write over a large one's start).
+    const at = { one: 0, two: 8192, three: 8192 + large, four: 8192 + large + 4096, five: 8192 + large + 65_536 };
+    const later = { twelve: at.five + DIRECT_MAX_BYTES + 65_536, thirteen: at.five + DIRECT_MAX_BYTES + 131_072 };
     const writes = new IoBatcher(fd, 'write', { direct: true });
-    await writes.submit(filled(4096, 1), 0);
+    await writes.submit(filled(4096, 1), at.one);
     assert.equal(writes.directWrites, 1, 'a lone 4 KiB write is written on the event loop');
-    await writes.submit(filled(DIRECT_MAX_BYTES + 4096, 2), 8192);
+    await writes.submit(filled(large, 2), at.two);
     assert.equal(writes.directWrites, 1, 'a write over DIRECT_MAX_BYTES goes to the pool');
-    await Promise.all([writes.submit(filled(4096, 3), 65_536), writes.submit(filled(4096, 4), 69_632)]);
+    await Promise.all([writes.submit(filled(4096, 3), at.three), writes.submit(filled(4096, 4), at.four)]);
     assert.equal(writes.directWrites, 3, 'two small writes of one turn are both direct');
+    await writes.submit(filled(DIRECT_MAX_BYTES, 6), at.five);
+    assert.equal(writes.directWrites, 4, 'a write of DIRECT_MAX_BYTES (a large NBD write) is direct');
     // One turn: small, large, then a small one over the large one's range: the last must land last.
     await Promise.all([
-      writes.submit(filled(4096, 12), 262_144),
-      writes.submit(filled(DIRECT_MAX_BYTES + 4096, 13), 327_680),
-      writes.submit(filled(4096, 14), 327_680),
+      writes.submit(filled(4096, 12), later.twelve),
+      writes.submit(filled(large, 13), later.thirteen),
+      writes.submit(filled(4096, 14), later.thirteen),
     ]);
-    assert.equal(writes.directWrites, 4, 'only the small write ahead of the large one is direct');
+    assert.equal(writes.directWrites, 5, 'only the small write ahead of the large one is direct');
     const plain = new IoBatcher(fd, 'write');
-    await plain.submit(filled(4096, 5), 131_072);
+    await plain.submit(filled(4096, 5), at.four + 8192);
     assert.equal(plain.directWrites, 0, 'without the option every write goes to the pool');
     const data = await readFile(path);
-    assert.deepEqual(data.subarray(0, 4096), Buffer.from(filled(4096, 1)));
-    assert.deepEqual(data.subarray(8192, 8192 + DIRECT_MAX_BYTES + 4096), Buffer.from(filled(DIRECT_MAX_BYTES + 4096, 2)));
-    assert.deepEqual(data.subarray(65_536, 69_632), Buffer.from(filled(4096, 3)));
-    assert.deepEqual(data.subarray(69_632, 73_728), Buffer.from(filled(4096, 4)));
-    assert.deepEqual(data.subarray(131_072, 135_168), Buffer.from(filled(4096, 5)));
-    assert.deepEqual(data.subarray(262_144, 266_240), Buffer.from(filled(4096, 12)));
-    assert.deepEqual(data.subarray(327_680, 331_776), Buffer.from(filled(4096, 14)));
-    assert.deepEqual(data.subarray(331_776, 327_680 + DIRECT_MAX_BYTES + 4096), Buffer.from(filled(DIRECT_MAX_BYTES, 13)));
+    assert.deepEqual(data.subarray(at.one, at.one + 4096), Buffer.from(filled(4096, 1)));
+    assert.deepEqual(data.subarray(at.two, at.two + large), Buffer.from(filled(large, 2)));
+    assert.deepEqual(data.subarray(at.three, at.three + 4096), Buffer.from(filled(4096, 3)));
+    assert.deepEqual(data.subarray(at.four, at.four + 4096), Buffer.from(filled(4096, 4)));
+    assert.deepEqual(data.subarray(at.four + 8192, at.four + 12_288), Buffer.from(filled(4096, 5)));
+    assert.deepEqual(data.subarray(at.five, at.five + DIRECT_MAX_BYTES), Buffer.from(filled(DIRECT_MAX_BYTES, 6)));
+    assert.deepEqual(data.subarray(later.twelve, later.twelve + 4096), Buffer.from(filled(4096, 12)));
+    assert.deepEqual(data.subarray(later.thirteen, later.thirteen + 4096), Buffer.from(filled(4096, 14)));
+    assert.deepEqual(data.subarray(later.thirteen + 4096, later.thirteen + large), Buffer.from(filled(DIRECT_MAX_BYTES, 13)));
   });
 });
 
