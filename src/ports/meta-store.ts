@@ -10,6 +10,11 @@ export interface MetaStore {
   list(prefix: string): Promise<string[]>;
 }
 
+export interface SlotWrite {
+  readonly index: number;
+  readonly data: Uint8Array;
+}
+
 /**
  * A small ring of fixed-size slots written in place with fdatasync: the activity log's journal.
  * A slot write is durable when it resolves; a torn slot is detected by its checksum on read.
@@ -18,6 +23,11 @@ export interface SlotJournal {
   readonly slotCount: number;
   readonly slotBytes: number;
   writeSlot(index: number, data: Uint8Array): Promise<void>;
+  /**
+   * Writes several slots and makes them durable with one sync. Until it resolves, a crash may leave
+   * each of them old, new or torn, independently of the others.
+   */
+  writeSlots(writes: readonly SlotWrite[]): Promise<void>;
   /** Every slot's raw bytes (zeros for never-written slots). */
   readAll(): Promise<Uint8Array[]>;
   close(): Promise<void>;

@@ -38,6 +38,7 @@ export function fenced(ports: Ports, alive: () => boolean): Ports {
     get slotCount() { return j.slotCount; },
     get slotBytes() { return j.slotBytes; },
     writeSlot: (i, d) => gate(() => j.writeSlot(i, d)),
+    writeSlots: (w) => gate(() => j.writeSlots(w)),
     readAll: () => gate(() => j.readAll()),
     close: () => gate(() => j.close()),
   };

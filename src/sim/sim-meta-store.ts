@@ -3,7 +3,7 @@
 // in place (a write in flight at a crash may leave a slot torn, old and new 512-byte sectors mixed).
 // Completions arrive after seeded latencies, out of order; a crash drops every pending completion.
 import type { Prng } from '../core/lib/prng.js';
-import type { MetaStore, SlotJournal } from '../ports/meta-store.js';
+import type { MetaStore, SlotJournal, SlotWrite } from '../ports/meta-store.js';
 import { drawLatency, type LatencyProfile } from './latency.js';
 import type { Scheduler } from './scheduler.js';
 
@@ -87,11 +87,6 @@ export class SimMetaStore extends SimDevice implements MetaStore {
   }
 }
 
-interface SlotWrite {
-  readonly index: number;
-  readonly data: Uint8Array;
-}
-
 export class SimSlotJournal extends SimDevice implements SlotJournal {
   private readonly slots: Uint8Array[];
   private readonly inFlight = new Set<SlotWrite>();
@@ -109,15 +104,24 @@ export class SimSlotJournal extends SimDevice implements SlotJournal {
   }
 
   writeSlot(index: number, data: Uint8Array): Promise<void> {
+    return this.writeSlots([{ index, data }]);
+  }
+
+  /** Every slot of the call is in flight until its one completion: a crash treats each on its own. */
+  writeSlots(writes: readonly SlotWrite[]): Promise<void> {
     if (this.closed) return Promise.reject(new Error('simulated journal is closed'));
-    if (!Number.isInteger(index) || index < 0 || index >= this.slotCount || data.length !== this.slotBytes) {
-      return Promise.reject(new RangeError(`slot ${index} write of ${data.length} bytes`));
+    for (const { index, data } of writes) {
+      if (!Number.isInteger(index) || index < 0 || index >= this.slotCount || data.length !== this.slotBytes) {
+        return Promise.reject(new RangeError(`slot ${index} write of ${data.length} bytes`));
+      }
     }
-    const op: SlotWrite = { index, data: data.slice() };
-    this.inFlight.add(op);
+    const ops = writes.map((w): SlotWrite => ({ index: w.index, data: w.data.slice() }));
+    for (const op of ops) this.inFlight.add(op);
     return this.later(() => {
-      this.inFlight.delete(op);
-      this.slots[index]!.set(op.data);
+      for (const op of ops) {
+        this.inFlight.delete(op);
+        this.slots[op.index]!.set(op.data);
+      }
     });
   }
 

@@ -1,4 +1,5 @@
 // Wraps a volume's ports so every call and completion is written to a trace (for `--trace`).
+import { decodeSlot } from '../core/bitmap/activity-log.js';
 import { decodeDelta } from '../core/bitmap/bitmap-deltas.js';
 import type { BlockStore } from '../ports/block-store.js';
 import type { MetaStore, SlotJournal } from '../ports/meta-store.js';
@@ -36,6 +37,7 @@ export function traced(ports: Ports, log: (line: string) => void): Ports {
     get slotCount() { return j.slotCount; },
     get slotBytes() { return j.slotBytes; },
     writeSlot: (i, d) => step(describeSlot(i, d), j.writeSlot(i, d)),
+    writeSlots: (w) => step(w.map((x) => describeSlot(x.index, x.data)).join(' + '), j.writeSlots(w)),
     readAll: () => step('journal read', j.readAll()),
     close: () => step('journal close', j.close()),
   };
@@ -48,13 +50,8 @@ function describeSlot(index: number, slot: Uint8Array): string {
     const positions = delta.positions.map((p) => `${p.id} ${p.runs.map((r) => `${r.start}-${r.end - 1}`).join(',')}`);
     return `journal slot ${index} delta generation ${delta.generation} seq ${delta.seq} [${positions.join('; ')}]`;
   }
-  return `journal slot ${index} seq ${new DataView(slot.buffer, slot.byteOffset).getFloat64(8)} extents [${extentsOf(slot).join(',')}]`;
-}
-
-function extentsOf(slot: Uint8Array): number[] {
-  const view = new DataView(slot.buffer, slot.byteOffset, slot.byteLength);
-  const count = view.getUint32(16);
-  const out: number[] = [];
-  for (let i = 0; i < count && 24 + i * 4 + 4 <= slot.length; i++) out.push(view.getUint32(24 + i * 4));
-  return out;
+  const txn = decodeSlot(slot);
+  if (!txn) return `journal slot ${index} (${slot.length} bytes, not a transaction or delta)`;
+  const named = txn.delta ? ` with delta ${txn.delta.generation}/${txn.delta.seq}` : '';
+  return `journal slot ${index} seq ${txn.seq} extents [${txn.extents.join(',')}]${named}`;
 }

@@ -58,6 +58,14 @@ export function slotJournalContract(name: string, make: () => Promise<{ journal:
       assert.deepEqual(plain(after[1]), data);
       assert.ok(after[0]!.every((b) => b === 0));
       await assert.rejects(journal.writeSlot(journal.slotCount, data));
+      // Several slots with one sync; a bad one refuses the whole call before anything is written.
+      const two = new Uint8Array(journal.slotBytes).fill(0x22);
+      const three = new Uint8Array(journal.slotBytes).fill(0x33);
+      await journal.writeSlots([{ index: 0, data: two }, { index: journal.slotCount - 1, data: three }]);
+      await assert.rejects(journal.writeSlots([{ index: 0, data: three }, { index: journal.slotCount, data: three }]));
+      const both = await journal.readAll();
+      assert.deepEqual(plain(both[0]), two);
+      assert.deepEqual(plain(both[journal.slotCount - 1]), three);
       await journal.close();
     } finally {
       await cleanup();

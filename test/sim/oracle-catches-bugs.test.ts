@@ -59,6 +59,7 @@ test('an activity log journal that acknowledges slots without writing them is ca
     get slotCount() { return journal.slotCount; },
     get slotBytes() { return journal.slotBytes; },
     writeSlot: async () => undefined,
+    writeSlots: async () => undefined,
     readAll: () => journal.readAll(),
     close: () => journal.close(),
   });

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ActivityLog, decodeSlot, encodeSlot, recoverLog, type ActivityLogConfig } from '../../src/core/bitmap/activity-log.js';
+import { ActivityLog, DEFAULT_ACTIVITY_LOG, decodeSlot, encodeSlot, maxExtentsPerSlot, recoverLog, type ActivityLogConfig } from '../../src/core/bitmap/activity-log.js';
 import { Prng } from '../../src/core/lib/prng.js';
 
 const config: ActivityLogConfig = { extentTracks: 4, maxActiveExtents: 16, slotCount: 4, slotBytes: 512 };
@@ -123,4 +123,20 @@ test('evictions follow a least-recently-used model, extents a waiting write need
       assert.deepEqual(log.hotExtents(), [...stamps.keys()].sort((a, b) => a - b));
     }
   }
+});
+
+test('a transaction written with its delta counts only while that delta is whole', () => {
+  const plain = encodeSlot(7, 4, [1, 2], 512);
+  const withDelta = encodeSlot(8, 4, [2, 3], 512, { generation: 5, seq: 3 });
+  assert.deepEqual(decodeSlot(withDelta), { seq: 8, extentTracks: 4, extents: [2, 3], delta: { generation: 5, seq: 3 } });
+  assert.deepEqual(decodeSlot(plain), { seq: 7, extentTracks: 4, extents: [1, 2] });
+  const asked: Array<{ generation: number; seq: number }> = [];
+  const whole = recoverLog([plain, withDelta], (ref) => { asked.push(ref); return true; });
+  assert.equal(whole?.seq, 8);
+  assert.deepEqual(asked, [{ generation: 5, seq: 3 }]);
+  assert.deepEqual(recoverLog([plain, withDelta], () => false)?.extents, [1, 2], 'its delta torn: the transaction before it stands');
+  const torn = withDelta.slice();
+  torn[30] = torn[30]! ^ 1; // in the delta reference
+  assert.equal(decodeSlot(torn), undefined, 'the reference is under the checksum');
+  assert.equal(maxExtentsPerSlot(4096) >= DEFAULT_ACTIVITY_LOG.maxActiveExtents, true, 'the default hot set fits either layout');
 });

@@ -4,7 +4,7 @@
 // concurrent changes to a record never mix bytes or finish out of order (the last issued wins).
 import { open, readFile, readdir, rename, unlink, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { MetaStore, SlotJournal, SlotJournalFactory } from '../../ports/meta-store.js';
+import type { MetaStore, SlotJournal, SlotJournalFactory, SlotWrite } from '../../ports/meta-store.js';
 import { decodeRecord, encodeRecord } from '../../core/lib/checksummed-record.js';
 import { fsyncDirectory } from './fsync-directory.js';
 import { PRIVATE_DIR_MODE, PRIVATE_FILE_MODE } from './private-modes.js';
@@ -116,11 +116,17 @@ export class FileSlotJournal implements SlotJournal {
     return new FileSlotJournal(handle, slotCount, slotBytes);
   }
 
-  async writeSlot(index: number, data: Uint8Array): Promise<void> {
-    if (data.length !== this.slotBytes || index < 0 || index >= this.slotCount) {
-      throw new RangeError(`slot ${index} write of ${data.length} bytes`);
+  writeSlot(index: number, data: Uint8Array): Promise<void> {
+    return this.writeSlots([{ index, data }]);
+  }
+
+  async writeSlots(writes: readonly SlotWrite[]): Promise<void> {
+    for (const { index, data } of writes) {
+      if (data.length !== this.slotBytes || !Number.isInteger(index) || index < 0 || index >= this.slotCount) {
+        throw new RangeError(`slot ${index} write of ${data.length} bytes`);
+      }
     }
-    await this.handle.write(data, 0, data.length, index * this.slotBytes);
+    for (const { index, data } of writes) await this.handle.write(data, 0, data.length, index * this.slotBytes);
     await this.handle.datasync();
   }
 

@@ -1,7 +1,7 @@
 // One volume's I/O path: host access checks, write ordering, the activity log, mirror positions,
 // and durability. It depends only on ports, so the daemon runs it on files and the simulator runs
 // the same code on a faulty in-memory disk.
-import { ActivityLog, DEFAULT_ACTIVITY_LOG, recoverLog, type ActivityLogConfig } from '../../core/bitmap/activity-log.js';
+import { ActivityLog, DEFAULT_ACTIVITY_LOG, encodeSlot, recoverLog, type ActivityLogConfig, type Transaction } from '../../core/bitmap/activity-log.js';
 import { DeltaRing, deltasOf, encodeDelta, newlySetRuns, type PositionDelta } from '../../core/bitmap/bitmap-deltas.js';
 import { TrackBitmap } from '../../core/bitmap/track-bitmap.js';
 import { ErrorCode, TidemarkError } from '../../core/errors.js';
@@ -182,11 +182,6 @@ export class Volume {
     const geometry = makeGeometry(record.sizeBytes, record.trackBytes);
     const config = deps.activityLog ?? activityLogFor(geometry);
     const slots = await deps.journal.readAll();
-    const recovered = recoverLog(slots.slice(0, config.slotCount));
-    if (recovered && recovered.extents.length > 0 && recovered.extentTracks !== config.extentTracks) {
-      throw new TidemarkError(ErrorCode.MetadataCorrupt,
-        `activity log of ${record.name} uses ${recovered.extentTracks}-track extents, expected ${config.extentTracks}`);
-    }
     const stored = await deps.meta.read(bitmapsKey(record.name));
     let positions: MirrorPosition[];
     let extensions: Record<string, unknown> = {};
@@ -209,6 +204,14 @@ export class Volume {
       }
     }
     const durable = new Map(positions.map((p) => [p.id, p.invalid.copy()]));
+    // A transaction written with a delta stands only if the delta is whole (or an older generation's,
+    // which the record covers).
+    const recovered = recoverLog(slots.slice(0, config.slotCount), (ref) => ref.generation < generation ||
+      deltas.some((d) => d.generation === ref.generation && d.seq === ref.seq));
+    if (recovered && recovered.extents.length > 0 && recovered.extentTracks !== config.extentTracks) {
+      throw new TidemarkError(ErrorCode.MetadataCorrupt,
+        `activity log of ${record.name} uses ${recovered.extentTracks}-track extents, expected ${config.extentTracks}`);
+    }
     const hot = recovered?.extents ?? [];
     const runs = hot.map((e) => ({
       first: e * config.extentTracks,
@@ -642,8 +645,8 @@ export class Volume {
           const txn = this.log.nextTransaction();
           if (!txn) break;
           try {
-            if (txn.evicted.length > 0) await this.persistEvicted(txn.evicted);
-            await this.deps.journal.writeSlot(txn.slotIndex, txn.bytes);
+            if (txn.evicted.length > 0) await this.writeEvicting(txn);
+            else await this.deps.journal.writeSlot(txn.slotIndex, txn.bytes);
           } catch (error) {
             this.log.failed(txn.seq);
             this.fail(error);
@@ -679,10 +682,33 @@ export class Volume {
     return this.persistInTurn(() => this.writeBitmaps());
   }
 
-  /** Before a transaction drops `extents` from the hot set: makes their bits durable. */
-  private persistEvicted(extents: readonly number[]): Promise<void> {
+  /**
+   * Writes a transaction that drops extents from the hot set, their bits durable by the time it is:
+   * with the bitmap delta they need, one sync for both (the slot names the delta, and recovery
+   * ignores a slot whose delta is torn), or after a persist of every bitmap.
+   */
+  private writeEvicting(txn: Transaction): Promise<void> {
     return this.persistInTurn(async () => {
-      if (!(await this.writeDelta(extents))) await this.writeBitmaps();
+      const delta = this.deltaFor(txn.evicted);
+      if (delta === 'none-needed') return this.deps.journal.writeSlot(txn.slotIndex, txn.bytes);
+      if (delta === undefined) {
+        await this.writeBitmaps();
+        return this.deps.journal.writeSlot(txn.slotIndex, txn.bytes);
+      }
+      const { config } = this.log;
+      const slot = encodeSlot(txn.seq, config.extentTracks, txn.extents, config.slotBytes, { generation: this.deltas.baseGeneration, seq: delta.seq });
+      try {
+        await this.deps.journal.writeSlots([{ index: config.slotCount + delta.seq, data: delta.bytes }, { index: txn.slotIndex, data: slot }]);
+      } catch (error) {
+        this.deltas.deltaFailed();
+        throw error;
+      }
+      this.deltas.deltaDone();
+      for (const { id, runs } of delta.entries) {
+        const image = this.durable.get(id)!;
+        for (const run of runs) image.setRange(run.start, run.end - 1);
+        this.persistedCounts.set(id, image.count());
+      }
     });
   }
 
@@ -726,17 +752,15 @@ export class Volume {
   }
 
   /**
-   * Makes the bits of `extents` durable with a delta: the tracks set there (in memory or in an
-   * overlay) that the durable image lacks, one slot, no flush needed (it adds no cleared bit).
-   * False when it cannot (the ring is full, the delta does not fit a slot, a position is newer than
-   * the record): the caller persists everything.
+   * The bitmap delta that makes the bits of `extents` durable: the tracks set there (in memory or
+   * in an overlay) that the durable image lacks; no flush needed (it adds no cleared bit).
+   * 'none-needed' when the durable image has them all; undefined when no delta can (the ring is
+   * full, it does not fit a slot, a position is newer than the record): persist everything.
    */
-  private async writeDelta(extents: readonly number[]): Promise<boolean> {
+  private deltaFor(extents: readonly number[]): { seq: number; bytes: Uint8Array; entries: PositionDelta[] } | 'none-needed' | undefined {
     const hostWrites = this.record.state === 'ready';
     const marked = this.positions.filter((p) => recoveryMarks(p, hostWrites));
-    if (marked.some((p) => !this.durable.has(p.id))) return false;
-    const seq = this.deltas.nextDelta();
-    if (seq === undefined) return false;
+    if (marked.some((p) => !this.durable.has(p.id))) return undefined;
     const per = this.log.config.extentTracks;
     const ranges = [...extents].sort((a, b) => a - b)
       .map((e) => ({ first: e * per, last: Math.min(this.geometry.trackCount - 1, (e + 1) * per - 1) }))
@@ -746,24 +770,15 @@ export class Volume {
       const runs = newlySetRuns(ranges, p.invalid, this.persistOverlays.get(p.id)?.(), this.durable.get(p.id)!);
       if (runs.length > 0) entries.push({ id: p.id, runs });
     }
-    const bytes = entries.length === 0 ? undefined : encodeDelta({ generation: this.deltas.baseGeneration, seq, positions: entries }, this.deps.journal.slotBytes);
+    if (entries.length === 0) return 'none-needed';
+    const seq = this.deltas.nextDelta();
+    if (seq === undefined) return undefined;
+    const bytes = encodeDelta({ generation: this.deltas.baseGeneration, seq, positions: entries }, this.deps.journal.slotBytes);
     if (!bytes) {
       this.deltas.deltaSkipped();
-      return entries.length === 0;
+      return undefined;
     }
-    try {
-      await this.deps.journal.writeSlot(this.log.config.slotCount + seq, bytes);
-    } catch (error) {
-      this.deltas.deltaFailed();
-      throw error;
-    }
-    this.deltas.deltaDone();
-    for (const { id, runs } of entries) {
-      const image = this.durable.get(id)!;
-      for (const run of runs) image.setRange(run.start, run.end - 1);
-      this.persistedCounts.set(id, image.count());
-    }
-    return true;
+    return { seq, bytes, entries };
   }
 
   /**

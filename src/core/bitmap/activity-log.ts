@@ -9,7 +9,10 @@ import { assert } from '../lib/assert.js';
 import { crc32c } from '../lib/crc32c.js';
 
 const SLOT_MAGIC = 0x544d414c; // "TMAL"
+/** A transaction written together with the bitmap delta of its evictions (one sync for both). */
+const SLOT_WITH_DELTA_MAGIC = 0x544d4132; // "TMA2"
 const SLOT_HEADER_BYTES = 24; // magic u32, extentTracks u32, seq f64, count u32, crc u32
+const DELTA_REF_BYTES = 12; // TMA2: the delta's generation f64 and seq u32, before the extents
 
 export interface ActivityLogConfig {
   /** Tracks per extent; an extent is the unit the log tracks. */
@@ -27,7 +30,14 @@ export const DEFAULT_ACTIVITY_LOG: ActivityLogConfig = {
   slotBytes: 4096,
 };
 
-export const maxExtentsPerSlot = (slotBytes: number): number => Math.floor((slotBytes - SLOT_HEADER_BYTES) / 4);
+/** Extents one slot holds, whichever layout it takes. */
+export const maxExtentsPerSlot = (slotBytes: number): number => Math.floor((slotBytes - SLOT_HEADER_BYTES - DELTA_REF_BYTES) / 4);
+
+/** The bitmap delta a transaction was written with: recovery accepts the transaction only with it. */
+export interface DeltaRef {
+  readonly generation: number;
+  readonly seq: number;
+}
 
 export interface Transaction {
   readonly seq: number;
@@ -43,40 +53,57 @@ export interface RecoveredLog {
   readonly seq: number;
   readonly extentTracks: number;
   readonly extents: readonly number[];
+  /** Written with this bitmap delta (TMA2 slots). */
+  readonly delta?: DeltaRef;
 }
 
-export function encodeSlot(seq: number, extentTracks: number, extents: readonly number[], slotBytes: number): Uint8Array {
+export function encodeSlot(seq: number, extentTracks: number, extents: readonly number[], slotBytes: number, delta?: DeltaRef): Uint8Array {
   assert(extents.length <= maxExtentsPerSlot(slotBytes), `${extents.length} extents do not fit a ${slotBytes}-byte slot`);
   const out = new Uint8Array(slotBytes);
   const view = new DataView(out.buffer);
-  view.setUint32(0, SLOT_MAGIC);
+  view.setUint32(0, delta ? SLOT_WITH_DELTA_MAGIC : SLOT_MAGIC);
   view.setUint32(4, extentTracks);
   view.setFloat64(8, seq);
   view.setUint32(16, extents.length);
-  for (let i = 0; i < extents.length; i++) view.setUint32(SLOT_HEADER_BYTES + i * 4, extents[i]!);
+  let at = SLOT_HEADER_BYTES;
+  if (delta) {
+    view.setFloat64(at, delta.generation);
+    view.setUint32(at + 8, delta.seq);
+    at += DELTA_REF_BYTES;
+  }
+  for (let i = 0; i < extents.length; i++) view.setUint32(at + i * 4, extents[i]!);
   view.setUint32(20, crc32c(out.subarray(0, 20)) ^ crc32c(out.subarray(SLOT_HEADER_BYTES)));
   return out;
 }
 
 /** Decodes one slot; undefined for an empty, torn or foreign slot. */
 export function decodeSlot(bytes: Uint8Array): RecoveredLog | undefined {
-  if (bytes.length < SLOT_HEADER_BYTES) return undefined;
+  if (bytes.length < SLOT_HEADER_BYTES + DELTA_REF_BYTES) return undefined;
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  if (view.getUint32(0) !== SLOT_MAGIC) return undefined;
+  const magic = view.getUint32(0);
+  if (magic !== SLOT_MAGIC && magic !== SLOT_WITH_DELTA_MAGIC) return undefined;
   if ((crc32c(bytes.subarray(0, 20)) ^ crc32c(bytes.subarray(SLOT_HEADER_BYTES))) >>> 0 !== view.getUint32(20)) return undefined;
   const count = view.getUint32(16);
-  if (count > maxExtentsPerSlot(bytes.length)) return undefined;
+  const at = magic === SLOT_WITH_DELTA_MAGIC ? SLOT_HEADER_BYTES + DELTA_REF_BYTES : SLOT_HEADER_BYTES;
+  if (at + count * 4 > bytes.length) return undefined;
   const extents: number[] = [];
-  for (let i = 0; i < count; i++) extents.push(view.getUint32(SLOT_HEADER_BYTES + i * 4));
-  return { seq: view.getFloat64(8), extentTracks: view.getUint32(4), extents };
+  for (let i = 0; i < count; i++) extents.push(view.getUint32(at + i * 4));
+  const delta = magic === SLOT_WITH_DELTA_MAGIC ? { generation: view.getFloat64(SLOT_HEADER_BYTES), seq: view.getUint32(SLOT_HEADER_BYTES + 8) } : undefined;
+  return { seq: view.getFloat64(8), extentTracks: view.getUint32(4), extents, ...(delta ? { delta } : {}) };
 }
 
-/** The newest valid slot, or an empty log when no slot was ever written. */
-export function recoverLog(slots: readonly Uint8Array[]): RecoveredLog | undefined {
+/**
+ * The newest valid slot, or an empty log when no slot was ever written. A slot written with a
+ * bitmap delta counts only if `deltaDurable` says that delta is whole: the two were written with
+ * one sync, and a crash before it completed may have kept the slot and torn the delta. The slot
+ * before it stands then — its hot set still holds the extents the torn delta was for.
+ */
+export function recoverLog(slots: readonly Uint8Array[], deltaDurable: (ref: DeltaRef) => boolean = () => false): RecoveredLog | undefined {
   let best: RecoveredLog | undefined;
   for (const slot of slots) {
     const decoded = decodeSlot(slot);
-    if (decoded && (!best || decoded.seq > best.seq)) best = decoded;
+    if (!decoded || (decoded.delta && !deltaDurable(decoded.delta))) continue;
+    if (!best || decoded.seq > best.seq) best = decoded;
   }
   return best;
 }
