@@ -17,6 +17,7 @@
 // Pure: encoding, decoding and the decision delta-or-full; the volume performs the I/O.
 import { assert } from '../lib/assert.js';
 import { crc32c } from '../lib/crc32c.js';
+import { encodeShortString, putShortString, readShortString } from '../lib/short-string.js';
 import type { TrackBitmap, TrackRun } from './track-bitmap.js';
 
 /** Delta slots per volume: an eviction persists every bitmap once per this many deltas. */
@@ -24,8 +25,6 @@ export const DEFAULT_DELTA_SLOTS = 64;
 
 const DELTA_MAGIC = 0x544d4244; // "TMBD"
 const HEADER_BYTES = 22; // magic u32, crc u32, generation f64, seq u32, positions u16
-const enc = new TextEncoder();
-const dec = new TextDecoder('utf-8', { fatal: true });
 
 export interface PositionDelta {
   readonly id: string;
@@ -42,7 +41,7 @@ export interface BitmapDelta {
 
 /** The delta in one slot of `slotBytes`, or undefined when it does not fit. */
 export function encodeDelta(delta: BitmapDelta, slotBytes: number): Uint8Array | undefined {
-  const ids = delta.positions.map((p) => enc.encode(p.id));
+  const ids = delta.positions.map((p) => encodeShortString(p.id));
   const bytes = HEADER_BYTES + delta.positions.reduce((n, p, i) => n + 2 + ids[i]!.length + 4 + p.runs.length * 8, 0);
   if (bytes > slotBytes) return undefined;
   const out = new Uint8Array(slotBytes);
@@ -53,8 +52,7 @@ export function encodeDelta(delta: BitmapDelta, slotBytes: number): Uint8Array |
   view.setUint16(20, delta.positions.length);
   let at = HEADER_BYTES;
   delta.positions.forEach((p, i) => {
-    view.setUint16(at, ids[i]!.length); at += 2;
-    out.set(ids[i]!, at); at += ids[i]!.length;
+    at = putShortString(out, view, at, ids[i]!);
     view.setUint32(at, p.runs.length); at += 4;
     for (const run of p.runs) {
       view.setUint32(at, run.start); at += 4;
@@ -74,16 +72,10 @@ export function decodeDelta(bytes: Uint8Array, trackCount: number): BitmapDelta 
   let at = HEADER_BYTES;
   const need = (n: number): boolean => at + n <= bytes.length;
   for (let i = view.getUint16(20); i > 0; i--) {
-    if (!need(2)) return undefined;
-    const idLength = view.getUint16(at); at += 2;
-    if (!need(idLength + 4)) return undefined;
-    let id: string;
-    try {
-      id = dec.decode(bytes.subarray(at, at + idLength));
-    } catch {
-      return undefined;
-    }
-    at += idLength;
+    const id = readShortString(bytes, view, at);
+    if (!id) return undefined;
+    at = id.end;
+    if (!need(4)) return undefined;
     const runCount = view.getUint32(at); at += 4;
     if (!need(runCount * 8)) return undefined;
     const runs: TrackRun[] = [];
@@ -94,7 +86,7 @@ export function decodeDelta(bytes: Uint8Array, trackCount: number): BitmapDelta 
       if (end <= start || end > trackCount) return undefined;
       runs.push({ start, end });
     }
-    positions.push({ id, runs });
+    positions.push({ id: id.value, runs });
   }
   return { generation: view.getFloat64(8), seq: view.getUint32(16), positions };
 }

@@ -4,6 +4,7 @@
 // copy, resync and restore decisions are bitmap arithmetic over them.
 import { TrackBitmap } from '../bitmap/track-bitmap.js';
 import { assert } from '../lib/assert.js';
+import { encodeShortString, putShortString, readShortString } from '../lib/short-string.js';
 
 export type PositionKind =
   /** Tracks written since the tracker was last reset (incremental backup, resync basis). */
@@ -116,7 +117,7 @@ const GENERATION_BYTES = 8;
 
 export function encodePositions(positions: readonly MirrorPosition[], extensions: Record<string, unknown> = {}, generation = 0): Uint8Array {
   const parts = positions.map((p) => ({
-    id: enc.encode(p.id), kind: KINDS.indexOf(p.kind), marks: MARKS.indexOf(p.marksOn), bytes: p.invalid.toBytes(), size: p.invalid.size,
+    id: encodeShortString(p.id), kind: KINDS.indexOf(p.kind), marks: MARKS.indexOf(p.marksOn), bytes: p.invalid.toBytes(), size: p.invalid.size,
   }));
   const json = enc.encode(JSON.stringify(extensions));
   const total = 4 + parts.reduce((n, p) => n + 2 + p.id.length + 2 + 4 + p.bytes.length, 0) + 4 + json.length + GENERATION_BYTES;
@@ -125,8 +126,7 @@ export function encodePositions(positions: readonly MirrorPosition[], extensions
   view.setUint32(0, parts.length);
   let at = 4;
   for (const p of parts) {
-    view.setUint16(at, p.id.length); at += 2;
-    out.set(p.id, at); at += p.id.length;
+    at = putShortString(out, view, at, p.id);
     view.setUint8(at, p.kind); at += 1;
     view.setUint8(at, p.marks); at += 1;
     view.setUint32(at, p.size); at += 4;
@@ -148,22 +148,16 @@ export function decodePositions(bytes: Uint8Array, trackCount: number): Position
   if (!need(4)) return undefined;
   const count = view.getUint32(at); at += 4;
   for (let i = 0; i < count; i++) {
-    if (!need(2)) return undefined;
-    const idLength = view.getUint16(at); at += 2;
-    if (!need(idLength + 6)) return undefined;
-    let id: string;
-    try {
-      id = dec.decode(bytes.subarray(at, at + idLength));
-    } catch {
-      return undefined;
-    }
-    at += idLength;
+    const id = readShortString(bytes, view, at);
+    if (!id) return undefined;
+    at = id.end;
+    if (!need(6)) return undefined;
     const kind = KINDS[view.getUint8(at)]; at += 1;
     const marksOn = MARKS[view.getUint8(at)]; at += 1;
     const size = view.getUint32(at); at += 4;
     const wordBytes = Math.ceil(size / 32) * 4;
     if (kind === undefined || marksOn === undefined || size !== trackCount || !need(wordBytes)) return undefined;
-    positions.push({ id, kind, marksOn, invalid: TrackBitmap.fromBytes(size, bytes.slice(at, at + wordBytes)) });
+    positions.push({ id: id.value, kind, marksOn, invalid: TrackBitmap.fromBytes(size, bytes.slice(at, at + wordBytes)) });
     at += wordBytes;
   }
   if (!need(4)) return undefined;
