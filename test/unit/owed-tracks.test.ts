@@ -1,4 +1,4 @@
-// OwedTracks' due times: what an adaptive pair's minimum age counts from.
+// OwedTracks: due times (what an adaptive pair's minimum age counts from) and the tracks owed whole.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { OwedTracks } from '../../src/core/replication/owed-tracks.js';
@@ -35,4 +35,22 @@ test('tracks owed whole and shipments given back are due at once', () => {
   owed.clearAll();
   owed.markWrite(9 * TRACK, 4096, 8000);
   assert.equal(owed.dueBy(9, 7999), false, 'clearAll forgets old due times');
+});
+
+test('tracks owed whole are counted apart from those whose changed records are known', () => {
+  const owed = fresh();
+  owed.markWhole(0, 4, 0);
+  owed.markWrite(8 * TRACK, 4096, 0);
+  owed.markWrite(9 * TRACK, 4096, 0);
+  assert.equal(owed.count, 7);
+  assert.equal(owed.wholeCount, 5);
+  owed.markWrite(2 * TRACK, 4096, 0); // already owed whole: stays whole
+  owed.markWhole(8, 8, 0); // known records, now owed whole
+  assert.equal(owed.wholeCount, 6);
+  owed.take(9);
+  owed.take(0);
+  assert.equal(owed.count, 5);
+  assert.equal(owed.wholeCount, 5);
+  owed.giveBack(9, Uint32Array.of(1), 0);
+  assert.equal(owed.wholeCount, 5, 'a shipment given back with its records is not whole');
 });

@@ -710,7 +710,9 @@ export class PairRuntime {
    */
   private async takeHoleRuns(): Promise<void> {
     const runTracks = this.timeouts.holeRunTracks ?? HOLE_RUN_TRACKS;
-    if (this.owed.count < runTracks) return;
+    // Only tracks owed whole are compared with R2 (an establish, a full resync, after a restart);
+    // without enough of them the push's own batches do, and the allocation map is not read.
+    if (this.owed.wholeCount < runTracks) return;
     const g = this.volume.geometry;
     const owed = this.owed.owed;
     const holes = (await this.volume.internalAllocation(0, g.sizeBytes)).filter((e) => e.kind === 'hole');

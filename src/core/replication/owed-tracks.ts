@@ -35,6 +35,11 @@ export class OwedTracks {
     return this.owed.count();
   }
 
+  /** Tracks owed whole (no record mask: which records differ is not known). */
+  get wholeCount(): number {
+    return this.owed.count() - this.masks.size;
+  }
+
   oldestAtMs(): number | undefined {
     return this.owed.isEmpty() ? undefined : this.oldestOwedAtMs;
   }
