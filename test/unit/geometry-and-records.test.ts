@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { makeGeometry, tracksOf, trackRange, rangeInside } from '../../src/core/volume/geometry.js';
+import { makeGeometry, tracksOf, trackRange, tracksRange, rangeInside } from '../../src/core/volume/geometry.js';
 import { crc32c } from '../../src/core/lib/crc32c.js';
 import { decodeRecord, encodeRecord } from '../../src/core/lib/checksummed-record.js';
 import { isTidemarkError } from '../../src/core/errors.js';
@@ -10,6 +10,8 @@ test('geometry: tracks of 64 KiB made of 4 KiB records, short last track', () =>
   assert.equal(g.trackCount, 17);
   assert.equal(g.recordsPerTrack, 16);
   assert.deepEqual(trackRange(g, 16), { offset: 1024 * 1024, length: 4096 });
+  assert.deepEqual(tracksRange(g, 2, 16), { offset: 2 * 65536, length: 14 * 65536 + 4096 }, 'to the end of the short last track');
+  assert.deepEqual(tracksRange(g, 3, 3), trackRange(g, 3));
   assert.deepEqual(tracksOf(g, 65535, 2), { first: 0, last: 1 });
   assert.equal(rangeInside(g, 2n ** 64n - 1n, 2n), false);
 });

@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { TrackBitmap } from '../../src/core/bitmap/track-bitmap.js';
-import { decodePositions, encodePositions, markRecovered, type MirrorPosition } from '../../src/core/volume/mirror-positions.js';
+import { applyDeltas, decodePositions, encodePositions, evictionDelta, markRecovered, type MirrorPosition } from '../../src/core/volume/mirror-positions.js';
 
 const positions = (): MirrorPosition[] => [
   { id: 'changes', kind: 'change-tracker', marksOn: 'all', invalid: new TrackBitmap(64) },
@@ -38,4 +38,29 @@ test('a positions record carries its generation; one written before generations 
   const older = record.subarray(0, record.length - 8); // the layout before generations
   assert.equal(decodePositions(older, 40)!.generation, 0);
   assert.equal(decodePositions(record.subarray(0, record.length - 3), 40), undefined, 'a trailer of the wrong length');
+});
+
+test('an eviction delta: the leaving extents\' tracks not yet durable, of the positions recovery marks', () => {
+  const ps = positions();
+  for (const p of ps) p.invalid.setRange(0, 63); // everything set in memory
+  const durable = new Map(ps.map((p) => [p.id, new TrackBitmap(64)]));
+  durable.get('changes')!.setRange(8, 11); // already durable there
+  const overlay = new TrackBitmap(64);
+  ps[1]!.invalid.clear(9); // a copy cleared it before its flush
+  overlay.set(9);
+  const shape = { extentTracks: 4, trackCount: 62, hostWrites: false };
+  const delta = evictionDelta(ps, [15, 2], shape, (id) => (id === 'protection' ? overlay : undefined), (id) => durable.get(id));
+  assert.deepEqual(delta, [
+    { id: 'changes', runs: [{ start: 60, end: 62 }] }, // extent 2 durable; extent 15 cut at the volume's end
+    { id: 'protection', runs: [{ start: 8, end: 12 }, { start: 60, end: 62 }] },
+  ], 'an R2\'s own bitmap of a volume not ready and a never-marked position are not recovery\'s');
+  assert.deepEqual(evictionDelta(ps, [15, 2], { ...shape, hostWrites: true }, () => undefined, (id) => durable.get(id))!.map((d) => d.id),
+    ['changes', 'protection', 'own']);
+  durable.delete('own');
+  assert.equal(evictionDelta(ps, [2], { ...shape, hostWrites: true }, () => undefined, (id) => durable.get(id)), undefined,
+    'a position the record does not hold: only a full persist will do');
+
+  const recovered = positions();
+  applyDeltas(recovered, [{ generation: 1, seq: 0, positions: [...delta!, { id: 'gone', runs: [{ start: 1, end: 2 }] }] }]);
+  assert.deepEqual(counts(recovered), { changes: 2, protection: 6, own: 0, pull: 0 });
 });

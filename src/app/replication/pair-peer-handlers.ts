@@ -10,7 +10,7 @@ import { volumeStateFor } from '../../core/replication/pair-rules.js';
 import { checkNewR1, checkNewR2 } from '../../core/replication/pair-set.js';
 import { validateExtents } from '../../core/replication/pair-extents.js';
 import type { Segment } from '../../core/replication/peer-messages.js';
-import { trackRange } from '../../core/volume/geometry.js';
+import { trackRange, tracksRange } from '../../core/volume/geometry.js';
 import type { Volume } from '../volume/volume.js';
 import { R2Async, cycleMessageFromWire } from './async-cycles.js';
 import { positionIds } from './pair-runtime.js';
@@ -88,9 +88,8 @@ export function registerPairHandlers(context: PairContext, commands: PairCommand
     const segments: Segment[] = [];
     const tracks = trackList(h.tracks, r.volume.geometry.trackCount);
     // Holes as they are once writes already in flight there have landed (see lockedRead).
-    const span = tracks.length > 0 ? trackRange(r.volume.geometry, Math.min(...tracks)) : undefined;
-    const spanEnd = tracks.length > 0 ? trackRange(r.volume.geometry, Math.max(...tracks)) : undefined;
-    const unlock = span && spanEnd ? await r.volume.lockRange(span.offset, spanEnd.offset + spanEnd.length - span.offset) : undefined;
+    const span = tracks.length > 0 ? tracksRange(r.volume.geometry, Math.min(...tracks), Math.max(...tracks)) : undefined;
+    const unlock = span ? await r.volume.lockRange(span.offset, span.length) : undefined;
     let holes: Set<number>;
     try {
       holes = await holeTracks(r.volume, tracks);

@@ -10,7 +10,7 @@ import { pairState, volumeStateFor, type PairState } from '../../core/replicatio
 import { clipToExtents, extentTracks } from '../../core/replication/pair-extents.js';
 import type { Segment } from '../../core/replication/peer-messages.js';
 import { PairLifecycle, type LifecycleRecord, type PairFacts } from '../../core/replication/pair-lifecycle.js';
-import { trackRange, tracksOf } from '../../core/volume/geometry.js';
+import { trackRange, tracksOf, tracksRange } from '../../core/volume/geometry.js';
 import type { PlanPosition, PlanStep } from '../../core/volume/write-plan.js';
 import type { AppliedWrite, Volume } from '../volume/volume.js';
 import type { PeerRpc } from './peer-rpc.js';
@@ -714,16 +714,16 @@ export class PairRuntime {
     // without enough of them the push's own batches do, and the allocation map is not read.
     if (this.owed.wholeCount < runTracks) return;
     const g = this.volume.geometry;
-    const owed = this.owed.owed;
+    const owed = this.owed;
     const holes = (await this.volume.internalAllocation(0, g.sizeBytes)).filter((e) => e.kind === 'hole');
-    function* runs(this: PairRuntime): Generator<number[]> {
+    function* runs(): Generator<number[]> {
       for (const hole of holes) {
         // The tracks the hole covers whole (the last track may be short: the volume ends there).
         const first = Math.ceil(hole.offset / g.trackBytes);
         const end = hole.offset + hole.length >= g.sizeBytes ? g.trackCount : Math.floor((hole.offset + hole.length) / g.trackBytes);
         let run: number[] = [];
-        for (let t = owed.nextSet(first); t >= 0 && t < end; t = owed.nextSet(t + 1)) {
-          if (this.owed.hasMask(t)) continue;
+        for (let t = owed.owed.nextSet(first); t >= 0 && t < end; t = owed.owed.nextSet(t + 1)) {
+          if (owed.hasMask(t)) continue;
           run.push(t);
           if (run.length === runTracks) {
             yield run;
@@ -733,7 +733,7 @@ export class PairRuntime {
         if (run.length > 0) yield run;
       }
     }
-    const next = runs.call(this);
+    const next = runs();
     await Promise.all(Array.from({ length: BATCHES_IN_FLIGHT }, async () => {
       for (let r = next.next(); !r.done && this.replicatingNow; r = next.next()) await this.takeHoleRun(r.value);
     }));
@@ -759,7 +759,7 @@ export class PairRuntime {
     const tracks = candidates.filter((t) => !this.owed.hasMask(t));
     if (tracks.length === 0) return taken;
     const { geometry } = this.volume;
-    const ranges = lock === 'tracks' ? tracks.map((t) => trackRange(geometry, t)) : [trackSpan(geometry, tracks)];
+    const ranges = lock === 'tracks' ? tracks.map((t) => trackRange(geometry, t)) : [tracksRange(geometry, tracks[0]!, tracks[tracks.length - 1]!)];
     const unlocks = await Promise.all(ranges.map((range) => this.volume.lockRange(range.offset, range.length)));
     try {
       const stillHoles = await holeTracks(this.volume, tracks);
@@ -906,11 +906,4 @@ function appendSegment(segments: Segment[], offset: number, bytes: Uint8Array, z
 
 function lifecycleRecord(record: PairRecord): LifecycleRecord {
   return { role: record.role, intent: record.intent, mode: record.mode, generation: record.generation, protects: record.protectWith !== null };
-}
-
-/** The byte range from the first to the last of `tracks` (ascending). */
-function trackSpan(geometry: Parameters<typeof trackRange>[0], tracks: readonly number[]): { offset: number; length: number } {
-  const first = trackRange(geometry, tracks[0]!);
-  const last = trackRange(geometry, tracks[tracks.length - 1]!);
-  return { offset: first.offset, length: last.offset + last.length - first.offset };
 }

@@ -2,13 +2,13 @@
 // and durability. It depends only on ports, so the daemon runs it on files and the simulator runs
 // the same code on a faulty in-memory disk.
 import { ActivityLog, DEFAULT_ACTIVITY_LOG, encodeSlot, recoverLog, type ActivityLogConfig, type Transaction } from '../../core/bitmap/activity-log.js';
-import { DeltaRing, deltasOf, encodeDelta, newlySetRuns, type PositionDelta } from '../../core/bitmap/bitmap-deltas.js';
+import { DeltaRing, deltasOf, encodeDelta, type PositionDelta } from '../../core/bitmap/bitmap-deltas.js';
 import { TrackBitmap } from '../../core/bitmap/track-bitmap.js';
 import { ErrorCode, TidemarkError } from '../../core/errors.js';
 import { assert } from '../../core/lib/assert.js';
 import { makeGeometry, rangeInside, tracksOf, type Geometry } from '../../core/volume/geometry.js';
 import {
-  applyWrite, decodePositions, encodePositions, markRecovered, recoveryMarks, type MirrorPosition, type WriteSource,
+  applyDeltas, applyWrite, decodePositions, encodePositions, evictionDelta, markRecovered, type MirrorPosition, type WriteSource,
 } from '../../core/volume/mirror-positions.js';
 import { checkHostAccess, type HostAccess, type VolumeState } from '../../core/volume/state.js';
 import {
@@ -156,9 +156,10 @@ export class Volume {
   private readonly extensionProviders = new Map<string, ExtensionProvider>();
   /** Per position: bits persisted as set although clear in memory (see setPersistOverlay). */
   private readonly persistOverlays = new Map<string, () => TrackBitmap>();
-  /** Set bits per position as last made durable, record and deltas (what a crash restarts from). */
-  private persistedCounts = new Map<string, number>();
-  /** Per position: its bits as durable now, the last full persist OR the deltas since (see writeDelta). */
+  /**
+   * Per position: its bits as durable now, the last full persist OR the deltas since (what a crash
+   * restarts from before the hot extents; see writeEvicting). Empty until a record exists.
+   */
   private durable = new Map<string, TrackBitmap>();
   /** The storage serving the volume: a migration's cutover exchanges it under open connections. */
   private store: BlockStore;
@@ -197,12 +198,7 @@ export class Volume {
     }
     // The bits evictions made durable since that record: deltas only add bits, in any order.
     const deltas = deltasOf(generation, slots.slice(config.slotCount), geometry.trackCount);
-    for (const delta of deltas) {
-      for (const entry of delta.positions) {
-        const p = positions.find((x) => x.id === entry.id);
-        for (const run of p ? entry.runs : []) p!.invalid.setRange(run.start, run.end - 1);
-      }
-    }
+    applyDeltas(positions, deltas);
     const durable = new Map(positions.map((p) => [p.id, p.invalid.copy()]));
     // A transaction written with a delta stands only if the delta is whole (or an older generation's,
     // which the record covers).
@@ -224,10 +220,7 @@ export class Volume {
     const log = new ActivityLog(config, recovered);
     const ring = new DeltaRing(Math.max(0, deps.journal.slotCount - config.slotCount), generation);
     const volume = new Volume(record, deps, log, ring, positions, { crashed: hot.length > 0, tracksMarked }, extensions);
-    if (stored !== undefined) {
-      volume.persistedCounts = new Map(positions.map((p, i) => [p.id, before[i]!]));
-      volume.durable = durable;
-    }
+    if (stored !== undefined) volume.durable = durable;
     if (hot.length > 0 || deltas.length > 0) {
       // Make the recovered bitmaps the new clean state, so a second crash does not depend on the old log.
       await volume.persistBitmaps();
@@ -707,7 +700,6 @@ export class Volume {
       for (const { id, runs } of delta.entries) {
         const image = this.durable.get(id)!;
         for (const run of runs) image.setRange(run.start, run.end - 1);
-        this.persistedCounts.set(id, image.count());
       }
     });
   }
@@ -748,7 +740,6 @@ export class Volume {
     }
     this.deltas.fullDone(generation);
     this.durable = new Map(snapshot.map((p) => [p.id, p.invalid]));
-    this.persistedCounts = new Map(snapshot.map((p) => [p.id, p.invalid.count()]));
   }
 
   /**
@@ -758,18 +749,10 @@ export class Volume {
    * full, it does not fit a slot, a position is newer than the record): persist everything.
    */
   private deltaFor(extents: readonly number[]): { seq: number; bytes: Uint8Array; entries: PositionDelta[] } | 'none-needed' | undefined {
-    const hostWrites = this.record.state === 'ready';
-    const marked = this.positions.filter((p) => recoveryMarks(p, hostWrites));
-    if (marked.some((p) => !this.durable.has(p.id))) return undefined;
-    const per = this.log.config.extentTracks;
-    const ranges = [...extents].sort((a, b) => a - b)
-      .map((e) => ({ first: e * per, last: Math.min(this.geometry.trackCount - 1, (e + 1) * per - 1) }))
-      .filter((r) => r.first <= r.last);
-    const entries: PositionDelta[] = [];
-    for (const p of marked) {
-      const runs = newlySetRuns(ranges, p.invalid, this.persistOverlays.get(p.id)?.(), this.durable.get(p.id)!);
-      if (runs.length > 0) entries.push({ id: p.id, runs });
-    }
+    const entries = evictionDelta(this.positions, extents,
+      { extentTracks: this.log.config.extentTracks, trackCount: this.geometry.trackCount, hostWrites: this.record.state === 'ready' },
+      (id) => this.persistOverlays.get(id)?.(), (id) => this.durable.get(id));
+    if (!entries) return undefined;
     if (entries.length === 0) return 'none-needed';
     const seq = this.deltas.nextDelta();
     if (seq === undefined) return undefined;
@@ -811,11 +794,11 @@ export class Volume {
   }
 
   /**
-   * A position's set bits as last persisted (undefined: never persisted). After a crash the volume
-   * restarts from this figure plus the tracks of the activity log's hot extents.
+   * A position's set bits as durable now, record and deltas (undefined: never persisted). After a
+   * crash the volume restarts from this figure plus the tracks of the activity log's hot extents.
    */
   persistedInvalid(id: string): number | undefined {
-    return this.persistedCounts.get(id);
+    return this.durable.get(id)?.count();
   }
 
   findPosition(id: string): MirrorPosition | undefined {

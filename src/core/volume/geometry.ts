@@ -57,6 +57,13 @@ export function trackRange(geometry: Geometry, track: number): { offset: number;
   return { offset, length: Math.min(geometry.trackBytes, geometry.sizeBytes - offset) };
 }
 
+/** Byte range from the start of track `first` to the end of track `last` (inclusive). */
+export function tracksRange(geometry: Geometry, first: number, last: number): { offset: number; length: number } {
+  const start = trackRange(geometry, first);
+  const end = trackRange(geometry, last);
+  return { offset: start.offset, length: end.offset + end.length - start.offset };
+}
+
 /** True when [offset, offset+length) lies inside the volume. Accepts bigint for wire values that may overflow. */
 export function rangeInside(geometry: Geometry, offset: number | bigint, length: number | bigint): boolean {
   const o = BigInt(offset);

@@ -2,6 +2,7 @@
 // a change tracker, each clone session's bitmaps, later each remote mirror, cascade session and
 // migration target — is a position with a track bitmap. A write marks the positions that track it;
 // copy, resync and restore decisions are bitmap arithmetic over them.
+import { newlySetRuns, type BitmapDelta, type PositionDelta } from '../bitmap/bitmap-deltas.js';
 import { TrackBitmap } from '../bitmap/track-bitmap.js';
 import { assert } from '../lib/assert.js';
 import { encodeShortString, putShortString, readShortString } from '../lib/short-string.js';
@@ -92,6 +93,40 @@ export function markRecovered(positions: readonly MirrorPosition[], runs: Readon
  */
 export function recoveryMarks(p: MirrorPosition, hostWrites: boolean): boolean {
   return p.marksOn !== 'never' && (hostWrites || p.kind !== 'remote-own');
+}
+
+/** Recovery from bitmap deltas: ORs each delta's runs into the position it names (one the record lacks is skipped). */
+export function applyDeltas(positions: readonly MirrorPosition[], deltas: readonly BitmapDelta[]): void {
+  for (const delta of deltas) {
+    for (const entry of delta.positions) {
+      const p = positions.find((x) => x.id === entry.id);
+      for (const run of p ? entry.runs : []) p!.invalid.setRange(run.start, run.end - 1);
+    }
+  }
+}
+
+/**
+ * What must become durable before `extents` leave the hot set: for each position crash recovery
+ * marks, the runs of their tracks set in memory or in the position's persist overlay and not in its
+ * durable image. Empty: all durable already. Undefined when such a position has no durable image
+ * (it is newer than the record): only a full persist will do.
+ */
+export function evictionDelta(
+  positions: readonly MirrorPosition[], extents: readonly number[],
+  shape: { readonly extentTracks: number; readonly trackCount: number; readonly hostWrites: boolean },
+  overlayOf: (id: string) => TrackBitmap | undefined, durableOf: (id: string) => TrackBitmap | undefined,
+): PositionDelta[] | undefined {
+  const marked = positions.filter((p) => recoveryMarks(p, shape.hostWrites));
+  if (marked.some((p) => !durableOf(p.id))) return undefined;
+  const ranges = [...extents].sort((a, b) => a - b)
+    .map((e) => ({ first: e * shape.extentTracks, last: Math.min(shape.trackCount - 1, (e + 1) * shape.extentTracks - 1) }))
+    .filter((r) => r.first <= r.last);
+  const entries: PositionDelta[] = [];
+  for (const p of marked) {
+    const runs = newlySetRuns(ranges, p.invalid, overlayOf(p.id), durableOf(p.id)!);
+    if (runs.length > 0) entries.push({ id: p.id, runs });
+  }
+  return entries;
 }
 
 // Record layout: u32 count; per position: u16 id length, id (utf-8), u8 kind, u8 marksOn, u32 size,
