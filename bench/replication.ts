@@ -2,7 +2,8 @@
 // in one run, against every subject: a plain qemu-storage-daemon export (baseline), the same export
 // with QEMU's active mirror (blockdev-mirror sync=full copy-mode=write-blocking to a qemu-nbd target
 // on loopback), an unpaired tidemark volume and a sync pair of two tidemark daemons, and both again with
-// the daemons busy-polling (`array start --poll-us 500`). Prints a table, then for every subject that names a
+// the daemons busy-polling (`array start --poll-us 500`), and the sync pair with its flush rounds 30 s
+// apart (`--flush-round-after 30s`: none during a run). Prints a table, then for every subject that names a
 // baseline: added mean latency at 4 KiB QD1 and the IOPS ratio at 4 KiB QD32; tidemark's daemons'
 // CPU µs per write at QD32 (/proc); and the sync pair's QD32 with the cores split by taskset, R2 alone
 // on a core, then R1 alone on a core (see coresSplit) — what two cores shared by fio and two daemons
@@ -142,9 +143,14 @@ const syncPairSubject = (name: string, baseline: string, daemonArgs: readonly st
 
 export const tidemarkSyncSubject = syncPairSubject('tidemark-sync', tidemarkSubject.name);
 export const tidemarkSyncPollSubject = syncPairSubject('tidemark-sync-poll', tidemarkPollSubject.name, POLLING);
+/**
+ * The sync pair with its flush rounds 30 s apart, so that none falls inside a run: what the rounds'
+ * write-back costs the pair (the unpaired volume and QEMU's mirror never write back within a run).
+ */
+export const tidemarkSyncLazySubject = syncPairSubject('tidemark-sync-30s', tidemarkSubject.name, ['--flush-round-after', '30s']);
 
 export function defaultReplicationSubjects(): ReplicationSubject[] {
-  return [qemuPlainSubject, qemuMirrorSubject, tidemarkSubject, tidemarkSyncSubject, tidemarkPollSubject, tidemarkSyncPollSubject];
+  return [qemuPlainSubject, qemuMirrorSubject, tidemarkSubject, tidemarkSyncSubject, tidemarkPollSubject, tidemarkSyncPollSubject, tidemarkSyncLazySubject];
 }
 
 export async function benchReplication(args: { seconds: number; sizeBytes: number },
@@ -182,10 +188,10 @@ export async function benchReplication(args: { seconds: number; sizeBytes: numbe
     }
 
     console.log(`bench/replication: fio nbd engine, ${args.seconds}s per job (+2s ramp), ${(args.sizeBytes / MiB).toFixed(0)} MiB volume, all on loopback`);
-    console.log('subject          QD1 mean µs   QD1 p99 µs   QD1 IOPS   QD32 IOPS   QD32 mean µs');
+    console.log(`${'subject'.padEnd(18)}QD1 mean µs   QD1 p99 µs   QD1 IOPS   QD32 IOPS   QD32 mean µs`);
     for (const s of subjects) {
       const r = results.get(s.name)!;
-      console.log(`${s.name.padEnd(16)} ${r.qd1.meanLatencyUs.toFixed(1).padStart(11)} ${r.qd1.p99LatencyUs.toFixed(0).padStart(12)}` +
+      console.log(`${s.name.padEnd(17)} ${r.qd1.meanLatencyUs.toFixed(1).padStart(11)} ${r.qd1.p99LatencyUs.toFixed(0).padStart(12)}` +
         ` ${r.qd1.iops.toFixed(0).padStart(10)} ${r.qd32.iops.toFixed(0).padStart(11)} ${r.qd32.meanLatencyUs.toFixed(1).padStart(14)}`);
     }
     for (const s of subjects) {

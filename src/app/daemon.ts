@@ -27,6 +27,8 @@ import { lockDataDir } from '../adapters/lock/data-dir-lock.js';
 import { API_READ_TOKEN_FILE, API_TOKEN_FILE, ensureTokenFile } from '../adapters/fs/api-token.js';
 import { PRIVATE_DIR_MODE } from '../adapters/fs/private-modes.js';
 import { DEFAULT_ACTIVITY_LOG } from '../core/bitmap/activity-log.js';
+import { cleanRoundAfter } from '../core/replication/clean-round.js';
+import { DEFAULT_PAIR_TIMEOUTS } from './replication/pair-runtime.js';
 import { installCrc32c } from '../core/lib/crc32c.js';
 import { nativeFs } from '../adapters/fs/native.js';
 import { LinkNetwork } from '../adapters/net/link-network.js';
@@ -69,6 +71,8 @@ export interface DaemonOptions {
   readonly routedCommands?: RoutedCommandPolicy | undefined;
   /** Busy polling after NBD or link input, in µs (0 or absent: the loop sleeps when idle). */
   readonly pollUs?: number | undefined;
+  /** A sync pair's R1 runs a flush round once shipped data has waited this long unflushed (default 1 s). */
+  readonly flushRoundAfterMs?: number | undefined;
   readonly alExtents: number;
   readonly version: string;
   readonly logger: Logger;
@@ -269,6 +273,7 @@ export async function startArray(options: DaemonOptions): Promise<RunningArray> 
       ...await bootId(),
       nowMs,
       activityLog: { ...DEFAULT_ACTIVITY_LOG, maxActiveExtents: options.alExtents },
+      ...(options.flushRoundAfterMs === undefined ? {} : { pairTimeouts: { ...DEFAULT_PAIR_TIMEOUTS, cleanRound: cleanRoundAfter(options.flushRoundAfterMs) } }),
       onOp: (volume, kind, bytes, startedAtMs) => {
         metrics.onOp(volume, kind, bytes, startedAtMs);
         observatory.io.onOp(volume, kind, bytes);

@@ -7,6 +7,8 @@ import { invalidArgument } from '../core/errors.js';
 import { maxExtentsPerSlot, DEFAULT_ACTIVITY_LOG } from '../core/bitmap/activity-log.js';
 import type { NbdTlsMode } from '../core/nbd/connection.js';
 import { parseSize } from './sizes.js';
+import { formatDurationMs, parseDurationMs } from './durations.js';
+import { MAX_FLUSH_ROUND_AFTER_MS, MIN_FLUSH_ROUND_AFTER_MS } from '../core/replication/clean-round.js';
 import { ROUTED_COMMAND_POLICIES, type RoutedCommandPolicy } from '../core/routing/route-decision.js';
 import { MAX_POLL_US, isPollWindowUs } from '../adapters/net/busy-poll.js';
 
@@ -31,7 +33,7 @@ function parseHostName(text: string): string {
 }
 
 interface StartOptions {
-  data: string; name?: string; api: string; apiHost: string[]; tlsCert?: string; tlsKey?: string; tlsCa?: string; nbdTls: string; nbdIdleTimeout?: string; nbdReplyBuffer: string; nbd: string; nbdSocket?: string; noNbdTcp?: boolean; link?: string; linkStreams: string; alExtents: string; pollUs: string; routedCommands: string;
+  data: string; name?: string; api: string; apiHost: string[]; tlsCert?: string; tlsKey?: string; tlsCa?: string; nbdTls: string; nbdIdleTimeout?: string; nbdReplyBuffer: string; nbd: string; nbdSocket?: string; noNbdTcp?: boolean; link?: string; linkStreams: string; alExtents: string; pollUs: string; flushRoundAfter: string; routedCommands: string;
 }
 
 type Run = (client: ApiClient, globals: GlobalOptions) => Promise<void>;
@@ -78,6 +80,9 @@ Every API request except GET /metrics needs the header "Authorization: Bearer TO
     .option('--al-extents <n>', 'activity-log size: hot 4 MiB extents before bitmaps are persisted (16-1000)', '1000')
     .option('--poll-us <µs>', `after an NBD request or a link message arrives, keep polling for this long instead of sleeping (0-${MAX_POLL_US}): ` +
       'lower latency at low queue depth, for CPU spent while nearly idle (docs/performance.md)', '0')
+    .option('--flush-round-after <duration>', 'a synchronized pair\'s R1 makes R2 durable and clears its bits once shipped data has waited this ' +
+      `long unflushed, or 64 MiB per second of it has (${formatDurationMs(MIN_FLUSH_ROUND_AFTER_MS)}-${formatDurationMs(MAX_FLUSH_ROUND_AFTER_MS)}): ` +
+      'longer writes back less under heavy writes from hosts that never flush, and leaves more tracks to compare after a crash (docs/performance.md)', '1s')
     .action(async (opts: StartOptions) => {
       const alExtents = Number(opts.alExtents);
       const max = maxExtentsPerSlot(DEFAULT_ACTIVITY_LOG.slotBytes);
@@ -129,6 +134,10 @@ Every API request except GET /metrics needs the header "Authorization: Bearer TO
         }
         const pollUs = Number(opts.pollUs);
         if (!isPollWindowUs(pollUs)) throw invalidArgument(`--poll-us must be a whole number from 0 to ${MAX_POLL_US}`);
+        const flushRoundAfterMs = parseDurationMs(opts.flushRoundAfter, '--flush-round-after');
+        if (flushRoundAfterMs < MIN_FLUSH_ROUND_AFTER_MS || flushRoundAfterMs > MAX_FLUSH_ROUND_AFTER_MS) {
+          throw invalidArgument(`--flush-round-after must be from ${formatDurationMs(MIN_FLUSH_ROUND_AFTER_MS)} to ${formatDurationMs(MAX_FLUSH_ROUND_AFTER_MS)}`);
+        }
         const replyBuffer = parseSize(opts.nbdReplyBuffer);
         if (replyBuffer < 1024 * 1024) throw invalidArgument('--nbd-reply-buffer must be at least 1MiB');
         const name = opts.name ?? (opts.data.replace(/\/+$/, '').split('/').pop() || 'array');
@@ -136,12 +145,12 @@ Every API request except GET /metrics needs the header "Authorization: Bearer TO
           dataDir: opts.data, name, api: parseHostPort(opts.api, 'API'), apiHosts: opts.apiHost.map(parseHostName),
           apiTls: opts.tlsCert !== undefined && opts.tlsKey !== undefined ? { certFile: opts.tlsCert, keyFile: opts.tlsKey } : undefined, nbd: parseHostPort(opts.nbd, 'NBD'),
           nbdSocket: opts.nbdSocket, nbdTls: opts.nbdTls as NbdTlsMode, tlsCaFile: opts.tlsCa,
-          nbdIdleTimeoutMs: idleSeconds === undefined ? undefined : idleSeconds * 1000, nbdReplyBufferBytes: replyBuffer, link: opts.link ? parseHostPort(opts.link, 'link') : undefined, linkStreams, alExtents, pollUs,
+          nbdIdleTimeoutMs: idleSeconds === undefined ? undefined : idleSeconds * 1000, nbdReplyBufferBytes: replyBuffer, link: opts.link ? parseHostPort(opts.link, 'link') : undefined, linkStreams, alExtents, pollUs, flushRoundAfterMs,
           routedCommands: opts.routedCommands as RoutedCommandPolicy, version, logger: logger.child({ array: name }),
         });
         logger.info({
           api: hostPort(running.api), apiTls: running.apiTls, nbdTls: running.nbdTls, nbd: running.nbd ? hostPort(running.nbd) : null, nbdSocket: running.nbdSocket ?? null,
-          link: running.link ? hostPort(running.link) : null, pollUs,
+          link: running.link ? hostPort(running.link) : null, pollUs, flushRoundAfterMs,
           data: opts.data,
         }, 'array started');
         if (stopRequested) stop(stopRequested);

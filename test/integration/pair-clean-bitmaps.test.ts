@@ -1,6 +1,7 @@
 // Clean bitmaps at rest, with real daemons and real NBD clients: hosts that never FLUSH still leave an
 // idle synchronized pair clean on disk (R1's own flush rounds), so a kill -9 of R1 costs a resync of
-// what the activity log marks, not of the whole volume.
+// what the activity log marks, not of the whole volume. `--flush-round-after` sets how long shipped
+// data waits unflushed before such a round.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -98,6 +99,55 @@ test('an idle synchronized pair is clean on disk within 5 s though hosts never f
     assert.ok(resync.counters.tracksCopied <= TRACKS / 10, `the resync went through ${resync.counters.tracksCopied} of ${TRACKS} tracks`);
     assert.equal(await hashOf(west, 'db-r'), await hashOf(east, 'db'), 'R2 equals R1 after the resync');
     await untilClean(east, 5000);
+  } finally {
+    await fixture.cleanup();
+  }
+});
+
+test('--flush-round-after 6s: R1 leaves shipped tracks marked for the interval, then cleans them without a host flush', async () => {
+  const fixture = await DaemonFixture.create();
+  try {
+    const secret = join(fixture.dir, 'secret');
+    await writeFile(secret, 'a shared secret of more than sixteen bytes\n', { mode: 0o600 });
+    const east = await fixture.start(join(fixture.dir, 'east'), ['--name', 'east', '--link', '127.0.0.1:0', '--flush-round-after', '6s']);
+    const west = await fixture.start(join(fixture.dir, 'west'), ['--name', 'west', '--link', '127.0.0.1:0']);
+    await cli(east, 'peer', 'add', 'west', '--address', west.linkAddress!, '--secret-file', secret);
+    await cli(west, 'peer', 'add', 'east', '--address', east.linkAddress!, '--secret-file', secret);
+    await waitFor('link up', async () => (JSON.parse(await cli(east, 'peer', 'show', 'west')) as { link: string }).link === 'up', 15_000);
+    await cli(east, 'volume', 'create', 'db', '--size', '256MiB');
+    await cli(west, 'volume', 'create', 'db-r', '--size', '256MiB');
+    await cli(east, 'pair', 'create', 'db', '--peer', 'west', '--remote-volume', 'db-r', '--mode', 'sync');
+    await cli(east, 'pair', 'wait', 'db', '--until', 'synchronized', '--timeout', '60');
+    await untilClean(east, 20_000);
+
+    const rounds = (await pair(east, 'db')).counters.flushRounds;
+    await writeNoFlush(east, 'db', ['write -P 0x5a 0 1M']);
+    const written = Date.now();
+    // 1 MiB is far below the byte bound (384 MiB for 6 s): only the interval starts the round.
+    await new Promise((r) => setTimeout(r, 3000));
+    const early = await pair(east, 'db');
+    assert.ok(Date.now() - written < 6000, 'still inside the interval');
+    assert.equal(early.counters.flushRounds, rounds, 'no round before the interval is over');
+    assert.equal(early.invalidTracks.local, 16, 'the 16 tracks written stay marked until a round makes R2 durable');
+    const waited = Date.now() - written + await untilClean(east, 10_000);
+    assert.ok(waited >= 6000, `clean only after the interval (${waited} ms)`);
+    assert.equal(await hostFlushes(east, 'db'), 0, 'the host never flushed');
+    assert.ok((await pair(east, 'db')).counters.flushRounds > rounds, 'R1 ran a round of its own');
+    console.log(`with --flush-round-after 6s: clean on disk ${waited} ms after the writes`);
+  } finally {
+    await fixture.cleanup();
+  }
+});
+
+test('--flush-round-after outside 100ms-10m or not a duration: refused before the array starts', async () => {
+  const fixture = await DaemonFixture.create();
+  try {
+    for (const bad of ['50ms', '11m', '0', 'soon']) {
+      const { done } = fixture.spawnDaemon(join(fixture.dir, `bad-${bad}`), ['--flush-round-after', bad]);
+      const exit = await done;
+      assert.equal(exit.code, 1, `${bad}: ${exit.output}`);
+      assert.match(exit.output, /--flush-round-after (must be from 100ms to 10m|takes a duration)/, bad);
+    }
   } finally {
     await fixture.cleanup();
   }

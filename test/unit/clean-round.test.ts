@@ -1,6 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { CleanRound, type CleanRoundConfig } from '../../src/core/replication/clean-round.js';
+import {
+  CleanRound, DEFAULT_CLEAN_ROUND, MAX_FLUSH_ROUND_AFTER_MS, MIN_FLUSH_ROUND_AFTER_MS, cleanRoundAfter, type CleanRoundConfig,
+} from '../../src/core/replication/clean-round.js';
 
 const config: CleanRoundConfig = { cleanAfterMs: 1000, cleanAfterBytes: 1000, retryAfterMs: 500, maxRetryMs: 2000 };
 
@@ -99,4 +101,19 @@ test('a bitmap stale on disk (bits cleared without shipping) falls due by age to
   c.handle({ type: 'stale-on-disk' }, 1101); // during the round: that round will write it
   c.handle({ type: 'ended', ok: true }, 1150);
   assert.equal(c.due(1e9), false, 'nothing pending after the round');
+});
+
+test('cleanRoundAfter: the interval as given, the byte bound 64 MiB per second of it; 1 s is the default; out of range refused', () => {
+  assert.deepEqual(cleanRoundAfter(1000), DEFAULT_CLEAN_ROUND);
+  const lazy = cleanRoundAfter(30_000);
+  assert.equal(lazy.cleanAfterMs, 30_000);
+  assert.equal(lazy.cleanAfterBytes, 30 * 64 * 1024 * 1024);
+  assert.equal(cleanRoundAfter(MIN_FLUSH_ROUND_AFTER_MS).cleanAfterBytes, Math.round(6.4 * 1024 * 1024));
+  assert.equal(lazy.retryAfterMs, DEFAULT_CLEAN_ROUND.retryAfterMs);
+  for (const bad of [MIN_FLUSH_ROUND_AFTER_MS - 1, MAX_FLUSH_ROUND_AFTER_MS + 1, 1500.5, Number.NaN]) assert.throws(() => cleanRoundAfter(bad), String(bad));
+  // A round by age waits the whole interval, and not longer.
+  const round = new CleanRound(lazy);
+  round.handle({ type: 'shipped', bytes: 4096 }, 0);
+  assert.equal(round.due(29_999), false);
+  assert.equal(round.due(30_000), true);
 });

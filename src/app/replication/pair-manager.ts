@@ -9,7 +9,7 @@ import type { PairCommand } from '../../core/replication/pair-rules.js';
 import { combinedVolumeState } from '../../core/replication/pair-set.js';
 import type { LifecycleStep, PeerHalfStatus } from '../../core/replication/pair-lifecycle.js';
 import type { Volume } from '../volume/volume.js';
-import { PairRuntime, type PairTimeouts } from './pair-runtime.js';
+import { DEFAULT_PAIR_TIMEOUTS, PairRuntime, type PairTimeouts } from './pair-runtime.js';
 import type { PeerRpc } from './peer-rpc.js';
 import { R1Async, R2Async, type CyclesFallBackReason, type R2AsyncHost } from './async-cycles.js';
 import { CONTROL_TIMEOUT_MS, type PairContext, type PairHost } from './pair-context.js';
@@ -46,7 +46,7 @@ export class PairManager implements PairContext {
   constructor(
     readonly host: PairHost,
     readonly rpc: PeerRpc,
-    private readonly timeouts: PairTimeouts = { writeAckMs: 10_000, copyAckMs: 30_000 },
+    private readonly timeouts: PairTimeouts = DEFAULT_PAIR_TIMEOUTS,
   ) {
     registerPairHandlers(this, this.commands);
     const stopKick = host.timers.every(KICK_INTERVAL_MS, () => this.kick());

@@ -46,6 +46,8 @@ export interface PairTimeouts {
   readonly holeRunTracks?: number;
 }
 
+export const DEFAULT_PAIR_TIMEOUTS: PairTimeouts = { writeAckMs: 10_000, copyAckMs: 30_000 };
+
 export interface PairCounters {
   /** Host writes forwarded synchronously / semi-synchronously and acknowledged by R2. */
   writesForwarded: number;

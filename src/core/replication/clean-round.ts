@@ -26,6 +26,23 @@ export const DEFAULT_CLEAN_ROUND: CleanRoundConfig = {
   maxRetryMs: 30_000,
 };
 
+/** The shortest and longest `array start --flush-round-after` takes. */
+export const MIN_FLUSH_ROUND_AFTER_MS = 100;
+export const MAX_FLUSH_ROUND_AFTER_MS = 10 * 60_000;
+
+/**
+ * Rounds due after `afterMs`, with the byte bound scaled to match (64 MiB per second of it, as the
+ * defaults are). A longer interval lets rewrites of the same blocks coalesce in the page cache
+ * before both arrays write them back: under heavy random writes from hosts that never flush, the
+ * rounds' write-back is a large part of what a sync pair costs (docs/performance.md). What it costs:
+ * after a crash of R1, the tracks written in the last interval are compared again.
+ */
+export function cleanRoundAfter(afterMs: number): CleanRoundConfig {
+  assert(Number.isSafeInteger(afterMs) && afterMs >= MIN_FLUSH_ROUND_AFTER_MS && afterMs <= MAX_FLUSH_ROUND_AFTER_MS, 'flush round interval');
+  const bytesPerSecond = DEFAULT_CLEAN_ROUND.cleanAfterBytes / (DEFAULT_CLEAN_ROUND.cleanAfterMs / 1000);
+  return { ...DEFAULT_CLEAN_ROUND, cleanAfterMs: afterMs, cleanAfterBytes: Math.round(bytesPerSecond * afterMs / 1000) };
+}
+
 export type CleanRoundEvent =
   /** R2 acknowledged data it has not yet flushed, or R2 committed a cycle R1 has not flushed (bytes 0: unknown). */
   | { readonly type: 'shipped'; readonly bytes: number }
