@@ -55,7 +55,9 @@ async function run(volume: Volume, spanBytes: number, writes: number): Promise<F
   await Promise.all(Array.from({ length: QUEUE_DEPTH }, async () => {
     while (next < writes) {
       next++;
-      x = (x * 1103515245 + 12345) & 0x7fffffff;
+      // 32-bit arithmetic: a float product loses its low bits past 2^53, and the offsets then fell
+      // on 481 of the 16,384 records of 64 MiB (cache-hot cycles and bitmaps flattered every case).
+      x = (Math.imul(x, 1103515245) + 12345) & 0x7fffffff;
       await volume.write((x % (spanBytes / 4096)) * 4096, data);
     }
   }));
