@@ -71,7 +71,7 @@ export interface DaemonOptions {
   readonly routedCommands?: RoutedCommandPolicy | undefined;
   /** Busy polling after NBD or link input, in µs (0 or absent: the loop sleeps when idle). */
   readonly pollUs?: number | undefined;
-  /** A sync pair's R1 runs a flush round once shipped data has waited this long unflushed (default 1 s). */
+  /** A pair's R1 runs a flush round once data R2 acknowledged has waited this long unflushed (default 1 s). */
   readonly flushRoundAfterMs?: number | undefined;
   readonly alExtents: number;
   readonly version: string;

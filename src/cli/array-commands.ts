@@ -80,7 +80,7 @@ Every API request except GET /metrics needs the header "Authorization: Bearer TO
     .option('--al-extents <n>', 'activity-log size: hot 4 MiB extents before bitmaps are persisted (16-1000)', '1000')
     .option('--poll-us <µs>', `after an NBD request or a link message arrives, keep polling for this long instead of sleeping (0-${MAX_POLL_US}): ` +
       'lower latency at low queue depth, for CPU spent while nearly idle (docs/performance.md)', '0')
-    .option('--flush-round-after <duration>', 'a synchronized pair\'s R1 makes R2 durable and clears its bits once shipped data has waited this ' +
+    .option('--flush-round-after <duration>', 'a pair\'s R1 makes R2 durable and clears its bits once data R2 acknowledged (sync writes, async cycles) has waited this ' +
       `long unflushed, or 64 MiB per second of it has (${formatDurationMs(MIN_FLUSH_ROUND_AFTER_MS)}-${formatDurationMs(MAX_FLUSH_ROUND_AFTER_MS)}): ` +
       'longer writes back less under heavy writes from hosts that never flush, and leaves more tracks to compare after a crash (docs/performance.md)', '1s')
     .action(async (opts: StartOptions) => {

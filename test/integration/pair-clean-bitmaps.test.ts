@@ -57,24 +57,34 @@ async function untilClean(east: DaemonProcess, timeoutMs: number): Promise<numbe
   return Date.now() - started;
 }
 
+/**
+ * east (R1, with `eastArgs`) and west linked, and a synchronized sync pair db → db-r of 256 MiB, its
+ * establish just finished (every track was marked by it).
+ */
+async function syncPair(fixture: DaemonFixture, eastArgs: readonly string[] = []): Promise<{ east: DaemonProcess; west: DaemonProcess; eastLink: string }> {
+  const secret = join(fixture.dir, 'secret');
+  await writeFile(secret, 'a shared secret of more than sixteen bytes\n', { mode: 0o600 });
+  const east = await fixture.start(join(fixture.dir, 'east'), ['--name', 'east', '--link', '127.0.0.1:0', ...eastArgs]);
+  const eastLink = east.linkAddress!;
+  const west = await fixture.start(join(fixture.dir, 'west'), ['--name', 'west', '--link', '127.0.0.1:0']);
+  await cli(east, 'peer', 'add', 'west', '--address', west.linkAddress!, '--secret-file', secret);
+  await cli(west, 'peer', 'add', 'east', '--address', eastLink, '--secret-file', secret);
+  await waitFor('link up', async () => (JSON.parse(await cli(east, 'peer', 'show', 'west')) as { link: string }).link === 'up', 15_000);
+  await cli(east, 'volume', 'create', 'db', '--size', '256MiB');
+  await cli(west, 'volume', 'create', 'db-r', '--size', '256MiB');
+  await cli(east, 'pair', 'create', 'db', '--peer', 'west', '--remote-volume', 'db-r', '--mode', 'sync');
+  await cli(east, 'pair', 'wait', 'db', '--until', 'synchronized', '--timeout', '60');
+  return { east, west, eastLink };
+}
+
 test('an idle synchronized pair is clean on disk within 5 s though hosts never flush; after 5 MiB of writes and kill -9 of R1 the resync examines under 10 % of the tracks', async () => {
   const fixture = await DaemonFixture.create();
   try {
-    const secret = join(fixture.dir, 'secret');
-    await writeFile(secret, 'a shared secret of more than sixteen bytes\n', { mode: 0o600 });
-    const eastDir = join(fixture.dir, 'east');
-    let east = await fixture.start(eastDir, ['--name', 'east', '--link', '127.0.0.1:0']);
-    const eastLink = east.linkAddress!;
-    const west = await fixture.start(join(fixture.dir, 'west'), ['--name', 'west', '--link', '127.0.0.1:0']);
-    await cli(east, 'peer', 'add', 'west', '--address', west.linkAddress!, '--secret-file', secret);
-    await cli(west, 'peer', 'add', 'east', '--address', eastLink, '--secret-file', secret);
-    await waitFor('link up', async () => (JSON.parse(await cli(east, 'peer', 'show', 'west')) as { link: string }).link === 'up', 15_000);
-    await cli(east, 'volume', 'create', 'db', '--size', '256MiB');
-    await cli(west, 'volume', 'create', 'db-r', '--size', '256MiB');
-
     // A fresh pair: the establish marked every track, and nobody flushes.
-    await cli(east, 'pair', 'create', 'db', '--peer', 'west', '--remote-volume', 'db-r', '--mode', 'sync');
-    await cli(east, 'pair', 'wait', 'db', '--until', 'synchronized', '--timeout', '60');
+    const started = await syncPair(fixture);
+    let east = started.east;
+    const { west, eastLink } = started;
+    const eastDir = join(fixture.dir, 'east');
     const afterEstablish = await untilClean(east, 5000);
 
     // Host writes without a flush, then idle.
@@ -107,17 +117,7 @@ test('an idle synchronized pair is clean on disk within 5 s though hosts never f
 test('--flush-round-after 6s: R1 leaves shipped tracks marked for the interval, then cleans them without a host flush', async () => {
   const fixture = await DaemonFixture.create();
   try {
-    const secret = join(fixture.dir, 'secret');
-    await writeFile(secret, 'a shared secret of more than sixteen bytes\n', { mode: 0o600 });
-    const east = await fixture.start(join(fixture.dir, 'east'), ['--name', 'east', '--link', '127.0.0.1:0', '--flush-round-after', '6s']);
-    const west = await fixture.start(join(fixture.dir, 'west'), ['--name', 'west', '--link', '127.0.0.1:0']);
-    await cli(east, 'peer', 'add', 'west', '--address', west.linkAddress!, '--secret-file', secret);
-    await cli(west, 'peer', 'add', 'east', '--address', east.linkAddress!, '--secret-file', secret);
-    await waitFor('link up', async () => (JSON.parse(await cli(east, 'peer', 'show', 'west')) as { link: string }).link === 'up', 15_000);
-    await cli(east, 'volume', 'create', 'db', '--size', '256MiB');
-    await cli(west, 'volume', 'create', 'db-r', '--size', '256MiB');
-    await cli(east, 'pair', 'create', 'db', '--peer', 'west', '--remote-volume', 'db-r', '--mode', 'sync');
-    await cli(east, 'pair', 'wait', 'db', '--until', 'synchronized', '--timeout', '60');
+    const { east } = await syncPair(fixture, ['--flush-round-after', '6s']);
     await untilClean(east, 20_000);
 
     const rounds = (await pair(east, 'db')).counters.flushRounds;
