@@ -1,6 +1,7 @@
 // How the volume carries out the write plan (src/core/volume/write-plan.ts): the orderings the
 // planner cannot give on its own, because they come from the volume's write order — overlapping
-// writes reach a mirror in order, replica writes pass admission in arrival order, and every
+// writes reach a mirror in order (a host write held in admission included), replica writes pass
+// admission in arrival order, and every
 // position learns of a write that reached the store even when another failed it.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -88,6 +89,31 @@ test('replica writes pass admission one at a time, in arrival order', async () =
     m.release('wait-admission:a@0');
     await Promise.all([first, second]);
     assert.deepEqual(applied, [0, 16]);
+  } finally {
+    await array.close();
+  }
+});
+
+test('a host write waiting in admission is not overtaken by a later overlapping one; others pass it (pair seed 1220047752)', async () => {
+  const array = await startTestArray();
+  try {
+    await array.service.createVolume('v', 1024 * KiB);
+    const volume = array.service.volume('v');
+    const m = mirror(volume, [r1('a', { mode: 'async', capturing: true })]);
+    const applied: number[] = [];
+    volume.observers.push({ applied: (w) => { applied.push(w.offset / (4 * KiB)); } });
+    m.hold('wait-admission:a@0');
+    const first = volume.write(0, new Uint8Array(8 * KiB).fill(1)); // records 0-1, held in admission
+    await turn();
+    const second = volume.write(4 * KiB, new Uint8Array(4 * KiB).fill(2)); // overlaps record 1
+    const apart = volume.write(64 * KiB, new Uint8Array(4 * KiB).fill(3)); // no overlap
+    await apart;
+    await turn();
+    assert.deepEqual(applied, [16], 'the overlapping write waits for the one ahead of it; the other one is done');
+    m.release('wait-admission:a@0');
+    await Promise.all([first, second]);
+    assert.deepEqual(applied, [16, 0, 1], 'the overlapping write applied after the one issued before it');
+    assert.equal((await volume.internalRead(4 * KiB, 1))[0], 2, 'the store holds the later write');
   } finally {
     await array.close();
   }

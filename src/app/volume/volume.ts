@@ -135,6 +135,8 @@ export interface RecoveryReport {
 export class Volume {
   readonly geometry: Geometry;
   private readonly inFlight = new Set<InFlightWrite>();
+  /** Host writes whose admission waits (a step's work, a write window): not yet ordered, but ahead of later overlapping writes. */
+  private readonly admitting = new Set<InFlightWrite>();
   private readonly alWaiters: AlWaiter[] = [];
   private alPump: Promise<void> | undefined;
   private bitmapsDirty = false;
@@ -490,8 +492,28 @@ export class Volume {
         return admitting ? admitting.then(again) : again();
       };
       if (host) {
+        // A host write still in admission holds its place against later overlapping ones: they
+        // wait until it is ordered, as they would wait for it once ordered (found by pair seed
+        // 1220047752: a write waiting for a fan-out async pair's spill was overtaken by a later
+        // overlapping one let in at once, whose acknowledged bytes it then overwrote on both arrays).
+        if (!ordered && this.admitting.size > 0) {
+          const ahead: Promise<void>[] = [];
+          for (const w of this.admitting) if (w.start < offset + length && offset < w.end) ahead.push(w.done);
+          if (ahead.length > 0) await Promise.all(ahead);
+        }
         const admitting = pass();
-        if (admitting) await admitting;
+        if (admitting) {
+          const waiting = new InFlightWrite(offset, offset + length);
+          this.admitting.add(waiting);
+          try {
+            await admitting;
+          } finally {
+            // The later writes run on only after this one has taken its place below (it yields no
+            // earlier than its first await there).
+            this.admitting.delete(waiting);
+            waiting.finish();
+          }
+        }
       } else {
         // Replica writes wait at write windows and pass admission like host writes, one after
         // another: unlike a host's concurrent writes, their order is the source's and is kept.
