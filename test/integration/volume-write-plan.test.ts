@@ -105,15 +105,17 @@ test('a host write waiting in admission is not overtaken by a later overlapping 
     m.hold('wait-admission:a@0');
     const first = volume.write(0, new Uint8Array(8 * KiB).fill(1)); // records 0-1, held in admission
     await turn();
-    const second = volume.write(4 * KiB, new Uint8Array(4 * KiB).fill(2)); // overlaps record 1
-    const apart = volume.write(64 * KiB, new Uint8Array(4 * KiB).fill(3)); // no overlap
+    const second = volume.write(4 * KiB, new Uint8Array(8 * KiB).fill(2)); // records 1-2: overlaps the first
+    const third = volume.write(8 * KiB, new Uint8Array(4 * KiB).fill(3)); // record 2: overlaps only the second
+    const apart = volume.write(64 * KiB, new Uint8Array(4 * KiB).fill(4)); // no overlap
     await apart;
     await turn();
-    assert.deepEqual(applied, [16], 'the overlapping write waits for the one ahead of it; the other one is done');
+    assert.deepEqual(applied, [16], 'each overlapping write waits for the one ahead of it; the other one is done');
     m.release('wait-admission:a@0');
-    await Promise.all([first, second]);
-    assert.deepEqual(applied, [16, 0, 1], 'the overlapping write applied after the one issued before it');
-    assert.equal((await volume.internalRead(4 * KiB, 1))[0], 2, 'the store holds the later write');
+    await Promise.all([first, second, third]);
+    assert.deepEqual(applied, [16, 0, 1, 2], 'the overlapping writes applied in the order they were issued');
+    assert.equal((await volume.internalRead(4 * KiB, 1))[0], 2, 'record 1 holds the second write');
+    assert.equal((await volume.internalRead(8 * KiB, 1))[0], 3, 'record 2 holds the third write');
   } finally {
     await array.close();
   }

@@ -496,20 +496,28 @@ export class Volume {
         // wait until it is ordered, as they would wait for it once ordered (found by pair seed
         // 1220047752: a write waiting for a fan-out async pair's spill was overtaken by a later
         // overlapping one let in at once, whose acknowledged bytes it then overwrote on both arrays).
-        if (!ordered && this.admitting.size > 0) {
-          const ahead: Promise<void>[] = [];
-          for (const w of this.admitting) if (w.start < offset + length && offset < w.end) ahead.push(w.done);
-          if (ahead.length > 0) await Promise.all(ahead);
-        }
-        const admitting = pass();
-        if (admitting) {
-          const waiting = new InFlightWrite(offset, offset + length);
-          this.admitting.add(waiting);
-          try {
+        // A write waiting for one ahead holds its own place the same way (a later write may overlap
+        // it and not the one ahead). Each waits only for writes registered before it: no cycles.
+        let waiting: InFlightWrite | undefined;
+        try {
+          if (!ordered && this.admitting.size > 0) {
+            const ahead: Promise<void>[] = [];
+            for (const w of this.admitting) if (w.start < offset + length && offset < w.end) ahead.push(w.done);
+            if (ahead.length > 0) {
+              waiting = new InFlightWrite(offset, offset + length);
+              this.admitting.add(waiting);
+              await Promise.all(ahead);
+            }
+          }
+          const admitting = pass();
+          if (admitting) {
+            if (!waiting) this.admitting.add(waiting = new InFlightWrite(offset, offset + length));
             await admitting;
-          } finally {
-            // The later writes run on only after this one has taken its place below (it yields no
-            // earlier than its first await there).
+          }
+        } finally {
+          // The later writes run on only after this one has taken its place below (it yields no
+          // earlier than its first await there).
+          if (waiting) {
             this.admitting.delete(waiting);
             waiting.finish();
           }
