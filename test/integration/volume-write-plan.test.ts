@@ -48,6 +48,20 @@ function mirror(volume: Volume, positions: PlanPosition[]) {
 
 const turn = (): Promise<void> => new Promise((r) => setTimeout(r, 10));
 
+/**
+ * A volume with a capturing async pair whose admission step holds the next write to record 0; the
+ * records each write reached the store at, in order.
+ */
+async function heldAdmission(array: Awaited<ReturnType<typeof startTestArray>>) {
+  await array.service.createVolume('v', 1024 * KiB);
+  const volume = array.service.volume('v');
+  const m = mirror(volume, [r1('a', { mode: 'async', capturing: true })]);
+  const applied: number[] = [];
+  volume.observers.push({ applied: (w) => { applied.push(w.offset / (4 * KiB)); } });
+  m.hold('wait-admission:a@0');
+  return { volume, m, applied };
+}
+
 test('overlapping writes reach a sync mirror in order; others do not wait', async () => {
   const array = await startTestArray();
   try {
@@ -75,12 +89,7 @@ test('overlapping writes reach a sync mirror in order; others do not wait', asyn
 test('replica writes pass admission one at a time, in arrival order', async () => {
   const array = await startTestArray();
   try {
-    await array.service.createVolume('v', 1024 * KiB);
-    const volume = array.service.volume('v');
-    const m = mirror(volume, [r1('a', { mode: 'async', capturing: true })]);
-    const applied: number[] = [];
-    volume.observers.push({ applied: (w) => { applied.push(w.offset / (4 * KiB)); } });
-    m.hold('wait-admission:a@0');
+    const { volume, m, applied } = await heldAdmission(array);
     const first = volume.internalWrite(0, new Uint8Array(4 * KiB).fill(1), { source: 'replica' });
     await turn();
     const second = volume.internalWrite(64 * KiB, new Uint8Array(4 * KiB).fill(2), { source: 'replica' });
@@ -97,12 +106,7 @@ test('replica writes pass admission one at a time, in arrival order', async () =
 test('a host write waiting in admission is not overtaken by a later overlapping one; others pass it (pair seed 1220047752)', async () => {
   const array = await startTestArray();
   try {
-    await array.service.createVolume('v', 1024 * KiB);
-    const volume = array.service.volume('v');
-    const m = mirror(volume, [r1('a', { mode: 'async', capturing: true })]);
-    const applied: number[] = [];
-    volume.observers.push({ applied: (w) => { applied.push(w.offset / (4 * KiB)); } });
-    m.hold('wait-admission:a@0');
+    const { volume, m, applied } = await heldAdmission(array);
     const first = volume.write(0, new Uint8Array(8 * KiB).fill(1)); // records 0-1, held in admission
     await turn();
     const second = volume.write(4 * KiB, new Uint8Array(8 * KiB).fill(2)); // records 1-2: overlaps the first
