@@ -61,10 +61,11 @@ async function untilClean(east: DaemonProcess, timeoutMs: number): Promise<numbe
  * east (R1, with `eastArgs`) and west linked, and a synchronized sync pair db → db-r of 256 MiB, its
  * establish just finished (every track was marked by it).
  */
-async function syncPair(fixture: DaemonFixture, eastArgs: readonly string[] = []): Promise<{ east: DaemonProcess; west: DaemonProcess; eastLink: string }> {
+async function syncPair(fixture: DaemonFixture, eastArgs: readonly string[] = []): Promise<{ east: DaemonProcess; west: DaemonProcess; eastDir: string; eastLink: string }> {
   const secret = join(fixture.dir, 'secret');
   await writeFile(secret, 'a shared secret of more than sixteen bytes\n', { mode: 0o600 });
-  const east = await fixture.start(join(fixture.dir, 'east'), ['--name', 'east', '--link', '127.0.0.1:0', ...eastArgs]);
+  const eastDir = join(fixture.dir, 'east');
+  const east = await fixture.start(eastDir, ['--name', 'east', '--link', '127.0.0.1:0', ...eastArgs]);
   const eastLink = east.linkAddress!;
   const west = await fixture.start(join(fixture.dir, 'west'), ['--name', 'west', '--link', '127.0.0.1:0']);
   await cli(east, 'peer', 'add', 'west', '--address', west.linkAddress!, '--secret-file', secret);
@@ -74,7 +75,7 @@ async function syncPair(fixture: DaemonFixture, eastArgs: readonly string[] = []
   await cli(west, 'volume', 'create', 'db-r', '--size', '256MiB');
   await cli(east, 'pair', 'create', 'db', '--peer', 'west', '--remote-volume', 'db-r', '--mode', 'sync');
   await cli(east, 'pair', 'wait', 'db', '--until', 'synchronized', '--timeout', '60');
-  return { east, west, eastLink };
+  return { east, west, eastDir, eastLink };
 }
 
 test('an idle synchronized pair is clean on disk within 5 s though hosts never flush; after 5 MiB of writes and kill -9 of R1 the resync examines under 10 % of the tracks', async () => {
@@ -83,8 +84,7 @@ test('an idle synchronized pair is clean on disk within 5 s though hosts never f
     // A fresh pair: the establish marked every track, and nobody flushes.
     const started = await syncPair(fixture);
     let east = started.east;
-    const { west, eastLink } = started;
-    const eastDir = join(fixture.dir, 'east');
+    const { west, eastDir, eastLink } = started;
     const afterEstablish = await untilClean(east, 5000);
 
     // Host writes without a flush, then idle.

@@ -1,8 +1,8 @@
 // How the volume carries out the write plan (src/core/volume/write-plan.ts): the orderings the
 // planner cannot give on its own, because they come from the volume's write order — overlapping
 // writes reach a mirror in order (a host write held in admission included), replica writes pass
-// admission in arrival order, and every
-// position learns of a write that reached the store even when another failed it.
+// admission in arrival order, and every position learns of a write that reached the store even
+// when another failed it.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { PairR1Position, PlanPosition, PlanStep } from '../../src/core/volume/write-plan.js';

@@ -57,6 +57,14 @@ class InFlightWrite {
   }
 }
 
+/** What to wait for before a write to offset..offset+length may take its place: the writes of `writes` it overlaps. */
+function overlapping(writes: Iterable<InFlightWrite>, offset: number, length: number): Promise<void>[] {
+  const end = offset + length;
+  const done: Promise<void>[] = [];
+  for (const w of writes) if (w.start < end && offset < w.end) done.push(w.done);
+  return done;
+}
+
 interface AlWaiter {
   readonly first: number;
   readonly last: number;
@@ -391,8 +399,7 @@ export class Volume {
    * track consistently). Waits for overlapping writes in flight, like a write would.
    */
   async lockRange(offset: number, length: number): Promise<() => void> {
-    const earlier: Promise<void>[] = [];
-    for (const w of this.inFlight) if (w.start < offset + length && offset < w.end) earlier.push(w.done);
+    const earlier = overlapping(this.inFlight, offset, length);
     const entry = new InFlightWrite(offset, offset + length);
     this.inFlight.add(entry);
     if (earlier.length > 0) await Promise.all(earlier);
@@ -501,8 +508,7 @@ export class Volume {
         let waiting: InFlightWrite | undefined;
         try {
           if (!ordered && this.admitting.size > 0) {
-            const ahead: Promise<void>[] = [];
-            for (const w of this.admitting) if (w.start < offset + length && offset < w.end) ahead.push(w.done);
+            const ahead = overlapping(this.admitting, offset, length);
             if (ahead.length > 0) {
               waiting = new InFlightWrite(offset, offset + length);
               this.admitting.add(waiting);
@@ -535,8 +541,7 @@ export class Volume {
     // a large zero/trim already waited, as a whole, for the writes before it (and later ones wait for it).
     // The plan's steps alongside and after the local write run while the write holds its place, so
     // a later overlapping write reaches every mirror after this one.
-    const earlier: Promise<void>[] = [];
-    if (!ordered) for (const w of this.inFlight) if (w.start < offset + length && offset < w.end) earlier.push(w.done);
+    const earlier = ordered ? [] : overlapping(this.inFlight, offset, length);
     const entry = new InFlightWrite(offset, offset + length);
     this.inFlight.add(entry);
     try {
