@@ -28,7 +28,10 @@ export interface OpMetricNames {
 }
 
 export class OpMetrics {
+  /** Every series, in the order they appeared (the exposition's order). */
   private readonly series = new Map<string, Series>();
+  /** The same series by volume, then kind: found without building a key string per operation. */
+  private readonly byVolume = new Map<string, Map<string, Series>>();
   private readonly bounds: readonly number[];
 
   constructor(registry: Registry, names: OpMetricNames) {
@@ -45,9 +48,14 @@ export class OpMetrics {
 
   /** One completed operation; `seconds` is its latency. */
   record(volume: string, op: string, bytes: number, seconds: number): void {
-    const key = `${volume}\0${op}`;
-    let s = this.series.get(key);
-    if (!s) this.series.set(key, s = { labels: { volume, op }, ops: 0, bytes: 0, sum: 0, buckets: new Float64Array(this.bounds.length + 1) });
+    let ofVolume = this.byVolume.get(volume);
+    if (!ofVolume) this.byVolume.set(volume, ofVolume = new Map());
+    let s = ofVolume.get(op);
+    if (!s) {
+      s = { labels: { volume, op }, ops: 0, bytes: 0, sum: 0, buckets: new Float64Array(this.bounds.length + 1) };
+      ofVolume.set(op, s);
+      this.series.set(`${volume}\0${op}`, s);
+    }
     s.ops++;
     s.bytes += bytes;
     s.sum += seconds;
@@ -59,6 +67,7 @@ export class OpMetrics {
   /** Drops a volume's series (a deleted volume): label sets must not grow without bound. */
   forget(volume: string): void {
     for (const [key, s] of this.series) if (s.labels.volume === volume) this.series.delete(key);
+    this.byVolume.delete(volume);
   }
 
   private histogramSamples(name: string): Sample[] {
