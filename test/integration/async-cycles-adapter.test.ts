@@ -12,6 +12,7 @@ import { inProcessLinks } from '../../src/sim/sim-links.js';
 import { PeerRpc } from '../../src/app/replication/peer-rpc.js';
 import { R1Async, R2Async, cycleMessageFromWire, type R2AsyncHost } from '../../src/app/replication/async-cycles.js';
 import { FileMetaStore } from '../../src/adapters/fs/file-meta-store.js';
+import type { AppliedWrite } from '../../src/app/volume/volume.js';
 
 const MiB = 1024 * 1024;
 const SIZE = 8 * MiB;
@@ -83,7 +84,7 @@ async function workload(r: Rig, writes: number, onEach?: (i: number, history: Ar
   for (let i = 0; i < writes; i++) {
     const offset = ((i * 37) % 2040) * 4096 + (i % 2) * 512;
     const data = new Uint8Array(randomBytes(4096 * (1 + (i % 3)) - (i % 2) * 512));
-    const token = {};
+    const token: AppliedWrite = { kind: 'write', source: 'host', offset, length: data.length, data, fua: false, skipPosition: undefined, holds: undefined };
     const cycle = r.r1.begin(token, offset, data.length);
     await volume.write(offset, data);
     assert.equal(r.r1.capture(token, offset, data.length, data), true);

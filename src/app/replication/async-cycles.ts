@@ -10,7 +10,8 @@ import type { ByteRange } from '../../core/replication/cycles/record-ranges.js';
 import { ErrorCode, TidemarkError, isTidemarkError } from '../../core/errors.js';
 import { decodeJson, encodeJson } from '../../core/lib/checksummed-record.js';
 import type { MetaStore } from '../../ports/meta-store.js';
-import type { Volume } from '../volume/volume.js';
+import type { AppliedWrite, Volume } from '../volume/volume.js';
+import { addHold, dropHold, findHold, type WriteHold } from '../volume/write-holds.js';
 import type { MemberRecoveryInput, RecoveryAction } from '../../core/group/group-recovery.js';
 import type { PeerRpc } from './peer-rpc.js';
 import type { RequestOf } from '../../core/replication/peer-protocol.js';
@@ -59,6 +60,13 @@ export function cycleMessageFromWire(msg: R1WireMessage | R2WireMessage, segment
 
 // ---- R1 ----
 
+/** A write's place in one R1Async's cycles, from begin to finish (or abandon). */
+interface CaptureHold extends WriteHold {
+  readonly token: WriteToken;
+  readonly first: number;
+  readonly last: number;
+}
+
 export interface R1AsyncHost {
   readonly volume: Volume;
   readonly rpc: PeerRpc;
@@ -91,11 +99,6 @@ export type CyclesFallBackReason = 'stopped' | 'capture-limit' | 'spill-failed' 
 
 export class R1Async {
   readonly cycles: R1Cycles;
-  /**
-   * Writes begun and not finished (finish or abandon removes them). A Map, not a WeakMap: one entry
-   * per host write in flight, and short-lived WeakMap keys cost the garbage collector more.
-   */
-  private readonly tokens = new Map<object, { token: WriteToken; first: number; last: number }>();
   /** Tracks of writes begun and not yet finished. */
   private readonly pending = new Map<number, number>();
   /** Tracks written per cycle, to clear R1's bits once R2 holds the cycle. */
@@ -141,11 +144,13 @@ export class R1Async {
   }
 
   /** At admission: the write belongs to the cycle open now (returned). */
-  begin(write: object, offset: number, length: number): number {
+  begin(write: AppliedWrite, offset: number, length: number): number {
     const token = this.cycles.writeBegun();
     const first = this.trackOf(offset);
     const last = this.trackOf(offset + length - 1);
-    this.tokens.set(write, { token, first, last });
+    // Kept on the write until finish or abandon (a write begun here and not finished holds it).
+    const hold: CaptureHold = { owner: this, next: undefined, token, first, last };
+    addHold(write, hold);
     for (let t = first; t <= last; t++) this.pending.set(t, (this.pending.get(t) ?? 0) + 1);
     return token.cycle;
   }
@@ -157,8 +162,8 @@ export class R1Async {
     return false;
   }
 
-  owns(write: object): boolean {
-    return this.tokens.has(write);
+  owns(write: AppliedWrite): boolean {
+    return findHold(write, this) !== undefined;
   }
 
   private trackOf(offset: number): number {
@@ -166,8 +171,8 @@ export class R1Async {
   }
 
   /** After the local write: (part of) its bytes are captured; false when the cycles fell back. */
-  capture(write: object, offset: number, length: number, data: Uint8Array | null): boolean {
-    const held = this.tokens.get(write);
+  capture(write: AppliedWrite, offset: number, length: number, data: Uint8Array | null): boolean {
+    const held = findHold<CaptureHold>(write, this);
     if (!held || this.stopped) return false;
     const kept = this.cycles.write(held.token, offset, length, data);
     if (kept) {
@@ -181,10 +186,10 @@ export class R1Async {
   }
 
   /** The write is complete (captured, or its local write failed). */
-  finish(write: object): void {
-    const held = this.tokens.get(write);
+  finish(write: AppliedWrite): void {
+    const held = findHold<CaptureHold>(write, this);
     if (!held) return;
-    this.tokens.delete(write);
+    dropHold(write, held);
     if (!this.stopped) this.cycles.writeDone(held.token);
     for (let t = held.first; t <= held.last; t++) {
       const n = (this.pending.get(t) ?? 1) - 1;
@@ -193,7 +198,7 @@ export class R1Async {
     }
   }
 
-  abandon(write: object): void {
+  abandon(write: AppliedWrite): void {
     this.finish(write);
   }
 

@@ -15,6 +15,7 @@ import {
   planAdmission, planApply, planFlush, planRead, type AdmissionScope, type AdmitStep, type ApplyPlan, type PlannedWrite, type PlanPosition, type PlanStep,
 } from '../../core/volume/write-plan.js';
 import type { VolumeRecord } from '../../core/volume/volume-record.js';
+import type { WriteHold } from './write-holds.js';
 import type { AllocationExtent, BlockStore } from '../../ports/block-store.js';
 import type { MetaStore, SlotJournal } from '../../ports/meta-store.js';
 
@@ -114,7 +115,10 @@ export interface AppliedWrite {
   readonly fua: boolean;
   /** The position an internal write was told not to mark. */
   readonly skipPosition: string | undefined;
+  /** What participants keep for this write between its steps (see WriteHold); starts empty. */
+  holds: WriteHold | undefined;
 }
+
 
 export interface InternalWriteOptions {
   /** A position this write must not mark (a replica applying its own pair's data). */
@@ -349,7 +353,7 @@ export class Volume {
       const { first, last } = tracksOf(this.geometry, offset, length);
       // Only that work (planAdmission's 'early' scope): the rest is each piece's own admission.
       await this.admit({ ...admission, first, last, fromPosition: admission.skipPosition },
-        { ...admission, offset, length, data: undefined }, 'early');
+        { ...admission, offset, length, data: undefined, holds: undefined }, 'early');
     }
     // The whole range takes its place in the write ordering now, as one write would (lockRange
     // registers it before it waits): a later overlapping write waits for every piece, and the
@@ -479,7 +483,7 @@ export class Volume {
     // write waits: a pair created, a clone session established).
     let planned: PlannedWrite | undefined;
     // One value for the whole write: admission steps see it too (a journal's token names its bytes).
-    const applied: AppliedWrite = { kind, source, offset, length, data, fua, skipPosition };
+    const applied: AppliedWrite = { kind, source, offset, length, data, fua, skipPosition, holds: undefined };
     if (source !== 'copy') {
       /**
        * Admission: undefined when the write is let in at once — no write window, no step with work

@@ -59,6 +59,12 @@ export interface WriteToken {
   readonly cycle: number;
 }
 
+/** The token as R1Cycles keeps it: whether it is still open lives on it (no lookup table per write). */
+interface OpenToken extends WriteToken {
+  readonly owner: R1Cycles;
+  open: boolean;
+}
+
 export type SwitchBlocker =
   | 'fallen-back' | 'cycle-time' | 'writes-open' | 'commit-unacked' | 'transmit-unacked' | 'seal-unacked';
 
@@ -155,7 +161,6 @@ export class R1Cycles {
   private capture: Cycle;
   private transmit: Cycle | null = null;
   private committing: Cycle | null = null;
-  private readonly tokens = new Map<number, number>();
   private nextToken = 1;
   private lastSwitchMs: number;
   private memRecords = 0;
@@ -199,8 +204,7 @@ export class R1Cycles {
   /** A host write was admitted (it holds its place in the volume's write order): it belongs to the capture cycle. */
   writeBegun(): WriteToken {
     if (this.fallenBack) throw invalidState('ordered replication fell back to bitmaps');
-    const token = { id: this.nextToken++, cycle: this.capture.cycle };
-    this.tokens.set(token.id, token.cycle);
+    const token: OpenToken = { id: this.nextToken++, cycle: this.capture.cycle, owner: this, open: true };
     this.capture.openWrites++;
     return token;
   }
@@ -213,7 +217,7 @@ export class R1Cycles {
   write(token: WriteToken, offset: number, length: number, data: Uint8Array | null): boolean {
     if (this.fallenBack) return false;
     // (Messages built only on failure: this runs for every host write.)
-    if (this.tokens.get(token.id) !== token.cycle) assert(false, `write token ${token.id} is not open`);
+    if (!this.isOpen(token)) assert(false, `write token ${token.id} is not open`);
     if (!(Number.isSafeInteger(offset) && Number.isSafeInteger(length) && offset >= 0 && length >= 0 &&
       offset + length <= this.config.volumeBytes)) assert(false, `write ${offset}+${length} outside the volume`);
     assert(data === null || data.length === length, 'data length matches');
@@ -254,13 +258,17 @@ export class R1Cycles {
 
   /** The write finished (or failed: then it captured nothing, or the caller marks its tracks). */
   writeDone(token: WriteToken): void {
-    const cycleNumber = this.tokens.get(token.id);
-    if (cycleNumber !== token.cycle) assert(false, `write token ${token.id} is not open`);
-    this.tokens.delete(token.id);
+    if (!this.isOpen(token)) assert(false, `write token ${token.id} is not open`);
+    (token as OpenToken).open = false;
     if (this.fallenBack) return;
     const cycle = this.cycleByNumber(token.cycle);
     assert(cycle !== null && cycle.openWrites > 0, 'open write count');
     cycle.openWrites--;
+  }
+
+  private isOpen(token: WriteToken): boolean {
+    const t = token as Partial<OpenToken>;
+    return t.owner === this && t.open === true;
   }
 
   // ---- switching ------------------------------------------------------------------------------
