@@ -65,6 +65,9 @@ interface CaptureHold extends WriteHold {
   readonly token: WriteToken;
   readonly first: number;
   readonly last: number;
+  /** The other writes begun and not finished (R1Async.open). */
+  prevOpen: CaptureHold | undefined;
+  nextOpen: CaptureHold | undefined;
 }
 
 export interface R1AsyncHost {
@@ -99,8 +102,11 @@ export type CyclesFallBackReason = 'stopped' | 'capture-limit' | 'spill-failed' 
 
 export class R1Async {
   readonly cycles: R1Cycles;
-  /** Tracks of writes begun and not yet finished. */
-  private readonly pending = new Map<number, number>();
+  /**
+   * Writes begun and not finished, linked through their holds (a queue depth's worth, asked about
+   * only when a cycle commits or the cycles fall back): no table updated per track of every write.
+   */
+  private open: CaptureHold | undefined;
   /** Tracks written per cycle, to clear R1's bits once R2 holds the cycle. */
   private readonly tracksOf = new Map<number, Set<number>>();
   private lastCommitAcked: number;
@@ -149,16 +155,23 @@ export class R1Async {
     const first = this.trackOf(offset);
     const last = this.trackOf(offset + length - 1);
     // Kept on the write until finish or abandon (a write begun here and not finished holds it).
-    const hold: CaptureHold = { owner: this, next: undefined, token, first, last };
+    const hold: CaptureHold = { owner: this, next: undefined, token, first, last, prevOpen: undefined, nextOpen: this.open };
     addHold(write, hold);
-    for (let t = first; t <= last; t++) this.pending.set(t, (this.pending.get(t) ?? 0) + 1);
+    if (this.open) this.open.prevOpen = hold;
+    this.open = hold;
     return token.cycle;
   }
 
   /** A write in progress or a cycle not yet committed holds the track. */
   holds(track: number): boolean {
-    if (this.pending.has(track)) return true;
+    if (this.writing(track)) return true;
     for (const set of this.tracksOf.values()) if (set.has(track)) return true;
+    return false;
+  }
+
+  /** A write begun and not finished covers the track. */
+  private writing(track: number): boolean {
+    for (let h = this.open; h !== undefined; h = h.nextOpen) if (h.first <= track && track <= h.last) return true;
     return false;
   }
 
@@ -191,11 +204,10 @@ export class R1Async {
     if (!held) return;
     dropHold(write, held);
     if (!this.stopped) this.cycles.writeDone(held.token);
-    for (let t = held.first; t <= held.last; t++) {
-      const n = (this.pending.get(t) ?? 1) - 1;
-      if (n > 0) this.pending.set(t, n);
-      else this.pending.delete(t);
-    }
+    if (held.prevOpen) held.prevOpen.nextOpen = held.nextOpen;
+    else this.open = held.nextOpen;
+    if (held.nextOpen) held.nextOpen.prevOpen = held.prevOpen;
+    held.prevOpen = held.nextOpen = undefined;
   }
 
   abandon(write: AppliedWrite): void {
@@ -214,7 +226,7 @@ export class R1Async {
     void this.spill?.close();
     const all = new Set<number>(tracks);
     for (const set of this.tracksOf.values()) for (const t of set) all.add(t);
-    for (const t of this.pending.keys()) all.add(t);
+    for (let h = this.open; h !== undefined; h = h.nextOpen) for (let t = h.first; t <= h.last; t++) all.add(t);
     this.host.fellBack([...all], reason);
   }
 
@@ -284,7 +296,7 @@ export class R1Async {
       for (const [c, set] of this.tracksOf) if (c > message.cycle) for (const t of set) later.add(t);
       for (const c of [...this.tracksOf.keys()]) if (c < message.cycle) this.tracksOf.delete(c);
       for (const c of [...this.cycleStartMs.keys()]) if (c <= message.cycle) this.cycleStartMs.delete(c);
-      this.host.committed(done, (t) => later.has(t) || this.pending.has(t));
+      this.host.committed(done, (t) => later.has(t) || this.writing(t));
     }
     this.pump();
   }

@@ -97,13 +97,19 @@ export class PairManager implements PairContext {
       // restored tracks too).
       volume.participants.push({
         positions: (into) => { for (const r of this.onVolume(volume.name)) into.push(r.planPosition()); },
-        execute: (step, position, write) => this.onVolume(volume.name).find((r) => r.record.name === position.id)?.execute(step, write),
+        execute: (step, position, write) => this.halfNamed(volume.name, position.id)?.execute(step, write),
       });
       volume.beforePersist.push(async () => {
         for (const r of this.onVolume(volume.name)) await r.beforePersist();
       });
     }
     return runtime;
+  }
+
+  /** The half of pair `name` on the volume (a plain loop: this runs for every step of every paired write). */
+  private halfNamed(volume: string, name: string): PairRuntime | undefined {
+    for (const r of this.onVolume(volume)) if (r.record.name === name) return r;
+    return undefined;
   }
 
   /** The pair halves on a volume (R1 of up to four pairs, R2 of at most one). */

@@ -564,10 +564,7 @@ export class Volume {
         await apply();
         if (fua) await this.store.flush();
       } else {
-        await this.applyPlanned(planned, applied, async () => {
-          await apply();
-          if (fua) await this.store.flush();
-        });
+        await this.applyPlanned(planned, applied, apply);
       }
     } finally {
       this.inFlight.delete(entry);
@@ -615,8 +612,11 @@ export class Volume {
     }
   }
 
-  /** Runs the write's apply plan (see ApplyPlan for the rules) around the local write. */
-  private async applyPlanned(planned: PlannedWrite | undefined, write: AppliedWrite, local: () => Promise<void>): Promise<void> {
+  /**
+   * Runs the write's apply plan (see ApplyPlan for the rules) around the local write: `apply`
+   * writes the store, and a FUA write's flush follows it as part of the local write.
+   */
+  private async applyPlanned(planned: PlannedWrite | undefined, write: AppliedWrite, apply: () => Promise<void>): Promise<void> {
     for (const o of this.observers) o.begin?.(write);
     let plan: ApplyPlan | undefined;
     let positions: PlanPosition[] = [];
@@ -640,7 +640,8 @@ export class Volume {
       }
     }
     try {
-      await local();
+      await apply();
+      if (write.fua) await this.store.flush();
     } catch (error) {
       for (const step of plan?.ifLocalFails ?? []) {
         const work = run(step);

@@ -464,10 +464,9 @@ export class R1Cycles {
 
   // ---- memory and spill -----------------------------------------------------------------------
 
+  /** (Asked after every captured write: no array built.) */
   private heldRecords(): number {
-    let n = 0;
-    for (const c of this.cycles()) n += c.entries.size;
-    return n;
+    return this.capture.entries.size + (this.transmit?.entries.size ?? 0) + (this.committing?.entries.size ?? 0);
   }
 
   get memoryBytes(): number {
