@@ -14,6 +14,14 @@ test('geometry: tracks of 64 KiB made of 4 KiB records, short last track', () =>
   assert.deepEqual(tracksRange(g, 3, 3), trackRange(g, 3));
   assert.deepEqual(tracksOf(g, 65535, 2), { first: 0, last: 1 });
   assert.equal(rangeInside(g, 2n ** 64n - 1n, 2n), false);
+  // Numbers take a path without BigInt: the same answers at the edges.
+  const size = g.sizeBytes;
+  for (const [offset, length, inside] of [[0, size, true], [size, 0, true], [size - 1, 1, true], [size - 1, 2, false], [size, 1, false],
+    [-1, 1, false], [0, -1, false], [Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER, false], [1, Number.MAX_SAFE_INTEGER, false],
+    [Number.MAX_SAFE_INTEGER + 1, 0, false]] as const) {
+    assert.equal(rangeInside(g, offset, length), inside, `${offset}+${length}`);
+    if (Number.isSafeInteger(offset) && Number.isSafeInteger(length)) assert.equal(rangeInside(g, BigInt(offset), BigInt(length)), inside, `bigint ${offset}+${length}`);
+  }
 });
 
 test('geometry rejects bad sizes with a stable error', () => {

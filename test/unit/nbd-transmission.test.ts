@@ -146,6 +146,21 @@ test('out-of-range requests: READ/TRIM/CACHE/BLOCK_STATUS get EINVAL, WRITE/WRIT
   assert.deepEqual(errnoOf(actions), [EINVAL, EINVAL, EINVAL, EINVAL, EINVAL, EINVAL, ENOSPC, ENOSPC, 'read', 'read']);
 });
 
+test('offsets near 2^53 against an export of 2^53 - 1 bytes: exact at the end, refused past it', () => {
+  const size = Number.MAX_SAFE_INTEGER;
+  const c = transmitting({ info: { sizeBytes: size } });
+  const top = 2n ** 53n;
+  const actions = feed(c, concat(
+    request(READ, 1n, top - 4096n, 4095), // ends at 2^53 - 1: the last byte of the export
+    request(READ, 2n, top - 4096n, 4096), // one byte past it
+    request(READ, 3n, top, 1), // the first offset with no exact JS number
+    request(READ, 4n, top - 1n, 0), // at the end, empty
+  ));
+  assert.deepEqual(errnoOf(actions), ['read', EINVAL, EINVAL, 'read']);
+  const first = actions[0]!;
+  assert.ok(first.kind === 'command' && first.command.type === 'read' && first.command.offset === Number(top - 4096n));
+});
+
 test('a client that negotiated block sizes: READ over 32 MiB is EINVAL, WRITE over 32 MiB is EINVAL after its payload is dropped', () => {
   const c = negotiated({ sizeBytes: 1024 * MiB });
   assert.deepEqual(errnoOf(feed(c, request(READ, 1n, 0, 32 * MiB + 1))), [EINVAL]);

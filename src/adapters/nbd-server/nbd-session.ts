@@ -174,7 +174,7 @@ export class NbdSession {
       if (this.stopped) return;
       this.ctx.onInput?.();
       this.lastReceivedMs = Date.now();
-      this.machine.receive(chunk);
+      this.machine.receive(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.length));
       this.pump();
     });
     on('end', () => {
@@ -208,7 +208,9 @@ export class NbdSession {
     this.ctx.onInput?.();
     this.lastReceivedMs = Date.now();
     if (buffer.buffer === this.readBuffer.buffer) {
-      this.machine.receiveLent(buffer.subarray(0, count));
+      // A plain Uint8Array view, not the Buffer's subarray: every view and copy the machine makes of
+      // it (a request header, a cookie, a payload) then skips Buffer's species lookup.
+      this.machine.receiveLent(new Uint8Array(buffer.buffer, buffer.byteOffset, count));
       try {
         this.pump();
       } finally {

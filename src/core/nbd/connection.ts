@@ -13,7 +13,7 @@ import {
   exportNameReply, greeting, infoBlockSizePayload, infoExportPayload, infoStringPayload, metaContextPayload,
   optionError, optionReply, serverPayload,
 } from './replies.js';
-import { decodeRequest, REQUEST_HEADER_BYTES, type Cookie, type NbdCommand } from './request-decoding.js';
+import { decodeRequest, REQUEST_HEADER_BYTES, type Cookie, type NbdCommand, type TransmissionContext } from './request-decoding.js';
 
 export type { Cookie, NbdCommand } from './request-decoding.js';
 
@@ -127,7 +127,8 @@ export class NbdConnection {
   /** Names from the verified client certificate (empty without one). */
   private clientNames: readonly string[] = [];
   private nextStream = 1;
-  private current: { readonly info: ExportInfo; readonly allocationContextId: number | undefined } | undefined;
+  /** The export in transmission, and what request validation needs of it (fixed once transmission begins). */
+  private current: { readonly info: ExportInfo; readonly context: TransmissionContext } | undefined;
   private write: WriteInProgress | undefined;
   private discard: WriteDiscard | undefined;
 
@@ -381,7 +382,15 @@ export class NbdConnection {
 
   private enterTransmission(info: ExportInfo, flags: number): void {
     const bound = this.structured && this.allocationExport === info.name;
-    this.current = { info, allocationContextId: bound ? BASE_ALLOCATION_ID : undefined };
+    const allocationContextId = bound ? BASE_ALLOCATION_ID : undefined;
+    const context: TransmissionContext = {
+      sizeBytes: info.sizeBytes, readOnly: info.readOnly, structured: this.structured,
+      canFastZero: info.canFastZero, allocationContextId,
+      // The spec: a server SHOULD accept requests up to the export size from a client that did not
+      // negotiate block sizes; large writes are then streamed in pieces (readWritePayload).
+      maxPayloadBytes: this.blockSizeNegotiated ? MAX_PAYLOAD_BYTES : info.sizeBytes,
+    };
+    this.current = { info, context };
     this.phase = 'request-header';
     this.emit({ kind: 'transmission', export: info, structured: this.structured, flags });
   }
@@ -458,14 +467,7 @@ export class NbdConnection {
 
   private readRequestHeader(): boolean {
     if (this.queue.length < REQUEST_HEADER_BYTES) return false;
-    const { info, allocationContextId } = this.current!;
-    const decoded = decodeRequest(this.queue.take(REQUEST_HEADER_BYTES), {
-      sizeBytes: info.sizeBytes, readOnly: info.readOnly, structured: this.structured,
-      canFastZero: info.canFastZero, allocationContextId,
-      // The spec: a server SHOULD accept requests up to the export size from a client that did not
-      // negotiate block sizes; large writes are then streamed in pieces (readWritePayload).
-      maxPayloadBytes: this.blockSizeNegotiated ? MAX_PAYLOAD_BYTES : info.sizeBytes,
-    });
+    const decoded = decodeRequest(this.queue.take(REQUEST_HEADER_BYTES), this.current!.context);
     switch (decoded.kind) {
       case 'command':
         this.emit({ kind: 'command', command: decoded.command });

@@ -56,6 +56,18 @@ export type DecodedRequest =
   | { readonly kind: 'fatal'; readonly reason: string };
 
 const KNOWN_FLAGS = CmdFlag.Fua | CmdFlag.NoHole | CmdFlag.Df | CmdFlag.ReqOne | CmdFlag.FastZero;
+const TWO_TO_32 = 0x1_0000_0000;
+/** An offset's high word at or above this puts it past 2^53 (no exact JS number, past every export). */
+const SAFE_HIGH_WORD_LIMIT = 0x20_0000;
+
+/** FUA is tolerated on every command (clients set it on reads too); the rest are per command. */
+const flagsAllowed = (flags: number, allowed: number): boolean => (flags & ~(allowed | CmdFlag.Fua)) === 0 && (flags & ~KNOWN_FLAGS) === 0;
+
+const invalidRequest = (cookie: Cookie, errno: Errno, message: string): DecodedRequest =>
+  ({ kind: 'command', command: { type: 'invalid', cookie, errno, message } });
+
+const refusedWrite = (cookie: Cookie, length: number, errno: Errno, message: string): DecodedRequest =>
+  ({ kind: 'refused-write', cookie, length, errno, message });
 
 /** Decodes `header` (exactly 28 bytes). */
 export function decodeRequest(header: Uint8Array, ctx: TransmissionContext): DecodedRequest {
@@ -63,70 +75,71 @@ export function decodeRequest(header: Uint8Array, ctx: TransmissionContext): Dec
   if (view.getUint32(0) !== REQUEST_MAGIC) return { kind: 'fatal', reason: 'bad request magic' };
   const flags = view.getUint16(4);
   const type = view.getUint16(6);
-  const cookie = Uint8Array.prototype.slice.call(header.subarray(8, 16));
-  const offset64 = view.getBigUint64(16);
+  // A copy byte by byte: the header may be a view into a socket's Buffer, whose subarray() and
+  // slice() look up a species constructor on every call (this runs for every request).
+  const cookie = new Uint8Array(8);
+  for (let i = 0; i < 8; i++) cookie[i] = header[8 + i]!;
+  const high = view.getUint32(16);
   const length = view.getUint32(24);
-  // In BigInt: offset + length can exceed 2^64, and offsets beyond 2^53 are not JS numbers.
-  const inside = offset64 + BigInt(length) <= BigInt(ctx.sizeBytes);
-  const offset = inside ? Number(offset64) : -1;
+  // Offsets from 2^53 on are no exact JS number and lie past every export. Below, offset + length
+  // is exact up to 2^53 and rounds to at least 2^53 beyond it: past the export either way.
+  const start = high < SAFE_HIGH_WORD_LIMIT ? high * TWO_TO_32 + view.getUint32(20) : -1;
+  const inside = start >= 0 && start + length <= ctx.sizeBytes;
+  const offset = inside ? start : -1;
   const fua = (flags & CmdFlag.Fua) !== 0;
-  // FUA is tolerated on every command (clients set it on reads too); the rest are per command.
-  const flagsAllowed = (allowed: number): boolean => (flags & ~(allowed | CmdFlag.Fua)) === 0 && (flags & ~KNOWN_FLAGS) === 0;
-  const invalid = (errno: Errno, message: string): DecodedRequest => ({ kind: 'command', command: { type: 'invalid', cookie, errno, message } });
 
   switch (type) {
     case Cmd.Write: {
       // Longer than the export and than any payload we accept: it can never succeed, and the spec
       // allows a hard disconnect rather than reading (up to 4 GiB of) it.
       if (length > Math.max(ctx.sizeBytes, MAX_PAYLOAD_BYTES)) return { kind: 'fatal', reason: `write of ${length} bytes exceeds the export` };
-      const refuse = (errno: Errno, message: string): DecodedRequest => ({ kind: 'refused-write', cookie, length, errno, message });
-      if (!flagsAllowed(0)) return refuse(Errno.EINVAL, 'invalid flags for WRITE');
-      if (ctx.readOnly) return refuse(Errno.EPERM, 'export is read-only');
-      if (!inside) return refuse(Errno.ENOSPC, 'write past the end of the export');
+      if (!flagsAllowed(flags, 0)) return refusedWrite(cookie, length, Errno.EINVAL, 'invalid flags for WRITE');
+      if (ctx.readOnly) return refusedWrite(cookie, length, Errno.EPERM, 'export is read-only');
+      if (!inside) return refusedWrite(cookie, length, Errno.ENOSPC, 'write past the end of the export');
       // Over the block size the client agreed to: the payload is dropped as it arrives (a refused
       // write never occupies memory), then the error goes out.
-      if (length > ctx.maxPayloadBytes) return refuse(Errno.EINVAL, `write of ${length} bytes exceeds the negotiated ${ctx.maxPayloadBytes}`);
+      if (length > ctx.maxPayloadBytes) return refusedWrite(cookie, length, Errno.EINVAL, `write of ${length} bytes exceeds the negotiated ${ctx.maxPayloadBytes}`);
       return { kind: 'write', cookie, offset, length, fua };
     }
     case Cmd.Read:
-      if (!flagsAllowed(ctx.structured ? CmdFlag.Df : 0)) return invalid(Errno.EINVAL, 'invalid flags for READ');
-      if (!inside) return invalid(Errno.EINVAL, 'read past the end of the export');
-      if (length > ctx.maxPayloadBytes) return invalid(Errno.EINVAL, `read of ${length} bytes exceeds the negotiated ${ctx.maxPayloadBytes}`);
+      if (!flagsAllowed(flags, ctx.structured ? CmdFlag.Df : 0)) return invalidRequest(cookie, Errno.EINVAL, 'invalid flags for READ');
+      if (!inside) return invalidRequest(cookie, Errno.EINVAL, 'read past the end of the export');
+      if (length > ctx.maxPayloadBytes) return invalidRequest(cookie, Errno.EINVAL, `read of ${length} bytes exceeds the negotiated ${ctx.maxPayloadBytes}`);
       // DF asks for one data chunk; longer than our chunk limit it cannot be honoured (the spec's EOVERFLOW).
-      if ((flags & CmdFlag.Df) !== 0 && length > MAX_PAYLOAD_BYTES) return invalid(Errno.EOVERFLOW, `DF read of ${length} bytes exceeds ${MAX_PAYLOAD_BYTES}`);
+      if ((flags & CmdFlag.Df) !== 0 && length > MAX_PAYLOAD_BYTES) return invalidRequest(cookie, Errno.EOVERFLOW, `DF read of ${length} bytes exceeds ${MAX_PAYLOAD_BYTES}`);
       return { kind: 'command', command: { type: 'read', cookie, offset, length } };
     case Cmd.Disc:
       return { kind: 'disconnect' };
     case Cmd.Flush:
-      if (!flagsAllowed(0)) return invalid(Errno.EINVAL, 'invalid flags for FLUSH');
+      if (!flagsAllowed(flags, 0)) return invalidRequest(cookie, Errno.EINVAL, 'invalid flags for FLUSH');
       return { kind: 'command', command: { type: 'flush', cookie } };
     case Cmd.Trim:
-      if (!flagsAllowed(0)) return invalid(Errno.EINVAL, 'invalid flags for TRIM');
-      if (ctx.readOnly) return invalid(Errno.EPERM, 'export is read-only');
-      if (!inside) return invalid(Errno.EINVAL, 'trim past the end of the export');
+      if (!flagsAllowed(flags, 0)) return invalidRequest(cookie, Errno.EINVAL, 'invalid flags for TRIM');
+      if (ctx.readOnly) return invalidRequest(cookie, Errno.EPERM, 'export is read-only');
+      if (!inside) return invalidRequest(cookie, Errno.EINVAL, 'trim past the end of the export');
       return { kind: 'command', command: { type: 'trim', cookie, offset, length, fua } };
     case Cmd.WriteZeroes: {
-      if (!flagsAllowed(CmdFlag.NoHole | CmdFlag.FastZero)) return invalid(Errno.EINVAL, 'invalid flags for WRITE_ZEROES');
+      if (!flagsAllowed(flags, CmdFlag.NoHole | CmdFlag.FastZero)) return invalidRequest(cookie, Errno.EINVAL, 'invalid flags for WRITE_ZEROES');
       const fastZero = (flags & CmdFlag.FastZero) !== 0;
-      if (fastZero && !ctx.canFastZero) return invalid(Errno.EINVAL, 'FAST_ZERO was not advertised');
-      if (ctx.readOnly) return invalid(Errno.EPERM, 'export is read-only');
-      if (!inside) return invalid(Errno.ENOSPC, 'write past the end of the export');
+      if (fastZero && !ctx.canFastZero) return invalidRequest(cookie, Errno.EINVAL, 'FAST_ZERO was not advertised');
+      if (ctx.readOnly) return invalidRequest(cookie, Errno.EPERM, 'export is read-only');
+      if (!inside) return invalidRequest(cookie, Errno.ENOSPC, 'write past the end of the export');
       const noHole = (flags & CmdFlag.NoHole) !== 0;
       return { kind: 'command', command: { type: 'write-zeroes', cookie, offset, length, fua, noHole, fastZero } };
     }
     case Cmd.Cache:
-      if (!flagsAllowed(0)) return invalid(Errno.EINVAL, 'invalid flags for CACHE');
-      if (!inside) return invalid(Errno.EINVAL, 'cache past the end of the export');
+      if (!flagsAllowed(flags, 0)) return invalidRequest(cookie, Errno.EINVAL, 'invalid flags for CACHE');
+      if (!inside) return invalidRequest(cookie, Errno.EINVAL, 'cache past the end of the export');
       return { kind: 'command', command: { type: 'cache', cookie, offset, length } };
     case Cmd.BlockStatus: {
-      if (!flagsAllowed(CmdFlag.ReqOne)) return invalid(Errno.EINVAL, 'invalid flags for BLOCK_STATUS');
+      if (!flagsAllowed(flags, CmdFlag.ReqOne)) return invalidRequest(cookie, Errno.EINVAL, 'invalid flags for BLOCK_STATUS');
       const contextId = ctx.allocationContextId;
-      if (!ctx.structured || contextId === undefined) return invalid(Errno.EINVAL, 'no metadata context was selected');
-      if (!inside) return invalid(Errno.EINVAL, 'block status past the end of the export');
-      if (length === 0) return invalid(Errno.EINVAL, 'block status of zero bytes');
+      if (!ctx.structured || contextId === undefined) return invalidRequest(cookie, Errno.EINVAL, 'no metadata context was selected');
+      if (!inside) return invalidRequest(cookie, Errno.EINVAL, 'block status past the end of the export');
+      if (length === 0) return invalidRequest(cookie, Errno.EINVAL, 'block status of zero bytes');
       return { kind: 'command', command: { type: 'block-status', cookie, offset, length, reqOne: (flags & CmdFlag.ReqOne) !== 0, contextId } };
     }
     default:
-      return invalid(Errno.EINVAL, `unknown command ${type}`);
+      return invalidRequest(cookie, Errno.EINVAL, `unknown command ${type}`);
   }
 }

@@ -66,6 +66,10 @@ export function tracksRange(geometry: Geometry, first: number, last: number): { 
 
 /** True when [offset, offset+length) lies inside the volume. Accepts bigint for wire values that may overflow. */
 export function rangeInside(geometry: Geometry, offset: number | bigint, length: number | bigint): boolean {
+  // Safe integers (every host write asks): exact without BigInt, which allocates.
+  if (typeof offset === 'number' && typeof length === 'number' && Number.isSafeInteger(offset) && Number.isSafeInteger(length)) {
+    return offset >= 0 && length >= 0 && length <= geometry.sizeBytes && offset <= geometry.sizeBytes - length;
+  }
   const o = BigInt(offset);
   const l = BigInt(length);
   return o >= 0n && l >= 0n && o + l <= BigInt(geometry.sizeBytes);
