@@ -3,7 +3,11 @@
 // and the simulator wire in-memory transports.
 
 export interface PeerTransport {
-  /** Queues a message (resolves once queued within the send window); rejects when the peer is unknown. */
+  /**
+   * Queues a message (resolves once queued within the send window); rejects when the peer is
+   * unknown. The transport keeps `message` itself until it is delivered: the caller must not change
+   * it after the call (it is not copied: a sync pair forwards every write this way).
+   */
   send(peer: string, message: Uint8Array): Promise<void>;
   isUp(peer: string): boolean;
   /** Called synchronously in delivery order. */

@@ -57,8 +57,10 @@ export class SimLinks {
         const direction = `${name}>${peer}`;
         const queue = this.queues.get(direction) ?? [];
         this.queues.set(direction, queue);
+        // The message itself, as the real link keeps it (PeerTransport.send): a sender that changed
+        // it after sending would change what the peer receives here too, and the oracles would see it.
         queue.push({
-          message: message.slice(), readyAtMs: this.scheduler.nowMs + this.prng.next() * this.maxDelayMs,
+          message, readyAtMs: this.scheduler.nowMs + this.prng.next() * this.maxDelayMs,
           fromIncarnation: e.incarnation, toIncarnation: to.incarnation,
         });
         this.pump(name, peer);

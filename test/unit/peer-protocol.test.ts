@@ -129,6 +129,28 @@ test('every operation round-trips through the codec and the decoder, request and
 /** A value of the wrong type for whatever the field holds. */
 const wrong = (value: unknown): unknown => (typeof value === 'string' ? 42 : 'wrong');
 
+test('segment offsets round-trip up to 2^53 - 1 through memory not zeroed; larger ones are refused either way', () => {
+  const offsets = [0, 4096, 2 ** 32 - 1, 2 ** 32, 2 ** 40 + 12345, Number.MAX_SAFE_INTEGER - 4096];
+  const segments: Segment[] = offsets.map((offset, i) => (i % 2 === 0
+    ? { kind: 'data', offset, data: new Uint8Array(16).fill(i + 1) }
+    : { kind: 'zero', offset, length: 4096 }));
+  // Memory full of garbage: every byte of the message must be written by the encoder.
+  const dirty = (bytes: number): Uint8Array => new Uint8Array(bytes).fill(0xa5);
+  const bytes = encodeMessage({ type: 'request', id: 3, header: { op: 'x' }, segments }, dirty);
+  assert.deepEqual(bytes, encodeMessage({ type: 'request', id: 3, header: { op: 'x' }, segments }));
+  const back = decodeMessage(bytes);
+  assert.deepEqual(back.segments.map((s) => s.offset), offsets);
+  assert.throws(() => encodeMessage({ type: 'request', id: 3, header: {}, segments: [{ kind: 'zero', offset: -1, length: 1 }] }));
+  assert.throws(() => encodeMessage({ type: 'request', id: 3, header: {}, segments: [{ kind: 'zero', offset: 0.5, length: 1 }] }));
+  // A peer's offset of 2^53 (high word 0x200000): a protocol error, as any offset past MAX_SAFE_INTEGER.
+  const tooFar = encodeMessage({ type: 'request', id: 3, header: {}, segments: [{ kind: 'zero', offset: 2 ** 52, length: 1 }] });
+  const at = tooFar.length - 13 + 1;
+  new DataView(tooFar.buffer, tooFar.byteOffset).setUint32(at, 0x20_0000);
+  assert.throws(() => decodeMessage(tooFar), /offset too large/);
+  new DataView(tooFar.buffer, tooFar.byteOffset).setUint32(at, 0x1f_ffff);
+  assert.equal(decodeMessage(tooFar).segments[0]!.offset, 2 ** 53 - 2 ** 32);
+});
+
 test('every required field of every request, missing or of the wrong type, is refused naming the operation and the field', () => {
   let checked = 0;
   for (const op of PEER_OPS) {

@@ -193,7 +193,11 @@ export class LinkEndpoint {
     return ok;
   }
 
-  /** Queues a message for in-order, exactly-once delivery in this session. Check canSend first. */
+  /**
+   * Queues a message for in-order, exactly-once delivery in this session. Check canSend first.
+   * The endpoint keeps `message` itself, not a copy, until the peer acknowledges it: the caller
+   * hands it over and never changes it afterwards (every sender encodes a fresh message).
+   */
   send(name: string, message: Uint8Array): void {
     const peer = this.requirePeer(name);
     if (message.length > this.cfg.maxMessageBytes) throw invalidArgument(`message of ${message.length} bytes exceeds ${this.cfg.maxMessageBytes}`);

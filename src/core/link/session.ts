@@ -90,8 +90,8 @@ export class SendSide {
   /** Splits and frames a message; the caller checked canAccept. Returns the number of packets. */
   accept(message: Uint8Array): number {
     assert(this.canAccept(message.length), 'accept() beyond the window');
-    // One copy: the app may reuse its buffer once send() returns; packets are views into the copy.
-    const data = message.slice();
+    // No copy: the message is the sender's to give (Endpoint.send); packets are views into it.
+    const data = message;
     const max = this.limits.maxPacketBytes;
     let count = 0;
     let at = 0;

@@ -2,6 +2,7 @@
 // A message is a small JSON header (what to do) plus binary segments (the data): block data travels
 // as bytes, zeroed ranges as markers. Decoding validates everything; a bad message is a protocol error.
 import { ErrorCode, TidemarkError } from '../errors.js';
+import { assert } from '../lib/assert.js';
 
 export type MessageType = 'request' | 'response';
 
@@ -36,14 +37,24 @@ const dec = new TextDecoder('utf-8', { fatal: true });
 
 export const segmentLength = (s: Segment): number => (s.kind === 'data' ? s.data.length : s.length);
 
+const TWO_TO_32 = 0x1_0000_0000;
+/** An offset's high word at or above this puts it past Number.MAX_SAFE_INTEGER. */
+const SAFE_HIGH_WORD_LIMIT = 0x20_0000;
+
+/** Memory for an encoded message; every byte is written, so it need not be zeroed (see encodeMessage). */
+export type MessageAllocator = (bytes: number) => Uint8Array;
+const zeroed: MessageAllocator = (bytes) => new Uint8Array(bytes);
+
 // Layout: u8 type, u32 id, u32 header length, header JSON, u32 segment count, then per segment
-// u8 kind, u64 offset, u32 length, and for data the bytes.
-export function encodeMessage(message: PeerMessage): Uint8Array {
+// u8 kind, u64 offset, u32 length, and for data the bytes. `allocate`: the arrays' link messages
+// come from memory that is not zeroed first (a sync pair's batches are ~all data, written at once).
+export function encodeMessage(message: PeerMessage, allocate: MessageAllocator = zeroed): Uint8Array {
   const header = enc.encode(JSON.stringify(message.header));
   let total = 1 + 4 + 4 + header.length + 4;
   for (const s of message.segments) total += 1 + 8 + 4 + (s.kind === 'data' ? s.data.length : 0);
-  const out = new Uint8Array(total);
-  const view = new DataView(out.buffer);
+  const out = allocate(total);
+  assert(out.length === total, 'allocated message size');
+  const view = new DataView(out.buffer, out.byteOffset, total);
   view.setUint8(0, TYPES.indexOf(message.type));
   view.setUint32(1, message.id);
   view.setUint32(5, header.length);
@@ -52,7 +63,10 @@ export function encodeMessage(message: PeerMessage): Uint8Array {
   view.setUint32(at, message.segments.length); at += 4;
   for (const s of message.segments) {
     view.setUint8(at, s.kind === 'data' ? SEGMENT_DATA : SEGMENT_ZERO);
-    view.setBigUint64(at + 1, BigInt(s.offset));
+    // Two words rather than a BigInt (this runs for every write a sync pair forwards).
+    if (!(Number.isSafeInteger(s.offset) && s.offset >= 0)) assert(false, `segment offset ${s.offset}`);
+    view.setUint32(at + 1, Math.floor(s.offset / TWO_TO_32));
+    view.setUint32(at + 5, s.offset >>> 0);
     view.setUint32(at + 9, segmentLength(s));
     at += 13;
     if (s.kind === 'data') {
@@ -130,16 +144,17 @@ export function decodeMessage(bytes: Uint8Array): PeerMessage {
   for (let i = 0; i < count; i++) {
     need(13);
     const kind = view.getUint8(at);
-    const offset = view.getBigUint64(at + 1);
+    const high = view.getUint32(at + 1);
+    const offset = high * TWO_TO_32 + view.getUint32(at + 5);
     const length = view.getUint32(at + 9);
     at += 13;
-    if (offset > BigInt(Number.MAX_SAFE_INTEGER)) throw protocolError('offset too large');
+    if (high >= SAFE_HIGH_WORD_LIMIT) throw protocolError('offset too large');
     if (kind === SEGMENT_DATA) {
       need(length);
-      segments.push({ kind: 'data', offset: Number(offset), data: bytes.subarray(at, at + length) });
+      segments.push({ kind: 'data', offset, data: bytes.subarray(at, at + length) });
       at += length;
     } else if (kind === SEGMENT_ZERO) {
-      segments.push({ kind: 'zero', offset: Number(offset), length });
+      segments.push({ kind: 'zero', offset, length });
     } else {
       throw protocolError('unknown segment kind');
     }
