@@ -417,11 +417,18 @@ class LinkEmulator {
     while (this.replies.length === 0) {
       if (this.child.exitCode !== null || this.child.signalCode !== null) throw new Error('link emulator exited');
       if (Date.now() > deadline) throw new Error('link emulator did not answer');
-      await Promise.race([
-        new Promise<void>((r) => { this.waiter = r; }),
-        once(this.child, 'exit'),
-        new Promise((r) => setTimeout(r, 100)),
-      ]);
+      // The exit wait is cancelled after each round: left behind, every command added an 'exit'
+      // and an 'error' listener to the emulator process (a bench partitioning a dozen times warned).
+      const stop = new AbortController();
+      try {
+        await Promise.race([
+          new Promise<void>((r) => { this.waiter = r; }),
+          once(this.child, 'exit', { signal: stop.signal }).catch(() => undefined),
+          new Promise((r) => setTimeout(r, 100)),
+        ]);
+      } finally {
+        stop.abort();
+      }
     }
     return this.replies.shift()!;
   }
