@@ -18,6 +18,7 @@
 // Sealed frame: the 24-byte header (authenticated, not encrypted: type, flags, length, seq stay
 // readable, as in a TLS record header) and then ciphertext ‖ 16-byte tag; `length` counts both.
 import { assert } from '../lib/assert.js';
+import { setU64 } from '../lib/u64.js';
 import {
   FRAME_HEADER_BYTES, FrameType, LINK_PROTOCOL_VERSION, TAG_BYTES, writeFrameHeader, type EncodedFrame, type Frame,
   type SealedFrameOpener,
@@ -66,8 +67,7 @@ export function deriveLinkKeys(crypto: Pick<LinkCrypto, 'hmacSha256'>, secret: U
 function aeadNonce(counter: number): Uint8Array {
   const nonce = new Uint8Array(AEAD_NONCE_BYTES);
   const view = new DataView(nonce.buffer);
-  view.setUint32(4, Math.floor(counter / 0x1_0000_0000));
-  view.setUint32(8, counter >>> 0);
+  setU64(view, 4, counter);
   return nonce;
 }
 

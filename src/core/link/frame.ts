@@ -14,6 +14,7 @@
 // the caller turns into closing the connection. The decoder never throws on peer input.
 import { assert } from '../lib/assert.js';
 import { crc32c } from '../lib/crc32c.js';
+import { getU64, setU64 } from '../lib/u64.js';
 import { ByteQueue } from '../nbd/byte-queue.js';
 
 export const FRAME_MAGIC = 0x544d4c4b; // 'TMLK'
@@ -91,8 +92,7 @@ export function writeFrameHeader(header: Uint8Array, version: number, type: Fram
   view.setUint8(5, type);
   view.setUint16(6, flags);
   view.setUint32(8, length);
-  view.setUint32(12, Math.floor(seq / 0x1_0000_0000));
-  view.setUint32(16, seq >>> 0);
+  setU64(view, 12, seq);
   view.setUint32(20, check >>> 0);
 }
 
@@ -158,9 +158,8 @@ export class FrameDecoder {
       if ((flags & ~allowedFlags) !== 0) return this.fail({ kind: 'error', reason: `bad flags 0x${flags.toString(16)} for frame type ${type}` });
       const length = view.getUint32(8);
       if (length > this.maxPayloadBytes + (this.opener ? TAG_BYTES : 0)) return this.fail({ kind: 'error', reason: `frame length ${length} exceeds ${this.maxPayloadBytes}` });
-      const seqHigh = view.getUint32(12);
-      if (seqHigh > 0x1fffff) return this.fail({ kind: 'error', reason: 'frame sequence number out of range' });
-      const seq = seqHigh * 0x1_0000_0000 + view.getUint32(16);
+      const seq = getU64(view, 12);
+      if (seq < 0) return this.fail({ kind: 'error', reason: 'frame sequence number out of range' });
       this.header = { type: type as FrameType, flags, length, seq, crc: view.getUint32(20), raw };
     }
     const h = this.header;

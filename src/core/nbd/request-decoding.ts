@@ -3,6 +3,7 @@
 import {
   Cmd, CmdFlag, Errno, MAX_PAYLOAD_BYTES, REQUEST_MAGIC,
 } from './constants.js';
+import { getU64 } from '../lib/u64.js';
 
 export const REQUEST_HEADER_BYTES = 28;
 
@@ -56,9 +57,6 @@ export type DecodedRequest =
   | { readonly kind: 'fatal'; readonly reason: string };
 
 const KNOWN_FLAGS = CmdFlag.Fua | CmdFlag.NoHole | CmdFlag.Df | CmdFlag.ReqOne | CmdFlag.FastZero;
-const TWO_TO_32 = 0x1_0000_0000;
-/** An offset's high word at or above this puts it past 2^53 (no exact JS number, past every export). */
-const SAFE_HIGH_WORD_LIMIT = 0x20_0000;
 
 /** FUA is tolerated on every command (clients set it on reads too); the rest are per command. */
 const flagsAllowed = (flags: number, allowed: number): boolean => (flags & ~(allowed | CmdFlag.Fua)) === 0 && (flags & ~KNOWN_FLAGS) === 0;
@@ -79,11 +77,10 @@ export function decodeRequest(header: Uint8Array, ctx: TransmissionContext): Dec
   // slice() look up a species constructor on every call (this runs for every request).
   const cookie = new Uint8Array(8);
   for (let i = 0; i < 8; i++) cookie[i] = header[8 + i]!;
-  const high = view.getUint32(16);
+  const start = getU64(view, 16);
   const length = view.getUint32(24);
-  // Offsets from 2^53 on are no exact JS number and lie past every export. Below, offset + length
-  // is exact up to 2^53 and rounds to at least 2^53 beyond it: past the export either way.
-  const start = high < SAFE_HIGH_WORD_LIMIT ? high * TWO_TO_32 + view.getUint32(20) : -1;
+  // Offsets from 2^53 on (-1 here) lie past every export. Below, offset + length is exact up to
+  // 2^53 and rounds to at least 2^53 beyond it: past the export either way.
   const inside = start >= 0 && start + length <= ctx.sizeBytes;
   const offset = inside ? start : -1;
   const fua = (flags & CmdFlag.Fua) !== 0;

@@ -3,6 +3,7 @@
 // as bytes, zeroed ranges as markers. Decoding validates everything; a bad message is a protocol error.
 import { ErrorCode, TidemarkError } from '../errors.js';
 import { assert } from '../lib/assert.js';
+import { getU64, setU64 } from '../lib/u64.js';
 
 export type MessageType = 'request' | 'response';
 
@@ -37,10 +38,6 @@ const dec = new TextDecoder('utf-8', { fatal: true });
 
 export const segmentLength = (s: Segment): number => (s.kind === 'data' ? s.data.length : s.length);
 
-const TWO_TO_32 = 0x1_0000_0000;
-/** An offset's high word at or above this puts it past Number.MAX_SAFE_INTEGER. */
-const SAFE_HIGH_WORD_LIMIT = 0x20_0000;
-
 /** Memory for an encoded message; every byte is written, so it need not be zeroed (see encodeMessage). */
 export type MessageAllocator = (bytes: number) => Uint8Array;
 const zeroed: MessageAllocator = (bytes) => new Uint8Array(bytes);
@@ -63,10 +60,7 @@ export function encodeMessage(message: PeerMessage, allocate: MessageAllocator =
   view.setUint32(at, message.segments.length); at += 4;
   for (const s of message.segments) {
     view.setUint8(at, s.kind === 'data' ? SEGMENT_DATA : SEGMENT_ZERO);
-    // Two words rather than a BigInt (this runs for every write a sync pair forwards).
-    if (!(Number.isSafeInteger(s.offset) && s.offset >= 0)) assert(false, `segment offset ${s.offset}`);
-    view.setUint32(at + 1, Math.floor(s.offset / TWO_TO_32));
-    view.setUint32(at + 5, s.offset >>> 0);
+    setU64(view, at + 1, s.offset);
     view.setUint32(at + 9, segmentLength(s));
     at += 13;
     if (s.kind === 'data') {
@@ -144,11 +138,10 @@ export function decodeMessage(bytes: Uint8Array): PeerMessage {
   for (let i = 0; i < count; i++) {
     need(13);
     const kind = view.getUint8(at);
-    const high = view.getUint32(at + 1);
-    const offset = high * TWO_TO_32 + view.getUint32(at + 5);
+    const offset = getU64(view, at + 1);
     const length = view.getUint32(at + 9);
     at += 13;
-    if (high >= SAFE_HIGH_WORD_LIMIT) throw protocolError('offset too large');
+    if (offset < 0) throw protocolError('offset too large');
     if (kind === SEGMENT_DATA) {
       need(length);
       segments.push({ kind: 'data', offset, data: bytes.subarray(at, at + length) });
