@@ -119,7 +119,6 @@ export interface AppliedWrite {
   holds: WriteHold | undefined;
 }
 
-
 export interface InternalWriteOptions {
   /** A position this write must not mark (a replica applying its own pair's data). */
   readonly skipPosition?: string;
