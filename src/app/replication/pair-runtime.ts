@@ -234,13 +234,14 @@ export class PairRuntime {
     this.cleaner = new CleanRound(timeouts.cleanRound ?? DEFAULT_CLEAN_ROUND);
   }
 
+  /** `ids` as last built, with the pair id they were built for. */
+  private idsOf: { readonly pairId: string; readonly ids: { out: string; own: string; pull: string } } | undefined;
+
   /** The volume positions' ids of this pair (built once per pair id: planPosition runs for every write). */
   get ids(): { out: string; own: string; pull: string } {
-    if (this.idsOf.pairId !== this.record.id) this.idsOf = { pairId: this.record.id, ids: positionIds(this.record.id) };
+    if (this.idsOf?.pairId !== this.record.id) this.idsOf = { pairId: this.record.id, ids: positionIds(this.record.id) };
     return this.idsOf.ids;
   }
-
-  private idsOf: { readonly pairId: string; readonly ids: { out: string; own: string; pull: string } } = { pairId: '', ids: positionIds('') };
 
   get linkUp(): boolean {
     return this.rpc.isUp(this.record.peer);
