@@ -64,9 +64,13 @@ test(`remote pairs: ${SEEDS} seeds of host writes, partitions and crashes; sync 
 // 1220047752 — a host write waiting in admission for a fan-out async pair's spill to drain was
 //        overtaken by a later overlapping write let in at once, and then overwrote its acknowledged
 //        bytes on both arrays (found by a random-seed sweep; such writes now wait for the one ahead).
+// 22757042 — a flush round cleared a track whose sync write R2 had acknowledged while R1's own
+//        write of it was still running, so R1's flush did not cover it; a power loss of R1 then took
+//        it back while R2 kept it, under a clean bit: the images differed for good (found by a
+//        random-seed sweep; tracks with writes in flight now wait for a later round).
 // Since R1 runs flush rounds of its own (clean bitmaps at rest) these seeds take other timelines;
 // they still cover the rules above, and each must now also see rounds.
-for (const seed of [2, 13, 28, 53, 8965, 31760, 32326, 32845, 33808, 1050485, 1052032, 1220047752]) {
+for (const seed of [2, 13, 28, 53, 8965, 31760, 32326, 32845, 33808, 1050485, 1052032, 1220047752, 22757042]) {
   test(`remote pairs: regression seed ${seed}`, async () => {
     const r = await runPairSeed(seed);
     assert.ok(r.ok, `seed ${seed} (${describePairConfig(r.config)}): ${r.failure}`);

@@ -555,6 +555,11 @@ export class PairRuntime {
     const cleared = this.clearedNotDurable.copy();
     this.clearedNotDurable.clearAll();
     if (pulled.isEmpty() && committed.isEmpty() && cleared.isEmpty()) return true;
+    // A sync write's ship may finish before its local write: the flush below need not cover the
+    // local bytes of writes in flight now, so their tracks wait for a later round (pair seed
+    // 22757042: R2 acknowledged, the round cleared the track, R1's own write was still running and
+    // a power loss of R1 then took it back while R2 kept it, under a clean bit).
+    const writing = this.volume.trackRangesInFlight();
     // R1's own copy first: a power loss must not take back data R2 keeps (pair seed 28).
     try {
       await this.volume.internalFlush();
@@ -585,9 +590,16 @@ export class PairRuntime {
       this.noteFailure(error);
       return false;
     }
+    let later = false;
     for (let t = cleared.nextSet(0); t >= 0; t = cleared.nextSet(t + 1)) {
-      if (!this.busyTrack(t) && !this.clearedNotDurable.test(t)) this.bits.clear(t);
+      if (writing.some((r) => r.first <= t && t <= r.last)) {
+        this.clearedNotDurable.set(t);
+        later = true;
+      } else if (!this.busyTrack(t) && !this.clearedNotDurable.test(t)) {
+        this.bits.clear(t);
+      }
     }
+    if (later) this.cleaner.handle({ type: 'shipped', bytes: 0 }, this.nowMs());
     return true;
   }
 

@@ -262,6 +262,17 @@ export class Volume {
     return this.inFlight.size;
   }
 
+  /**
+   * The tracks (first..last) of the writes in flight now — ordered and not yet complete, range
+   * locks included: a flush issued now need not cover their bytes (the local write may still be
+   * running while work alongside it, a sync pair's ship, has finished).
+   */
+  trackRangesInFlight(): Array<{ readonly first: number; readonly last: number }> {
+    const ranges: Array<{ first: number; last: number }> = [];
+    for (const w of this.inFlight) if (w.end > w.start) ranges.push(tracksOf(this.geometry, w.start, w.end - w.start));
+    return ranges;
+  }
+
   /** NBD client names allowed to use the volume (empty: any). */
   get allowedClients(): readonly string[] {
     return this.record.allowedClients ?? [];
