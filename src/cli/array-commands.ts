@@ -8,7 +8,7 @@ import { maxExtentsPerSlot, DEFAULT_ACTIVITY_LOG } from '../core/bitmap/activity
 import type { NbdTlsMode } from '../core/nbd/connection.js';
 import { parseSize } from './sizes.js';
 import { formatDurationMs, parseDurationMs } from './durations.js';
-import { MAX_FLUSH_ROUND_AFTER_MS, MIN_FLUSH_ROUND_AFTER_MS } from '../core/replication/clean-round.js';
+import { MAX_FLUSH_ROUND_AFTER_MS, MIN_FLUSH_ROUND_AFTER_MS, isFlushRoundAfterMs } from '../core/replication/clean-round.js';
 import { ROUTED_COMMAND_POLICIES, type RoutedCommandPolicy } from '../core/routing/route-decision.js';
 import { MAX_POLL_US, isPollWindowUs } from '../adapters/net/busy-poll.js';
 
@@ -135,7 +135,7 @@ Every API request except GET /metrics needs the header "Authorization: Bearer TO
         const pollUs = Number(opts.pollUs);
         if (!isPollWindowUs(pollUs)) throw invalidArgument(`--poll-us must be a whole number from 0 to ${MAX_POLL_US}`);
         const flushRoundAfterMs = parseDurationMs(opts.flushRoundAfter, '--flush-round-after');
-        if (flushRoundAfterMs < MIN_FLUSH_ROUND_AFTER_MS || flushRoundAfterMs > MAX_FLUSH_ROUND_AFTER_MS) {
+        if (!isFlushRoundAfterMs(flushRoundAfterMs)) {
           throw invalidArgument(`--flush-round-after must be from ${formatDurationMs(MIN_FLUSH_ROUND_AFTER_MS)} to ${formatDurationMs(MAX_FLUSH_ROUND_AFTER_MS)}`);
         }
         const replyBuffer = parseSize(opts.nbdReplyBuffer);

@@ -593,13 +593,13 @@ export class PairRuntime {
     let later = false;
     for (let t = cleared.nextSet(0); t >= 0; t = cleared.nextSet(t + 1)) {
       if (writing.some((r) => r.first <= t && t <= r.last)) {
-        this.clearedNotDurable.set(t);
+        this.noteShipped(t);
         later = true;
       } else if (!this.busyTrack(t) && !this.clearedNotDurable.test(t)) {
         this.bits.clear(t);
       }
     }
-    if (later) this.cleaner.handle({ type: 'shipped', bytes: 0 }, this.nowMs());
+    if (later) this.noteUnflushed(0);
     return true;
   }
 

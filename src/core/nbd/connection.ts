@@ -127,8 +127,8 @@ export class NbdConnection {
   /** Names from the verified client certificate (empty without one). */
   private clientNames: readonly string[] = [];
   private nextStream = 1;
-  /** The export in transmission, and what request validation needs of it (fixed once transmission begins). */
-  private current: { readonly info: ExportInfo; readonly context: TransmissionContext } | undefined;
+  /** What request validation needs of the export in transmission (fixed once transmission begins). */
+  private transmission: TransmissionContext | undefined;
   private write: WriteInProgress | undefined;
   private discard: WriteDiscard | undefined;
 
@@ -382,15 +382,13 @@ export class NbdConnection {
 
   private enterTransmission(info: ExportInfo, flags: number): void {
     const bound = this.structured && this.allocationExport === info.name;
-    const allocationContextId = bound ? BASE_ALLOCATION_ID : undefined;
-    const context: TransmissionContext = {
+    this.transmission = {
       sizeBytes: info.sizeBytes, readOnly: info.readOnly, structured: this.structured,
-      canFastZero: info.canFastZero, allocationContextId,
+      canFastZero: info.canFastZero, allocationContextId: bound ? BASE_ALLOCATION_ID : undefined,
       // The spec: a server SHOULD accept requests up to the export size from a client that did not
       // negotiate block sizes; large writes are then streamed in pieces (readWritePayload).
       maxPayloadBytes: this.blockSizeNegotiated ? MAX_PAYLOAD_BYTES : info.sizeBytes,
     };
-    this.current = { info, context };
     this.phase = 'request-header';
     this.emit({ kind: 'transmission', export: info, structured: this.structured, flags });
   }
@@ -467,7 +465,7 @@ export class NbdConnection {
 
   private readRequestHeader(): boolean {
     if (this.queue.length < REQUEST_HEADER_BYTES) return false;
-    const decoded = decodeRequest(this.queue.take(REQUEST_HEADER_BYTES), this.current!.context);
+    const decoded = decodeRequest(this.queue.take(REQUEST_HEADER_BYTES), this.transmission!);
     switch (decoded.kind) {
       case 'command':
         this.emit({ kind: 'command', command: decoded.command });

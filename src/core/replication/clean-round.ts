@@ -30,6 +30,10 @@ export const DEFAULT_CLEAN_ROUND: CleanRoundConfig = {
 export const MIN_FLUSH_ROUND_AFTER_MS = 100;
 export const MAX_FLUSH_ROUND_AFTER_MS = 10 * 60_000;
 
+/** Whether `ms` is a flush-round interval the array takes (the CLI checks it, cleanRoundAfter asserts it). */
+export const isFlushRoundAfterMs = (ms: number): boolean =>
+  Number.isSafeInteger(ms) && ms >= MIN_FLUSH_ROUND_AFTER_MS && ms <= MAX_FLUSH_ROUND_AFTER_MS;
+
 /**
  * Rounds due after `afterMs`, with the byte bound scaled to match (64 MiB per second of it, as the
  * defaults are). A longer interval lets rewrites of the same blocks coalesce in the page cache
@@ -38,7 +42,7 @@ export const MAX_FLUSH_ROUND_AFTER_MS = 10 * 60_000;
  * after a crash of R1, the tracks written in the last interval are compared again.
  */
 export function cleanRoundAfter(afterMs: number): CleanRoundConfig {
-  assert(Number.isSafeInteger(afterMs) && afterMs >= MIN_FLUSH_ROUND_AFTER_MS && afterMs <= MAX_FLUSH_ROUND_AFTER_MS, 'flush round interval');
+  assert(isFlushRoundAfterMs(afterMs), 'flush round interval');
   const bytesPerSecond = DEFAULT_CLEAN_ROUND.cleanAfterBytes / (DEFAULT_CLEAN_ROUND.cleanAfterMs / 1000);
   return { ...DEFAULT_CLEAN_ROUND, cleanAfterMs: afterMs, cleanAfterBytes: Math.round(bytesPerSecond * afterMs / 1000) };
 }
